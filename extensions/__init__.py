@@ -1,0 +1,1 @@
+"""Optional drivers, sources and sinks; each module imports its heavy dependency itself."""

@@ -1,0 +1,200 @@
+"""The one exception hierarchy of rvai_sdk.
+
+Every failure the SDK reports is an :class:`RvaiError`. Messages say what
+happened, where (cell ref, port, field, driver ref, sid) and what to do; the
+same facts are kept in attributes so drivers can map errors to status codes
+without parsing strings::
+
+    RvaiError
+    ├── DefinitionError
+    │   ├── CellDefinitionError      bad data classes or call() annotations
+    │   └── PipelineBuildError       unknown ref, port type mismatch, port fed twice/never, cycle
+    │       └── PortNotFoundError    also AttributeError: MyCell().inputs.no_such_port
+    ├── ParameterError               also ValueError: a parameter value was rejected
+    ├── InputValidationError         also ValueError; the HTTP driver turns it into a 422
+    ├── CellError                    one request failed; .ref, .sid, original traceback
+    ├── ProcessError                 a process died or can't be reached
+    │   └── ProcessStateError        call not allowed in the current state
+    ├── DriverError ── DriverNotFoundError, SourceError, SinkError
+    ├── UnknownSidError              also LookupError
+    └── MissingExtraError            also ImportError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "RvaiError",
+    "DefinitionError",
+    "CellDefinitionError",
+    "PipelineBuildError",
+    "PortNotFoundError",
+    "ParameterError",
+    "InputValidationError",
+    "CellError",
+    "ProcessError",
+    "ProcessStateError",
+    "DriverError",
+    "DriverNotFoundError",
+    "SourceError",
+    "SinkError",
+    "UnknownRuntimeError",
+    "UnknownSidError",
+    "MissingExtraError",
+]
+
+
+class RvaiError(Exception):
+    """Root of every error raised by rvai_sdk."""
+
+
+class DefinitionError(RvaiError):
+    """A cell, data class or pipeline is defined wrongly; raised before any request runs."""
+
+
+class CellDefinitionError(DefinitionError, TypeError):
+    """A cell's data classes or ``call()`` annotations are wrong.
+
+    Attributes:
+        cell: the name of the offending cell class.
+    """
+
+    def __init__(self, message: str, *, cell: str | None = None) -> None:
+        super().__init__(message)
+        self.cell = cell
+
+
+class PipelineBuildError(DefinitionError):
+    """``PipelineFactory.build()`` found problems; ``problems`` lists each of them.
+
+    Attributes:
+        problems: one line per problem, in the order they were found.
+    """
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            message = f"{len(self.problems)} problems in the pipeline:\n{lines}"
+        super().__init__(message)
+
+
+class PortNotFoundError(PipelineBuildError, AttributeError):
+    """A port reference names a port the cell does not have."""
+
+
+class ParameterError(RvaiError, ValueError):
+    """A parameter value was rejected.
+
+    Attributes:
+        ref: the cell ref the parameters belong to, when known.
+        field: the parameter field, when known.
+    """
+
+    def __init__(self, message: str, *, ref: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.field = field
+
+
+class InputValidationError(RvaiError, ValueError):
+    """A value does not fit the type its input (or field) declares.
+
+    Attributes:
+        field: the dotted path of the offending input or field (``"image"``,
+            ``"boxes[2].xmin"``), when known.
+        expected: the name of the expected type, when known.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, expected: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
+
+
+class CellError(RvaiError):
+    """One request failed inside a cell; other requests are unaffected.
+
+    Attributes:
+        ref: the ref of the failing cell.
+        sid: the state id of the request (``None`` for a one-off request).
+        cause_type: the name of the original exception's type.
+        remote_traceback: the formatted traceback of the original exception.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        ref: str,
+        sid: str | None,
+        cause_type: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.sid = sid
+        self.cause_type = cause_type
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_cell_error, (str(self), self.ref, self.sid, self.cause_type, self.remote_traceback))
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.remote_traceback:
+            return f"{text}\n\nOriginal traceback:\n{self.remote_traceback.rstrip()}"
+        return text
+
+
+def _rebuild_cell_error(message: str, ref: str, sid: str | None, cause_type: str, tb: str) -> CellError:
+    return CellError(message, ref=ref, sid=sid, cause_type=cause_type, remote_traceback=tb)
+
+
+class ProcessError(RvaiError):
+    """A process died, was stopped, or cannot be reached."""
+
+
+class ProcessStateError(ProcessError):
+    """The call is not allowed in the process's current state.
+
+    Attributes:
+        state: the name of the current state.
+    """
+
+    def __init__(self, message: str, *, state: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class DriverError(RvaiError):
+    """A driver failed or was used wrongly."""
+
+
+class DriverNotFoundError(DriverError, LookupError):
+    """No driver with that pid or ref is attached."""
+
+
+class SourceError(DriverError):
+    """A source failed to open or to produce items."""
+
+
+class SinkError(DriverError):
+    """A sink failed to open or to write records."""
+
+
+class UnknownRuntimeError(RvaiError, ValueError):
+    """``init()`` was given a runtime name that does not exist."""
+
+
+class UnknownSidError(RvaiError, LookupError):
+    """No state is kept for that state id."""
+
+
+class MissingExtraError(RvaiError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
