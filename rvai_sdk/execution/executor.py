@@ -1,0 +1,855 @@
+"""The executor: runs a pipeline for many concurrent requests and owns per-sid state.
+
+Scheduling model
+----------------
+Each cell has a FIFO queue of requests whose inputs are ready and a limit on
+concurrent calls (``concurrency``, default 1). A pool of worker threads, one per
+allowed concurrent call, runs cells; when a worker finishes cell A for a request
+and a successor B becomes ready and free, the same worker runs B at once (no
+thread hand-off), so a chain costs one hand-off per request while independent
+branches and consecutive requests still overlap on other workers.
+
+Ordering: a sid's requests reach each cell in arrival order and a sid's state is
+never used by two calls at once (per cell, a sid is "busy" while a call holds
+it). Batched cells (``call_batch``) take up to ``max_batch_size`` ready requests
+of distinct sids; they wait at most ``max_batch_wait`` for a batch to fill, and
+dispatch at once when no other request in flight could still join it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import heapq
+import itertools
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Mapping
+from concurrent.futures import Future
+from queue import SimpleQueue
+from typing import Any
+
+import attrs
+
+from rvai_sdk.cell import CellSpec
+from rvai_sdk.context import InferenceContext, ModelContext
+from rvai_sdk.data import Parameters
+from rvai_sdk.exc import (
+    CellError,
+    ParameterError,
+    ProcessError,
+    ProcessStateError,
+    UnknownSidError,
+)
+from rvai_sdk.execution.state import StateEntry, StateStore
+from rvai_sdk.pipeline.graph import Pipeline
+
+__all__ = ["BatchingPolicy", "Executor", "resolve_parameters"]
+
+
+@attrs.frozen
+class BatchingPolicy:
+    """Batching limits of one ``call_batch`` cell, overriding what ``@cell`` declared.
+
+    Args:
+        max_batch_size: most items per ``call_batch`` call.
+        max_batch_wait: most seconds the oldest ready item waits for the batch to fill.
+    """
+
+    max_batch_size: int = attrs.field(default=64)
+    max_batch_wait: float = attrs.field(default=0.005, converter=float)
+
+    @max_batch_size.validator
+    def _check_size(self, attribute: attrs.Attribute[int], value: int) -> None:
+        if not isinstance(value, int) or value < 1:
+            raise ParameterError(f"BatchingPolicy.max_batch_size must be an int >= 1, got {value!r}", field="max_batch_size")
+
+    @max_batch_wait.validator
+    def _check_wait(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if value < 0:
+            raise ParameterError(f"BatchingPolicy.max_batch_wait must be >= 0, got {value!r}", field="max_batch_wait")
+
+
+def resolve_parameters(pipeline: Pipeline, given: Mapping[str, Any] | None) -> dict[str, Parameters]:
+    """Every cell's Parameters: the given ones validated, defaults for the rest.
+
+    Args:
+        pipeline: the pipeline.
+        given: cell ref to a Parameters instance or a mapping of field to value.
+
+    Returns:
+        Cell ref to a validated Parameters instance, for every cell.
+
+    Raises:
+        ParameterError: an unknown ref, a value of the wrong class, a rejected field,
+            or a cell whose Parameters have required fields and none were given.
+    """
+    given = dict(given or {})
+    unknown = [ref for ref in given if ref not in pipeline.cells]
+    if unknown:
+        raise ParameterError(
+            f"parameters given for unknown cell ref {unknown[0]!r}; the pipeline's cells are: {', '.join(pipeline.order)}",
+            ref=str(unknown[0]),
+        )
+    resolved: dict[str, Parameters] = {}
+    for ref in pipeline.order:
+        cls = pipeline.spec(ref).parameters
+        value = given.get(ref)
+        resolved[ref] = _coerce_parameters(ref, cls, value, None)
+    return resolved
+
+
+def _coerce_parameters(ref: str, cls: type[Parameters], value: Any, current: Parameters | None) -> Parameters:
+    try:
+        if value is None:
+            if current is not None:
+                return current
+            try:
+                return cls()
+            except TypeError as exc:
+                raise ParameterError(
+                    f"cell {ref!r} needs parameters: {cls.__name__} has required fields; pass "
+                    f"Inference(parameters={{{ref!r}: {cls.__name__}(...)}})",
+                    ref=ref,
+                ) from exc
+        if isinstance(value, cls):
+            return dataclasses.replace(value)  # re-validates fields changed since construction
+        if isinstance(value, Mapping):
+            base = current if current is not None else None
+            known = {f.name for f in cls.fields_info()}
+            bad = [k for k in value if k not in known]
+            if bad:
+                raise ParameterError(
+                    f"cell {ref!r}: {cls.__name__} has no parameter {bad[0]!r}; its parameters are: "
+                    f"{', '.join(sorted(known)) or '(none)'}",
+                    ref=ref,
+                    field=str(bad[0]),
+                )
+            if base is None:
+                return cls.from_dict(value)
+            return dataclasses.replace(base, **value)
+        raise ParameterError(
+            f"parameters for cell {ref!r} must be a {cls.__name__} or a mapping of field to value, "
+            f"got {type(value).__name__}",
+            ref=ref,
+        )
+    except ParameterError as exc:
+        if exc.ref is None:
+            raise ParameterError(f"cell {ref!r}: {exc}", ref=ref, field=exc.field) from exc
+        raise
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if a is b:
+        return False
+    try:
+        return bool(a != b)
+    except Exception:  # arrays and other values without a truth value
+        return True
+
+
+class _Stage:
+    """One cell's runtime record: how to call it, its queue and its limits."""
+
+    __slots__ = (
+        "index",
+        "ref",
+        "spec",
+        "call",
+        "call_batch",
+        "batched",
+        "inputs_cls",
+        "outputs_cls",
+        "bindings",
+        "successors",
+        "n_preds",
+        "state_cls",
+        "concurrency",
+        "max_batch_size",
+        "max_batch_wait",
+        "track_busy",
+        "queue",
+        "running",
+        "busy",
+        "expected",
+        "timer_due",
+        "device",
+        "calls",
+        "items",
+        "busy_seconds",
+        "failures",
+        "batch_sizes",
+    )
+
+    def __init__(self, index: int, ref: str, spec: CellSpec, policy: BatchingPolicy | None, device: str) -> None:
+        self.index = index
+        self.ref = ref
+        self.spec = spec
+        cls = spec.cell_class
+        self.call = cls.call
+        self.call_batch = cls.call_batch
+        self.batched = spec.has_call_batch
+        self.inputs_cls = spec.inputs
+        self.outputs_cls = spec.outputs
+        self.bindings: tuple[tuple[str, int, str], ...] = ()
+        self.successors: tuple[int, ...] = ()
+        self.n_preds = 0
+        self.state_cls = spec.state
+        self.concurrency = spec.concurrency
+        self.max_batch_size = policy.max_batch_size if policy else spec.max_batch_size
+        self.max_batch_wait = policy.max_batch_wait if policy else spec.max_batch_wait
+        self.track_busy = self.batched or self.concurrency > 1
+        self.queue: deque[Any] = deque()
+        self.running = 0
+        self.busy: set[str] = set()
+        self.expected = 0
+        self.timer_due: float | None = None
+        self.device = device
+        self.calls = 0
+        self.items = 0
+        self.busy_seconds = 0.0
+        self.failures = 0
+        self.batch_sizes: dict[int, int] = {}
+
+
+class _Config:
+    """An immutable snapshot of parameters and models; a request keeps the one current at submit."""
+
+    __slots__ = ("params", "models")
+
+    def __init__(self, params: tuple[Parameters, ...], models: tuple[Any, ...]) -> None:
+        self.params = params
+        self.models = models
+
+
+class _Request:
+    __slots__ = ("rid", "sid", "entry", "inputs", "config", "results", "remaining", "left", "future", "failed", "taken")
+
+    def __init__(
+        self, rid: int, sid: str | None, entry: StateEntry, inputs: Mapping[str, Any], config: _Config, preds: list[int]
+    ) -> None:
+        self.rid = rid
+        self.sid = sid
+        self.entry = entry
+        self.inputs = inputs
+        self.config = config
+        self.results: list[Any] = [None] * len(preds)
+        self.remaining = preds.copy()
+        self.left = len(preds)
+        self.future: Future[dict[str, Any]] = Future()
+        self.failed = False
+        self.taken = [False] * len(preds)
+
+
+_Work = tuple[_Stage, list[_Request]]
+
+
+class Executor:
+    """Runs one pipeline for many concurrent requests inside the current process.
+
+    Runtimes construct one per inference process; users reach it through
+    ``InferenceProcess``. Thread-safe.
+
+    Args:
+        pipeline: the pipeline to run.
+        parameters: cell ref to Parameters (instances or field mappings); defaults elsewhere.
+        models: cell ref to a model path handed to that cell's ``load_model``.
+        devices: cell ref to the device it runs on (``"cpu"`` by default).
+        batching: cell ref to a :class:`BatchingPolicy` overriding the cell's own limits.
+        state_ttl: seconds an idle sid's state is kept; ``None`` keeps it until dropped.
+        max_states: most sids whose state is kept; the least recently used idle one goes first.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        models: Mapping[str, Any] | None = None,
+        devices: Mapping[str, str] | None = None,
+        batching: Mapping[str, BatchingPolicy] | None = None,
+        state_ttl: float | None = 3600.0,
+        max_states: int = 10_000,
+    ) -> None:
+        self.pipeline = pipeline
+        batching = dict(batching or {})
+        devices = dict(devices or {})
+        for ref in batching:
+            if ref not in pipeline.cells:
+                raise ParameterError(f"batching given for unknown cell ref {ref!r}", ref=ref)
+            if not pipeline.spec(ref).has_call_batch:
+                raise ParameterError(
+                    f"batching given for cell {ref!r}, which has no call_batch(); only batched cells take a policy",
+                    ref=ref,
+                )
+        self._stages = [
+            _Stage(i, ref, pipeline.spec(ref), batching.get(ref), devices.get(ref, "cpu"))
+            for i, ref in enumerate(pipeline.order)
+        ]
+        index = {s.ref: s.index for s in self._stages}
+        for stage in self._stages:
+            bindings = []
+            for port, binding in pipeline.bindings[stage.ref].items():
+                if binding.cell is None:
+                    bindings.append((port, -1, binding.port))
+                else:
+                    bindings.append((port, index[binding.cell], binding.port))
+            stage.bindings = tuple(bindings)
+            stage.successors = tuple(index[s] for s in pipeline.successors(stage.ref))
+            stage.n_preds = len(pipeline.predecessors(stage.ref))
+        self._preds = [s.n_preds for s in self._stages]
+        self._roots = [s for s in self._stages if s.n_preds == 0]
+        self._outputs = tuple((o.ref, index[o.cell], o.port) for o in pipeline.outputs.values())
+        self._model_paths = dict(models or {})
+        for ref in self._model_paths:
+            if ref not in pipeline.cells:
+                raise ParameterError(f"model path given for unknown cell ref {ref!r}", ref=ref)
+        params = resolve_parameters(pipeline, parameters)
+        self._config = _Config(tuple(params[s.ref] for s in self._stages), (None,) * len(self._stages))
+        self._model_deps: list[frozenset[str]] = [frozenset()] * len(self._stages)
+        self._states = StateStore(ttl=state_ttl, max_states=max_states)
+        self._lock = threading.Lock()
+        self._runq: SimpleQueue[_Work | None] = SimpleQueue()
+        self._timer_cv = threading.Condition(threading.Lock())
+        self._timers: list[tuple[float, int]] = []
+        self._ids = itertools.count(1)
+        self._inflight: dict[int, _Request] = {}
+        self._idle = threading.Condition(self._lock)
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._closed = False
+        self.submitted = 0
+        self.succeeded = 0
+        self.failed = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load every cell's model (in this thread) and start the worker threads.
+
+        Raises:
+            CellError: a cell's ``load_model`` raised; names the cell.
+        """
+        if self._started:
+            return
+        models = list(self._config.models)
+        deps = list(self._model_deps)
+        for stage in self._stages:
+            if stage.spec.has_load_model:
+                models[stage.index], deps[stage.index] = self._load_model(stage, self._config.params[stage.index])
+        self._config = _Config(self._config.params, tuple(models))
+        self._model_deps = deps
+        workers = sum(s.concurrency for s in self._stages)
+        name = self.pipeline.name
+        for n in range(workers):
+            t = threading.Thread(target=self._worker, name=f"rvai-{name}-worker-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if any(s.batched and s.max_batch_wait > 0 for s in self._stages):
+            t = threading.Thread(target=self._timer_loop, name=f"rvai-{name}-batch-timer", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._started = True
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop accepting requests, let those in flight finish for up to ``timeout`` seconds, fail the rest.
+
+        Requests still pending after the timeout fail with :class:`~rvai_sdk.exc.ProcessError`.
+        Idempotent.
+        """
+        with self._lock:
+            if self._closed and not self._threads:
+                return
+            self._closed = True
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._inflight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._idle.wait(remaining)
+            leftovers = list(self._inflight.values())
+            for req in leftovers:
+                self._mark_failed(req)
+            self._inflight.clear()
+        for req in leftovers:
+            _set_exception(
+                req.future,
+                ProcessError(
+                    f"the inference process of pipeline {self.pipeline.name!r} stopped before request "
+                    f"{req.rid} (sid {req.sid!r}) finished; send it again once the process is running"
+                ),
+            )
+        for _ in self._threads:
+            self._runq.put(None)
+        with self._timer_cv:
+            self._timer_cv.notify_all()
+        current = threading.current_thread()
+        for t in self._threads:
+            if t is not current:
+                t.join(timeout=5.0)
+        self._threads = []
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`stop` was called."""
+        return self._closed
+
+    # -- requests --------------------------------------------------------------------
+
+    def submit(self, inputs: Mapping[str, Any], sid: str | None = None) -> Future[dict[str, Any]]:
+        """Queue one request whose inputs were already validated.
+
+        Args:
+            inputs: pipeline input ref to typed value (see ``Pipeline.validate_inputs``).
+            sid: the state id; ``None`` runs with fresh state that is not kept.
+
+        Returns:
+            A future resolving to output ref → typed value, or failing with
+            :class:`~rvai_sdk.exc.CellError`.
+
+        Raises:
+            ProcessStateError: the executor is stopped or not started.
+        """
+        now = time.monotonic()
+        with self._lock:
+            if self._closed or not self._started:
+                raise ProcessStateError(
+                    f"the executor of pipeline {self.pipeline.name!r} is {'stopped' if self._closed else 'not started'}; "
+                    "start a new inference process",
+                    state="STOPPED" if self._closed else "STARTING",
+                )
+            rid = next(self._ids)
+            entry = self._states.acquire(sid, now)
+            req = _Request(rid, sid, entry, inputs, self._config, self._preds)
+            req.future.set_running_or_notify_cancel()
+            self._inflight[rid] = req
+            self.submitted += 1
+            for stage in self._stages:
+                stage.expected += 1
+            works: list[_Work] = []
+            for stage in self._roots:
+                self._enqueue(stage, req, now)
+                self._dispatch(stage, now, works)
+        put = self._runq.put
+        for work in works:
+            put(work)
+        return req.future
+
+    def drop_state(self, sid: str) -> None:
+        """Forget the state of ``sid``; its next request starts fresh.
+
+        Raises:
+            UnknownSidError: no state is kept for ``sid``.
+        """
+        with self._lock:
+            if not self._states.drop(sid):
+                raise UnknownSidError(
+                    f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)"
+                )
+
+    def get_state(self, sid: str) -> dict[str, Any]:
+        """A deep copy of ``sid``'s state: cell ref to State instance, for the stateful cells that ran.
+
+        Raises:
+            UnknownSidError: no state is kept for ``sid``.
+        """
+        with self._lock:
+            self._states.expire(time.monotonic())
+            entry = self._states.get(sid)
+            if entry is None:
+                raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped)")
+            return copy.deepcopy(entry.states)
+
+    def sids(self) -> list[str]:
+        """The sids whose state is kept, least recently used first."""
+        with self._lock:
+            self._states.expire(time.monotonic())
+            return self._states.sids()
+
+    # -- parameters and models -----------------------------------------------------------
+
+    def get_parameters(self) -> dict[str, Parameters]:
+        """Cell ref to a copy of the cell's current Parameters."""
+        return {s.ref: copy.deepcopy(self._config.params[s.index]) for s in self._stages}
+
+    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
+        """Change cell parameters for the requests submitted from now on.
+
+        All values are validated before any takes effect. A cell whose
+        ``load_model`` read a changed field gets its model reloaded first
+        (in this thread); requests in flight finish with the old model.
+
+        Args:
+            parameters: cell ref to a Parameters instance or a mapping of changed fields.
+
+        Raises:
+            ParameterError: an unknown ref or field, or a rejected value; nothing changes.
+            CellError: a reloading ``load_model`` raised; nothing changes.
+        """
+        refs = {s.ref: s for s in self._stages}
+        config = self._config
+        new_params = list(config.params)
+        for ref, value in parameters.items():
+            stage = refs.get(ref)
+            if stage is None:
+                raise ParameterError(
+                    f"unknown cell ref {ref!r}; the pipeline's cells are: {', '.join(refs)}", ref=str(ref)
+                )
+            new_params[stage.index] = _coerce_parameters(
+                ref, stage.spec.parameters, value, config.params[stage.index]
+            )
+        models = list(config.models)
+        deps = list(self._model_deps)
+        for stage in self._stages:
+            old, new = config.params[stage.index], new_params[stage.index]
+            if not stage.spec.has_load_model or old is new:
+                continue
+            changed = {
+                f.name for f in type(new).fields_info() if _differs(getattr(old, f.name), getattr(new, f.name))
+            }
+            if changed & self._model_deps[stage.index]:
+                models[stage.index], deps[stage.index] = self._load_model(stage, new)
+        with self._lock:
+            self._config = _Config(tuple(new_params), tuple(models))
+            self._model_deps = deps
+
+    def _load_model(self, stage: _Stage, params: Parameters) -> tuple[Any, frozenset[str]]:
+        recorded, read = _recording(params)
+        context = ModelContext(stage.ref, stage.device, self.pipeline.name)
+        try:
+            model = stage.spec.cell_class.load_model(context, recorded, self._model_paths.get(stage.ref))
+        except Exception as exc:
+            raise CellError(
+                f"load_model of cell {stage.ref!r} ({stage.spec.name}) failed: {type(exc).__name__}: {exc}",
+                ref=stage.ref,
+                sid=None,
+                cause_type=type(exc).__name__,
+                remote_traceback="".join(traceback.format_exception(exc)),
+            ) from exc
+        return model, frozenset(read)
+
+    # -- statistics -----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests by outcome, in flight, live sids, and per cell calls, items, batch sizes and busy time."""
+        with self._lock:
+            self._states.expire(time.monotonic())
+            return {
+                "requests": {
+                    "submitted": self.submitted,
+                    "succeeded": self.succeeded,
+                    "failed": self.failed,
+                    "in_flight": len(self._inflight),
+                },
+                "sids": {"live": len(self._states), "expired": self._states.expired, "evicted": self._states.evicted},
+                "cells": {
+                    s.ref: {
+                        "calls": s.calls,
+                        "items": s.items,
+                        "failures": s.failures,
+                        "busy_seconds": s.busy_seconds,
+                        "queued": len(s.queue),
+                        "running": s.running,
+                        "batch_sizes": dict(sorted(s.batch_sizes.items())),
+                    }
+                    for s in self._stages
+                },
+            }
+
+    # -- scheduling (callers hold self._lock) -----------------------------------------------
+
+    @staticmethod
+    def _enqueue(stage: _Stage, req: _Request, now: float) -> None:
+        stage.queue.append((req, now) if stage.batched else req)
+
+    def _dispatch(self, stage: _Stage, now: float, works: list[_Work]) -> None:
+        queue = stage.queue
+        if not queue:
+            return
+        if stage.batched:
+            self._dispatch_batches(stage, now, works)
+            return
+        while queue and stage.running < stage.concurrency:
+            if not stage.track_busy:
+                req = queue.popleft()
+                if req.failed:
+                    continue
+            else:
+                req = None
+                for candidate in queue:
+                    if candidate.failed or candidate.sid is None or candidate.sid not in stage.busy:
+                        req = candidate
+                        break
+                if req is None:
+                    return
+                queue.remove(req)
+                if req.failed:
+                    continue
+                if req.sid is not None:
+                    stage.busy.add(req.sid)
+            stage.running += 1
+            stage.expected -= 1
+            req.taken[stage.index] = True
+            works.append((stage, [req]))
+
+    def _dispatch_batches(self, stage: _Stage, now: float, works: list[_Work]) -> None:
+        queue = stage.queue
+        limit = stage.max_batch_size
+        while queue and stage.running < stage.concurrency:
+            chosen: list[tuple[_Request, float]] = []
+            seen = set(stage.busy)
+            live = 0
+            for item in queue:
+                req = item[0]
+                if req.failed:
+                    continue
+                live += 1
+                if len(chosen) < limit and (req.sid is None or req.sid not in seen):
+                    chosen.append(item)
+                    if req.sid is not None:
+                        seen.add(req.sid)
+            if not chosen:
+                if live == 0:
+                    queue.clear()
+                return
+            if len(chosen) < limit and live < stage.expected:
+                due = chosen[0][1] + stage.max_batch_wait
+                if now < due:
+                    self._schedule(stage, due)
+                    return
+            picked = {id(item) for item in chosen}
+            stage.queue = queue = deque(item for item in queue if id(item) not in picked and not item[0].failed)
+            batch = [item[0] for item in chosen]
+            for req in batch:
+                req.taken[stage.index] = True
+                if req.sid is not None:
+                    stage.busy.add(req.sid)
+            stage.running += 1
+            stage.expected -= len(batch)
+            works.append((stage, batch))
+
+    def _schedule(self, stage: _Stage, due: float) -> None:
+        if stage.timer_due is not None and stage.timer_due <= due:
+            return
+        stage.timer_due = due
+        with self._timer_cv:
+            heapq.heappush(self._timers, (due, stage.index))
+            self._timer_cv.notify()
+
+    def _timer_loop(self) -> None:
+        while True:
+            with self._timer_cv:
+                while True:
+                    if self._closed:
+                        return
+                    if not self._timers:
+                        self._timer_cv.wait()
+                        continue
+                    due, index = self._timers[0]
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        self._timer_cv.wait(delay)
+                        continue
+                    heapq.heappop(self._timers)
+                    break
+            works: list[_Work] = []
+            with self._lock:
+                stage = self._stages[index]
+                if stage.timer_due is not None and stage.timer_due <= due:
+                    stage.timer_due = None
+                self._dispatch(stage, time.monotonic(), works)
+            for work in works:
+                self._runq.put(work)
+
+    def _mark_failed(self, req: _Request) -> None:
+        req.failed = True
+        for stage in self._stages:
+            if not req.taken[stage.index]:
+                req.taken[stage.index] = True
+                stage.expected -= 1
+        self._inflight.pop(req.rid, None)
+        self._states.release(req.entry, time.monotonic())
+        self.failed += 1
+        if not self._inflight:
+            self._idle.notify_all()
+
+    # -- running cells (worker threads) ---------------------------------------------------------
+
+    def _worker(self) -> None:
+        get = self._runq.get
+        while True:
+            work = get()
+            if work is None:
+                return
+            while work is not None:
+                work = self._execute(work)
+
+    def _execute(self, work: _Work) -> _Work | None:
+        stage, reqs = work
+        started = time.perf_counter()
+        if stage.batched:
+            results = self._call_batch(stage, reqs)
+        else:
+            results = [self._call_one(stage, reqs[0])]
+        elapsed = time.perf_counter() - started
+
+        done: list[_Request] = []
+        errors: list[tuple[_Request, BaseException]] = []
+        works: list[_Work] = []
+        now = time.monotonic()
+        with self._lock:
+            stage.running -= 1
+            stage.calls += 1
+            stage.items += len(reqs)
+            stage.busy_seconds += elapsed
+            if stage.batched:
+                stage.batch_sizes[len(reqs)] = stage.batch_sizes.get(len(reqs), 0) + 1
+            for req, result in zip(reqs, results):
+                if stage.track_busy and req.sid is not None:
+                    stage.busy.discard(req.sid)
+                if req.failed:
+                    continue
+                if isinstance(result, BaseException):
+                    stage.failures += 1
+                    self._mark_failed(req)
+                    errors.append((req, result))
+                    continue
+                req.results[stage.index] = result
+                remaining = req.remaining
+                for j in stage.successors:
+                    remaining[j] -= 1
+                    if remaining[j] == 0:
+                        self._enqueue(self._stages[j], req, now)
+                req.left -= 1
+                if req.left == 0:
+                    done.append(req)
+                    del self._inflight[req.rid]
+                    self._states.release(req.entry, now)
+                    self.succeeded += 1
+            for j in stage.successors:
+                self._dispatch(self._stages[j], now, works)
+            self._dispatch(stage, now, works)
+            if (done or errors) and not self._inflight:
+                self._idle.notify_all()
+        for req in done:
+            results_ = req.results
+            _set_result(req.future, {ref: getattr(results_[i], port) for ref, i, port in self._outputs})
+        for req, exc in errors:
+            _set_exception(req.future, _cell_error(stage, req, exc))
+        if not works:
+            return None
+        for extra in works[1:]:
+            self._runq.put(extra)
+        return works[0]
+
+    def _inputs_for(self, stage: _Stage, req: _Request) -> Any:
+        results = req.results
+        inputs = req.inputs
+        values = {
+            port: inputs[src_port] if src < 0 else getattr(results[src], src_port)
+            for port, src, src_port in stage.bindings
+        }
+        return stage.inputs_cls(**values)
+
+    def _context(self, stage: _Stage, req: _Request) -> InferenceContext:
+        state = req.entry.state_for(stage.ref, stage.state_cls) if stage.state_cls is not None else None
+        return InferenceContext(stage.ref, req.sid, state, req.config.models[stage.index], stage.device, req.rid)
+
+    def _call_one(self, stage: _Stage, req: _Request) -> Any:
+        try:
+            inputs = self._inputs_for(stage, req)
+            if stage.spec.has_call:
+                out = stage.call(self._context(stage, req), req.config.params[stage.index], inputs)
+            else:
+                out = self._unwrap_single(stage, stage.call_batch([self._context(stage, req)], req.config.params[stage.index], [inputs]))
+            if type(out) is not stage.outputs_cls and not isinstance(out, stage.outputs_cls):
+                raise TypeError(
+                    f"call() returned {type(out).__name__}; it must return {stage.outputs_cls.__name__}"
+                )
+            return out
+        except Exception as exc:
+            return exc
+
+    @staticmethod
+    def _unwrap_single(stage: _Stage, result: Any) -> Any:
+        if not isinstance(result, (list, tuple)) or len(result) != 1:
+            raise TypeError(f"call_batch() must return a list with one item per input, got {type(result).__name__}")
+        item = result[0]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _call_batch(self, stage: _Stage, reqs: list[_Request]) -> list[Any]:
+        # Items of one batch use the parameters and model of the first item's snapshot.
+        config = reqs[0].config
+        try:
+            inputs_list = []
+            contexts = []
+            for req in reqs:
+                inputs_list.append(self._inputs_for(stage, req))
+                state = req.entry.state_for(stage.ref, stage.state_cls) if stage.state_cls is not None else None
+                contexts.append(
+                    InferenceContext(stage.ref, req.sid, state, config.models[stage.index], stage.device, req.rid)
+                )
+            outs = stage.call_batch(contexts, config.params[stage.index], inputs_list)
+            if not isinstance(outs, (list, tuple)) or len(outs) != len(reqs):
+                got = f"{len(outs)} items" if isinstance(outs, (list, tuple)) else type(outs).__name__
+                raise TypeError(f"call_batch() got {len(reqs)} inputs and returned {got}; return one output per input")
+        except Exception as exc:
+            return [exc] * len(reqs)
+        results: list[Any] = []
+        for out in outs:
+            if isinstance(out, BaseException) or isinstance(out, stage.outputs_cls):
+                results.append(out)
+            else:
+                results.append(
+                    TypeError(f"call_batch() returned a {type(out).__name__} item; items must be {stage.outputs_cls.__name__} or an exception")
+                )
+        return results
+
+
+def _cell_error(stage: _Stage, req: _Request, exc: BaseException) -> CellError:
+    sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"
+    return CellError(
+        f"cell {stage.ref!r} ({stage.spec.name}) failed for {sid}: {type(exc).__name__}: {exc}",
+        ref=stage.ref,
+        sid=req.sid,
+        cause_type=type(exc).__name__,
+        remote_traceback="".join(traceback.format_exception(exc)),
+    )
+
+
+def _set_result(future: Future[dict[str, Any]], value: dict[str, Any]) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: Future[dict[str, Any]], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _recording(params: Parameters) -> tuple[Parameters, set[str]]:
+    """A copy of ``params`` that records which fields are read, and the set it records into."""
+    cls = type(params)
+    names = {f.name for f in cls.fields_info()}
+    read: set[str] = set()
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        if name in names:
+            read.add(name)
+        return object.__getattribute__(self, name)
+
+    recorder = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__, "__module__": cls.__module__})
+    recorder.__qualname__ = cls.__qualname__
+    recorder._rvai_fields_cache = cls.fields_info()
+    recorder._rvai_coercers_cache = cls._coercers()
+    clone = copy.copy(params)
+    try:
+        object.__setattr__(clone, "__class__", recorder)
+    except TypeError:  # e.g. slotted dataclasses: treat every field as read
+        read.update(names)
+        return params, read
+    return clone, read

@@ -1,0 +1,86 @@
+"""What to run: a pipeline with its parameters, models, resources and batching."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from rvai_sdk.exc import ParameterError
+from rvai_sdk.execution.executor import BatchingPolicy, resolve_parameters
+from rvai_sdk.pipeline.graph import Pipeline
+from rvai_sdk.resources import CellResources
+
+__all__ = ["Inference"]
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+@attrs.frozen
+class Inference:
+    """Everything a runtime needs to start an inference process for one pipeline.
+
+    Constructing it validates the refs and parameter values (no side effects).
+
+    Args:
+        pipeline: the built pipeline.
+        parameters: cell ref to its Parameters (an instance or a mapping of field to value).
+        models: cell ref to a model path handed to that cell's ``load_model``.
+        resources: cell ref to its :class:`~rvai_sdk.resources.CellResources`.
+        batching: cell ref to a :class:`BatchingPolicy` overriding a batched cell's limits.
+        state_ttl: seconds an idle sid's state is kept (``None``: until dropped).
+        max_states: most sids whose state is kept at once.
+
+    Raises:
+        ParameterError: an unknown ref or a rejected parameter value.
+
+    Example:
+        >>> from rvai_sdk.runtime import Inference
+        >>> Inference(pipeline=object())
+        Traceback (most recent call last):
+        ...
+        rvai_sdk.exc.ParameterError: Inference(pipeline=...) needs a Pipeline from PipelineFactory.build(), got object
+    """
+
+    pipeline: Pipeline
+    parameters: dict[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    models: dict[str, str | Path] = attrs.field(factory=dict, converter=_frozen_mapping)
+    resources: dict[str, CellResources] = attrs.field(factory=dict, converter=_frozen_mapping)
+    batching: dict[str, BatchingPolicy] = attrs.field(factory=dict, converter=_frozen_mapping)
+    state_ttl: float | None = 3600.0
+    max_states: int = 10_000
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.pipeline, Pipeline):
+            raise ParameterError(
+                f"Inference(pipeline=...) needs a Pipeline from PipelineFactory.build(), got {type(self.pipeline).__name__}"
+            )
+        cells = self.pipeline.cells
+        for what, mapping in (("models", self.models), ("resources", self.resources), ("batching", self.batching)):
+            for ref in mapping:
+                if ref not in cells:
+                    raise ParameterError(
+                        f"Inference({what}=...) names unknown cell ref {ref!r}; the pipeline's cells are: "
+                        f"{', '.join(self.pipeline.order)}",
+                        ref=str(ref),
+                    )
+        for ref, res in self.resources.items():
+            if not isinstance(res, CellResources):
+                raise ParameterError(f"Inference(resources=...)[{ref!r}] must be a CellResources, got {type(res).__name__}", ref=ref)
+        for ref, policy in self.batching.items():
+            if not isinstance(policy, BatchingPolicy):
+                raise ParameterError(f"Inference(batching=...)[{ref!r}] must be a BatchingPolicy, got {type(policy).__name__}", ref=ref)
+            if not self.pipeline.spec(ref).has_call_batch:
+                raise ParameterError(
+                    f"Inference(batching=...) names cell {ref!r}, which has no call_batch(); only batched cells take a policy",
+                    ref=ref,
+                )
+        if self.state_ttl is not None and self.state_ttl <= 0:
+            raise ParameterError(f"Inference(state_ttl=...) must be > 0 seconds or None, got {self.state_ttl!r}")
+        if not isinstance(self.max_states, int) or self.max_states < 1:
+            raise ParameterError(f"Inference(max_states=...) must be an int >= 1, got {self.max_states!r}")
+        resolve_parameters(self.pipeline, self.parameters)
