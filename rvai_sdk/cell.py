@@ -194,6 +194,14 @@ class Cell:
 
     _rvai_options: ClassVar[dict[str, Any]] = {}
     _rvai_spec: ClassVar[CellSpec | None] = None
+    _rvai_localns: ClassVar[dict[str, Any] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A cell defined inside a function may name data classes local to it: keep those names
+        # so its annotations resolve when the spec is first read.
+        frame = sys._getframe(1)
+        cls._rvai_localns = dict(frame.f_locals) if frame.f_code.co_name != "<module>" else None
 
     def __init__(self) -> None:
         self._spec = type(self).spec()
@@ -207,7 +215,7 @@ class Cell:
         """
         cached = cls.__dict__.get("_rvai_spec")
         if cached is None:
-            cached = _build_spec(cls, cls.__dict__.get("_rvai_options", {}), None)
+            cached = _build_spec(cls, cls.__dict__.get("_rvai_options", {}), cls.__dict__.get("_rvai_localns"))
             cls._rvai_spec = cached
         return typing.cast(CellSpec, cached)
 
@@ -300,7 +308,8 @@ def cell(
             "concurrency": concurrency,
         }
         target._rvai_options = options
-        target._rvai_spec = _build_spec(target, options, localns)
+        names = {**(target.__dict__.get("_rvai_localns") or {}), **(localns or {})}
+        target._rvai_spec = _build_spec(target, options, names or None)
         return target
 
     if cls is not None:
@@ -318,12 +327,10 @@ def _overrides(cls: type[Cell], name: str) -> bool:
 
 
 def _hints(cls: type[Cell], fn: Any, localns: Mapping[str, Any] | None) -> dict[str, Any]:
-    module = sys.modules.get(cls.__module__)
-    globalns = dict(vars(module)) if module is not None else {}
     extra = dict(localns or {})
     extra.setdefault(cls.__name__, cls)
     try:
-        return typing.get_type_hints(fn, globalns=globalns, localns=extra)
+        return typing.get_type_hints(fn, localns=extra)
     except NameError as exc:
         raise CellDefinitionError(
             f"cell {cls.__name__}: an annotation of {fn.__name__}() does not resolve ({exc}); "

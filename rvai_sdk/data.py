@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -348,10 +347,9 @@ def _resolve_fields(cls: type[DataClass], localns: Mapping[str, Any] | None) -> 
         raise CellDefinitionError(
             f"{cls.__name__} is not a dataclass; decorate it with @dataclasses.dataclass", cell=None
         )
-    module = sys.modules.get(cls.__module__)
-    globalns = dict(vars(module)) if module is not None else {}
     try:
-        hints = typing.get_type_hints(cls, globalns=globalns, localns=dict(localns or {}))
+        # Each class in the MRO resolves in its own module; ``localns`` adds names local to a function.
+        hints = typing.get_type_hints(cls, localns=dict(localns) if localns else None)
     except NameError as exc:
         raise CellDefinitionError(
             f"{cls.__name__}: an annotation does not resolve ({exc}); define the types it names at module level "

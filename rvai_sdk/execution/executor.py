@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import heapq
 import itertools
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -224,8 +226,53 @@ class _Config:
         self.models = models
 
 
+class _Work:
+    """Cells to run: one request, or one batch, at one stage; claimed exactly once by whoever runs it."""
+
+    __slots__ = ("stage", "reqs", "_token")
+
+    def __init__(self, stage: _Stage, reqs: list[_Request]) -> None:
+        self.stage = stage
+        self.reqs = reqs
+        self._token = [True]
+
+    def claim(self) -> bool:
+        """Take the right to run this work; True for exactly one caller (``list.pop`` is atomic)."""
+        try:
+            self._token.pop()
+        except IndexError:
+            return False
+        return True
+
+
+class _RequestFuture(Future):  # type: ignore[type-arg]
+    """A request's future: waiting on it with ``result()`` runs the request's unstarted cells in the waiting thread."""
+
+    _help: Any = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        help_ = self._help
+        if help_ is not None and timeout is None and not self.done():
+            help_()
+        return super().result(timeout)
+
+
 class _Request:
-    __slots__ = ("rid", "sid", "entry", "inputs", "config", "results", "remaining", "left", "future", "failed", "taken")
+    __slots__ = (
+        "rid",
+        "sid",
+        "entry",
+        "inputs",
+        "config",
+        "results",
+        "remaining",
+        "left",
+        "future",
+        "failed",
+        "taken",
+        "works",
+        "__weakref__",
+    )
 
     def __init__(
         self, rid: int, sid: str | None, entry: StateEntry, inputs: Mapping[str, Any], config: _Config, preds: list[int]
@@ -238,12 +285,10 @@ class _Request:
         self.results: list[Any] = [None] * len(preds)
         self.remaining = preds.copy()
         self.left = len(preds)
-        self.future: Future[dict[str, Any]] = Future()
+        self.future: _RequestFuture = _RequestFuture()
         self.failed = False
         self.taken = [False] * len(preds)
-
-
-_Work = tuple[_Stage, list[_Request]]
+        self.works: list[_Work] = []
 
 
 class Executor:
@@ -260,6 +305,9 @@ class Executor:
         batching: cell ref to a :class:`BatchingPolicy` overriding the cell's own limits.
         state_ttl: seconds an idle sid's state is kept; ``None`` keeps it until dropped.
         max_states: most sids whose state is kept; the least recently used idle one goes first.
+        workers: worker threads; by default one per allowed concurrent call (the sum of the
+            cells' ``concurrency``). With ``0`` cells run only in threads that wait on a
+            request's ``future.result()``.
     """
 
     def __init__(
@@ -272,8 +320,10 @@ class Executor:
         batching: Mapping[str, BatchingPolicy] | None = None,
         state_ttl: float | None = 3600.0,
         max_states: int = 10_000,
+        workers: int | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self._workers = workers
         batching = dict(batching or {})
         devices = dict(devices or {})
         for ref in batching:
@@ -341,7 +391,7 @@ class Executor:
                 models[stage.index], deps[stage.index] = self._load_model(stage, self._config.params[stage.index])
         self._config = _Config(self._config.params, tuple(models))
         self._model_deps = deps
-        workers = sum(s.concurrency for s in self._stages)
+        workers = sum(s.concurrency for s in self._stages) if self._workers is None else self._workers
         name = self.pipeline.name
         for n in range(workers):
             t = threading.Thread(target=self._worker, name=f"rvai-{name}-worker-{n}", daemon=True)
@@ -423,6 +473,7 @@ class Executor:
             rid = next(self._ids)
             entry = self._states.acquire(sid, now)
             req = _Request(rid, sid, entry, inputs, self._config, self._preds)
+            req.future._help = functools.partial(self._help, weakref.ref(req))
             req.future.set_running_or_notify_cancel()
             self._inflight[rid] = req
             self.submitted += 1
@@ -592,7 +643,9 @@ class Executor:
             stage.running += 1
             stage.expected -= 1
             req.taken[stage.index] = True
-            works.append((stage, [req]))
+            work = _Work(stage, [req])
+            req.works.append(work)
+            works.append(work)
 
     def _dispatch_batches(self, stage: _Stage, now: float, works: list[_Work]) -> None:
         queue = stage.queue
@@ -628,7 +681,10 @@ class Executor:
                     stage.busy.add(req.sid)
             stage.running += 1
             stage.expected -= len(batch)
-            works.append((stage, batch))
+            work = _Work(stage, batch)
+            for req in batch:
+                req.works.append(work)
+            works.append(work)
 
     def _schedule(self, stage: _Stage, due: float) -> None:
         if stage.timer_due is not None and stage.timer_due <= due:
@@ -665,6 +721,7 @@ class Executor:
 
     def _mark_failed(self, req: _Request) -> None:
         req.failed = True
+        req.works = []
         for stage in self._stages:
             if not req.taken[stage.index]:
                 req.taken[stage.index] = True
@@ -679,15 +736,44 @@ class Executor:
 
     def _worker(self) -> None:
         get = self._runq.get
+        execute = self._execute
         while True:
             work = get()
             if work is None:
                 return
+            if not work.claim():
+                continue  # a waiting caller ran it already
+            while work is not None:
+                work = execute(work)
+
+    def _help(self, ref: weakref.ReferenceType[_Request]) -> None:
+        """Run the unstarted cells of a request in the thread waiting for it (caller-runs).
+
+        A caller blocked in ``future.result()`` would only wait for a worker to
+        wake up; running the work itself saves two thread hand-offs, and lets a
+        debugger step into the cells from the caller's thread.
+        """
+        req = ref()
+        if req is None:
+            return
+        future = req.future
+        while not future.done():
+            work = next((w for w in req.works if w.claim()), None)
+            if work is None:
+                return
             while work is not None:
                 work = self._execute(work)
+                if work is not None and future.done():
+                    self._release(work)
+                    return
+
+    def _release(self, work: _Work) -> None:
+        """Hand a claimed work back to the workers."""
+        work._token.append(True)
+        self._runq.put(work)
 
     def _execute(self, work: _Work) -> _Work | None:
-        stage, reqs = work
+        stage, reqs = work.stage, work.reqs
         started = time.perf_counter()
         if stage.batched:
             results = self._call_batch(stage, reqs)
@@ -724,6 +810,7 @@ class Executor:
                         self._enqueue(self._stages[j], req, now)
                 req.left -= 1
                 if req.left == 0:
+                    req.works = []
                     done.append(req)
                     del self._inflight[req.rid]
                     self._states.release(req.entry, now)
@@ -733,16 +820,20 @@ class Executor:
             self._dispatch(stage, now, works)
             if (done or errors) and not self._inflight:
                 self._idle.notify_all()
+            follow = None
+            for candidate in works:
+                if candidate.claim():
+                    follow = candidate
+                    break
         for req in done:
             results_ = req.results
             _set_result(req.future, {ref: getattr(results_[i], port) for ref, i, port in self._outputs})
         for req, exc in errors:
             _set_exception(req.future, _cell_error(stage, req, exc))
-        if not works:
-            return None
-        for extra in works[1:]:
-            self._runq.put(extra)
-        return works[0]
+        for extra in works:
+            if extra is not follow:
+                self._runq.put(extra)
+        return follow
 
     def _inputs_for(self, stage: _Stage, req: _Request) -> Any:
         results = req.results

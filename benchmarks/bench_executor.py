@@ -1,0 +1,128 @@
+"""Executor overhead on the debug runtime, side by side with a bare thread-pool round trip.
+
+Prints, from one run: a direct call of three trivial functions; a bare
+``ThreadPoolExecutor(1).submit(f).result()`` round trip; the same three
+functions as a 3-cell chain through ``predict().result()`` (sequential latency);
+and throughput with 64 requests in flight. Goals (issue: core SDK): sequential
+latency <= 1.5x the bare round trip, >= 30,000 requests/s in flight.
+
+    python benchmarks/bench_executor.py [--write docs/performance.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine, per_call_seconds, write_section  # noqa: E402
+
+from rvai_sdk.cell import Cell  # noqa: E402
+from rvai_sdk.context import InferenceContext  # noqa: E402
+from rvai_sdk.data import Inputs, Outputs, Parameters  # noqa: E402
+from rvai_sdk.pipeline import Pipeline, PipelineFactory  # noqa: E402
+from rvai_sdk.runtime import Inference, init  # noqa: E402
+from rvai_sdk.types import Integer  # noqa: E402
+
+
+@dataclass
+class In(Inputs):
+    x: Integer = Inputs.field()
+
+
+@dataclass
+class Out(Outputs):
+    y: Integer = Outputs.field()
+
+
+class Inc(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
+        return Out(y=inputs.x + 1)
+
+
+def f1(x: int) -> int:
+    return x + 1
+
+
+def three(x: int = 1) -> int:
+    return f1(f1(f1(x)))
+
+
+def chain() -> Pipeline:
+    pf = PipelineFactory(name="bench-chain")
+    cells = [pf.add_cell(ref=f"c{i}", cell=Inc()) for i in range(3)]
+    pf.declare_input(ref="x", input=cells[0].inputs.x)
+    for a, b in zip(cells, cells[1:]):
+        pf.connect(a.outputs.y, b.inputs.x)
+    pf.declare_output(ref="y", output=cells[-1].outputs.y)
+    return pf.build()
+
+
+def throughput(predict: object, total: int, in_flight: int) -> float:
+    pending: deque = deque()
+    start = time.perf_counter()
+    for i in range(total):
+        if len(pending) >= in_flight:
+            pending.popleft().result()
+        pending.append(predict({"x": i}, sid=f"s{i % in_flight}"))  # type: ignore[operator]
+    while pending:
+        pending.popleft().result()
+    return total / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
+    parser.add_argument("--write", type=Path, help="update this markdown file's executor section")
+    args = parser.parse_args(argv)
+    n = 300 if args.quick else 5000
+    total = 2000 if args.quick else 60_000
+
+    direct = per_call_seconds(three, number=n * 10)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(three).result()
+        bare = per_call_seconds(lambda: pool.submit(three).result(), number=n)
+
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=chain())) as proc:
+        x = Integer(1)
+        for _ in range(200):
+            proc.predict({"x": x}, sid="warm").result()
+        seq = per_call_seconds(lambda: proc.predict({"x": x}, sid="s").result(), number=n)
+        rates = [throughput(proc.predict, total // 3, 64) for _ in range(3)]
+        rate = sorted(rates)[1]
+
+    ratio = seq / bare
+    rows = [
+        ("direct call of 3 trivial functions", f"{direct * 1e6:.2f} µs", ""),
+        ("bare ThreadPoolExecutor(1).submit(f).result()", f"{bare * 1e6:.1f} µs", "1.00×"),
+        ("3-cell chain, predict().result() (sequential)", f"{seq * 1e6:.1f} µs", f"{ratio:.2f}× bare (goal ≤ 1.5×)"),
+        ("3-cell chain, 64 requests in flight", f"{rate:,.0f} req/s", "goal ≥ 30,000 req/s"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"executor benchmark on {machine()}")
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:>14}  {note}")
+    verdict = "MET" if ratio <= 1.5 and rate >= 30_000 else "NOT MET"
+    print(f"  goals: latency ratio {ratio:.2f} (≤ 1.5), throughput {rate:,.0f}/s (≥ 30,000): {verdict}")
+    if args.write:
+        table = "\n".join(
+            ["| measurement | figure | vs. bare round trip / goal |", "| --- | ---: | --- |"]
+            + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+        )
+        write_section(
+            args.write,
+            "executor",
+            f"### Executor overhead (debug runtime)\n\n`python benchmarks/bench_executor.py` on {machine()}:\n\n{table}\n\nGoals: {verdict}.",
+        )
+    return {"direct": direct, "bare": bare, "sequential": seq, "ratio": ratio, "throughput": rate}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""The inference contract every runtime must keep: outputs, state, errors, parameters, life cycle."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import wait
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from rvai_sdk.cell import Cell
+from rvai_sdk.context import InferenceContext, ModelContext
+from rvai_sdk.data import Inputs, Outputs, Parameters
+from rvai_sdk.exc import (
+    CellError,
+    InputValidationError,
+    ParameterError,
+    ProcessStateError,
+    UnknownRuntimeError,
+    UnknownSidError,
+)
+from rvai_sdk.pipeline import PipelineFactory
+from rvai_sdk.runtime import BatchingPolicy, Inference, ProcessStatus, Runtime, init
+from rvai_sdk.types import Integer, String
+from tests.conftest import (
+    AddOne,
+    BatchLog,
+    BatchRemember,
+    Count,
+    FailNegative,
+    Remember,
+    Scale,
+    ScaleParams,
+    XIn,
+    YOut,
+    chain_pipeline,
+    diamond_pipeline,
+    single,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_predict_returns_typed_outputs_by_output_ref(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(AddOne))) as proc:
+        out = proc.predict({"x": Integer(1)}).result(timeout=10)
+    assert out == {"y": 2}
+    assert type(out["y"]) is Integer
+
+
+def test_plain_lossless_inputs_are_coerced(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(AddOne))) as proc:
+        assert proc.predict({"x": 41}).result(timeout=10)["y"] == 42
+        assert proc.predict({"x": 2.0}).result(timeout=10)["y"] == 3
+
+
+@pytest.mark.parametrize(
+    ("inputs", "match"),
+    [
+        ({"x": "one"}, r"input 'x': expected Integer, got str"),
+        ({"x": 1.5}, r"input 'x': expected Integer"),
+        ({}, r"missing input 'x' \(Integer\)"),
+        ({"x": 1, "z": 2}, r"has no input 'z'; its inputs are: x"),
+    ],
+)
+def test_bad_inputs_raise_input_validation_error_naming_the_input(
+    runtime: Runtime, inputs: dict[str, Any], match: str
+) -> None:
+    with runtime.start_inference(Inference(pipeline=single(AddOne))) as proc:
+        with pytest.raises(InputValidationError, match=match):
+            proc.predict(inputs)
+        assert proc.predict({"x": 1}).result(timeout=10) == {"y": 2}
+
+
+def test_a_sid_that_is_not_a_string_is_rejected(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(AddOne))) as proc:
+        with pytest.raises(InputValidationError, match="sid must be a str or None, got int"):
+            proc.predict({"x": 1}, sid=7)  # type: ignore[arg-type]
+
+
+def test_five_cell_diamond_with_fan_in_computes_every_branch(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=diamond_pipeline())) as proc:
+        outs = [proc.predict({"x": x}, sid="s").result(timeout=10) for x in range(5)]
+    for x, out in enumerate(outs):
+        assert out["sum"] == 2 * (x + 1) + (x + 1)
+        assert out["count"] == x + 1
+        assert list(out["seen"]) == [v + 1 for v in range(x + 1)]
+
+
+def test_hundred_interleaved_sids_each_keep_their_own_state_sequence(runtime: Runtime) -> None:
+    rng = random.Random(7)
+    sids = [f"cam-{i}" for i in range(100)]
+    sends = [(sid, step) for step in range(8) for sid in sids]
+    rng.shuffle(sends)
+    # keep each sid's own sends in step order while interleaving sids randomly
+    per_sid: dict[str, int] = {}
+    ordered = []
+    for sid, _ in sends:
+        per_sid[sid] = per_sid.get(sid, 0) + 1
+        ordered.append((sid, per_sid[sid] * 10 + int(sid.split("-")[1]) * 1000))
+    with runtime.start_inference(Inference(pipeline=diamond_pipeline())) as proc:
+        futures = [(sid, x, proc.predict({"x": x}, sid=sid)) for sid, x in ordered]
+        done, _ = wait([f for _, _, f in futures], timeout=30)
+        assert len(done) == len(futures)
+        expected: dict[str, list[int]] = {}
+        for sid, x, future in futures:
+            expected.setdefault(sid, []).append(x + 1)
+            out = future.result()
+            assert list(out["seen"]) == expected[sid], f"sid {sid} saw its inputs out of order"
+            assert out["count"] == len(expected[sid])
+        assert sorted(proc.sids()) == sorted(sids)
+
+
+def test_sid_none_runs_with_fresh_state_that_is_not_kept(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        assert [proc.predict({"x": 0}).result(timeout=10)["y"] for _ in range(3)] == [1, 1, 1]
+        assert proc.sids() == []
+        assert [proc.predict({"x": 0}, sid="a").result(timeout=10)["y"] for _ in range(3)] == [1, 2, 3]
+
+
+def test_a_failing_cell_fails_only_its_request_with_ref_sid_and_traceback(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=chain_pipeline(AddOne, FailNegative))) as proc:
+        futures = [proc.predict({"x": x}, sid=f"s{x}") for x in (-5, 3, -2, 4)]
+        with pytest.raises(CellError, match=r"cell 'c1' \(FailNegative\) failed for sid 's-5': ValueError: negative input -4") as info:
+            futures[0].result(timeout=10)
+        assert info.value.ref == "c1"
+        assert info.value.sid == "s-5"
+        assert info.value.cause_type == "ValueError"
+        assert "raise ValueError" in info.value.remote_traceback
+        assert futures[1].result(timeout=10) == {"y": 4}
+        with pytest.raises(CellError):
+            futures[2].result(timeout=10)
+        assert futures[3].result(timeout=10) == {"y": 5}
+        assert proc.status is ProcessStatus.RUNNING
+        stats = proc.stats()
+        assert stats["requests"]["failed"] == 2
+        assert stats["requests"]["succeeded"] == 2
+
+
+class WrongReturn(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        return {"y": 1}  # type: ignore[return-value]
+
+
+@dataclass
+class StrOut(Outputs):
+    y: Integer = Outputs.field()
+
+
+class WrongValue(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> StrOut:
+        return StrOut(y="not a number")  # type: ignore[arg-type]
+
+
+def test_a_cell_returning_the_wrong_type_fails_the_request_naming_the_cell(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(WrongReturn))) as proc:
+        with pytest.raises(CellError, match=r"cell 'c0' \(WrongReturn\).*returned dict; it must return YOut"):
+            proc.predict({"x": 1}).result(timeout=10)
+    with runtime.start_inference(Inference(pipeline=single(WrongValue))) as proc:
+        with pytest.raises(CellError, match=r"StrOut\.y: expected Integer, got str"):
+            proc.predict({"x": 1}).result(timeout=10)
+
+
+def test_parameters_take_effect_for_the_next_request(runtime: Runtime) -> None:
+    inference = Inference(pipeline=single(Scale), parameters={"c0": ScaleParams(factor=3)})
+    with runtime.start_inference(inference) as proc:
+        assert proc.predict({"x": 2}).result(timeout=10) == {"value": 6.0}
+        proc.set_parameters({"c0": {"offset": 1.5}})
+        assert proc.predict({"x": 2}).result(timeout=10) == {"value": 7.5}
+        params = proc.get_parameters()["c0"]
+        assert isinstance(params, ScaleParams)
+        assert (params.factor, params.offset) == (3, 1.5)
+        proc.set_parameters({"c0": ScaleParams(factor=10)})
+        assert proc.predict({"x": 2}).result(timeout=10) == {"value": 20.0}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"c0": {"offset": 11.0}}, ParameterError, r"ScaleParams\.offset: .*11"),
+        ({"c0": {"factor": "big"}}, ParameterError, r"ScaleParams\.factor: expected Integer"),
+        ({"c0": {"nope": 1}}, ParameterError, r"cell 'c0': ScaleParams has no parameter 'nope'"),
+        ({"zz": {"factor": 1}}, ParameterError, r"unknown cell ref 'zz'"),
+        ({"c0": 5}, ParameterError, r"parameters for cell 'c0' must be a ScaleParams"),
+    ],
+)
+def test_rejected_parameters_name_the_field_and_change_nothing(
+    runtime: Runtime, change: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with runtime.start_inference(Inference(pipeline=single(Scale))) as proc:
+        with pytest.raises(error, match=match):
+            proc.set_parameters(change)
+        assert proc.predict({"x": 2}).result(timeout=10) == {"value": 4.0}
+
+
+def test_inference_rejects_unknown_refs_and_bad_parameters_up_front() -> None:
+    pipeline = single(Scale)
+    with pytest.raises(ParameterError, match="unknown cell ref 'nope'"):
+        Inference(pipeline=pipeline, parameters={"nope": {}})
+    with pytest.raises(ParameterError, match=r"ScaleParams\.offset"):
+        Inference(pipeline=pipeline, parameters={"c0": {"offset": 100.0}})
+    with pytest.raises(ParameterError, match="names unknown cell ref 'x9'"):
+        Inference(pipeline=pipeline, models={"x9": "/tmp/m"})
+    with pytest.raises(ParameterError, match="has no call_batch"):
+        Inference(pipeline=pipeline, batching={"c0": BatchingPolicy()})
+
+
+@dataclass
+class ModelParams(Parameters):
+    weights: String = Parameters.field(default=String("v1"))
+    threshold: Integer = Parameters.field(default=Integer(0))
+
+
+LOADS: list[tuple[str, str, str | None]] = []
+
+
+class WithModel(Cell):
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: ModelParams, model_path: str | None) -> Any:
+        LOADS.append((context.ref, str(parameters.weights), model_path))
+        return {"weights": str(parameters.weights)}
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: ModelParams, inputs: XIn) -> YOut:
+        assert context.model is not None
+        return YOut(y=inputs.x + (100 if context.model["weights"] == "v2" else 0) + parameters.threshold)
+
+
+def test_load_model_runs_once_and_again_only_when_a_parameter_it_read_changes(runtime: Runtime) -> None:
+    LOADS.clear()
+    inference = Inference(pipeline=single(WithModel), models={"c0": "/models/m.pt"})
+    with runtime.start_inference(inference) as proc:
+        assert LOADS == [("c0", "v1", "/models/m.pt")]
+        assert [proc.predict({"x": 1}).result(timeout=10)["y"] for _ in range(3)] == [1, 1, 1]
+        proc.set_parameters({"c0": {"threshold": 5}})
+        assert len(LOADS) == 1, "threshold is not read by load_model: no reload"
+        assert proc.predict({"x": 1}).result(timeout=10)["y"] == 6
+        proc.set_parameters({"c0": {"weights": "v2"}})
+        assert LOADS[-1] == ("c0", "v2", "/models/m.pt")
+        assert len(LOADS) == 2
+        assert proc.predict({"x": 1}).result(timeout=10)["y"] == 106
+
+
+class BrokenModel(Cell):
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        raise FileNotFoundError("no weights at /nowhere")
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        return YOut(y=inputs.x)
+
+
+def test_a_failing_load_model_fails_start_inference_naming_the_cell(runtime: Runtime) -> None:
+    with pytest.raises(CellError, match=r"load_model of cell 'c0' \(BrokenModel\) failed: FileNotFoundError"):
+        runtime.start_inference(Inference(pipeline=single(BrokenModel)))
+
+
+def test_drop_state_makes_the_next_request_start_fresh(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        assert [proc.predict({"x": 0}, sid="a").result(timeout=10)["y"] for _ in range(2)] == [1, 2]
+        assert proc.get_state("a")["c0"].n == 2
+        proc.drop_state("a")
+        with pytest.raises(UnknownSidError, match="no state is kept for sid 'a'"):
+            proc.get_state("a")
+        with pytest.raises(UnknownSidError, match="no state is kept for sid 'a'"):
+            proc.drop_state("a")
+        assert proc.predict({"x": 0}, sid="a").result(timeout=10)["y"] == 1
+
+
+def test_kept_states_are_bounded_dropping_the_least_recently_used(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(Count), max_states=3)) as proc:
+        for sid in ["a", "b", "c", "d", "a", "e"]:
+            proc.predict({"x": 0}, sid=sid).result(timeout=10)
+        assert proc.sids() == ["d", "a", "e"]
+        assert proc.stats()["sids"]["evicted"] == 3
+        # 'a' was evicted after its first request, so its second kept state started over
+        assert proc.predict({"x": 0}, sid="a").result(timeout=10)["y"] == 2
+        assert proc.predict({"x": 0}, sid="b").result(timeout=10)["y"] == 1
+        assert proc.sids() == ["e", "a", "b"]
+
+
+def test_stop_is_idempotent_and_predict_after_stop_names_the_state(runtime: Runtime) -> None:
+    proc = runtime.start_inference(Inference(pipeline=single(AddOne)))
+    assert proc.status is ProcessStatus.RUNNING
+    proc.stop()
+    proc.stop()
+    assert proc.status is ProcessStatus.STOPPED
+    with pytest.raises(ProcessStateError, match="is STOPPED") as info:
+        proc.predict({"x": 1})
+    assert info.value.state == "STOPPED"
+
+
+def test_runtime_stop_stops_its_processes_and_refuses_new_ones() -> None:
+    rt = init("debug")
+    proc = rt.start_inference(Inference(pipeline=single(AddOne)))
+    assert rt.list_inferences() == [proc]
+    rt.stop()
+    assert proc.status is ProcessStatus.STOPPED
+    with pytest.raises(ProcessStateError, match="runtime is stopped"):
+        rt.start_inference(Inference(pipeline=single(AddOne)))
+
+
+def test_unknown_runtime_name_lists_the_valid_ones() -> None:
+    with pytest.raises(UnknownRuntimeError, match=r"unknown runtime 'gpu-cluster'; valid runtimes: debug"):
+        init("gpu-cluster")
+
+
+def test_batched_cell_gets_distinct_sids_per_batch_and_matches_one_by_one_results(
+    runtime: Runtime, batches: BatchLog
+) -> None:
+    sids = [f"s{i}" for i in range(32)]
+    sends = [(sid, 100 + 40 * step + i) for step in range(6) for i, sid in enumerate(sids)]
+    with runtime.start_inference(Inference(pipeline=single(Remember))) as proc:
+        reference = [proc.predict({"x": x}, sid=sid).result(timeout=10) for sid, x in sends]
+    with runtime.start_inference(Inference(pipeline=single(BatchRemember))) as proc:
+        futures = [proc.predict({"x": x}, sid=sid) for sid, x in sends]
+        results = [f.result(timeout=30) for f in futures]
+        stats = proc.stats()["cells"]["c0"]
+    assert [dict(r) for r in results] == [dict(r) for r in reference]
+    assert batches.batches, "the batched cell was never called"
+    for batch_sids, _ in batches.batches:
+        assert len(batch_sids) <= 8
+        assert len(set(batch_sids)) == len(batch_sids), f"a batch held one sid twice: {batch_sids}"
+    assert max(len(b) for b, _ in batches.batches) > 1, "no batch held more than one request"
+    assert sum(stats["batch_sizes"].values()) == stats["calls"]
+    assert stats["items"] == len(sends)
+
+
+def test_one_failing_item_of_a_batch_fails_alone(runtime: Runtime, batches: BatchLog) -> None:
+    with runtime.start_inference(Inference(pipeline=single(BatchRemember))) as proc:
+        futures = {x: proc.predict({"x": x}, sid=f"s{x}") for x in (11, 12, 13, 14)}
+        with pytest.raises(CellError, match="unlucky 13") as info:
+            futures[13].result(timeout=10)
+        assert info.value.sid == "s13"
+        assert [futures[x].result(timeout=10)["y"] for x in (11, 12, 14)] == [11, 12, 14]
+
+
+def test_a_lone_request_to_a_batched_cell_does_not_wait_for_the_batch_to_fill(runtime: Runtime) -> None:
+    inference = Inference(pipeline=single(BatchRemember), batching={"c0": BatchingPolicy(max_batch_size=64, max_batch_wait=600)})
+    with runtime.start_inference(inference) as proc:
+        assert proc.predict({"x": 1}, sid="a").result(timeout=10)["y"] == 1
+
+
+GATE = threading.Event()
+
+
+class Gate(Cell):
+    """Passes x through, but holds x == 99 until GATE is set."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 99:
+            assert GATE.wait(timeout=30)
+        return YOut(y=inputs.x)
+
+
+def test_a_batch_is_dispatched_after_max_wait_while_others_are_still_upstream(runtime: Runtime) -> None:
+    GATE.clear()
+    pf = PipelineFactory(name="gated")
+    gate = pf.add_cell(ref="gate", cell=Gate())
+    remember = pf.add_cell(ref="remember", cell=BatchRemember())
+    pf.declare_input(ref="x", input=gate.inputs.x)
+    pf.connect(gate.outputs.y, remember.inputs.x)
+    pf.declare_output(ref="y", output=remember.outputs.y)
+    inference = Inference(pipeline=pf.build(), batching={"remember": BatchingPolicy(max_batch_size=8, max_batch_wait=0.02)})
+    with runtime.start_inference(inference) as proc:
+        first = proc.predict({"x": 1}, sid="a")
+        held = proc.predict({"x": 99}, sid="b")
+        try:
+            # The batch of `first` cannot fill (`held` is stuck upstream): it must go after max_batch_wait.
+            assert first.result(timeout=20) == {"y": 1}
+            assert not held.done()
+        finally:
+            GATE.set()
+        assert held.result(timeout=10) == {"y": 99}
+
+
+class Stage1(Cell):
+    started = threading.Event()
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 2:
+            cls.started.set()
+        return YOut(y=inputs.x)
+
+
+class Stage2(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 1:
+            # Request 1 holds stage 2 until request 2 has reached stage 1: that needs pipelining.
+            assert Stage1.started.wait(timeout=20), "stage 1 did not run request 2 while stage 2 ran request 1"
+        return YOut(y=inputs.x)
+
+
+def test_consecutive_requests_pipeline_through_the_cells(runtime: Runtime) -> None:
+    Stage1.started.clear()
+    with runtime.start_inference(Inference(pipeline=chain_pipeline(Stage1, Stage2))) as proc:
+        futures = [proc.predict({"x": x}, sid="same") for x in (1, 2)]
+        assert [f.result(timeout=30)["y"] for f in futures] == [1, 2]
+
+
+BRANCHES = threading.Barrier(2)
+
+
+class BranchA(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        BRANCHES.wait(timeout=20)  # both branches must be running at once
+        return YOut(y=inputs.x + 1)
+
+
+class BranchB(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        BRANCHES.wait(timeout=20)
+        return YOut(y=inputs.x + 2)
+
+
+def test_independent_branches_run_at_the_same_time(runtime: Runtime) -> None:
+    from tests.conftest import Sum
+
+    BRANCHES.reset()
+    pf = PipelineFactory(name="branches")
+    a = pf.add_cell(ref="a", cell=BranchA())
+    b = pf.add_cell(ref="b", cell=BranchB())
+    s = pf.add_cell(ref="s", cell=Sum())
+    pf.declare_input(ref="x", input=a.inputs.x)
+    pf.declare_input(ref="x", input=b.inputs.x)
+    pf.connect(a.outputs.y, s.inputs.x)
+    pf.connect(b.outputs.y, s.inputs.y)
+    pf.declare_output(ref="y", output=s.outputs.y)
+    with runtime.start_inference(Inference(pipeline=pf.build())) as proc:
+        assert proc.predict({"x": 1}).result(timeout=30) == {"y": 5}
+
+
+def test_context_managers_stop_process_and_runtime() -> None:
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(AddOne))) as proc:
+        assert proc.predict({"x": 1}, sid="cam-1").result(timeout=10) == {"y": 2}
+    assert proc.status is ProcessStatus.STOPPED
+    assert rt.list_inferences() == []
