@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +67,46 @@ def chain() -> Pipeline:
     return pf.build()
 
 
-def throughput(predict: object, total: int, in_flight: int) -> float:
-    pending: deque = deque()
+def throughput_blocking(predict: Callable[..., Future], total: int, in_flight: int) -> float:
+    """One client thread keeps ``in_flight`` requests out, blocking on the oldest ``result()``."""
+    pending: deque[Future] = deque()
     start = time.perf_counter()
     for i in range(total):
         if len(pending) >= in_flight:
             pending.popleft().result()
-        pending.append(predict({"x": i}, sid=f"s{i % in_flight}"))  # type: ignore[operator]
+        pending.append(predict({"x": i}, sid=f"s{i % in_flight}"))
     while pending:
         pending.popleft().result()
+    return total / (time.perf_counter() - start)
+
+
+def throughput_closed_loop(predict: Callable[..., Future], total: int, in_flight: int) -> float:
+    """``in_flight`` concurrent streams: each completion callback sends that stream's next request."""
+    lock = threading.Lock()
+    counts = {"sent": in_flight, "done": 0}
+    finished = threading.Event()
+    errors: list[BaseException] = []
+
+    def on_done(future: Future) -> None:
+        if future.exception() is not None:
+            errors.append(future.exception())  # type: ignore[arg-type]
+        with lock:
+            counts["done"] += 1
+            if counts["done"] == total:
+                finished.set()
+            if counts["sent"] >= total:
+                return
+            counts["sent"] += 1
+            i = counts["sent"]
+        predict({"x": i}, sid=f"s{i % in_flight}").add_done_callback(on_done)
+
+    start = time.perf_counter()
+    for i in range(in_flight):
+        predict({"x": i}, sid=f"s{i}").add_done_callback(on_done)
+    if not finished.wait(timeout=300):
+        raise TimeoutError("the closed loop did not finish")
+    if errors:
+        raise errors[0]
     return total / (time.perf_counter() - start)
 
 
@@ -95,22 +128,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for _ in range(200):
             proc.predict({"x": x}, sid="warm").result()
         seq = per_call_seconds(lambda: proc.predict({"x": x}, sid="s").result(), number=n)
-        rates = [throughput(proc.predict, total // 3, 64) for _ in range(3)]
-        rate = sorted(rates)[1]
+        # wait() does not run cells in the waiting thread: the worker-thread path alone
+        workers_only = per_call_seconds(lambda: wait([proc.predict({"x": x}, sid="s")]), number=n)
+        closed = sorted(throughput_closed_loop(proc.predict, total // 3, 64) for _ in range(3))[1]
+        blocking = sorted(throughput_blocking(proc.predict, total // 3, 64) for _ in range(3))[1]
 
     ratio = seq / bare
     rows = [
         ("direct call of 3 trivial functions", f"{direct * 1e6:.2f} µs", ""),
         ("bare ThreadPoolExecutor(1).submit(f).result()", f"{bare * 1e6:.1f} µs", "1.00×"),
         ("3-cell chain, predict().result() (sequential)", f"{seq * 1e6:.1f} µs", f"{ratio:.2f}× bare (goal ≤ 1.5×)"),
-        ("3-cell chain, 64 requests in flight", f"{rate:,.0f} req/s", "goal ≥ 30,000 req/s"),
+        ("3-cell chain, predict() then wait() (worker threads only)", f"{workers_only * 1e6:.1f} µs", f"{workers_only / bare:.2f}× bare, for contrast"),
+        ("3-cell chain, 64 streams in flight (closed loop)", f"{closed:,.0f} req/s", "goal ≥ 30,000 req/s"),
+        ("3-cell chain, 64 in flight, one thread blocking on result()", f"{blocking:,.0f} req/s", "for contrast"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"executor benchmark on {machine()}")
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:>14}  {note}")
-    verdict = "MET" if ratio <= 1.5 and rate >= 30_000 else "NOT MET"
-    print(f"  goals: latency ratio {ratio:.2f} (≤ 1.5), throughput {rate:,.0f}/s (≥ 30,000): {verdict}")
+    verdict = "MET" if ratio <= 1.5 and closed >= 30_000 else "NOT MET"
+    print(f"  goals: latency ratio {ratio:.2f} (≤ 1.5), throughput {closed:,.0f}/s (≥ 30,000): {verdict}")
     if args.write:
         table = "\n".join(
             ["| measurement | figure | vs. bare round trip / goal |", "| --- | ---: | --- |"]
@@ -121,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "executor",
             f"### Executor overhead (debug runtime)\n\n`python benchmarks/bench_executor.py` on {machine()}:\n\n{table}\n\nGoals: {verdict}.",
         )
-    return {"direct": direct, "bare": bare, "sequential": seq, "ratio": ratio, "throughput": rate}
+    return {"direct": direct, "bare": bare, "sequential": seq, "ratio": ratio, "closed_loop": closed, "blocking": blocking}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -123,7 +124,7 @@ class DataClass:
 
     _error: ClassVar[type[Exception]] = InputValidationError
     _rvai_fields_cache: ClassVar[tuple[FieldInfo, ...] | None] = None
-    _rvai_coercers_cache: ClassVar[tuple[tuple[str, Any, Any], ...] | None] = None
+    _rvai_coercers_cache: ClassVar[tuple[tuple[str, Any, Any, Any], ...] | None] = None
 
     @classmethod
     def field(
@@ -186,22 +187,25 @@ class DataClass:
         return infos
 
     @classmethod
-    def _coercers(cls) -> tuple[tuple[str, Any, Any], ...]:
+    def _coercers(cls) -> tuple[tuple[str, Any, Any, Any], ...]:
         cached = cls.__dict__.get("_rvai_coercers_cache")
         if cached is not None:
-            return typing.cast("tuple[tuple[str, Any, Any], ...]", cached)
-        coercers = tuple((f.name, f.type, f.like) for f in cls.fields_info())
+            return typing.cast("tuple[tuple[str, Any, Any, Any], ...]", cached)
+        coercers = tuple(
+            (f.name, f.type, f.like, f.type.coerce if isinstance(f.type, type) else functools.partial(_types.coerce, f.type))
+            for f in cls.fields_info()
+        )
         cls._rvai_coercers_cache = coercers
         return coercers
 
     def __post_init__(self) -> None:
         values = self.__dict__
-        for name, tp, like in type(self)._coercers():
+        for name, tp, like, coerce in type(self)._coercers():
             value = values[name]
             if like is None and type(value) is tp:
                 continue
             try:
-                coerced = _types.coerce(tp, value, like=like)
+                coerced = coerce(value, like=like)
             except InputValidationError as exc:
                 raise self._field_error(name, exc) from exc
             if coerced is not value:

@@ -152,6 +152,12 @@ def _differs(a: Any, b: Any) -> bool:
         return True
 
 
+_FAST_CALL_SECONDS = 50e-6
+"""A cell whose mean call is shorter than this runs on the thread that made it ready (no wake-up)."""
+_FAST_AFTER_CALLS = 16
+"""Calls observed before a cell may count as fast."""
+
+
 class _Stage:
     """One cell's runtime record: how to call it, its queue and its limits."""
 
@@ -183,6 +189,7 @@ class _Stage:
         "busy_seconds",
         "failures",
         "batch_sizes",
+        "fast",
     )
 
     def __init__(self, index: int, ref: str, spec: CellSpec, policy: BatchingPolicy | None, device: str) -> None:
@@ -214,6 +221,7 @@ class _Stage:
         self.busy_seconds = 0.0
         self.failures = 0
         self.batch_sizes: dict[int, int] = {}
+        self.fast = False
 
 
 class _Config:
@@ -370,6 +378,10 @@ class Executor:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._closed = False
+        self._nworkers = 0
+        self._wake_lock = threading.Lock()
+        self._lazy: deque[_Work] = deque()
+        self._active = 0
         self.submitted = 0
         self.succeeded = 0
         self.failed = 0
@@ -392,6 +404,7 @@ class Executor:
         self._config = _Config(self._config.params, tuple(models))
         self._model_deps = deps
         workers = sum(s.concurrency for s in self._stages) if self._workers is None else self._workers
+        self._nworkers = workers
         name = self.pipeline.name
         for n in range(workers):
             t = threading.Thread(target=self._worker, name=f"rvai-{name}-worker-{n}", daemon=True)
@@ -483,9 +496,7 @@ class Executor:
             for stage in self._roots:
                 self._enqueue(stage, req, now)
                 self._dispatch(stage, now, works)
-        put = self._runq.put
-        for work in works:
-            put(work)
+        self._post(works)
         return req.future
 
     def drop_state(self, sid: str) -> None:
@@ -716,8 +727,7 @@ class Executor:
                 if stage.timer_due is not None and stage.timer_due <= due:
                     stage.timer_due = None
                 self._dispatch(stage, time.monotonic(), works)
-            for work in works:
-                self._runq.put(work)
+            self._post(works)
 
     def _mark_failed(self, req: _Request) -> None:
         req.failed = True
@@ -735,16 +745,46 @@ class Executor:
     # -- running cells (worker threads) ---------------------------------------------------------
 
     def _worker(self) -> None:
+        # A worker is "active" while it runs fast cells: work for fast cells posted meanwhile
+        # goes to the lazy queue it drains, instead of waking another thread for a few
+        # microseconds of work. Entering a slow cell, or going idle, it stops being active.
         get = self._runq.get
         execute = self._execute
+        lazy = self._lazy
+        wake_lock = self._wake_lock
+        active = False
         while True:
-            work = get()
+            work = None
+            with wake_lock:
+                if lazy:
+                    work = lazy.popleft()
+                elif active:
+                    self._active -= 1
+                    active = False
             if work is None:
-                return
+                work = get()
+                if work is None:
+                    return
             if not work.claim():
                 continue  # a waiting caller ran it already
-            while work is not None:
-                work = execute(work)
+            local = [work]
+            while local:
+                next_work = local.pop()
+                fast = next_work.stage.fast
+                if fast != active:
+                    handoff: list[_Work] = []
+                    with wake_lock:
+                        if fast:
+                            self._active += 1
+                        else:
+                            self._active -= 1
+                            if not self._active and lazy:
+                                handoff = list(lazy)
+                                lazy.clear()
+                    active = fast
+                    for item in handoff:
+                        self._runq.put(item)
+                local.extend(execute(next_work))
 
     def _help(self, ref: weakref.ReferenceType[_Request]) -> None:
         """Run the unstarted cells of a request in the thread waiting for it (caller-runs).
@@ -761,18 +801,33 @@ class Executor:
             work = next((w for w in req.works if w.claim()), None)
             if work is None:
                 return
-            while work is not None:
-                work = self._execute(work)
-                if work is not None and future.done():
-                    self._release(work)
+            local = [work]
+            while local:
+                local.extend(self._execute(local.pop()))
+                if local and future.done():
+                    for left in local:
+                        left._token.append(True)
+                    self._post(local)
                     return
 
-    def _release(self, work: _Work) -> None:
-        """Hand a claimed work back to the workers."""
-        work._token.append(True)
-        self._runq.put(work)
+    def _post(self, works: list[_Work]) -> None:
+        """Hand ``works`` to the workers; without workers, waiters find them through their requests."""
+        if not self._nworkers:
+            return
+        wake = works
+        if self._active:
+            wake = []
+            with self._wake_lock:
+                for work in works:
+                    if work.stage.fast and self._active:
+                        self._lazy.append(work)
+                    else:
+                        wake.append(work)
+        put = self._runq.put
+        for work in wake:
+            put(work)
 
-    def _execute(self, work: _Work) -> _Work | None:
+    def _execute(self, work: _Work) -> list[_Work]:
         stage, reqs = work.stage, work.reqs
         started = time.perf_counter()
         if stage.batched:
@@ -790,6 +845,7 @@ class Executor:
             stage.calls += 1
             stage.items += len(reqs)
             stage.busy_seconds += elapsed
+            stage.fast = stage.calls >= _FAST_AFTER_CALLS and stage.busy_seconds < stage.calls * _FAST_CALL_SECONDS
             if stage.batched:
                 stage.batch_sizes[len(reqs)] = stage.batch_sizes.get(len(reqs), 0) + 1
             for req, result in zip(reqs, results):
@@ -820,20 +876,25 @@ class Executor:
             self._dispatch(stage, now, works)
             if (done or errors) and not self._inflight:
                 self._idle.notify_all()
-            follow = None
+            # Run on in this thread: the first new work (a successor of this request, so a chain
+            # costs no hand-off) and any work of a cell whose calls are too short to be worth
+            # waking another thread for. The rest goes to other workers, to overlap.
+            keep: list[_Work] = []
+            rest: list[_Work] = []
             for candidate in works:
-                if candidate.claim():
-                    follow = candidate
-                    break
+                if (not keep or candidate.stage.fast) and candidate.claim():
+                    keep.append(candidate)
+                else:
+                    rest.append(candidate)
         for req in done:
             results_ = req.results
             _set_result(req.future, {ref: getattr(results_[i], port) for ref, i, port in self._outputs})
         for req, exc in errors:
             _set_exception(req.future, _cell_error(stage, req, exc))
-        for extra in works:
-            if extra is not follow:
-                self._runq.put(extra)
-        return follow
+        if rest:
+            self._post(rest)
+        keep.reverse()  # callers pop from the end: run in dispatch order
+        return keep
 
     def _inputs_for(self, stage: _Stage, req: _Request) -> Any:
         results = req.results
