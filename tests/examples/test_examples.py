@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,13 @@ def test_readme_quickstart_code_runs() -> None:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "the README has no python block"
-    namespace: dict[str, object] = {"__name__": "readme"}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
+    module = types.ModuleType("readme_quickstart")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
 
 
 @pytest.mark.slow

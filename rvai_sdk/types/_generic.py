@@ -1,0 +1,52 @@
+"""Parametrised value types: ``List[Integer]``, ``Dict[String, Float]``, ``Enum[String]``.
+
+``Origin[args]`` returns a cached subclass, so ``List[Integer] is List[Integer]``.
+Those classes pickle by reference to their origin and arguments.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import operator
+from typing import Any
+
+__all__ = ["GenericMeta"]
+
+
+class GenericMeta(type):
+    """Metaclass of the parametrisable value types."""
+
+    _params: tuple[Any, ...] | None = None
+    _origin: type | None = None
+
+    def __getitem__(cls, params: Any) -> Any:
+        if cls.__dict__.get("_params") is not None:
+            raise TypeError(f"{cls.__name__} is already parametrised")
+        key = params if isinstance(params, tuple) else (params,)
+        cache: dict[tuple[Any, ...], type] = cls.__dict__.get("_cache") or {}
+        if "_cache" not in cls.__dict__:
+            cls._cache = cache  # type: ignore[attr-defined]
+        found = cache.get(key)
+        if found is None:
+            attrs = cls._parametrize(key)  # type: ignore[attr-defined]
+            name = f"{cls.__name__}[{', '.join(_name(a) for a in key)}]"
+            attrs.update({"_params": key, "_origin": cls, "__module__": cls.__module__, "__qualname__": name})
+            found = type(cls)(name, (cls,), attrs)
+            cache[key] = found
+        return found
+
+
+def _name(tp: Any) -> str:
+    from rvai_sdk.types._helpers import type_name
+
+    return type_name(tp)
+
+
+def _reduce_generic(cls: GenericMeta) -> Any:
+    params = cls.__dict__.get("_params")
+    if params is None:
+        return cls.__qualname__  # a plain class: pickle by module and name
+    return (operator.getitem, (cls.__dict__["_origin"], params if len(params) > 1 else params[0]))
+
+
+copyreg.pickle(GenericMeta, _reduce_generic)

@@ -1,0 +1,129 @@
+"""Image: an HxWxC uint8 numpy array; JSON form: base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any
+
+import numpy as np
+
+from rvai_sdk.exc import InputValidationError
+from rvai_sdk.types import _png
+from rvai_sdk.types._base import Value, mismatch, rng_or_default
+
+__all__ = ["Image"]
+
+_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+class Image(np.ndarray, Value):
+    """An image: a numpy ``uint8`` array of shape ``(height, width, channels)``, channels 1 to 4.
+
+    ``Image(array)`` is a view (no copy) when the array already fits; a 2-D array
+    becomes ``HxWx1``. Arithmetic and indexing return plain numpy arrays (re-wrap
+    with ``Image(...)``), so an Image is always a valid image. JSON form: a base64
+    PNG string (lossless).
+
+    Example:
+        >>> img = Image(np.zeros((2, 3, 3), dtype=np.uint8))
+        >>> img.shape, Image.from_json(img.to_json()).shape
+        ((2, 3, 3), (2, 3, 3))
+    """
+
+    def __new__(cls, data: Any) -> Image:
+        array = np.asarray(data)
+        if array.dtype != np.uint8:
+            raise InputValidationError(
+                f"expected Image (a uint8 HxWxC array), got an array of dtype {array.dtype}; convert with "
+                ".astype(np.uint8) after scaling to 0..255",
+                expected="Image",
+            )
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or array.shape[0] < 1 or array.shape[1] < 1:
+            raise InputValidationError(
+                f"expected Image (HxWxC with C in 1..4, H and W >= 1), got an array of shape {array.shape}",
+                expected="Image",
+            )
+        return array.view(cls)
+
+    def __array_finalize__(self, obj: Any) -> None:
+        pass
+
+    def __array_wrap__(self, array: Any, context: Any = None, return_scalar: bool = False) -> Any:
+        result = np.asarray(array).view(np.ndarray)
+        if return_scalar and result.ndim == 0:
+            return result[()]
+        return result
+
+    def __getitem__(self, key: Any) -> Any:
+        result = super().__getitem__(key)
+        return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Image, (np.asarray(self).view(np.ndarray).copy(),))
+
+    def __repr__(self) -> str:
+        h, w, c = self.shape
+        return f"Image({h}x{w}x{c} uint8)"
+
+    @classmethod
+    def coerce(cls, value: Any, like: Any = None) -> Image:
+        if type(value) is cls:
+            return value
+        if isinstance(value, np.ndarray):
+            return cls(value)
+        raise mismatch("Image", value)
+
+    def to_png(self, compress_level: int = 1) -> bytes:
+        """The image as PNG bytes (zlib level ``compress_level``, 0-9)."""
+        return _png.encode(np.asarray(self).view(np.ndarray), compress_level)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Image:
+        """Decode PNG bytes (always) or other formats such as JPEG (with Pillow installed).
+
+        Raises:
+            InputValidationError: the bytes are not a decodable image.
+        """
+        try:
+            from PIL import Image as PILImage
+        except ImportError:
+            if data.startswith(_png.SIGNATURE):
+                return cls(_png.decode(data))
+            raise InputValidationError(
+                "only PNG images can be decoded without Pillow; install it: pip install 'rvai_sdk[image]'",
+                expected="Image",
+            ) from None
+        try:
+            with PILImage.open(io.BytesIO(data)) as picture:
+                if picture.mode not in _MODES:
+                    picture = picture.convert("RGBA" if "A" in picture.getbands() or "transparency" in picture.info else "RGB")
+                return cls(np.asarray(picture))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InputValidationError(f"cannot decode image: {exc}", expected="Image") from exc
+
+    def to_json(self) -> str:
+        return base64.b64encode(self.to_png()).decode("ascii")
+
+    @classmethod
+    def from_json(cls, obj: Any, like: Any = None) -> Image:
+        if not isinstance(obj, str):
+            raise mismatch("Image (a base64 PNG string)", obj)
+        if obj.startswith("data:"):
+            _, _, obj = obj.partition(",")
+        try:
+            data = base64.b64decode(obj, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InputValidationError(f"expected a base64 image, got invalid base64 ({exc})", expected="Image") from exc
+        return cls.from_bytes(data)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"}
+
+    @classmethod
+    def fake(cls, rng: np.random.Generator | None = None) -> Image:
+        return cls(rng_or_default(rng).integers(0, 256, size=(16, 16, 3), dtype=np.uint8))

@@ -1,0 +1,117 @@
+"""Executor scheduling: caller-runs on wait, worker-less mode, mixed waiters, stop."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import wait
+
+import pytest
+
+from rvai_sdk.cell import Cell
+from rvai_sdk.context import InferenceContext
+from rvai_sdk.data import Parameters
+from rvai_sdk.exc import ProcessError, ProcessStateError
+from rvai_sdk.execution import Executor
+from rvai_sdk.types import Integer
+from tests.conftest import Remember, XIn, YOut, chain_pipeline, diamond_pipeline, single
+
+pytestmark = pytest.mark.timeout(60)
+
+THREADS: list[int] = []
+
+
+class WhichThread(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        THREADS.append(threading.get_ident())
+        return YOut(y=inputs.x)
+
+
+def test_a_waiting_caller_runs_the_cells_of_its_request_itself() -> None:
+    THREADS.clear()
+    executor = Executor(chain_pipeline(WhichThread, WhichThread), workers=0)
+    executor.start()
+    try:
+        assert executor.submit({"x": Integer(5)}, "s").result() == {"y": 5}
+    finally:
+        executor.stop()
+    assert THREADS == [threading.get_ident()] * 2
+
+
+def test_without_workers_concurrent_waiters_complete_every_request() -> None:
+    executor = Executor(diamond_pipeline(), workers=0)
+    executor.start()
+    results: dict[str, list[int]] = {}
+
+    def client(sid: str) -> None:
+        futures = [executor.submit({"x": Integer(x)}, sid) for x in range(20)]
+        results[sid] = [int(f.result()["count"]) for f in futures]
+
+    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        executor.stop()
+    assert results == {f"c{i}": list(range(1, 21)) for i in range(4)}
+
+
+def test_mixed_waiters_and_workers_keep_every_sid_in_order() -> None:
+    executor = Executor(chain_pipeline(Remember, Remember))
+    executor.start()
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        sids = [f"t{k}-{i}" for i in range(10)]
+        futures = [(sid, x, executor.submit({"x": Integer(x)}, sid)) for x in range(30) for sid in sids]
+        for sid, x, future in futures:
+            # every other result is waited on without a timeout (the caller may run cells)
+            out = future.result() if x % 2 else future.result(timeout=30)
+            if list(out["seen"]) != list(range(x + 1)):
+                failures.append(f"{sid}: {list(out['seen'])}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=50)
+    finally:
+        executor.stop()
+    assert not failures, failures[:3]
+    assert executor.succeeded == 4 * 10 * 30
+
+
+HOLD = threading.Event()
+ENTERED = threading.Event()
+
+
+class Hold(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        ENTERED.set()
+        HOLD.wait(timeout=30)
+        return YOut(y=inputs.x)
+
+
+def test_stop_fails_requests_still_pending_after_the_timeout() -> None:
+    HOLD.clear()
+    ENTERED.clear()
+    executor = Executor(single(Hold))
+    executor.start()
+    running = executor.submit({"x": Integer(1)}, "a")
+    queued = executor.submit({"x": Integer(2)}, "a")
+    assert ENTERED.wait(timeout=10)
+    try:
+        executor.stop(timeout=0.05)
+        done, _ = wait([running, queued], timeout=10)
+        assert len(done) == 2
+        for future in (running, queued):
+            with pytest.raises(ProcessError, match="stopped before request"):
+                future.result()
+        with pytest.raises(ProcessStateError, match="is stopped"):
+            executor.submit({"x": Integer(3)}, "a")
+    finally:
+        HOLD.set()
