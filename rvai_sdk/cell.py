@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import inspect
-import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, overload
@@ -40,6 +39,7 @@ from typing import Any, ClassVar, TypeVar, overload
 import attrs
 
 from rvai_sdk import types as _types
+from rvai_sdk._namespace import defining_namespace
 from rvai_sdk.data import DataClass, FieldInfo, Inputs, Outputs, Parameters, State
 from rvai_sdk.exc import CellDefinitionError, PortNotFoundError
 
@@ -200,8 +200,7 @@ class Cell:
         super().__init_subclass__(**kwargs)
         # A cell defined inside a function may name data classes local to it: keep those names
         # so its annotations resolve when the spec is first read.
-        frame = sys._getframe(1)
-        cls._rvai_localns = dict(frame.f_locals) if frame.f_code.co_name != "<module>" else None
+        cls._rvai_localns = defining_namespace(1)
 
     def __init__(self) -> None:
         self._spec = type(self).spec()
@@ -292,8 +291,7 @@ def cell(
         CellDefinitionError: missing or wrong annotations, a state that is not a
             ``State`` subclass or lacks defaults, or bad limits; names the cell.
     """
-    frame = sys._getframe(1)
-    localns = dict(frame.f_locals) if frame.f_code.co_name != "<module>" else None
+    localns = defining_namespace(1)
 
     def decorate(target: _C) -> _C:
         if not (isinstance(target, type) and issubclass(target, Cell)):

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from rvai_sdk import types as _types
+from rvai_sdk._namespace import defining_namespace
 from rvai_sdk.exc import CellDefinitionError, InputValidationError, ParameterError
 
 __all__ = ["FieldInfo", "Inputs", "Outputs", "Parameters", "State", "DataClass"]
@@ -123,7 +124,12 @@ class DataClass:
     """
 
     _error: ClassVar[type[Exception]] = InputValidationError
+    _rvai_localns: ClassVar[dict[str, Any] | None] = None
     _rvai_fields_cache: ClassVar[tuple[FieldInfo, ...] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._rvai_localns = defining_namespace(1)
     _rvai_coercers_cache: ClassVar[tuple[tuple[str, Any, Any, Any], ...] | None] = None
 
     @classmethod
@@ -182,7 +188,8 @@ class DataClass:
         cached = cls.__dict__.get("_rvai_fields_cache")
         if cached is not None:
             return typing.cast("tuple[FieldInfo, ...]", cached)
-        infos = _resolve_fields(cls, localns)
+        names = {**(cls.__dict__.get("_rvai_localns") or {}), **(localns or {})}
+        infos = _resolve_fields(cls, names or None)
         cls._rvai_fields_cache = infos
         return infos
 
@@ -192,7 +199,7 @@ class DataClass:
         if cached is not None:
             return typing.cast("tuple[tuple[str, Any, Any, Any], ...]", cached)
         coercers = tuple(
-            (f.name, f.type, f.like, f.type.coerce if isinstance(f.type, type) else functools.partial(_types.coerce, f.type))
+            (f.name, f.type, f.like, typing.cast(Any, f.type).coerce if isinstance(f.type, type) else functools.partial(_types.coerce, f.type))
             for f in cls.fields_info()
         )
         cls._rvai_coercers_cache = coercers
@@ -216,8 +223,8 @@ class DataClass:
         path = name + (exc.field or "")
         message = f"{cls.__name__}.{path}: {_strip_path(exc)}"
         if issubclass(cls._error, ParameterError):
-            return cls._error(message, field=path)  # type: ignore[call-arg]
-        return cls._error(message, field=path, expected=exc.expected)  # type: ignore[call-arg]
+            return ParameterError(message, field=path)
+        return InputValidationError(message, field=path, expected=exc.expected)
 
     @classmethod
     def from_dict(cls: type[_D], data: Mapping[str, Any]) -> _D:
@@ -360,7 +367,7 @@ def _resolve_fields(cls: type[DataClass], localns: Mapping[str, Any] | None) -> 
             "or import them where the class is defined",
         ) from exc
     infos = []
-    for f in dataclasses.fields(cls):
+    for f in dataclasses.fields(typing.cast(Any, cls)):
         tp = hints.get(f.name, f.type)
         if not _types.is_value_type(tp):
             shown = getattr(tp, "__name__", repr(tp))

@@ -26,6 +26,7 @@ import itertools
 import threading
 import time
 import traceback
+import typing
 import weakref
 from collections import deque
 from collections.abc import Mapping
@@ -996,8 +997,8 @@ def _recording(params: Parameters) -> tuple[Parameters, set[str]]:
 
     recorder = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__, "__module__": cls.__module__})
     recorder.__qualname__ = cls.__qualname__
-    recorder._rvai_fields_cache = cls.fields_info()
-    recorder._rvai_coercers_cache = cls._coercers()
+    typing.cast(Any, recorder)._rvai_fields_cache = cls.fields_info()
+    typing.cast(Any, recorder)._rvai_coercers_cache = cls._coercers()
     clone = copy.copy(params)
     try:
         object.__setattr__(clone, "__class__", recorder)

@@ -277,9 +277,9 @@ class _Builder:
                 + ("; connect(output, input) takes the producing port first" if where == "connect()" else "")
             )
             return None
-        spec = self.cells[ref].spec()
-        ports = spec.output_ports if direction == "output" else spec.input_ports
-        return ref, name, ports[name].type
+        cell_spec = self.cells[ref].spec()
+        infos = cell_spec.output_ports if direction == "output" else cell_spec.input_ports
+        return ref, name, infos[name].type
 
     def mismatch(self, dst_ref: str, dst_port: str, dst_type: Any, src_ref: str, src_port: str, src_type: Any) -> str:
         text = (

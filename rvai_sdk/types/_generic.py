@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copyreg
 import operator
+import sys
 from typing import Any
 
 __all__ = ["GenericMeta"]
@@ -25,7 +26,7 @@ class GenericMeta(type):
         key = params if isinstance(params, tuple) else (params,)
         cache: dict[tuple[Any, ...], type] = cls.__dict__.get("_cache") or {}
         if "_cache" not in cls.__dict__:
-            cls._cache = cache  # type: ignore[attr-defined]
+            cls._cache = cache
         found = cache.get(key)
         if found is None:
             attrs = cls._parametrize(key)  # type: ignore[attr-defined]
@@ -33,6 +34,8 @@ class GenericMeta(type):
             attrs.update({"_params": key, "_origin": cls, "__module__": cls.__module__, "__qualname__": name})
             found = type(cls)(name, (cls,), attrs)
             cache[key] = found
+            # Findable by module and name, so every pickler (dill too) stores a reference.
+            setattr(sys.modules[cls.__module__], name, found)
         return found
 
 

@@ -127,7 +127,7 @@ class Enum(Value, metaclass=GenericMeta):
 
     @hybridmethod
     def json_schema(self_or_cls: Any) -> dict[str, Any]:
-        cls = self_or_cls if isinstance(self_or_cls, type) else type(self_or_cls)
+        cls: Any = self_or_cls if isinstance(self_or_cls, type) else type(self_or_cls)
         schema: dict[str, Any] = dict(_json_schema(cls.item_type)) if cls.item_type is not None else {}
         if not isinstance(self_or_cls, type):
             schema["enum"] = [_to_json(o) for o in self_or_cls.options]
@@ -138,7 +138,10 @@ class Enum(Value, metaclass=GenericMeta):
         rng = rng_or_default(rng)
         if not isinstance(self_or_cls, type):
             options = self_or_cls.options
-            return type(self_or_cls)(options, options[int(rng.integers(0, len(options)))])
-        item = self_or_cls.item_type if self_or_cls.item_type is not None else String
-        options = list(dict.fromkeys(_fake(item, rng) for _ in range(3)))
-        return self_or_cls(options, options[int(rng.integers(0, len(options)))])
+            made: Enum = type(self_or_cls)(options, options[int(rng.integers(0, len(options)))])
+            return made
+        cls: Any = self_or_cls
+        item = cls.item_type if cls.item_type is not None else String
+        choices = list(dict.fromkeys(_fake(item, rng) for _ in range(3)))
+        fresh: Enum = cls(choices, choices[int(rng.integers(0, len(choices)))])
+        return fresh

@@ -217,7 +217,7 @@ class Class(_Record):
         return cls(int(rng.integers(0, 1000)), String.fake(rng))
 
 
-class Classes(List[Class]):  # type: ignore[misc]
+class Classes(List[Class]):  # type: ignore[type-arg]
     """A list of :class:`Class` labels (e.g. a label set, or a multi-label prediction).
 
     Example:

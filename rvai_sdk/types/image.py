@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import typing
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,32 @@ class Image(np.ndarray, Value):
     def __getitem__(self, key: Any) -> Any:
         result = super().__getitem__(key)
         return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
+
+    # Methods that may change dtype or shape return plain arrays too.
+    def astype(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).astype(*args, **kwargs))
+
+    def reshape(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).reshape(*args, **kwargs))
+
+    def transpose(self, *axes: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).transpose(*axes))
+
+    def ravel(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).ravel(*args, **kwargs))
+
+    def flatten(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).flatten(*args, **kwargs))
+
+    def squeeze(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).squeeze(*args, **kwargs))
+
+    def swapaxes(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return typing.cast(np.ndarray, self.view(np.ndarray).swapaxes(*args, **kwargs))
+
+    @property
+    def T(self) -> np.ndarray:  # noqa: N802
+        return typing.cast(np.ndarray, self.view(np.ndarray).T)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Image, (np.asarray(self).view(np.ndarray).copy(),))

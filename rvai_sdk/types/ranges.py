@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any, TypeVar
 
 import numpy as np
@@ -78,10 +79,10 @@ class IntegerRange(Integer):
     def fake(self_or_cls: Any, rng: np.random.Generator | None = None) -> IntegerRange:
         rng = rng_or_default(rng)
         if isinstance(self_or_cls, type):
-            return self_or_cls(int(rng.integers(-1000, 1001)))
+            return typing.cast(IntegerRange, self_or_cls(int(rng.integers(-1000, 1001))))
         low = -1000 if self_or_cls.min is None else self_or_cls.min
         high = low + 2000 if self_or_cls.max is None else self_or_cls.max
-        return type(self_or_cls)(int(rng.integers(low, high + 1)), self_or_cls.min, self_or_cls.max)
+        return typing.cast(IntegerRange, type(self_or_cls)(int(rng.integers(low, high + 1)), self_or_cls.min, self_or_cls.max))
 
 
 class FloatRange(Float):
@@ -140,7 +141,7 @@ class FloatRange(Float):
     def fake(self_or_cls: Any, rng: np.random.Generator | None = None) -> FloatRange:
         rng = rng_or_default(rng)
         if isinstance(self_or_cls, type):
-            return self_or_cls(float(rng.uniform(-1000.0, 1000.0)))
+            return typing.cast(FloatRange, self_or_cls(float(rng.uniform(-1000.0, 1000.0))))
         low = -1000.0 if self_or_cls.min is None else self_or_cls.min
         high = low + 2000.0 if self_or_cls.max is None else self_or_cls.max
-        return type(self_or_cls)(float(rng.uniform(low, high)), self_or_cls.min, self_or_cls.max)
+        return typing.cast(FloatRange, type(self_or_cls)(float(rng.uniform(low, high)), self_or_cls.min, self_or_cls.max))
