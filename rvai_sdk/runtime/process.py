@@ -93,9 +93,9 @@ class InferenceProcess(abc.ABC):
             InputValidationError: a missing, unknown or wrongly typed input (raised here, not in the future).
             ProcessStateError: the process is not running.
 
-        Example:
-            >>> proc.predict({"input": 1}, sid="camera-1").result()  # doctest: +SKIP
-            {'output': Integer(2)}
+        Example::
+
+            proc.predict({"input": 1}, sid="camera-1").result()  # {'output': Integer(2)}
         """
         self._require_running("predict")
         if sid is not None and not isinstance(sid, str):

@@ -36,6 +36,7 @@ from rvai_sdk.types import (
     type_name,
 )
 from rvai_sdk.types import _png
+from tests.conftest import require_extra
 
 
 def test_values_behave_like_what_they_wrap() -> None:
@@ -170,6 +171,7 @@ def test_image_json_accepts_data_urls_and_rejects_bad_base64() -> None:
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_pure_png_decoder_matches_pillow_for_every_filter(channels: int) -> None:
+    require_extra("PIL")
     from PIL import Image as PILImage
 
     rng = np.random.default_rng(channels)
@@ -230,6 +232,7 @@ def test_without_pillow_png_still_decodes_and_other_formats_say_what_to_install(
 
 
 def test_jpeg_uploads_decode_with_pillow() -> None:
+    require_extra("PIL")
     from PIL import Image as PILImage
 
     buffer = io.BytesIO()
