@@ -381,6 +381,8 @@ class Executor:
         self._closed = False
         self._nworkers = 0
         self._wake_lock = threading.Lock()
+        self._params_lock = threading.Lock()
+        self._worker_idents: set[int] = set()
         self._lazy: deque[_Work] = deque()
         self._active = 0
         self.submitted = 0
@@ -551,6 +553,10 @@ class Executor:
             ParameterError: an unknown ref or field, or a rejected value; nothing changes.
             CellError: a reloading ``load_model`` raised; nothing changes.
         """
+        with self._params_lock:  # one change at a time: none is lost
+            self._set_parameters(parameters)
+
+    def _set_parameters(self, parameters: Mapping[str, Any]) -> None:
         refs = {s.ref: s for s in self._stages}
         config = self._config
         new_params = list(config.params)
@@ -749,6 +755,7 @@ class Executor:
         # A worker is "active" while it runs fast cells: work for fast cells posted meanwhile
         # goes to the lazy queue it drains, instead of waking another thread for a few
         # microseconds of work. Entering a slow cell, or going idle, it stops being active.
+        self._worker_idents.add(threading.get_ident())
         get = self._runq.get
         execute = self._execute
         lazy = self._lazy
@@ -895,6 +902,14 @@ class Executor:
         if rest:
             self._post(rest)
         keep.reverse()  # callers pop from the end: run in dispatch order
+        interrupt = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, Exception)), None)
+        if interrupt is not None and threading.get_ident() not in self._worker_idents:
+            # Ctrl-C (or SystemExit) in a cell run by a waiting caller: the request has failed and
+            # the bookkeeping is done; give the follow-up work back and let the caller see it.
+            for left in keep:
+                left._token.append(True)
+            self._post(keep)
+            raise interrupt
         return keep
 
     def _inputs_for(self, stage: _Stage, req: _Request) -> Any:
@@ -922,7 +937,7 @@ class Executor:
                     f"call() returned {type(out).__name__}; it must return {stage.outputs_cls.__name__}"
                 )
             return out
-        except Exception as exc:
+        except BaseException as exc:  # KeyboardInterrupt too: the bookkeeping must still happen
             return exc
 
     @staticmethod
@@ -950,7 +965,7 @@ class Executor:
             if not isinstance(outs, (list, tuple)) or len(outs) != len(reqs):
                 got = f"{len(outs)} items" if isinstance(outs, (list, tuple)) else type(outs).__name__
                 raise TypeError(f"call_batch() got {len(reqs)} inputs and returned {got}; return one output per input")
-        except Exception as exc:
+        except BaseException as exc:
             return [exc] * len(reqs)
         results: list[Any] = []
         for out in outs:

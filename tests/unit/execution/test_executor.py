@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import wait
+from typing import Any
 
 import pytest
 
 from rvai_sdk.cell import Cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import ProcessError, ProcessStateError
+from rvai_sdk.exc import CellError, ProcessError, ProcessStateError
 from rvai_sdk.execution import Executor
 from rvai_sdk.types import Integer
 from tests.conftest import Remember, XIn, YOut, chain_pipeline, diamond_pipeline, single
@@ -115,3 +116,52 @@ def test_stop_fails_requests_still_pending_after_the_timeout() -> None:
             executor.submit({"x": Integer(3)}, "a")
     finally:
         HOLD.set()
+
+
+class Interrupting(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 0:
+            raise KeyboardInterrupt
+        return YOut(y=inputs.x)
+
+
+def test_ctrl_c_in_a_cell_run_by_the_caller_fails_that_request_and_leaves_the_executor_serving() -> None:
+    executor = Executor(single(Interrupting), workers=0)
+    executor.start()
+    try:
+        interrupted = executor.submit({"x": Integer(0)}, "a")
+        with pytest.raises(KeyboardInterrupt):
+            interrupted.result()
+        with pytest.raises(CellError, match="KeyboardInterrupt"):
+            interrupted.result(timeout=5)
+        assert executor.submit({"x": Integer(2)}, "a").result() == {"y": 2}
+    finally:
+        executor.stop()
+
+
+def test_concurrent_parameter_changes_are_all_applied() -> None:
+    from tests.conftest import Scale
+
+    executor = Executor(single(Scale))
+    executor.start()
+    try:
+        barrier = threading.Barrier(2)
+
+        def change(field: str, value: Any) -> None:
+            barrier.wait(timeout=10)
+            for _ in range(50):
+                executor.set_parameters({"c0": {field: value}})
+
+        threads = [
+            threading.Thread(target=change, args=("factor", 7)),
+            threading.Thread(target=change, args=("offset", 1.5)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        params = executor.get_parameters()["c0"]
+        assert (params.factor, params.offset) == (7, 1.5)  # type: ignore[attr-defined]
+    finally:
+        executor.stop()
