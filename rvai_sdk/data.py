@@ -207,7 +207,9 @@ class DataClass:
 
     def __post_init__(self) -> None:
         values = self.__dict__
-        for name, tp, like, coerce in type(self)._coercers():
+        cls = type(self)
+        coercers = cls.__dict__.get("_rvai_coercers_cache") or cls._coercers()
+        for name, tp, like, coerce in coercers:
             value = values[name]
             if like is None and type(value) is tp:
                 continue

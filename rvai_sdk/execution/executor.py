@@ -30,7 +30,7 @@ import typing
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from queue import SimpleQueue
 from typing import Any
 
@@ -746,7 +746,7 @@ class Executor:
         self._inflight.pop(req.rid, None)
         self._states.release(req.entry, time.monotonic())
         self.failed += 1
-        if not self._inflight:
+        if self._closed and not self._inflight:
             self._idle.notify_all()
 
     # -- running cells (worker threads) ---------------------------------------------------------
@@ -804,15 +804,14 @@ class Executor:
         req = ref()
         if req is None:
             return
-        future = req.future
-        while not future.done():
+        while not (req.failed or req.left == 0):
             work = next((w for w in req.works if w.claim()), None)
             if work is None:
                 return
             local = [work]
             while local:
                 local.extend(self._execute(local.pop()))
-                if local and future.done():
+                if local and (req.failed or req.left == 0):
                     for left in local:
                         left._token.append(True)
                     self._post(local)
@@ -837,17 +836,18 @@ class Executor:
 
     def _execute(self, work: _Work) -> list[_Work]:
         stage, reqs = work.stage, work.reqs
-        started = time.perf_counter()
+        started = time.monotonic()
         if stage.batched:
             results = self._call_batch(stage, reqs)
         else:
             results = [self._call_one(stage, reqs[0])]
-        elapsed = time.perf_counter() - started
+        now = time.monotonic()
+        elapsed = now - started
 
         done: list[_Request] = []
         errors: list[tuple[_Request, BaseException]] = []
+        interrupt: BaseException | None = None
         works: list[_Work] = []
-        now = time.monotonic()
         with self._lock:
             stage.running -= 1
             stage.calls += 1
@@ -862,6 +862,8 @@ class Executor:
                 if req.failed:
                     continue
                 if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        interrupt = result
                     stage.failures += 1
                     self._mark_failed(req)
                     errors.append((req, result))
@@ -882,8 +884,8 @@ class Executor:
             for j in stage.successors:
                 self._dispatch(self._stages[j], now, works)
             self._dispatch(stage, now, works)
-            if (done or errors) and not self._inflight:
-                self._idle.notify_all()
+            if self._closed and not self._inflight:
+                self._idle.notify_all()  # stop() waits for the last request
             # Run on in this thread: the first new work (a successor of this request, so a chain
             # costs no hand-off) and any work of a cell whose calls are too short to be worth
             # waking another thread for. The rest goes to other workers, to overlap.
@@ -902,7 +904,6 @@ class Executor:
         if rest:
             self._post(rest)
         keep.reverse()  # callers pop from the end: run in dispatch order
-        interrupt = next((r for r in results if isinstance(r, BaseException) and not isinstance(r, Exception)), None)
         if interrupt is not None and threading.get_ident() not in self._worker_idents:
             # Ctrl-C (or SystemExit) in a cell run by a waiting caller: the request has failed and
             # the bookkeeping is done; give the follow-up work back and let the caller see it.
@@ -990,13 +991,17 @@ def _cell_error(stage: _Stage, req: _Request, exc: BaseException) -> CellError:
 
 
 def _set_result(future: Future[dict[str, Any]], value: dict[str, Any]) -> None:
-    if not future.done():
+    try:
         future.set_result(value)
+    except InvalidStateError:  # already failed by stop()
+        pass
 
 
 def _set_exception(future: Future[dict[str, Any]], exc: BaseException) -> None:
-    if not future.done():
+    try:
         future.set_exception(exc)
+    except InvalidStateError:
+        pass
 
 
 def _recording(params: Parameters) -> tuple[Parameters, set[str]]:
