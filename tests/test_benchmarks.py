@@ -1,0 +1,27 @@
+"""Benchmark scripts keep running (their figures are checked by people, not by tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_executor_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_executor.py"), "--quick", "--write", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "goals: latency ratio" in result.stdout
+    text = out.read_text()
+    assert "<!-- bench:executor -->" in text and "| 3-cell chain, 64 streams in flight (closed loop) |" in text
