@@ -382,6 +382,7 @@ class Executor:
         self._nworkers = 0
         self._wake_lock = threading.Lock()
         self._params_lock = threading.Lock()
+        self._posted = threading.Condition(threading.Lock())
         self._worker_idents: set[int] = set()
         self._lazy: deque[_Work] = deque()
         self._active = 0
@@ -447,6 +448,8 @@ class Executor:
                     f"{req.rid} (sid {req.sid!r}) finished; send it again once the process is running"
                 ),
             )
+        if not self._nworkers:
+            self._post([])  # wake waiters of the requests just failed
         for _ in self._threads:
             self._runq.put(None)
         with self._timer_cv:
@@ -807,7 +810,13 @@ class Executor:
         while not (req.failed or req.left == 0):
             work = next((w for w in req.works if w.claim()), None)
             if work is None:
-                return
+                if self._nworkers:
+                    return  # the workers have it; wait on the future
+                # No workers: only waiters run cells. Sleep until work is posted or a request ends.
+                with self._posted:
+                    if not (req.failed or req.left == 0) and not any(w._token for w in req.works):
+                        self._posted.wait()
+                continue
             local = [work]
             while local:
                 local.extend(self._execute(local.pop()))
@@ -818,8 +827,10 @@ class Executor:
                     return
 
     def _post(self, works: list[_Work]) -> None:
-        """Hand ``works`` to the workers; without workers, waiters find them through their requests."""
+        """Hand ``works`` to the workers; without workers, wake the waiters, who find them through their requests."""
         if not self._nworkers:
+            with self._posted:
+                self._posted.notify_all()
             return
         wake = works
         if self._active:
@@ -903,6 +914,8 @@ class Executor:
             _set_exception(req.future, _cell_error(stage, req, exc))
         if rest:
             self._post(rest)
+        elif not self._nworkers and (done or errors):
+            self._post([])  # waiters re-check their requests
         keep.reverse()  # callers pop from the end: run in dispatch order
         if interrupt is not None and threading.get_ident() not in self._worker_idents:
             # Ctrl-C (or SystemExit) in a cell run by a waiting caller: the request has failed and

@@ -165,3 +165,37 @@ def test_concurrent_parameter_changes_are_all_applied() -> None:
         assert (params.factor, params.offset) == (7, 1.5)  # type: ignore[attr-defined]
     finally:
         executor.stop()
+
+
+def test_without_workers_waiters_of_one_sid_hand_work_to_each_other() -> None:
+    # Every thread waits on its own request of the same sid: a cell may finish for one
+    # waiter the work another waiter sleeps on, and that waiter must wake up and run it.
+    executor = Executor(chain_pipeline(Remember, Remember, Remember), workers=0)
+    executor.start()
+    futures = [executor.submit({"x": Integer(x)}, "shared") for x in range(40)]
+    seen: dict[int, list[int]] = {}
+
+    def waiter(index: int) -> None:
+        seen[index] = [int(v) for v in futures[index].result()["seen"]]
+
+    threads = [threading.Thread(target=waiter, args=(i,)) for i in reversed(range(40))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        executor.stop()
+    assert seen == {i: list(range(i + 1)) for i in range(40)}
+
+
+def test_without_workers_batched_cells_still_run_after_their_wait() -> None:
+    from tests.conftest import BatchRemember
+
+    executor = Executor(single(BatchRemember), workers=0)
+    executor.start()
+    try:
+        futures = [executor.submit({"x": Integer(x)}, f"s{x}") for x in range(5)]
+        assert [int(f.result()["y"]) for f in futures] == list(range(5))
+    finally:
+        executor.stop()
