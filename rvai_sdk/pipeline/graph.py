@@ -238,11 +238,15 @@ class Pipeline:
 class PipelineDrawing:
     """A rendered pipeline: its SVG text, and the file written if a path was given."""
 
-    svg: str
+    svg: str = attrs.field(repr=False)
     path: Path | None = None
 
     def _repr_svg_(self) -> str:
         return self.svg
+
+    def __repr__(self) -> str:
+        where = f" at {self.path}" if self.path is not None else ""
+        return f"<PipelineDrawing: {len(self.svg) / 1024:.1f} KiB of SVG{where}>"
 
 
 def _dot_escape(text: str) -> str:

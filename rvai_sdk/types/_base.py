@@ -19,7 +19,10 @@ class hybridmethod(Generic[_F]):
     """A method bound to the class when looked up on the class and to the instance on an instance.
 
     ``FloatRange.json_schema()`` describes any float range; ``FloatRange(0.5, min=0, max=1).json_schema()``
-    adds that value's bounds.
+    adds that value's bounds. The wrapped function receives the class or the instance as its first argument.
+
+    Args:
+        func: the function to wrap.
     """
 
     def __init__(self, func: _F) -> None:
@@ -33,41 +36,85 @@ class hybridmethod(Generic[_F]):
 class Value:
     """Base of every rvai_sdk value type.
 
-    A value type wraps a Python or numpy value and behaves like it (``Integer(2) + 1 == 3``),
-    and adds: ``coerce`` (lossless conversion of plain values, else
-    :class:`~rvai_sdk.exc.InputValidationError`), ``to_json``/``from_json`` (exact round
-    trip through JSON), ``json_schema`` and ``fake`` (a random valid value).
+    The SDK supplies every concrete type (:mod:`rvai_sdk.types`); users annotate
+    data-class fields and ``call()`` parameters with them. A value type wraps a
+    Python or numpy value and behaves like it (``Integer(2) + 1 == 3``), and the
+    framework relies on this protocol:
+
+    * ``coerce(value, like=None)`` returns ``value`` itself when it already has the
+      type, converts plain values only when nothing is lost, and otherwise raises
+      :class:`~rvai_sdk.exc.InputValidationError` (``expected Integer, got str 'abc'``);
+    * ``to_json()`` / ``from_json(obj, like=None)`` round-trip exactly through plain
+      JSON-compatible objects;
+    * ``json_schema()`` describes that JSON form; ``fake(rng=None)`` makes a random
+      valid value;
+    * values, and parametrised classes such as ``List[Integer]``, survive pickle
+      and ``copy.deepcopy``.
+
+    ``like`` is an instance carrying the declaration of a range or enum field (its
+    bounds or options); the other types ignore it.
     """
 
     __slots__ = ()
 
     @classmethod
     def type_name(cls) -> str:
-        """The name shown in errors and schemas, e.g. ``"Integer"`` or ``"List[Integer]"``."""
+        """The name shown in errors and schemas.
+
+        Returns:
+            e.g. ``"Integer"``, ``"List[Integer]"``, ``"Dict[String, Float]"``.
+        """
         return cls.__name__
 
     @classmethod
     def coerce(cls, value: Any, like: Any = None) -> Any:
-        """Return ``value`` as this type if that loses nothing, else raise ``InputValidationError``."""
+        """Return ``value`` as this type if that loses nothing.
+
+        Args:
+            value: a value of this type (returned unchanged) or a plain value.
+            like: for ranges and enums, an instance whose bounds or options apply.
+
+        Returns:
+            An instance of this type.
+
+        Raises:
+            InputValidationError: the value does not fit; ``field`` holds the path
+                inside containers and ``expected`` the type name.
+        """
         raise NotImplementedError
 
     def to_json(self) -> Any:
-        """The JSON form: plain dicts, lists, strings, numbers, booleans and None."""
+        """The JSON form: plain dicts, lists, strings, numbers, booleans and None (never a JSON string)."""
         raise NotImplementedError
 
     @classmethod
     def from_json(cls, obj: Any, like: Any = None) -> Any:
-        """Decode the JSON form; ``like`` supplies bounds or options for ranges and enums."""
+        """Decode the JSON form made by :meth:`to_json`.
+
+        Args:
+            obj: the JSON form (as returned by ``json.loads``).
+            like: for ranges and enums, an instance whose bounds or options apply.
+
+        Returns:
+            An instance of this type.
+
+        Raises:
+            InputValidationError: ``obj`` is malformed.
+        """
         raise NotImplementedError
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        """A JSON schema of the JSON form."""
+        """A JSON schema (a dict) of the JSON form."""
         raise NotImplementedError
 
     @classmethod
     def fake(cls, rng: np.random.Generator | None = None) -> Any:
-        """A random valid value."""
+        """A random valid value.
+
+        Args:
+            rng: the random generator to draw from (a fresh one when ``None``).
+        """
         raise NotImplementedError
 
 
@@ -76,12 +123,19 @@ def rng_or_default(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng()
 
 
-def mismatch(expected: str, value: Any) -> InputValidationError:
-    """The error for a value that does not fit ``expected``."""
+def mismatch(expected: str, value: Any, hint: str = "") -> InputValidationError:
+    """The error for a value that does not fit ``expected``: ``expected Integer, got str 'abc'``.
+
+    Args:
+        expected: the type name.
+        value: the rejected value (its repr is cut to about 60 characters).
+        hint: an optional explanation appended after ``"; "``.
+    """
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    return InputValidationError(f"expected {expected}, got {type(value).__name__} {text}", expected=expected)
+    message = f"expected {expected}, got {type(value).__name__} {text}"
+    return InputValidationError(f"{message}; {hint}" if hint else message, expected=expected)
 
 
 def nested(prefix: str, exc: InputValidationError) -> InputValidationError:

@@ -21,8 +21,14 @@ class GenericMeta(type):
     _origin: type | None = None
 
     def __getitem__(cls, params: Any) -> Any:
-        if cls.__dict__.get("_params") is not None:
-            raise TypeError(f"{cls.__name__} is already parametrised")
+        """``Origin[args]``: the cached subclass for these arguments.
+
+        Raises:
+            TypeError: the class is already parametrised (``List[Integer][Float]``,
+                ``Classes[Integer]``) or the arguments are not value types.
+        """
+        if getattr(cls, "_params", None) is not None:
+            raise TypeError(f"{cls.type_name()} is already parametrised")  # type: ignore[attr-defined]
         key = params if isinstance(params, tuple) else (params,)
         cache: dict[tuple[Any, ...], type] = cls.__dict__.get("_cache") or {}
         if "_cache" not in cls.__dict__:

@@ -19,7 +19,8 @@ _B = TypeVar("_B", bound="Boolean")
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    """An int or numpy integer, but not a boolean (``bool``, ``numpy.bool_`` or :class:`Boolean`)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_, Boolean))
 
 
 class Integer(int, Value):
@@ -43,6 +44,11 @@ class Integer(int, Value):
 
     @classmethod
     def coerce(cls: type[_I], value: Any, like: Any = None) -> _I:
+        """Convert ints, numpy integers and integral finite floats; reject booleans, strings and ``1.5``.
+
+        Raises:
+            InputValidationError: the value is not a lossless integer.
+        """
         if type(value) is cls:
             return value
         if _is_int(value):
@@ -70,6 +76,19 @@ class Integer(int, Value):
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+def float_schema(*, allowed: tuple[str, ...], bounds: dict[str, float] | None = None) -> dict[str, Any]:
+    """The JSON schema of a float: a number (within ``bounds``), or one of the ``allowed`` non-finite strings.
+
+    Args:
+        allowed: which of ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` may appear.
+        bounds: ``minimum``/``maximum`` keywords for the number.
+    """
+    number: dict[str, Any] = {"type": "number", **(bounds or {})}
+    if not allowed:
+        return number
+    return {"anyOf": [number, {"type": "string", "enum": list(allowed)}]}
+
+
 class Float(float, Value):
     """A floating-point number. Behaves like ``float``; JSON form: a number, or ``"NaN"``,
     ``"Infinity"``, ``"-Infinity"`` for the non-finite values.
@@ -92,13 +111,22 @@ class Float(float, Value):
 
     @classmethod
     def coerce(cls: type[_F], value: Any, like: Any = None) -> _F:
+        """Convert ints, floats and numpy numbers; reject booleans and strings.
+
+        Raises:
+            InputValidationError: the value is not a number, or an int too large for a float.
+        """
         if type(value) is cls:
             return value
         if isinstance(value, (float, np.floating)) or _is_int(value):
-            return cls(value)
+            try:
+                return cls(value)
+            except OverflowError:
+                raise mismatch(cls.type_name(), value, "too large for a 64-bit float") from None
         raise mismatch(cls.type_name(), value)
 
     def to_json(self) -> float | str:
+        """The number; ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` when not finite (JSON has no such numbers)."""
         value = float(self)
         if math.isfinite(value):
             return value
@@ -112,7 +140,8 @@ class Float(float, Value):
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "number"}
+        """A number, or one of the strings that stand for non-finite values."""
+        return float_schema(allowed=tuple(_NON_FINITE))
 
     @classmethod
     def fake(cls: type[_F], rng: np.random.Generator | None = None) -> _F:
@@ -136,6 +165,11 @@ class String(str, Value):
 
     @classmethod
     def coerce(cls: type[_S], value: Any, like: Any = None) -> _S:
+        """Accept ``str`` (``numpy.str_`` included) only; numbers are not turned into text.
+
+        Raises:
+            InputValidationError: the value is not a string.
+        """
         if type(value) is cls:
             return value
         if isinstance(value, str):
@@ -183,6 +217,11 @@ class Boolean(int, Value):
 
     @classmethod
     def coerce(cls: type[_B], value: Any, like: Any = None) -> _B:
+        """Accept ``bool`` and ``numpy.bool_`` only (``1`` and ``"true"`` are rejected).
+
+        Raises:
+            InputValidationError: the value is not a boolean.
+        """
         if type(value) is cls:
             return value
         if isinstance(value, (bool, np.bool_)):
