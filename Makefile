@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv system-deps typecheck bench clean
+.PHONY: demo test venv system-deps typecheck bench docs clean
 
 # Debian packages the draw extra needs to build (pygraphviz); skipped when present.
 system-deps:
@@ -17,7 +17,7 @@ system-deps:
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[draw,image,test]'
+	$(PY) -m pip install -q -e '.[draw,image,docs,test]'
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: system-deps $(STAMP)
@@ -31,6 +31,9 @@ test: venv
 
 typecheck: venv
 	$(PY) -m mypy rvai_sdk
+
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: venv
 	$(PY) benchmarks/bench_executor.py --write docs/performance.md

@@ -18,7 +18,7 @@ def _non_negative(instance: object, attribute: attrs.Attribute[float], value: fl
 class CellResources:
     """What one cell needs: a share of GPUs and CPUs.
 
-    Args:
+    Attributes:
         gpus: GPUs to reserve; a fraction (``0.5``) shares one GPU with other cells.
         cpus: CPUs to reserve (used by cluster runtimes for placement).
         allow_cpu: run on the CPU instead of failing when ``gpus > 0`` but no GPU is present.

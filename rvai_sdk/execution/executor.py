@@ -56,7 +56,7 @@ __all__ = ["BatchingPolicy", "Executor", "resolve_parameters"]
 class BatchingPolicy:
     """Batching limits of one ``call_batch`` cell, overriding what ``@cell`` declared.
 
-    Args:
+    Attributes:
         max_batch_size: most items per ``call_batch`` call.
         max_batch_wait: most seconds the oldest ready item waits for the batch to fill.
     """

@@ -26,7 +26,7 @@ class Inference:
 
     Constructing it validates the refs and parameter values (no side effects).
 
-    Args:
+    Attributes:
         pipeline: the built pipeline.
         parameters: cell ref to its Parameters (an instance or a mapping of field to value).
         models: cell ref to a model path handed to that cell's ``load_model``.
