@@ -254,20 +254,15 @@ class _Builder:
                 self.problem(f"{where}: unknown ref {ref!r} in port {port!r}; the pipeline's cells are: {known}")
                 return None
             spec = cell.spec()
-            if name in spec.output_ports:
-                actual = "output"
-            elif name in spec.input_ports:
-                actual = "input"
+            wanted, other = (spec.input_ports, spec.output_ports) if direction == "input" else (spec.output_ports, spec.input_ports)
+            if name in wanted:
+                actual = direction  # a name that is both an input and an output resolves as asked
+            elif name in other:
+                actual = "output" if direction == "input" else "input"
             else:
                 ports = ", ".join([*spec.input_ports, *spec.output_ports]) or "(none)"
                 self.problem(f"{where}: cell {ref!r} has no port {name!r}; its ports are: {ports}")
                 return None
-            if actual != direction:
-                # A name used both as input and output resolves by the direction asked for.
-                if direction == "input" and name in spec.input_ports:
-                    actual = "input"
-                elif direction == "output" and name in spec.output_ports:
-                    actual = "output"
         else:
             self.problem(f"{where}: {port!r} is not a port; pass cell.inputs.<name>, cell.outputs.<name> or 'ref.port'")
             return None
