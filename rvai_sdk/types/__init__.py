@@ -4,7 +4,7 @@ Every type derives from :class:`Value` and behaves like the value it wraps
 (``Integer(2) + 1 == 3``). The module-level helpers accept any value-type
 annotation, including ``T | None``.
 
-Example:
+Examples:
     >>> from rvai_sdk.types import Integer, List, coerce
     >>> coerce(List[Integer], [1, 2.0])
     List[Integer]([Integer(1), Integer(2)])

@@ -9,9 +9,12 @@ from __future__ import annotations
 import copyreg
 import operator
 import sys
+import threading
 from typing import Any
 
 __all__ = ["GenericMeta"]
+
+_LOCK = threading.Lock()
 
 
 class GenericMeta(type):
@@ -30,18 +33,22 @@ class GenericMeta(type):
         if getattr(cls, "_params", None) is not None:
             raise TypeError(f"{cls.type_name()} is already parametrised")  # type: ignore[attr-defined]
         key = params if isinstance(params, tuple) else (params,)
-        cache: dict[tuple[Any, ...], type] = cls.__dict__.get("_cache") or {}
-        if "_cache" not in cls.__dict__:
-            cls._cache = cache
-        found = cache.get(key)
-        if found is None:
-            attrs = cls._parametrize(key)  # type: ignore[attr-defined]
-            name = f"{cls.__name__}[{', '.join(_name(a) for a in key)}]"
-            attrs.update({"_params": key, "_origin": cls, "__module__": cls.__module__, "__qualname__": name})
-            found = type(cls)(name, (cls,), attrs)
-            cache[key] = found
-            # Findable by module and name, so every pickler (dill too) stores a reference.
-            setattr(sys.modules[cls.__module__], name, found)
+        found = cls.__dict__.get("_cache", {}).get(key)
+        if found is not None:
+            return found
+        with _LOCK:  # two threads parametrising at once still get one class
+            cache: dict[tuple[Any, ...], type] = cls.__dict__.get("_cache") or {}
+            if "_cache" not in cls.__dict__:
+                cls._cache = cache
+            found = cache.get(key)
+            if found is None:
+                attrs = cls._parametrize(key)  # type: ignore[attr-defined]
+                name = f"{cls.__name__}[{', '.join(_name(a) for a in key)}]"
+                attrs.update({"_params": key, "_origin": cls, "__module__": cls.__module__, "__qualname__": name})
+                found = type(cls)(name, (cls,), attrs)
+                cache[key] = found
+                # Findable by module and name, so every pickler (dill too) stores a reference.
+                setattr(sys.modules[cls.__module__], name, found)
         return found
 
 

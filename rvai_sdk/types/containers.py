@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,13 +21,26 @@ from rvai_sdk.types.scalars import Integer, String
 
 __all__ = ["List", "Dict"]
 
+_T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
-class List(list, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
+
+class List(list[_T], Value, metaclass=GenericMeta):
     """A list of values of one type: ``List[Integer]([1, 2])``. Behaves like ``list``.
 
     Items are coerced when the list is made (not on later ``append``). JSON form: an array.
+    ``List[T]`` is a cached subclass (``List[Integer] is List[Integer]``) that nests
+    (``List[List[Point]]``) and pickles by reference. A bare ``List`` holds any
+    values but has no JSON decoding, schema or ``fake``: use ``List[T]``.
 
-    Example:
+    Args:
+        items: the items (coerced to T).
+
+    Raises:
+        InputValidationError: an item does not fit; ``field`` is its path (``"[1]"``).
+
+    Examples:
         >>> List[Integer]([1, 2.0])
         List[Integer]([Integer(1), Integer(2)])
     """
@@ -67,11 +80,17 @@ class List(list, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
     @classmethod
     def _item(cls) -> Any:
         if cls.item_type is None:
-            raise TypeError(f"{cls.__name__} has no item type; use {cls.__name__}[T], e.g. List[Integer]")
+            raise TypeError(f"{cls.__name__} has no item type; use List[T], e.g. List[Integer]")
         return cls.item_type
 
     @classmethod
-    def coerce(cls, value: Any, like: Any = None) -> List:
+    def coerce(cls, value: Any, like: Any = None) -> List[Any]:
+        """Build from a list or tuple, coercing every item to T.
+
+        Raises:
+            InputValidationError: not a list or tuple, or an item does not fit
+                (``field`` is its path, e.g. ``"[2].xmin"``).
+        """
         if type(value) is cls:
             return value
         if isinstance(value, (list, tuple)):
@@ -79,10 +98,17 @@ class List(list, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
         raise mismatch(cls.type_name(), value)
 
     def to_json(self) -> list[Any]:
+        """An array of the items' JSON forms."""
         return [_to_json(v) for v in self]
 
     @classmethod
-    def from_json(cls, obj: Any, like: Any = None) -> List:
+    def from_json(cls, obj: Any, like: Any = None) -> List[Any]:
+        """Decode an array of T's JSON forms.
+
+        Raises:
+            InputValidationError: not an array, or a bad item (with its path).
+            TypeError: the List is not parametrised.
+        """
         item = cls._item()
         if not isinstance(obj, list):
             raise mismatch(cls.type_name(), obj)
@@ -96,10 +122,20 @@ class List(list, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
+        """An array of T.
+
+        Raises:
+            TypeError: the List is not parametrised.
+        """
         return {"type": "array", "items": _json_schema(cls._item())}
 
     @classmethod
-    def fake(cls, rng: np.random.Generator | None = None) -> List:
+    def fake(cls, rng: np.random.Generator | None = None) -> List[Any]:
+        """Zero to four fake items.
+
+        Raises:
+            TypeError: the List is not parametrised.
+        """
         rng = rng_or_default(rng)
         item = cls._item()
         return cls([_fake(item, rng) for _ in range(int(rng.integers(0, 5)))])
@@ -108,12 +144,21 @@ class List(list, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
 _INT_KEY = re.compile(r"^-?[0-9]+$")
 
 
-class Dict(dict, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
+class Dict(dict[_K, _V], Value, metaclass=GenericMeta):
     """A mapping with String or Integer keys: ``Dict[String, Float]({"a": 1})``. Behaves like ``dict``.
 
     JSON form: an object; Integer keys become decimal strings and back.
+    ``Dict[K, V]`` is a cached subclass that nests and pickles by reference;
+    ``Dict[Float, V]`` raises ``TypeError`` (JSON object keys are strings).
 
-    Example:
+    Args:
+        items: a mapping or iterable of pairs (keys coerced to K, values to V).
+        **kwargs: more entries, as for ``dict``.
+
+    Raises:
+        InputValidationError: a key or value does not fit; ``field`` is its path (``"['a']"``).
+
+    Examples:
         >>> Dict[Integer, String]({1: "one"}).to_json()
         {'1': 'one'}
     """
@@ -168,7 +213,13 @@ class Dict(dict, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
         return cls.key_type, cls.value_type
 
     @classmethod
-    def coerce(cls, value: Any, like: Any = None) -> Dict:
+    def coerce(cls, value: Any, like: Any = None) -> Dict[Any, Any]:
+        """Build from a mapping, coercing keys to K and values to V.
+
+        Raises:
+            InputValidationError: not a mapping, or a key or value does not fit
+                (``field`` is its path, e.g. ``"['cam'][0]"``).
+        """
         if type(value) is cls:
             return value
         if isinstance(value, Mapping):
@@ -176,10 +227,18 @@ class Dict(dict, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
         raise mismatch(cls.type_name(), value)
 
     def to_json(self) -> dict[str, Any]:
+        """An object: keys as strings (Integer keys in decimal), values' JSON forms."""
         return {str(k): _to_json(v) for k, v in self.items()}
 
     @classmethod
-    def from_json(cls, obj: Any, like: Any = None) -> Dict:
+    def from_json(cls, obj: Any, like: Any = None) -> Dict[Any, Any]:
+        """Decode an object; Integer keys are parsed from decimal strings.
+
+        Raises:
+            InputValidationError: not an object, a key that is not an integer (for
+                Integer keys), or a bad value (with its path).
+            TypeError: the Dict is not parametrised.
+        """
         key_type, value_type = cls._types()
         if not isinstance(obj, dict):
             raise mismatch(cls.type_name(), obj)
@@ -201,6 +260,11 @@ class Dict(dict, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
+        """An object whose values are V (and whose keys are decimal integers for Integer keys).
+
+        Raises:
+            TypeError: the Dict is not parametrised.
+        """
         key_type, value_type = cls._types()
         schema: dict[str, Any] = {"type": "object", "additionalProperties": _json_schema(value_type)}
         if issubclass(key_type, Integer):
@@ -208,7 +272,12 @@ class Dict(dict, Value, metaclass=GenericMeta):  # type: ignore[type-arg]
         return schema
 
     @classmethod
-    def fake(cls, rng: np.random.Generator | None = None) -> Dict:
+    def fake(cls, rng: np.random.Generator | None = None) -> Dict[Any, Any]:
+        """Zero to three fake entries.
+
+        Raises:
+            TypeError: the Dict is not parametrised.
+        """
         rng = rng_or_default(rng)
         key_type, value_type = cls._types()
         return cls({key_type.fake(rng): _fake(value_type, rng) for _ in range(int(rng.integers(0, 4)))})

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -20,19 +21,24 @@ from rvai_sdk.types.scalars import Boolean, Float, Integer, String
 
 __all__ = ["Enum"]
 
+_T = TypeVar("_T")
+
 _PLAIN = ((bool, Boolean), (int, Integer), (float, Float), (str, String))
 
 
 def _wrap(value: Any) -> Any:
+    """A bare Enum's option: Values as they are, plain bool/int/float/str wrapped."""
     if isinstance(value, Value):
         return value
     for plain, wrapper in _PLAIN:
         if isinstance(value, plain):
             return wrapper(value)
-    raise InputValidationError(f"an Enum option must be an rvai_sdk value, got {type(value).__name__}; use Enum[T]")
+    raise InputValidationError(
+        f"an Enum option must be an rvai_sdk value, got {type(value).__name__}; use Enum[T]", expected="Enum"
+    )
 
 
-class Enum(Value, metaclass=GenericMeta):
+class Enum(Value, Generic[_T], metaclass=GenericMeta):
     """One ``selected`` value out of ``options``; behaves like the selected value.
 
     The JSON form is the selected value's; the options belong to the field
@@ -42,7 +48,11 @@ class Enum(Value, metaclass=GenericMeta):
         options: the allowed values (coerced to T for ``Enum[T]``).
         selected: the chosen option (default: the first).
 
-    Example:
+    Raises:
+        InputValidationError: no options, an option does not fit T, or ``selected``
+            is not one of the options.
+
+    Examples:
         >>> e = Enum[String](options=["fast", "accurate"], selected="accurate")
         >>> e == "accurate", e.to_json()
         (True, 'accurate')
@@ -52,6 +62,8 @@ class Enum(Value, metaclass=GenericMeta):
 
     __slots__ = ("options", "selected")
     item_type: Any = None
+    options: tuple[_T, ...]
+    selected: _T
 
     @classmethod
     def _parametrize(cls, params: tuple[Any, ...]) -> dict[str, Any]:
@@ -62,13 +74,13 @@ class Enum(Value, metaclass=GenericMeta):
     def __init__(self, options: Iterable[Any], selected: Any = None) -> None:
         convert = self._item_converter()
         opts = tuple(convert(o) for o in options)
+        name = type(self).type_name()
         if not opts:
-            raise InputValidationError(f"{type(self).type_name()} needs at least one option")
+            raise InputValidationError(f"{name} needs at least one option", expected=name)
         chosen = opts[0] if selected is None else convert(selected)
         if chosen not in opts:
             raise InputValidationError(
-                f"{chosen!s} is not one of the options: {', '.join(str(o) for o in opts)}",
-                expected=f"one of {', '.join(str(o) for o in opts)}",
+                f"{chosen!s} is not one of the options: {', '.join(str(o) for o in opts)}", expected=name
             )
         self.options = opts
         self.selected = chosen
@@ -97,11 +109,21 @@ class Enum(Value, metaclass=GenericMeta):
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.options, self.selected))
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Enum:
+    def __deepcopy__(self, memo: dict[int, Any]) -> Enum[Any]:
         return type(self)(self.options, self.selected)
 
     @classmethod
-    def coerce(cls, value: Any, like: Any = None) -> Enum:
+    def coerce(cls, value: Any, like: Any = None) -> Enum[Any]:
+        """An Enum selecting ``value``: with ``like``, out of ``like``'s options; else a single-option Enum.
+
+        Args:
+            value: an Enum (returned unchanged when it has this type and ``like`` is ``None``)
+                or a value to select.
+            like: an Enum whose options apply.
+
+        Raises:
+            InputValidationError: the value is not one of the options, or does not fit T.
+        """
         if isinstance(value, Enum):
             if like is None:
                 return value if type(value) is cls else cls(value.options, value.selected)
@@ -111,10 +133,16 @@ class Enum(Value, metaclass=GenericMeta):
         return cls((value,), value)
 
     def to_json(self) -> Any:
+        """The selected value's JSON form (the options belong to the declaration)."""
         return _to_json(self.selected)
 
     @classmethod
-    def from_json(cls, obj: Any, like: Any = None) -> Enum:
+    def from_json(cls, obj: Any, like: Any = None) -> Enum[Any]:
+        """Decode the selected value (options from ``like``), or ``{"selected": ..., "options": [...]}``.
+
+        Raises:
+            InputValidationError: malformed, or not one of the options.
+        """
         if isinstance(obj, dict) and "selected" in obj:
             options = [cls._decode_item(o) for o in obj.get("options", [obj["selected"]])]
             return cls(options, cls._decode_item(obj["selected"]))
@@ -127,6 +155,7 @@ class Enum(Value, metaclass=GenericMeta):
 
     @hybridmethod
     def json_schema(self_or_cls: Any) -> dict[str, Any]:
+        """T's schema; on an instance, plus ``enum``: the options' JSON forms."""
         cls: Any = self_or_cls if isinstance(self_or_cls, type) else type(self_or_cls)
         schema: dict[str, Any] = dict(_json_schema(cls.item_type)) if cls.item_type is not None else {}
         if not isinstance(self_or_cls, type):
@@ -134,14 +163,17 @@ class Enum(Value, metaclass=GenericMeta):
         return schema
 
     @hybridmethod
-    def fake(self_or_cls: Any, rng: np.random.Generator | None = None) -> Enum:
+    def fake(self_or_cls: Any, rng: np.random.Generator | None = None) -> Enum[Any]:
+        """On an instance, a random choice among its options; on the class, fake options too."""
         rng = rng_or_default(rng)
         if not isinstance(self_or_cls, type):
             options = self_or_cls.options
-            made: Enum = type(self_or_cls)(options, options[int(rng.integers(0, len(options)))])
+            made: Enum[Any] = type(self_or_cls)(options, options[int(rng.integers(0, len(options)))])
             return made
         cls: Any = self_or_cls
         item = cls.item_type if cls.item_type is not None else String
-        choices = list(dict.fromkeys(_fake(item, rng) for _ in range(3)))
-        fresh: Enum = cls(choices, choices[int(rng.integers(0, len(choices)))])
+        # Distinct options, compared by JSON form (items such as List are unhashable).
+        drawn = {json.dumps(_to_json(v), sort_keys=True): v for v in (_fake(item, rng) for _ in range(3))}
+        choices = list(drawn.values())
+        fresh: Enum[Any] = cls(choices, choices[int(rng.integers(0, len(choices)))])
         return fresh

@@ -63,19 +63,33 @@ class _Record(tuple, Value):  # type: ignore[type-arg]
 
     @classmethod
     def coerce(cls: type[_T], value: Any, like: Any = None) -> _T:
+        """Build from a sequence of the field values (a 1-D numpy array too) or a mapping of field names.
+
+        Raises:
+            InputValidationError: the wrong number of values, unknown or missing keys,
+                or a field value that does not fit (``field`` is ``.name``).
+        """
         if type(value) is cls:
             return value
         if isinstance(value, Mapping):
-            return cls(**dict(value))
+            return cls(**{str(k): v for k, v in value.items()})
         if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
             return cls(*value)
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            return cls(*value.tolist())
         raise mismatch(cls.type_name(), value)
 
     def to_json(self) -> dict[str, Any]:
+        """An object with one key per field."""
         return {name: value.to_json() for (name, _), value in zip(self._fields, self)}
 
     @classmethod
     def from_json(cls: type[_T], obj: Any, like: Any = None) -> _T:
+        """Decode the object form (every field required, no others).
+
+        Raises:
+            InputValidationError: not an object, missing or unknown keys, or a bad field value.
+        """
         if not isinstance(obj, Mapping):
             raise mismatch(cls.type_name(), obj)
         decoded = {}
@@ -90,6 +104,7 @@ class _Record(tuple, Value):  # type: ignore[type-arg]
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
+        """An object schema with every field required."""
         return {
             "type": "object",
             "title": cls.__name__,
@@ -102,7 +117,7 @@ class _Record(tuple, Value):  # type: ignore[type-arg]
 class Point(_Record):
     """A 2-D point ``(x, y)`` of Floats; also a tuple. JSON form: ``{"x": .., "y": ..}``.
 
-    Example:
+    Examples:
         >>> p = Point(1, 2.5)
         >>> p.x, p.to_json()
         (Float(1.0), {'x': 1.0, 'y': 2.5})
@@ -123,6 +138,7 @@ class Point(_Record):
 
     @classmethod
     def fake(cls, rng: np.random.Generator | None = None) -> Point:
+        """A random point in ``[0, 1000)²``."""
         rng = rng_or_default(rng)
         return cls(*(float(v) for v in rng.uniform(0, 1000, 2)))
 
@@ -130,7 +146,7 @@ class Point(_Record):
 class BoundingBox(_Record):
     """An axis-aligned box ``(xmin, ymin, xmax, ymax)`` of Floats with ``xmin <= xmax``, ``ymin <= ymax``.
 
-    Example:
+    Examples:
         >>> box = BoundingBox(10, 20, 50, 80)
         >>> box.width, box.height, box.area
         (40.0, 60.0, 2400.0)
@@ -184,6 +200,7 @@ class BoundingBox(_Record):
 
     @classmethod
     def fake(cls, rng: np.random.Generator | None = None) -> BoundingBox:
+        """A random valid box."""
         rng = rng_or_default(rng)
         x0, y0 = (float(v) for v in rng.uniform(0, 500, 2))
         w, h = (float(v) for v in rng.uniform(0, 500, 2))
@@ -193,7 +210,7 @@ class BoundingBox(_Record):
 class Class(_Record):
     """A label: ``Class(id, name)`` with an Integer id and a String name.
 
-    Example:
+    Examples:
         >>> Class(3, "cat").to_json()
         {'id': 3, 'name': 'cat'}
     """
@@ -213,18 +230,20 @@ class Class(_Record):
 
     @classmethod
     def fake(cls, rng: np.random.Generator | None = None) -> Class:
+        """A random label."""
         rng = rng_or_default(rng)
         return cls(int(rng.integers(0, 1000)), String.fake(rng))
 
 
-class Classes(List[Class]):  # type: ignore[type-arg]
+class Classes(List[Class]):
     """A list of :class:`Class` labels (e.g. a label set, or a multi-label prediction).
 
-    Example:
+    Examples:
         >>> Classes([(0, "dog"), {"id": 1, "name": "cat"}]).to_json()
         [{'id': 0, 'name': 'dog'}, {'id': 1, 'name': 'cat'}]
     """
 
     @classmethod
     def type_name(cls) -> str:
+        """``"Classes"``."""
         return "Classes"

@@ -25,15 +25,27 @@ class Image(np.ndarray, Value):
     ``Image(array)`` is a view (no copy) when the array already fits; a 2-D array
     becomes ``HxWx1``. Arithmetic and indexing return plain numpy arrays (re-wrap
     with ``Image(...)``), so an Image is always a valid image. JSON form: a base64
-    PNG string (lossless).
+    PNG string (lossless). Equality is numpy's, elementwise (use ``numpy.array_equal``).
 
-    Example:
+    ``Image(data)`` takes a ``uint8`` array (or array-like) of shape ``HxWxC`` or
+    ``HxW``; another dtype or shape raises :class:`~rvai_sdk.exc.InputValidationError`
+    naming it.
+
+    Examples:
         >>> img = Image(np.zeros((2, 3, 3), dtype=np.uint8))
         >>> img.shape, Image.from_json(img.to_json()).shape
         ((2, 3, 3), (2, 3, 3))
     """
 
     def __new__(cls, data: Any) -> Image:
+        """Wrap an array as an image, without copying when it already fits.
+
+        Args:
+            data: a ``uint8`` array (or array-like) of shape ``HxWxC`` or ``HxW``.
+
+        Raises:
+            InputValidationError: the dtype is not ``uint8`` or the shape is not an image's.
+        """
         array = np.asarray(data)
         if array.dtype != np.uint8:
             raise InputValidationError(
@@ -98,6 +110,11 @@ class Image(np.ndarray, Value):
 
     @classmethod
     def coerce(cls, value: Any, like: Any = None) -> Image:
+        """Wrap a ``uint8`` numpy array of shape ``HxWxC`` (C in 1..4) or ``HxW``, without copying.
+
+        Raises:
+            InputValidationError: not a numpy array, or the wrong dtype or shape.
+        """
         if type(value) is cls:
             return value
         if isinstance(value, np.ndarray):
@@ -105,15 +122,37 @@ class Image(np.ndarray, Value):
         raise mismatch("Image", value)
 
     def to_png(self, compress_level: int = 1) -> bytes:
-        """The image as PNG bytes (zlib level ``compress_level``, 0-9)."""
+        """Encode the image as PNG (lossless; grey, grey+alpha, RGB or RGBA by channel count).
+
+        Args:
+            compress_level: the zlib level, 0 (fastest) to 9 (smallest).
+
+        Returns:
+            The PNG file's bytes.
+
+        Examples:
+            >>> Image(np.zeros((1, 1, 3), np.uint8)).to_png()[:4]
+            b'\\x89PNG'
+        """
         return _png.encode(np.asarray(self).view(np.ndarray), compress_level)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Image:
-        """Decode PNG bytes (always) or other formats such as JPEG (with Pillow installed).
+        """Decode an image file: PNG always, other formats such as JPEG when Pillow is installed.
+
+        Pillow decodes when importable; without it a pure numpy decoder handles
+        8-bit, non-interlaced grey/grey+alpha/RGB/RGBA PNGs. Palette and other
+        modes are converted to RGB or RGBA.
+
+        Args:
+            data: the file's bytes.
+
+        Returns:
+            The decoded image.
 
         Raises:
-            InputValidationError: the bytes are not a decodable image.
+            InputValidationError: the bytes are not a decodable image, or need Pillow
+                (the message says how to install it).
         """
         try:
             from PIL import Image as PILImage
@@ -129,16 +168,22 @@ class Image(np.ndarray, Value):
                 if picture.mode not in _MODES:
                     picture = picture.convert("RGBA" if "A" in picture.getbands() or "transparency" in picture.info else "RGB")
                 return cls(np.asarray(picture))
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
             raise InputValidationError(f"cannot decode image: {exc}", expected="Image") from exc
 
     def to_json(self) -> str:
+        """A base64 string of the PNG encoding (exact round trip)."""
         return base64.b64encode(self.to_png()).decode("ascii")
 
     @classmethod
     def from_json(cls, obj: Any, like: Any = None) -> Image:
+        """Decode a base64 image string, or a ``data:image/...;base64,`` URL.
+
+        Raises:
+            InputValidationError: not a string, invalid base64, or not a decodable image.
+        """
         if not isinstance(obj, str):
-            raise mismatch("Image (a base64 PNG string)", obj)
+            raise mismatch("Image", obj, "the JSON form is a base64 PNG string")
         if obj.startswith("data:"):
             _, _, obj = obj.partition(",")
         try:
@@ -149,8 +194,10 @@ class Image(np.ndarray, Value):
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
+        """A base64 string of PNG data."""
         return {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"}
 
     @classmethod
     def fake(cls, rng: np.random.Generator | None = None) -> Image:
+        """A random 16x16 RGB image."""
         return cls(rng_or_default(rng).integers(0, 256, size=(16, 16, 3), dtype=np.uint8))

@@ -28,7 +28,7 @@ class Integer(int, Value):
 
     Coerces ints, numpy integers and integral finite floats (``1.0``); rejects booleans.
 
-    Example:
+    Examples:
         >>> Integer(2) + 1
         3
         >>> Integer.coerce(4.0)
@@ -95,7 +95,7 @@ class Float(float, Value):
 
     Coerces ints, floats and numpy numbers; rejects booleans.
 
-    Example:
+    Examples:
         >>> Float(0.5) * 2
         1.0
         >>> Float("nan").to_json()
@@ -151,7 +151,7 @@ class Float(float, Value):
 class String(str, Value):
     """A text value. Behaves like ``str``; JSON form: a string.
 
-    Example:
+    Examples:
         >>> String("cat").upper()
         'CAT'
     """
@@ -199,7 +199,7 @@ class Boolean(int, Value):
 
     ``Boolean(True) == True``; JSON form: ``true``/``false``. Coerces only booleans.
 
-    Example:
+    Examples:
         >>> Boolean(True) == True, bool(Boolean(False))
         (True, False)
     """
@@ -211,6 +211,15 @@ class Boolean(int, Value):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({bool(self)})"
+
+    # Spelled out so type checkers accept ``Boolean(True) == True`` (int and bool look disjoint to them).
+    def __eq__(self, other: object) -> bool:
+        return int(self) == other
+
+    def __ne__(self, other: object) -> bool:
+        return int(self) != other
+
+    __hash__ = int.__hash__
 
     def __str__(self) -> str:
         return str(bool(self))
