@@ -191,6 +191,7 @@ class _Stage:
         "failures",
         "batch_sizes",
         "fast",
+        "has_call",
     )
 
     def __init__(self, index: int, ref: str, spec: CellSpec, policy: BatchingPolicy | None, device: str) -> None:
@@ -223,6 +224,7 @@ class _Stage:
         self.failures = 0
         self.batch_sizes: dict[int, int] = {}
         self.fast = False
+        self.has_call = spec.has_call
 
 
 class _Config:
@@ -360,6 +362,7 @@ class Executor:
             stage.n_preds = len(pipeline.predecessors(stage.ref))
         self._preds = [s.n_preds for s in self._stages]
         self._roots = [s for s in self._stages if s.n_preds == 0]
+        self._batched = [s for s in self._stages if s.batched]
         self._outputs = tuple((o.ref, index[o.cell], o.port) for o in pipeline.outputs.values())
         self._model_paths = dict(models or {})
         for ref in self._model_paths:
@@ -496,8 +499,8 @@ class Executor:
             req.future.set_running_or_notify_cancel()
             self._inflight[rid] = req
             self.submitted += 1
-            for stage in self._stages:
-                stage.expected += 1
+            for stage in self._batched:
+                stage.expected += 1  # batch-wait accounting: requests that will still reach this cell
             works: list[_Work] = []
             for stage in self._roots:
                 self._enqueue(stage, req, now)
@@ -662,8 +665,6 @@ class Executor:
                 if req.sid is not None:
                     stage.busy.add(req.sid)
             stage.running += 1
-            stage.expected -= 1
-            req.taken[stage.index] = True
             work = _Work(stage, [req])
             req.works.append(work)
             works.append(work)
@@ -742,7 +743,7 @@ class Executor:
     def _mark_failed(self, req: _Request) -> None:
         req.failed = True
         req.works = []
-        for stage in self._stages:
+        for stage in self._batched:
             if not req.taken[stage.index]:
                 req.taken[stage.index] = True
                 stage.expected -= 1
@@ -859,6 +860,7 @@ class Executor:
         errors: list[tuple[_Request, BaseException]] = []
         interrupt: BaseException | None = None
         works: list[_Work] = []
+        stages = self._stages
         with self._lock:
             stage.running -= 1
             stage.calls += 1
@@ -884,7 +886,8 @@ class Executor:
                 for j in stage.successors:
                     remaining[j] -= 1
                     if remaining[j] == 0:
-                        self._enqueue(self._stages[j], req, now)
+                        successor = stages[j]
+                        successor.queue.append((req, now) if successor.batched else req)
                 req.left -= 1
                 if req.left == 0:
                     req.works = []
@@ -893,8 +896,10 @@ class Executor:
                     self._states.release(req.entry, now)
                     self.succeeded += 1
             for j in stage.successors:
-                self._dispatch(self._stages[j], now, works)
-            self._dispatch(stage, now, works)
+                if stages[j].queue:
+                    self._dispatch(stages[j], now, works)
+            if stage.queue:
+                self._dispatch(stage, now, works)
             if self._closed and not self._inflight:
                 self._idle.notify_all()  # stop() waits for the last request
             # Run on in this thread: the first new work (a successor of this request, so a chain
@@ -942,7 +947,7 @@ class Executor:
     def _call_one(self, stage: _Stage, req: _Request) -> Any:
         try:
             inputs = self._inputs_for(stage, req)
-            if stage.spec.has_call:
+            if stage.has_call:
                 out = stage.call(self._context(stage, req), req.config.params[stage.index], inputs)
             else:
                 out = self._unwrap_single(stage, stage.call_batch([self._context(stage, req)], req.config.params[stage.index], [inputs]))

@@ -123,7 +123,7 @@ class Pipeline:
                 f"pipeline {self.name!r}: inputs must be a mapping of input ref to value, got {type(inputs).__name__}"
             )
         specs = self.inputs
-        if len(inputs) != len(specs) or any(k not in specs for k in inputs):
+        if inputs.keys() != specs.keys():
             unknown = [k for k in inputs if k not in specs]
             if unknown:
                 raise InputValidationError(
