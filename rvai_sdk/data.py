@@ -223,7 +223,7 @@ class DataClass:
     @classmethod
     def _field_error(cls, name: str, exc: InputValidationError) -> Exception:
         path = name + (exc.field or "")
-        message = f"{cls.__name__}.{path}: {_strip_path(exc)}"
+        message = f"{cls.__name__}.{path}: {exc.detail}"
         if issubclass(cls._error, ParameterError):
             return ParameterError(message, field=path)
         return InputValidationError(message, field=path, expected=exc.expected)
@@ -342,13 +342,6 @@ class State(DataClass):
     Every field needs a default: each state id starts from a fresh instance.
     The cell reads and assigns ``context.state.<field>`` in ``call``.
     """
-
-
-def _strip_path(exc: InputValidationError) -> str:
-    text = str(exc)
-    if exc.field and text.startswith(exc.field + ": "):
-        return text[len(exc.field) + 2 :]
-    return text
 
 
 def _is_mutable(value: Any) -> bool:

@@ -116,6 +116,14 @@ class InputValidationError(RvaiError, ValueError):
         self.field = field
         self.expected = expected
 
+    @property
+    def detail(self) -> str:
+        """The message without its leading ``"<field>: "`` path, for re-raising under a longer path."""
+        text = str(self)
+        if self.field and text.startswith(self.field + ": "):
+            return text[len(self.field) + 2 :]
+        return text
+
 
 class CellError(RvaiError):
     """One request failed inside a cell; other requests are unaffected.

@@ -147,31 +147,16 @@ class Pipeline:
                 validated[ref] = _types.coerce(spec.type, value, like=spec.like)
             except InputValidationError as exc:
                 path = ref + (exc.field or "")
-                detail = str(exc)
-                if exc.field and detail.startswith(exc.field + ": "):
-                    detail = detail[len(exc.field) + 2 :]
-                raise InputValidationError(f"input {path!r}: {detail}", field=path, expected=exc.expected) from exc
+                raise InputValidationError(f"input {path!r}: {exc.detail}", field=path, expected=exc.expected) from exc
         return validated
 
     def input_schema(self) -> dict[str, Any]:
         """A JSON schema (an object) for the ``inputs`` of a request."""
-        return {
-            "title": f"{self.name} inputs",
-            "type": "object",
-            "properties": {ref: spec.json_schema() for ref, spec in self.inputs.items()},
-            "required": list(self.inputs),
-            "additionalProperties": False,
-        }
+        return _object_schema(f"{self.name} inputs", self.inputs)
 
     def output_schema(self) -> dict[str, Any]:
         """A JSON schema (an object) for the ``outputs`` of a response."""
-        return {
-            "title": f"{self.name} outputs",
-            "type": "object",
-            "properties": {ref: spec.json_schema() for ref, spec in self.outputs.items()},
-            "required": list(self.outputs),
-            "additionalProperties": False,
-        }
+        return _object_schema(f"{self.name} outputs", self.outputs)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-compatible description: name, cells, inputs and outputs with their schemas."""
@@ -247,6 +232,16 @@ class PipelineDrawing:
     def __repr__(self) -> str:
         where = f" at {self.path}" if self.path is not None else ""
         return f"<PipelineDrawing: {len(self.svg) / 1024:.1f} KiB of SVG{where}>"
+
+
+def _object_schema(title: str, specs: Mapping[str, InputSpec] | Mapping[str, OutputSpec]) -> dict[str, Any]:
+    return {
+        "title": title,
+        "type": "object",
+        "properties": {ref: spec.json_schema() for ref, spec in specs.items()},
+        "required": list(specs),
+        "additionalProperties": False,
+    }
 
 
 def _dot_escape(text: str) -> str:

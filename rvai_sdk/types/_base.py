@@ -140,9 +140,5 @@ def mismatch(expected: str, value: Any, hint: str = "") -> InputValidationError:
 
 def nested(prefix: str, exc: InputValidationError) -> InputValidationError:
     """Re-raise an error from inside a container with ``prefix`` (``[2]``, ``.xmin``) added to its path."""
-    inner = exc.field or ""
-    text = str(exc)
-    if inner and text.startswith(inner + ": "):
-        text = text[len(inner) + 2 :]
-    path = prefix + inner
-    return InputValidationError(f"{path}: {text}", field=path, expected=exc.expected)
+    path = prefix + (exc.field or "")
+    return InputValidationError(f"{path}: {exc.detail}", field=path, expected=exc.expected)

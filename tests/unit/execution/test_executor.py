@@ -21,6 +21,16 @@ pytestmark = pytest.mark.timeout(60)
 THREADS: list[int] = []
 
 
+def run_threads(target: Any, arguments: list[tuple[Any, ...]], *, timeout: float) -> None:
+    """Run ``target(*args)`` on one thread per entry and join them all (each within ``timeout``)."""
+    threads = [threading.Thread(target=target, args=args) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish in time"
+
+
 class WhichThread(Cell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
@@ -48,12 +58,8 @@ def test_without_workers_concurrent_waiters_complete_every_request() -> None:
         futures = [executor.submit({"x": Integer(x)}, sid) for x in range(20)]
         results[sid] = [int(f.result()["count"]) for f in futures]
 
-    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(4)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        run_threads(client, [(f"c{i}",) for i in range(4)], timeout=30)
     finally:
         executor.stop()
     assert results == {f"c{i}": list(range(1, 21)) for i in range(4)}
@@ -73,12 +79,8 @@ def test_mixed_waiters_and_workers_keep_every_sid_in_order() -> None:
             if list(out["seen"]) != list(range(x + 1)):
                 failures.append(f"{sid}: {list(out['seen'])}")
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=50)
+        run_threads(client, [(k,) for k in range(4)], timeout=50)
     finally:
         executor.stop()
     assert not failures, failures[:3]
@@ -153,14 +155,7 @@ def test_concurrent_parameter_changes_are_all_applied() -> None:
             for _ in range(50):
                 executor.set_parameters({"c0": {field: value}})
 
-        threads = [
-            threading.Thread(target=change, args=("factor", 7)),
-            threading.Thread(target=change, args=("offset", 1.5)),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        run_threads(change, [("factor", 7), ("offset", 1.5)], timeout=30)
         params = executor.get_parameters()["c0"]
         assert (params.factor, params.offset) == (7, 1.5)  # type: ignore[attr-defined]
     finally:
@@ -178,12 +173,8 @@ def test_without_workers_waiters_of_one_sid_hand_work_to_each_other() -> None:
     def waiter(index: int) -> None:
         seen[index] = [int(v) for v in futures[index].result()["seen"]]
 
-    threads = [threading.Thread(target=waiter, args=(i,)) for i in reversed(range(40))]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        run_threads(waiter, [(i,) for i in reversed(range(40))], timeout=30)
     finally:
         executor.stop()
     assert seen == {i: list(range(i + 1)) for i in range(40)}
