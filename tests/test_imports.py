@@ -20,6 +20,7 @@ CORE = [
     "rvai_sdk.runtime.debug",
     "rvai_sdk.exc",
     "rvai_sdk.extensions",
+    "rvai_sdk.cli",
 ]
 
 
