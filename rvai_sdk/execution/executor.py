@@ -386,6 +386,7 @@ class Executor:
         self._wake_lock = threading.Lock()
         self._params_lock = threading.Lock()
         self._posted = threading.Condition(threading.Lock())
+        self._resolving = 0
         self._worker_idents: set[int] = set()
         self._lazy: deque[_Work] = deque()
         self._active = 0
@@ -689,7 +690,9 @@ class Executor:
                 if live == 0:
                     queue.clear()
                 return
-            if len(chosen) < limit and live < stage.expected:
+            # Go before the batch is full only when waiting cannot fill it: no request still in
+            # flight could join, and no thread is resolving futures whose callbacks may send more.
+            if len(chosen) < limit and (live < stage.expected or self._resolving):
                 due = chosen[0][1] + stage.max_batch_wait
                 if now < due:
                     self._schedule(stage, due)
@@ -895,6 +898,9 @@ class Executor:
                     del self._inflight[req.rid]
                     self._states.release(req.entry, now)
                     self.succeeded += 1
+            resolving = bool(self._batched and (done or errors))
+            if resolving:
+                self._resolving += 1  # before dispatching: this thread's callbacks may send more
             for j in stage.successors:
                 if stages[j].queue:
                     self._dispatch(stages[j], now, works)
@@ -917,6 +923,15 @@ class Executor:
             _set_result(req.future, {ref: getattr(results_[i], port) for ref, i, port in self._outputs})
         for req, exc in errors:
             _set_exception(req.future, _cell_error(stage, req, exc))
+        if resolving:
+            # Callbacks may have sent requests that the batched cells held back: dispatch them now.
+            with self._lock:
+                self._resolving -= 1
+                if not self._resolving:
+                    later = time.monotonic()
+                    for batched in self._batched:
+                        if batched.queue:
+                            self._dispatch(batched, later, rest)
         if rest:
             self._post(rest)
         elif not self._nworkers and (done or errors):

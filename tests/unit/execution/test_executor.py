@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rvai_sdk.cell import Cell
+from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
 from rvai_sdk.exc import CellError, ProcessError, ProcessStateError
@@ -190,3 +190,52 @@ def test_without_workers_batched_cells_still_run_after_their_wait() -> None:
         assert [int(f.result()["y"]) for f in futures] == list(range(5))
     finally:
         executor.stop()
+
+
+FIRST_BATCH = threading.Event()
+SIZES: list[int] = []
+
+
+@cell(max_batch_size=8, max_batch_wait=600)
+class Sized(Cell):
+    """Records batch sizes; the very first batch waits until every stream has sent its first request."""
+
+    @classmethod
+    def call_batch(cls, contexts: list[InferenceContext], parameters: Parameters, inputs_list: list[XIn]) -> list[YOut]:
+        if not SIZES:
+            assert FIRST_BATCH.wait(timeout=20)
+        SIZES.append(len(inputs_list))
+        return [YOut(y=i.x) for i in inputs_list]
+
+
+def test_streams_that_resend_from_completion_callbacks_get_full_batches() -> None:
+    # 8 closed-loop streams: each completion callback sends that stream's next request. The
+    # callbacks of one batch must be batched together, not dispatched one by one as they arrive.
+    SIZES.clear()
+    FIRST_BATCH.clear()
+    executor = Executor(single(Sized))
+    executor.start()
+    rounds = 12
+    done = threading.Event()
+    remaining = {f"s{i}": rounds for i in range(8)}
+    lock = threading.Lock()
+
+    def resend(sid: str) -> None:
+        with lock:
+            remaining[sid] -= 1
+            left = remaining[sid]
+            if not any(remaining.values()):
+                done.set()
+        if left:
+            executor.submit({"x": Integer(left)}, sid).add_done_callback(lambda f, sid=sid: resend(sid))
+
+    try:
+        for sid in remaining:
+            executor.submit({"x": Integer(0)}, sid).add_done_callback(lambda f, sid=sid: resend(sid))
+        FIRST_BATCH.set()
+        assert done.wait(timeout=30), f"streams did not finish; batches so far: {SIZES}"
+    finally:
+        executor.stop()
+    # The first request went alone (nothing else was in flight); while it ran the other seven queued.
+    # From then on every batch holds all eight streams, and stream s0, one round ahead, ends first.
+    assert SIZES == [1] + [8] * (rounds - 1) + [7], SIZES
