@@ -30,7 +30,7 @@ test: venv
 	$(MAKE) --no-print-directory typecheck
 
 typecheck: venv
-	$(PY) -m mypy rvai_sdk
+	$(PY) -m mypy rvai_sdk extensions
 
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
