@@ -889,7 +889,7 @@ class Executor:
                 for j in stage.successors:
                     remaining[j] -= 1
                     if remaining[j] == 0:
-                        successor = stages[j]
+                        successor = stages[j]  # _enqueue inlined: this is the per-cell hot path
                         successor.queue.append((req, now) if successor.batched else req)
                 req.left -= 1
                 if req.left == 0:

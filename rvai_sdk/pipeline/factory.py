@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import types as _pytypes
-import typing
 from typing import Any, Union
 
 import networkx as nx
@@ -302,17 +300,8 @@ def _compatible(produced: Any, expected: Any) -> bool:
     """Whether a value of type ``produced`` can feed a port of type ``expected``."""
     if produced is expected or produced == expected:
         return True
-    base_p, opt_p = _unwrap_optional(produced)
-    base_e, opt_e = _unwrap_optional(expected)
+    base_p, opt_p = _types.unwrap_optional(produced)
+    base_e, opt_e = _types.unwrap_optional(expected)
     if opt_p and not opt_e:
         return False
     return isinstance(base_p, type) and isinstance(base_e, type) and issubclass(base_p, base_e)
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    """``(T, True)`` for ``T | None``, else ``(tp, False)``."""
-    if typing.get_origin(tp) in (typing.Union, _pytypes.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
