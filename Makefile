@@ -17,7 +17,7 @@ system-deps:
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[draw,image,docs,test]'
+	$(PY) -m pip install -q -e '.[all,docs,test]'
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: system-deps $(STAMP)

@@ -39,6 +39,7 @@ _MISSING: Any = dataclasses.MISSING
 _META_KEY = "rvai_sdk"
 
 _D = TypeVar("_D", bound="DataClass")
+_P = TypeVar("_P", bound="Parameters")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +334,63 @@ class Parameters(DataClass):
     """
 
     _error: ClassVar[type[Exception]] = ParameterError
+
+    @classmethod
+    def coerce(cls: type[_P], value: Any, current: _P | None = None, *, owner: str, ref: str | None = None) -> _P:
+        """Validate ``value`` as parameters of this class.
+
+        Args:
+            value: an instance (re-validated copy), a mapping of field to value (applied
+                over ``current`` when given, else over the defaults), or ``None``
+                (``current``, else the defaults).
+            current: the parameters in force, for partial updates.
+            owner: who the parameters belong to, for messages (``"cell 'detect'"``).
+            ref: the cell or driver ref, kept on the error.
+
+        Raises:
+            ParameterError: an unknown field, a rejected value or a value of another class;
+                the message starts with ``owner`` and names the field.
+
+        Example:
+            >>> import dataclasses
+            >>> from rvai_sdk.types import Integer
+            >>> @dataclasses.dataclass
+            ... class P(Parameters):
+            ...     n: Integer = Parameters.field(default=Integer(1))
+            >>> P.coerce({"n": 2}, owner="cell 'c'").n
+            2
+            >>> P.coerce({"m": 2}, owner="cell 'c'")
+            Traceback (most recent call last):
+            ...
+            rvai_sdk.exc.ParameterError: cell 'c': P has no parameter 'm'; its parameters are: n
+        """
+        try:
+            if value is None:
+                return current if current is not None else cls()
+            if isinstance(value, cls):
+                return dataclasses.replace(value)  # re-validates fields changed since construction
+            if isinstance(value, Mapping):
+                known = {f.name for f in cls.fields_info()}
+                bad = [k for k in value if k not in known]
+                if bad:
+                    raise ParameterError(
+                        f"{owner}: {cls.__name__} has no parameter {bad[0]!r}; its parameters are: "
+                        f"{', '.join(sorted(known)) or '(none)'}",
+                        ref=ref,
+                        field=str(bad[0]),
+                    )
+                if current is None:
+                    return cls.from_dict(value)
+                return dataclasses.replace(current, **value)
+            raise ParameterError(
+                f"parameters for {owner} must be a {cls.__name__} or a mapping of field to value, "
+                f"got {type(value).__name__}",
+                ref=ref,
+            )
+        except ParameterError as exc:
+            if exc.ref is None and not str(exc).startswith(owner):
+                raise ParameterError(f"{owner}: {exc}", ref=ref, field=exc.field) from exc
+            raise
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Resource requests: what a cell needs from the machine it runs on."""
+"""Resource requests: what a cell needs from the machine it runs on, and what a driver asks for and gets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import attrs
 
 from rvai_sdk.exc import ParameterError
 
-__all__ = ["CellResources"]
+__all__ = ["CellResources", "DriverResourcesRequest", "DriverResources"]
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -31,3 +31,53 @@ class CellResources:
     gpus: float = attrs.field(default=0.0, converter=float, validator=_non_negative)
     cpus: float = attrs.field(default=1.0, converter=float, validator=_non_negative)
     allow_cpu: bool = False
+
+
+def _port_names(value: object) -> tuple[str, ...]:
+    names = tuple(value)  # type: ignore[call-overload]
+    for name in names:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ParameterError(
+                f"DriverResourcesRequest(ports=...) takes port names that are identifiers, got {name!r}", field="ports"
+            )
+    if len(set(names)) != len(names):
+        raise ParameterError(f"DriverResourcesRequest(ports=...) names a port twice: {list(names)}", field="ports")
+    return names
+
+
+@attrs.frozen
+class DriverResourcesRequest:
+    """What a driver asks the runtime for before it runs: named network ports.
+
+    A driver returns one from :meth:`~rvai_sdk.drivers.PipelineDriver.resources_request`;
+    the runtime answers with :class:`DriverResources` holding a free port per name.
+
+    Attributes:
+        ports: port names, e.g. ``["http"]``.
+
+    Example:
+        >>> DriverResourcesRequest(ports=["http", "metrics"]).ports
+        ('http', 'metrics')
+    """
+
+    ports: tuple[str, ...] = attrs.field(default=(), converter=_port_names)
+
+
+@attrs.frozen
+class DriverResources:
+    """What the runtime gave a driver: a free TCP port per requested name, and where it runs.
+
+    Attributes:
+        ports: port name to a port number that was free when allocated.
+        host: the address of the machine the driver runs on as other machines on its
+            network see it (``"127.0.0.1"`` when it has none).
+        node: a name for that machine (its hostname).
+
+    Example:
+        >>> DriverResources(ports={"http": 8080}).ports["http"]
+        8080
+    """
+
+    ports: dict[str, int] = attrs.field(factory=dict)
+    host: str = "127.0.0.1"
+    node: str = ""

@@ -105,43 +105,16 @@ def resolve_parameters(pipeline: Pipeline, given: Mapping[str, Any] | None) -> d
 
 
 def _coerce_parameters(ref: str, cls: type[Parameters], value: Any, current: Parameters | None) -> Parameters:
-    try:
-        if value is None:
-            if current is not None:
-                return current
-            try:
-                return cls()
-            except TypeError as exc:
-                raise ParameterError(
-                    f"cell {ref!r} needs parameters: {cls.__name__} has required fields; pass "
-                    f"Inference(parameters={{{ref!r}: {cls.__name__}(...)}})",
-                    ref=ref,
-                ) from exc
-        if isinstance(value, cls):
-            return dataclasses.replace(value)  # re-validates fields changed since construction
-        if isinstance(value, Mapping):
-            base = current if current is not None else None
-            known = {f.name for f in cls.fields_info()}
-            bad = [k for k in value if k not in known]
-            if bad:
-                raise ParameterError(
-                    f"cell {ref!r}: {cls.__name__} has no parameter {bad[0]!r}; its parameters are: "
-                    f"{', '.join(sorted(known)) or '(none)'}",
-                    ref=ref,
-                    field=str(bad[0]),
-                )
-            if base is None:
-                return cls.from_dict(value)
-            return dataclasses.replace(base, **value)
-        raise ParameterError(
-            f"parameters for cell {ref!r} must be a {cls.__name__} or a mapping of field to value, "
-            f"got {type(value).__name__}",
-            ref=ref,
-        )
-    except ParameterError as exc:
-        if exc.ref is None:
-            raise ParameterError(f"cell {ref!r}: {exc}", ref=ref, field=exc.field) from exc
-        raise
+    if value is None and current is None:
+        try:
+            return cls()
+        except TypeError as exc:
+            raise ParameterError(
+                f"cell {ref!r} needs parameters: {cls.__name__} has required fields; pass "
+                f"Inference(parameters={{{ref!r}: {cls.__name__}(...)}})",
+                ref=ref,
+            ) from exc
+    return cls.coerce(value, current, owner=f"cell {ref!r}", ref=ref)
 
 
 def _differs(a: Any, b: Any) -> bool:

@@ -17,9 +17,22 @@ from rvai_sdk.exc import UnknownRuntimeError
 from rvai_sdk.execution.executor import BatchingPolicy
 from rvai_sdk.runtime._backend import Runtime
 from rvai_sdk.runtime.inference import Inference
-from rvai_sdk.runtime.process import InferenceProcess, ProcessStatus
+from rvai_sdk.runtime.driver_process import PipelineDriverProcess
+from rvai_sdk.runtime.process import InferenceProcess
+from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+from rvai_sdk.runtime.status import ProcessStatus
 
-__all__ = ["init", "Runtime", "Inference", "InferenceProcess", "ProcessStatus", "BatchingPolicy", "RUNTIMES"]
+__all__ = [
+    "init",
+    "Runtime",
+    "Inference",
+    "InferenceProcess",
+    "RestrictedInferenceProcess",
+    "PipelineDriverProcess",
+    "ProcessStatus",
+    "BatchingPolicy",
+    "RUNTIMES",
+]
 
 RUNTIMES: dict[str, str] = {
     "debug": "rvai_sdk.runtime.debug",

@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import InputValidationError, ProcessStateError
+from rvai_sdk.exc import ProcessStateError
 from rvai_sdk.pipeline.graph import Pipeline
+from rvai_sdk.runtime.driver_process import DriverFactory, DriverRegistry, PipelineDriverProcess
+from rvai_sdk.runtime.restricted import RestrictedInferenceProcess, check_request
+from rvai_sdk.runtime.status import TRANSITIONS as _TRANSITIONS
+from rvai_sdk.runtime.status import ProcessStatus
 
 __all__ = ["ProcessStatus", "InferenceProcess"]
-
-
-class ProcessStatus(enum.Enum):
-    """The life cycle of a process handle.
-
-    Allowed transitions: STARTING → RUNNING | FAILED; RUNNING → STOPPING | FAILED;
-    STOPPING → STOPPED; FAILED → STOPPED (after ``stop()``).
-    """
-
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-_TRANSITIONS = {
-    ProcessStatus.STARTING: {ProcessStatus.RUNNING, ProcessStatus.FAILED, ProcessStatus.STOPPING},
-    ProcessStatus.RUNNING: {ProcessStatus.STOPPING, ProcessStatus.FAILED},
-    ProcessStatus.STOPPING: {ProcessStatus.STOPPED},
-    ProcessStatus.FAILED: {ProcessStatus.STOPPING, ProcessStatus.STOPPED},
-    ProcessStatus.STOPPED: set(),
-}
 
 
 class InferenceProcess(abc.ABC):
@@ -53,6 +33,7 @@ class InferenceProcess(abc.ABC):
         self.pipeline = pipeline
         self._status = ProcessStatus.STARTING
         self.failure: str | None = None
+        self._drivers = DriverRegistry()
 
     @property
     def status(self) -> ProcessStatus:
@@ -98,9 +79,7 @@ class InferenceProcess(abc.ABC):
             proc.predict({"input": 1}, sid="camera-1").result()  # {'output': Integer(2)}
         """
         self._require_running("predict")
-        if sid is not None and not isinstance(sid, str):
-            raise InputValidationError(f"sid must be a str or None, got {type(sid).__name__} {sid!r}", field="sid")
-        return self._predict(self.pipeline.validate_inputs(inputs), sid)
+        return self._predict(check_request(self.pipeline, inputs, sid), sid)
 
     @abc.abstractmethod
     def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
@@ -144,7 +123,100 @@ class InferenceProcess(abc.ABC):
 
     @abc.abstractmethod
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop taking requests, finish those in flight for up to ``timeout`` seconds, fail the rest. Idempotent."""
+        """Stop the drivers, then stop taking requests, finish those in flight for up to ``timeout`` seconds
+        and fail the rest. Idempotent."""
+
+    @abc.abstractmethod
+    def restart(self, timeout: float | None = 10.0) -> None:
+        """Replace the inference process by a fresh one (models loaded again, all sid state gone).
+
+        Requests in flight fail with :class:`~rvai_sdk.exc.ProcessError`; attached drivers
+        stay attached and send to the new process once it is ready. Use it after the
+        process failed (``status`` is FAILED).
+
+        Raises:
+            ProcessStateError: the process was stopped.
+            CellError: a ``load_model`` failed in the new process.
+        """
+
+    # -- drivers -------------------------------------------------------------------------
+
+    def restricted(self) -> RestrictedInferenceProcess:
+        """A :class:`RestrictedInferenceProcess` on this process, as drivers get it (in this process)."""
+        return RestrictedInferenceProcess(
+            self.pipeline,
+            predict=self._predict_checked,
+            is_ready=lambda: self._status is ProcessStatus.RUNNING,
+            stats=self.stats,
+        )
+
+    def _predict_checked(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+        self._require_running("predict")
+        return self._predict(inputs, sid)
+
+    def add_driver(self, ref: str, factory: DriverFactory, /, *args: Any, **kwargs: Any) -> PipelineDriverProcess:
+        """Start a driver that feeds this inference process; returns once it runs.
+
+        The driver is made by ``factory(*args, **kwargs)`` where it runs (a separate
+        process on the local runtime, a thread on the debug runtime), so a class or a
+        local function defined in a notebook both work.
+
+        Args:
+            ref: a name for the driver, unique among this process's drivers.
+            factory: a :class:`~rvai_sdk.drivers.PipelineDriver` subclass or a callable returning one.
+            *args: positional arguments for the factory.
+            **kwargs: keyword arguments for the factory.
+
+        Returns:
+            The driver's handle, RUNNING, with its services published.
+
+        Raises:
+            DriverError: the ref is taken, the factory failed, or the driver failed while starting
+                (the message has its error and traceback).
+            ProcessStateError: this inference process is not running.
+
+        Example::
+
+            http = proc.add_driver("webapi", FastAPIDriver)
+            http.get_service("http")["port"]
+        """
+        self._require_running("add a driver")
+        self._drivers.reserve(ref)
+        handle = self._start_driver(ref, factory, args, kwargs)
+        self._drivers.add(handle)
+        return handle
+
+    @abc.abstractmethod
+    def _start_driver(
+        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PipelineDriverProcess:
+        """Start a driver and return its handle once it runs (or raise DriverError)."""
+
+    def get_driver(self, key: int | str) -> PipelineDriverProcess:
+        """The attached driver with this pid or ref.
+
+        Raises:
+            DriverNotFoundError: none has it; the message lists the attached drivers.
+        """
+        return self._drivers.find(key)
+
+    def list_drivers(self) -> list[PipelineDriverProcess]:
+        """The attached drivers, running or not (a stopped or failed one stays listed until removed)."""
+        return self._drivers.all()
+
+    def remove_driver(self, key: int | str, timeout: float | None = 10.0) -> None:
+        """Stop the driver with this pid or ref and detach it.
+
+        Raises:
+            DriverNotFoundError: no attached driver has that pid or ref.
+        """
+        driver = self._drivers.find(key)
+        driver.stop(timeout)
+        self._drivers.remove(driver)
+
+    def _stop_drivers(self, timeout: float | None) -> None:
+        for driver in self._drivers.all():
+            driver.stop(timeout)
 
     def __enter__(self) -> InferenceProcess:
         return self
