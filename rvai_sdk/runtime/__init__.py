@@ -5,7 +5,7 @@ Example:
     >>> init("nope")
     Traceback (most recent call last):
     ...
-    rvai_sdk.exc.UnknownRuntimeError: unknown runtime 'nope'; valid runtimes: debug
+    rvai_sdk.exc.UnknownRuntimeError: unknown runtime 'nope'; valid runtimes: debug, local
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
 
 RUNTIMES: dict[str, str] = {
     "debug": "rvai_sdk.runtime.debug",
+    "local": "rvai_sdk.runtime.local",
 }
 """Runtime name → the module implementing it; a backend is imported only when chosen."""
 

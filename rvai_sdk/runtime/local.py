@@ -1,0 +1,597 @@
+"""The local runtime: the inference process and each driver are real processes on this machine.
+
+Processes are spawned (never forked: CUDA-safe) through ``multiprocess``, so
+cells, drivers and factories defined in a notebook or ``__main__`` travel by
+value (dill), once, at start. Requests then go straight from the process that
+makes them (this one, or a driver process) to the inference process over a Unix
+socket (:mod:`rvai_sdk.transport`): the standard pickler, coalesced frames, and
+shared memory for large arrays. The runtime only starts, watches and stops
+processes; it is never on the data path.
+
+Every child watches its parent and exits when it dies, so no child outlives the
+Python that started it, even after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import signal
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from rvai_sdk.data import Parameters
+from rvai_sdk.drivers.driver import DriverParameters
+from rvai_sdk.exc import DriverError, ProcessError, ProcessStateError
+from rvai_sdk.execution.executor import Executor
+from rvai_sdk.pipeline.graph import Pipeline
+from rvai_sdk.resources import DriverResources
+from rvai_sdk.runtime._backend import Runtime
+from rvai_sdk.runtime._devices import gpu_ids, gpu_need, resolve_devices
+from rvai_sdk.runtime.driver_process import (
+    DriverFactory,
+    PipelineDriverProcess,
+    driver_resources,
+    failure_text,
+    make_driver,
+)
+from rvai_sdk.runtime.inference import Inference
+from rvai_sdk.runtime.process import InferenceProcess
+from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+from rvai_sdk.runtime.status import ProcessStatus
+from rvai_sdk.transport.channel import new_address
+from rvai_sdk.transport.client import InferenceClient
+from rvai_sdk.transport.server import InferenceServer
+from rvai_sdk.transport.shm import SlotPool, shm_supported
+
+__all__ = ["LocalRuntime", "LocalInferenceProcess", "LocalDriverProcess"]
+
+
+def _context() -> Any:
+    import multiprocess
+
+    return multiprocess.get_context("spawn")
+
+
+def _dumps(obj: Any, what: str) -> bytes:
+    import dill
+
+    try:
+        data: bytes = dill.dumps(obj, recurse=True)
+    except Exception as exc:
+        raise ProcessError(
+            f"{what} cannot be sent to a child process ({type(exc).__name__}: {exc}); keep objects that hold "
+            "open files, sockets, locks or threads out of it (create them in load_model or run() instead)"
+        ) from exc
+    return data
+
+
+def _exit_text(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
+
+
+# -- in the children ------------------------------------------------------------------------------
+
+
+def _child_setup(env: Mapping[str, str]) -> None:
+    """First thing in every child: environment, no Ctrl-C from the terminal, and die with the parent."""
+    os.environ.update(env)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import multiprocess
+
+    parent = multiprocess.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        from multiprocess.connection import wait
+
+        wait([sentinel])
+        os._exit(70)
+
+    threading.Thread(target=watch, name="rvai-parent-watch", daemon=True).start()
+
+
+def _inference_main(blob: bytes, address: str, authkey: bytes, conn: Any, env: dict[str, str]) -> None:
+    _child_setup(env)
+    import dill
+
+    try:
+        inference: Inference = dill.loads(blob)
+        devices = resolve_devices(inference.pipeline.order, inference.resources)
+        executor = Executor(
+            inference.pipeline,
+            parameters=inference.parameters,
+            models={ref: str(path) for ref, path in inference.models.items()},
+            devices=devices,
+            batching=inference.batching,
+            state_ttl=inference.state_ttl,
+            max_states=inference.max_states,
+        )
+        executor.start()
+        pool = SlotPool() if shm_supported() else None
+        server = InferenceServer(executor, address, authkey, pool)
+        server.start()
+    except BaseException as exc:
+        _send_error(conn, exc)
+        os._exit(1)
+    conn.send(("ready", os.getpid()))
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):
+        message = ("stop", 0.0)
+    timeout = message[1] if isinstance(message, tuple) and message[0] == "stop" else 0.0
+    executor.stop(timeout)
+    server.close()
+    try:
+        conn.send(("stopped",))
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def _send_error(conn: Any, exc: BaseException) -> None:
+    try:
+        conn.send(("error", exc))
+    except Exception:
+        conn.send(("error", ProcessError(f"{type(exc).__name__}: {exc}")))
+
+
+def _driver_main(
+    ref: str, blob: bytes, pipeline_blob: bytes, address: str, authkey: bytes, conn: Any, env: dict[str, str]
+) -> None:
+    _child_setup(env)
+    import dill
+
+    send_lock = threading.Lock()
+
+    def send(message: Any) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except OSError:
+                pass
+
+    try:
+        factory, args, kwargs = dill.loads(blob)
+        pipeline: Pipeline = dill.loads(pipeline_blob)
+        driver = make_driver(ref, factory, args, kwargs)
+        send(("request", driver.resources_request()))
+        resources: DriverResources = conn.recv()[1]
+        services = list(driver.services(resources))
+    except BaseException as exc:
+        send(("error", f"driver {ref!r} could not start: {type(exc).__name__}: {exc}"))
+        os._exit(1)
+    client = InferenceClient(address, authkey, name=pipeline.name, pool=SlotPool() if shm_supported() else None)
+    restricted = RestrictedInferenceProcess(
+        pipeline, predict=client.predict, is_ready=client.is_connected, stats=lambda: client.call("stats")
+    )
+
+    def control() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                driver.stop()
+                return
+            _, call_id, method, args = message
+            try:
+                if method == "stop":
+                    driver.stop()
+                    value: Any = None
+                elif method in ("get_parameters", "set_parameters", "stats"):
+                    value = getattr(driver, method)(*args)
+                else:
+                    raise DriverError(f"unknown driver call {method!r}")
+            except Exception as exc:
+                send(("reply", call_id, False, exc))
+            else:
+                send(("reply", call_id, True, value))
+            if method == "stop":
+                return
+
+    send(("running", services))
+    threading.Thread(target=control, name="rvai-driver-control", daemon=True).start()
+    try:
+        driver.run(restricted, resources)
+    except BaseException as exc:
+        send(("failed", failure_text(ref, driver, exc)))
+        client.close()
+        os._exit(1)
+    send(("finished",))
+    client.close()
+    os._exit(0)
+
+
+# -- in the parent -------------------------------------------------------------------------------
+
+
+class LocalInferenceProcess(InferenceProcess):
+    """An inference process running as a child process (see :class:`InferenceProcess`)."""
+
+    def __init__(self, runtime: LocalRuntime, inference: Inference, start_timeout: float) -> None:
+        super().__init__(inference.pipeline)
+        self.inference = inference
+        self._runtime = runtime
+        self._start_timeout = start_timeout
+        self._blob = _dumps(inference, f"the inference of pipeline {inference.pipeline.name!r} (its cells and parameters)")
+        self._pipeline_blob = _dumps(inference.pipeline, f"pipeline {inference.pipeline.name!r}")
+        self.address = new_address()
+        self._authkey = secrets.token_bytes(32)
+        self._env, self._gpus = runtime._assign_gpus(inference)
+        self._process: Any = None
+        self._conn: Any = None
+        self._pool = SlotPool() if shm_supported() else None
+        self._client = InferenceClient(
+            self.address, self._authkey, name=self.pipeline.name, pool=self._pool, explain_loss=self._explain_loss
+        )
+        self._lock = threading.RLock()
+
+    @property
+    def pid(self) -> int | None:
+        """The inference process's pid (``None`` before it started)."""
+        return None if self._process is None else int(self._process.pid)
+
+    def _explain_loss(self) -> str:
+        process = self._process
+        if process is None:
+            return "it was stopped"
+        process.join(1.0)
+        return f"inference process pid {process.pid} {_exit_text(process.exitcode)}"
+
+    def _spawn(self) -> None:
+        ctx = _context()
+        parent_conn, child_conn = ctx.Pipe()
+        process = ctx.Process(
+            target=_inference_main,
+            args=(self._blob, self.address, self._authkey, child_conn, self._env),
+            name=f"rvai-inference-{self.pipeline.name}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        self._process, self._conn = process, parent_conn
+        from multiprocess.connection import wait
+
+        ready = wait([parent_conn, process.sentinel], timeout=self._start_timeout)
+        message: Any = None
+        if parent_conn in ready:
+            try:
+                message = parent_conn.recv()
+            except (EOFError, OSError):
+                message = None
+        if not message or message[0] != "ready":
+            if message is None:
+                process.kill() if process.is_alive() else None
+                process.join(5.0)
+                detail = (
+                    f"it did not report ready within {self._start_timeout} s"
+                    if not ready
+                    else f"pid {process.pid} {_exit_text(process.exitcode)} while starting"
+                )
+                error: BaseException = ProcessError(
+                    f"the inference process of pipeline {self.pipeline.name!r} failed to start: {detail}"
+                )
+            else:
+                error = message[1]
+                process.join(5.0)
+            self._transition(ProcessStatus.FAILED, failure=str(error).splitlines()[0])
+            raise error
+        self._client.connect()
+        self._transition(ProcessStatus.RUNNING)
+        threading.Thread(target=self._watch, args=(process,), name="rvai-inference-watch", daemon=True).start()
+
+    def _watch(self, process: Any) -> None:
+        process.join()
+        with self._lock:
+            if self._process is process and self._status is ProcessStatus.RUNNING:
+                self._transition(
+                    ProcessStatus.FAILED,
+                    failure=f"the inference process (pid {process.pid}) {_exit_text(process.exitcode)}; "
+                    "call proc.restart() to start a fresh one",
+                )
+
+    def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+        return self._client.predict(inputs, sid)
+
+    def _call(self, method: str, *args: Any) -> Any:
+        self._require_running(method.replace("_", " "))
+        return self._client.call(method, *args)
+
+    def get_parameters(self) -> dict[str, Parameters]:
+        result: dict[str, Parameters] = self._call("get_parameters")
+        return result
+
+    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
+        self._call("set_parameters", dict(parameters))
+
+    def drop_state(self, sid: str) -> None:
+        self._call("drop_state", sid)
+
+    def get_state(self, sid: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("get_state", sid)
+        return result
+
+    def sids(self) -> list[str]:
+        result: list[str] = self._call("sids")
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("stats")
+        return result
+
+    def _shutdown(self, timeout: float | None) -> None:
+        process, conn = self._process, self._conn
+        if process is None:
+            return
+        if process.is_alive():
+            try:
+                conn.send(("stop", timeout))
+            except OSError:
+                pass
+            process.join(None if timeout is None else timeout + 5.0)
+            if process.is_alive():
+                process.kill()
+                process.join(5.0)
+        conn.close()
+        self._client.close()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        with self._lock:
+            if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
+                return
+            self._transition(ProcessStatus.STOPPING)
+        try:
+            self._stop_drivers(timeout)
+            self._shutdown(timeout)
+        finally:
+            with self._lock:
+                self._process = None
+                self._status = ProcessStatus.STOPPED
+            self._runtime._release_gpus(self._gpus)
+            if self._pool is not None:
+                self._pool.close()
+
+    def restart(self, timeout: float | None = 10.0) -> None:
+        with self._lock:
+            if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING, ProcessStatus.STARTING):
+                raise ProcessStateError(
+                    f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}",
+                    state=self._status.name,
+                )
+            parameters = self._client.call("get_parameters") if self._status is ProcessStatus.RUNNING else None
+            self._transition(ProcessStatus.STARTING)
+        self._shutdown(timeout)
+        self._client = InferenceClient(
+            self.address, self._authkey, name=self.pipeline.name, pool=self._pool, explain_loss=self._explain_loss
+        )
+        if parameters is not None:
+            import attrs
+
+            self._blob = _dumps(attrs.evolve(self.inference, parameters=parameters), "the inference")
+        self._spawn()
+
+    def _start_driver(
+        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PipelineDriverProcess:
+        handle = LocalDriverProcess(ref)
+        handle._launch(
+            _dumps((factory, args, kwargs), f"driver {ref!r} (its factory and arguments)"),
+            self._pipeline_blob,
+            self.address,
+            self._authkey,
+            self._env,
+        )
+        return handle
+
+
+class LocalDriverProcess(PipelineDriverProcess):
+    """A driver running in its own child process (the local runtime)."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(ref)
+        self._process: Any = None
+        self._conn: Any = None
+        self._calls: dict[int, Future[Any]] = {}
+        self._call_ids = 0
+        self._lock = threading.Lock()
+
+    def _launch(self, blob: bytes, pipeline_blob: bytes, address: str, authkey: bytes, env: dict[str, str]) -> None:
+        ctx = _context()
+        parent_conn, child_conn = ctx.Pipe()
+        process = ctx.Process(
+            target=_driver_main,
+            args=(self.ref, blob, pipeline_blob, address, authkey, child_conn, env),
+            name=f"rvai-driver-{self.ref}",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        self._process, self._conn = process, parent_conn
+        self.pid = int(process.pid)
+        message = self._expect("request")
+        parent_conn.send(("resources", driver_resources(message[1])))
+        message = self._expect("running")
+        self._services = list(message[1])
+        self._status = ProcessStatus.RUNNING
+        threading.Thread(target=self._monitor, name=f"rvai-driver-watch-{self.ref}", daemon=True).start()
+
+    def _expect(self, kind: str, timeout: float = 120.0) -> Any:
+        from multiprocess.connection import wait
+
+        conn, process = self._conn, self._process
+        ready = wait([conn, process.sentinel], timeout=timeout)
+        message: Any = None
+        if conn in ready:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+        if message is not None and message[0] == kind:
+            return message
+        if message is not None and message[0] == "error":
+            text = str(message[1])
+        else:
+            if process.is_alive():
+                process.kill()
+            process.join(5.0)
+            text = f"driver {self.ref!r} (pid {process.pid}) {_exit_text(process.exitcode)} while starting"
+        process.join(5.0)
+        self._fail(text)
+        raise DriverError(text)
+
+    def _monitor(self) -> None:
+        conn, process = self._conn, self._process
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "reply":
+                future = self._calls.pop(message[1], None)
+                if future is not None:
+                    if message[2]:
+                        future.set_result(message[3])
+                    else:
+                        future.set_exception(message[3])
+            elif kind == "failed":
+                self._fail(message[1])
+            elif kind == "finished" and self._status is ProcessStatus.RUNNING:
+                self._status = ProcessStatus.STOPPED
+        process.join(5.0)
+        if self._status is ProcessStatus.RUNNING:
+            self._fail(f"driver {self.ref!r} (pid {process.pid}) {_exit_text(process.exitcode)}")
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        for future in calls.values():
+            future.set_exception(DriverError(f"driver {self.ref!r} is gone ({self.failure or 'stopped'})"))
+
+    def _call(self, method: str, *args: Any, timeout: float = 30.0) -> Any:
+        future: Future[Any] = Future()
+        with self._lock:
+            self._call_ids += 1
+            call_id = self._call_ids
+            self._calls[call_id] = future
+        try:
+            self._conn.send(("call", call_id, method, args))
+        except OSError as exc:
+            raise DriverError(f"driver {self.ref!r} cannot be reached: {exc}") from exc
+        try:
+            return future.result(timeout)
+        except TimeoutError as exc:
+            raise DriverError(f"driver {self.ref!r} did not answer {method}() within {timeout} s") from exc
+
+    def is_alive(self) -> bool:
+        return self._process is not None and bool(self._process.is_alive())
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        process = self._process
+        if process is None:
+            return
+        if self._status is ProcessStatus.RUNNING:
+            self._status = ProcessStatus.STOPPING
+        if process.is_alive():
+            try:
+                self._call("stop", timeout=5.0)
+            except DriverError:
+                pass
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(5.0)
+        if self._status is ProcessStatus.STOPPING:
+            self._status = ProcessStatus.STOPPED
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+
+    def get_parameters(self) -> DriverParameters:
+        self._require_running("get parameters")
+        result: DriverParameters = self._call("get_parameters")
+        return result
+
+    def set_parameters(self, parameters: DriverParameters | dict[str, Any]) -> None:
+        self._require_running("set parameters")
+        self._call("set_parameters", parameters)
+
+    def stats(self) -> dict[str, Any]:
+        self._require_running("get stats")
+        result: dict[str, Any] = self._call("stats")
+        return result
+
+
+class LocalRuntime(Runtime):
+    """Runs inference processes and drivers as child processes; made by ``init("local")``.
+
+    Args:
+        start_timeout: most seconds an inference process may take to load its models and report ready.
+    """
+
+    name = "local"
+
+    def __init__(self, start_timeout: float = 300.0) -> None:
+        super().__init__()
+        self.start_timeout = start_timeout
+        self._gpu_load: dict[str, float] = {}
+        self._gpu_lock = threading.Lock()
+
+    def _start_inference(self, inference: Inference) -> InferenceProcess:
+        process = LocalInferenceProcess(self, inference, self.start_timeout)
+        try:
+            process._spawn()
+        except BaseException:
+            self._release_gpus(process._gpus)
+            raise
+        return process
+
+    def _assign_gpus(self, inference: Inference) -> tuple[dict[str, str], dict[str, float]]:
+        """The child's environment (``CUDA_VISIBLE_DEVICES``) and the GPU shares it takes."""
+        need = gpu_need(inference.resources)
+        if need <= 0:
+            return {}, {}
+        ids = gpu_ids()
+        resolve_devices(inference.pipeline.order, inference.resources, count=len(ids))  # raises without a GPU
+        if not ids:
+            return {"CUDA_VISIBLE_DEVICES": ""}, {}
+        count = max(1, math.ceil(need))
+        share = need / count
+        with self._gpu_lock:
+            chosen = sorted(ids, key=lambda i: self._gpu_load.get(i, 0.0))[:count]
+            for gpu in chosen:
+                self._gpu_load[gpu] = self._gpu_load.get(gpu, 0.0) + share
+        return {"CUDA_VISIBLE_DEVICES": ",".join(chosen)}, {gpu: share for gpu in chosen}
+
+    def _release_gpus(self, taken: dict[str, float]) -> None:
+        with self._gpu_lock:
+            for gpu, share in taken.items():
+                self._gpu_load[gpu] = max(0.0, self._gpu_load.get(gpu, 0.0) - share)
+        taken.clear()
+
+
+def create(start_timeout: float = 300.0, **options: Any) -> Runtime:
+    """Make the local runtime.
+
+    Args:
+        start_timeout: most seconds an inference process may take to become ready.
+
+    Raises:
+        ParameterError: an unknown option.
+    """
+    if options:
+        from rvai_sdk.exc import ParameterError
+
+        raise ParameterError(f"init('local') takes only start_timeout, got {', '.join(sorted(options))}")
+    return LocalRuntime(start_timeout=start_timeout)

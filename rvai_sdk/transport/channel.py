@@ -1,0 +1,360 @@
+"""A framed, authenticated Unix-socket connection between two SDK processes.
+
+A frame carries a list of operations (``("p", rid, sid, inputs)``, ``("r", rid,
+ok, value)``, ...), pickled with protocol 5 by the standard C pickler (no dill on
+the request path). numpy arrays (and :class:`~rvai_sdk.types.Image`) never go
+through the pickle stream: small ones travel as out-of-band buffers written
+straight from the array's memory, large ones are copied once into a shared-memory
+slot (:mod:`rvai_sdk.transport.shm`) and arrive as views of it.
+
+Sends coalesce: while one thread writes a frame, operations posted by others
+queue up and go together in the next frame, so many requests in flight cost few
+system calls.
+"""
+
+from __future__ import annotations
+
+import array
+import hmac
+import io
+import os
+import pickle
+import socket
+import struct
+import tempfile
+import threading
+import uuid
+import weakref
+from collections import deque
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from rvai_sdk.transport.shm import SlotMaps, SlotPool, release_later, shm_supported, start_release_thread
+from rvai_sdk.types import Image
+
+__all__ = ["Channel", "Listener", "connect", "new_address", "INLINE_THRESHOLD"]
+
+INLINE_THRESHOLD = 1 << 16
+"""Arrays of at least this many bytes go through shared memory (when the platform has it)."""
+
+_HEADER = struct.Struct("<IHH")  # pickle length, out-of-band buffer count, descriptor count
+_MAX_FDS = 64
+_FDS_SPACE = socket.CMSG_SPACE(_MAX_FDS * 4) if hasattr(socket, "CMSG_SPACE") else 0
+_ARRAY_TYPES = (np.ndarray, Image)
+_AUTH_LEN = 32
+
+
+def new_address() -> str:
+    """A fresh address to listen on: an abstract Unix socket on Linux (no file), else a path."""
+    name = f"rvai-{uuid.uuid4().hex}"
+    if os.uname().sysname == "Linux":
+        return "\0" + name
+    return os.path.join(tempfile.gettempdir(), name + ".sock")
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, channel: Channel, oob: list[memoryview], fds: list[int]) -> None:
+        super().__init__(file, protocol=5)
+        self.channel = channel
+        self.oob = oob
+        self.fds = fds
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) not in _ARRAY_TYPES:
+            return None
+        dtype = obj.dtype
+        if dtype.hasobject:
+            return None
+        kind = dtype.str if dtype.names is None and dtype.subdtype is None else dtype
+        cls = None if type(obj) is np.ndarray else type(obj)
+        channel = self.channel
+        if channel.pool is not None and obj.nbytes >= channel.threshold and len(self.fds) < _MAX_FDS:
+            slot = channel.pool.lease(obj, channel)
+            if slot is not None:
+                if slot.id in channel.sent_slots:
+                    return ("s", channel.pool.id, slot.id, kind, obj.shape, cls)
+                channel.sent_slots.add(slot.id)
+                self.fds.append(slot.fd)
+                return ("S", channel.pool.id, slot.id, kind, obj.shape, cls, slot.size, len(self.fds) - 1)
+        data = np.ascontiguousarray(obj).view(np.ndarray)
+        self.oob.append(memoryview(data).cast("B") if data.ndim else memoryview(data.reshape(1)).cast("B"))
+        return ("b", len(self.oob) - 1, kind, obj.shape, cls)
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, channel: Channel, oob: list[bytearray], fds: list[int]) -> None:
+        super().__init__(file)
+        self.channel = channel
+        self.oob = oob
+        self.fds = fds
+
+    def persistent_load(self, pid: Any) -> Any:
+        tag = pid[0]
+        if tag == "b":
+            _, index, kind, shape, cls = pid
+            result = np.frombuffer(self.oob[index], dtype=kind).reshape(shape)
+        else:
+            channel = self.channel
+            if tag == "S":
+                _, pool_id, slot_id, kind, shape, cls, size, fd_index = pid
+                channel.maps.add(pool_id, slot_id, self.fds[fd_index], size)
+                self.fds[fd_index] = -1
+            else:
+                _, pool_id, slot_id, kind, shape, cls = pid
+            result = channel.maps.view(pool_id, slot_id, kind, shape, partial(release_later, channel.ref, slot_id))
+        return result if cls is None else result.view(cls)
+
+
+class Channel:
+    """One end of a connection: :meth:`post` operations, :meth:`recv` frames of operations.
+
+    Args:
+        sock: a connected Unix stream socket.
+        pool: this process's shared-memory pool (``None``: arrays travel inline).
+        threshold: arrays of at least this many bytes use the pool.
+    """
+
+    def __init__(self, sock: socket.socket, pool: SlotPool | None, threshold: int = INLINE_THRESHOLD) -> None:
+        self.sock = sock
+        self.pool = pool if shm_supported() else None
+        self.threshold = threshold
+        self.maps = SlotMaps()
+        self.sent_slots: set[int] = set()
+        self.ref = weakref.ref(self)
+        self._pending: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._flushing = False
+        self.broken = False
+        start_release_thread()
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def post(self, op: Any) -> None:
+        """Send one operation, coalesced with any posted while a frame is being written.
+
+        Never raises for a broken connection: the reader sees it end and fails what is pending.
+        """
+        with self._lock:
+            self._pending.append(op)
+            if self._flushing:
+                return
+            self._flushing = True
+        while True:
+            with self._lock:
+                if not self._pending or self.broken:
+                    self._pending.clear()
+                    self._flushing = False
+                    return
+                ops = list(self._pending)
+                self._pending.clear()
+            try:
+                self._send(ops)
+            except OSError:
+                self.broken = True
+                self.shutdown()
+
+    def send_release(self, slot_ids: list[int]) -> None:
+        """Give slots of the peer's pool back to it."""
+        if not self.broken:
+            self.post(("x", slot_ids))
+
+    def _send(self, ops: list[Any]) -> None:
+        oob: list[memoryview] = []
+        fds: list[int] = []
+        buffer = io.BytesIO()
+        try:
+            _Pickler(buffer, self, oob, fds).dump(ops)
+        except Exception:
+            # Something in the frame does not pickle with the standard pickler: use dill for this frame only.
+            import dill
+
+            oob.clear()
+            fds.clear()
+            buffer = io.BytesIO()
+            buffer.write(b"D")
+            buffer.write(dill.dumps(ops, protocol=5))
+        payload = buffer.getbuffer()
+        parts: list[Any] = [_HEADER.pack(len(payload), len(oob), len(fds))]
+        if oob:
+            parts.append(struct.pack(f"<{len(oob)}Q", *(m.nbytes for m in oob)))
+        parts.append(payload)
+        parts.extend(oob)
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        sent = self.sock.sendmsg(parts, ancillary)
+        total = sum(memoryview(p).nbytes for p in parts)
+        if sent < total:
+            self._send_rest(parts, sent)
+
+    def _send_rest(self, parts: list[Any], sent: int) -> None:
+        for part in parts:
+            view = memoryview(part).cast("B")
+            if sent >= view.nbytes:
+                sent -= view.nbytes
+                continue
+            self.sock.sendall(view[sent:])
+            sent = 0
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def recv(self) -> list[Any] | None:
+        """The next frame's operations; ``None`` once the peer closed the connection."""
+        header = bytearray(_HEADER.size)
+        fds: list[int] = []
+        got = 0
+        while got < len(header):
+            try:
+                n, ancdata, _, _ = self.sock.recvmsg_into([memoryview(header)[got:]], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+            except OSError:
+                return None
+            if n == 0:
+                return None
+            got += n
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(array.array("i", data[: len(data) - (len(data) % 4)]))
+        size, n_oob, n_fds = _HEADER.unpack(header)
+        try:
+            lengths: tuple[int, ...] = ()
+            if n_oob:
+                raw = self._read(8 * n_oob)
+                if raw is None:
+                    return None
+                lengths = struct.unpack(f"<{n_oob}Q", raw)
+            payload = self._read(size)
+            if payload is None:
+                return None
+            oob = []
+            for length in lengths:
+                data = self._read(length)
+                if data is None:
+                    return None
+                oob.append(data)
+            if payload[:1] == b"D":
+                import dill
+
+                ops: list[Any] = dill.loads(bytes(payload[1:]))
+                return ops
+            result: list[Any] = _Unpickler(io.BytesIO(payload), self, oob, fds).load()
+            return result
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+
+    def _read(self, size: int) -> bytearray | None:
+        data = bytearray(size)
+        view = memoryview(data)
+        got = 0
+        while got < size:
+            try:
+                n = self.sock.recv_into(view[got:], size - got, socket.MSG_WAITALL)
+            except OSError:
+                return None
+            if n == 0:
+                return None
+            got += n
+        return data
+
+    def shutdown(self) -> None:
+        """Stop both directions; the peer's and our own reader see the end."""
+        self.broken = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Shut down and close the socket, and take back every slot leased through it."""
+        self.shutdown()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.pool is not None:
+            self.pool.release_peer(self)
+        self.maps.clear()
+
+
+def _family(address: str) -> int:
+    return socket.AF_UNIX
+
+
+class Listener:
+    """Accepts authenticated connections on ``address``.
+
+    Args:
+        address: from :func:`new_address`.
+        authkey: the secret a client must present.
+    """
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self.address = address
+        self.authkey = authkey
+        self.sock = socket.socket(_family(address), socket.SOCK_STREAM)
+        if not address.startswith("\0") and os.path.exists(address):
+            os.unlink(address)
+        self.sock.bind(address)
+        self.sock.listen(64)
+
+    def accept(self) -> socket.socket | None:
+        """The next authenticated connection; ``None`` once the listener is closed."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return None
+            conn.settimeout(10.0)
+            try:
+                key = _read_exact(conn, _AUTH_LEN)
+                if key is not None and hmac.compare_digest(key, self.authkey):
+                    conn.sendall(b"\x01")
+                    conn.settimeout(None)
+                    return conn
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self) -> None:
+        """Stop listening (a blocked :meth:`accept` returns ``None``)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if not self.address.startswith("\0"):
+            try:
+                os.unlink(self.address)
+            except OSError:
+                pass
+
+
+def connect(address: str, authkey: bytes, timeout: float = 10.0) -> socket.socket:
+    """Connect and authenticate to a :class:`Listener`.
+
+    Raises:
+        OSError: nobody listens there (``ConnectionRefusedError``), or the key was refused.
+    """
+    sock = socket.socket(_family(address), socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.sendall(authkey)
+        if _read_exact(sock, 1) != b"\x01":
+            raise ConnectionRefusedError(f"the process at {address!r} refused the key")
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data

@@ -1,0 +1,114 @@
+"""The inference process's side: serves an executor to every connected client."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from rvai_sdk.execution.executor import Executor
+from rvai_sdk.transport.channel import Channel, Listener
+from rvai_sdk.transport.shm import SlotPool
+
+__all__ = ["InferenceServer", "CONTROL_METHODS"]
+
+CONTROL_METHODS = frozenset({"get_parameters", "set_parameters", "drop_state", "get_state", "sids", "stats", "ping"})
+"""Executor methods a client may call besides predict."""
+
+
+class InferenceServer:
+    """Accepts clients on ``address`` and runs their requests on ``executor``.
+
+    Each connection has a reader thread; results go back from the thread that
+    completes the request, coalesced with others. Control calls (parameters,
+    state, stats) run on one separate thread so a model reload never stalls
+    predictions.
+    """
+
+    def __init__(self, executor: Executor, address: str, authkey: bytes, pool: SlotPool | None) -> None:
+        self.executor = executor
+        self.pool = pool
+        self._listener = Listener(address, authkey)
+        self._control = ThreadPoolExecutor(1, thread_name_prefix="rvai-control")
+        self._channels: set[Channel] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._accepter = threading.Thread(target=self._accept_loop, name="rvai-accept", daemon=True)
+
+    def start(self) -> None:
+        """Start accepting clients."""
+        self._accepter.start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            sock = self._listener.accept()
+            if sock is None:
+                return
+            channel = Channel(sock, self.pool)
+            with self._lock:
+                if self._closed:
+                    channel.close()
+                    return
+                self._channels.add(channel)
+            threading.Thread(target=self._serve, args=(channel,), name="rvai-conn", daemon=True).start()
+
+    def _serve(self, channel: Channel) -> None:
+        submit = self.executor.submit
+        post = channel.post
+        inputs: Any = None
+        try:
+            while True:
+                ops = channel.recv()
+                if ops is None:
+                    return
+                for op in ops:
+                    kind = op[0]
+                    if kind == "p":
+                        _, rid, sid, inputs = op
+                        try:
+                            future = submit(inputs, sid)
+                        except Exception as exc:
+                            post(("r", rid, False, exc))
+                            continue
+                        future.add_done_callback(partial(_reply, post, rid))
+                    elif kind == "x":
+                        if self.pool is not None:
+                            self.pool.release(op[1], channel)
+                    elif kind == "c":
+                        _, rid, method, args = op
+                        self._control.submit(self._call, post, rid, method, args)
+                # Drop references before blocking: arrays leased from the client go back once unused.
+                op = ops = inputs = None
+        finally:
+            with self._lock:
+                self._channels.discard(channel)
+            channel.close()
+
+    def _call(self, post: Any, rid: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            if method not in CONTROL_METHODS:
+                raise ValueError(f"unknown control method {method!r}")
+            value = True if method == "ping" else getattr(self.executor, method)(*args)
+        except Exception as exc:
+            post(("r", rid, False, exc))
+        else:
+            post(("r", rid, True, value))
+
+    def close(self) -> None:
+        """Stop accepting and drop every connection (clients see the end)."""
+        with self._lock:
+            self._closed = True
+            channels = list(self._channels)
+        self._listener.close()
+        for channel in channels:
+            channel.shutdown()
+        self._control.shutdown(wait=False, cancel_futures=True)
+
+
+def _reply(post: Any, rid: int, future: Future[dict[str, Any]]) -> None:
+    exc = future.exception()
+    if exc is None:
+        post(("r", rid, True, future.result()))
+    else:
+        post(("r", rid, False, exc))
