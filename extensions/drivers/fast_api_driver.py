@@ -1,0 +1,1502 @@
+"""FastAPIDriver: serve any pipeline over HTTP, typed and documented; FastAPIClient: call it from Python.
+
+The driver runs a uvicorn server on the port the runtime allocates (the service
+``"http"``). Request and response models in its OpenAPI document are generated
+from the pipeline's typed inputs and outputs, values travel in their JSON form
+(images as base64 PNG, or as a multipart file upload), and every failure is a
+JSON error ``{"error": {"type", "message", ...}}`` with a meaningful status code.
+
+Routes:
+
+- ``GET /health``: the server is up (never needs the API key).
+- ``GET /ready``: the inference process is reachable and warmed up (503 when not).
+- ``GET /pipeline``: name, cells, inputs and outputs with their JSON schemas and field metadata.
+- ``POST /predict``: ``{"inputs": {...}, "sid": "..."}`` (or ``X-State-Id``) → ``{"outputs": {...}}``;
+  also ``multipart/form-data`` with one part per input (files for images, JSON text for the rest).
+- ``POST /predict/batch``: ``{"requests": [...]}`` → ``{"results": [...]}``, in order; items fail alone.
+- ``POST /tasks`` → 202 ``{"id", "status", ...}``; ``GET /tasks``, ``GET /tasks/{id}`` (``?wait=`` seconds
+  long-polls for the end), ``DELETE /tasks/{id}``. A task may carry a ``callback_url`` that receives
+  its final status by POST, retried with exponential backoff.
+- ``GET /`` is a self-contained interactive page (no CDN needed); ``/docs`` and ``/redoc`` are
+  FastAPI's Swagger UI and ReDoc, ``/openapi.json`` the OpenAPI document.
+
+Example::
+
+    http = proc.add_driver("webapi", FastAPIDriver, {"api_key": "s3cret"})
+    with FastAPIClient(process=http, api_key="s3cret") as client:
+        client.wait(timeout=10)
+        client.predict({"input": 1}, sid="camera-1")   # {'output': Integer(2)}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import html
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
+
+import numpy as np
+
+from rvai_sdk import types as rtypes
+from rvai_sdk._compat import require
+from rvai_sdk.data import Parameters
+from rvai_sdk.drivers import DriverParameters, PipelineDriver
+from rvai_sdk.drivers.driver import service_record
+from rvai_sdk.exc import CellError, DriverError, InputValidationError, ProcessError
+from rvai_sdk.resources import DriverResources, DriverResourcesRequest
+from rvai_sdk.types import Boolean, Float, Integer, String
+
+fastapi = require("fastapi", extra="fastapi")
+uvicorn = require("uvicorn", extra="fastapi")
+httpx = require("httpx", extra="fastapi")
+pydantic = require("pydantic", extra="fastapi")
+starlette_exceptions = require("starlette.exceptions", extra="fastapi")
+fastapi_openapi = require("fastapi.openapi.utils", extra="fastapi")
+fastapi_docs = require("fastapi.openapi.docs", extra="fastapi")
+fastapi_responses = require("fastapi.responses", extra="fastapi")
+pydantic_json_schema = require("pydantic.json_schema", extra="fastapi")
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request, Response
+
+    from rvai_sdk.pipeline.graph import InputSpec, OutputSpec, Pipeline
+    from rvai_sdk.runtime.driver_process import PipelineDriverProcess
+    from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+else:  # FastAPI reads the routes' annotations at run time
+    FastAPI, Request, Response = fastapi.FastAPI, fastapi.Request, fastapi.Response
+
+__all__ = ["FastAPIDriver", "FastAPIDriverParameters", "FastAPIClient", "FastAPIClientError"]
+
+_TASK_STATES = ("pending", "running", "done", "failed")
+_MAX_WAIT = 30.0
+"""Longest a ``GET /tasks/{id}?wait=`` long-poll is held open, in seconds."""
+
+
+# -- parameters and errors ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FastAPIDriverParameters(DriverParameters):
+    """What a :class:`FastAPIDriver` can be told; every field can change while it runs.
+
+    Attributes:
+        host: the address to listen on; ``127.0.0.1`` (this machine only) by default.
+            Listening elsewhere (``0.0.0.0``) is an explicit choice. Changing it re-binds
+            the same port without losing tasks.
+        api_key: when set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``.
+        task_ttl: seconds a finished task stays readable before it expires.
+        max_pending_tasks: most tasks pending or running at once; more are refused with 429.
+        max_body_bytes: largest request body accepted; larger ones get 413.
+        max_batch_items: most requests in one ``POST /predict/batch``.
+        include_traceback: add the cell's original traceback to 500 errors (off: no traceback leaks).
+        callback_retries: further attempts after a task callback POST fails.
+        callback_backoff: seconds before the first callback retry; doubles each time (at most 30 s).
+    """
+
+    host: String = DriverParameters.field(default=String("127.0.0.1"), description="address to listen on")
+    api_key: String | None = DriverParameters.field(default=None, description="bearer token; None: no auth")
+    task_ttl: Integer = DriverParameters.field(default=Integer(600), description="seconds a finished task is kept")
+    max_pending_tasks: Integer = DriverParameters.field(default=Integer(1024), description="429 beyond this")
+    max_body_bytes: Integer = DriverParameters.field(default=Integer(32 * 1024 * 1024), description="413 beyond this")
+    max_batch_items: Integer = DriverParameters.field(default=Integer(1024), description="most items per batch")
+    include_traceback: Boolean = DriverParameters.field(default=Boolean(False), description="tracebacks in 500s")
+    callback_retries: Integer = DriverParameters.field(default=Integer(5), description="callback retries")
+    callback_backoff: Float = DriverParameters.field(default=Float(0.5), description="first retry delay, seconds")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from rvai_sdk.exc import ParameterError
+
+        for name in ("task_ttl", "max_pending_tasks", "max_body_bytes", "max_batch_items", "callback_retries"):
+            if int(getattr(self, name)) < 0:
+                raise ParameterError(f"FastAPIDriverParameters.{name} must be >= 0, got {getattr(self, name)}", field=name)
+        if not float(self.callback_backoff) >= 0:
+            raise ParameterError(
+                f"FastAPIDriverParameters.callback_backoff must be >= 0, got {self.callback_backoff}",
+                field="callback_backoff",
+            )
+        if not self.host:
+            raise ParameterError("FastAPIDriverParameters.host must be an address such as '127.0.0.1'", field="host")
+
+
+class FastAPIClientError(DriverError):
+    """A :class:`FastAPIClient` call failed: an HTTP error, a refused connection or a timeout.
+
+    Attributes:
+        status_code: the HTTP status (``None`` when no response came: refused, timed out).
+        error_type: the server's error type (``"InputValidationError"``, ``"CellError"``...), when given.
+        server_message: the server's message, when given.
+        cell: the failing cell's ref, for a cell failure.
+        field: the offending field path, for a 422.
+        body: the parsed JSON body of the error response, when any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        server_message: str | None = None,
+        cell: str | None = None,
+        field: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.server_message = server_message
+        self.cell = cell
+        self.field = field
+        self.body = body
+
+
+class _HTTPError(Exception):
+    """An error response raised inside a route: status and the ``error`` object."""
+
+    def __init__(self, status: int, type_: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.error: dict[str, Any] = {"type": type_, "message": message, **extra}
+        self.headers = dict(headers or {})
+
+
+# -- the pipeline's JSON codec and models ------------------------------------------------------
+
+
+def _identifier(name: str) -> str:
+    words = re.findall(r"[A-Za-z0-9]+", name)
+    ident = "".join(w[:1].upper() + w[1:] for w in words) or "Pipeline"
+    return ident if not ident[0].isdigit() else f"P{ident}"
+
+
+def _field_meta(pipeline: Pipeline, spec: InputSpec | OutputSpec) -> dict[str, Any]:
+    """Title and description of the cell port behind a pipeline input or output."""
+    if hasattr(spec, "targets"):
+        if not spec.targets:
+            return {}
+        cell, port = spec.targets[0]
+        props = pipeline.spec(cell).inputs.json_schema().get("properties", {})
+    else:
+        cell, port = spec.cell, spec.port
+        props = pipeline.spec(cell).outputs.json_schema().get("properties", {})
+    meta = props.get(port, {})
+    return {k: meta[k] for k in ("title", "description") if meta.get(k)}
+
+
+class _Codec:
+    """The pipeline's inputs and outputs in JSON: decoding with field paths, encoding, schemas."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.inputs = dict(pipeline.inputs)
+        self.outputs = dict(pipeline.outputs)
+        self.image_inputs = {ref for ref, s in self.inputs.items() if rtypes.unwrap_optional(s.type)[0] is rtypes.Image}
+        self.input_schemas = {ref: {**_field_meta(pipeline, s), **s.json_schema()} for ref, s in self.inputs.items()}
+        self.output_schemas = {ref: {**_field_meta(pipeline, s), **s.json_schema()} for ref, s in self.outputs.items()}
+
+    def decode(self, obj: Any, where: str = "inputs") -> dict[str, Any]:
+        """Typed inputs from their JSON form.
+
+        Raises:
+            _HTTPError: 422 naming the field path (``inputs.x``, ``inputs.boxes[2].xmin``).
+        """
+        if not isinstance(obj, dict):
+            raise _unprocessable(f"{where} must be an object of input ref to value, got {_json_type(obj)}", where)
+        specs = self.inputs
+        for key in obj:
+            if key not in specs:
+                raise _unprocessable(
+                    f"pipeline {self.pipeline.name!r} has no input {key!r}; its inputs are: {', '.join(specs) or '(none)'}",
+                    f"{where}.{key}",
+                )
+        decoded: dict[str, Any] = {}
+        for ref, spec in specs.items():
+            if ref not in obj:
+                raise _unprocessable(
+                    f"missing input {ref!r} ({rtypes.type_name(spec.type)}); the inputs are: {', '.join(specs)}",
+                    f"{where}.{ref}",
+                )
+            value = obj[ref]
+            try:
+                if isinstance(value, rtypes.Value):  # already typed (multipart images)
+                    decoded[ref] = rtypes.coerce(spec.type, value, like=spec.like)
+                else:
+                    decoded[ref] = rtypes.from_json(spec.type, value, like=spec.like)
+            except InputValidationError as exc:
+                path = f"{where}.{ref}{exc.field or ''}"
+                raise _unprocessable(f"input {ref + (exc.field or '')!r}: {exc.detail}", path) from exc
+            except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                raise _unprocessable(f"input {ref!r}: {type(exc).__name__}: {exc}", f"{where}.{ref}") from exc
+        return decoded
+
+    def encode(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """The JSON form of a result."""
+        return {ref: rtypes.to_json(value) for ref, value in outputs.items()}
+
+    def decode_outputs(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Typed outputs from their JSON form (used by tests and the client)."""
+        return {ref: rtypes.from_json(self.outputs[ref].type, v) if ref in self.outputs else v for ref, v in obj.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /pipeline`` returns."""
+        description = self.pipeline.describe()
+
+        def ports(specs: Mapping[str, Any], schemas: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+            return {
+                ref: {
+                    "type": rtypes.type_name(spec.type),
+                    "title": schemas[ref].get("title", ref),
+                    "description": schemas[ref].get("description", ""),
+                    "schema": schemas[ref],
+                }
+                for ref, spec in specs.items()
+            }
+
+        return {
+            "name": self.pipeline.name,
+            "cells": description["cells"],
+            "inputs": ports(self.inputs, self.input_schemas),
+            "outputs": ports(self.outputs, self.output_schemas),
+            "input_schema": description["inputs"],
+            "output_schema": description["outputs"],
+        }
+
+    def example_inputs(self) -> dict[str, Any]:
+        """A valid request's inputs, from each type's ``fake``; ``None`` where a type has none."""
+        rng = np.random.default_rng(0)
+        example: dict[str, Any] = {}
+        for ref, spec in self.inputs.items():
+            try:
+                value = rtypes.fake(spec.type, rng, like=spec.like)
+                if isinstance(value, rtypes.Image):
+                    value = rtypes.Image(np.zeros((2, 2, 3), np.uint8))
+                example[ref] = rtypes.to_json(value)
+            except Exception:  # a type without fake(): leave a placeholder
+                example[ref] = None
+        return example
+
+
+def _json_type(obj: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(obj), "a number"
+    )
+
+
+def _unprocessable(message: str, field: str | None) -> _HTTPError:
+    return _HTTPError(422, "InputValidationError", message, field=field)
+
+
+def _models(codec: _Codec) -> dict[str, Any]:
+    """Pydantic models of the API, generated from the pipeline's input and output types."""
+    create_model = pydantic.create_model
+    Field = pydantic.Field
+    WithJsonSchema = pydantic.WithJsonSchema
+    ConfigDict = pydantic.ConfigDict
+    base = _identifier(codec.pipeline.name)
+
+    def port_model(name: str, schemas: Mapping[str, dict[str, Any]], doc: str) -> Any:
+        fields: dict[str, Any] = {}
+        for i, (ref, schema) in enumerate(schemas.items()):
+            fields[f"f{i}"] = (Annotated[Any, WithJsonSchema(schema)], Field(..., alias=ref))
+        return create_model(name, __config__=ConfigDict(extra="forbid", title=name), __doc__=doc, **fields)
+
+    inputs = port_model(f"{base}Inputs", codec.input_schemas, f"The inputs of pipeline {codec.pipeline.name!r}.")
+    outputs = port_model(f"{base}Outputs", codec.output_schemas, f"The outputs of pipeline {codec.pipeline.name!r}.")
+    sid = (Optional[str], Field(None, description="state id: requests of one sid share cell state, in order"))
+    error_body = create_model(
+        "ErrorBody",
+        type=(str, Field(..., description="the error's type, e.g. InputValidationError or CellError")),
+        message=(str, ...),
+        field=(Optional[str], Field(None, description="the offending field path, for a 422")),
+        cell=(Optional[str], Field(None, description="the failing cell's ref, for a cell failure")),
+        traceback=(Optional[str], Field(None, description="the cell's traceback, when include_traceback is on")),
+    )
+    error = create_model("ErrorResponse", error=(error_body, ...))
+    predict_request = create_model(
+        f"{base}PredictRequest", __config__=ConfigDict(extra="forbid"), inputs=(inputs, ...), sid=sid
+    )
+    predict_response = create_model(f"{base}PredictResponse", outputs=(outputs, ...), sid=sid)
+    batch_request = create_model(
+        f"{base}BatchRequest", __config__=ConfigDict(extra="forbid"), requests=(list[predict_request], ...)  # type: ignore[valid-type]
+    )
+    batch_item = create_model(
+        f"{base}BatchResult", outputs=(Optional[outputs], None), error=(Optional[error_body], None), sid=sid
+    )
+    batch_response = create_model(f"{base}BatchResponse", results=(list[batch_item], ...))  # type: ignore[valid-type]
+    task_request = create_model(
+        f"{base}TaskRequest",
+        __config__=ConfigDict(extra="forbid"),
+        inputs=(inputs, ...),
+        sid=sid,
+        callback_url=(Optional[str], Field(None, description="http(s) URL that receives the final status by POST")),
+    )
+    callback = create_model(
+        "TaskCallback",
+        url=(str, ...),
+        status=(Literal["pending", "delivered", "failed"], ...),
+        attempts=(int, ...),
+        last_error=(Optional[str], None),
+    )
+    task = create_model(
+        f"{base}Task",
+        id=(str, ...),
+        status=(Literal["pending", "running", "done", "failed"], ...),
+        sid=sid,
+        received=(str, Field(..., description="ISO 8601 UTC")),
+        started=(Optional[str], None),
+        finished=(Optional[str], None),
+        expires=(Optional[str], Field(None, description="when a finished task is forgotten")),
+        result=(Optional[outputs], None),
+        error=(Optional[error_body], None),
+        callback=(Optional[callback], None),
+    )
+    task_list = create_model(f"{base}TaskList", tasks=(list[task], ...))  # type: ignore[valid-type]
+    return {
+        "inputs": inputs,
+        "outputs": outputs,
+        "error": error,
+        "predict_request": predict_request,
+        "predict_response": predict_response,
+        "batch_request": batch_request,
+        "batch_response": batch_response,
+        "task_request": task_request,
+        "task": task,
+        "task_list": task_list,
+    }
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+
+@dataclasses.dataclass
+class _Task:
+    id: str
+    sid: str | None
+    inputs: dict[str, Any]
+    callback_url: str | None
+    received: float
+    status: str = "pending"
+    started: float | None = None
+    finished: float | None = None
+    finished_mono: float | None = None
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    callback: dict[str, Any] | None = None
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def to_json(self, ttl: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "sid": self.sid,
+            "received": _iso(self.received),
+            "started": _iso(self.started),
+            "finished": _iso(self.finished),
+            "expires": _iso(None if self.finished is None else self.finished + ttl),
+            "result": self.result,
+            "error": self.error,
+            "callback": None if self.callback is None else dict(self.callback),
+        }
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+class _Service:
+    """The HTTP application of one running driver: routes, tasks and counters (lives on the event loop)."""
+
+    def __init__(self, driver: FastAPIDriver, inference: RestrictedInferenceProcess) -> None:
+        self.driver = driver
+        self.inference = inference
+        self.codec = _Codec(inference.pipeline)
+        self.models = _models(self.codec)
+        self.tasks: dict[str, _Task] = {}
+        self.background: set[asyncio.Task[None]] = set()
+        self.http: Any = None  # httpx.AsyncClient for callbacks, made on the loop
+        self.started = False
+        self.app = self._build_app()
+
+    @property
+    def parameters(self) -> FastAPIDriverParameters:
+        return self.driver._live
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _count(self, key: str) -> None:
+        counters = self.driver._counters
+        counters[key] = counters.get(key, 0) + 1
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refusing more than ``max_body_bytes`` with 413."""
+        limit = int(self.parameters.max_body_bytes)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _HTTPError(413, "PayloadTooLarge", f"the body has {declared} bytes; this server takes at most {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _HTTPError(413, "PayloadTooLarge", f"the body exceeds {limit} bytes, the most this server takes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        request._body = body  # starlette reads it from here for form()
+        return body
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        body = await self._body(request)
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise _unprocessable(f"the body is not valid JSON: {exc}", None) from exc
+        if not isinstance(obj, dict):
+            raise _unprocessable(f"the body must be a JSON object, got {_json_type(obj)}", None)
+        return obj
+
+    def _request_parts(
+        self, obj: Mapping[str, Any], header_sid: str | None, where: str, extra: Iterable[str] = ()
+    ) -> tuple[dict[str, Any], str | None]:
+        allowed = {"inputs", "sid", *extra}
+        for key in obj:
+            if key not in allowed:
+                raise _unprocessable(
+                    f"unknown field {key!r}; a request has: {', '.join(sorted(allowed))}", f"{where}{key}"
+                )
+        if "inputs" not in obj:
+            raise _unprocessable("missing field 'inputs' (an object of input ref to value)", f"{where}inputs")
+        sid = obj.get("sid", header_sid)
+        if sid is None:
+            sid = header_sid
+        if sid is not None and not isinstance(sid, str):
+            raise _unprocessable(f"sid must be a string or null, got {_json_type(sid)}", f"{where}sid")
+        return self.codec.decode(obj["inputs"], f"{where}inputs"), sid
+
+    async def _multipart(self, request: Request) -> tuple[dict[str, Any], str | None]:
+        await self._body(request)
+        try:
+            form = await request.form()
+        except Exception as exc:  # malformed multipart
+            raise _unprocessable(f"the multipart body cannot be parsed: {exc}", None) from exc
+        try:
+            inputs: dict[str, Any] = {}
+            sid: str | None = request.headers.get("x-state-id")
+            for key, value in form.multi_items():
+                if key == "sid":
+                    if not isinstance(value, str):
+                        raise _unprocessable("sid must be a text field", "sid")
+                    sid = value
+                    continue
+                if key not in self.codec.inputs:
+                    inputs[key] = None  # decode() names it as unknown
+                    continue
+                if isinstance(value, str):
+                    inputs[key] = self._form_text(key, value)
+                    continue
+                data = await value.read()
+                if key not in self.codec.image_inputs:
+                    inputs[key] = self._form_text(key, data.decode("utf-8", "replace"))
+                    continue
+                try:
+                    inputs[key] = rtypes.Image.from_bytes(data)
+                except InputValidationError as exc:
+                    raise _unprocessable(f"input {key!r}: the uploaded file is not an image: {exc}", f"inputs.{key}")
+                except Exception as exc:
+                    raise _unprocessable(
+                        f"input {key!r}: the uploaded file is not an image: {type(exc).__name__}: {exc}", f"inputs.{key}"
+                    ) from exc
+        finally:
+            await form.close()
+        return self.codec.decode(inputs), sid
+
+    def _form_text(self, key: str, text: str) -> Any:
+        """A non-file multipart field: its JSON value, or the text itself for String-like inputs."""
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            if key in self.codec.image_inputs:
+                return text  # base64 PNG as plain text
+            return text
+
+    async def _run(self, inputs: dict[str, Any], sid: str | None) -> dict[str, Any]:
+        """Predict and await; errors as :class:`_HTTPError` (503 unreachable, 500 cell failure)."""
+        try:
+            future = self.inference.predict(inputs, sid)
+        except InputValidationError as exc:
+            raise _unprocessable(str(exc), f"inputs.{exc.field}" if exc.field else None) from exc
+        except ProcessError as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            outputs = await asyncio.wrap_future(future)
+        except CellError as exc:
+            raise self._cell_error(exc) from exc
+        except ProcessError as exc:
+            raise self._unavailable(exc) from exc
+        return self.codec.encode(outputs)
+
+    def _unavailable(self, exc: BaseException) -> _HTTPError:
+        return _HTTPError(
+            503,
+            type(exc).__name__,
+            f"the inference process of pipeline {self.codec.pipeline.name!r} cannot be reached: {exc}; "
+            "retry once GET /ready answers 200",
+            headers={"Retry-After": "1"},
+        )
+
+    def _cell_error(self, exc: CellError) -> _HTTPError:
+        message = str(exc.args[0]) if exc.args else exc.cause_type
+        extra: dict[str, Any] = {"cell": exc.ref}
+        if self.parameters.include_traceback and exc.remote_traceback:
+            extra["traceback"] = exc.remote_traceback
+        return _HTTPError(500, exc.cause_type or "CellError", message, **extra)
+
+    @staticmethod
+    def _respond(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+        body = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+        return fastapi.Response(content=body, status_code=status, media_type="application/json", headers=headers)
+
+    def _error(self, error: _HTTPError) -> Response:
+        self._count(f"http_{error.status}")
+        return self._respond({"error": error.error}, error.status, error.headers)
+
+    def _guard(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Turn every failure of a route into a JSON error; nothing escapes to uvicorn."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except _HTTPError as exc:
+                return self._error(exc)
+            except Exception as exc:  # a bug: answer 500 without details, keep serving
+                self._count("internal_errors")
+                return self._error(_HTTPError(500, "InternalServerError", f"{type(exc).__name__} in the HTTP driver"))
+
+        guarded.__name__ = handler.__name__
+        guarded.__doc__ = handler.__doc__
+        return guarded
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        ttl = float(self.parameters.task_ttl)
+        expired = [t.id for t in self.tasks.values() if t.finished_mono is not None and now - t.finished_mono >= ttl]
+        for task_id in expired:
+            del self.tasks[task_id]
+            self._count("tasks_expired")
+
+    def _find_task(self, task_id: str) -> _Task:
+        self._sweep()
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise _HTTPError(404, "TaskNotFound", f"no task {task_id!r}: it never existed, was deleted or expired")
+        return task
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        job = asyncio.ensure_future(coro)
+        self.background.add(job)
+        job.add_done_callback(self.background.discard)
+
+    async def _execute(self, task: _Task) -> None:
+        task.status = "running"
+        task.started = time.time()
+        try:
+            task.result = await self._run(task.inputs, task.sid)
+            task.status = "done"
+        except _HTTPError as exc:
+            task.error = exc.error
+            task.status = "failed"
+        except Exception as exc:
+            task.error = {"type": "InternalServerError", "message": f"{type(exc).__name__} in the HTTP driver"}
+            task.status = "failed"
+        task.inputs = {}
+        task.finished = time.time()
+        task.finished_mono = time.monotonic()
+        self._count(f"tasks_{task.status}")
+        task.done.set()
+        if task.callback_url is not None:
+            await self._deliver(task)
+
+    async def _deliver(self, task: _Task) -> None:
+        """POST the final status to the task's callback URL, retrying with exponential backoff."""
+        assert task.callback is not None and task.callback_url is not None
+        params = self.parameters
+        retries = int(params.callback_retries)
+        delay = float(params.callback_backoff)
+        payload = task.to_json(float(params.task_ttl))
+        payload.pop("callback", None)
+        for attempt in range(retries + 1):
+            task.callback["attempts"] = attempt + 1
+            try:
+                response = await self.http.post(task.callback_url, json=payload)
+                if 200 <= response.status_code < 300:
+                    task.callback["status"] = "delivered"
+                    task.callback["last_error"] = None
+                    self._count("callbacks_delivered")
+                    return
+                task.callback["last_error"] = f"HTTP {response.status_code}"
+            except Exception as exc:  # connection refused, timeout, bad URL...
+                task.callback["last_error"] = f"{type(exc).__name__}: {exc}"
+            if attempt < retries:
+                await asyncio.sleep(min(delay * 2**attempt, 30.0))  # backoff between attempts
+        task.callback["status"] = "failed"
+        self._count("callbacks_failed")
+
+    async def sweep_forever(self) -> None:
+        """Expire finished tasks even when nobody asks about them."""
+        while True:
+            await asyncio.sleep(max(0.05, min(1.0, float(self.parameters.task_ttl) / 4)))
+            self._sweep()
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        codec = self.codec
+        m = self.models
+        name = codec.pipeline.name
+        app = fastapi.FastAPI(
+            title=f"{name} (rvai_sdk)",
+            description=f"Inference API of pipeline **{name}**, served by rvai_sdk's FastAPIDriver.",
+            version="1",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
+        errors = {
+            401: {"model": m["error"], "description": "missing or wrong bearer token"},
+            413: {"model": m["error"], "description": "body too large"},
+            422: {"model": m["error"], "description": "malformed body, or an unknown, missing or mistyped input"},
+            500: {"model": m["error"], "description": "a cell failed; `cell` names it"},
+            503: {"model": m["error"], "description": "the inference process cannot be reached"},
+        }
+
+        def body(model: Any, multipart: bool = False) -> dict[str, Any]:
+            content: dict[str, Any] = {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            }
+            if multipart:
+                props: dict[str, Any] = {}
+                for ref, schema in codec.input_schemas.items():
+                    if ref in codec.image_inputs:
+                        props[ref] = {"type": "string", "format": "binary", "description": "an image file (PNG, ...)"}
+                    else:
+                        props[ref] = {"type": "string", "description": f"JSON text of {schema.get('title', ref)}"}
+                props["sid"] = {"type": "string"}
+                content["multipart/form-data"] = {
+                    "schema": {"type": "object", "properties": props, "required": list(codec.input_schemas)}
+                }
+            return {"requestBody": {"required": True, "content": content}}
+
+        state_header = [
+            {
+                "name": "X-State-Id",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the sid, when the body has none",
+            }
+        ]
+        def route(path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            app.add_api_route(path, endpoint, response_model=None, **kwargs)
+
+        async def health(request: Request) -> Response:
+            """The server is up (needs no API key)."""
+            return self._respond({"status": "ok"})
+
+        async def ready(request: Request) -> Response:
+            """The inference process is reachable and warmed up; 503 when not."""
+            try:
+                ok = self.inference.is_ready()
+            except Exception:
+                ok = False
+            if not ok:
+                raise _HTTPError(503, "NotReady", "the inference process is not ready", headers={"Retry-After": "1"})
+            return self._respond({"status": "ready"})
+
+        async def pipeline(request: Request) -> Response:
+            """The pipeline: name, cells, inputs and outputs with their JSON schemas and field metadata."""
+            return self._respond(codec.describe())
+
+        async def predict(request: Request) -> Response:
+            """Run the pipeline on one request (JSON, or multipart with image files)."""
+            self._count("predict")
+            content_type = request.headers.get("content-type", "")
+            if content_type.startswith("multipart/form-data"):
+                inputs, sid = await self._multipart(request)
+            else:
+                obj = await self._json_body(request)
+                inputs, sid = self._request_parts(obj, request.headers.get("x-state-id"), "")
+            outputs = await self._run(inputs, sid)
+            return self._respond({"outputs": outputs, "sid": sid})
+
+        async def predict_batch(request: Request) -> Response:
+            """Run many requests; results in order, each item succeeding or failing alone."""
+            self._count("predict_batch")
+            obj = await self._json_body(request)
+            if set(obj) != {"requests"} or not isinstance(obj["requests"], list):
+                raise _unprocessable("the body must be {\"requests\": [{\"inputs\": ..., \"sid\": ...}, ...]}", "requests")
+            items = obj["requests"]
+            limit = int(self.parameters.max_batch_items)
+            if len(items) > limit:
+                raise _HTTPError(413, "PayloadTooLarge", f"{len(items)} requests in one batch; at most {limit}")
+            header_sid = request.headers.get("x-state-id")
+            jobs: list[asyncio.Future[dict[str, Any]] | _HTTPError] = []
+            sids: list[Any] = []
+            for i, item in enumerate(items):
+                where = f"requests[{i}]."
+                try:
+                    if not isinstance(item, dict):
+                        raise _unprocessable(f"a request must be an object, got {_json_type(item)}", where[:-1])
+                    inputs, sid = self._request_parts(item, header_sid, where)
+                    sids.append(sid)
+                    jobs.append(asyncio.ensure_future(self._run(inputs, sid)))  # submitted in order
+                except _HTTPError as exc:
+                    sids.append(item.get("sid") if isinstance(item, dict) and isinstance(item.get("sid"), str) else None)
+                    jobs.append(exc)
+            results = []
+            for sid, job in zip(sids, jobs):
+                if isinstance(job, _HTTPError):
+                    results.append({"outputs": None, "error": job.error, "sid": sid})
+                    continue
+                try:
+                    results.append({"outputs": await job, "error": None, "sid": sid})
+                except _HTTPError as exc:
+                    results.append({"outputs": None, "error": exc.error, "sid": sid})
+            return self._respond({"results": results})
+
+        async def create_task(request: Request) -> Response:
+            """Queue a request as an asynchronous task: 202 with its id; poll it, or give a callback_url."""
+            obj = await self._json_body(request)
+            inputs, sid = self._request_parts(obj, request.headers.get("x-state-id"), "", extra=("callback_url",))
+            callback_url = obj.get("callback_url")
+            if callback_url is not None and (
+                not isinstance(callback_url, str) or not re.match(r"^https?://[^\s/]+", callback_url)
+            ):
+                raise _unprocessable("callback_url must be an http:// or https:// URL", "callback_url")
+            self._sweep()
+            active = sum(1 for t in self.tasks.values() if t.finished is None)
+            limit = int(self.parameters.max_pending_tasks)
+            if active >= limit:
+                raise _HTTPError(
+                    429,
+                    "TooManyTasks",
+                    f"{active} tasks are pending or running, the most this server keeps ({limit}); retry later",
+                    headers={"Retry-After": "1"},
+                )
+            task = _Task(id=uuid.uuid4().hex, sid=sid, inputs=inputs, callback_url=callback_url, received=time.time())
+            if callback_url is not None:
+                task.callback = {"url": callback_url, "status": "pending", "attempts": 0, "last_error": None}
+            self.tasks[task.id] = task
+            self._count("tasks")
+            self._spawn(self._execute(task))
+            return self._respond(
+                task.to_json(float(self.parameters.task_ttl)), 202, headers={"Location": f"/tasks/{task.id}"}
+            )
+
+        async def list_tasks(request: Request) -> Response:
+            """Every task not yet expired, oldest first."""
+            self._sweep()
+            ttl = float(self.parameters.task_ttl)
+            return self._respond({"tasks": [t.to_json(ttl) for t in self.tasks.values()]})
+
+        async def get_task(request: Request) -> Response:
+            """A task's status, timestamps, and result or error; `?wait=` seconds waits for it to finish."""
+            task = self._find_task(request.path_params["task_id"])
+            wait_text = request.query_params.get("wait")
+            if wait_text is not None:
+                try:
+                    wait = float(wait_text)
+                except ValueError:
+                    raise _unprocessable("wait must be a number of seconds", "wait") from None
+                if not 0 <= wait <= _MAX_WAIT:
+                    raise _unprocessable(f"wait must be between 0 and {_MAX_WAIT:g} seconds", "wait")
+                if wait > 0 and not task.done.is_set():
+                    try:
+                        await asyncio.wait_for(task.done.wait(), wait)
+                    except asyncio.TimeoutError:
+                        pass
+            return self._respond(task.to_json(float(self.parameters.task_ttl)))
+
+        async def delete_task(request: Request) -> Response:
+            """Forget a task (a running one still runs, its result is dropped)."""
+            task = self._find_task(request.path_params["task_id"])
+            del self.tasks[task.id]
+            return fastapi.Response(status_code=204)
+
+        async def home(request: Request) -> Response:
+            """This page: the pipeline's inputs and outputs, and a form to try it."""
+            return fastapi_responses.HTMLResponse(self._home_page())
+
+        async def openapi(request: Request) -> Response:
+            return self._respond(self.openapi())
+
+        async def swagger(request: Request) -> Response:
+            return fastapi_docs.get_swagger_ui_html(openapi_url="/openapi.json", title=f"{name} - Swagger UI")
+
+        async def redoc(request: Request) -> Response:
+            return fastapi_docs.get_redoc_html(openapi_url="/openapi.json", title=f"{name} - ReDoc")
+
+        task_id = [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+        wait = [{"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0, "maximum": _MAX_WAIT}}]
+        g = self._guard
+        route("/health", g(health), methods=["GET"], tags=["status"], responses={200: {"description": "up"}})
+        route("/ready", g(ready), methods=["GET"], tags=["status"], responses={401: errors[401], 503: errors[503]})
+        route("/pipeline", g(pipeline), methods=["GET"], tags=["pipeline"], responses={401: errors[401]})
+        route(
+            "/predict",
+            g(predict),
+            methods=["POST"],
+            tags=["predict"],
+            responses={200: {"model": m["predict_response"]}, **errors},
+            openapi_extra={**body(m["predict_request"], multipart=True), "parameters": state_header},
+        )
+        route(
+            "/predict/batch",
+            g(predict_batch),
+            methods=["POST"],
+            tags=["predict"],
+            responses={200: {"model": m["batch_response"]}, **errors},
+            openapi_extra={**body(m["batch_request"]), "parameters": state_header},
+        )
+        route(
+            "/tasks",
+            g(create_task),
+            methods=["POST"],
+            tags=["tasks"],
+            status_code=202,
+            responses={
+                202: {"model": m["task"]},
+                429: {"model": m["error"], "description": "too many pending tasks"},
+                **{k: v for k, v in errors.items() if k not in (500, 503)},
+            },
+            openapi_extra={**body(m["task_request"]), "parameters": state_header},
+        )
+        route("/tasks", g(list_tasks), methods=["GET"], tags=["tasks"], responses={200: {"model": m["task_list"]}, 401: errors[401]})
+        not_found = {"model": m["error"], "description": "unknown or expired task"}
+        route(
+            "/tasks/{task_id}",
+            g(get_task),
+            methods=["GET"],
+            tags=["tasks"],
+            responses={200: {"model": m["task"]}, 404: not_found, 401: errors[401], 422: errors[422]},
+            openapi_extra={"parameters": task_id + wait},
+        )
+        route(
+            "/tasks/{task_id}",
+            g(delete_task),
+            methods=["DELETE"],
+            tags=["tasks"],
+            status_code=204,
+            responses={204: {"description": "deleted"}, 404: not_found, 401: errors[401]},
+            openapi_extra={"parameters": task_id},
+        )
+        route("/", g(home), methods=["GET"], include_in_schema=False)
+        route("/openapi.json", g(openapi), methods=["GET"], include_in_schema=False)
+        route("/docs", g(swagger), methods=["GET"], include_in_schema=False)
+        route("/redoc", g(redoc), methods=["GET"], include_in_schema=False)
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            status = int(getattr(exc, "status_code", 500))
+            phrase = {404: "NotFound", 405: "MethodNotAllowed"}.get(status, "HTTPError")
+            message = str(getattr(exc, "detail", exc))
+            if status == 404:
+                message = f"no route {request.url.path!r}; see GET /openapi.json or GET / for the routes"
+            return self._error(_HTTPError(status, phrase, message, headers=getattr(exc, "headers", None)))
+
+        app.add_exception_handler(starlette_exceptions.HTTPException, http_error)
+        app.add_middleware(_AuthMiddleware, service=self)
+        return app
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document, with the pipeline's request models in its components."""
+        app = self.app
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = fastapi_openapi.get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        m = self.models
+        request_models = [m["predict_request"], m["batch_request"], m["task_request"]]
+        _, defs = pydantic_json_schema.models_json_schema(
+            [(model, "validation") for model in request_models], ref_template="#/components/schemas/{model}"
+        )
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {}).update(defs.get("$defs", {}))
+        if self.parameters.api_key:
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            for path, ops in doc["paths"].items():
+                if path != "/health":
+                    for op in ops.values():
+                        op["security"] = [{"bearer": []}]
+        app.openapi_schema = doc
+        return doc
+
+    def _home_page(self) -> str:
+        codec = self.codec
+        e = html.escape
+
+        def rows(ports: Mapping[str, Any]) -> str:
+            return "".join(
+                f"<tr><td><code>{e(ref)}</code></td><td>{e(p['type'])}</td><td>{e(str(p['title']))}</td>"
+                f"<td>{e(str(p['description']))}</td><td><code>{e(json.dumps(p['schema']))}</code></td></tr>"
+                for ref, p in ports.items()
+            )
+
+        described = codec.describe()
+        example = json.dumps({"inputs": codec.example_inputs(), "sid": None}, indent=2)
+        header = "<tr><th>ref</th><th>type</th><th>title</th><th>description</th><th>JSON schema</th></tr>"
+        routes = [
+            ("GET", "/health", "the server is up"),
+            ("GET", "/ready", "the inference process is reachable and warmed up"),
+            ("GET", "/pipeline", "the pipeline's description"),
+            ("POST", "/predict", "one request: JSON, or multipart with image files"),
+            ("POST", "/predict/batch", "many requests, results in order"),
+            ("POST", "/tasks", "an asynchronous task (202), optional callback_url"),
+            ("GET", "/tasks", "every task"),
+            ("GET", "/tasks/{id}", "a task's status and result; ?wait=seconds"),
+            ("DELETE", "/tasks/{id}", "forget a task"),
+        ]
+        route_rows = "".join(f"<tr><td>{m}</td><td><code>{e(p)}</code></td><td>{e(d)}</td></tr>" for m, p, d in routes)
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(codec.pipeline.name)} - rvai_sdk</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}}
+table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}
+th{{background:#eef}}textarea{{width:100%;height:12em;font-family:monospace}}pre{{background:#f6f6f6;padding:1em;white-space:pre-wrap}}
+code{{font-size:90%}}
+</style></head><body>
+<h1>Pipeline <code id="pipeline-name">{e(codec.pipeline.name)}</code></h1>
+<p>Served by rvai_sdk's FastAPIDriver. Full API: <a href="/docs">Swagger UI</a> · <a href="/redoc">ReDoc</a> ·
+<a href="/openapi.json">OpenAPI document</a> · <a href="/pipeline">/pipeline</a></p>
+<h2>Inputs</h2><table id="inputs">{header}{rows(described["inputs"])}</table>
+<h2>Outputs</h2><table id="outputs">{header}{rows(described["outputs"])}</table>
+<h2>Try it: POST /predict</h2>
+<p><label>API key (if the server has one): <input id="key" type="password"></label></p>
+<textarea id="body">{e(example)}</textarea><p><button id="send" onclick="send()">Predict</button></p>
+<pre id="response">(the response appears here)</pre>
+<h2>Routes</h2><table>{route_rows}</table>
+<script>
+async function send() {{
+  const out = document.getElementById("response");
+  const headers = {{"Content-Type": "application/json"}};
+  const key = document.getElementById("key").value;
+  if (key) headers["Authorization"] = "Bearer " + key;
+  try {{
+    const r = await fetch("/predict", {{method: "POST", headers, body: document.getElementById("body").value}});
+    out.textContent = r.status + " " + r.statusText + "\\n" + JSON.stringify(await r.json(), null, 2);
+  }} catch (err) {{ out.textContent = String(err); }}
+}}
+</script></body></html>"""
+
+
+class _AuthMiddleware:
+    """Pure ASGI middleware: with an ``api_key``, every route but ``/health`` needs the bearer token."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], service: _Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        key = self.service.parameters.api_key if scope["type"] == "http" else None
+        if key and scope.get("path") != "/health":
+            given = b""
+            for name, value in scope.get("headers", ()):
+                if name == b"authorization":
+                    given = value
+                    break
+            expected = b"Bearer " + str(key).encode()
+            if not hmac.compare_digest(given, expected):
+                self.service._count("http_401")
+                body = json.dumps(
+                    {
+                        "error": {
+                            "type": "Unauthorized",
+                            "message": "this server needs 'Authorization: Bearer <api_key>'"
+                            + ("; the token given is wrong" if given else ""),
+                        }
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"www-authenticate", b"Bearer"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+# -- the driver --------------------------------------------------------------------------------
+
+
+class FastAPIDriver(PipelineDriver):
+    """Serve the pipeline over HTTP with FastAPI and uvicorn, on the port the runtime allocates.
+
+    Construct it through ``proc.add_driver(ref, FastAPIDriver, parameters)``; the
+    runtime allocates the port named ``"http"`` and publishes the service record
+    ``get_service("http")``. Construction is cheap: the app, the server and its
+    socket appear only in :meth:`run`, which returns soon after :meth:`stop`.
+    Every parameter (see :class:`FastAPIDriverParameters`) can change while it runs.
+
+    Args:
+        parameters: a :class:`FastAPIDriverParameters` or a mapping of its fields.
+
+    Example:
+        >>> FastAPIDriver({"task_ttl": 60}).get_parameters().task_ttl
+        60
+    """
+
+    parameters_class = FastAPIDriverParameters
+
+    def __init__(self, parameters: FastAPIDriverParameters | Mapping[str, Any] | None = None) -> None:
+        super().__init__(parameters)
+        self._live: FastAPIDriverParameters = self._parameters  # type: ignore[assignment]
+        self._server: Any = None
+        self._service: _Service | None = None
+        self._rebind = False
+        self._counters: dict[str, int] = {}
+
+    def resources_request(self) -> DriverResourcesRequest:
+        """One port, named ``"http"``."""
+        return DriverResourcesRequest(ports=["http"])
+
+    def services(self, resources: DriverResources) -> list[dict[str, Any]]:
+        """The ``"http"`` service record: where clients reach the server."""
+        host = str(self._live.host)
+        address = resources.host if host in ("0.0.0.0", "::", "") else host
+        return [service_record("http", resources.ports["http"], address=address)]
+
+    def parameters_changed(self, old: DriverParameters, new: DriverParameters) -> None:
+        """Apply new parameters at once; a new ``host`` re-binds the same port; a new ``api_key`` updates the docs."""
+        assert isinstance(new, FastAPIDriverParameters) and isinstance(old, FastAPIDriverParameters)
+        self._live = new
+        service = self._service
+        if service is not None and bool(old.api_key) != bool(new.api_key):
+            service.app.openapi_schema = None
+        if old.host != new.host and self._server is not None:
+            self._rebind = True
+            self._server.should_exit = True
+
+    def stop(self) -> None:
+        """Ask the server to shut down; :meth:`run` returns once it has."""
+        super().stop()
+        server = self._server
+        if server is not None:
+            server.should_exit = True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests per route, error responses per status, tasks by outcome, callbacks."""
+        counters = dict(self._counters)
+        service = self._service
+        if service is not None:
+            tasks = list(service.tasks.values())
+            counters["tasks_active"] = sum(1 for t in tasks if t.finished is None)
+            counters["tasks_kept"] = len(tasks)
+        return counters
+
+    def run(self, inference: RestrictedInferenceProcess, resources: DriverResources) -> None:
+        """Serve until :meth:`stop`.
+
+        Raises:
+            DriverError: the port cannot be bound (names host and port).
+        """
+        port = resources.ports["http"]
+        service = _Service(self, inference)
+        self._service = service
+        while not self.stopped.is_set():
+            host = str(self._live.host)
+            sock = _bind(host, port)
+            config = uvicorn.Config(
+                service.app,
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ws="none",
+                timeout_graceful_shutdown=2,
+                server_header=False,
+            )
+            server = uvicorn.Server(config)
+            self._rebind = False
+            self._server = server
+            if self.stopped.is_set():
+                server.should_exit = True
+            try:
+                _run_loop(self._serve(server, sock, service), config)
+            finally:
+                sock.close()
+                self._server = None
+            if not self._rebind:
+                break
+
+    async def _serve(self, server: Any, sock: socket.socket, service: _Service) -> None:
+        service.http = httpx.AsyncClient(timeout=10.0)
+        service._spawn(service.sweep_forever())
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            for job in list(service.background):
+                job.cancel()
+            if service.background:
+                await asyncio.gather(*service.background, return_exceptions=True)
+            await service.http.aclose()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DriverError(
+            f"FastAPIDriver cannot listen on {host}:{port}: {exc}; check the 'host' parameter "
+            "(an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)"
+        ) from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _run_loop(coro: Awaitable[None], config: Any) -> None:
+    """Run ``coro`` on a fresh event loop of uvicorn's choice (uvloop when installed)."""
+    factory = getattr(config, "get_loop_factory", lambda: None)()
+    loop = factory() if factory is not None else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+# -- the client --------------------------------------------------------------------------------
+
+_TYPE_NAMES = {
+    name: getattr(rtypes, name)
+    for name in (
+        "Integer Float String Boolean FloatRange IntegerRange Image BoundingBox Point Class Classes".split()
+    )
+}
+
+
+def _resolve_type(text: str) -> Any:
+    """The value type named by ``type_name`` (``"List[Integer] | None"``), or ``None`` if unknown."""
+    text = text.strip()
+    if text.endswith(" | None"):
+        inner = _resolve_type(text[: -len(" | None")])
+        return None if inner is None else Optional[inner]
+    match = re.fullmatch(r"(\w+)\[(.*)\]", text)
+    if match is None:
+        return _TYPE_NAMES.get(text)
+    head, rest = match.group(1), match.group(2)
+    args, depth, start = [], 0, 0
+    for i, ch in enumerate(rest):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            args.append(rest[start:i])
+            start = i + 1
+    args.append(rest[start:])
+    resolved = [_resolve_type(a) for a in args]
+    if any(r is None for r in resolved):
+        return None
+    generic = {"List": (rtypes.List, 1), "Dict": (rtypes.Dict, 2), "Enum": (rtypes.Enum, 1)}.get(head)
+    if generic is None or len(resolved) != generic[1]:
+        return None
+    return generic[0][resolved[0] if len(resolved) == 1 else tuple(resolved)]
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, rtypes.Value):
+        return value.to_json()
+    if isinstance(value, np.ndarray):
+        return rtypes.Image(value).to_json()
+    return value
+
+
+class FastAPIClient:
+    """Call a :class:`FastAPIDriver` from Python, with typed values back.
+
+    Give the driver's handle (``process=``) or its address (``host=``, ``port=``).
+    Values are sent in their JSON form (typed values and numpy images are encoded),
+    and results come back as :mod:`rvai_sdk.types` values, decoded with the types the
+    server's ``GET /pipeline`` names. Every failure, a refused connection included,
+    raises :class:`FastAPIClientError` with the status code and the server's message.
+
+    Args:
+        process: the handle ``proc.add_driver(...)`` returned.
+        host: the server's address (with ``port``), instead of ``process``.
+        port: the server's port.
+        api_key: the bearer token, when the server has one.
+        timeout: seconds to wait for each HTTP response.
+
+    Example::
+
+        with FastAPIClient(process=http) as client:
+            client.wait(timeout=10)
+            client.predict({"x": 1}, sid="cam-1")    # {'y': Integer(2)}
+    """
+
+    def __init__(
+        self,
+        process: PipelineDriverProcess | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if process is not None:
+            record = process.get_service("http")
+            lan = record.get("taggedAddresses", {}).get("lan", record)
+            host, port = str(lan["address"]), int(lan["port"])
+        if host is None or port is None:
+            raise FastAPIClientError("FastAPIClient needs process= (a driver handle) or both host= and port=")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        self.base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._output_types: dict[str, Any] | None = None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise FastAPIClientError(
+                f"{method} {self.base_url}{path} failed: {type(exc).__name__}: {exc}; is the driver running?"
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(method, path, response)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise FastAPIClientError(
+                f"{method} {path}: the server answered {response.status_code} with a body that is not JSON",
+                status_code=response.status_code,
+            ) from exc
+
+    def _error(self, method: str, path: str, response: Any) -> FastAPIClientError:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            error = {}
+        server_message = str(error.get("message") or response.text[:500])
+        where = f" (cell {error['cell']!r})" if error.get("cell") else f" (field {error['field']!r})" if error.get("field") else ""
+        return FastAPIClientError(
+            f"{method} {path} answered {response.status_code} {error.get('type', '')}{where}: {server_message}",
+            status_code=response.status_code,
+            error_type=error.get("type"),
+            server_message=server_message,
+            cell=error.get("cell"),
+            field=error.get("field"),
+            body=body,
+        )
+
+    def _types(self) -> dict[str, Any]:
+        if self._output_types is None:
+            outputs = self.pipeline().get("outputs", {})
+            self._output_types = {ref: _resolve_type(str(o.get("type", ""))) for ref, o in outputs.items()}
+        return self._output_types
+
+    def _decode(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        types = self._types()
+        decoded: dict[str, Any] = {}
+        for ref, value in outputs.items():
+            tp = types.get(ref)
+            decoded[ref] = value if tp is None else rtypes.from_json(tp, value)
+        return decoded
+
+    @staticmethod
+    def _request(inputs: Mapping[str, Any], sid: str | None) -> dict[str, Any]:
+        return {"inputs": {ref: _encode_value(v) for ref, v in inputs.items()}, "sid": sid}
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Block until ``GET /ready`` answers 200.
+
+        Raises:
+            FastAPIClientError: not ready within ``timeout`` seconds; carries the last failure.
+        """
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        last: FastAPIClientError | None = None
+        for attempt in itertools.count():
+            try:
+                self._call("GET", "/ready")
+                return
+            except FastAPIClientError as exc:
+                if exc.status_code is not None and exc.status_code not in (503,):
+                    raise
+                last = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            pause.wait(min(0.01 * 2**min(attempt, 5), remaining))
+        raise FastAPIClientError(
+            f"{self.base_url} was not ready within {timeout} s: {last}",
+            status_code=last.status_code if last else None,
+        )
+
+    def health(self) -> bool:
+        """Whether ``GET /health`` answers (the server is up)."""
+        try:
+            self._call("GET", "/health")
+        except FastAPIClientError:
+            return False
+        return True
+
+    def pipeline(self) -> dict[str, Any]:
+        """The pipeline's description (``GET /pipeline``)."""
+        description: dict[str, Any] = self._call("GET", "/pipeline")
+        return description
+
+    def predict(self, inputs: Mapping[str, Any], sid: str | None = None) -> dict[str, Any]:
+        """Run one request; output ref → typed value.
+
+        Raises:
+            FastAPIClientError: any failure (422 bad input with ``field``, 500 cell failure with ``cell``, 503...).
+        """
+        body = self._call("POST", "/predict", json=self._request(inputs, sid))
+        return self._decode(body["outputs"])
+
+    def predict_files(
+        self, inputs: Mapping[str, Any], files: Mapping[str, bytes], sid: str | None = None
+    ) -> dict[str, Any]:
+        """Run one request as a multipart upload: ``files`` maps image inputs to file bytes (PNG, JPEG...)."""
+        data = {ref: json.dumps(_encode_value(v)) for ref, v in inputs.items()}
+        if sid is not None:
+            data["sid"] = sid
+        upload = {ref: (f"{ref}.bin", content, "application/octet-stream") for ref, content in files.items()}
+        body = self._call("POST", "/predict", data=data, files=upload)
+        return self._decode(body["outputs"])
+
+    def predict_batch(
+        self, requests: Sequence[Mapping[str, Any] | tuple[Mapping[str, Any], str | None]]
+    ) -> list[dict[str, Any] | FastAPIClientError]:
+        """Run many requests in one call; per item, its typed outputs or the error that failed it alone.
+
+        Args:
+            requests: each an inputs mapping, an ``(inputs, sid)`` pair, or ``{"inputs": ..., "sid": ...}``.
+        """
+        items = []
+        for item in requests:
+            if isinstance(item, tuple):
+                items.append(self._request(item[0], item[1]))
+            elif "inputs" in item and set(item) <= {"inputs", "sid"}:
+                items.append(self._request(item["inputs"], item.get("sid")))
+            else:
+                items.append(self._request(item, None))
+        body = self._call("POST", "/predict/batch", json={"requests": items})
+        results: list[dict[str, Any] | FastAPIClientError] = []
+        for i, result in enumerate(body["results"]):
+            if result.get("error"):
+                error = result["error"]
+                results.append(
+                    FastAPIClientError(
+                        f"batch item {i} failed: {error.get('type')}: {error.get('message')}",
+                        status_code=200,
+                        error_type=error.get("type"),
+                        server_message=error.get("message"),
+                        cell=error.get("cell"),
+                        field=error.get("field"),
+                        body=result,
+                    )
+                )
+            else:
+                results.append(self._decode(result["outputs"]))
+        return results
+
+    def predict_task(
+        self, inputs: Mapping[str, Any], sid: str | None = None, callback_url: str | None = None
+    ) -> str:
+        """Queue an asynchronous task; its id."""
+        body = self._request(inputs, sid)
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        task: dict[str, Any] = self._call("POST", "/tasks", json=body)
+        return str(task["id"])
+
+    def task(self, task_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """A task's status record (``GET /tasks/{id}``), waiting up to ``wait`` seconds for it to finish."""
+        record: dict[str, Any] = self._call("GET", f"/tasks/{task_id}", params={"wait": wait} if wait else None)
+        return record
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task the server keeps."""
+        return list(self._call("GET", "/tasks")["tasks"])
+
+    def delete_task(self, task_id: str) -> None:
+        """Forget a task."""
+        self._call("DELETE", f"/tasks/{task_id}")
+
+    def task_result(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for a task and return its typed outputs.
+
+        Raises:
+            FastAPIClientError: the task failed (its error), is unknown (404), or did not finish in ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            record = self.task(task_id, wait=max(0.0, min(remaining, _MAX_WAIT)))
+            if record["status"] == "done":
+                return self._decode(record["result"])
+            if record["status"] == "failed":
+                error = record.get("error") or {}
+                raise FastAPIClientError(
+                    f"task {task_id} failed: {error.get('type')}: {error.get('message')}",
+                    status_code=200,
+                    error_type=error.get("type"),
+                    server_message=error.get("message"),
+                    cell=error.get("cell"),
+                    body=record,
+                )
+            if remaining <= 0:
+                raise FastAPIClientError(f"task {task_id} did not finish within {timeout} s (status {record['status']})")
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> FastAPIClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<FastAPIClient {self.base_url}>"
