@@ -9,3 +9,15 @@ Example:
 from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver, service_record
 
 __all__ = ["PipelineDriver", "DriverParameters", "service_record"]
+
+from rvai_sdk.drivers.sink import Record, Sink, SinkContext, SinkMap, SinkParameters  # noqa: E402
+from rvai_sdk.drivers.source import (  # noqa: E402
+    Source,
+    SourceContext,
+    SourceItem,
+    SourceMap,
+    SourceParameters,
+)
+
+__all__ += ["Source", "SourceItem", "SourceContext", "SourceParameters", "SourceMap"]
+__all__ += ["Sink", "Record", "SinkContext", "SinkParameters", "SinkMap"]

@@ -1,0 +1,113 @@
+"""DummySource: fake values of the pipeline's inputs at a steady rate, the quickest way to try a driver."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from rvai_sdk.drivers import Source, SourceContext, SourceItem, SourceParameters
+from rvai_sdk.exc import SourceError
+from rvai_sdk.types import Boolean, FloatRange, Integer, fake, is_value_type, type_name
+
+__all__ = ["DummySource", "DummySourceParameters"]
+
+
+@dataclasses.dataclass
+class DummySourceParameters(SourceParameters):
+    """Parameters of a :class:`DummySource`.
+
+    Attributes:
+        rate: items per second (``0``: as fast as the stream takes them).
+        count: items to produce before the source ends (``None``: endless).
+        seed: seed of the random values (``None``: different every run).
+        live: behave as a live camera (drop items when inference falls behind) instead
+            of waiting for inference.
+    """
+
+    rate: FloatRange = SourceParameters.field(
+        name="Rate", description="Items per second (0: as fast as taken)", default=FloatRange(10.0, min=0.0, max=1e6)
+    )
+    count: Integer | None = SourceParameters.field(name="Count", description="Items before the end (empty: endless)", default=None)
+    seed: Integer | None = SourceParameters.field(name="Seed", description="Random seed", default=None)
+    live: Boolean = SourceParameters.field(name="Live", description="Drop items like a camera when behind", default=Boolean(False))
+
+
+class DummySource(Source):
+    """Produces :func:`~rvai_sdk.types.fake` values for each pipeline input at a set rate.
+
+    Args:
+        format: input ref → value type to fake (default: every pipeline input, with
+            the bounds and options of its declaration).
+        params: :meth:`DummySource.parameters` (rate, count, seed, live).
+
+    Example:
+        >>> from rvai_sdk.types import FloatRange, Integer
+        >>> source = DummySource(format={"x": Integer}, params=DummySource.parameters(rate=FloatRange(0), count=2, seed=1))
+        >>> [item.index for item in source.items()]
+        [0, 1]
+    """
+
+    parameters_class = DummySourceParameters
+
+    def __init__(self, format: Mapping[str, Any] | None = None, params: DummySourceParameters | Mapping[str, Any] | None = None) -> None:  # noqa: A002
+        super().__init__(params)
+        if format is not None:
+            bad = [f"{ref}: {tp!r}" for ref, tp in format.items() if not is_value_type(tp)]
+            if bad:
+                raise SourceError(f"DummySource(format=...) takes rvai_sdk value types; got {', '.join(bad)}")
+        self.format = dict(format) if format is not None else None
+
+    @property
+    def live(self) -> bool:
+        """As the ``live`` parameter says."""
+        return bool(self.params.live)
+
+    def open(self, context: SourceContext) -> None:
+        """Check the format against the pipeline's inputs.
+
+        Raises:
+            SourceError: the format names an input the pipeline lacks, or misses one it needs.
+        """
+        super().open(context)
+        if self.format is not None:
+            unknown = sorted(set(self.format) - set(context.inputs))
+            missing = sorted(set(context.inputs) - set(self.format))
+            if unknown or missing:
+                raise SourceError(
+                    f"source {context.ref!r}: DummySource format does not match the pipeline inputs "
+                    f"(unknown: {', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'}); "
+                    f"the pipeline takes: {', '.join(f'{r}: {type_name(s.type)}' for r, s in context.inputs.items())}"
+                )
+
+    def _fields(self) -> list[tuple[str, Any, Any]]:
+        if self.format is not None:
+            return [(ref, tp, None) for ref, tp in self.format.items()]
+        context: SourceContext | None = getattr(self, "context", None)
+        if context is None:
+            raise SourceError("DummySource() without a format must be opened by a driver to learn the pipeline inputs")
+        return [(ref, spec.type, spec.like) for ref, spec in context.inputs.items()]
+
+    def items(self) -> Iterator[SourceItem]:
+        """Fake items at the rate, until ``count`` items or the stop."""
+        fields = self._fields()
+        seed = self.params.seed
+        rng = np.random.default_rng(None if seed is None else int(seed))
+        rate = float(self.params.rate)
+        count = None if self.params.count is None else int(self.params.count)
+        context: SourceContext | None = getattr(self, "context", None)
+        start = time.monotonic()
+        index = 0
+        while count is None or index < count:
+            if rate > 0:
+                delay = start + index / rate - time.monotonic()
+                if delay > 0 and context is not None and context.stopped.wait(delay):
+                    return
+            if context is not None and context.stopped.is_set():
+                return
+            inputs = {ref: fake(tp, rng, like=like) for ref, tp, like in fields}
+            yield SourceItem(inputs=inputs, index=index, timestamp=time.time())
+            index += 1
