@@ -214,9 +214,27 @@ def diamond_pipeline() -> Pipeline:
 # -- fixtures ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=sorted(RUNTIMES))
+@pytest.fixture(scope="session")
+def ray_instance() -> Iterator[None]:
+    """One local Ray instance for the whole session (starting Ray takes seconds); shut down at the end.
+
+    ``init("ray")`` joins it and leaves it running on ``rt.stop()``.
+    """
+    require_extra("ray")
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.ray] if name == "ray" else []) for name in sorted(RUNTIMES)])
 def runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
-    """Every available runtime, stopped after the test."""
+    """Every available runtime, stopped after the test (``ray`` joins the session's Ray instance)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_instance")
     rt = init(request.param)
     try:
         yield rt

@@ -5,7 +5,7 @@ Example:
     >>> init("nope")
     Traceback (most recent call last):
     ...
-    rvai_sdk.exc.UnknownRuntimeError: unknown runtime 'nope'; valid runtimes: debug, local
+    rvai_sdk.exc.UnknownRuntimeError: unknown runtime 'nope'; valid runtimes: debug, local, ray
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ __all__ = [
 RUNTIMES: dict[str, str] = {
     "debug": "rvai_sdk.runtime.debug",
     "local": "rvai_sdk.runtime.local",
+    "ray": "rvai_sdk.runtime.ray",
 }
 """Runtime name → the module implementing it; a backend is imported only when chosen."""
 

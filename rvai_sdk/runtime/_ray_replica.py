@@ -1,0 +1,212 @@
+"""One replica of a ray inference process: an async Ray actor holding an :class:`Executor`.
+
+The class is plain Python; ``rvai_sdk.runtime.ray`` turns it into a Ray actor
+(``ray.remote(ReplicaActor)``), so this module imports without Ray.
+
+Every method returns an ``(ok, value)`` pair instead of raising, so that a
+:class:`~rvai_sdk.exc.CellError` reaches the caller as itself, not wrapped in a
+``RayTaskError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rvai_sdk.exc import ProcessError
+from rvai_sdk.execution.executor import Executor
+from rvai_sdk.runtime._devices import resolve_devices
+from rvai_sdk.runtime.inference import Inference
+
+__all__ = ["ReplicaActor", "GAP_TIMEOUT"]
+
+GAP_TIMEOUT = 5.0
+"""Seconds a request waits for an earlier request of the same caller that has not arrived yet."""
+
+Outcome = tuple[bool, Any]
+
+
+def _failed(exc: BaseException) -> Outcome:
+    if isinstance(exc, Exception):
+        return (False, exc)
+    return (False, ProcessError(f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"))
+
+
+class ReplicaActor:
+    """A replica: runs the pipeline for the requests routed to it, keeps its sids' state.
+
+    Requests from one caller start in the caller's sequence order (``predict``'s
+    ``seq``), whatever order Ray delivers them in; a request waits at most
+    :data:`GAP_TIMEOUT` seconds for a missing earlier one.
+
+    Args:
+        index: the replica's index in its inference process.
+        inference: what to run.
+        parameters: the parameters in force (they may have changed since ``inference`` was made).
+    """
+
+    def __init__(self, index: int, inference: Inference, parameters: Mapping[str, Any]) -> None:
+        self.index = index
+        self.inference = inference
+        self._parameters = dict(parameters)
+        self._executor: Executor | None = None
+        self._next: dict[str, int] = {}
+        self._waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
+        self._stopped: asyncio.Event | None = None
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> Outcome:
+        """Build the executor and run every ``load_model``; ``(True, where)`` once ready to serve."""
+        self._stopped = asyncio.Event()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._build)
+        except BaseException as exc:
+            return _failed(exc)
+        return (True, self.where())
+
+    def _build(self) -> None:
+        inference = self.inference
+        executor = Executor(
+            inference.pipeline,
+            parameters=self._parameters,
+            models={ref: str(path) for ref, path in inference.models.items()},
+            devices=resolve_devices(inference.pipeline.order, inference.resources),
+            batching=inference.batching,
+            state_ttl=inference.state_ttl,
+            max_states=inference.max_states,
+        )
+        executor.start()
+        self._executor = executor
+
+    def where(self) -> dict[str, Any]:
+        """Where this replica runs: ``pid``, ``host`` and Ray ``node`` id."""
+        import ray
+
+        return {
+            "pid": os.getpid(),
+            "host": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(),
+            "node": ray.get_runtime_context().get_node_id(),
+        }
+
+    async def watch(self) -> Outcome:
+        """Returns once the replica is stopped; fails (with a Ray error) when its process dies."""
+        if self._stopped is None:
+            self._stopped = asyncio.Event()
+        await self._stopped.wait()
+        return (True, None)
+
+    async def stop(self, timeout: float | None) -> Outcome:
+        """Stop taking requests, finish those in flight for up to ``timeout`` seconds, fail the rest."""
+        executor = self._executor
+        try:
+            if executor is not None:
+                await asyncio.get_running_loop().run_in_executor(None, executor.stop, timeout)
+        except BaseException as exc:
+            return _failed(exc)
+        finally:
+            if self._stopped is not None:
+                self._stopped.set()
+        return (True, None)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def predict(self, caller: str, seq: int, inputs: dict[str, Any], sid: str | None) -> Outcome:
+        """Run one request once every earlier request of ``caller`` has started."""
+        await self._turn(caller, seq)
+        try:
+            future = self._require().submit(inputs, sid)
+        except BaseException as exc:
+            return _failed(exc)
+        finally:
+            self._advance(caller, seq)
+        try:
+            return (True, await asyncio.wrap_future(future))
+        except BaseException as exc:
+            return _failed(exc)
+
+    async def skip(self, caller: str, seq: int) -> Outcome:
+        """``caller`` could not send request ``seq``: do not wait for it."""
+        await self._turn(caller, seq)
+        self._advance(caller, seq)
+        return (True, None)
+
+    async def _turn(self, caller: str, seq: int) -> None:
+        expected = self._next.setdefault(caller, 0)
+        if seq <= expected:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[(caller, seq)] = waiter
+        try:
+            await asyncio.wait_for(waiter, GAP_TIMEOUT)
+        except asyncio.TimeoutError:  # an earlier request was lost on the way: go on without it
+            self._next[caller] = max(self._next[caller], seq)
+        finally:
+            self._waiting.pop((caller, seq), None)
+
+    def _advance(self, caller: str, seq: int) -> None:
+        if seq >= self._next.get(caller, 0):
+            self._next[caller] = seq + 1
+        waiter = self._waiting.get((caller, self._next[caller]))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _require(self) -> Executor:
+        if self._executor is None:
+            raise ProcessError(f"replica {self.index} is not started")
+        return self._executor
+
+    # -- state, parameters, counters --------------------------------------------------------
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Outcome:
+        try:
+            return (True, await asyncio.get_running_loop().run_in_executor(None, fn, *args))
+        except BaseException as exc:
+            return _failed(exc)
+
+    async def get_parameters(self) -> Outcome:
+        """Cell ref → the parameters in force."""
+        return await self._blocking(lambda: self._require().get_parameters())
+
+    async def set_parameters(self, parameters: Mapping[str, Any]) -> Outcome:
+        """Change parameters (reloading models whose ``load_model`` read a changed field)."""
+        return await self._blocking(lambda: self._require().set_parameters(parameters))
+
+    async def drop_state(self, sid: str) -> Outcome:
+        """Forget ``sid``'s state (``UnknownSidError`` when none is kept)."""
+        return await self._blocking(lambda: self._require().drop_state(sid))
+
+    async def drop_states(self, sids: list[str]) -> Outcome:
+        """Forget the state of each of ``sids`` that has one; how many were dropped."""
+
+        def drop() -> int:
+            executor = self._require()
+            kept = set(executor.sids())
+            dropped = 0
+            for sid in sids:
+                if sid in kept:
+                    try:
+                        executor.drop_state(sid)
+                        dropped += 1
+                    except LookupError:  # expired meanwhile
+                        pass
+            return dropped
+
+        return await self._blocking(drop)
+
+    async def get_state(self, sid: str) -> Outcome:
+        """A copy of ``sid``'s state."""
+        return await self._blocking(lambda: self._require().get_state(sid))
+
+    async def sids(self) -> Outcome:
+        """The sids whose state this replica keeps, least recently used first."""
+        return await self._blocking(lambda: self._require().sids())
+
+    async def stats(self) -> Outcome:
+        """This replica's executor counters."""
+        return await self._blocking(lambda: self._require().stats())

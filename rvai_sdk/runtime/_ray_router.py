@@ -1,0 +1,318 @@
+"""The data path of the ray runtime: send a request to the replica that owns its sid.
+
+A :class:`Router` lives wherever requests are made: in the user's process (behind
+``RayInferenceProcess.predict``) and in every driver actor (behind its
+``RestrictedInferenceProcess``). It never goes through the runtime: requests go
+straight from the caller to the replica actor, results straight back.
+
+Routing:
+
+- a sid goes to the replica with the highest rendezvous score
+  ``blake2b(index:sid)``, so it sticks to one replica while the replica set is
+  stable, and scaling from n to n+1 replicas moves only about 1/(n+1) of the sids;
+- ``sid=None`` goes to the replica with the fewest requests in flight from this caller.
+
+Ordering: every request carries this caller's sequence number for that replica;
+the replica starts requests in that order (see ``_ray_replica``), because Ray does
+not promise that an async actor starts calls in the order they were sent.
+
+Ray imports only happen in functions, so this module can be imported without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from rvai_sdk.exc import ProcessError, RvaiError
+
+__all__ = ["Route", "Router", "rendezvous", "translate_ray_error", "merge_stats", "unwrap"]
+
+_CACHE_LIMIT = 100_000
+"""Most sids whose replica a router remembers (the cache is cleared when it is full)."""
+
+
+def _score(sid: str, index: int) -> int:
+    digest = hashlib.blake2b(f"{index}:{sid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def rendezvous(sid: str, indices: Sequence[int]) -> int:
+    """The replica index that owns ``sid`` among ``indices`` (highest rendezvous score).
+
+    Example:
+        >>> owner = rendezvous("camera-1", [0, 1, 2, 3])
+        >>> owner == rendezvous("camera-1", [3, 2, 1, 0]) and owner in range(4)
+        True
+    """
+    return max(indices, key=lambda index: _score(sid, index))
+
+
+class Route:
+    """One replica as a caller sees it: its index, actor handle and generation.
+
+    Attributes:
+        index: the replica's index (stable across restarts of that replica).
+        handle: the Ray actor handle of the replica's current incarnation.
+        generation: how many times the replica at this index was (re)started.
+        node: the Ray node id it runs on.
+    """
+
+    __slots__ = ("index", "handle", "generation", "node", "seq", "in_flight")
+
+    def __init__(self, index: int, handle: Any, generation: int, node: str = "") -> None:
+        self.index = index
+        self.handle = handle
+        self.generation = generation
+        self.node = node
+        self.seq = itertools.count()
+        self.in_flight = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Route, (self.index, self.handle, self.generation, self.node))
+
+
+def unwrap(outcome: tuple[bool, Any]) -> Any:
+    """The value of an actor method's ``(ok, value)`` outcome, or raise the error it carries."""
+    ok, value = outcome
+    if ok:
+        return value
+    raise value
+
+
+def translate_ray_error(exc: BaseException, where: str, what: str) -> RvaiError:
+    """Turn an error raised by Ray into the :class:`RvaiError` a user sees.
+
+    Args:
+        exc: the error Ray raised (``RayActorError``, ``RayTaskError``, ``GetTimeoutError`` ...).
+        where: the actor it concerns, e.g. ``"replica 2 of the inference process of pipeline 'p'"``.
+        what: what was being done, e.g. ``"request (sid 'cam-1')"``.
+
+    Returns:
+        The error to raise (``from exc``): the original :class:`RvaiError` when a task raised one,
+        otherwise a :class:`ProcessError` naming ``where`` and ``what``.
+    """
+    if isinstance(exc, RvaiError):
+        return exc
+    import ray.exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, RvaiError):
+            return cause
+        first = str(cause if cause is not None else exc).strip().splitlines()
+        return ProcessError(f"{where} failed during {what}: {first[0] if first else type(exc).__name__}")
+    if isinstance(exc, rex.GetTimeoutError):
+        return ProcessError(f"{where} did not answer {what} in time; it may be overloaded or unreachable")
+    if isinstance(exc, rex.RayActorError):
+        return ProcessError(
+            f"{where} died during {what} (its actor process exited or its node was lost); "
+            "it is restarted with fresh state: send the request again"
+        )
+    if isinstance(exc, rex.RayError):
+        return ProcessError(f"{where} could not complete {what}: {type(exc).__name__}: {exc}")
+    return ProcessError(f"{where} could not complete {what}: {type(exc).__name__}: {exc}")
+
+
+def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sum the replicas' counters key by key (numbers add up, dicts merge recursively).
+
+    Example:
+        >>> merge_stats([{"requests": {"failed": 1}, "cells": {"c": {"batch_sizes": {1: 2}}}},
+        ...              {"requests": {"failed": 2}, "cells": {"c": {"batch_sizes": {1: 1, 4: 1}}}}])
+        {'requests': {'failed': 3}, 'cells': {'c': {'batch_sizes': {1: 3, 4: 1}}}}
+    """
+    merged: dict[Any, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if key not in merged:
+                merged[key] = merge_stats([value]) if isinstance(value, Mapping) else value
+            elif isinstance(value, Mapping) and isinstance(merged[key], dict):
+                merged[key] = merge_stats([merged[key], value])
+            elif isinstance(value, (int, float)) and isinstance(merged[key], (int, float)):
+                merged[key] = merged[key] + value
+    if merged and all(isinstance(k, int) for k in merged):
+        return dict(sorted(merged.items()))
+    return merged
+
+
+class Router:
+    """Sends requests to the replica that owns their sid; thread-safe.
+
+    Args:
+        pipeline_name: for error messages.
+        routes: the replicas, one :class:`Route` per index.
+    """
+
+    def __init__(self, pipeline_name: str, routes: Sequence[Route] = ()) -> None:
+        self.pipeline_name = pipeline_name
+        self.caller = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._routes: dict[int, Route] = {}
+        self._indices: tuple[int, ...] = ()
+        self._owner: dict[str, Route] = {}
+        self._closed_reason: str | None = None
+        self.update(routes)
+
+    # -- the replica set ----------------------------------------------------------------
+
+    def update(self, routes: Sequence[Route]) -> None:
+        """Replace the replica set; a replica whose generation changed starts a fresh sequence."""
+        with self._lock:
+            fresh: dict[int, Route] = {}
+            for route in routes:
+                current = self._routes.get(route.index)
+                if current is not None and current.generation == route.generation:
+                    fresh[route.index] = current
+                else:
+                    fresh[route.index] = Route(route.index, route.handle, route.generation, route.node)
+            self._routes = fresh
+            self._indices = tuple(sorted(fresh))
+            self._owner = {}
+            if fresh:
+                self._closed_reason = None
+
+    def close(self, reason: str) -> None:
+        """Refuse requests from now on with a :class:`ProcessError` saying ``reason``."""
+        with self._lock:
+            self._closed_reason = reason
+            self._routes = {}
+            self._indices = ()
+            self._owner = {}
+
+    def routes(self) -> list[Route]:
+        """The current replicas, by index."""
+        with self._lock:
+            return [self._routes[i] for i in self._indices]
+
+    def replica_for(self, sid: str) -> Route:
+        """The replica that owns ``sid``.
+
+        Raises:
+            ProcessError: there is no replica (the process is stopped or restarting).
+        """
+        with self._lock:
+            return self._route_for(sid)
+
+    def _route_for(self, sid: str | None) -> Route:
+        if not self._indices:
+            raise ProcessError(
+                self._closed_reason
+                or f"the inference process of pipeline {self.pipeline_name!r} has no replica to send to"
+            )
+        if sid is None:
+            return min(self._routes.values(), key=lambda r: r.in_flight)
+        route = self._owner.get(sid)
+        if route is None:
+            if len(self._owner) >= _CACHE_LIMIT:
+                self._owner.clear()
+            route = self._routes[rendezvous(sid, self._indices)]
+            self._owner[sid] = route
+        return route
+
+    def is_ready(self) -> bool:
+        """Whether there is a replica to send to."""
+        return bool(self._indices)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def submit(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+        """Send validated inputs to the sid's replica; a future of the outputs.
+
+        The future fails with the cell's :class:`~rvai_sdk.exc.CellError`, or with a
+        :class:`ProcessError` naming the replica when it dies or cannot be reached.
+
+        Raises:
+            ProcessError: there is no replica to send to.
+        """
+        out: Future[dict[str, Any]] = Future()
+        out.set_running_or_notify_cancel()
+        with self._lock:
+            route = self._route_for(sid)
+            seq = next(route.seq)
+            route.in_flight += 1
+            try:
+                ref = route.handle.predict.remote(self.caller, seq, inputs, sid)
+            except BaseException as exc:
+                route.in_flight -= 1
+                self._skip(route, seq)
+                raise translate_ray_error(exc, self._where(route), f"sending a request (sid {sid!r})") from exc
+        ref.future().add_done_callback(lambda done: self._finish(route, sid, done, out))
+        return out
+
+    def _skip(self, route: Route, seq: int) -> None:
+        try:
+            route.handle.skip.remote(self.caller, seq)
+        except Exception:  # the replica is gone: its successor starts a new sequence anyway
+            pass
+
+    def _finish(self, route: Route, sid: str | None, done: Future[Any], out: Future[dict[str, Any]]) -> None:
+        with self._lock:
+            route.in_flight -= 1
+        try:
+            ok, value = done.result()
+        except BaseException as exc:
+            error = translate_ray_error(exc, self._where(route), f"a request (sid {sid!r})")
+            error.__cause__ = exc
+            out.set_exception(error)
+            return
+        if ok:
+            out.set_result(value)
+        else:
+            out.set_exception(value)
+
+    def _where(self, route: Route) -> str:
+        return f"replica {route.index} of the inference process of pipeline {self.pipeline_name!r}"
+
+    # -- calls on every replica ---------------------------------------------------------
+
+    def call(self, route: Route, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+        """Call ``method`` on one replica and return its value (or raise its error, translated)."""
+        import ray
+
+        try:
+            return unwrap(ray.get(getattr(route.handle, method).remote(*args), timeout=timeout))
+        except RvaiError:
+            raise
+        except Exception as exc:
+            raise translate_ray_error(exc, self._where(route), f"{method}()") from exc
+
+    def call_all(self, method: str, *args: Any, timeout: float | None = 30.0) -> list[Any]:
+        """Call ``method`` on every replica at once; their values by index (the first error is raised)."""
+        import ray
+
+        routes = self.routes()
+        if not routes:
+            raise ProcessError(
+                self._closed_reason or f"the inference process of pipeline {self.pipeline_name!r} has no replica"
+            )
+        refs = [getattr(route.handle, method).remote(*args) for route in routes]
+        values: list[Any] = []
+        first: BaseException | None = None
+        for route, ref in zip(routes, refs):
+            try:
+                values.append(unwrap(ray.get(ref, timeout=timeout)))
+            except RvaiError as exc:
+                first = first or exc
+            except Exception as exc:
+                error = translate_ray_error(exc, self._where(route), f"{method}()")
+                error.__cause__ = exc
+                first = first or error
+        if first is not None:
+            raise first
+        return values
+
+    def stats(self) -> dict[str, Any]:
+        """The replicas' counters summed, plus ``replicas``: each replica's index, node and request counts."""
+        parts = self.call_all("stats")
+        merged = merge_stats(parts)
+        merged["replicas"] = [
+            {"index": route.index, "node": route.node, "generation": route.generation, "requests": part["requests"]}
+            for route, part in zip(self.routes(), parts)
+        ]
+        return merged

@@ -1,0 +1,603 @@
+"""The ray runtime: the inference process as Ray actors (replicas), drivers as Ray actors.
+
+``init("ray")`` starts a local Ray instance (or reuses the one this Python
+process already has); ``init("ray", address="ray://head:10001")`` or
+``address="auto"`` joins a cluster. ``rt.stop()`` shuts Ray down only if it
+started it.
+
+- ``start_inference`` starts one replica: an async Ray actor holding an
+  :class:`~rvai_sdk.execution.executor.Executor`, reserving the GPUs and CPUs
+  that ``Inference(resources=...)`` asks for (summed over the cells).
+  ``proc.set_replicas(n)`` scales it; a sid always goes to the same replica
+  (rendezvous hashing), ``sid=None`` to the least busy one.
+- Requests go straight from the caller (your process, or a driver actor) to
+  the replica; arrays above 100 kB travel through Ray's object store.
+- A replica that dies fails its pending requests at once with
+  :class:`~rvai_sdk.exc.ProcessError` and is started again, with fresh state for
+  its sids; the other replicas go on serving.
+- ``add_driver`` starts the driver in its own Ray actor; its ports are allocated
+  on that actor's node and its services carry that node's address.
+
+Ray is imported when a runtime is created, never when ``rvai_sdk`` is imported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+from rvai_sdk._compat import require
+from rvai_sdk.data import Parameters
+from rvai_sdk.drivers.driver import DriverParameters
+from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiError
+from rvai_sdk.runtime._backend import Runtime
+from rvai_sdk.runtime._ray_driver import DriverActor
+from rvai_sdk.runtime._ray_replica import ReplicaActor
+from rvai_sdk.runtime._ray_router import Route, Router, translate_ray_error, unwrap
+from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
+from rvai_sdk.runtime.inference import Inference
+from rvai_sdk.runtime.process import InferenceProcess, ProcessStatus
+
+__all__ = ["RayRuntime", "RayInferenceProcess", "RayDriverProcess", "create"]
+
+_RUNTIME_OPTIONS = ("replicas", "replica_options", "driver_options", "start_timeout")
+_MAX_RESTARTS = 5
+"""Attempts at restarting a dead replica before the inference process is marked FAILED."""
+
+
+def _ray() -> Any:
+    return require("ray", extra="ray")
+
+
+class RayRuntime(Runtime):
+    """Runs inference processes and drivers as Ray actors; made by ``init("ray", ...)``.
+
+    Args:
+        address: a cluster to join (``"auto"``, ``"host:6379"`` or ``"ray://head:10001"``);
+            ``None`` starts a local Ray instance unless this process is connected to one already.
+        replicas: replicas each inference process starts with (``proc.set_replicas`` changes it).
+        replica_options: extra Ray actor options for replicas (``resources``, ``scheduling_strategy``...).
+        driver_options: extra Ray actor options for drivers (``proc.set_driver_options`` per ref).
+        start_timeout: seconds a replica or driver may take to be placed and started.
+        **ray_init_options: passed to ``ray.init`` when this runtime starts or joins Ray.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        replicas: int = 1,
+        replica_options: Mapping[str, Any] | None = None,
+        driver_options: Mapping[str, Any] | None = None,
+        start_timeout: float = 120.0,
+        **ray_init_options: Any,
+    ) -> None:
+        super().__init__()
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ParameterError(f"init('ray', replicas=...) must be an int >= 1, got {replicas!r}", field="replicas")
+        if start_timeout <= 0:
+            raise ParameterError(f"init('ray', start_timeout=...) must be > 0 seconds, got {start_timeout!r}")
+        ray = _ray()
+        self.replicas = replicas
+        self.replica_options = dict(replica_options or {})
+        self.driver_options = dict(driver_options or {})
+        self.start_timeout = float(start_timeout)
+        self.started_ray = False
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+            options.update(ray_init_options)
+            try:
+                ray.init(address=address, **options)
+            except Exception as exc:
+                where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+                raise ProcessError(f"could not start or join {where}: {type(exc).__name__}: {exc}") from exc
+            self.started_ray = True
+        self.address = str(ray.get_runtime_context().gcs_address)
+
+    def _start_inference(self, inference: Inference) -> InferenceProcess:
+        process = RayInferenceProcess(self, inference)
+        process._start(self.replicas)
+        return process
+
+    def cluster_resources(self) -> dict[str, float]:
+        """The cluster's total resources (``CPU``, ``GPU``, custom ones), as Ray reports them."""
+        return {str(k): float(v) for k, v in _ray().cluster_resources().items()}
+
+    def stop(self) -> None:
+        """Stop every inference process (and its drivers); shut Ray down if this runtime started it."""
+        super().stop()
+        if self.started_ray:
+            self.started_ray = False
+            _ray().shutdown()
+
+    def __repr__(self) -> str:
+        return f"<RayRuntime address={self.address!r} processes={len(self.list_inferences())}>"
+
+
+class _Replica:
+    """A replica as its inference process keeps it: the actor and its death watch."""
+
+    def __init__(self, index: int, generation: int, handle: Any, where: dict[str, Any]) -> None:
+        self.index = index
+        self.generation = generation
+        self.handle = handle
+        self.where = where
+        self.watch = handle.watch.remote()
+
+    def route(self) -> Route:
+        return Route(self.index, self.handle, self.generation, str(self.where.get("node", "")))
+
+
+class RayInferenceProcess(InferenceProcess):
+    """An inference process made of Ray actor replicas (see :class:`InferenceProcess`).
+
+    Beyond the common contract it can scale: :meth:`set_replicas` / :meth:`get_replicas`.
+    Each sid is served by one replica, chosen by rendezvous hashing on the sid; its
+    state lives there. When the replica set changes, the sids that move to another
+    replica start over with fresh state there (their old state is dropped), and a
+    replica that dies is started again with fresh state for its sids.
+    """
+
+    def __init__(self, runtime: RayRuntime, inference: Inference) -> None:
+        super().__init__(inference.pipeline)
+        self.runtime = runtime
+        self.inference = inference
+        self._parameters: dict[str, Any] = dict(inference.parameters)
+        self._router = Router(inference.pipeline.name)
+        self._replicas: dict[int, _Replica] = {}
+        self._generations = itertools.count(1)
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._restarts = 0
+        self._driver_options: dict[str, dict[str, Any]] = {}
+        self._options = self._actor_options()
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def _actor_options(self) -> dict[str, Any]:
+        """Ray options of a replica: the GPUs and CPUs its cells ask for, summed."""
+        resources = self.inference.resources
+        gpus = sum(r.gpus for r in resources.values())
+        cpus = sum(r.cpus for r in resources.values())
+        if gpus > 0:
+            have = float(_ray().cluster_resources().get("GPU", 0.0))
+            if have < min(gpus, 1.0):
+                strict = [ref for ref, r in resources.items() if r.gpus > 0 and not r.allow_cpu]
+                if strict:
+                    raise ProcessError(
+                        f"cell {strict[0]!r} asks for {resources[strict[0]].gpus:g} GPU but the Ray cluster has "
+                        f"{have:g}; add a GPU node, or pass CellResources(gpus=..., allow_cpu=True) to fall back to the CPU"
+                    )
+                gpus = 0.0
+        options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
+        if gpus > 0:
+            options["num_gpus"] = gpus
+        options.update(self.runtime.replica_options)
+        return options
+
+    def _describe_need(self) -> str:
+        need = {k: v for k, v in (("CPU", self._options.get("num_cpus", 0)), ("GPU", self._options.get("num_gpus", 0))) if v}
+        need.update(self._options.get("resources", {}))
+        return f"it needs {need or 'nothing'}; the cluster has {self.runtime.cluster_resources()}"
+
+    # -- replicas ----------------------------------------------------------------------------
+
+    def _where(self, index: int) -> str:
+        return f"replica {index} of the inference process of pipeline {self.pipeline.name!r}"
+
+    def _launch(self, indices: list[int]) -> list[_Replica]:
+        """Start replicas at ``indices`` at once; all ready, or none (the started ones are killed)."""
+        ray = _ray()
+        actor_cls = ray.remote(ReplicaActor).options(**self._options)
+        handles = {i: actor_cls.remote(i, self.inference, self._parameters) for i in indices}
+        refs = {i: handles[i].start.remote() for i in indices}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.runtime.start_timeout)
+        started: list[_Replica] = []
+        error: BaseException | None = None
+        for i in indices:
+            if refs[i] not in ready:
+                error = error or ProcessError(
+                    f"{self._where(i)} was not placed and started within {self.runtime.start_timeout:g} s; "
+                    + self._describe_need()
+                )
+                continue
+            try:
+                where = unwrap(ray.get(refs[i]))
+            except RvaiError as exc:
+                error = error or exc
+                continue
+            except Exception as exc:
+                error = error or translate_ray_error(exc, self._where(i), "start")
+                continue
+            started.append(_Replica(i, next(self._generations), handles[i], where))
+        if error is not None:
+            for handle in handles.values():
+                ray.kill(handle, no_restart=True)
+            raise error
+        return started
+
+    def _start(self, replicas: int) -> None:
+        try:
+            for replica in self._launch(list(range(replicas))):
+                self._replicas[replica.index] = replica
+        except BaseException as exc:
+            self._transition(ProcessStatus.FAILED, failure=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise
+        self._publish_routes()
+        self._transition(ProcessStatus.RUNNING)
+        self._monitor = threading.Thread(target=self._watch, name=f"rvai-ray-{self.pipeline.name}-monitor", daemon=True)
+        self._monitor.start()
+
+    def _router_call_first(self, method: str) -> Any:
+        replica = self._replicas[min(self._replicas)]
+        return self._router.call(replica.route(), method)
+
+    def _publish_routes(self) -> None:
+        with self._lock:
+            routes = [self._replicas[i].route() for i in sorted(self._replicas)]
+        self._router.update(routes)
+        for driver in self._ray_drivers():
+            driver._update_routes(routes)
+
+    def _ray_drivers(self) -> list[RayDriverProcess]:
+        return [d for d in self._drivers.all() if isinstance(d, RayDriverProcess)]
+
+    def _watch(self) -> None:
+        """Restart replicas whose actor died, until the process stops."""
+        ray = _ray()
+        while not self._closing.is_set():
+            with self._lock:
+                watched = {r.watch: r for r in self._replicas.values()}
+            if not watched:
+                self._closing.wait(0.2)
+                continue
+            ready, _ = ray.wait(list(watched), num_returns=1, timeout=0.5)
+            for ref in ready:
+                if self._closing.is_set():
+                    return
+                self._replace(watched[ref])
+
+    def _replace(self, dead: _Replica) -> None:
+        with self._lock:
+            if self._replicas.get(dead.index) is not dead or self._closing.is_set():
+                return  # scaled away, or replaced by restart()
+            self._restarts += 1
+            if self._restarts > _MAX_RESTARTS * max(1, len(self._replicas)):
+                self._fail(f"{self._where(dead.index)} died and was restarted too often; call proc.restart()")
+                return
+            try:
+                (fresh,) = self._launch([dead.index])
+            except BaseException as exc:
+                self._fail(f"{self._where(dead.index)} died and could not be started again: {exc}")
+                return
+            self._replicas[dead.index] = fresh
+        self._publish_routes()
+
+    def _fail(self, failure: str) -> None:
+        with self._lock:
+            if self._status is ProcessStatus.RUNNING:
+                self._transition(ProcessStatus.FAILED, failure=failure)
+        self._router.close(failure)
+
+    def get_replicas(self) -> int:
+        """How many replicas serve this inference process."""
+        with self._lock:
+            return len(self._replicas)
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """Each replica's ``index``, ``generation`` (starts so far), ``pid``, ``host`` and Ray ``node`` id."""
+        with self._lock:
+            return [
+                {"index": r.index, "generation": r.generation, **r.where}
+                for r in (self._replicas[i] for i in sorted(self._replicas))
+            ]
+
+    def set_replicas(self, n: int, timeout: float | None = 10.0) -> None:
+        """Scale to ``n`` replicas; returns once the new ones are ready and the removed ones stopped.
+
+        Sids keep their replica unless it is removed or a new replica now owns them
+        (rendezvous hashing moves about ``1/n`` of them when one is added). A sid that
+        moves starts over with fresh state on its new replica: its old state is dropped.
+
+        Args:
+            n: the number of replicas, at least 1.
+            timeout: seconds a removed replica may take to finish its requests in flight.
+
+        Raises:
+            ParameterError: ``n`` is not an int >= 1.
+            ProcessStateError: the process is not running.
+            ProcessError: a new replica could not be placed or started (nothing changes).
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ParameterError(f"set_replicas() takes an int >= 1, got {n!r}")
+        self._require_running("set replicas")
+        ray = _ray()
+        with self._lock:
+            current = sorted(self._replicas)
+            added = self._launch([i for i in range(n) if i not in self._replicas]) if n > len(current) else []
+            removed = [self._replicas[i] for i in current if i >= n]
+            for replica in added:
+                self._replicas[replica.index] = replica
+            for replica in removed:
+                del self._replicas[replica.index]
+            keep = [self._replicas[i] for i in sorted(self._replicas) if i not in {r.index for r in added}]
+        self._publish_routes()
+        indices = sorted(self._replicas)
+        from rvai_sdk.runtime._ray_router import rendezvous
+
+        # Sids that now belong elsewhere lose their state on the replica they left.
+        for replica in keep:
+            try:
+                sids = self._router.call(replica.route(), "sids")
+                moved = [sid for sid in sids if rendezvous(sid, indices) != replica.index]
+                if moved:
+                    self._router.call(replica.route(), "drop_states", moved)
+            except ProcessError:  # it died meanwhile: the monitor restarts it with fresh state
+                pass
+        for replica in removed:
+            self._stop_replica(replica, timeout)
+        del ray
+
+    def _stop_replica(self, replica: _Replica, timeout: float | None) -> None:
+        ray = _ray()
+        try:
+            ray.get(replica.handle.stop.remote(timeout), timeout=None if timeout is None else timeout + 10)
+        except Exception:  # dead or stuck: it is killed below either way
+            pass
+        ray.kill(replica.handle, no_restart=True)
+
+    # -- the inference contract --------------------------------------------------------------
+
+    def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+        return self._router.submit(inputs, sid)
+
+    def get_parameters(self) -> dict[str, Parameters]:
+        return self._router_call_first("get_parameters")  # type: ignore[no-any-return]
+
+    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
+        self._require_running("set parameters")
+        with self._lock:
+            self._router.call_all("set_parameters", dict(parameters))
+            self._parameters = self._router_call_first("get_parameters")
+
+    def drop_state(self, sid: str) -> None:
+        self._router.call(self._router.replica_for(sid), "drop_state", sid)
+
+    def get_state(self, sid: str) -> dict[str, Any]:
+        return self._router.call(self._router.replica_for(sid), "get_state", sid)  # type: ignore[no-any-return]
+
+    def sids(self) -> list[str]:
+        return [sid for part in self._router.call_all("sids") for sid in part]
+
+    def stats(self) -> dict[str, Any]:
+        return self._router.stats()
+
+    def replica_for(self, sid: str) -> int:
+        """The index of the replica that serves ``sid`` now."""
+        return self._router.replica_for(sid).index
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
+            return
+        self._transition(ProcessStatus.STOPPING)
+        try:
+            self._stop_drivers(timeout)
+            self._closing.set()
+            reason = (
+                f"the inference process of pipeline {self.pipeline.name!r} is STOPPED; "
+                "start a new one with rt.start_inference(...)"
+            )
+            with self._lock:
+                replicas = list(self._replicas.values())
+                self._replicas.clear()
+            self._stop_replicas(replicas, timeout)
+            self._router.close(reason)
+            if self._monitor is not None and self._monitor is not threading.current_thread():
+                self._monitor.join(5.0)
+        finally:
+            self._status = ProcessStatus.STOPPED
+
+    def _stop_replicas(self, replicas: list[_Replica], timeout: float | None) -> None:
+        ray = _ray()
+        refs = [r.handle.stop.remote(timeout) for r in replicas]
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=None if timeout is None else timeout + 10)
+        for replica in replicas:
+            ray.kill(replica.handle, no_restart=True)
+
+    def restart(self, timeout: float | None = 10.0) -> None:
+        if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
+            raise ProcessStateError(
+                f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}; "
+                "start a new one with rt.start_inference(...)",
+                state=self._status.name,
+            )
+        with self._lock:
+            count = max(1, len(self._replicas))
+            old = list(self._replicas.values())
+            self._replicas.clear()
+            self._transition(ProcessStatus.STARTING)
+            self._restarts = 0
+            self._stop_replicas(old, timeout)
+            try:
+                for replica in self._launch(list(range(count))):
+                    self._replicas[replica.index] = replica
+            except BaseException as exc:
+                self._transition(ProcessStatus.FAILED, failure=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self._router.close(f"the inference process of pipeline {self.pipeline.name!r} failed to restart: {exc}")
+                raise
+        self._publish_routes()
+        self._transition(ProcessStatus.RUNNING)
+
+    # -- drivers -----------------------------------------------------------------------------
+
+    def set_driver_options(self, ref: str, **ray_actor_options: Any) -> None:
+        """Ray actor options for the driver added (or re-added) under ``ref``.
+
+        Example::
+
+            proc.set_driver_options("webapi", resources={"edge-node": 0.01})
+            proc.add_driver("webapi", FastAPIDriver)
+        """
+        self._driver_options[ref] = dict(ray_actor_options)
+
+    def _start_driver(
+        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PipelineDriverProcess:
+        options = {"num_cpus": 0, "max_concurrency": 16, "max_restarts": 0}
+        options.update(self.runtime.driver_options)
+        options.update(self._driver_options.get(ref, {}))
+        handle = RayDriverProcess(ref, self)
+        handle._launch(factory, args, kwargs, options, self._router.routes())
+        return handle
+
+
+class RayDriverProcess(PipelineDriverProcess):
+    """A driver running in its own Ray actor, possibly on another node.
+
+    Attributes:
+        node: the Ray node id the driver runs on.
+        host: that node's address (the services' address).
+    """
+
+    def __init__(self, ref: str, process: RayInferenceProcess) -> None:
+        super().__init__(ref)
+        self._process = process
+        self._actor: Any = None
+        self.node = ""
+        self.host = ""
+        self._done: Future[Any] | None = None
+
+    def _what(self) -> str:
+        return f"driver {self.ref!r}"
+
+    def _launch(
+        self,
+        factory: DriverFactory,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        routes: list[Route],
+    ) -> None:
+        from rvai_sdk.exc import DriverError
+
+        ray = _ray()
+        timeout = self._process.runtime.start_timeout
+        try:
+            self._actor = ray.remote(DriverActor).options(**options).remote(self.ref, self._process.pipeline, routes)
+            ref = self._actor.start.remote(factory, args, kwargs)
+            info = unwrap(ray.get(ref, timeout=timeout))
+        except DriverError:
+            self._kill()
+            raise
+        except Exception as exc:
+            self._kill()
+            if isinstance(exc, ray.exceptions.GetTimeoutError):
+                raise DriverError(
+                    f"driver {self.ref!r} was not placed and started within {timeout:g} s with options {options}; "
+                    f"the cluster has {self._process.runtime.cluster_resources()}"
+                ) from exc
+            error = translate_ray_error(exc, self._what(), "start")
+            raise DriverError(f"driver {self.ref!r} failed to start: {error}") from exc
+        self.pid = int(info["pid"])
+        self.node = str(info["node"])
+        self.host = str(info["host"])
+        self._services = list(info["services"])
+        self._status = ProcessStatus.RUNNING
+        done: Future[Any] = self._actor.wait_done.remote().future()
+        self._done = done
+        done.add_done_callback(self._ended)
+
+    def _ended(self, done: Future[Any]) -> None:
+        try:
+            _, failure = done.result()
+        except BaseException as exc:
+            if self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):
+                return
+            self._fail(f"driver {self.ref!r}: {translate_ray_error(exc, 'its actor', 'run()')}")
+            return
+        if failure is not None:
+            self._fail(failure)
+        elif self._status is ProcessStatus.RUNNING:
+            self._status = ProcessStatus.STOPPED
+
+    def _kill(self) -> None:
+        if self._actor is not None:
+            _ray().kill(self._actor, no_restart=True)
+
+    def _update_routes(self, routes: list[Route]) -> None:
+        if self._actor is None or self._status is not ProcessStatus.RUNNING:
+            return
+        try:
+            _ray().get(self._actor.update_routes.remote(routes), timeout=10)
+        except Exception:  # a dead driver is reported by _ended
+            pass
+
+    def is_alive(self) -> bool:
+        return self._done is not None and not self._done.done()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        if self._status in (ProcessStatus.STOPPED,) and not self.is_alive():
+            self._kill()
+            return
+        if self._status is ProcessStatus.RUNNING:
+            self._status = ProcessStatus.STOPPING
+        ray = _ray()
+        if self._actor is not None and self.is_alive():
+            try:
+                ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 10)
+            except Exception:  # dead or stuck: killed below
+                pass
+        self._kill()
+        if self._done is not None:
+            try:
+                self._done.exception(timeout=10)
+            except Exception:
+                pass
+        if self._status is ProcessStatus.STOPPING:
+            self._status = ProcessStatus.STOPPED
+
+    def _call(self, method: str, *args: Any) -> Any:
+        from rvai_sdk.exc import DriverError
+
+        try:
+            return unwrap(_ray().get(getattr(self._actor, method).remote(*args), timeout=30))
+        except RvaiError:
+            raise
+        except Exception as exc:
+            raise DriverError(f"driver {self.ref!r}: {translate_ray_error(exc, 'its actor', method + '()')}") from exc
+
+    def get_parameters(self) -> DriverParameters:
+        self._require_running("get parameters")
+        return self._call("get_parameters")  # type: ignore[no-any-return]
+
+    def set_parameters(self, parameters: DriverParameters | dict[str, Any]) -> None:
+        self._require_running("set parameters")
+        self._call("set_parameters", parameters)
+
+    def stats(self) -> dict[str, Any]:
+        self._require_running("get stats")
+        return self._call("stats")  # type: ignore[no-any-return]
+
+
+def create(address: str | None = None, **options: Any) -> Runtime:
+    """Make the ray runtime: ``init("ray", address=None, **options)``.
+
+    Args:
+        address: a Ray cluster to join; ``None`` starts a local Ray instance (or reuses
+            the one this process is already connected to).
+        **options: ``replicas``, ``replica_options``, ``driver_options`` and
+            ``start_timeout`` (see :class:`RayRuntime`); everything else goes to ``ray.init``.
+
+    Raises:
+        MissingExtraError: Ray is not installed (``pip install 'rvai_sdk[ray]'``).
+        ProcessError: Ray could not be started or joined.
+    """
+    runtime_options = {k: options.pop(k) for k in _RUNTIME_OPTIONS if k in options}
+    return RayRuntime(address, **runtime_options, **options)
