@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import random
-import threading
 from concurrent.futures import wait
 from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from rvai_sdk.cell import Cell
+from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Inputs, Outputs, Parameters
 from rvai_sdk.exc import (
@@ -23,10 +24,12 @@ from rvai_sdk.exc import (
 )
 from rvai_sdk.pipeline import PipelineFactory
 from rvai_sdk.runtime import BatchingPolicy, Inference, ProcessStatus, Runtime, init
-from rvai_sdk.types import Integer, String
+from rvai_sdk.types import Integer, List, String
+from tests._sync import Sync, SyncServer
 from tests.conftest import (
     AddOne,
-    BatchLog,
+    Seen,
+    SeqOut,
     BatchRemember,
     Count,
     FailNegative,
@@ -41,6 +44,13 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def sync() -> Iterator[SyncServer]:
+    server = SyncServer()
+    yield server
+    server.close()
 
 
 def test_predict_returns_typed_outputs_by_output_ref(runtime: Runtime) -> None:
@@ -215,13 +225,14 @@ class ModelParams(Parameters):
     threshold: Integer = Parameters.field(default=Integer(0))
 
 
-LOADS: list[tuple[str, str, str | None]] = []
-
-
 class WithModel(Cell):
+    """Logs each load to ``<model_path>.log`` (readable from the test whatever process loads it)."""
+
     @classmethod
     def load_model(cls, context: ModelContext, parameters: ModelParams, model_path: str | None) -> Any:
-        LOADS.append((context.ref, str(parameters.weights), model_path))
+        assert model_path is not None
+        with open(model_path + ".log", "a") as log:
+            log.write(f"{context.ref} {parameters.weights} {model_path}\n")
         return {"weights": str(parameters.weights)}
 
     @classmethod
@@ -230,18 +241,21 @@ class WithModel(Cell):
         return YOut(y=inputs.x + (100 if context.model["weights"] == "v2" else 0) + parameters.threshold)
 
 
-def test_load_model_runs_once_and_again_only_when_a_parameter_it_read_changes(runtime: Runtime) -> None:
-    LOADS.clear()
-    inference = Inference(pipeline=single(WithModel), models={"c0": "/models/m.pt"})
+def test_load_model_runs_once_and_again_only_when_a_parameter_it_read_changes(runtime: Runtime, tmp_path: Path) -> None:
+    model = str(tmp_path / "m.pt")
+
+    def loads() -> list[str]:
+        return Path(model + ".log").read_text().splitlines()
+
+    inference = Inference(pipeline=single(WithModel), models={"c0": model})
     with runtime.start_inference(inference) as proc:
-        assert LOADS == [("c0", "v1", "/models/m.pt")]
+        assert loads() == [f"c0 v1 {model}"]
         assert [proc.predict({"x": 1}).result(timeout=10)["y"] for _ in range(3)] == [1, 1, 1]
         proc.set_parameters({"c0": {"threshold": 5}})
-        assert len(LOADS) == 1, "threshold is not read by load_model: no reload"
+        assert len(loads()) == 1, "threshold is not read by load_model: no reload"
         assert proc.predict({"x": 1}).result(timeout=10)["y"] == 6
         proc.set_parameters({"c0": {"weights": "v2"}})
-        assert LOADS[-1] == ("c0", "v2", "/models/m.pt")
-        assert len(LOADS) == 2
+        assert loads() == [f"c0 v1 {model}", f"c0 v2 {model}"]
         assert proc.predict({"x": 1}).result(timeout=10)["y"] == 106
 
 
@@ -306,32 +320,60 @@ def test_runtime_stop_stops_its_processes_and_refuses_new_ones() -> None:
 
 
 def test_unknown_runtime_name_lists_the_valid_ones() -> None:
-    with pytest.raises(UnknownRuntimeError, match=r"unknown runtime 'gpu-cluster'; valid runtimes: debug"):
+    with pytest.raises(UnknownRuntimeError, match=r"unknown runtime 'gpu-cluster'; valid runtimes: debug, local, ray"):
         init("gpu-cluster")
 
 
+@cell(state=Seen, max_batch_size=8, max_batch_wait=0.05)
+class LoggedBatchRemember(Cell):
+    """BatchRemember that logs each batch's sids as a line of ``<model_path>`` (readable across processes)."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        return model_path
+
+    @classmethod
+    def call_batch(
+        cls, contexts: list[InferenceContext], parameters: Parameters, inputs_list: list[XIn]
+    ) -> list[SeqOut]:
+        with open(context_log(contexts), "a") as log:
+            log.write(" ".join(str(c.sid) for c in contexts) + "\n")
+        outs = []
+        for context, inputs in zip(contexts, inputs_list):
+            context.state.xs = List[Integer]([*context.state.xs, inputs.x])
+            outs.append(SeqOut(y=inputs.x, seen=context.state.xs))
+        return outs
+
+
+def context_log(contexts: list[InferenceContext]) -> str:
+    path: str = contexts[0].model
+    return path
+
+
 def test_batched_cell_gets_distinct_sids_per_batch_and_matches_one_by_one_results(
-    runtime: Runtime, batches: BatchLog
+    runtime: Runtime, tmp_path: Path
 ) -> None:
     sids = [f"s{i}" for i in range(32)]
     sends = [(sid, 100 + 40 * step + i) for step in range(6) for i, sid in enumerate(sids)]
     with runtime.start_inference(Inference(pipeline=single(Remember))) as proc:
         reference = [proc.predict({"x": x}, sid=sid).result(timeout=10) for sid, x in sends]
-    with runtime.start_inference(Inference(pipeline=single(BatchRemember))) as proc:
+    log = tmp_path / "batches.log"
+    with runtime.start_inference(Inference(pipeline=single(LoggedBatchRemember), models={"c0": str(log)})) as proc:
         futures = [proc.predict({"x": x}, sid=sid) for sid, x in sends]
         results = [f.result(timeout=30) for f in futures]
         stats = proc.stats()["cells"]["c0"]
     assert [dict(r) for r in results] == [dict(r) for r in reference]
-    assert batches.batches, "the batched cell was never called"
-    for batch_sids, _ in batches.batches:
+    batches = [line.split() for line in log.read_text().splitlines()]
+    assert batches, "the batched cell was never called"
+    for batch_sids in batches:
         assert len(batch_sids) <= 8
         assert len(set(batch_sids)) == len(batch_sids), f"a batch held one sid twice: {batch_sids}"
-    assert max(len(b) for b, _ in batches.batches) > 1, "no batch held more than one request"
+    assert max(len(b) for b in batches) > 1, "no batch held more than one request"
     assert sum(stats["batch_sizes"].values()) == stats["calls"]
     assert stats["items"] == len(sends)
 
 
-def test_one_failing_item_of_a_batch_fails_alone(runtime: Runtime, batches: BatchLog) -> None:
+def test_one_failing_item_of_a_batch_fails_alone(runtime: Runtime) -> None:
     with runtime.start_inference(Inference(pipeline=single(BatchRemember))) as proc:
         futures = {x: proc.predict({"x": x}, sid=f"s{x}") for x in (11, 12, 13, 14)}
         with pytest.raises(CellError, match="unlucky 13") as info:
@@ -346,28 +388,37 @@ def test_a_lone_request_to_a_batched_cell_does_not_wait_for_the_batch_to_fill(ru
         assert proc.predict({"x": 1}, sid="a").result(timeout=10)["y"] == 1
 
 
-GATE = threading.Event()
+class SyncCell(Cell):
+    """A cell whose model is a :class:`Sync` client on the test's server (its model path is the address)."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        assert model_path is not None
+        return Sync(model_path)
 
 
-class Gate(Cell):
-    """Passes x through, but holds x == 99 until GATE is set."""
+class Gate(SyncCell):
+    """Passes x through, but holds x == 99 until the event 'gate' is set."""
 
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         if inputs.x == 99:
-            assert GATE.wait(timeout=30)
+            assert context.model.wait("gate", timeout=30)
         return YOut(y=inputs.x)
 
 
-def test_a_batch_is_dispatched_after_max_wait_while_others_are_still_upstream(runtime: Runtime) -> None:
-    GATE.clear()
+def test_a_batch_is_dispatched_after_max_wait_while_others_are_still_upstream(runtime: Runtime, sync: SyncServer) -> None:
     pf = PipelineFactory(name="gated")
     gate = pf.add_cell(ref="gate", cell=Gate())
     remember = pf.add_cell(ref="remember", cell=BatchRemember())
     pf.declare_input(ref="x", input=gate.inputs.x)
     pf.connect(gate.outputs.y, remember.inputs.x)
     pf.declare_output(ref="y", output=remember.outputs.y)
-    inference = Inference(pipeline=pf.build(), batching={"remember": BatchingPolicy(max_batch_size=8, max_batch_wait=0.02)})
+    inference = Inference(
+        pipeline=pf.build(),
+        models={"gate": sync.address},
+        batching={"remember": BatchingPolicy(max_batch_size=8, max_batch_wait=0.02)},
+    )
     with runtime.start_inference(inference) as proc:
         first = proc.predict({"x": 1}, sid="a")
         held = proc.predict({"x": 99}, sid="b")
@@ -376,57 +427,51 @@ def test_a_batch_is_dispatched_after_max_wait_while_others_are_still_upstream(ru
             assert first.result(timeout=20) == {"y": 1}
             assert not held.done()
         finally:
-            GATE.set()
+            sync.set("gate")
         assert held.result(timeout=10) == {"y": 99}
 
 
-class Stage1(Cell):
-    started = threading.Event()
-
+class Stage1(SyncCell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         if inputs.x == 2:
-            cls.started.set()
+            context.model.set("stage1-has-2")
         return YOut(y=inputs.x)
 
 
-class Stage2(Cell):
+class Stage2(SyncCell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         if inputs.x == 1:
             # Request 1 holds stage 2 until request 2 has reached stage 1: that needs pipelining.
-            assert Stage1.started.wait(timeout=20), "stage 1 did not run request 2 while stage 2 ran request 1"
+            assert context.model.wait("stage1-has-2", timeout=20), "stage 1 did not run request 2 while stage 2 ran request 1"
         return YOut(y=inputs.x)
 
 
-def test_consecutive_requests_pipeline_through_the_cells(runtime: Runtime) -> None:
-    Stage1.started.clear()
-    with runtime.start_inference(Inference(pipeline=chain_pipeline(Stage1, Stage2))) as proc:
+def test_consecutive_requests_pipeline_through_the_cells(runtime: Runtime, sync: SyncServer) -> None:
+    inference = Inference(pipeline=chain_pipeline(Stage1, Stage2), models={"c0": sync.address, "c1": sync.address})
+    with runtime.start_inference(inference) as proc:
         futures = [proc.predict({"x": x}, sid="same") for x in (1, 2)]
         assert [f.result(timeout=30)["y"] for f in futures] == [1, 2]
 
 
-BRANCHES = threading.Barrier(2)
-
-
-class BranchA(Cell):
+class BranchA(SyncCell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
-        BRANCHES.wait(timeout=20)  # both branches must be running at once
+        assert context.model.barrier("branches", 2, timeout=20), "branch b never ran alongside branch a"
         return YOut(y=inputs.x + 1)
 
 
-class BranchB(Cell):
+class BranchB(SyncCell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
-        BRANCHES.wait(timeout=20)
+        assert context.model.barrier("branches", 2, timeout=20), "branch a never ran alongside branch b"
         return YOut(y=inputs.x + 2)
 
 
-def test_independent_branches_run_at_the_same_time(runtime: Runtime) -> None:
+def test_independent_branches_run_at_the_same_time(runtime: Runtime, sync: SyncServer) -> None:
     from tests.conftest import Sum
 
-    BRANCHES.reset()
     pf = PipelineFactory(name="branches")
     a = pf.add_cell(ref="a", cell=BranchA())
     b = pf.add_cell(ref="b", cell=BranchB())
@@ -436,7 +481,8 @@ def test_independent_branches_run_at_the_same_time(runtime: Runtime) -> None:
     pf.connect(a.outputs.y, s.inputs.x)
     pf.connect(b.outputs.y, s.inputs.y)
     pf.declare_output(ref="y", output=s.outputs.y)
-    with runtime.start_inference(Inference(pipeline=pf.build())) as proc:
+    inference = Inference(pipeline=pf.build(), models={"a": sync.address, "b": sync.address})
+    with runtime.start_inference(inference) as proc:
         assert proc.predict({"x": 1}).result(timeout=30) == {"y": 5}
 
 
