@@ -1,0 +1,165 @@
+"""Cells, pipelines, sinks and helpers shared by the source/sink tests.
+
+Everything here is importable by module path, so it works in a driver process of
+the local runtime; results are observed through files, databases and brokers,
+never through globals shared with the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from rvai_sdk.cell import Cell, cell
+from rvai_sdk.context import InferenceContext
+from rvai_sdk.data import Inputs, Outputs, Parameters, State
+from rvai_sdk.drivers import Record, Sink, Source, SourceContext, SourceItem
+from rvai_sdk.exc import SinkError, SourceError
+from rvai_sdk.pipeline import Pipeline, PipelineFactory
+from rvai_sdk.types import Float, Image, Integer
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, what: str = "the condition", interval: float = 0.05) -> T:
+    """Poll ``condition`` until it returns something truthy, at most ``timeout`` seconds; return it."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+# -- cells ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameIn(Inputs):
+    frame: Image = Inputs.field(name="Frame")
+
+
+@dataclass
+class FrameOut(Outputs):
+    brightness: Float = Outputs.field(name="Mean brightness")
+    count: Integer = Outputs.field(name="Frames seen on this stream")
+
+
+@dataclass
+class FrameCount(State):
+    n: Integer = State.field(default=Integer(0))
+
+
+@cell(state=FrameCount)
+class Brightness(Cell):
+    """Mean brightness of a frame, and a per-stream frame counter."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: FrameIn) -> FrameOut:
+        context.state.n = Integer(context.state.n + 1)
+        return FrameOut(brightness=float(np.asarray(inputs.frame).mean()), count=context.state.n)
+
+
+def frame_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="frames")
+    b = pf.add_cell(ref="b", cell=Brightness())
+    pf.declare_input(ref="frame", input=b.inputs.frame)
+    pf.declare_output(ref="brightness", output=b.outputs.brightness)
+    pf.declare_output(ref="count", output=b.outputs.count)
+    return pf.build()
+
+
+@dataclass
+class XIn(Inputs):
+    x: Integer = Inputs.field()
+
+
+@dataclass
+class YOut(Outputs):
+    y: Integer = Outputs.field()
+
+
+@dataclass
+class Slow(Parameters):
+    seconds: Float = Parameters.field(default=Float(0.005))
+
+
+class Work(Cell):
+    """Echo x after some work (a stand-in for a model that is slower than its camera)."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Slow, inputs: XIn) -> YOut:
+        time.sleep(float(parameters.seconds))
+        return YOut(y=inputs.x)
+
+
+def work_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="work")
+    w = pf.add_cell(ref="w", cell=Work())
+    pf.declare_input(ref="x", input=w.inputs.x)
+    pf.declare_output(ref="y", output=w.outputs.y)
+    return pf.build()
+
+
+# -- sinks and sources ---------------------------------------------------------------------------
+
+
+def append_jsonl(path: str, record: Record) -> None:
+    """A DummySink drain: one JSON line per record."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record.to_json()) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.endswith("\n")]
+
+
+class GatedFileSink(Sink):
+    """Appends records to a JSON-lines file, failing every write while ``gate`` exists (an outage)."""
+
+    def __init__(self, path: str, gate: str, params: Any = None) -> None:
+        super().__init__(params)
+        self.path = path
+        self.gate = gate
+
+    def write(self, records: Sequence[Record]) -> None:
+        if os.path.exists(self.gate):
+            raise SinkError(f"sink {self.context.ref!r}: the gate {self.gate} is closed")
+        with open(self.path, "a") as f:
+            for record in records:
+                f.write(json.dumps(record.to_json()) + "\n")
+
+
+class FlakyOpenSource(Source):
+    """Counts 0..count-1 but fails to open the first ``failures`` times."""
+
+    def __init__(self, count: int, failures: int) -> None:
+        super().__init__({"retry_initial": 0.01, "retry_max": 0.05})
+        self.count = count
+        self.failures = failures
+
+    def open(self, context: SourceContext) -> None:
+        super().open(context)
+        self.opened = getattr(self, "opened", 0) + 1
+        if self.opened <= self.failures:
+            raise SourceError(f"source {context.ref!r}: not yet (attempt {self.opened})")
+
+    def items(self) -> Iterator[SourceItem]:
+        for i in range(self.count):
+            yield SourceItem(inputs={"x": Integer(i)}, index=i, timestamp=time.time())
+
+    def stats(self) -> dict[str, Any]:
+        return {"opened": getattr(self, "opened", 0)}

@@ -1,0 +1,236 @@
+"""SourceSinkDriver with DummySource and file sinks, on every runtime: order, per-source state, drops, retries."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rvai_sdk.drivers import Record, SourceMap
+from rvai_sdk.exc import DriverError, ParameterError, SourceError
+from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
+from rvai_sdk.extensions.sinks.dummy_sink import DummySink
+from rvai_sdk.extensions.sources.dummy_source import DummySource
+from rvai_sdk.runtime import Inference, Runtime, init
+from rvai_sdk.types import FloatRange, Integer
+from tests.conftest import Count, FailNegative, single
+from tests.extensions.source_sink.support import (
+    FlakyOpenSource,
+    GatedFileSink,
+    append_jsonl,
+    read_jsonl,
+    wait_until,
+    work_pipeline,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def counting(count: int | None, rate: float = 0.0, **more: object) -> DummySource:
+    return DummySource(params=DummySource.parameters(rate=FloatRange(rate), count=count, seed=1, **more))
+
+
+def written(handle: object, source: str) -> int:
+    return int(handle.stats()["sources"].get(source, {}).get("written", 0))  # type: ignore[attr-defined]
+
+
+# -- without a runtime --------------------------------------------------------------------------
+
+
+def test_parameters_helper_builds_typed_parameters_and_rejects_unknown_fields() -> None:
+    params = DummySource.parameters(rate=FloatRange(10), count=5)
+    assert params.rate == 10.0 and params.count == 5 and params.drop == "auto"
+    with pytest.raises(ParameterError, match="nope"):
+        DummySource.parameters(nope=1)
+    with pytest.raises(ParameterError, match="drop"):
+        DummySource.parameters(drop="sometimes")
+
+
+def test_sources_are_configuration_compared_by_value() -> None:
+    assert counting(3) == counting(3)
+    assert counting(3) != counting(4)
+    import copy
+    import pickle
+
+    source = counting(3)
+    assert pickle.loads(pickle.dumps(source)) == source
+    assert copy.deepcopy(source) == source
+
+
+def test_driver_rejects_duplicate_refs_and_non_sources_naming_them() -> None:
+    driver = SourceSinkDriver(sources={"cam-1": counting(1)})
+    with pytest.raises(DriverError, match="'cam-1' is already added"):
+        driver.add_source(ref="cam-1", source=counting(1))
+    with pytest.raises(DriverError, match="expected a Source"):
+        driver.add_source(ref="cam-2", source="rtsp://nowhere")  # type: ignore[arg-type]
+    with pytest.raises(DriverError, match="no source with ref 'cam-9'"):
+        driver.remove_source("cam-9")
+    with pytest.raises(ParameterError, match="sources"):
+        driver.set_parameters({"sources": {"cam-3": 42}})
+
+
+def test_source_map_cannot_be_decoded_from_json() -> None:
+    from rvai_sdk.exc import InputValidationError
+
+    assert SourceMap.from_json({}) == {}
+    with pytest.raises(InputValidationError, match="from Python"):
+        SourceMap.from_json({"cam": {}})
+
+
+def test_dummy_source_format_must_match_the_pipeline_inputs() -> None:
+    from rvai_sdk.drivers import SourceContext
+
+    pipeline = single(Count)
+    source = DummySource(format={"z": Integer})
+    with pytest.raises(SourceError, match="unknown: z; missing: x"):
+        source.open(SourceContext(ref="fake", inputs=pipeline.inputs))
+
+
+def test_record_json_has_status_and_error_for_failures() -> None:
+    record = Record(source="s", sid="s", index=3, timestamp=1.0, outputs={}, status="failed", error="ValueError: bad")
+    assert record.to_json() == {
+        "source": "s", "sid": "s", "index": 3, "timestamp": 1.0, "status": "failed", "outputs": {}, "error": "ValueError: bad",
+    }
+
+
+# -- on every runtime ---------------------------------------------------------------------------
+
+
+def test_each_source_is_its_own_stream_with_its_own_state_and_order(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    path = jsonl("out")
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver(
+            "stream",
+            SourceSinkDriver,
+            sources={"cam-1": counting(60), "cam-2": counting(25)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        wait_until(lambda: written(handle, "cam-1") == 60 and written(handle, "cam-2") == 25, what="85 records")
+        stats = handle.stats()["sources"]
+        handle.stop()
+    for ref, n in (("cam-1", 60), ("cam-2", 25)):
+        records = [r for r in read_jsonl(path) if r["source"] == ref]
+        assert [r["index"] for r in records] == list(range(n)), "records reach the sink in source order"
+        assert [r["outputs"]["y"] for r in records] == list(range(1, n + 1)), "the counter cell counts each sid"
+        assert {r["sid"] for r in records} == {ref}
+        assert stats[ref]["produced"] == stats[ref]["processed"] == n
+        assert stats[ref]["state"] == "ended"
+
+
+def test_failed_requests_become_failed_records_and_the_stream_goes_on(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    path = jsonl("out")
+    with runtime.start_inference(Inference(pipeline=single(FailNegative))) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"s": counting(40)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        wait_until(lambda: written(handle, "s") == 40, what="40 records")
+        stats = handle.stats()["sources"]["s"]
+    records = read_jsonl(path)
+    failed = [r for r in records if r["status"] == "failed"]
+    assert [r["index"] for r in records] == list(range(40))
+    assert failed and len(failed) < 40, "the seeded fake values are of both signs"
+    assert all("negative input" in r["error"] and r["outputs"] == {} for r in failed)
+    assert stats["failed"] == len(failed) and stats["processed"] == 40 - len(failed)
+
+
+def test_live_source_drops_by_policy_instead_of_queueing(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    path = jsonl("out")
+    source = counting(300, live=True, buffer=2, max_in_flight=1)
+    with runtime.start_inference(Inference(pipeline=work_pipeline(), parameters={"w": {"seconds": 0.002}})) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"cam": source},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        def drained() -> dict[str, int] | None:
+            s: dict[str, int] = handle.stats()["sources"]["cam"]
+            return s if s["state"] == "ended" and s["queued"] == 0 and s["in_flight"] == 0 and s["written"] == s["processed"] else None
+
+        stats = wait_until(drained, what="the live source to end and drain")
+    assert stats["policy"] == "drop_oldest"
+    assert stats["dropped"] > 0
+    assert stats["produced"] == 300 == stats["processed"] + stats["dropped"]
+    indexes = [r["index"] for r in read_jsonl(path)]
+    assert indexes == sorted(set(indexes)) and len(indexes) == stats["processed"]
+
+
+def test_sources_can_be_added_and_removed_on_a_running_driver(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    path = jsonl("out")
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"a": counting(None, rate=200)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        wait_until(lambda: written(handle, "a") >= 10, what="10 records of a")
+        SourceSinkDriver.add_source_to(handle, ref="b", source=counting(None, rate=200), sid="camera-b")
+        wait_until(lambda: written(handle, "b") >= 10, what="10 records of b")
+        SourceSinkDriver.remove_source_from(handle, "a")
+        assert "a" not in handle.stats()["sources"]
+        b_then = written(handle, "b")
+        wait_until(lambda: written(handle, "b") >= b_then + 10, what="b to go on after a was removed")
+        with pytest.raises(DriverError, match="'b' is already added"):
+            SourceSinkDriver.add_source_to(handle, ref="b", source=counting(1))
+        handle.stop()
+    records = read_jsonl(path)
+    for ref, sid in (("a", "a"), ("b", "camera-b")):
+        mine = [r for r in records if r["source"] == ref]
+        assert [r["index"] for r in mine] == list(range(len(mine))), f"{ref}: no gaps, no duplicates"
+        assert [r["outputs"]["y"] for r in mine] == list(range(1, len(mine) + 1)), f"{ref}: its own state"
+        assert {r["sid"] for r in mine} == {sid}
+
+
+def test_sink_outage_buffers_and_backpressures_without_losing_records(runtime: Runtime, tmp_path: Path) -> None:
+    path, gate = str(tmp_path / "out.jsonl"), str(tmp_path / "gate")
+    Path(gate).touch()
+    sink = GatedFileSink(path, gate, params={"buffer": 5, "batch_size": 2, "retry_initial": 0.01, "retry_max": 0.05})
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver("stream", SourceSinkDriver, sources={"s": counting(50)}, sinks={"gated": sink})
+        stats = wait_until(
+            lambda: (s := handle.stats())["sinks"]["gated"]["write_failures"] >= 3 and s["sinks"]["gated"]["buffered"] == 5 and s,
+            what="the sink to fill its buffer while failing",
+        )
+        assert stats["sources"]["s"]["produced"] < 50, "the source is held back, not drained into memory"
+        assert stats["sinks"]["gated"]["last_error"] and "gate" in stats["sinks"]["gated"]["last_error"]
+        os.unlink(gate)
+        wait_until(lambda: written(handle, "s") == 50, what="every record after the outage")
+        final = handle.stats()
+    assert [r["index"] for r in read_jsonl(path)] == list(range(50))
+    assert final["sinks"]["gated"]["lost"] == 0 and final["sources"]["s"]["dropped"] == 0
+
+
+def test_a_source_that_fails_to_open_is_retried_and_reported(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    path = jsonl("out")
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"flaky": FlakyOpenSource(10, failures=2), "fine": counting(10)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        wait_until(lambda: written(handle, "flaky") == 10 and written(handle, "fine") == 10, what="both sources")
+        stats = handle.stats()["sources"]["flaky"]
+    assert stats["errors"] == 2 and "not yet (attempt 2)" in stats["last_error"]
+    assert stats["source"] == {"opened": 3}
+
+
+def test_a_sink_can_take_some_sources_only(jsonl: Callable[[str], str]) -> None:
+    everything, only_b = jsonl("all"), jsonl("b")
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+        driver = SourceSinkDriver(sources={"a": counting(5), "b": counting(5)})
+        driver.add_sink(ref="all", sink=DummySink(drain=functools.partial(append_jsonl, everything)))
+        driver.add_sink(ref="b", sink=DummySink(drain=functools.partial(append_jsonl, only_b)), sources=["b"])
+        handle = proc.add_driver("stream", lambda: driver)
+        wait_until(lambda: handle.stats()["sinks"]["all"]["written"] == 10 and handle.stats()["sinks"]["b"]["written"] == 5, what="records")
+        driver.remove_sink("all")
+        assert set(handle.stats()["sinks"]) == {"b"}
+    assert {r["source"] for r in read_jsonl(only_b)} == {"b"}
+    assert len(read_jsonl(everything)) == 10
+
+
+def test_stop_returns_promptly_and_the_driver_stops_cleanly() -> None:
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver("stream", SourceSinkDriver, sources={"s": counting(None, rate=50)}, sinks={"log": DummySink()})
+        wait_until(lambda: handle.stats()["sources"]["s"]["processed"] >= 3, what="a few items")
+        handle.stop(timeout=10)
+        assert handle.status.name == "STOPPED"
