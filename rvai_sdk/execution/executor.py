@@ -29,7 +29,7 @@ import traceback
 import typing
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from queue import SimpleQueue
 from typing import Any
@@ -46,6 +46,7 @@ from rvai_sdk.exc import (
     ProcessStateError,
     UnknownSidError,
 )
+from rvai_sdk.execution.metrics import Histogram
 from rvai_sdk.execution.state import StateEntry, StateStore
 from rvai_sdk.pipeline.graph import Pipeline
 
@@ -130,6 +131,8 @@ _FAST_CALL_SECONDS = 50e-6
 """A cell whose mean call is shorter than this runs on the thread that made it ready (no wake-up)."""
 _FAST_AFTER_CALLS = 16
 """Calls observed before a cell may count as fast."""
+_FOLD_EVERY = 1024
+"""A cell's raw timings (and the request latencies) are folded into histograms, vectorised, every this many calls."""
 
 
 class _Stage:
@@ -165,6 +168,10 @@ class _Stage:
         "batch_sizes",
         "fast",
         "has_call",
+        "waits",
+        "times",
+        "wait_hist",
+        "time_hist",
     )
 
     def __init__(self, index: int, ref: str, spec: CellSpec, policy: BatchingPolicy | None, device: str) -> None:
@@ -198,6 +205,17 @@ class _Stage:
         self.batch_sizes: dict[int, int] = {}
         self.fast = False
         self.has_call = spec.has_call
+        self.waits: list[float] = []  # per item: seconds from ready (inputs complete) to its call starting
+        self.times: list[float] = []  # per call: seconds the call took
+        self.wait_hist = Histogram()
+        self.time_hist = Histogram()
+
+    def fold(self) -> None:
+        """Move the raw timings into the histograms."""
+        self.wait_hist.add(self.waits)
+        self.waits = []
+        self.time_hist.add(self.times)
+        self.times = []
 
 
 class _Config:
@@ -255,11 +273,20 @@ class _Request:
         "failed",
         "taken",
         "works",
+        "ready",
+        "t0",
         "__weakref__",
     )
 
     def __init__(
-        self, rid: int, sid: str | None, entry: StateEntry, inputs: Mapping[str, Any], config: _Config, preds: list[int]
+        self,
+        rid: int,
+        sid: str | None,
+        entry: StateEntry,
+        inputs: Mapping[str, Any],
+        config: _Config,
+        preds: list[int],
+        t0: float,
     ) -> None:
         self.rid = rid
         self.sid = sid
@@ -273,6 +300,8 @@ class _Request:
         self.failed = False
         self.taken = [False] * len(preds)
         self.works: list[_Work] = []
+        self.ready = [t0] * len(preds)  # per cell: when its inputs were complete (queue-wait start)
+        self.t0 = t0
 
 
 class Executor:
@@ -292,6 +321,9 @@ class Executor:
         workers: worker threads; by default one per allowed concurrent call (the sum of the
             cells' ``concurrency``). With ``0`` cells run only in threads that wait on a
             request's ``future.result()``.
+        clock: seconds, monotonic; what batch waits, timings and state expiry are measured
+            with. Tests pass a fake one to make batching decisions deterministic (after
+            moving it, call :meth:`recheck_timers`).
     """
 
     def __init__(
@@ -305,8 +337,10 @@ class Executor:
         state_ttl: float | None = 3600.0,
         max_states: int = 10_000,
         workers: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pipeline = pipeline
+        self._clock = clock
         self._workers = workers
         batching = dict(batching or {})
         devices = dict(devices or {})
@@ -366,6 +400,8 @@ class Executor:
         self.submitted = 0
         self.succeeded = 0
         self.failed = 0
+        self._latencies: list[float] = []
+        self._latency_hist = Histogram()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -458,7 +494,7 @@ class Executor:
         Raises:
             ProcessStateError: the executor is stopped or not started.
         """
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if self._closed or not self._started:
                 raise ProcessStateError(
@@ -468,7 +504,7 @@ class Executor:
                 )
             rid = next(self._ids)
             entry = self._states.acquire(sid, now)
-            req = _Request(rid, sid, entry, inputs, self._config, self._preds)
+            req = _Request(rid, sid, entry, inputs, self._config, self._preds, now)
             req.future._help = functools.partial(self._help, weakref.ref(req))
             req.future.set_running_or_notify_cancel()
             self._inflight[rid] = req
@@ -501,7 +537,7 @@ class Executor:
             UnknownSidError: no state is kept for ``sid``.
         """
         with self._lock:
-            self._states.expire(time.monotonic())
+            self._states.expire(self._clock())
             entry = self._states.get(sid)
             if entry is None:
                 raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped)")
@@ -510,7 +546,7 @@ class Executor:
     def sids(self) -> list[str]:
         """The sids whose state is kept, least recently used first."""
         with self._lock:
-            self._states.expire(time.monotonic())
+            self._states.expire(self._clock())
             return self._states.sids()
 
     # -- parameters and models -----------------------------------------------------------
@@ -582,15 +618,39 @@ class Executor:
     # -- statistics -----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Counters: requests by outcome, in flight, live sids, and per cell calls, items, batch sizes and busy time."""
+        """Counters and timing summaries since the executor started, for a metrics endpoint and benchmarks.
+
+        Returns:
+            A dict (plain numbers, lists and dicts; JSON-serialisable) with
+
+            - ``requests``: ``submitted``, ``succeeded``, ``failed``, ``in_flight``, and
+              ``latency``: a timing summary of succeeded requests, submit to last cell done.
+            - ``sids``: ``live``, ``expired``, ``evicted``.
+            - ``cells``: cell ref to ``calls``, ``items``, ``failures``, ``busy_seconds``,
+              ``queued``, ``running``, ``batch_sizes`` (exact: batch size to calls, batched
+              cells only), ``batch_size`` (count, mean, p50, p90, p99, max of items per call),
+              ``queue_wait`` (a timing summary per item: inputs complete to its call starting;
+              for a batched cell this includes the wait for the batch to fill) and
+              ``call_time`` (a timing summary per call).
+
+            A timing summary holds ``count``, ``sum``, ``mean``, ``p50``, ``p90``, ``p99`` and
+            ``max`` in seconds, and ``buckets``: the non-empty histogram buckets as
+            ``(upper edge, count)`` pairs. Percentiles are estimated from buckets at most
+            25% wide (see :mod:`rvai_sdk.execution.metrics`); count, sum, mean and max are exact.
+        """
         with self._lock:
-            self._states.expire(time.monotonic())
+            self._states.expire(self._clock())
+            self._latency_hist.add(self._latencies)
+            self._latencies = []
+            for stage in self._stages:
+                stage.fold()
             return {
                 "requests": {
                     "submitted": self.submitted,
                     "succeeded": self.succeeded,
                     "failed": self.failed,
                     "in_flight": len(self._inflight),
+                    "latency": self._latency_hist.summary(),
                 },
                 "sids": {"live": len(self._states), "expired": self._states.expired, "evicted": self._states.evicted},
                 "cells": {
@@ -602,6 +662,9 @@ class Executor:
                         "queued": len(s.queue),
                         "running": s.running,
                         "batch_sizes": dict(sorted(s.batch_sizes.items())),
+                        "batch_size": _size_summary(s.batch_sizes if s.batched else {1: s.calls}),
+                        "queue_wait": s.wait_hist.summary(),
+                        "call_time": s.time_hist.summary(),
                     }
                     for s in self._stages
                 },
@@ -692,6 +755,11 @@ class Executor:
             heapq.heappush(self._timers, (due, stage.index))
             self._timer_cv.notify()
 
+    def recheck_timers(self) -> None:
+        """Make the batch timer re-read the clock now (for a fake ``clock`` that was just moved)."""
+        with self._timer_cv:
+            self._timer_cv.notify_all()
+
     def _timer_loop(self) -> None:
         while True:
             with self._timer_cv:
@@ -702,7 +770,7 @@ class Executor:
                         self._timer_cv.wait()
                         continue
                     due, index = self._timers[0]
-                    delay = due - time.monotonic()
+                    delay = due - self._clock()
                     if delay > 0:
                         self._timer_cv.wait(delay)
                         continue
@@ -713,7 +781,7 @@ class Executor:
                 stage = self._stages[index]
                 if stage.timer_due is not None and stage.timer_due <= due:
                     stage.timer_due = None
-                self._dispatch(stage, time.monotonic(), works)
+                self._dispatch(stage, self._clock(), works)
             self._post(works)
 
     def _mark_failed(self, req: _Request) -> None:
@@ -724,7 +792,7 @@ class Executor:
                 req.taken[stage.index] = True
                 stage.expected -= 1
         self._inflight.pop(req.rid, None)
-        self._states.release(req.entry, time.monotonic())
+        self._states.release(req.entry, self._clock())
         self.failed += 1
         if self._closed and not self._inflight:
             self._idle.notify_all()
@@ -824,12 +892,12 @@ class Executor:
 
     def _execute(self, work: _Work) -> list[_Work]:
         stage, reqs = work.stage, work.reqs
-        started = time.monotonic()
+        started = self._clock()
         if stage.batched:
             results = self._call_batch(stage, reqs)
         else:
             results = [self._call_one(stage, reqs[0])]
-        now = time.monotonic()
+        now = self._clock()
         elapsed = now - started
 
         done: list[_Request] = []
@@ -837,15 +905,19 @@ class Executor:
         interrupt: BaseException | None = None
         works: list[_Work] = []
         stages = self._stages
+        index = stage.index
         with self._lock:
             stage.running -= 1
-            stage.calls += 1
+            stage.calls = calls = stage.calls + 1
             stage.items += len(reqs)
             stage.busy_seconds += elapsed
-            stage.fast = stage.calls >= _FAST_AFTER_CALLS and stage.busy_seconds < stage.calls * _FAST_CALL_SECONDS
+            stage.times.append(elapsed)
+            waits = stage.waits
+            stage.fast = calls >= _FAST_AFTER_CALLS and stage.busy_seconds < calls * _FAST_CALL_SECONDS
             if stage.batched:
                 stage.batch_sizes[len(reqs)] = stage.batch_sizes.get(len(reqs), 0) + 1
             for req, result in zip(reqs, results):
+                waits.append(started - req.ready[index])
                 if stage.track_busy and req.sid is not None:
                     stage.busy.discard(req.sid)
                 if req.failed:
@@ -857,12 +929,13 @@ class Executor:
                     self._mark_failed(req)
                     errors.append((req, result))
                     continue
-                req.results[stage.index] = result
+                req.results[index] = result
                 remaining = req.remaining
                 for j in stage.successors:
                     remaining[j] -= 1
                     if remaining[j] == 0:
                         successor = stages[j]  # _enqueue inlined: this is the per-cell hot path
+                        req.ready[j] = now
                         successor.queue.append((req, now) if successor.batched else req)
                 req.left -= 1
                 if req.left == 0:
@@ -871,6 +944,11 @@ class Executor:
                     del self._inflight[req.rid]
                     self._states.release(req.entry, now)
                     self.succeeded += 1
+                    self._latencies.append(now - req.t0)
+            if not calls % _FOLD_EVERY:
+                stage.fold()
+                self._latency_hist.add(self._latencies)
+                self._latencies = []
             resolving = bool(self._batched and (done or errors))
             if resolving:
                 self._resolving += 1  # before dispatching: this thread's callbacks may send more
@@ -901,7 +979,7 @@ class Executor:
             with self._lock:
                 self._resolving -= 1
                 if not self._resolving:
-                    later = time.monotonic()
+                    later = self._clock()
                     for batched in self._batched:
                         if batched.queue:
                             self._dispatch(batched, later, rest)
@@ -983,6 +1061,32 @@ class Executor:
                     TypeError(f"call_batch() returned a {type(out).__name__} item; items must be {stage.outputs_cls.__name__} or an exception")
                 )
         return results
+
+
+def _size_summary(sizes: Mapping[int, int]) -> dict[str, Any]:
+    """Count, mean, p50, p90, p99 and max of batch sizes given as size -> calls (exact)."""
+    count = sum(sizes.values())
+    if not count:
+        return {"count": 0, "mean": 0.0, "p50": 0, "p90": 0, "p99": 0, "max": 0}
+    ordered = sorted((size, n) for size, n in sizes.items() if n)
+
+    def percentile(q: float) -> int:
+        rank = max(1, -(-count * q // 100))
+        seen = 0
+        for size, n in ordered:
+            seen += n
+            if seen >= rank:
+                return size
+        return ordered[-1][0]  # pragma: no cover
+
+    return {
+        "count": count,
+        "mean": sum(size * n for size, n in ordered) / count,
+        "p50": percentile(50),
+        "p90": percentile(90),
+        "p99": percentile(99),
+        "max": ordered[-1][0],
+    }
 
 
 def _cell_error(stage: _Stage, req: _Request, exc: BaseException) -> CellError:
