@@ -31,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import dataclasses
 import hmac
 import html
@@ -42,7 +42,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
@@ -58,23 +58,32 @@ from rvai_sdk.exc import CellError, DriverError, InputValidationError, ProcessEr
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
 from rvai_sdk.types import Boolean, Float, Integer, String
 
-fastapi = require("fastapi", extra="fastapi")
-uvicorn = require("uvicorn", extra="fastapi")
-httpx = require("httpx", extra="fastapi")
-pydantic = require("pydantic", extra="fastapi")
-starlette_exceptions = require("starlette.exceptions", extra="fastapi")
-fastapi_openapi = require("fastapi.openapi.utils", extra="fastapi")
-fastapi_docs = require("fastapi.openapi.docs", extra="fastapi")
-fastapi_responses = require("fastapi.responses", extra="fastapi")
-pydantic_json_schema = require("pydantic.json_schema", extra="fastapi")
-
 if TYPE_CHECKING:
+    import fastapi
+    import fastapi.openapi.docs as fastapi_docs
+    import fastapi.openapi.utils as fastapi_openapi
+    import fastapi.responses as fastapi_responses
+    import httpx
+    import pydantic
+    import pydantic.json_schema as pydantic_json_schema
+    import starlette.exceptions as starlette_exceptions
+    import uvicorn
     from fastapi import FastAPI, Request, Response
 
     from rvai_sdk.pipeline.graph import InputSpec, OutputSpec, Pipeline
     from rvai_sdk.runtime.driver_process import PipelineDriverProcess
     from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
-else:  # FastAPI reads the routes' annotations at run time
+else:
+    fastapi = require("fastapi", extra="fastapi")
+    uvicorn = require("uvicorn", extra="fastapi")
+    httpx = require("httpx", extra="fastapi")
+    pydantic = require("pydantic", extra="fastapi")
+    starlette_exceptions = require("starlette.exceptions", extra="fastapi")
+    fastapi_openapi = require("fastapi.openapi.utils", extra="fastapi")
+    fastapi_docs = require("fastapi.openapi.docs", extra="fastapi")
+    fastapi_responses = require("fastapi.responses", extra="fastapi")
+    pydantic_json_schema = require("pydantic.json_schema", extra="fastapi")
+    # FastAPI reads the routes' annotations at run time
     FastAPI, Request, Response = fastapi.FastAPI, fastapi.Request, fastapi.Response
 
 __all__ = ["FastAPIDriver", "FastAPIDriverParameters", "FastAPIClient", "FastAPIClientError"]
@@ -301,7 +310,7 @@ def _unprocessable(message: str, field: str | None) -> _HTTPError:
 
 def _models(codec: _Codec) -> dict[str, Any]:
     """Pydantic models of the API, generated from the pipeline's input and output types."""
-    create_model = pydantic.create_model
+    create_model: Any = pydantic.create_model  # field specs built at run time; typed loosely on purpose
     Field = pydantic.Field
     WithJsonSchema = pydantic.WithJsonSchema
     ConfigDict = pydantic.ConfigDict
@@ -432,6 +441,7 @@ class _Service:
         self.http: Any = None  # httpx.AsyncClient for callbacks, made on the loop
         self.started = False
         self.app = self._build_app()
+        self.front = _Front(self)
 
     @property
     def parameters(self) -> FastAPIDriverParameters:
@@ -574,6 +584,27 @@ class _Service:
     def _error(self, error: _HTTPError) -> Response:
         self._count(f"http_{error.status}")
         return self._respond({"error": error.error}, error.status, error.headers)
+
+    def _error_parts(self, error: _HTTPError) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
+        self._count(f"http_{error.status}")
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+        return error.status, {"error": error.error}, headers
+
+    async def predict_json(self, body: bytes, header_sid: str | None) -> dict[str, Any]:
+        """``POST /predict`` with a JSON body: the response's JSON object.
+
+        Raises:
+            _HTTPError: 422, 500 (a cell failed) or 503 (the inference process cannot be reached).
+        """
+        self._count("predict")
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise _unprocessable(f"the body is not valid JSON: {exc}", None) from exc
+        if not isinstance(obj, dict):
+            raise _unprocessable(f"the body must be a JSON object, got {_json_type(obj)}", None)
+        inputs, sid = self._request_parts(obj, header_sid, "")
+        return {"outputs": await self._run(inputs, sid), "sid": sid}
 
     def _guard(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """Turn every failure of a route into a JSON error; nothing escapes to uvicorn."""
@@ -735,13 +766,11 @@ class _Service:
 
         async def predict(request: Request) -> Response:
             """Run the pipeline on one request (JSON, or multipart with image files)."""
-            self._count("predict")
             content_type = request.headers.get("content-type", "")
-            if content_type.startswith("multipart/form-data"):
-                inputs, sid = await self._multipart(request)
-            else:
-                obj = await self._json_body(request)
-                inputs, sid = self._request_parts(obj, request.headers.get("x-state-id"), "")
+            if not content_type.startswith("multipart/form-data"):  # _Front answers these first
+                return self._respond(await self.predict_json(await self._body(request), request.headers.get("x-state-id")))
+            self._count("predict")
+            inputs, sid = await self._multipart(request)
             outputs = await self._run(inputs, sid)
             return self._respond({"outputs": outputs, "sid": sid})
 
@@ -920,7 +949,6 @@ class _Service:
             return self._error(_HTTPError(status, phrase, message, headers=getattr(exc, "headers", None)))
 
         app.add_exception_handler(starlette_exceptions.HTTPException, http_error)
-        app.add_middleware(_AuthMiddleware, service=self)
         return app
 
     def openapi(self) -> dict[str, Any]:
@@ -1005,47 +1033,102 @@ async function send() {{
 </script></body></html>"""
 
 
-class _AuthMiddleware:
-    """Pure ASGI middleware: with an ``api_key``, every route but ``/health`` needs the bearer token."""
+class _Front:
+    """The ASGI app uvicorn serves: bearer-token check, a fast path for JSON ``POST /predict``, then FastAPI.
 
-    def __init__(self, app: Callable[..., Awaitable[None]], service: _Service) -> None:
-        self.app = app
+    The fast path answers exactly as the FastAPI route would (same codec, same errors)
+    without FastAPI's routing and dependency machinery, which otherwise costs about
+    as much as the request itself; every other request goes to the FastAPI app.
+    """
+
+    def __init__(self, service: _Service) -> None:
         self.service = service
+        self.app = service.app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        key = self.service.parameters.api_key if scope["type"] == "http" else None
-        if key and scope.get("path") != "/health":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        service = self.service
+        key = service.parameters.api_key
+        path = scope["path"]
+        headers = scope["headers"]
+        if key and path != "/health":
             given = b""
-            for name, value in scope.get("headers", ()):
+            for name, value in headers:
                 if name == b"authorization":
                     given = value
                     break
-            expected = b"Bearer " + str(key).encode()
-            if not hmac.compare_digest(given, expected):
-                self.service._count("http_401")
-                body = json.dumps(
-                    {
-                        "error": {
-                            "type": "Unauthorized",
-                            "message": "this server needs 'Authorization: Bearer <api_key>'"
-                            + ("; the token given is wrong" if given else ""),
-                        }
-                    }
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 401,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b"Bearer"),
-                        ],
-                    }
+            if not hmac.compare_digest(given, b"Bearer " + str(key).encode()):
+                message = "this server needs 'Authorization: Bearer <api_key>'" + (
+                    "; the token given is wrong" if given else ""
                 )
-                await send({"type": "http.response.body", "body": body})
+                error = _HTTPError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+                await self._send(send, *service._error_parts(error))
+                return
+        if path == "/predict" and scope["method"] == "POST":
+            content_type = b""
+            declared = -1
+            header_sid: str | None = None
+            for name, value in headers:
+                if name == b"content-type":
+                    content_type = value
+                elif name == b"content-length":
+                    declared = int(value) if value.isdigit() else -1
+                elif name == b"x-state-id":
+                    header_sid = value.decode("latin-1")
+            if not content_type.startswith(b"multipart/"):
+                try:
+                    body = await self._read(receive, declared, int(service.parameters.max_body_bytes))
+                    status, payload = 200, await service.predict_json(body, header_sid)
+                    extra: list[tuple[bytes, bytes]] = []
+                except _HTTPError as exc:
+                    status, payload, extra = service._error_parts(exc)
+                except Exception as exc:  # a bug: answer 500 without details, keep serving
+                    service._count("internal_errors")
+                    status, payload, extra = service._error_parts(
+                        _HTTPError(500, "InternalServerError", f"{type(exc).__name__} in the HTTP driver")
+                    )
+                await self._send(send, status, payload, extra)
                 return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _read(receive: Any, declared: int, limit: int) -> bytes:
+        if declared > limit:
+            raise _HTTPError(413, "PayloadTooLarge", f"the body has {declared} bytes; this server takes at most {limit}")
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and len(body) <= limit:
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _HTTPError(413, "PayloadTooLarge", f"the body exceeds {limit} bytes, the most this server takes")
+            chunks.append(chunk)
+        if size > limit:
+            raise _HTTPError(413, "PayloadTooLarge", f"the body exceeds {limit} bytes, the most this server takes")
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _send(send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]]) -> None:
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -1129,7 +1212,7 @@ class FastAPIDriver(PipelineDriver):
             host = str(self._live.host)
             sock = _bind(host, port)
             config = uvicorn.Config(
-                service.app,
+                service.front,
                 log_config=None,
                 log_level="warning",
                 access_log=False,
@@ -1138,7 +1221,7 @@ class FastAPIDriver(PipelineDriver):
                 timeout_graceful_shutdown=2,
                 server_header=False,
             )
-            server = uvicorn.Server(config)
+            server = _Server(config)
             self._rebind = False
             self._server = server
             if self.stopped.is_set():
@@ -1162,6 +1245,17 @@ class FastAPIDriver(PipelineDriver):
             if service.background:
                 await asyncio.gather(*service.background, return_exceptions=True)
             await service.http.aclose()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the driver stops through :meth:`FastAPIDriver.stop`.
+
+    (In a driver process uvicorn would otherwise take SIGINT/SIGTERM from the runtime.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _bind(host: str, port: int) -> socket.socket:

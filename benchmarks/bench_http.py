@@ -1,0 +1,311 @@
+"""HTTP serving: FastAPIDriver on the local runtime, side by side with a bare FastAPI app.
+
+Loads, one after the other in one run and with the same load generator:
+
+(a) ``FastAPIDriver`` on the ``local`` runtime (driver process → inference process),
+    serving a trivial 1-cell pipeline (``y = x + 1``);
+(b) a bare FastAPI + uvicorn app in its own process: one ``POST /predict`` endpoint
+    with a pydantic body model doing the same arithmetic in-process, served with
+    the same uvicorn settings (uvloop and httptools when installed, no access log).
+
+Each at concurrency 1 and 32 (keep-alive connections, closed loop) for ``--duration``
+seconds. The load generator is ``wrk`` (Debian package ``wrk``) when it is on PATH,
+else a built-in asyncio HTTP/1.1 client in its own process. Prints requests/s, p50
+and p99 latency, and the ratios the goals use (issue 4): FastAPIDriver >= 70% of the
+bare app's requests/s at concurrency 32, and p50 at concurrency 1 <= bare p50 + 0.5 ms.
+
+    python benchmarks/bench_http.py [--duration 10] [--runtime local] [--loadgen wrk|python] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+
+from rvai_sdk.cell import Cell  # noqa: E402
+from rvai_sdk.context import InferenceContext  # noqa: E402
+from rvai_sdk.data import Inputs, Outputs, Parameters  # noqa: E402
+from rvai_sdk.pipeline import Pipeline, PipelineFactory  # noqa: E402
+from rvai_sdk.types import Integer  # noqa: E402
+
+BODY = b'{"inputs":{"x":1}}'
+
+
+@dataclass
+class In(Inputs):
+    x: Integer = Inputs.field()
+
+
+@dataclass
+class Out(Outputs):
+    y: Integer = Outputs.field()
+
+
+class Inc(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
+        return Out(y=inputs.x + 1)
+
+
+def pipeline() -> Pipeline:
+    pf = PipelineFactory(name="inc")
+    inc = pf.add_cell(ref="inc", cell=Inc())
+    pf.declare_input(ref="x", input=inc.inputs.x)
+    pf.declare_output(ref="y", output=inc.outputs.y)
+    return pf.build()
+
+
+# -- (b) the bare app ------------------------------------------------------------------------------
+
+
+class BareInputs(BaseModel):
+    x: int
+
+
+class BareRequest(BaseModel):
+    inputs: BareInputs
+    sid: str | None = None
+
+
+def serve_bare(port: int) -> None:
+    """A bare FastAPI app: what a user would write by hand for the same endpoint."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/predict")
+    async def predict(request: BareRequest) -> dict[str, Any]:
+        return {"outputs": {"y": request.inputs.x + 1}, "sid": request.sid}
+
+    @app.get("/ready")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, server_header=False)
+
+
+# -- load generators ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def run_wrk(port: int, connections: int, duration: float) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = '{BODY.decode()}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name,
+             f"http://127.0.0.1:{port}/predict"],
+            capture_output=True, text=True, timeout=duration + 60, check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if match is None:
+            raise RuntimeError(f"cannot read the {label}th percentile from wrk:\n{out}")
+        return float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[match.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return Result(rps, ms("50"), ms("99"), errors)
+
+
+async def _python_load(port: int, connections: int, duration: float) -> tuple[int, list[float], int]:
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(BODY)}\r\n\r\n".encode()
+        + BODY
+    )
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + duration
+
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - start)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return len(latencies), latencies, errors
+
+
+def _python_load_child(port: int, connections: int, duration: float, queue: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    count, latencies, errors = asyncio.run(_python_load(port, connections, duration))
+    latencies.sort()
+    queue.put((count / duration, latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.99)] * 1e3, errors))
+
+
+def run_python(port: int, connections: int, duration: float) -> Result:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_python_load_child, args=(port, connections, duration, queue))
+    child.start()
+    rps, p50, p99, errors = queue.get(timeout=duration + 60)
+    child.join(10)
+    return Result(rps, p50, p99, errors)
+
+
+# -- harness -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)  # polling a server that is starting; bounded by the deadline
+    raise TimeoutError(f"nothing ready on port {port} within {timeout} s")
+
+
+def check_answer(port: int) -> None:
+    import httpx
+
+    answer = httpx.post(f"http://127.0.0.1:{port}/predict", content=BODY, headers={"content-type": "application/json"})
+    assert answer.status_code == 200 and answer.json()["outputs"] == {"y": 2}, answer.text
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--runtime", default="local", help="runtime of the FastAPIDriver (default local)")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--quick", action="store_true", help="1 s per measurement (smoke test)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_bare:
+        serve_bare(args.serve_bare)
+        return {}
+    duration = 1.0 if args.quick else args.duration
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    load = run_wrk if loadgen == "wrk" else run_python
+
+    from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIDriver
+    from rvai_sdk.runtime import Inference, init
+
+    bare_port = free_port()
+    bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(bare_port)])
+    results: dict[tuple[str, int], Result] = {}
+    try:
+        # the cell travels by reference (module bench_http), not by value from __main__
+        bench = importlib.import_module("bench_http")
+        with init(args.runtime) as rt, rt.start_inference(Inference(pipeline=bench.pipeline())) as proc:
+            driver = proc.add_driver("http", FastAPIDriver)
+            driver_port = int(driver.get_service("http")["port"])
+            wait_ready(driver_port)
+            wait_ready(bare_port)
+            check_answer(driver_port)
+            check_answer(bare_port)
+            for port in (driver_port, bare_port):  # warm both up
+                load(port, 8, min(1.0, duration))
+            for connections in (1, 32):
+                for name, port in (("bare", bare_port), ("driver", driver_port)):
+                    results[(name, connections)] = load(port, connections, duration)
+            proc.remove_driver("http")
+    finally:
+        bare.terminate()
+        bare.wait(10)
+
+    rows = []
+    for connections in (1, 32):
+        for name, label in (("bare", "bare FastAPI app"), ("driver", f"FastAPIDriver ({args.runtime} runtime)")):
+            r = results[(name, connections)]
+            rows.append((f"{label}, concurrency {connections}", r))
+    rps_ratio = results[("driver", 32)].rps / results[("bare", 32)].rps
+    p50_delta = results[("driver", 1)].p50_ms - results[("bare", 1)].p50_ms
+    errors = sum(r.errors for r in results.values())
+    width = max(len(name) for name, _ in rows)
+    print(f"HTTP benchmark on {machine()}; load generator: {loadgen}, {duration:g} s per measurement")
+    print(f"  {'':<{width}}  {'req/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  errors")
+    for name, r in rows:
+        print(f"  {name:<{width}}  {r.rps:>10,.0f}  {r.p50_ms:>8.3f}  {r.p99_ms:>8.3f}  {r.errors}")
+    rps_ok, p50_ok = rps_ratio >= 0.70, p50_delta <= 0.5
+    print(
+        f"  goals: req/s ratio at concurrency 32 = {rps_ratio:.2f} (>= 0.70: {'MET' if rps_ok else 'NOT MET'}); "
+        f"p50 at concurrency 1 = bare + {p50_delta:.3f} ms (<= +0.5 ms: {'MET' if p50_ok else 'NOT MET'})"
+    )
+    figures = {
+        "loadgen": loadgen,
+        "duration": duration,
+        "machine": machine(),
+        "rps_ratio_c32": rps_ratio,
+        "p50_delta_ms_c1": p50_delta,
+        "errors": errors,
+        **{f"{name}_c{c}": vars(r) for (name, c), r in results.items()},
+    }
+    if args.json:
+        print(json.dumps(figures))
+    if errors:
+        print(f"  WARNING: {errors} failed requests", file=sys.stderr)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
