@@ -18,7 +18,7 @@ from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
 from rvai_sdk.exc import DriverError
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
-from rvai_sdk.runtime._ray_replica import Outcome, _failed
+from rvai_sdk.runtime._ray_replica import Outcome, _failed, _node_ip
 from rvai_sdk.runtime._ray_router import Route, Router
 from rvai_sdk.runtime.driver_process import DriverFactory, allocate_ports, failure_text, make_driver
 from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
@@ -54,7 +54,7 @@ class DriverActor:
 
         try:
             driver = make_driver(self.ref, factory, args, kwargs)
-            host = ray.util.get_node_ip_address()
+            host = _node_ip()
             resources = DriverResources(
                 ports=allocate_ports(driver.resources_request()), host=host, node=socket.gethostname()
             )

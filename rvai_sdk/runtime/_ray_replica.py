@@ -30,6 +30,14 @@ GAP_TIMEOUT = 5.0
 Outcome = tuple[bool, Any]
 
 
+def _node_ip() -> str:
+    """This node's address as Ray knows it."""
+    import ray.util
+
+    get: Any = ray.util.get_node_ip_address
+    return str(get())
+
+
 def _failed(exc: BaseException) -> Outcome:
     if isinstance(exc, Exception):
         return (False, exc)
@@ -89,7 +97,7 @@ class ReplicaActor:
 
         return {
             "pid": os.getpid(),
-            "host": ray.util.get_node_ip_address(),
+            "host": _node_ip(),
             "hostname": socket.gethostname(),
             "node": ray.get_runtime_context().get_node_id(),
         }

@@ -56,8 +56,9 @@ class RayRuntime(Runtime):
     """Runs inference processes and drivers as Ray actors; made by ``init("ray", ...)``.
 
     Args:
-        address: a cluster to join (``"auto"``, ``"host:6379"`` or ``"ray://head:10001"``);
-            ``None`` starts a local Ray instance unless this process is connected to one already.
+        address: a cluster to join (``"auto"``: the one ``ray start`` started on this machine,
+            ``"host:6379"`` or ``"ray://head:10001"``); ``None`` starts a local Ray instance
+            unless this process is connected to one already.
         replicas: replicas each inference process starts with (``proc.set_replicas`` changes it).
         replica_options: extra Ray actor options for replicas (``resources``, ``scheduling_strategy``...).
         driver_options: extra Ray actor options for drivers (``proc.set_driver_options`` per ref).
@@ -92,7 +93,8 @@ class RayRuntime(Runtime):
             options: dict[str, Any] = {"include_dashboard": False} if address is None else {}
             options.update(ray_init_options)
             try:
-                ray.init(address=address, **options)
+                # "local" always starts a fresh instance; None would join a cluster that `ray start` left here
+                ray.init(address=address or "local", **options)
             except Exception as exc:
                 where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
                 raise ProcessError(f"could not start or join {where}: {type(exc).__name__}: {exc}") from exc
