@@ -782,9 +782,24 @@ class SourceSinkDriver(PipelineDriver):
         for outlet in outlets.values():
             with outlet.cond:
                 written.update(outlet.written_by_source)
-        sources = {}
-        for ref, stream in streams.items():
-            entry = stream.stats()
+        params = self._current()
+        sources: dict[str, Any] = {}
+        for ref in params.sources:
+            stream = streams.get(ref)
+            entry = stream.stats() if stream is not None else _pending_source(str(params.sids.get(ref, ref)))
             entry["written"] = written.get(ref, 0)
             sources[ref] = entry
-        return {"sources": sources, "sinks": {ref: o.stats() for ref, o in outlets.items()}}
+        sinks = {ref: outlets[ref].stats() if ref in outlets else _pending_sink() for ref in params.sinks}
+        return {"sources": sources, "sinks": sinks}
+
+
+def _pending_source(sid: str) -> dict[str, Any]:
+    """The stats of a source that is configured but not started yet (the driver is starting)."""
+    counters = dict.fromkeys(("produced", "queued", "in_flight", "processed", "failed", "dropped", "errors"), 0)
+    return {"sid": sid, "state": "pending", "policy": None, **counters, "last_error": None, "source": {}}
+
+
+def _pending_sink() -> dict[str, Any]:
+    """The stats of a sink that is configured but not started yet."""
+    counters = dict.fromkeys(("buffered", "written", "write_failures", "lost"), 0)
+    return {"state": "pending", **counters, "last_error": None, "sink": {}}

@@ -98,12 +98,12 @@ def mqtt_broker() -> tuple[str, int]:
 
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 320x240 H.264 clip of 75 frames at 25 fps (3 s) with a moving test pattern."""
+    """A 320x240 H.264 clip of 200 frames at 25 fps (8 s) with a moving test pattern."""
     if shutil.which("ffmpeg") is None:
         _unavailable("ffmpeg")
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "3",
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "8",
          "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-y", str(path)],
         check=True, timeout=60,
     )
