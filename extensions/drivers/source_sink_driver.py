@@ -783,10 +783,11 @@ class SourceSinkDriver(PipelineDriver):
             with outlet.cond:
                 written.update(outlet.written_by_source)
         params = self._current()
+        sids: dict[str, Any] = {str(k): v for k, v in params.sids.items()}
         sources: dict[str, Any] = {}
         for ref in params.sources:
             stream = streams.get(ref)
-            entry = stream.stats() if stream is not None else _pending_source(str(params.sids.get(ref, ref)))
+            entry = stream.stats() if stream is not None else _pending_source(str(sids.get(ref, ref)))
             entry["written"] = written.get(ref, 0)
             sources[ref] = entry
         sinks = {ref: outlets[ref].stats() if ref in outlets else _pending_sink() for ref in params.sinks}

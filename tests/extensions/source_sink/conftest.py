@@ -23,6 +23,8 @@ MQTT_PORT = int(os.environ.get("RVAI_TEST_MQTT_PORT", "1883"))
 SYSTEM_PYTHON = os.environ.get("RVAI_TEST_GI_PYTHON", "/usr/bin/python3")
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 
+collect_ignore = ["rtsp_server.py"]  # runs under the system Python (it imports gi), never collected
+
 
 def _unavailable(what: str) -> None:
     if IN_CI:
