@@ -56,6 +56,30 @@ DEFAULT_MAX_BATCH_WAIT = 0.005
 _C = TypeVar("_C", bound="type[Cell]")
 
 
+def _rebuild_spec(fields: dict[str, Any]) -> CellSpec:
+    return CellSpec(**fields)
+
+
+class _SpecCache:
+    """A cell class's cached spec. Pickled without the class itself, so a class sent by value
+    (defined in a notebook, ``__main__`` or a function) holds no reference cycle; ``Cell.spec()``
+    links the spec to the class again on first use."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: CellSpec) -> None:
+        self.spec = spec
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = attrs.asdict(self.spec, recurse=False)
+        fields["cell_class"] = None
+        return (_rebuild_cache, (fields,))
+
+
+def _rebuild_cache(fields: dict[str, Any]) -> _SpecCache:
+    return _SpecCache(CellSpec(**fields))
+
+
 @attrs.frozen
 class CellSpec:
     """Everything the framework knows about a cell class, read once from its annotations.
@@ -87,6 +111,10 @@ class CellSpec:
     max_batch_size: int
     max_batch_wait: float
     concurrency: int
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Plain attrs pickling; spelled out so _SpecCache can drop the class without a cycle.
+        return (_rebuild_spec, (attrs.asdict(self, recurse=False),))
 
     @property
     def input_ports(self) -> dict[str, FieldInfo]:
@@ -193,7 +221,7 @@ class Cell:
     """
 
     _rvai_options: ClassVar[dict[str, Any]] = {}
-    _rvai_spec: ClassVar[CellSpec | None] = None
+    _rvai_spec: ClassVar[_SpecCache | None] = None
     _rvai_localns: ClassVar[dict[str, Any] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -214,9 +242,12 @@ class Cell:
         """
         cached = cls.__dict__.get("_rvai_spec")
         if cached is None:
-            cached = _build_spec(cls, cls.__dict__.get("_rvai_options", {}), cls.__dict__.get("_rvai_localns"))
-            cls._rvai_spec = cached
-        return typing.cast(CellSpec, cached)
+            spec = _build_spec(cls, cls.__dict__.get("_rvai_options", {}), cls.__dict__.get("_rvai_localns"))
+            cls._rvai_spec = cached = _SpecCache(spec)
+            cls._rvai_localns = None  # annotations are resolved: the defining frame's names are no longer needed
+        if cached.spec.cell_class is not cls:  # the class arrived by value in another process
+            cached.spec = attrs.evolve(cached.spec, cell_class=cls)
+        return cached.spec
 
     @property
     def inputs(self) -> Ports:
@@ -307,7 +338,8 @@ def cell(
         }
         target._rvai_options = options
         names = {**(target.__dict__.get("_rvai_localns") or {}), **(localns or {})}
-        target._rvai_spec = _build_spec(target, options, names or None)
+        target._rvai_spec = _SpecCache(_build_spec(target, options, names or None))
+        target._rvai_localns = None
         return target
 
     if cls is not None:

@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import threading
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -50,17 +51,46 @@ from rvai_sdk.transport.shm import SlotPool, shm_supported
 __all__ = ["LocalRuntime", "LocalInferenceProcess", "LocalDriverProcess"]
 
 
+_no_main = threading.local()
+
+
 def _context() -> Any:
     import multiprocess
+    import multiprocess.spawn
 
+    if not getattr(multiprocess.spawn.get_preparation_data, "_rvai", False):
+        original = multiprocess.spawn.get_preparation_data
+
+        def get_preparation_data(name: str) -> dict[str, Any]:
+            data: dict[str, Any] = original(name)
+            if getattr(_no_main, "on", False):
+                # Our children get everything by value (dill): they must not re-run the user's script or
+                # notebook module, so a script without an ``if __name__ == "__main__"`` guard works too.
+                data.pop("init_main_from_path", None)
+                data.pop("init_main_from_name", None)
+            return data
+
+        get_preparation_data._rvai = True  # type: ignore[attr-defined]
+        multiprocess.spawn.get_preparation_data = get_preparation_data
     return multiprocess.get_context("spawn")
+
+
+def _start(process: Any) -> None:
+    _no_main.on = True
+    try:
+        process.start()
+    finally:
+        _no_main.on = False
 
 
 def _dumps(obj: Any, what: str) -> bytes:
     import dill
 
     try:
-        data: bytes = dill.dumps(obj, recurse=True)
+        with warnings.catch_warnings():
+            # Classes local to a function or a notebook have no importable reference: dill sends them by value.
+            warnings.simplefilter("ignore", dill.PicklingWarning)
+            data: bytes = dill.dumps(obj, recurse=True)
     except Exception as exc:
         raise ProcessError(
             f"{what} cannot be sent to a child process ({type(exc).__name__}: {exc}); keep objects that hold "
@@ -232,6 +262,7 @@ class LocalInferenceProcess(InferenceProcess):
         self._env, self._gpus = runtime._assign_gpus(inference)
         self._process: Any = None
         self._conn: Any = None
+        self._exited = threading.Event()
         self._pool = SlotPool() if shm_supported() else None
         self._client = InferenceClient(
             self.address, self._authkey, name=self.pipeline.name, pool=self._pool, explain_loss=self._explain_loss
@@ -244,10 +275,10 @@ class LocalInferenceProcess(InferenceProcess):
         return None if self._process is None else int(self._process.pid)
 
     def _explain_loss(self) -> str:
-        process = self._process
+        process, exited = self._process, self._exited
         if process is None:
             return "it was stopped"
-        process.join(1.0)
+        exited.wait(0.5)  # the watcher reaps it; two threads must not wait for one child at once
         return f"inference process pid {process.pid} {_exit_text(process.exitcode)}"
 
     def _spawn(self) -> None:
@@ -259,7 +290,7 @@ class LocalInferenceProcess(InferenceProcess):
             name=f"rvai-inference-{self.pipeline.name}",
             daemon=True,
         )
-        process.start()
+        _start(process)
         child_conn.close()
         self._process, self._conn = process, parent_conn
         from multiprocess.connection import wait
@@ -290,10 +321,12 @@ class LocalInferenceProcess(InferenceProcess):
             raise error
         self._client.connect()
         self._transition(ProcessStatus.RUNNING)
-        threading.Thread(target=self._watch, args=(process,), name="rvai-inference-watch", daemon=True).start()
+        self._exited = exited = threading.Event()
+        threading.Thread(target=self._watch, args=(process, exited), name="rvai-inference-watch", daemon=True).start()
 
-    def _watch(self, process: Any) -> None:
+    def _watch(self, process: Any, exited: threading.Event) -> None:
         process.join()
+        exited.set()
         with self._lock:
             if self._process is process and self._status is ProcessStatus.RUNNING:
                 self._transition(
@@ -335,15 +368,14 @@ class LocalInferenceProcess(InferenceProcess):
         process, conn = self._process, self._conn
         if process is None:
             return
-        if process.is_alive():
+        if not self._exited.is_set():
             try:
                 conn.send(("stop", timeout))
             except OSError:
                 pass
-            process.join(None if timeout is None else timeout + 5.0)
-            if process.is_alive():
+            if not self._exited.wait(None if timeout is None else timeout + 5.0):
                 process.kill()
-                process.join(5.0)
+                self._exited.wait(5.0)
         conn.close()
         self._client.close()
 
@@ -404,6 +436,7 @@ class LocalDriverProcess(PipelineDriverProcess):
         self._process: Any = None
         self._conn: Any = None
         self._calls: dict[int, Future[Any]] = {}
+        self._exited = threading.Event()
         self._call_ids = 0
         self._lock = threading.Lock()
 
@@ -416,7 +449,7 @@ class LocalDriverProcess(PipelineDriverProcess):
             name=f"rvai-driver-{self.ref}",
             daemon=True,
         )
-        process.start()
+        _start(process)
         child_conn.close()
         self._process, self._conn = process, parent_conn
         self.pid = int(process.pid)
@@ -470,7 +503,8 @@ class LocalDriverProcess(PipelineDriverProcess):
                 self._fail(message[1])
             elif kind == "finished" and self._status is ProcessStatus.RUNNING:
                 self._status = ProcessStatus.STOPPED
-        process.join(5.0)
+        process.join()
+        self._exited.set()
         if self._status is ProcessStatus.RUNNING:
             self._fail(f"driver {self.ref!r} (pid {process.pid}) {_exit_text(process.exitcode)}")
         with self._lock:
@@ -494,7 +528,7 @@ class LocalDriverProcess(PipelineDriverProcess):
             raise DriverError(f"driver {self.ref!r} did not answer {method}() within {timeout} s") from exc
 
     def is_alive(self) -> bool:
-        return self._process is not None and bool(self._process.is_alive())
+        return self._process is not None and not self._exited.is_set()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         process = self._process
@@ -502,15 +536,14 @@ class LocalDriverProcess(PipelineDriverProcess):
             return
         if self._status is ProcessStatus.RUNNING:
             self._status = ProcessStatus.STOPPING
-        if process.is_alive():
+        if not self._exited.is_set():
             try:
                 self._call("stop", timeout=5.0)
             except DriverError:
                 pass
-            process.join(timeout)
-            if process.is_alive():
+            if not self._exited.wait(timeout):
                 process.kill()
-                process.join(5.0)
+                self._exited.wait(5.0)
         if self._status is ProcessStatus.STOPPING:
             self._status = ProcessStatus.STOPPED
         try:

@@ -186,13 +186,18 @@ def start_release_thread() -> None:
 
 def _release_loop() -> None:
     while True:
-        pending: dict[Any, list[int]] = {}
+        pending: dict[int, tuple[Any, list[int]]] = {}
         ref, slot_id = _releases.get()
-        pending.setdefault(ref, []).append(slot_id)
-        while not _releases.empty():
+        while True:
+            # keyed by id: a dead weak reference cannot be hashed
+            pending.setdefault(id(ref), (ref, []))[1].append(slot_id)
+            if _releases.empty():
+                break
             ref, slot_id = _releases.get_nowait()
-            pending.setdefault(ref, []).append(slot_id)
-        for ref, ids in pending.items():
+        for ref, ids in pending.values():
             channel = ref()
             if channel is not None:
-                channel.send_release(ids)
+                try:
+                    channel.send_release(ids)
+                except Exception:  # a closing channel: its owner takes every lease back itself
+                    pass
