@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from rvai_sdk.exc import ParameterError
@@ -33,8 +35,8 @@ class CellResources:
     allow_cpu: bool = False
 
 
-def _port_names(value: object) -> tuple[str, ...]:
-    names = tuple(value)  # type: ignore[call-overload]
+def _port_names(value: Iterable[str]) -> tuple[str, ...]:
+    names = tuple(value)
     for name in names:
         if not isinstance(name, str) or not name.isidentifier():
             raise ParameterError(

@@ -78,8 +78,8 @@ class _Pickler(pickle.Pickler):
                 channel.sent_slots.add(slot.id)
                 self.fds.append(slot.fd)
                 return ("S", channel.pool.id, slot.id, kind, obj.shape, cls, slot.size, len(self.fds) - 1)
-        data = np.ascontiguousarray(obj).view(np.ndarray)
-        self.oob.append(memoryview(data).cast("B") if data.ndim else memoryview(data.reshape(1)).cast("B"))
+        data: Any = np.ascontiguousarray(obj).view(np.ndarray).reshape(-1)
+        self.oob.append(memoryview(data).cast("B"))
         return ("b", len(self.oob) - 1, kind, obj.shape, cls)
 
 
@@ -225,12 +225,12 @@ class Channel:
             payload = self._read(size)
             if payload is None:
                 return None
-            oob = []
+            oob: list[bytearray] = []
             for length in lengths:
-                data = self._read(length)
-                if data is None:
+                buffer = self._read(length)
+                if buffer is None:
                     return None
-                oob.append(data)
+                oob.append(buffer)
             if payload[:1] == b"D":
                 import dill
 

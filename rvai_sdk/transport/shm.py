@@ -153,7 +153,9 @@ class SlotMaps:
         nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
         holder = (ctypes.c_char * max(nbytes, 1)).from_buffer(mapped)
         weakref.finalize(holder, on_release)
-        return np.frombuffer(holder, dtype=dt, count=nbytes // dt.itemsize if dt.itemsize else 0).reshape(shape)
+        count = nbytes // dt.itemsize if dt.itemsize else 0
+        array: np.ndarray = np.frombuffer(holder, dtype=dt, count=count).reshape(shape)  # type: ignore[call-overload]
+        return array
 
     def clear(self) -> None:
         """Forget every mapping (they are unmapped once no array uses them)."""
