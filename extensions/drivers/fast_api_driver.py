@@ -571,6 +571,8 @@ class _Service:
 
     def _cell_error(self, exc: CellError) -> _HTTPError:
         message = str(exc.args[0]) if exc.args else exc.cause_type
+        # a CellError that crossed a process boundary carries its traceback in the message too
+        message = message.split("\n\nOriginal traceback:", 1)[0]
         extra: dict[str, Any] = {"cell": exc.ref}
         if self.parameters.include_traceback and exc.remote_traceback:
             extra["traceback"] = exc.remote_traceback
