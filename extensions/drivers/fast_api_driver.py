@@ -1032,6 +1032,7 @@ async function send() {{
     out.textContent = r.status + " " + r.statusText + "\\n" + JSON.stringify(await r.json(), null, 2);
   }} catch (err) {{ out.textContent = String(err); }}
 }}
+if (new URLSearchParams(location.search).has("try")) send();  // /?try runs the example at once
 </script></body></html>"""
 
 
