@@ -275,7 +275,6 @@ class _Request:
         "failed",
         "taken",
         "works",
-        "ready",
         "t0",
         "__weakref__",
     )
@@ -289,20 +288,22 @@ class _Request:
         config: _Config,
         preds: list[int],
         t0: float,
+        batched: bool,
     ) -> None:
         self.rid = rid
         self.sid = sid
         self.entry = entry
         self.inputs = inputs
         self.config = config
-        self.results: list[Any] = [None] * len(preds)
+        # results[i] holds the time cell i's inputs were complete (its queue-wait start) until it
+        # holds cell i's outputs; successors read it only after cell i is done.
+        self.results: list[Any] = [t0] * len(preds)
         self.remaining = preds.copy()
         self.left = len(preds)
         self.future: _RequestFuture = _RequestFuture()
         self.failed = False
-        self.taken = [False] * len(preds)
+        self.taken = [False] * len(preds) if batched else preds  # read only for batched cells
         self.works: list[_Work] = []
-        self.ready = [t0] * len(preds)  # per cell: when its inputs were complete (queue-wait start)
         self.t0 = t0
 
 
@@ -372,6 +373,7 @@ class Executor:
         self._preds = [s.n_preds for s in self._stages]
         self._roots = [s for s in self._stages if s.n_preds == 0]
         self._batched = [s for s in self._stages if s.batched]
+        self._has_batched = bool(self._batched)
         self._outputs = tuple((o.ref, index[o.cell], o.port) for o in pipeline.outputs.values())
         self._model_paths = dict(models or {})
         for ref in self._model_paths:
@@ -506,7 +508,7 @@ class Executor:
                 )
             rid = next(self._ids)
             entry = self._states.acquire(sid, now)
-            req = _Request(rid, sid, entry, inputs, self._config, self._preds, now)
+            req = _Request(rid, sid, entry, inputs, self._config, self._preds, now, self._has_batched)
             req.future._help = functools.partial(self._help, weakref.ref(req))
             req.future.set_running_or_notify_cancel()
             self._inflight[rid] = req
@@ -919,7 +921,7 @@ class Executor:
                 stage.times.append(elapsed)
                 waits = stage.waits
                 for req in reqs:
-                    waits.append(started - req.ready[index])
+                    waits.append(started - req.results[index])  # still the ready time (see _Request)
             stage.fast = calls >= _FAST_AFTER_CALLS and stage.busy_seconds < calls * _FAST_CALL_SECONDS
             if stage.batched:
                 stage.batch_sizes[len(reqs)] = stage.batch_sizes.get(len(reqs), 0) + 1
@@ -941,7 +943,7 @@ class Executor:
                     remaining[j] -= 1
                     if remaining[j] == 0:
                         successor = stages[j]  # _enqueue inlined: this is the per-cell hot path
-                        req.ready[j] = now
+                        req.results[j] = now  # ready time, until the outputs replace it
                         successor.queue.append((req, now) if successor.batched else req)
                 req.left -= 1
                 if req.left == 0:

@@ -373,8 +373,8 @@ def test_stats_of_a_chain_count_every_cell_and_summarise_batch_sizes() -> None:
     ticking, batcher = stats["cells"]["c0"], stats["cells"]["c1"]
     assert ticking["call_time"]["count"] == ticking["calls"] == 40
     assert ticking["queue_wait"]["count"] == 40
-    assert batcher["queue_wait"]["count"] == batcher["items"] == 40
-    assert batcher["call_time"]["count"] == batcher["calls"] == sum(batcher["batch_sizes"].values())
+    assert batcher["items"] == 40
+    assert batcher["calls"] == sum(batcher["batch_sizes"].values())
     sizes = batcher["batch_size"]
     assert sizes["count"] == batcher["calls"]
     assert sizes["mean"] == 40 / batcher["calls"]
@@ -382,10 +382,29 @@ def test_stats_of_a_chain_count_every_cell_and_summarise_batch_sizes() -> None:
     assert stats["requests"]["latency"]["count"] == 40
 
 
+def test_a_fast_cell_records_the_timings_of_one_call_in_sixteen() -> None:
+    from rvai_sdk.execution import executor as module
+
+    executor = started(single(Batcher), clock=CLOCK)  # the fake clock stands still: calls take 0 s
+    try:
+        futures = held_then_queued(executor, [(f"s{i}", 1) for i in range(99)])
+        for future in futures:
+            future.result(timeout=10)
+        for x in range(200):
+            executor.submit({"x": Integer(1)}, "solo").result(timeout=10)
+        stats = executor.stats()["cells"]["c0"]
+    finally:
+        executor.stop()
+    fast_calls = stats["calls"] - module._FAST_AFTER_CALLS
+    assert stats["calls"] > 200 and stats["items"] == 300
+    assert module._FAST_AFTER_CALLS + fast_calls // 16 <= stats["call_time"]["count"] <= module._FAST_AFTER_CALLS + fast_calls // 16 + 1
+    assert stats["call_time"]["max"] == 0.0
+
+
 def test_stats_keep_counting_past_the_fold_threshold() -> None:
     from rvai_sdk.execution import executor as module
 
-    executor = started(single(Ticking))  # one call per request: folds twice on the way
+    executor = started(single(Ticking), clock=CLOCK)  # one call per request (of TICK): folds twice on the way
     try:
         total = 2 * module._FOLD_EVERY + 100
         futures = [executor.submit({"x": Integer(1)}, None) for _ in range(total)]
