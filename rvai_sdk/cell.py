@@ -228,7 +228,8 @@ class Cell:
         super().__init_subclass__(**kwargs)
         # A cell defined inside a function may name data classes local to it: keep those names
         # so its annotations resolve when the spec is first read.
-        cls._rvai_localns = defining_namespace(1)
+        if "_rvai_localns" not in cls.__dict__:  # present when the class arrives by value (dill re-creates it)
+            cls._rvai_localns = defining_namespace(1)
 
     def __init__(self) -> None:
         self._spec = type(self).spec()

@@ -1,0 +1,257 @@
+"""The local runtime's transport, side by side with raw pipes and copies, in one run.
+
+Prints, from one run:
+
+- small request round trip: ``predict().result()`` on a 1-cell pipeline in the local
+  runtime vs a raw ``multiprocess`` Pipe echo of the same dict (pickled bytes) to a
+  child; goal <= 2x the echo.
+- a 1920x1080x3 uint8 frame through an identity cell and back vs one numpy copy of
+  the frame, and vs pickling it through a Pipe to a child and back; goals <= 4x one
+  copy, >= 5x faster than the pickle path.
+- 8 driver processes sending small requests (64 in flight each, closed loop):
+  aggregate requests/s; goal >= 20,000/s on a 2-core machine.
+
+    python benchmarks/bench_transport.py [--quick] [--write docs/performance.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine, per_call_seconds, write_section  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from rvai_sdk.cell import Cell  # noqa: E402
+from rvai_sdk.context import InferenceContext  # noqa: E402
+from rvai_sdk.data import Inputs, Outputs, Parameters  # noqa: E402
+from rvai_sdk.drivers import DriverParameters, PipelineDriver  # noqa: E402
+from rvai_sdk.pipeline import Pipeline, PipelineFactory  # noqa: E402
+from rvai_sdk.resources import DriverResources  # noqa: E402
+from rvai_sdk.runtime import Inference, RestrictedInferenceProcess, init  # noqa: E402
+from rvai_sdk.types import Boolean, Float, Image, Integer  # noqa: E402
+
+
+@dataclass
+class In(Inputs):
+    x: Integer = Inputs.field()
+
+
+@dataclass
+class Out(Outputs):
+    y: Integer = Outputs.field()
+
+
+class Inc(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
+        return Out(y=inputs.x + 1)
+
+
+@dataclass
+class FrameIn(Inputs):
+    frame: Image = Inputs.field()
+
+
+@dataclass
+class FrameOut(Outputs):
+    frame: Image = Outputs.field()
+
+
+class Identity(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: FrameIn) -> FrameOut:
+        return FrameOut(frame=inputs.frame)
+
+
+def one_cell(cell: Cell, name: str) -> Pipeline:
+    pf = PipelineFactory(name=name)
+    c = pf.add_cell(ref="c", cell=cell)
+    for port in c.inputs:
+        pf.declare_input(ref=port.name, input=port)
+    for port in c.outputs:
+        pf.declare_output(ref=port.name, output=port)
+    return pf.build()
+
+
+def _echo(conn: Any) -> None:
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:
+            return
+        conn.send_bytes(data)
+
+
+@dataclass
+class LoadParameters(DriverParameters):
+    go: Boolean = DriverParameters.field(default=Boolean(False))
+    seconds: Float = DriverParameters.field(default=Float(2.0))
+
+
+class LoadDriver(PipelineDriver):
+    """Waits for ``go``, then keeps 64 small requests in flight for ``seconds``; reports how many finished."""
+
+    parameters_class = LoadParameters
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.go = threading.Event()
+        self.done = threading.Event()
+        self.count = 0
+        self.elapsed = 0.0
+
+    def parameters_changed(self, old: DriverParameters, new: DriverParameters) -> None:
+        if bool(new.go):  # type: ignore[attr-defined]
+            self.go.set()
+
+    def run(self, inference: RestrictedInferenceProcess, resources: DriverResources) -> None:
+        inference.predict({"x": 0}).result(timeout=30)
+        self.go.wait()
+        seconds = float(self.get_parameters().seconds)  # type: ignore[attr-defined]
+        lock = threading.Lock()
+        start = time.perf_counter()
+        deadline = start + seconds
+        finished = threading.Event()
+        in_flight = [0]
+
+        def send(i: int) -> None:
+            with lock:
+                in_flight[0] += 1
+            inference.predict({"x": i}, sid=f"d{self.index}-{i % 64}").add_done_callback(on_done)
+
+        def on_done(future: Future[dict[str, Any]]) -> None:
+            future.result()
+            with lock:
+                self.count += 1
+                in_flight[0] -= 1
+                more = time.perf_counter() < deadline
+                last = not more and in_flight[0] == 0
+            if more:
+                send(self.count)
+            elif last:
+                finished.set()
+
+        for i in range(64):
+            send(i)
+        finished.wait(seconds + 60)
+        self.elapsed = time.perf_counter() - start
+        self.done.set()
+        self.wait_stopped()
+
+    def stats(self) -> dict[str, Any]:
+        return {"done": self.done.is_set(), "count": self.count, "elapsed": self.elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--write", type=Path, help="write the table into this markdown file")
+    args = parser.parse_args()
+    number = 200 if args.quick else 2000
+    frames = 5 if args.quick else 40
+    seconds = 0.5 if args.quick else 3.0
+
+    import multiprocess
+
+    ctx = multiprocess.get_context("spawn")
+    parent, child = ctx.Pipe()
+    echo = ctx.Process(target=_echo, args=(child,), daemon=True)
+    echo.start()
+
+    def raw_small() -> None:
+        parent.send_bytes(pickle.dumps({"x": Integer(1)}, protocol=5))
+        pickle.loads(parent.recv_bytes())
+
+    frame = Image(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8))
+
+    def raw_frame() -> None:
+        parent.send_bytes(pickle.dumps({"frame": frame}, protocol=5))
+        pickle.loads(parent.recv_bytes())
+
+    rows: list[tuple[str, str]] = []
+    with init("local") as rt:
+        with rt.start_inference(Inference(pipeline=one_cell(Inc(), "inc"))) as proc:
+
+            def sdk_small() -> None:
+                proc.predict({"x": 1}).result()
+
+            for _ in range(3):  # warm both paths, interleaved
+                raw_small(), sdk_small()
+            raw = per_call_seconds(raw_small, number=number)
+            sdk = per_call_seconds(sdk_small, number=number)
+            small_ratio = sdk / raw
+            rows += [
+                ("raw multiprocess Pipe echo of a small dict (pickle)", f"{raw * 1e6:.0f} µs"),
+                ("local runtime `predict().result()`, 1-cell pipeline", f"{sdk * 1e6:.0f} µs (**{small_ratio:.2f}x** the echo; goal <= 2x)"),
+            ]
+
+            drivers = [proc.add_driver(f"load{i}", LoadDriver, i) for i in range(8)]
+            for d in drivers:
+                d.set_parameters({"seconds": seconds})
+            for d in drivers:
+                d.set_parameters({"go": True})
+            deadline = time.monotonic() + seconds + 120
+            while not all(d.stats()["done"] for d in drivers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stats = [d.stats() for d in drivers]
+            total = sum(s["count"] for s in stats)
+            rate = total / max(s["elapsed"] for s in stats)
+            rows.append(
+                ("8 driver processes x 64 in flight, small requests", f"**{rate:,.0f} req/s** aggregate (goal >= 20,000)")
+            )
+
+        with rt.start_inference(Inference(pipeline=one_cell(Identity(), "identity"))) as proc:
+
+            def sdk_frame() -> None:
+                proc.predict({"frame": frame}).result()
+
+            def copy_frame() -> None:
+                np.copyto(scratch, frame)
+
+            scratch = np.empty_like(frame)
+            for _ in range(3):
+                sdk_frame(), raw_frame(), copy_frame()
+            copy = per_call_seconds(copy_frame, number=frames)
+            sdk_f = per_call_seconds(sdk_frame, number=frames)
+            pickled = per_call_seconds(raw_frame, number=max(3, frames // 4))
+            rows += [
+                ("one numpy copy of a 1920x1080x3 frame", f"{copy * 1e3:.2f} ms"),
+                ("the frame pickled through a Pipe to a child and back", f"{pickled * 1e3:.2f} ms"),
+                (
+                    "the frame through an identity cell and back (local runtime)",
+                    f"{sdk_f * 1e3:.2f} ms (**{sdk_f / copy:.2f}x** one copy, goal <= 4x; "
+                    f"**{pickled / sdk_f:.1f}x** faster than pickling, goal >= 5x)",
+                ),
+            ]
+    parent.close()
+    echo.join(5)
+
+    table = "| measurement | figure |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    print(f"machine: {machine()}")
+    print(table)
+    print(
+        f"goals: small round trip {small_ratio:.2f}x echo (<= 2); frame {sdk_f / copy:.2f}x copy (<= 4), "
+        f"{pickled / sdk_f:.1f}x faster than pickle (>= 5); {rate:,.0f} req/s from 8 drivers (>= 20,000)"
+    )
+    if args.write:
+        write_section(
+            args.write,
+            "transport",
+            f"Local runtime transport (`python benchmarks/bench_transport.py`), {machine()}:\n\n{table}",
+        )
+
+
+if __name__ == "__main__":
+    main()
