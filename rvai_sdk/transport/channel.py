@@ -15,6 +15,7 @@ system calls.
 from __future__ import annotations
 
 import array
+import copyreg
 import hmac
 import io
 import os
@@ -44,6 +45,7 @@ _MAX_FDS = 64
 _FDS_SPACE = socket.CMSG_SPACE(_MAX_FDS * 4) if hasattr(socket, "CMSG_SPACE") else 0
 _ARRAY_TYPES = (np.ndarray, Image)
 _AUTH_LEN = 32
+_RECV_CHUNK = 1 << 16
 
 
 def new_address() -> str:
@@ -54,57 +56,52 @@ def new_address() -> str:
     return os.path.join(tempfile.gettempdir(), name + ".sock")
 
 
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, channel: Channel, oob: list[memoryview], fds: list[int]) -> None:
-        super().__init__(file, protocol=5)
+class _Encoding:
+    """What the array reducers of one frame being written need (one frame at a time per channel)."""
+
+    __slots__ = ("channel", "fds")
+
+    def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.oob = oob
-        self.fds = fds
-
-    def persistent_id(self, obj: Any) -> Any:
-        if type(obj) not in _ARRAY_TYPES:
-            return None
-        dtype = obj.dtype
-        if dtype.hasobject:
-            return None
-        kind = dtype.str if dtype.names is None and dtype.subdtype is None else dtype
-        cls = None if type(obj) is np.ndarray else type(obj)
-        channel = self.channel
-        if channel.pool is not None and obj.nbytes >= channel.threshold and len(self.fds) < _MAX_FDS:
-            slot = channel.pool.lease(obj, channel)
-            if slot is not None:
-                if slot.id in channel.sent_slots:
-                    return ("s", channel.pool.id, slot.id, kind, obj.shape, cls)
-                channel.sent_slots.add(slot.id)
-                self.fds.append(slot.fd)
-                return ("S", channel.pool.id, slot.id, kind, obj.shape, cls, slot.size, len(self.fds) - 1)
-        data: Any = np.ascontiguousarray(obj).view(np.ndarray).reshape(-1)
-        self.oob.append(memoryview(data).cast("B"))
-        return ("b", len(self.oob) - 1, kind, obj.shape, cls)
+        self.fds: list[int] = []
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, channel: Channel, oob: list[bytearray], fds: list[int]) -> None:
-        super().__init__(file)
-        self.channel = channel
-        self.oob = oob
-        self.fds = fds
+def _reduce_array(encoding: _Encoding, obj: Any) -> Any:
+    dtype = obj.dtype
+    if dtype.hasobject:
+        return obj.__reduce_ex__(5)
+    kind = dtype.str if dtype.names is None and dtype.subdtype is None else dtype
+    cls = None if type(obj) is np.ndarray else type(obj)
+    channel = encoding.channel
+    fds = encoding.fds
+    if channel.pool is not None and obj.nbytes >= channel.threshold and len(fds) < _MAX_FDS:
+        slot = channel.pool.lease(obj, channel)
+        if slot is not None:
+            if slot.id in channel.sent_slots:
+                return _from_slot, (channel.pool.id, slot.id, kind, obj.shape, cls, 0, -1)
+            channel.sent_slots.add(slot.id)
+            fds.append(slot.fd)
+            return _from_slot, (channel.pool.id, slot.id, kind, obj.shape, cls, slot.size, len(fds) - 1)
+    data: Any = np.ascontiguousarray(obj).view(np.ndarray).reshape(-1)
+    return _from_buffer, (pickle.PickleBuffer(data), kind, obj.shape, cls)
 
-    def persistent_load(self, pid: Any) -> Any:
-        tag = pid[0]
-        if tag == "b":
-            _, index, kind, shape, cls = pid
-            result = np.frombuffer(self.oob[index], dtype=kind).reshape(shape)
-        else:
-            channel = self.channel
-            if tag == "S":
-                _, pool_id, slot_id, kind, shape, cls, size, fd_index = pid
-                channel.maps.add(pool_id, slot_id, self.fds[fd_index], size)
-                self.fds[fd_index] = -1
-            else:
-                _, pool_id, slot_id, kind, shape, cls = pid
-            result = channel.maps.view(pool_id, slot_id, kind, shape, partial(release_later, channel.ref, slot_id))
-        return result if cls is None else result.view(cls)
+
+def _from_buffer(buffer: Any, kind: Any, shape: tuple[int, ...], cls: type | None) -> Any:
+    result = np.frombuffer(buffer, dtype=kind).reshape(shape)
+    return result if cls is None else result.view(cls)
+
+
+_decoding = threading.local()
+
+
+def _from_slot(pool_id: str, slot_id: int, kind: Any, shape: tuple[int, ...], cls: type | None, size: int, fd_index: int) -> Any:
+    channel: Channel = _decoding.channel
+    if fd_index >= 0:
+        fds: list[int] = _decoding.fds
+        channel.maps.add(pool_id, slot_id, fds[fd_index], size)
+        fds[fd_index] = -1
+    result = channel.maps.view(pool_id, slot_id, kind, shape, partial(release_later, channel.ref, slot_id))
+    return result if cls is None else result.view(cls)
 
 
 class Channel:
@@ -123,6 +120,13 @@ class Channel:
         self.maps = SlotMaps()
         self.sent_slots: set[int] = set()
         self.ref = weakref.ref(self)
+        self._encoding = _Encoding(self)
+        reducer = partial(_reduce_array, self._encoding)
+        self._dispatch: Any = {**copyreg.dispatch_table, np.ndarray: reducer, Image: reducer}
+        self._buffer = bytearray(_RECV_CHUNK)
+        self._view = memoryview(self._buffer)
+        self._start = self._end = 0
+        self._fds: deque[int] = deque()
         self._pending: deque[Any] = deque()
         self._lock = threading.Lock()
         self._flushing = False
@@ -161,11 +165,14 @@ class Channel:
             self.post(("x", slot_ids))
 
     def _send(self, ops: list[Any]) -> None:
-        oob: list[memoryview] = []
+        oob: list[Any] = []
         fds: list[int] = []
+        self._encoding.fds = fds
         buffer = io.BytesIO()
         try:
-            _Pickler(buffer, self, oob, fds).dump(ops)
+            pickler = pickle.Pickler(buffer, 5, buffer_callback=oob.append)
+            pickler.dispatch_table = self._dispatch  # only arrays reach Python code
+            pickler.dump(ops)
         except Exception:
             # Something in the frame does not pickle with the standard pickler: use dill for this frame only.
             import dill
@@ -176,6 +183,7 @@ class Channel:
             buffer.write(b"D")
             buffer.write(dill.dumps(ops, protocol=5))
         payload = buffer.getbuffer()
+        oob = [b.raw() for b in oob]
         parts: list[Any] = [_HEADER.pack(len(payload), len(oob), len(fds))]
         if oob:
             parts.append(struct.pack(f"<{len(oob)}Q", *(m.nbytes for m in oob)))
@@ -199,35 +207,31 @@ class Channel:
     # -- receiving ------------------------------------------------------------------------------
 
     def recv(self) -> list[Any] | None:
-        """The next frame's operations; ``None`` once the peer closed the connection."""
-        header = bytearray(_HEADER.size)
+        """The next frame's operations; ``None`` once the peer closed the connection.
+
+        Reads into a buffer, so a small frame (the common case) costs one system call.
+        Only one thread may call it.
+        """
         fds: list[int] = []
-        got = 0
-        while got < len(header):
-            try:
-                n, ancdata, _, _ = self.sock.recvmsg_into([memoryview(header)[got:]], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
-            except OSError:
-                return None
-            if n == 0:
-                return None
-            got += n
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.extend(array.array("i", data[: len(data) - (len(data) % 4)]))
-        size, n_oob, n_fds = _HEADER.unpack(header)
         try:
+            header = self._take(_HEADER.size)
+            if header is None:
+                return None
+            size, n_oob, n_fds = _HEADER.unpack(header)
+            # Descriptors ride on a frame's first byte: they are here once its header is.
+            fds = [self._fds.popleft() for _ in range(min(n_fds, len(self._fds)))]
             lengths: tuple[int, ...] = ()
             if n_oob:
-                raw = self._read(8 * n_oob)
+                raw = self._take(8 * n_oob)
                 if raw is None:
                     return None
                 lengths = struct.unpack(f"<{n_oob}Q", raw)
-            payload = self._read(size)
+            payload = self._take(size)
             if payload is None:
                 return None
             oob: list[bytearray] = []
             for length in lengths:
-                buffer = self._read(length)
+                buffer = self._take(length, copy=True)
                 if buffer is None:
                     return None
                 oob.append(buffer)
@@ -236,26 +240,57 @@ class Channel:
 
                 ops: list[Any] = dill.loads(bytes(payload[1:]))
                 return ops
-            result: list[Any] = _Unpickler(io.BytesIO(payload), self, oob, fds).load()
+            if fds:
+                _decoding.channel, _decoding.fds = self, fds
+            else:
+                _decoding.channel = self
+            result: list[Any] = pickle.loads(payload, buffers=oob)
             return result
+        except OSError:
+            return None
         finally:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
 
-    def _read(self, size: int) -> bytearray | None:
-        data = bytearray(size)
-        view = memoryview(data)
-        got = 0
+    def _take(self, size: int, copy: bool = False) -> Any:
+        """The next ``size`` bytes (a fresh bytearray when ``copy``), or ``None`` at the end of the stream."""
+        available = self._end - self._start
+        if available >= size and not copy:
+            start = self._start
+            self._start += size
+            return bytes(self._view[start : start + size])
+        out = bytearray(size)
+        view = memoryview(out)
+        got = min(available, size)
+        view[:got] = self._view[self._start : self._start + got]
+        self._start += got
+        if got == size:
+            return out
+        if size - got >= _RECV_CHUNK // 2:  # large: straight into the destination
+            while got < size:
+                n = self._recv_into(view[got:], size - got)
+                if n == 0:
+                    return None
+                got += n
+            return out
+        self._start = self._end = 0
         while got < size:
-            try:
-                n = self.sock.recv_into(view[got:], size - got, socket.MSG_WAITALL)
-            except OSError:
-                return None
+            n = self._recv_into(self._view, _RECV_CHUNK)
             if n == 0:
                 return None
-            got += n
-        return data
+            take = min(n, size - got)
+            view[got : got + take] = self._view[:take]
+            got += take
+            self._start, self._end = take, n
+        return out
+
+    def _recv_into(self, view: memoryview, size: int) -> int:
+        n, ancdata, _, _ = self.sock.recvmsg_into([view[:size]], _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                self._fds.extend(array.array("i", data[: len(data) - (len(data) % 4)]))
+        return int(n)
 
     def shutdown(self) -> None:
         """Stop both directions; the peer's and our own reader see the end."""
