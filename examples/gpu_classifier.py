@@ -1,0 +1,288 @@
+# requires: torch
+"""A GPU image classifier served to many streams: preprocessing and ResNet-50, both batched across streams.
+
+Two cells, each with ``call_batch``, so the executor hands them batches made of
+one frame from each of many streams (cross-stream dynamic batching; every
+stream keeps its own state):
+
+- ``Preprocess`` resizes every frame (shorter side to ``size``, then a centre
+  crop) on ``context.device`` with torch, a whole batch per call.
+- ``Classify`` runs ResNet-50, built here in plain torch with random weights
+  (no download, no torchvision), in half precision on a GPU. ``load_model``
+  builds it once and puts it on ``context.device``; the normalisation (ImageNet
+  mean and std) is the first layer of the model, so it happens on the device too.
+  It keeps a per-stream count of frames in its state.
+
+Ports carry ``rvai_sdk.types`` values, so the preprocessed frame crosses from one
+cell to the next as a 224x224 ``Image`` (uint8): a quarter of the bytes of a
+float32 tensor, and normalised only once it is on the device.
+
+Run it on a CPU with tiny frames (a few seconds; what the test suite does)::
+
+    python examples/gpu_classifier.py --runtime debug
+
+and on a GPU with real ones::
+
+    python examples/gpu_classifier.py --runtime local --streams 64 --frames 20 --height 480 --width 640 --size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rvai_sdk.cell import Cell, cell
+from rvai_sdk.context import InferenceContext, ModelContext
+from rvai_sdk.data import Inputs, Outputs, Parameters, State
+from rvai_sdk.pipeline import Pipeline, PipelineFactory
+from rvai_sdk.resources import CellResources
+from rvai_sdk.runtime import Inference, init
+from rvai_sdk.types import Class, Float, Image, Integer
+
+# -- ResNet-50 in plain torch (the torchvision architecture, random weights) ---------------------
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (stride here, as torchvision does), 1x1 expand by 4, plus the shortcut."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 (He et al. 2015, torchvision layout): 3-4-6-3 bottleneck stages, about 25.6 M parameters."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        layers: list[nn.Module] = []
+        in_channels = 64
+        for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for i in range(blocks):
+                layers.append(Bottleneck(in_channels, width, stride if i == 0 else 1))
+                in_channels = width * Bottleneck.expansion
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(self.stem(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class Normalize(nn.Module):
+    """uint8 NHWC frames -> normalised NCHW floats of the model's dtype (on the model's device)."""
+
+    def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
+        super().__init__()
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 3, 1, 1)))
+        self.register_buffer("shift", -torch.tensor(mean).view(1, 3, 1, 1) / torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).to(self.scale.dtype)
+        return (x * self.scale + self.shift).contiguous(memory_format=torch.channels_last)
+
+
+def build_model(device: str, *, half: bool | None = None, num_classes: int = 1000) -> nn.Module:
+    """Normalize + ResNet-50 with random weights, in eval mode on ``device`` (fp16 on CUDA unless ``half=False``)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(Normalize(), ResNet50(num_classes)).eval()
+    half = device.startswith("cuda") if half is None else half
+    model = model.to(device=device, memory_format=torch.channels_last)
+    return model.half() if half else model
+
+
+# -- cells ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameIn(Inputs):
+    frame: Image = Inputs.field(name="Frame", description="an RGB frame, uint8 HxWx3, any size")
+
+
+@dataclass
+class FrameOut(Outputs):
+    frame: Image = Outputs.field(name="Preprocessed frame", description="size x size x 3, uint8")
+
+
+@dataclass
+class PreprocessParameters(Parameters):
+    size: Integer = Parameters.field(default=Integer(224), description="output side in pixels")
+
+
+@cell(max_batch_size=64, max_batch_wait=0.002)
+class Preprocess(Cell):
+    """Resize (shorter side to ``size``, bilinear with antialiasing) and centre-crop, on ``context.device``."""
+
+    @classmethod
+    def call_batch(
+        cls, contexts: Sequence[InferenceContext], parameters: PreprocessParameters, inputs_list: Sequence[FrameIn]
+    ) -> list[FrameOut]:
+        size = int(parameters.size)
+        outs: list[FrameOut | None] = [None] * len(inputs_list)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, inputs in enumerate(inputs_list):
+            groups.setdefault(inputs.frame.shape, []).append(i)
+        device = contexts[0].device
+        for shape, indices in groups.items():
+            height, width = shape[0], shape[1]
+            if (height, width) == (size, size):  # already the model's size: nothing to do
+                for i in indices:
+                    outs[i] = FrameOut(frame=inputs_list[i].frame)
+                continue
+            batch = torch.from_numpy(np.stack([inputs_list[i].frame for i in indices]))
+            batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+            scale = size / min(height, width)
+            resized = torch.nn.functional.interpolate(
+                batch,
+                size=(max(size, round(height * scale)), max(size, round(width * scale))),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+            top = (resized.shape[2] - size) // 2
+            left = (resized.shape[3] - size) // 2
+            cropped = resized[:, :, top : top + size, left : left + size]
+            frames = cropped.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            for j, i in enumerate(indices):
+                outs[i] = FrameOut(frame=Image(frames[j]))
+        return [o for o in outs if o is not None]
+
+
+@dataclass
+class ClassifyOut(Outputs):
+    label: Class = Outputs.field(name="Label", description="the top-1 class")
+    score: Float = Outputs.field(name="Score", description="its softmax probability")
+    frames: Integer = Outputs.field(name="Frames", description="frames this stream has sent so far")
+
+
+@dataclass
+class StreamState(State):
+    frames: Integer = State.field(default=Integer(0))
+
+
+@cell(state=StreamState, max_batch_size=64, max_batch_wait=0.002)
+class Classify(Cell):
+    """ResNet-50 on a batch of preprocessed frames; top-1 label and score per frame."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        model = build_model(context.device)
+        with torch.inference_mode():  # warm-up: kernels chosen and memory allocated before the first request
+            model(torch.zeros(1, 64, 64, 3, dtype=torch.uint8, device=context.device))
+        return model
+
+    @classmethod
+    def call_batch(
+        cls, contexts: Sequence[InferenceContext], parameters: Parameters, inputs_list: Sequence[FrameIn]
+    ) -> list[ClassifyOut]:
+        model = contexts[0].model
+        device = contexts[0].device
+        batch = torch.from_numpy(np.stack([inputs.frame for inputs in inputs_list]))
+        with torch.inference_mode():
+            logits = model(batch.to(device, non_blocking=True))
+            scores, labels = torch.softmax(logits.float(), dim=1).max(dim=1)
+        outs = []
+        for context, label, score in zip(contexts, labels.tolist(), scores.tolist()):
+            context.state.frames = Integer(context.state.frames + 1)
+            outs.append(ClassifyOut(label=Class(label, f"class-{label}"), score=Float(score), frames=context.state.frames))
+        return outs
+
+
+def classifier_pipeline() -> Pipeline:
+    """frame -> preprocess -> classify -> label, score, frames."""
+    pf = PipelineFactory(name="gpu-classifier")
+    pre = pf.add_cell(ref="preprocess", cell=Preprocess())
+    net = pf.add_cell(ref="classify", cell=Classify())
+    pf.declare_input(ref="frame", input=pre.inputs.frame)
+    pf.connect(pre.outputs.frame, net.inputs.frame)
+    pf.declare_output(ref="label", output=net.outputs.label)
+    pf.declare_output(ref="score", output=net.outputs.score)
+    pf.declare_output(ref="frames", output=net.outputs.frames)
+    return pf.build()
+
+
+def classifier_inference(size: int = 224, gpu: bool | None = None) -> Inference:
+    """The example's Inference: both cells on one GPU when there is one (``gpu=None``: when CUDA is available)."""
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    resources = {ref: CellResources(gpus=1) for ref in ("preprocess", "classify")} if gpu else {}
+    return Inference(
+        pipeline=classifier_pipeline(),
+        parameters={"preprocess": {"size": size}},
+        resources=resources,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runtime", default="debug", choices=["debug", "local", "ray"])
+    parser.add_argument("--streams", type=int, default=4, help="concurrent streams (sids)")
+    parser.add_argument("--frames", type=int, default=3, help="frames per stream")
+    parser.add_argument("--height", type=int, default=48, help="input frame height")
+    parser.add_argument("--width", type=int, default=64, help="input frame width")
+    parser.add_argument("--size", type=int, default=32, help="model input side (224 for real use)")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    frames = [Image(rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)) for _ in range(args.streams)]
+    with init(args.runtime) as rt, rt.start_inference(classifier_inference(args.size)) as proc:
+        start = time.perf_counter()
+        last: dict[str, dict[str, Any]] = {}
+        for _ in range(args.frames):  # every stream sends a frame; the executor batches them across streams
+            futures = {f"camera-{i}": proc.predict({"frame": frames[i]}, sid=f"camera-{i}") for i in range(args.streams)}
+            last = {sid: future.result(timeout=600) for sid, future in futures.items()}
+        elapsed = time.perf_counter() - start
+        cells = proc.stats()["cells"]
+    for sid, out in last.items():
+        print(f"{sid}: frames={out['frames']} label={out['label'].name} score={out['score']:.4f}")
+    total = args.streams * args.frames
+    print(f"{total} frames in {elapsed:.2f} s ({total / elapsed:.1f} frames/s) on {args.runtime}")
+    for ref in ("preprocess", "classify"):
+        sizes = cells[ref]["batch_size"]
+        print(f"{ref}: {cells[ref]['calls']} calls, mean batch {sizes['mean']:.1f}, max batch {sizes['max']}")
+
+
+if __name__ == "__main__":
+    # Run as a script, this file is __main__, whose classes the local and ray runtimes would send
+    # to the inference process by value (dill), torch globals and all. Importing the same file as
+    # a module makes the cells travel by reference, as they do from any installed package.
+    import gpu_classifier
+
+    gpu_classifier.main()
