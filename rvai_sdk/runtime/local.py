@@ -44,6 +44,7 @@ from rvai_sdk.runtime.process import InferenceProcess
 from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
 from rvai_sdk.runtime.status import ProcessStatus
 from rvai_sdk.transport.channel import new_address
+from rvai_sdk.types._generic import register_with_dill
 from rvai_sdk.transport.client import InferenceClient
 from rvai_sdk.transport.server import InferenceServer
 from rvai_sdk.transport.shm import SlotPool, shm_supported
@@ -86,6 +87,7 @@ def _start(process: Any) -> None:
 def _dumps(obj: Any, what: str) -> bytes:
     import dill
 
+    register_with_dill()
     try:
         with warnings.catch_warnings():
             # Classes local to a function or a notebook have no importable reference: dill sends them by value.

@@ -177,6 +177,9 @@ class Channel:
             # Something in the frame does not pickle with the standard pickler: use dill for this frame only.
             import dill
 
+            from rvai_sdk.types._generic import register_with_dill
+
+            register_with_dill()
             oob.clear()
             fds.clear()
             buffer = io.BytesIO()

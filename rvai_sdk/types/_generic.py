@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Any
 
-__all__ = ["GenericMeta"]
+__all__ = ["GenericMeta", "register_with_dill"]
 
 _LOCK = threading.Lock()
 
@@ -66,3 +66,25 @@ def _reduce_generic(cls: GenericMeta) -> Any:
 
 
 copyreg.pickle(GenericMeta, _reduce_generic)
+
+
+def register_with_dill() -> None:
+    """Make dill pickle parametrised classes as ``Origin[args]`` too (idempotent).
+
+    dill stores classes with a metaclass by module and name, which a fresh process
+    cannot find (``List[Integer]`` exists there only once something subscripts it).
+    Runtimes call this before sending code by value.
+    """
+    import dill
+
+    if GenericMeta in dill.Pickler.dispatch:
+        return
+
+    def save(pickler: Any, obj: GenericMeta) -> None:
+        reduced = _reduce_generic(obj)
+        if isinstance(reduced, str):
+            pickler.save_global(obj)
+        else:
+            pickler.save_reduce(*reduced, obj=obj)
+
+    dill.register(GenericMeta)(save)

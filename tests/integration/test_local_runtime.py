@@ -324,3 +324,93 @@ def test_a_torch_cell_runs_on_the_gpu_in_the_local_runtime(local: Runtime) -> No
     inference = Inference(pipeline=single(TorchCell), resources={"c0": CellResources(gpus=0.5)})
     with local.start_inference(inference) as proc:
         assert proc.predict({"x": 2}).result(timeout=60) == {"y": 8}
+
+
+def test_a_script_defining_its_cells_in_main_runs_on_the_local_runtime_without_a_main_guard(tmp_path: Path) -> None:
+    """Cells, data classes and drivers from ``__main__`` travel by value: string annotations,
+    parametrised types (``List[Point]``) and driver parameters resolve in the children."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            '''
+            from __future__ import annotations
+
+            import dataclasses
+            from dataclasses import dataclass
+
+            from rvai_sdk.cell import Cell, cell
+            from rvai_sdk.context import InferenceContext
+            from rvai_sdk.data import Inputs, Outputs, Parameters, State
+            from rvai_sdk.drivers import DriverParameters, PipelineDriver
+            from rvai_sdk.pipeline import PipelineFactory
+            from rvai_sdk.runtime import Inference, init
+            from rvai_sdk.types import Integer, List, Point, String
+
+
+            @dataclass
+            class PointsIn(Inputs):
+                points: List[Point] = Inputs.field()
+
+
+            @dataclass
+            class CountOut(Outputs):
+                count: Integer = Outputs.field()
+
+
+            @dataclass
+            class Seen(State):
+                total: Integer = State.field(default=Integer(0))
+
+
+            @cell(state=Seen)
+            class CountPoints(Cell):
+                @classmethod
+                def call(cls, context: InferenceContext, parameters: Parameters, inputs: PointsIn) -> CountOut:
+                    context.state.total = Integer(context.state.total + len(inputs.points))
+                    return CountOut(count=context.state.total)
+
+
+            @dataclass
+            class SenderParameters(DriverParameters):
+                sid: String = DriverParameters.field(default=String("cam"))
+
+
+            class Sender(PipelineDriver):
+                parameters_class = SenderParameters
+
+                def run(self, inference, resources):
+                    sid = str(self.get_parameters().sid)
+                    self.last = int(inference.predict({"points": [(1, 2)]}, sid=sid).result(timeout=30)["count"])
+                    self.wait_stopped()
+
+                def stats(self):
+                    return {"last": getattr(self, "last", None)}
+
+
+            pf = PipelineFactory(name="points")
+            c = pf.add_cell(ref="count", cell=CountPoints())
+            pf.declare_input(ref="points", input=c.inputs.points)
+            pf.declare_output(ref="count", output=c.outputs.count)
+            pipeline = pf.build()
+
+            with init("local") as rt, rt.start_inference(Inference(pipeline=pipeline)) as proc:
+                print(int(proc.predict({"points": [(0, 0), (1, 1)]}, sid="cam").result(timeout=30)["count"]))
+                driver = proc.add_driver("sender", Sender, {"sid": "cam"})
+                import time
+                deadline = time.monotonic() + 30
+                while driver.stats()["last"] is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                print(driver.stats()["last"])
+            '''
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "3"]
