@@ -132,7 +132,8 @@ def service_record(name: str, port: int, address: str = "127.0.0.1", wan_address
         wan_address: the address from outside that network (``address`` by default).
 
     Example:
-        >>> service_record("http", 8080)["taggedAddresses"]["lan"]
+        >>> record = service_record("http", 8080)
+        >>> record.get("taggedAddresses").get("lan")
         {'address': '127.0.0.1', 'port': 8080}
     """
     return {
