@@ -28,8 +28,18 @@ from rvai_sdk.types import Float, Image, Integer
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, what: str = "the condition", interval: float = 0.05) -> T:
-    """Poll ``condition`` until it returns something truthy, at most ``timeout`` seconds; return it."""
+def wait_until(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    what: str = "the condition",
+    interval: float = 0.05,
+    explain: Callable[[], object] | None = None,
+) -> T:
+    """Poll ``condition`` until it returns something truthy, at most ``timeout`` seconds; return it.
+
+    ``explain`` is called on a timeout, for the message (e.g. the driver's stats).
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
@@ -37,7 +47,8 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 30.0, what: str =
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+            detail = f"; {explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r}){detail}")
         time.sleep(interval)
 
 

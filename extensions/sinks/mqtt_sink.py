@@ -1,0 +1,170 @@
+"""MqttSink: publishes each record as JSON to an MQTT topic (paho-mqtt, QoS 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rvai_sdk._compat import require
+from rvai_sdk.drivers import Record, Sink, SinkContext, SinkParameters
+from rvai_sdk.exc import SinkError
+from rvai_sdk.types import Boolean, FloatRange, IntegerRange
+
+__all__ = ["MqttSink", "MqttSinkParameters"]
+
+
+@dataclasses.dataclass
+class MqttSinkParameters(SinkParameters):
+    """Parameters of an :class:`MqttSink` (batching, buffer and retries come from :class:`SinkParameters`).
+
+    Attributes:
+        qos: the quality of service of each message (1: at least once).
+        retain: ask the broker to keep the last message of each topic.
+        publish_timeout: seconds to wait for the broker to acknowledge a batch.
+        connect_timeout: seconds to wait for the broker to accept the connection.
+    """
+
+    qos: IntegerRange = SinkParameters.field(name="QoS", description="0, 1 or 2", default=IntegerRange(1, min=0, max=2))
+    retain: Boolean = SinkParameters.field(name="Retain", description="Broker keeps the last message", default=Boolean(False))
+    publish_timeout: FloatRange = SinkParameters.field(
+        name="Publish timeout", description="Seconds to wait for acknowledgements", default=FloatRange(5.0, min=0.1, max=600.0)
+    )
+    connect_timeout: FloatRange = SinkParameters.field(
+        name="Connect timeout", description="Seconds to wait for the broker", default=FloatRange(5.0, min=0.1, max=600.0)
+    )
+
+
+class MqttSink(Sink):
+    """Publishes every record as a JSON message (``Record.to_json()``) to a topic template.
+
+    The template takes ``{source}``, ``{sid}``, ``{index}`` and ``{status}``, e.g.
+    ``"results/{source}"``. A batch counts as written once the broker acknowledged every
+    message (QoS 1 and 2); otherwise the write fails and the driver retries it, so a
+    subscriber may see a message twice after a broker outage: deduplicate on
+    ``(source, index)``.
+
+    Args:
+        topic: the topic template.
+        host: the broker's address.
+        port: the broker's port.
+        inputs: include the request inputs in each message (images as base64 PNG: large).
+        client_id: the MQTT client id (default: a unique one).
+        username: for brokers that require a login.
+        password: for brokers that require a login.
+        params: :meth:`MqttSink.parameters` (qos, retain, timeouts, batching, retries).
+
+    Example:
+        >>> MqttSink("results/{source}").topic_for(Record(source="cam-1", sid="cam-1", index=0, timestamp=0.0, outputs={}))
+        'results/cam-1'
+    """
+
+    parameters_class = MqttSinkParameters
+
+    def __init__(
+        self,
+        topic: str = "results/{source}",
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        inputs: bool = False,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        params: MqttSinkParameters | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(params)
+        try:
+            topic.format(source="s", sid="s", index=0, status="complete")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SinkError(f"MqttSink topic {topic!r} may use only {{source}}, {{sid}}, {{index}} and {{status}}: {exc}") from exc
+        self.topic = topic
+        self.host = host
+        self.port = port
+        self.inputs = inputs
+        self.client_id = client_id
+        self.username = username
+        self.password = password
+
+    def topic_for(self, record: Record) -> str:
+        """The topic a record is published to."""
+        return self.topic.format(source=record.source, sid=record.sid, index=record.index, status=record.status)
+
+    def _where(self) -> str:
+        ref = getattr(getattr(self, "context", None), "ref", "?")
+        return f"sink {ref!r} (MqttSink {self.host}:{self.port} topic {self.topic!r})"
+
+    def open(self, context: SinkContext) -> None:
+        """Connect to the broker.
+
+        Raises:
+            SinkError: the broker cannot be reached or refuses the connection.
+        """
+        super().open(context)
+        mqtt = require("paho.mqtt.client", extra="mqtt")
+        self._published = getattr(self, "_published", 0)
+        self._connected = threading.Event()
+        self._refused: str | None = None
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id or f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}")
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        self._client = client
+        try:
+            client.connect(self.host, self.port)
+        except (OSError, ValueError) as exc:
+            self._client = None
+            raise SinkError(f"{self._where()}: cannot connect: {type(exc).__name__}: {exc}") from exc
+        client.loop_start()
+        if not self._connected.wait(float(self.params.connect_timeout)) or self._refused:
+            self.close()
+            raise SinkError(f"{self._where()}: not connected within {float(self.params.connect_timeout)} s ({self._refused or 'no answer'})")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = f"connection refused: {reason_code}"
+        self._connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._connected.clear()
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Publish the batch and wait for the broker's acknowledgements.
+
+        Raises:
+            SinkError: not connected, or a message was not acknowledged in time.
+        """
+        client = self._client
+        if client is None or not self._connected.is_set():
+            raise SinkError(f"{self._where()}: not connected to the broker")
+        qos, retain = int(self.params.qos), bool(self.params.retain)
+        deadline = time.monotonic() + float(self.params.publish_timeout)
+        try:
+            infos = [
+                client.publish(self.topic_for(r), json.dumps(r.to_json(inputs=self.inputs)), qos=qos, retain=retain) for r in records
+            ]
+            for info in infos:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                if not info.is_published():
+                    raise SinkError(f"{self._where()}: the broker did not acknowledge within {float(self.params.publish_timeout)} s")
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise SinkError(f"{self._where()}: publishing failed: {type(exc).__name__}: {exc}") from exc
+        self._published += len(records)
+
+    def close(self) -> None:
+        """Disconnect from the broker (idempotent)."""
+        client, self._client = getattr(self, "_client", None), None
+        if client is not None:
+            try:
+                client.disconnect()
+            finally:
+                client.loop_stop()
+
+    def stats(self) -> dict[str, Any]:
+        """``published`` messages and whether the sink is ``connected``."""
+        connected = getattr(self, "_connected", None)
+        return {"published": getattr(self, "_published", 0), "connected": bool(connected is not None and connected.is_set())}

@@ -1,0 +1,233 @@
+"""MqttSource: pipeline inputs from JSON messages on an MQTT topic (paho-mqtt, QoS 1)."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from rvai_sdk._compat import require
+from rvai_sdk.drivers import Source, SourceContext, SourceItem, SourceParameters
+from rvai_sdk.exc import InputValidationError, SourceError
+from rvai_sdk.drivers.source import DROP_POLICIES
+from rvai_sdk.types import Enum, FloatRange, IntegerRange, String, from_json
+
+__all__ = ["MqttSource", "MqttSourceParameters"]
+
+
+@dataclasses.dataclass
+class MqttSourceParameters(SourceParameters):
+    """Parameters of an :class:`MqttSource` (queueing and drop policy come from :class:`SourceParameters`).
+
+    Attributes:
+        drop: ``block`` by default: bursts wait in the receive buffer (bounded, below)
+            rather than being dropped after a few items; ``drop_oldest`` or
+            ``keep_latest`` suit topics where only fresh messages matter.
+        qos: the subscription's quality of service (1: at least once).
+        receive_buffer: messages held between the MQTT client and the stream; beyond it
+            the oldest are dropped (and counted).
+        connect_timeout: seconds to wait for the broker to accept the connection and subscription.
+        keepalive: seconds between MQTT keep-alive pings.
+    """
+
+    drop: Enum[String] = SourceParameters.field(
+        name="Drop policy",
+        description="block (default: bursts wait in the receive buffer), drop_oldest, keep_latest, or auto",
+        default=Enum[String](options=list(DROP_POLICIES), selected="block"),
+    )
+    qos: IntegerRange = SourceParameters.field(name="QoS", description="0, 1 or 2", default=IntegerRange(1, min=0, max=2))
+    receive_buffer: IntegerRange = SourceParameters.field(
+        name="Receive buffer", description="Messages held before the oldest are dropped", default=IntegerRange(10_000, min=1, max=10_000_000)
+    )
+    connect_timeout: FloatRange = SourceParameters.field(
+        name="Connect timeout", description="Seconds to wait for the broker", default=FloatRange(5.0, min=0.1, max=600.0)
+    )
+    keepalive: IntegerRange = SourceParameters.field(
+        name="Keep-alive", description="Seconds between pings", default=IntegerRange(30, min=5, max=3600)
+    )
+
+
+class MqttSource(Source):
+    """Subscribes to a topic; each message is a JSON object of pipeline input ref → JSON value.
+
+    Values are decoded with the input's type (an Image as a base64 PNG string, a
+    BoundingBox as its JSON object...). A message that is not such an object, or whose
+    values do not decode, is counted (``bad_payloads`` in :meth:`stats`), logged and
+    skipped: the stream goes on. Messages are numbered in arrival order. The source is
+    :attr:`live`; by default a burst waits in the receive buffer (bounded: beyond it the
+    oldest messages are dropped and counted), see :class:`MqttSourceParameters`.
+    The MQTT client reconnects by itself and subscribes again.
+
+    Args:
+        topic: the topic (filter) to subscribe to, e.g. ``"cameras/+/counts"``.
+        host: the broker's address.
+        port: the broker's port.
+        sid_field: a payload field holding the sid of that message (it is not an input);
+            without it every message uses the stream's sid.
+        client_id: the MQTT client id (default: a unique one).
+        username: for brokers that require a login.
+        password: for brokers that require a login.
+        params: :meth:`MqttSource.parameters` (qos, buffers, timeouts, drop policy).
+
+    Example:
+        >>> MqttSource("sensors/+/reading", sid_field="device").live
+        True
+    """
+
+    parameters_class = MqttSourceParameters
+
+    def __init__(
+        self,
+        topic: str,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        sid_field: str | None = None,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        params: MqttSourceParameters | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(params)
+        self.topic = topic
+        self.host = host
+        self.port = port
+        self.sid_field = sid_field
+        self.client_id = client_id
+        self.username = username
+        self.password = password
+
+    @property
+    def live(self) -> bool:
+        """Messages arrive at the publishers' pace: always live."""
+        return True
+
+    def _where(self) -> str:
+        ref = getattr(getattr(self, "context", None), "ref", "?")
+        return f"source {ref!r} (MqttSource {self.host}:{self.port} topic {self.topic!r})"
+
+    def open(self, context: SourceContext) -> None:
+        """Connect to the broker and subscribe.
+
+        Raises:
+            SourceError: the broker cannot be reached or refuses the connection or subscription.
+        """
+        super().open(context)
+        mqtt = require("paho.mqtt.client", extra="mqtt")
+        self._received = getattr(self, "_received", 0)
+        self._bad = getattr(self, "_bad", 0)
+        self._dropped = getattr(self, "_dropped", 0)
+        self._index = getattr(self, "_index", 0)
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._messages: collections.deque[tuple[bytes, float]] = collections.deque()
+        self._subscribed = threading.Event()
+        self._refused: str | None = None
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id or f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}"
+        )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client = client
+        try:
+            client.connect(self.host, self.port, keepalive=int(self.params.keepalive))
+        except (OSError, ValueError) as exc:
+            self._client = None
+            raise SourceError(f"{self._where()}: cannot connect: {type(exc).__name__}: {exc}") from exc
+        client.loop_start()
+        if not self._subscribed.wait(float(self.params.connect_timeout)) or self._refused:
+            self.close()
+            raise SourceError(f"{self._where()}: not subscribed within {float(self.params.connect_timeout)} s ({self._refused or 'no answer'})")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if reason_code.is_failure:
+            self._refused = f"connection refused: {reason_code}"
+            self._subscribed.set()
+            return
+        client.subscribe(self.topic, qos=int(self.params.qos))
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reason_codes: Any, properties: Any) -> None:
+        failed = [str(code) for code in reason_codes if code.is_failure]
+        if failed:
+            self._refused = f"subscription refused: {', '.join(failed)}"
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        self._subscribed.clear()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._arrived:
+            self._received += 1
+            if len(self._messages) >= int(self.params.receive_buffer):
+                self._messages.popleft()
+                self._dropped += 1
+            self._messages.append((bytes(message.payload), time.time()))
+            self._arrived.notify()
+
+    def _decode(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
+        try:
+            obj = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputValidationError(f"not JSON ({exc})") from exc
+        if not isinstance(obj, dict):
+            raise InputValidationError(f"expected a JSON object of input ref to value, got {type(obj).__name__}")
+        sid = None
+        if self.sid_field is not None:
+            sid = obj.pop(self.sid_field, None)
+            if sid is not None and not isinstance(sid, str):
+                raise InputValidationError(f"the sid field {self.sid_field!r} must be a string, got {sid!r}", field=self.sid_field)
+        inputs: dict[str, Any] = {}
+        for ref, spec in self.context.inputs.items():
+            if ref not in obj:
+                raise InputValidationError(f"missing input {ref!r}", field=ref)
+            try:
+                inputs[ref] = from_json(spec.type, obj[ref], like=spec.like)
+            except InputValidationError as exc:
+                raise InputValidationError(f"{ref}: {exc.detail}", field=ref) from exc
+        return inputs, sid
+
+    def items(self) -> Iterator[SourceItem]:
+        """Decoded messages, in arrival order, until the stop."""
+        stopped = self.context.stopped
+        while not stopped.is_set():
+            with self._arrived:
+                if not self._messages:
+                    self._arrived.wait(0.2)
+                    continue
+                payload, received = self._messages.popleft()
+            try:
+                inputs, sid = self._decode(payload)
+            except InputValidationError as exc:
+                self._bad += 1
+                self.context.logger.warning("%s: bad payload %d skipped: %s (payload %.80r)", self._where(), self._bad, exc, payload)
+                continue
+            yield SourceItem(inputs=inputs, index=self._index, timestamp=received, sid=sid)
+            self._index += 1
+
+    def close(self) -> None:
+        """Disconnect from the broker (idempotent)."""
+        client, self._client = getattr(self, "_client", None), None
+        if client is not None:
+            try:
+                client.disconnect()
+            finally:
+                client.loop_stop()
+
+    def stats(self) -> dict[str, Any]:
+        """``received`` messages, ``bad_payloads``, ``dropped`` at receive, ``subscribed``."""
+        subscribed = getattr(self, "_subscribed", None)
+        return {
+            "received": getattr(self, "_received", 0),
+            "bad_payloads": getattr(self, "_bad", 0),
+            "dropped": getattr(self, "_dropped", 0),
+            "subscribed": bool(subscribed is not None and subscribed.is_set()),
+        }

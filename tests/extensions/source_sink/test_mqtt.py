@@ -1,0 +1,106 @@
+"""MqttSource and MqttSink through the local Mosquitto broker, both ways, with bad payloads in the stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rvai_sdk.exc import SinkError, SourceError
+from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
+from rvai_sdk.extensions.sinks.mqtt_sink import MqttSink
+from rvai_sdk.extensions.sources.mqtt_source import MqttSource
+from rvai_sdk.runtime import Inference, Runtime
+from tests.conftest import Count, single
+from tests.extensions.source_sink.conftest import free_port
+from tests.extensions.source_sink.support import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class Subscriber:
+    """A plain paho client in the test: collects messages of a topic filter."""
+
+    def __init__(self, host: str, port: int, topic: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, m, rc, p: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert self.ready.wait(10), "the test subscriber did not subscribe"
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self.lock:
+            self.messages.append((message.topic, json.loads(message.payload)))
+
+    def publish(self, topic: str, payload: str | bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def received(self) -> list[tuple[str, dict[str, Any]]]:
+        with self.lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscriber(mqtt_broker: tuple[str, int]) -> Iterator[tuple[Subscriber, str]]:
+    base = f"rvai-test/{uuid.uuid4().hex[:12]}"
+    sub = Subscriber(*mqtt_broker, topic=f"{base}/out/#")
+    try:
+        yield sub, base
+    finally:
+        sub.close()
+
+
+def test_mqtt_in_and_out_with_a_sid_per_message_and_bad_payloads_skipped(
+    runtime: Runtime, mqtt_broker: tuple[str, int], subscriber: tuple[Subscriber, str]
+) -> None:
+    host, port = mqtt_broker
+    sub, base = subscriber
+    source = MqttSource(f"{base}/in", host=host, port=port, sid_field="device")
+    sink = MqttSink(f"{base}/out/{{sid}}", host=host, port=port)
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver("mqtt", SourceSinkDriver, sources={"sensors": source}, sinks={"broker": sink})
+        wait_until(lambda: handle.stats()["sources"]["sensors"]["source"].get("subscribed"), what="the source to subscribe")
+        bad = [b"not json", json.dumps([1, 2]), json.dumps({"x": "abc", "device": "a"}), json.dumps({"device": "a"})]
+        for i in range(10):
+            sub.publish(f"{base}/in", json.dumps({"x": i, "device": "a" if i % 2 == 0 else "b"}))
+            if i % 3 == 0 and bad:
+                sub.publish(f"{base}/in", bad.pop())
+        wait_until(lambda: len(sub.received()) == 10, what="10 results", explain=lambda: (handle.stats(), sub.received()))
+        stats = wait_until(
+            lambda: (s := handle.stats()["sources"]["sensors"])["source"]["bad_payloads"] == 4 and s,
+            what="the fourth bad payload (published last)",
+        )
+    messages = sub.received()
+    for device, xs in (("a", [0, 2, 4, 6, 8]), ("b", [1, 3, 5, 7, 9])):
+        mine = [m for topic, m in messages if topic == f"{base}/out/{device}"]
+        assert [m["outputs"]["y"] for m in mine] == [1, 2, 3, 4, 5], f"device {device} has its own counter, in order"
+        assert {m["sid"] for m in mine} == {device} and {m["status"] for m in mine} == {"complete"}
+    assert sorted(m["index"] for _, m in messages) == list(range(10))
+    assert stats["source"]["bad_payloads"] == 4 and stats["processed"] == 10 and stats["failed"] == 0
+
+
+def test_an_unreachable_broker_is_a_clear_error() -> None:
+    from rvai_sdk.drivers import SinkContext, SourceContext
+
+    port = free_port()
+    with pytest.raises(SourceError, match=rf"source 's' \(MqttSource 127.0.0.1:{port} topic 't'\): cannot connect"):
+        MqttSource("t", port=port).open(SourceContext(ref="s", inputs=single(Count).inputs))
+    with pytest.raises(SinkError, match=rf"sink 'k' \(MqttSink 127.0.0.1:{port} topic 'r/{{source}}'\): cannot connect"):
+        MqttSink("r/{source}", port=port).open(SinkContext(ref="k", outputs=single(Count).outputs))
+    with pytest.raises(SinkError, match="may use only"):
+        MqttSink("r/{camera}")
