@@ -9,12 +9,12 @@ Loads, one after the other in one run and with the same load generator:
     the same uvicorn settings (uvloop and httptools when installed, no access log).
 
 Each at concurrency 1 and 32 (keep-alive connections, closed loop) for ``--duration``
-seconds. The load generator is ``wrk`` (Debian package ``wrk``) when it is on PATH,
+seconds, in ``--rounds`` alternated rounds (medians reported). The load generator is ``wrk`` (Debian package ``wrk``) when it is on PATH,
 else a built-in asyncio HTTP/1.1 client in its own process. Prints requests/s, p50
 and p99 latency, and the ratios the goals use (issue 4): FastAPIDriver >= 70% of the
 bare app's requests/s at concurrency 32, and p50 at concurrency 1 <= bare p50 + 0.5 ms.
 
-    python benchmarks/bench_http.py [--duration 10] [--runtime local] [--loadgen wrk|python] [--quick]
+    python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--runtime local] [--loadgen wrk|python] [--quick]
 """
 
 from __future__ import annotations
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--runtime", default="local", help="runtime of the FastAPIDriver (default local)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
-    parser.add_argument("--quick", action="store_true", help="1 s per measurement (smoke test)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each, alternated; medians reported")
+    parser.add_argument("--quick", action="store_true", help="1 s per measurement, 1 round (smoke test)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         serve_bare(args.serve_bare)
         return {}
     duration = 1.0 if args.quick else args.duration
+    if args.quick:
+        args.rounds = 1
     loadgen = args.loadgen
     if loadgen == "auto":
         loadgen = "wrk" if shutil.which("wrk") else "python"
@@ -265,9 +268,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             check_answer(bare_port)
             for port in (driver_port, bare_port):  # warm both up
                 load(port, 8, min(1.0, duration))
-            for connections in (1, 32):
-                for name, port in (("bare", bare_port), ("driver", driver_port)):
-                    results[(name, connections)] = load(port, connections, duration)
+            rounds: dict[tuple[str, int], list[Result]] = {}
+            for _ in range(args.rounds):  # alternate the two, so drifts of the machine hit both alike
+                for connections in (1, 32):
+                    for name, port in (("bare", bare_port), ("driver", driver_port)):
+                        rounds.setdefault((name, connections), []).append(load(port, connections, duration))
+            for key, measured in rounds.items():
+                results[key] = Result(
+                    statistics.median(r.rps for r in measured),
+                    statistics.median(r.p50_ms for r in measured),
+                    statistics.median(r.p99_ms for r in measured),
+                    sum(r.errors for r in measured),
+                )
             proc.remove_driver("http")
     finally:
         bare.terminate()
@@ -282,7 +294,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p50_delta = results[("driver", 1)].p50_ms - results[("bare", 1)].p50_ms
     errors = sum(r.errors for r in results.values())
     width = max(len(name) for name, _ in rows)
-    print(f"HTTP benchmark on {machine()}; load generator: {loadgen}, {duration:g} s per measurement")
+    print(
+        f"HTTP benchmark on {machine()}; load generator: {loadgen}, {duration:g} s per measurement, "
+        f"medians of {args.rounds} alternated rounds"
+    )
     print(f"  {'':<{width}}  {'req/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  errors")
     for name, r in rows:
         print(f"  {name:<{width}}  {r.rps:>10,.0f}  {r.p50_ms:>8.3f}  {r.p99_ms:>8.3f}  {r.errors}")
