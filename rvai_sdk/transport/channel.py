@@ -130,6 +130,7 @@ class Channel:
         self._pending: deque[Any] = deque()
         self._lock = threading.Lock()
         self._flushing = False
+        self._corked: int | None = None
         self.broken = False
         start_release_thread()
 
@@ -142,9 +143,29 @@ class Channel:
         """
         with self._lock:
             self._pending.append(op)
-            if self._flushing:
+            if self._flushing or self._corked == threading.get_ident():
                 return
             self._flushing = True
+        self._flush()
+
+    def cork(self) -> None:
+        """Hold back this thread's posts until :meth:`uncork` (others' posts still flush, taking them along).
+
+        A reader corks while it handles one received frame, so replies and follow-up
+        requests made meanwhile leave in one frame.
+        """
+        self._corked = threading.get_ident()
+
+    def uncork(self) -> None:
+        """Send what this thread posted since :meth:`cork`."""
+        self._corked = None
+        with self._lock:
+            if self._flushing or not self._pending:
+                return
+            self._flushing = True
+        self._flush()
+
+    def _flush(self) -> None:
         while True:
             with self._lock:
                 if not self._pending or self.broken:

@@ -127,6 +127,7 @@ class InferenceClient:
             ops = channel.recv()
             if ops is None:
                 break
+            channel.cork()  # requests sent from completion callbacks leave together
             for op in ops:
                 if op[0] == "r":
                     future = pending.pop(op[1], None)
@@ -141,6 +142,7 @@ class InferenceClient:
                         pass
                 elif op[0] == "x" and pool is not None:
                     pool.release(op[1], channel)
+            channel.uncork()
         with self._lock:
             if self._channel is channel:
                 self._channel = None

@@ -62,6 +62,7 @@ class InferenceServer:
                 ops = channel.recv()
                 if ops is None:
                     return
+                channel.cork()
                 for op in ops:
                     kind = op[0]
                     if kind == "p":
@@ -78,6 +79,7 @@ class InferenceServer:
                     elif kind == "c":
                         _, rid, method, args = op
                         self._control.submit(self._call, post, rid, method, args)
+                channel.uncork()
                 # Drop references before blocking: arrays leased from the client go back once unused.
                 op = ops = inputs = None
         finally:
