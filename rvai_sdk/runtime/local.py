@@ -265,6 +265,7 @@ class LocalInferenceProcess(InferenceProcess):
         self._process: Any = None
         self._conn: Any = None
         self._exited = threading.Event()
+        self._parameters: dict[str, Parameters] | None = None
         self._pool = SlotPool() if shm_supported() else None
         self._client = InferenceClient(
             self.address, self._authkey, name=self.pipeline.name, pool=self._pool, explain_loss=self._explain_loss
@@ -350,6 +351,8 @@ class LocalInferenceProcess(InferenceProcess):
 
     def set_parameters(self, parameters: Mapping[str, Any]) -> None:
         self._call("set_parameters", dict(parameters))
+        # Kept here too, so a restart after a crash brings the process back with them.
+        self._parameters = self._client.call("get_parameters")
 
     def drop_state(self, sid: str) -> None:
         self._call("drop_state", sid)
@@ -404,7 +407,7 @@ class LocalInferenceProcess(InferenceProcess):
                     f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}",
                     state=self._status.name,
                 )
-            parameters = self._client.call("get_parameters") if self._status is ProcessStatus.RUNNING else None
+            parameters = self._parameters
             self._transition(ProcessStatus.STARTING)
         self._shutdown(timeout)
         self._client = InferenceClient(

@@ -125,10 +125,6 @@ def test_a_dead_inference_process_fails_pending_futures_promptly_and_restart_bri
 
 
 def test_restart_keeps_parameters_and_starts_state_fresh(local: Runtime) -> None:
-    pf = PipelineFactory(name="two")
-    count = pf.add_cell(ref="count", cell=Count())
-    pf.declare_input(ref="x", input=count.inputs.x)
-    pf.declare_output(ref="y", output=count.outputs.y)
     with local.start_inference(Inference(pipeline=single(Count))) as proc:
         assert [proc.predict({"x": 0}, sid="a").result(timeout=10)["y"] for _ in range(2)] == [1, 2]
         proc.restart()
@@ -140,6 +136,11 @@ def test_restart_keeps_parameters_and_starts_state_fresh(local: Runtime) -> None
         proc.set_parameters({"c0": ScaleParams(factor=Integer(5))})
         proc.restart()
         assert proc.predict({"x": 2}).result(timeout=10) == {"value": 10.0}
+        proc.set_parameters({"c0": {"offset": 1.0}})
+        os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        wait_until(lambda: proc.status is ProcessStatus.FAILED, what="status FAILED")
+        proc.restart()
+        assert proc.predict({"x": 2}).result(timeout=10) == {"value": 11.0}, "parameters survive a crash"
 
 
 class Exits(PipelineDriver):
