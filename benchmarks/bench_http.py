@@ -64,7 +64,7 @@ class Out(Outputs):
 class Inc(Cell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
-        return Out(y=inputs.x + 1)
+        return Out(y=Integer(inputs.x + 1))
 
 
 def pipeline() -> Pipeline:

@@ -75,7 +75,7 @@ class Gated(Cell):
 
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
-        return YOut(y=inputs.x + 1)
+        return YOut(y=Integer(inputs.x + 1))
 
 
 def gated_pipeline() -> Pipeline:
