@@ -153,6 +153,7 @@ class _Outlet:
         self.cond = threading.Condition()
         self.buffer: collections.deque[Record] = collections.deque()
         self.closing = False
+        self.deadline: float | None = None
         self.state = "opening"
         self.written = 0
         self.written_by_source: collections.Counter[str] = collections.Counter()
@@ -170,7 +171,7 @@ class _Outlet:
             return True
         capacity = int(self.params.buffer)
         with self.cond:
-            while len(self.buffer) >= capacity and not self.abort.is_set() and self.thread.is_alive():
+            while len(self.buffer) >= capacity and not self._give_up() and self.thread.is_alive():
                 self.cond.wait(0.25)
             if len(self.buffer) >= capacity or (self.closing and not self.thread.is_alive()):
                 self.lost += 1
@@ -179,11 +180,16 @@ class _Outlet:
             self.cond.notify_all()
         return True
 
-    def close(self) -> None:
-        """No more records will come: write what is buffered, then close (on the writer thread)."""
+    def close(self, deadline: float | None = None) -> None:
+        """No more records will come: write what is buffered until ``deadline`` (monotonic), then close."""
         with self.cond:
             self.closing = True
+            if deadline is not None and (self.deadline is None or deadline < self.deadline):
+                self.deadline = deadline
             self.cond.notify_all()
+
+    def _give_up(self) -> bool:
+        return self.abort.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
 
     def _next_batch(self) -> list[Record] | None:
         size = int(self.params.batch_size)
@@ -206,7 +212,7 @@ class _Outlet:
                 batch = self._next_batch()
                 if batch is None:
                     break
-                if self.abort.is_set():
+                if self._give_up():
                     with self.cond:
                         self.lost += len(self.buffer)
                         left = len(self.buffer)
@@ -232,7 +238,10 @@ class _Outlet:
                     if opened:
                         self._close_sink()
                         opened = False
-                    self.abort.wait(backoff.next())
+                    delay = backoff.next()
+                    if self.deadline is not None:
+                        delay = max(0.0, min(delay, self.deadline - time.monotonic()))
+                    self.abort.wait(delay)
                     continue
                 if failures_in_a_row:
                     logger.warning("sink %r: writing again after %d failed attempts", self.ref, failures_in_a_row)
@@ -715,7 +724,7 @@ class SourceSinkDriver(PipelineDriver):
             for outlet in started:
                 outlet.start()
             for outlet in self._retired_outlets:
-                outlet.close()
+                outlet.close(time.monotonic() + float(params.drain_timeout))
             sids: dict[str, Any] = {str(k): v for k, v in params.sids.items()}
             for ref in list(self._streams):
                 stream = self._streams[ref]
@@ -749,7 +758,7 @@ class SourceSinkDriver(PipelineDriver):
         for stream in streams:
             stream.pump.join(max(0.0, deadline - time.monotonic()))
         for outlet in outlets:
-            outlet.close()
+            outlet.close(deadline)
         for outlet in outlets:
             outlet.thread.join(max(0.0, deadline - time.monotonic()))
         self._abort.set()  # past the deadline: waiting pumps and writers give up
