@@ -6,7 +6,10 @@ Loads, one after the other in one run and with the same load generator:
     serving a trivial 1-cell pipeline (``y = x + 1``);
 (b) a bare FastAPI + uvicorn app in its own process: one ``POST /predict`` endpoint
     with a pydantic body model doing the same arithmetic in-process, served with
-    the same uvicorn settings (uvloop and httptools when installed, no access log).
+    the same uvicorn settings (uvloop and httptools when installed, no access log);
+(c) with ``--ray-serve-python PATH`` (a Python whose own virtualenv has ``ray[serve]``,
+    e.g. ``python -m venv /tmp/serve && /tmp/serve/bin/pip install 'ray[serve]'``): the
+    same logic as a Ray Serve deployment behind Serve's HTTP proxy, on a fresh local Ray.
 
 Each at concurrency 1 and 32 (keep-alive connections, closed loop) for ``--duration``
 seconds, in ``--rounds`` alternated rounds (medians reported). The load generator is ``wrk`` (Debian package ``wrk``) when it is on PATH,
@@ -14,7 +17,8 @@ else a built-in asyncio HTTP/1.1 client in its own process. Prints requests/s, p
 and p99 latency, and the ratios the goals use (issue 4): FastAPIDriver >= 70% of the
 bare app's requests/s at concurrency 32, and p50 at concurrency 1 <= bare p50 + 0.5 ms.
 
-    python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--runtime local] [--loadgen wrk|python] [--quick]
+    python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--runtime local] [--loadgen wrk|python]
+                                    [--ray-serve-python /tmp/serve/bin/python] [--quick]
 """
 
 from __future__ import annotations
@@ -103,6 +107,36 @@ def serve_bare(port: int) -> None:
         return {"status": "ready"}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, server_header=False)
+
+
+# -- (c) Ray Serve, in its own environment ------------------------------------------------------------
+
+RAY_SERVE_APP = """
+import signal, sys, threading
+import ray
+from ray import serve
+from starlette.requests import Request
+
+port = int(sys.argv[1])
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+
+@serve.deployment(max_ongoing_requests=256)
+class Inc:
+    async def __call__(self, request: Request) -> dict:
+        body = await request.json()
+        return {"outputs": {"y": int(body["inputs"]["x"]) + 1}, "sid": body.get("sid")}
+
+
+serve.run(Inc.bind(), route_prefix="/predict")
+done = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: done.set())
+done.wait()
+serve.shutdown()
+ray.shutdown()
+"""
+"""The same logic as a Ray Serve deployment behind Serve's HTTP proxy (run with ``--ray-serve-python``)."""
 
 
 # -- load generators ---------------------------------------------------------------------------------
@@ -222,6 +256,21 @@ def wait_ready(port: int, timeout: float = 30.0) -> None:
     raise TimeoutError(f"nothing ready on port {port} within {timeout} s")
 
 
+def wait_answer(port: int, timeout: float = 120.0) -> None:
+    """Poll ``POST /predict`` until it answers 200 (Ray Serve has no /ready)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(f"http://127.0.0.1:{port}/predict", content=BODY, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)  # polling a server that is starting; bounded by the deadline
+    raise TimeoutError(f"Ray Serve did not answer on port {port} within {timeout} s")
+
+
 def check_answer(port: int) -> None:
     import httpx
 
@@ -237,6 +286,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3, help="measurements of each, alternated; medians reported")
     parser.add_argument("--quick", action="store_true", help="1 s per measurement, 1 round (smoke test)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument(
+        "--ray-serve-python",
+        default=os.environ.get("RVAI_BENCH_RAY_SERVE_PYTHON"),
+        help="a Python with ray[serve] installed (its own virtualenv): adds (c) Ray Serve with the same logic",
+    )
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare:
@@ -255,6 +309,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     bare_port = free_port()
     bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(bare_port)])
+    targets = [("bare", "bare FastAPI app", bare_port)]
+    serve: subprocess.Popen[bytes] | None = None
+    if args.ray_serve_python:
+        serve_port = free_port()
+        serve = subprocess.Popen(
+            [args.ray_serve_python, "-c", RAY_SERVE_APP, str(serve_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        targets.append(("ray", "Ray Serve", serve_port))
     results: dict[tuple[str, int], Result] = {}
     try:
         # the cell travels by reference (module bench_http), not by value from __main__
@@ -264,14 +328,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             driver_port = int(driver.get_service("http")["port"])
             wait_ready(driver_port)
             wait_ready(bare_port)
-            check_answer(driver_port)
-            check_answer(bare_port)
-            for port in (driver_port, bare_port):  # warm both up
+            if serve is not None:
+                wait_answer(targets[-1][2])
+            targets.insert(1, ("driver", f"FastAPIDriver ({args.runtime} runtime)", driver_port))
+            for _, _, port in targets:  # same answer everywhere, then warm up
+                check_answer(port)
                 load(port, 8, min(1.0, duration))
             rounds: dict[tuple[str, int], list[Result]] = {}
-            for _ in range(args.rounds):  # alternate the two, so drifts of the machine hit both alike
+            for _ in range(args.rounds):  # alternate them, so drifts of the machine hit all alike
                 for connections in (1, 32):
-                    for name, port in (("bare", bare_port), ("driver", driver_port)):
+                    for name, _, port in targets:
                         rounds.setdefault((name, connections), []).append(load(port, connections, duration))
             for key, measured in rounds.items():
                 results[key] = Result(
@@ -282,14 +348,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             proc.remove_driver("http")
     finally:
-        bare.terminate()
-        bare.wait(10)
+        for child in (bare, serve):
+            if child is not None:
+                child.terminate()
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait(10)
 
     rows = []
     for connections in (1, 32):
-        for name, label in (("bare", "bare FastAPI app"), ("driver", f"FastAPIDriver ({args.runtime} runtime)")):
-            r = results[(name, connections)]
-            rows.append((f"{label}, concurrency {connections}", r))
+        for name, label, _ in targets:
+            rows.append((f"{label}, concurrency {connections}", results[(name, connections)]))
     rps_ratio = results[("driver", 32)].rps / results[("bare", 32)].rps
     p50_delta = results[("driver", 1)].p50_ms - results[("bare", 1)].p50_ms
     errors = sum(r.errors for r in results.values())
@@ -306,6 +377,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"  goals: req/s ratio at concurrency 32 = {rps_ratio:.2f} (>= 0.70: {'MET' if rps_ok else 'NOT MET'}); "
         f"p50 at concurrency 1 = bare + {p50_delta:.3f} ms (<= +0.5 ms: {'MET' if p50_ok else 'NOT MET'})"
     )
+    if serve is not None:
+        vs_ray = results[("driver", 32)].rps / results[("ray", 32)].rps
+        faster = results[("driver", 1)].p50_ms < results[("ray", 1)].p50_ms
+        print(
+            f"  vs Ray Serve: {vs_ray:.1f}x its req/s at concurrency 32, p50 at concurrency 1 "
+            f"{results[('driver', 1)].p50_ms:.3f} vs {results[('ray', 1)].p50_ms:.3f} ms "
+            f"(beat it: {'MET' if vs_ray > 1 and faster else 'NOT MET'})"
+        )
     figures = {
         "loadgen": loadgen,
         "duration": duration,
