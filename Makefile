@@ -1,18 +1,46 @@
 # `make demo` and `make test` set everything up themselves on a fresh Debian machine.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv system-deps typecheck bench docs clean
+.PHONY: demo test venv system-deps test-deps services typecheck bench docs clean
 
-# Debian packages the draw extra needs to build (pygraphviz); skipped when present.
-system-deps:
-	@if ! dpkg -s libgraphviz-dev graphviz >/dev/null 2>&1; then \
-		echo "installing graphviz (for pipeline.show())"; \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq graphviz libgraphviz-dev >/dev/null; \
+# Debian packages: Graphviz for pipeline.show() (draw extra); for the test suite also Chromium (the
+# HTTP docs page), GStreamer's RTSP server and ffmpeg (a real camera), PostgreSQL and Mosquitto.
+# Only what is missing is installed.
+DEBS_RUN  := graphviz libgraphviz-dev
+DEBS_TEST := chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+             postgresql mosquitto
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+define install_debs
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+system-deps:
+	$(call install_debs,$(DEBS_RUN))
+
+test-deps: system-deps
+	$(call install_debs,$(DEBS_TEST))
+
+# PostgreSQL (127.0.0.1:5432, trust auth, database "test") and Mosquitto (127.0.0.1:1883) for the
+# database and MQTT tests; started only when nothing answers on their ports.
+services: test-deps
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		echo "starting PostgreSQL"; \
+		$(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
+	fi
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then \
+		echo "starting Mosquitto"; $(SUDO) mosquitto -d -c /etc/mosquitto/mosquitto.conf; \
+	fi
+	@$(PY) tests/services.py
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +53,7 @@ venv: system-deps $(STAMP)
 demo: venv
 	$(PY) examples/quickstart.py
 
-test: venv
+test: venv services
 	$(PY) -m pytest -q
 	$(MAKE) --no-print-directory typecheck
 

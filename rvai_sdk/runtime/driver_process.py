@@ -124,21 +124,30 @@ class DriverRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._drivers: dict[str, PipelineDriverProcess] = {}
+        self._starting: set[str] = set()
 
     def reserve(self, ref: str) -> None:
         if not isinstance(ref, str) or not ref:
             raise ParameterError(f"a driver ref must be a non-empty str, got {ref!r}")
         with self._lock:
             current = self._drivers.get(ref)
-            if current is not None and current.status not in (ProcessStatus.STOPPED, ProcessStatus.FAILED):
+            busy = current is not None and current.status not in (ProcessStatus.STOPPED, ProcessStatus.FAILED)
+            if busy or ref in self._starting:
+                state = current.status.name if busy and current is not None else "STARTING"
                 raise DriverError(
-                    f"a driver with ref {ref!r} is already attached ({current.status.name}); "
+                    f"a driver with ref {ref!r} is already attached ({state}); "
                     "remove it first with proc.remove_driver(...) or pick another ref"
                 )
+            self._starting.add(ref)
 
     def add(self, driver: PipelineDriverProcess) -> None:
         with self._lock:
+            self._starting.discard(driver.ref)
             self._drivers[driver.ref] = driver
+
+    def unreserve(self, ref: str) -> None:
+        with self._lock:
+            self._starting.discard(ref)
 
     def find(self, key: int | str) -> PipelineDriverProcess:
         with self._lock:

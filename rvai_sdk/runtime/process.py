@@ -182,7 +182,11 @@ class InferenceProcess(abc.ABC):
         """
         self._require_running("add a driver")
         self._drivers.reserve(ref)
-        handle = self._start_driver(ref, factory, args, kwargs)
+        try:
+            handle = self._start_driver(ref, factory, args, kwargs)
+        except BaseException:
+            self._drivers.unreserve(ref)
+            raise
         self._drivers.add(handle)
         return handle
 
