@@ -43,7 +43,7 @@ from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Inputs, Outputs, Parameters, State
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.resources import CellResources
-from rvai_sdk.runtime import Inference, init
+from rvai_sdk.runtime import BatchingPolicy, Inference, init
 from rvai_sdk.types import Class, Float, Image, Integer
 
 # -- ResNet-50 in plain torch (the torchvision architecture, random weights) ---------------------
@@ -239,14 +239,23 @@ def classifier_pipeline() -> Pipeline:
     return pf.build()
 
 
-def classifier_inference(size: int = 224, gpu: bool | None = None) -> Inference:
-    """The example's Inference: both cells on one GPU when there is one (``gpu=None``: when CUDA is available)."""
+def classifier_inference(size: int = 224, gpu: bool | None = None, max_batch_size: int = 64) -> Inference:
+    """The example's Inference.
+
+    Args:
+        size: the model's input side in pixels.
+        gpu: put both cells on one GPU (``None``: when CUDA is available).
+        max_batch_size: batch limit of both cells (1 turns batching off); they wait at most 5 ms
+            for a batch to fill.
+    """
     gpu = torch.cuda.is_available() if gpu is None else gpu
-    resources = {ref: CellResources(gpus=1) for ref in ("preprocess", "classify")} if gpu else {}
+    cells = ("preprocess", "classify")
+    policy = BatchingPolicy(max_batch_size=max_batch_size, max_batch_wait=0.005 if max_batch_size > 1 else 0.0)
     return Inference(
         pipeline=classifier_pipeline(),
         parameters={"preprocess": {"size": size}},
-        resources=resources,
+        resources={ref: CellResources(gpus=1) for ref in cells} if gpu else {},
+        batching={ref: policy for ref in cells},
     )
 
 

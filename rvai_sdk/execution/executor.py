@@ -12,8 +12,12 @@ branches and consecutive requests still overlap on other workers.
 Ordering: a sid's requests reach each cell in arrival order and a sid's state is
 never used by two calls at once (per cell, a sid is "busy" while a call holds
 it). Batched cells (``call_batch``) take up to ``max_batch_size`` ready requests
-of distinct sids; they wait at most ``max_batch_wait`` for a batch to fill, and
-dispatch at once when no other request in flight could still join it.
+of distinct sids. A batch that is not full waits for more requests at most
+``max_batch_wait``, counted from when the cell is free to take it, and goes at
+once when nothing could still join it: no request in flight upstream, no
+completion callbacks running, and as many streams as the cell's last two
+batches held (so closed-loop streams, which send again only when answered,
+come together in one batch instead of splitting into groups that alternate).
 """
 
 from __future__ import annotations
@@ -162,6 +166,9 @@ class _Stage:
         "busy",
         "expected",
         "timer_due",
+        "free_since",
+        "last_sids",
+        "recent",
         "device",
         "calls",
         "items",
@@ -199,6 +206,9 @@ class _Stage:
         self.busy: set[str] = set()
         self.expected = 0
         self.timer_due: float | None = None
+        self.free_since = -float("inf")  # when a call of this (batched) cell last ended
+        self.last_sids: set[str | None] = set()  # the sids of its last batch
+        self.recent = 0  # distinct sids in its last two batches: streams likely to send again
         self.device = device
         self.calls = 0
         self.items = 0
@@ -733,9 +743,15 @@ class Executor:
                     queue.clear()
                 return
             # Go before the batch is full only when waiting cannot fill it: no request still in
-            # flight could join, and no thread is resolving futures whose callbacks may send more.
-            if len(chosen) < limit and (live < stage.expected or self._resolving):
-                due = chosen[0][1] + stage.max_batch_wait
+            # flight could join, no thread is resolving futures whose callbacks may send more, and
+            # the batch holds as many streams as the last two batches did. Closed-loop streams send
+            # their next request only once the last one is answered (possibly from another process),
+            # so a batch that went without them would split the streams into groups that alternate
+            # for good, each batch smaller than it could be.
+            # The wait counts from when the cell could take the batch: time spent queued behind a
+            # running call is not time the batch could have filled in.
+            if len(chosen) < limit and (live < stage.expected or self._resolving or len(chosen) < stage.recent):
+                due = max(chosen[0][1], stage.free_since) + stage.max_batch_wait
                 if now < due:
                     self._schedule(stage, due)
                     return
@@ -925,6 +941,10 @@ class Executor:
             stage.fast = calls >= _FAST_AFTER_CALLS and stage.busy_seconds < calls * _FAST_CALL_SECONDS
             if stage.batched:
                 stage.batch_sizes[len(reqs)] = stage.batch_sizes.get(len(reqs), 0) + 1
+                sids = {req.sid for req in reqs}
+                stage.recent = len(sids | stage.last_sids)
+                stage.last_sids = sids
+                stage.free_since = now
             for req, result in zip(reqs, results):
                 if stage.track_busy and req.sid is not None:
                     stage.busy.discard(req.sid)

@@ -61,10 +61,14 @@ HOLD = threading.Event()
 HELD = threading.Event()
 
 
-@cell(state=Seen, max_batch_size=4, max_batch_wait=600)
+@cell(state=Seen, max_batch_size=4, max_batch_wait=0)
 class Batcher(Cell):
     """Logs every batch; x == 0 holds the cell until HOLD is set; x == 13 fails alone;
-    x == 66 returns a wrong-typed item; x == 77 makes the whole call raise."""
+    x == 66 returns a wrong-typed item; x == 77 makes the whole call raise.
+
+    It does not wait for batches to fill: the tests queue everything before the cell is free,
+    so the batches are decided by the queue alone.
+    """
 
     @classmethod
     def call_batch(
@@ -276,7 +280,7 @@ def test_a_call_batch_returning_too_few_items_fails_the_batch_with_a_clear_error
 
 def test_a_lone_request_is_not_held_for_a_batch_that_nothing_could_fill() -> None:
     # The clock never moves: were the request held for max_batch_wait (600 s), it would never run.
-    executor = started(single(Batcher), clock=CLOCK)
+    executor = started(single(Batcher), batching={"c0": BatchingPolicy(max_batch_wait=600)}, clock=CLOCK)
     try:
         assert executor.submit({"x": Integer(1)}, "a").result(timeout=10)["y"] == 1
         assert executor.stats()["cells"]["c0"]["queue_wait"]["max"] == 0.0
@@ -327,11 +331,46 @@ def test_a_batch_that_fills_goes_at_once_without_waiting() -> None:
         assert GATE_ENTERED.wait(timeout=10)
         futures = [executor.submit({"x": Integer(x)}, sid) for sid, x in (("a", 1), ("b", 2))]
         assert [list(f.result(timeout=10)["seen"]) for f in futures] == [[1], [2]]  # the clock never moved
+        GATE.set()
+        # z comes alone after a batch of two: it waits for max_batch_wait (the other streams could
+        # come back), which only passes when the clock is moved.
+        eventually(lambda: executor.stats()["cells"]["batch"]["queued"] == 1, "request z waits at the batched cell")
+        assert not held.done()
+        CLOCK.set(600)
+        executor.recheck_timers()
+        assert list(held.result(timeout=10)["seen"]) == [99]
+        assert executor.stats()["cells"]["batch"]["queue_wait"]["max"] == 600
     finally:
         GATE.set()
         executor.stop()
-    assert list(held.result(timeout=10)["seen"]) == [99]
-    assert LOG[0] == (["a", "b"], [1, 2])
+    assert LOG == [(["a", "b"], [1, 2]), (["z"], [99])]
+
+
+def test_streams_of_the_last_two_batches_are_waited_for_so_closed_loop_streams_stay_in_one_batch() -> None:
+    # Closed-loop streams send again only once answered, possibly from another process: a batch
+    # that went with the first stream back would split the streams into alternating groups.
+    executor = started(single(Batcher), batching={"c0": BatchingPolicy(max_batch_size=8, max_batch_wait=600)}, clock=CLOCK)
+    try:
+        for future in held_then_queued(executor, [("a", 1), ("b", 1), ("c", 1), ("d", 1)]):
+            future.result(timeout=10)
+        # The last two batches held five streams (holder, a, b, c, d): a lone request waits for them.
+        second = [executor.submit({"x": Integer(2)}, sid) for sid in ("a", "b", "c", "d")]
+        assert executor.stats()["cells"]["c0"]["queued"] == 4 and not any(f.done() for f in second)
+        second.append(executor.submit({"x": Integer(2)}, "holder"))  # the fifth: the batch goes at once
+        for future in second:
+            future.result(timeout=10)
+        # A stream count that drops costs at most max_batch_wait, twice (the last two batches).
+        for round_ in range(3):
+            lone = executor.submit({"x": Integer(3)}, "e")
+            if round_ < 2:
+                eventually(lambda: executor.stats()["cells"]["c0"]["queued"] == 1, "the lone request waits")
+                assert not lone.done()
+                CLOCK.advance(600)
+                executor.recheck_timers()
+            lone.result(timeout=10)
+    finally:
+        executor.stop()
+    assert [len(sids) for sids, _ in LOG] == [1, 4, 5, 1, 1, 1]
 
 
 # -- statistics ------------------------------------------------------------------------------

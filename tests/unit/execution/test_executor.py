@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import wait
 from typing import Any
 
@@ -192,6 +193,15 @@ def test_without_workers_batched_cells_still_run_after_their_wait() -> None:
         executor.stop()
 
 
+class FrozenClock:
+    """A clock that stands still until the test moves it."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 FIRST_BATCH = threading.Event()
 SIZES: list[int] = []
 
@@ -213,7 +223,8 @@ def test_streams_that_resend_from_completion_callbacks_get_full_batches() -> Non
     # callbacks of one batch must be batched together, not dispatched one by one as they arrive.
     SIZES.clear()
     FIRST_BATCH.clear()
-    executor = Executor(single(Sized))
+    clock = FrozenClock()
+    executor = Executor(single(Sized), clock=clock)
     executor.start()
     rounds = 12
     done = threading.Event()
@@ -233,6 +244,15 @@ def test_streams_that_resend_from_completion_callbacks_get_full_batches() -> Non
         for sid in remaining:
             executor.submit({"x": Integer(0)}, sid).add_done_callback(lambda f, sid=sid: resend(sid))
         FIRST_BATCH.set()
+        # Stream s0, one round ahead, ends first: the last batch of seven waits (the last batch
+        # had eight streams) until max_batch_wait has passed on the executor's clock.
+        deadline = time.monotonic() + 30
+        while not (len(SIZES) == rounds and executor.stats()["cells"]["c0"]["queued"] == 7) and not done.is_set():
+            assert time.monotonic() < deadline, f"streams did not finish; batches so far: {SIZES}"
+            time.sleep(0.001)
+        assert not done.is_set()
+        clock.now = 1000.0
+        executor.recheck_timers()
         assert done.wait(timeout=30), f"streams did not finish; batches so far: {SIZES}"
     finally:
         executor.stop()
