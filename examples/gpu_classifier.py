@@ -289,9 +289,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # Run as a script, this file is __main__, whose classes the local and ray runtimes would send
-    # to the inference process by value (dill), torch globals and all. Importing the same file as
-    # a module makes the cells travel by reference, as they do from any installed package.
-    import gpu_classifier
-
-    gpu_classifier.main()
+    main()
