@@ -54,6 +54,7 @@ class HttpCallbackSink(Sink):
         'http://receiver/cb/cam-1'
     """
 
+    secret_attributes = ("headers",)
     parameters_class = HttpCallbackSinkParameters
 
     def __init__(

@@ -63,6 +63,7 @@ class MqttSink(Sink):
         'results/cam-1'
     """
 
+    secret_attributes = ("password",)
     parameters_class = MqttSinkParameters
 
     def __init__(

@@ -79,6 +79,7 @@ class MqttSource(Source):
         True
     """
 
+    secret_attributes = ("password",)
     parameters_class = MqttSourceParameters
 
     def __init__(

@@ -23,6 +23,7 @@ import abc
 import copy
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -49,6 +50,7 @@ DROP_POLICIES = ("auto", "block", "drop_oldest", "keep_latest")
 """
 
 _P = TypeVar("_P", bound=Parameters)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s']+:)[^@\s']+@")
 
 
 @dataclasses.dataclass
@@ -171,8 +173,20 @@ class Configurable:
         clone.params = copy.deepcopy(self.params, memo)
         return clone
 
+    secret_attributes: ClassVar[tuple[str, ...]] = ()
+    """Attributes :func:`repr` shows as ``'***'`` (passwords, auth headers); URLs always hide their password."""
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))})"
+        shown = []
+        for name, value in sorted(vars(self).items(), key=lambda item: item[0] == "params"):
+            if name.startswith("_") or name == "context":
+                continue
+            if name in self.secret_attributes and value:
+                text = "'***'"
+            else:
+                text = _URL_PASSWORD.sub(r"\1***@", repr(value))
+            shown.append(f"{name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 class Source(Configurable, abc.ABC):

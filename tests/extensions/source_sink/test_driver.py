@@ -72,6 +72,16 @@ def test_driver_rejects_duplicate_refs_and_non_sources_naming_them() -> None:
         driver.set_parameters({"sources": {"cam-3": 42}})
 
 
+def test_reprs_hide_passwords_and_secret_headers() -> None:
+    from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
+    from rvai_sdk.extensions.sinks.http_callback_sink import HttpCallbackSink
+    from rvai_sdk.extensions.sources.video_source import VideoSource
+
+    assert "me:***@db" in repr(DatabaseSink("postgresql+psycopg://me:secret@db/x")) and "secret" not in repr(DatabaseSink("postgresql+psycopg://me:secret@db/x"))
+    assert "token" not in repr(HttpCallbackSink("http://x/{source}", headers={"Authorization": "Bearer token"}))
+    assert repr(VideoSource("rtsp://admin:hunter2@10.0.0.5/s")).startswith("VideoSource(url='rtsp://admin:***@10.0.0.5/s'")
+
+
 def test_source_map_cannot_be_decoded_from_json() -> None:
     from rvai_sdk.exc import InputValidationError
 
@@ -178,6 +188,7 @@ def test_sources_can_be_added_and_removed_on_a_running_driver(runtime: Runtime, 
     for ref, sid in (("a", "a"), ("b", "camera-b")):
         mine = [r for r in records if r["source"] == ref]
         assert [r["index"] for r in mine] == list(range(len(mine))), f"{ref}: no gaps, no duplicates"
+        assert [r for r in mine if r["status"] != "complete"] == []
         assert [r["outputs"]["y"] for r in mine] == list(range(1, len(mine) + 1)), f"{ref}: its own state"
         assert {r["sid"] for r in mine} == {sid}
 
