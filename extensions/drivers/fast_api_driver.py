@@ -505,8 +505,9 @@ class _Service:
 
     async def _multipart(self, request: Request) -> tuple[dict[str, Any], str | None]:
         await self._body(request)
+        limit = int(self.parameters.max_body_bytes)
         try:
-            form = await request.form()
+            form = await request.form(max_part_size=limit)
         except Exception as exc:  # malformed multipart
             raise _unprocessable(f"the multipart body cannot be parsed: {exc}", None) from exc
         try:
@@ -540,13 +541,12 @@ class _Service:
             await form.close()
         return self.codec.decode(inputs), sid
 
-    def _form_text(self, key: str, text: str) -> Any:
-        """A non-file multipart field: its JSON value, or the text itself for String-like inputs."""
+    @staticmethod
+    def _form_text(key: str, text: str) -> Any:
+        """A non-file multipart field: its JSON value, else the text itself (a plain string, a base64 image)."""
         try:
             return json.loads(text)
         except (ValueError, RecursionError):
-            if key in self.codec.image_inputs:
-                return text  # base64 PNG as plain text
             return text
 
     async def _run(self, inputs: dict[str, Any], sid: str | None) -> dict[str, Any]:
@@ -761,8 +761,8 @@ class _Service:
 
         async def ready(request: Request) -> Response:
             """The inference process is reachable and warmed up; 503 when not."""
-            try:
-                ok = self.inference.is_ready()
+            try:  # may try to connect: off the event loop
+                ok = await asyncio.get_running_loop().run_in_executor(None, self.inference.is_ready)
             except Exception:
                 ok = False
             if not ok:
@@ -1247,6 +1247,8 @@ class FastAPIDriver(PipelineDriver):
         self._server: Any = None
         self._service: _Service | None = None
         self._rebind = False
+        self._bound_host = ""
+        self._last_error: str | None = None
         self._counters: dict[str, int] = {}
 
     def resources_request(self) -> DriverResourcesRequest:
@@ -1279,7 +1281,9 @@ class FastAPIDriver(PipelineDriver):
 
     def stats(self) -> dict[str, Any]:
         """Counters: requests per route, error responses per status, tasks by outcome, callbacks."""
-        counters = dict(self._counters)
+        counters: dict[str, Any] = dict(self._counters)
+        if self._last_error is not None:
+            counters["last_error"] = self._last_error
         service = self._service
         if service is not None:
             tasks = list(service.tasks.values())
@@ -1296,38 +1300,40 @@ class FastAPIDriver(PipelineDriver):
         port = resources.ports["http"]
         service = _Service(self, inference)
         self._service = service
-        while not self.stopped.is_set():
-            host = str(self._live.host)
-            sock = _bind(host, port)
-            config = uvicorn.Config(
-                service.front,
-                log_config=None,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-                ws="none",
-                timeout_graceful_shutdown=2,
-                server_header=False,
-            )
-            server = _Server(config)
-            self._rebind = False
-            self._server = server
-            if self.stopped.is_set():
-                server.should_exit = True
-            try:
-                _run_loop(self._serve(server, sock, service), config)
-            finally:
-                sock.close()
-                self._server = None
-            if not self._rebind:
-                break
+        config = uvicorn.Config(
+            service.front,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=2,
+            server_header=False,
+        )
+        self._bound_host = str(self._live.host)
+        sock = _bind(self._bound_host, port)  # a bad host fails the driver at once, naming it
+        _run_loop(self._serve(config, sock, port, service), config)
 
-    async def _serve(self, server: Any, sock: socket.socket, service: _Service) -> None:
+    async def _serve(self, config: Any, sock: socket.socket, port: int, service: _Service) -> None:
+        """Serve on ``sock``; after a ``host`` change, on a new socket, on the same loop (tasks go on)."""
         service.http = httpx.AsyncClient(timeout=10.0)
         service.submitter.start(asyncio.get_running_loop())
         service._spawn(service.sweep_forever())
         try:
-            await server.serve(sockets=[sock])
+            while True:
+                server = _Server(config)
+                self._rebind = False
+                self._server = server
+                if self.stopped.is_set():
+                    server.should_exit = True
+                try:
+                    await server.serve(sockets=[sock])
+                finally:
+                    sock.close()
+                    self._server = None
+                if not self._rebind or self.stopped.is_set():
+                    return
+                sock = self._rebound(port, self._bound_host)
         finally:
             for job in list(service.background):
                 job.cancel()
@@ -1335,6 +1341,22 @@ class FastAPIDriver(PipelineDriver):
                 await asyncio.gather(*service.background, return_exceptions=True)
             await service.http.aclose()
             service.submitter.stop()
+
+    def _rebound(self, port: int, previous: str) -> socket.socket:
+        """A socket on the new host; when it cannot be bound, back on the previous one (and the parameter too)."""
+        host = str(self._live.host)
+        try:
+            sock = _bind(host, port)
+        except DriverError as exc:
+            self._counters["host_changes_refused"] = self._counters.get("host_changes_refused", 0) + 1
+            self._last_error = str(exc)
+            with self._parameters_lock:
+                reverted = dataclasses.replace(self._live, host=String(previous))
+                self._parameters = self._live = reverted
+            sock = _bind(previous, port)
+            host = previous
+        self._bound_host = host
+        return sock
 
 
 class _Server(uvicorn.Server):

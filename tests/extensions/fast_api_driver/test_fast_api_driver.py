@@ -324,6 +324,17 @@ def test_api_key_host_and_limits_change_while_the_driver_runs(runtime: Runtime) 
         with pytest.raises(httpx.ConnectError):
             http.get("/health")
 
+        # a host it cannot listen on: back on the previous one, and the parameter with it
+        handle.set_parameters({"host": "192.0.2.1"})  # TEST-NET-1, never an address of this machine
+        deadline = time.monotonic() + 20
+        while handle.get_parameters().host != "127.0.0.2" and time.monotonic() < deadline:
+            handle.stats()  # bounded wait for the refused re-bind to revert
+        assert handle.get_parameters().host == "127.0.0.2"
+        with FastAPIClient(host="127.0.0.2", port=port) as moved:
+            moved.wait(timeout=20)
+        stats = handle.stats()
+        assert stats["host_changes_refused"] == 1 and "192.0.2.1" in stats["last_error"]
+
 
 # -- lifecycle --------------------------------------------------------------------------------------
 
