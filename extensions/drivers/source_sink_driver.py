@@ -765,8 +765,9 @@ class SourceSinkDriver(PipelineDriver):
         for stream in streams:
             with stream.cond:
                 stream.cond.notify_all()
+        grace = time.monotonic() + 1.0  # readers blocked in I/O (a camera's open timeout) get one second in all
         for thread in [s.pump for s in streams] + [o.thread for o in outlets] + [s.reader for s in streams]:
-            thread.join(1.0)
+            thread.join(max(0.0, grace - time.monotonic()))
         stuck = [t.name for t in [s.reader for s in streams] + [s.pump for s in streams] + [o.thread for o in outlets] if t.is_alive()]
         if stuck:
             logger.error("SourceSinkDriver: threads still running after stop: %s", ", ".join(stuck))

@@ -109,6 +109,7 @@ def test_two_rtsp_cameras_survive_a_server_restart_without_gaps_or_duplicates(
         handle.stop()
     for ref in cameras:
         mine = [r for r in rows(url, table) if r["source"] == ref]
+        assert [(r["index"], r["error"]) for r in mine if r["status"] != "complete"] == [], f"{ref}: every frame processed"
         assert [r["index"] for r in mine] == list(range(len(mine))), f"{ref}: contiguous, no duplicates"
         assert [r["count"] for r in mine] == list(range(1, len(mine) + 1)), f"{ref}: one stream's state across the reconnect"
         assert stats[ref]["source"]["reconnects"] >= 1 and stats[ref]["dropped"] == 0
