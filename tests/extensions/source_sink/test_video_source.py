@@ -114,3 +114,21 @@ def test_two_rtsp_cameras_survive_a_server_restart_without_gaps_or_duplicates(
         assert [r["count"] for r in mine] == list(range(1, len(mine) + 1)), f"{ref}: one stream's state across the reconnect"
         assert stats[ref]["source"]["reconnects"] >= 1 and stats[ref]["dropped"] == 0
         assert len(mine) > before[ref]
+
+
+def test_stop_returns_while_a_camera_hangs_in_its_open_timeout() -> None:
+    import socket
+
+    from rvai_sdk.runtime import init
+
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/hangs"
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=frame_pipeline())) as proc:
+            handle = proc.add_driver(
+                "cameras", SourceSinkDriver, sources={"stuck": VideoSource(url, params={"open_timeout": 60.0})}
+            )
+            wait_until(lambda: handle.stats()["sources"]["stuck"]["state"] == "opening", what="the camera to be opening")
+            handle.stop(timeout=5.0)  # raises DriverError if run() does not return in time
+            assert handle.status.name == "STOPPED"
