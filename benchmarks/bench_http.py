@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIDriver
     from rvai_sdk.runtime import Inference, init
 
+    load_before = os.getloadavg()
     bare_port = free_port()
     bare = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(bare_port)])
     targets = [("bare", "bare FastAPI app", bare_port)]
@@ -367,7 +368,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     width = max(len(name) for name, _ in rows)
     print(
         f"HTTP benchmark on {machine()}; load generator: {loadgen}, {duration:g} s per measurement, "
-        f"medians of {args.rounds} alternated rounds"
+        f"medians of {args.rounds} alternated rounds; load average before/after: "
+        f"{load_before[0]:.1f}/{os.getloadavg()[0]:.1f} (other work on the machine skews the figures)"
     )
     print(f"  {'':<{width}}  {'req/s':>10}  {'p50 ms':>8}  {'p99 ms':>8}  errors")
     for name, r in rows:
@@ -389,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadgen": loadgen,
         "duration": duration,
         "machine": machine(),
+        "loadavg_before": load_before[0],
         "rps_ratio_c32": rps_ratio,
         "p50_delta_ms_c1": p50_delta,
         "errors": errors,

@@ -33,13 +33,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
-import queue
 import dataclasses
+import functools
 import hmac
 import html
 import itertools
 import json
+import queue
 import re
 import socket
 import threading
@@ -54,9 +54,7 @@ import numpy as np
 
 from rvai_sdk import types as rtypes
 from rvai_sdk._compat import require
-from rvai_sdk.data import Parameters
-from rvai_sdk.drivers import DriverParameters, PipelineDriver
-from rvai_sdk.drivers.driver import service_record
+from rvai_sdk.drivers import DriverParameters, PipelineDriver, service_record
 from rvai_sdk.exc import CellError, DriverError, InputValidationError, ProcessError
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
 from rvai_sdk.types import Boolean, Float, Integer, String
@@ -91,7 +89,6 @@ else:
 
 __all__ = ["FastAPIDriver", "FastAPIDriverParameters", "FastAPIClient", "FastAPIClientError"]
 
-_TASK_STATES = ("pending", "running", "done", "failed")
 _MAX_WAIT = 30.0
 """Longest a ``GET /tasks/{id}?wait=`` long-poll is held open, in seconds."""
 
@@ -257,10 +254,6 @@ class _Codec:
     def encode(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         """The JSON form of a result."""
         return {ref: rtypes.to_json(value) for ref, value in outputs.items()}
-
-    def decode_outputs(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Typed outputs from their JSON form (used by tests and the client)."""
-        return {ref: rtypes.from_json(self.outputs[ref].type, v) if ref in self.outputs else v for ref, v in obj.items()}
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /pipeline`` returns."""
@@ -442,7 +435,6 @@ class _Service:
         self.tasks: dict[str, _Task] = {}
         self.background: set[asyncio.Task[None]] = set()
         self.http: Any = None  # httpx.AsyncClient for callbacks, made on the loop
-        self.started = False
         self.app = self._build_app()
         self.front = _Front(self)
         self.submitter = _Submitter(inference)
