@@ -89,6 +89,8 @@ else:
 
 __all__ = ["FastAPIDriver", "FastAPIDriverParameters", "FastAPIClient", "FastAPIClientError"]
 
+_OFF_LOOP_BYTES = 64 * 1024
+"""Request bodies larger than this are parsed and decoded on a worker thread, not the event loop."""
 _MAX_WAIT = 30.0
 """Longest a ``GET /tasks/{id}?wait=`` long-poll is held open, in seconds."""
 
@@ -213,6 +215,7 @@ class _Codec:
         self.inputs = dict(pipeline.inputs)
         self.outputs = dict(pipeline.outputs)
         self.image_inputs = {ref for ref, s in self.inputs.items() if rtypes.unwrap_optional(s.type)[0] is rtypes.Image}
+        self.image_outputs = any("Image" in rtypes.type_name(s.type) for s in self.outputs.values())
         self.input_schemas = {ref: {**_field_meta(pipeline, s), **s.json_schema()} for ref, s in self.inputs.items()}
         self.output_schemas = {ref: {**_field_meta(pipeline, s), **s.json_schema()} for ref, s in self.outputs.items()}
 
@@ -557,6 +560,8 @@ class _Service:
             raise self._unavailable(exc) from exc
         finally:
             self.in_flight -= 1
+        if self.codec.image_outputs:  # PNG encoding takes milliseconds: off the event loop
+            return await asyncio.get_running_loop().run_in_executor(None, self.codec.encode, outputs)
         return self.codec.encode(outputs)
 
     def _unavailable(self, exc: BaseException) -> _HTTPError:
@@ -598,14 +603,20 @@ class _Service:
             _HTTPError: 422, 500 (a cell failed) or 503 (the inference process cannot be reached).
         """
         self._count("predict")
+        if len(body) > _OFF_LOOP_BYTES:  # big bodies (images) are parsed and decoded off the event loop
+            inputs, sid = await asyncio.get_running_loop().run_in_executor(None, self._parse_request, body, header_sid)
+        else:
+            inputs, sid = self._parse_request(body, header_sid)
+        return {"outputs": await self._run(inputs, sid), "sid": sid}
+
+    def _parse_request(self, body: bytes, header_sid: str | None) -> tuple[dict[str, Any], str | None]:
         try:
             obj = json.loads(body)
         except (ValueError, RecursionError) as exc:
             raise _unprocessable(f"the body is not valid JSON: {exc}", None) from exc
         if not isinstance(obj, dict):
             raise _unprocessable(f"the body must be a JSON object, got {_json_type(obj)}", None)
-        inputs, sid = self._request_parts(obj, header_sid, "")
-        return {"outputs": await self._run(inputs, sid), "sid": sid}
+        return self._request_parts(obj, header_sid, "")
 
     def _guard(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         """Turn every failure of a route into a JSON error; nothing escapes to uvicorn."""
