@@ -47,8 +47,8 @@ class DummySource(Source):
     Example:
         >>> from rvai_sdk.types import FloatRange, Integer
         >>> source = DummySource(format={"x": Integer}, params=DummySource.parameters(rate=FloatRange(0), count=2, seed=1))
-        >>> [item.index for item in source.items()]
-        [0, 1]
+        >>> [item.index for item in source.items()] == [0, 1]
+        True
     """
 
     parameters_class = DummySourceParameters

@@ -13,8 +13,8 @@ Example:
     ...     def items(self):
     ...         for i in range(3):
     ...             yield SourceItem(inputs={"x": Integer(i)}, index=i, timestamp=time.time())
-    >>> [item.index for item in Count().items()]
-    [0, 1, 2]
+    >>> [item.index for item in Count().items()] == [0, 1, 2]
+    True
 """
 
 from __future__ import annotations
