@@ -359,7 +359,7 @@ class Parameters(DataClass):
             ... class P(Parameters):
             ...     n: Integer = Parameters.field(default=Integer(1))
             >>> P.coerce({"n": 2}, owner="cell 'c'").n
-            2
+            Integer(2)
             >>> P.coerce({"m": 2}, owner="cell 'c'")
             Traceback (most recent call last):
             ...
