@@ -174,3 +174,40 @@ class FlakyOpenSource(Source):
 
     def stats(self) -> dict[str, Any]:
         return {"opened": getattr(self, "opened", 0)}
+
+
+@dataclass
+class DoneOut(Outputs):
+    y: Integer = Outputs.field()
+    done_ns: Integer = Outputs.field(description="time.monotonic_ns() when the call ended")
+
+
+@cell(concurrency=4)
+class SleepX(Cell):
+    """Takes x milliseconds; up to four calls at once, so requests can finish out of order."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> DoneOut:
+        time.sleep(int(inputs.x) / 1000)
+        return DoneOut(y=inputs.x, done_ns=time.monotonic_ns())
+
+
+def sleep_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="sleep")
+    s = pf.add_cell(ref="s", cell=SleepX())
+    pf.declare_input(ref="x", input=s.inputs.x)
+    pf.declare_output(ref="y", output=s.outputs.y)
+    pf.declare_output(ref="done_ns", output=s.outputs.done_ns)
+    return pf.build()
+
+
+class ListSource(Source):
+    """Yields the given x values, each item with its own sid (``item-<index>``) so they may run in parallel."""
+
+    def __init__(self, xs: list[int], params: Any = None) -> None:
+        super().__init__(params)
+        self.xs = list(xs)
+
+    def items(self) -> Iterator[SourceItem]:
+        for i, x in enumerate(self.xs):
+            yield SourceItem(inputs={"x": Integer(x)}, index=i, timestamp=time.time(), sid=f"item-{i}")

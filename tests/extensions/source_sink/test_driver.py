@@ -245,3 +245,24 @@ def test_stop_returns_promptly_and_the_driver_stops_cleanly() -> None:
         wait_until(lambda: handle.stats()["sources"]["s"]["processed"] >= 3, what="a few items")
         handle.stop(timeout=10)
         assert handle.status.name == "STOPPED"
+
+
+def test_results_reach_sinks_in_source_order_even_when_requests_finish_out_of_order(
+    runtime: Runtime, jsonl: Callable[[str], str]
+) -> None:
+    from tests.extensions.source_sink.support import ListSource, sleep_pipeline
+
+    path = jsonl("out")
+    xs = [200, 0, 0, 0, 200, 0, 0, 0]
+    with runtime.start_inference(Inference(pipeline=sleep_pipeline())) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"s": ListSource(xs, params={"max_in_flight": 4})},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        wait_until(lambda: written(handle, "s") == len(xs), what="8 records")
+    records = read_jsonl(path)
+    assert [r["index"] for r in records] == list(range(len(xs)))
+    assert [r["outputs"]["y"] for r in records] == xs
+    assert [r["sid"] for r in records] == [f"item-{i}" for i in range(len(xs))], "a source item may carry its own sid"
+    done = [r["outputs"]["done_ns"] for r in records]
+    assert done != sorted(done), "the fast requests behind a slow one finished first (several were in flight)"
