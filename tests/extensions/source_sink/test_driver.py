@@ -147,9 +147,10 @@ def test_failed_requests_become_failed_records_and_the_stream_goes_on(runtime: R
     assert stats["failed"] == len(failed) and stats["processed"] == 40 - len(failed)
 
 
-def test_live_source_drops_by_policy_instead_of_queueing(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+@pytest.mark.parametrize("drop", ["auto", "keep_latest"])
+def test_live_source_drops_by_policy_instead_of_queueing(runtime: Runtime, jsonl: Callable[[str], str], drop: str) -> None:
     path = jsonl("out")
-    source = counting(300, live=True, buffer=2, max_in_flight=1)
+    source = counting(300, live=True, buffer=2, max_in_flight=1, drop=drop)
     with runtime.start_inference(Inference(pipeline=work_pipeline(), parameters={"w": {"seconds": 0.002}})) as proc:
         handle = proc.add_driver(
             "stream", SourceSinkDriver, sources={"cam": source},
@@ -160,7 +161,7 @@ def test_live_source_drops_by_policy_instead_of_queueing(runtime: Runtime, jsonl
             return s if s["state"] == "ended" and s["queued"] == 0 and s["in_flight"] == 0 and s["written"] == s["processed"] else None
 
         stats = wait_until(drained, what="the live source to end and drain")
-    assert stats["policy"] == "drop_oldest"
+    assert stats["policy"] == ("drop_oldest" if drop == "auto" else drop)
     assert stats["dropped"] > 0
     assert stats["produced"] == 300 == stats["processed"] + stats["dropped"]
     indexes = [r["index"] for r in read_jsonl(path)]
