@@ -204,6 +204,18 @@ class _Outlet:
             return list(itertools.islice(self.buffer, size))
 
     def _run(self) -> None:
+        try:
+            self._write_loop()
+        except Exception as exc:  # a bug, not a sink failure: report it, never hide it
+            self.last_error = f"sink {self.ref!r} stopped by an internal error: {_error_text(exc)}"
+            logger.exception("%s", self.last_error)
+            with self.cond:
+                self.state = "failed"
+                self.lost += len(self.buffer)
+                self.buffer.clear()
+                self.cond.notify_all()
+
+    def _write_loop(self) -> None:
         backoff = _Backoff(float(self.params.retry_initial), float(self.params.retry_max))
         opened = False
         failures_in_a_row = 0
@@ -407,6 +419,15 @@ class _Stream:
     # -- pump --------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        try:
+            self._pump_loop()
+        except Exception as exc:  # a bug, not a source or sink failure: report it, never hide it
+            self.state = "failed"
+            self.last_error = f"stream {self.ref!r} stopped by an internal error: {_error_text(exc)}"
+            logger.exception("source %r: %s", self.ref, self.last_error)
+            self.stopped.set()
+
+    def _pump_loop(self) -> None:
         window = int(self.params.max_in_flight)
         while True:
             submit: list[SourceItem] = []
