@@ -26,7 +26,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +68,7 @@ class LinearCost(Cell):
 
     @classmethod
     def call_batch(
-        cls, contexts: list[InferenceContext], parameters: CostParameters, inputs_list: list[In]
+        cls, contexts: Sequence[InferenceContext], parameters: CostParameters, inputs_list: Sequence[In]
     ) -> list[Out]:
         time.sleep(parameters.a + parameters.b * len(inputs_list))
         return [Out(y=i.x) for i in inputs_list]
