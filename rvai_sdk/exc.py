@@ -151,7 +151,8 @@ class CellError(RvaiError):
         self.remote_traceback = remote_traceback
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_cell_error, (str(self), self.ref, self.sid, self.cause_type, self.remote_traceback))
+        message = Exception.__str__(self)  # without the traceback: __str__ appends it again
+        return (_rebuild_cell_error, (message, self.ref, self.sid, self.cause_type, self.remote_traceback))
 
     def __str__(self) -> str:
         text = super().__str__()

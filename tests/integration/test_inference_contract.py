@@ -139,6 +139,7 @@ def test_a_failing_cell_fails_only_its_request_with_ref_sid_and_traceback(runtim
         assert info.value.sid == "s-5"
         assert info.value.cause_type == "ValueError"
         assert "raise ValueError" in info.value.remote_traceback
+        assert str(info.value).count("Original traceback:") == 1
         assert futures[1].result(timeout=10) == {"y": 4}
         with pytest.raises(CellError):
             futures[2].result(timeout=10)
