@@ -25,3 +25,19 @@ def test_executor_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     assert "goals: latency ratio" in result.stdout
     text = out.read_text()
     assert "<!-- bench:executor -->" in text and "| 3-cell chain, 64 streams in flight (closed loop) |" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_transport_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_transport.py"), "--quick", "--write", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "goals: small round trip" in result.stdout
+    text = out.read_text()
+    assert "<!-- bench:transport -->" in text and "8 driver processes x 64 in flight" in text
