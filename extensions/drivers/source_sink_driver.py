@@ -321,6 +321,8 @@ class _Stream:
         self.queue: collections.deque[SourceItem] = collections.deque()
         self.pending: collections.deque[_Pending] = collections.deque()
         self.reader_done = False
+        self.submitting = 0
+        self.delivering = 0
         self.state = "opening"
         self.produced = 0
         self.dropped = 0
@@ -440,8 +442,10 @@ class _Stream:
                         self.cond.notify_all()
                     while self.queue and len(self.pending) + len(submit) < window:
                         submit.append(self.queue.popleft())
+                    self.submitting = len(submit)  # counted as in flight from here on
                     while self.pending and self.pending[0].future.done():
                         done.append(self.pending.popleft())
+                    self.delivering = len(done)  # still in flight until handed to the sinks
                     if submit or done:
                         self.cond.notify_all()
                         break
@@ -466,6 +470,7 @@ class _Stream:
         request = _Pending(item, sid, future)
         with self.cond:
             self.pending.append(request)
+            self.submitting -= 1
         future.add_done_callback(self._wake)
 
     def _abandon(self) -> None:
@@ -499,6 +504,8 @@ class _Stream:
         )
         for outlet in self.driver._outlets_for(self.ref):
             outlet.put(record)
+        with self.cond:
+            self.delivering -= 1
 
     def stats(self) -> dict[str, Any]:
         try:
@@ -512,7 +519,7 @@ class _Stream:
                 "policy": self.policy,
                 "produced": self.produced,
                 "queued": len(self.queue),
-                "in_flight": len(self.pending),
+                "in_flight": len(self.pending) + self.submitting + self.delivering,
                 "processed": self.processed,
                 "failed": self.failed,
                 "dropped": self.dropped,
