@@ -527,7 +527,7 @@ class Executor:
                 stage.expected += 1  # batch-wait accounting: requests that will still reach this cell
             works: list[_Work] = []
             for stage in self._roots:
-                self._enqueue(stage, req, now)
+                stage.queue.append((req, now) if stage.batched else req)  # a queue entry, as in _execute
                 self._dispatch(stage, now, works)
         self._post(works)
         return req.future
@@ -688,10 +688,6 @@ class Executor:
             }
 
     # -- scheduling (callers hold self._lock) -----------------------------------------------
-
-    @staticmethod
-    def _enqueue(stage: _Stage, req: _Request, now: float) -> None:
-        stage.queue.append((req, now) if stage.batched else req)
 
     def _dispatch(self, stage: _Stage, now: float, works: list[_Work]) -> None:
         queue = stage.queue
@@ -964,7 +960,7 @@ class Executor:
                 for j in stage.successors:
                     remaining[j] -= 1
                     if remaining[j] == 0:
-                        successor = stages[j]  # _enqueue inlined: this is the per-cell hot path
+                        successor = stages[j]  # enqueue: batched cells keep (request, ready time)
                         req.results[j] = now  # ready time, until the outputs replace it
                         successor.queue.append((req, now) if successor.batched else req)
                 req.left -= 1
