@@ -279,7 +279,7 @@ class RayInferenceProcess(InferenceProcess):
                 self._fail(f"{self._where(dead.index)} died and could not be started again: {exc}")
                 return
             self._replicas[dead.index] = fresh
-        self._publish_routes()
+            self._publish_routes()  # under the lock: whoever sees the new replica can reach it
 
     def _fail(self, failure: str) -> None:
         with self._lock:
@@ -329,7 +329,7 @@ class RayInferenceProcess(InferenceProcess):
             for replica in removed:
                 del self._replicas[replica.index]
             keep = [self._replicas[i] for i in sorted(self._replicas) if i not in {r.index for r in added}]
-        self._publish_routes()
+            self._publish_routes()
         indices = sorted(self._replicas)
         from rvai_sdk.runtime._ray_router import rendezvous
 
@@ -434,8 +434,8 @@ class RayInferenceProcess(InferenceProcess):
                 self._transition(ProcessStatus.FAILED, failure=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 self._router.close(f"the inference process of pipeline {self.pipeline.name!r} failed to restart: {exc}")
                 raise
-        self._publish_routes()
-        self._transition(ProcessStatus.RUNNING)
+            self._publish_routes()
+            self._transition(ProcessStatus.RUNNING)
 
     # -- drivers -----------------------------------------------------------------------------
 

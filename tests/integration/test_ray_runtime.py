@@ -184,6 +184,20 @@ class FailingDriver(PipelineDriver):
         raise ValueError("the camera is gone")
 
 
+def listening(service: dict[str, Any]) -> str:
+    """Wait (bounded) until the driver's server accepts connections; its base URL."""
+
+    def accepts() -> bool:
+        try:
+            socket.create_connection((service["address"], service["port"]), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    until(accepts, what=f"a server on port {service['port']}")
+    return f"http://{service['address']}:{service['port']}/predict"
+
+
 def get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
@@ -342,7 +356,7 @@ def test_restart_replaces_every_replica_and_drivers_keep_sending(rt: Any) -> Non
     with rt.start_inference(Inference(pipeline=counting())) as proc:
         proc.set_replicas(2)
         driver = proc.add_driver("http", HttpPredictDriver)
-        url = f"http://127.0.0.1:{driver.get_service('http')['port']}/predict?x=0&sid=a"
+        url = listening(driver.get_service("http")) + "?x=0&sid=a"
         assert get_json(url)["count"] == 1
         before = {r["pid"] for r in proc.replicas()}
         proc.restart()
@@ -400,7 +414,7 @@ def test_an_http_driver_on_ray_serves_through_the_replicas_and_publishes_its_nod
         assert driver.status is ProcessStatus.RUNNING and driver.is_alive()
         service = driver.get_service("http")
         assert service["taggedAddresses"]["lan"]["address"] == driver.host  # type: ignore[attr-defined]
-        base = f"http://{service['address']}:{service['port']}/predict"
+        base = listening(service)
         for sid in ["a", "b", "c", "d"]:
             assert [get_json(f"{base}?x=0&sid={sid}")["count"] for _ in range(3)] == [1, 2, 3]
         assert proc.get_state("a")["c0"].n == 3
@@ -441,15 +455,15 @@ def two_node_check(address: str) -> None:
     """Run in a subprocess joined to the two-node cluster; prints one JSON line with what it saw."""
     import ray
 
-    rt = init("ray", address=address, log_to_driver=False)
+    # One CPU per replica and one CPU per node: two replicas can only be placed one on each node.
+    rt = init("ray", address=address, replica_options={"num_cpus": 1}, log_to_driver=False)
     node_of = {n["NodeID"]: ("node2" if "node2" in n["Resources"] else "head") for n in ray.nodes() if n["Alive"]}
     with rt.start_inference(Inference(pipeline=counting())) as proc:
-        proc.set_replicas(4)
+        proc.set_replicas(2)
         replica_nodes = sorted({node_of[r["node"]] for r in proc.replicas()})
         proc.set_driver_options("http", resources={"node2": 0.01})
         driver = proc.add_driver("http", HttpPredictDriver)
-        service = driver.get_service("http")
-        base = f"http://{service['address']}:{service['port']}/predict"
+        base = listening(driver.get_service("http"))
         counts = {sid: [get_json(f"{base}?x=0&sid={sid}")["count"] for _ in range(3)] for sid in ["a", "b", "c", "d", "e"]}
         print(
             json.dumps(
