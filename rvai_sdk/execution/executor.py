@@ -457,6 +457,14 @@ class Executor:
             if self._closed and not self._threads:
                 return
             self._closed = True
+            # Batches waiting to fill go now: nothing new will join them, and the batch timer stops.
+            works: list[_Work] = []
+            now = self._clock()
+            for stage in self._batched:
+                if stage.queue:
+                    self._dispatch(stage, now, works)
+        self._post(works)
+        with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
             while self._inflight:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -747,7 +755,9 @@ class Executor:
             # for good, each batch smaller than it could be.
             # The wait counts from when the cell could take the batch: time spent queued behind a
             # running call is not time the batch could have filled in.
-            if len(chosen) < limit and (live < stage.expected or self._resolving or len(chosen) < stage.recent):
+            if len(chosen) < limit and not self._closed and (
+                live < stage.expected or self._resolving or len(chosen) < stage.recent
+            ):
                 due = max(chosen[0][1], stage.free_since) + stage.max_batch_wait
                 if now < due:
                     self._schedule(stage, due)

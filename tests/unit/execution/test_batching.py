@@ -373,6 +373,19 @@ def test_streams_of_the_last_two_batches_are_waited_for_so_closed_loop_streams_s
     assert [len(sids) for sids, _ in LOG] == [1, 4, 5, 1, 1, 1]
 
 
+def test_stop_sends_a_batch_that_waits_to_fill_instead_of_failing_it() -> None:
+    executor = started(single(Batcher), batching={"c0": BatchingPolicy(max_batch_size=8, max_batch_wait=600)}, clock=CLOCK)
+    try:
+        for future in held_then_queued(executor, [("a", 1), ("b", 1)]):
+            future.result(timeout=10)
+        waiting = executor.submit({"x": Integer(2)}, "a")  # waits for b and the holder (frozen clock)
+        assert executor.stats()["cells"]["c0"]["queued"] == 1
+    finally:
+        executor.stop(timeout=30)
+    assert list(waiting.result(timeout=0)["seen"]) == [1, 2]
+    assert LOG[-1] == (["a"], [2])
+
+
 # -- statistics ------------------------------------------------------------------------------
 
 
