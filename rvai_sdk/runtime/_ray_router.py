@@ -109,6 +109,17 @@ def translate_ray_error(exc: BaseException, where: str, what: str) -> RvaiError:
         return ProcessError(f"{where} failed during {what}: {first[0] if first else type(exc).__name__}")
     if isinstance(exc, rex.GetTimeoutError):
         return ProcessError(f"{where} did not answer {what} in time; it may be overloaded or unreachable")
+    if isinstance(exc, rex.RayActorError) and getattr(exc, "actor_init_failed", False):
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        cause = lines[-1] if lines else type(exc).__name__
+        hint = ""
+        if "ModuleNotFoundError" in cause or "No module named" in cause:
+            hint = (
+                "; classes defined in a module travel by name and are imported on the Ray worker: make that module "
+                "importable there (install it on every node, start Python from the folder that holds it, or pass "
+                "runtime_env={'py_modules': [...]} to init('ray', ...)), or define them in __main__ or a notebook"
+            )
+        return ProcessError(f"{where} could not be created: {cause}{hint}")
     if isinstance(exc, rex.RayActorError):
         return ProcessError(
             f"{where} died during {what} (its actor process exited or its node was lost); "

@@ -215,7 +215,9 @@ class RayInferenceProcess(InferenceProcess):
                 error = error or exc
                 continue
             except Exception as exc:
-                error = error or translate_ray_error(exc, self._where(i), "start")
+                if error is None:
+                    error = translate_ray_error(exc, self._where(i), "start")
+                    error.__cause__ = exc
                 continue
             started.append(_Replica(i, next(self._generations), handles[i], where))
         if error is not None:

@@ -535,3 +535,27 @@ def test_two_nodes_hold_replicas_and_a_driver_on_the_second_node_reaches_them(tm
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait(timeout=10)
+
+
+def test_a_cell_whose_module_the_workers_cannot_import_fails_start_naming_the_module(
+    rt: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "elsewhere_cells.py").write_text(
+        "from rvai_sdk.cell import Cell\n"
+        "from rvai_sdk.context import InferenceContext\n"
+        "from rvai_sdk.data import Parameters\n"
+        "from tests.conftest import XIn, YOut\n"
+        "class Elsewhere(Cell):\n"
+        "    @classmethod\n"
+        "    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:\n"
+        "        return YOut(y=inputs.x)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("elsewhere_cells")
+    try:
+        with pytest.raises(ProcessError, match=r"replica 0 .* could not be created: ModuleNotFoundError: No module named 'elsewhere_cells'; classes defined in a module"):
+            rt.start_inference(Inference(pipeline=single(module.Elsewhere)))
+    finally:
+        sys.modules.pop("elsewhere_cells", None)
