@@ -52,7 +52,7 @@ from rvai_sdk.drivers import (
     SourceMap,
 )
 from rvai_sdk.drivers.sink import COMPLETE, FAILED
-from rvai_sdk.exc import DriverError, SinkError, SourceError
+from rvai_sdk.exc import DriverError, MissingExtraError, SinkError, SourceError
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.runtime import RestrictedInferenceProcess
 from rvai_sdk.types import Boolean, Dict, FloatRange, List, String
@@ -370,6 +370,12 @@ class _Stream:
                         if not self.stopped.is_set():
                             self.state = "ended"
                             return
+                except MissingExtraError as exc:  # retrying cannot install it: report once, end the stream
+                    self.errors += 1
+                    self.last_error = f"source {self.ref!r} ({type(self.source).__name__}) cannot run: {exc}"
+                    self.state = "failed"
+                    logger.error("%s", self.last_error)
+                    return
                 except Exception as exc:
                     error = exc if isinstance(exc, SourceError) else SourceError(
                         f"source {self.ref!r} ({type(self.source).__name__}) failed: {_error_text(exc)}"
@@ -386,7 +392,7 @@ class _Stream:
                     self._close_source()
         finally:
             self._close_source()
-            if self.state != "ended":
+            if self.state not in ("ended", "failed"):
                 self.state = "stopped"
             with self.cond:
                 self.reader_done = True

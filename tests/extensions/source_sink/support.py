@@ -211,3 +211,16 @@ class ListSource(Source):
     def items(self) -> Iterator[SourceItem]:
         for i, x in enumerate(self.xs):
             yield SourceItem(inputs={"x": Integer(x)}, index=i, timestamp=time.time(), sid=f"item-{i}")
+
+
+class NeedsExtraSource(Source):
+    """Needs a module that is not installed."""
+
+    def open(self, context: SourceContext) -> None:
+        from rvai_sdk._compat import require
+
+        super().open(context)
+        require("rvai_no_such_module", extra="nope")
+
+    def items(self) -> Iterator[SourceItem]:
+        return iter(())

@@ -267,3 +267,13 @@ def test_results_reach_sinks_in_source_order_even_when_requests_finish_out_of_or
     assert [r["sid"] for r in records] == [f"item-{i}" for i in range(len(xs))], "a source item may carry its own sid"
     done = [r["outputs"]["done_ns"] for r in records]
     assert done != sorted(done), "the fast requests behind a slow one finished first (several were in flight)"
+
+
+def test_a_source_missing_its_extra_is_reported_once_and_not_retried(jsonl: Callable[[str], str]) -> None:
+    from tests.extensions.source_sink.support import NeedsExtraSource
+
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver("stream", SourceSinkDriver, sources={"x": NeedsExtraSource(), "ok": counting(3)},
+                                 sinks={"file": DummySink(drain=functools.partial(append_jsonl, jsonl("out")))})
+        stats = wait_until(lambda: (s := handle.stats()["sources"])["x"]["state"] == "failed" and s["ok"]["written"] == 3 and s, what="states")
+    assert stats["x"]["errors"] == 1 and "pip install 'rvai_sdk[nope]'" in stats["x"]["last_error"]
