@@ -161,9 +161,20 @@ def raw_model(torch: Any, gpu_classifier: Any, device: str, side: int, batch: in
     ]
 
 
-def sdk(runtime: str, gpu_classifier: Any, *, side: int, streams: int, drivers: int, seconds: float, batch: int, gpu: bool) -> Figure:
+def sdk(
+    runtime: str,
+    gpu_classifier: Any,
+    *,
+    side: int,
+    streams: int,
+    drivers: int,
+    seconds: float,
+    batch: int,
+    wait: float,
+    gpu: bool,
+) -> Figure:
     """The example pipeline served to ``streams`` closed-loop streams from ``drivers`` driver processes."""
-    inference = gpu_classifier.classifier_inference(side, gpu=gpu, max_batch_size=batch)
+    inference = gpu_classifier.classifier_inference(side, gpu=gpu, max_batch_size=batch, max_batch_wait=wait)
     per_driver = [streams // drivers + (1 if d < streams % drivers else 0) for d in range(drivers)]
     with init(runtime) as rt, rt.start_inference(inference) as proc:
         handles = []
@@ -198,7 +209,8 @@ def sdk(runtime: str, gpu_classifier: Any, *, side: int, streams: int, drivers: 
     frames = sum(r["frames"] for r in results)
     sizes = cells["classify"]["batch_size"]
     return Figure(
-        f"SDK on {runtime}, {streams} streams from {drivers} driver processes, max batch {batch}",
+        f"SDK on {runtime}, {streams} streams from {drivers} driver processes, max batch {batch}"
+        + (f", max wait {wait * 1e3:g} ms" if batch > 1 else ""),
         frames / (end - start),
         statistics.median(latencies) * 1e3,
         latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1e3,
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--drivers", type=int, default=4, help="driver processes the streams are spread over")
     parser.add_argument("--batch", type=int, default=64, help="max batch size (and the raw model's batch)")
     parser.add_argument("--side", type=int, default=224, help="frame side in pixels")
+    parser.add_argument("--max-batch-wait", type=float, default=0.005, help="seconds a batch may wait to fill (both cells)")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
     parser.add_argument("--runtime", default="local", help="runtime for the SDK figures (local; debug for a quick look)")
     parser.add_argument("--cpu-smoke", action="store_true", help="run on the CPU with tiny frames: checks the script, figures mean nothing")
@@ -247,10 +260,12 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     if gpu:
         torch.cuda.empty_cache()  # the SDK's inference process needs the memory
     figures.append(
-        sdk(runtime, gpu_classifier, side=args.side, streams=args.streams, drivers=args.drivers, seconds=args.seconds, batch=args.batch, gpu=gpu)
+        sdk(runtime, gpu_classifier, side=args.side, streams=args.streams, drivers=args.drivers, seconds=args.seconds,
+            batch=args.batch, wait=args.max_batch_wait, gpu=gpu)
     )
     figures.append(
-        sdk(runtime, gpu_classifier, side=args.side, streams=args.streams, drivers=args.drivers, seconds=args.seconds / 2, batch=1, gpu=gpu)
+        sdk(runtime, gpu_classifier, side=args.side, streams=args.streams, drivers=args.drivers, seconds=args.seconds / 2,
+            batch=1, wait=0.0, gpu=gpu)
     )
     reference = figures[0].images_per_s
     batched = figures[3]

@@ -239,18 +239,20 @@ def classifier_pipeline() -> Pipeline:
     return pf.build()
 
 
-def classifier_inference(size: int = 224, gpu: bool | None = None, max_batch_size: int = 64) -> Inference:
+def classifier_inference(
+    size: int = 224, gpu: bool | None = None, max_batch_size: int = 64, max_batch_wait: float = 0.005
+) -> Inference:
     """The example's Inference.
 
     Args:
         size: the model's input side in pixels.
         gpu: put both cells on one GPU (``None``: when CUDA is available).
-        max_batch_size: batch limit of both cells (1 turns batching off); they wait at most 5 ms
-            for a batch to fill.
+        max_batch_size: batch limit of both cells (1 turns batching off).
+        max_batch_wait: most seconds a batch of either cell waits to fill.
     """
     gpu = torch.cuda.is_available() if gpu is None else gpu
     cells = ("preprocess", "classify")
-    policy = BatchingPolicy(max_batch_size=max_batch_size, max_batch_wait=0.005 if max_batch_size > 1 else 0.0)
+    policy = BatchingPolicy(max_batch_size=max_batch_size, max_batch_wait=max_batch_wait if max_batch_size > 1 else 0.0)
     return Inference(
         pipeline=classifier_pipeline(),
         parameters={"preprocess": {"size": size}},

@@ -15,9 +15,10 @@ it). Batched cells (``call_batch``) take up to ``max_batch_size`` ready requests
 of distinct sids. A batch that is not full waits for more requests at most
 ``max_batch_wait``, counted from when the cell is free to take it, and goes at
 once when nothing could still join it: no request in flight upstream, no
-completion callbacks running, and as many streams as the cell's last two
-batches held (so closed-loop streams, which send again only when answered,
-come together in one batch instead of splitting into groups that alternate).
+completion callbacks running, and, if the batch holds fewer streams than the
+cell's last two batches, none of those streams between requests (so
+closed-loop streams, which send again only when answered, come together in one
+batch instead of splitting into groups that alternate).
 """
 
 from __future__ import annotations
@@ -167,8 +168,10 @@ class _Stage:
         "expected",
         "timer_due",
         "free_since",
-        "last_sids",
+        "last_entries",
         "recent",
+        "recent_count",
+        "scan",
         "device",
         "calls",
         "items",
@@ -207,8 +210,10 @@ class _Stage:
         self.expected = 0
         self.timer_due: float | None = None
         self.free_since = -float("inf")  # when a call of this (batched) cell last ended
-        self.last_sids: set[str | None] = set()  # the sids of its last batch
-        self.recent = 0  # distinct sids in its last two batches: streams likely to send again
+        self.last_entries: list[StateEntry] = []  # the streams (kept sids) of its last batch
+        self.recent: list[StateEntry] = []  # those of its last two batches: streams likely to send again
+        self.recent_count = 0  # how many distinct streams that is
+        self.scan = 0  # where the search for an idle recent stream resumes
         self.device = device
         self.calls = 0
         self.items = 0
@@ -749,14 +754,18 @@ class Executor:
                 return
             # Go before the batch is full only when waiting cannot fill it: no request still in
             # flight could join, no thread is resolving futures whose callbacks may send more, and
-            # the batch holds as many streams as the last two batches did. Closed-loop streams send
-            # their next request only once the last one is answered (possibly from another process),
-            # so a batch that went without them would split the streams into groups that alternate
-            # for good, each batch smaller than it could be.
+            # (when the batch has fewer streams than the last two batches) no stream of those
+            # batches is between requests. Closed-loop streams send their
+            # next request only once the last one is answered (possibly from another process), so a
+            # batch that went without them would split the streams into groups that alternate for
+            # good, each batch smaller than it could be. (Streams with a request in flight elsewhere
+            # are not waited for: upstream ones count in `expected`, downstream ones cannot send yet.)
             # The wait counts from when the cell could take the batch: time spent queued behind a
             # running call is not time the batch could have filled in.
             if len(chosen) < limit and not self._closed and (
-                live < stage.expected or self._resolving or len(chosen) < stage.recent
+                live < stage.expected
+                or self._resolving
+                or (len(chosen) < stage.recent_count and self._recent_idle(stage))
             ):
                 due = max(chosen[0][1], stage.free_since) + stage.max_batch_wait
                 if now < due:
@@ -775,6 +784,19 @@ class Executor:
             for req in batch:
                 req.works.append(work)
             works.append(work)
+
+    @staticmethod
+    def _recent_idle(stage: _Stage) -> bool:
+        """Whether a stream of the cell's last two batches has no request in flight (it may send one soon)."""
+        recent = stage.recent
+        n = len(recent)
+        start = stage.scan
+        for k in range(n):  # resumes where the last search stopped: amortised O(1) per arrival
+            i = (start + k) % n
+            if not recent[i].inflight:
+                stage.scan = i
+                return True
+        return False
 
     def _schedule(self, stage: _Stage, due: float) -> None:
         if stage.timer_due is not None and stage.timer_due <= due:
@@ -949,9 +971,11 @@ class Executor:
             stage.fast = calls >= _FAST_AFTER_CALLS and stage.busy_seconds < calls * _FAST_CALL_SECONDS
             if stage.batched:
                 stage.batch_sizes[len(reqs)] = stage.batch_sizes.get(len(reqs), 0) + 1
-                sids = {req.sid for req in reqs}
-                stage.recent = len(sids | stage.last_sids)
-                stage.last_sids = sids
+                entries = [req.entry for req in reqs if req.sid is not None]
+                stage.recent = stage.last_entries + entries
+                stage.recent_count = len(set(stage.recent))
+                stage.last_entries = entries
+                stage.scan = 0
                 stage.free_since = now
             for req, result in zip(reqs, results):
                 if stage.track_busy and req.sid is not None:

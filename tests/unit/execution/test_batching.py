@@ -373,6 +373,33 @@ def test_streams_of_the_last_two_batches_are_waited_for_so_closed_loop_streams_s
     assert [len(sids) for sids, _ in LOG] == [1, 4, 5, 1, 1, 1]
 
 
+def test_streams_busy_downstream_are_not_waited_for() -> None:
+    # Stream b is held in a cell after the batched one: it cannot send again, so a's next request
+    # goes at once (on a frozen clock, a wait for b would never end).
+    pf = PipelineFactory(name="batch-then-gate")
+    batch = pf.add_cell(ref="batch", cell=Batcher())
+    gate = pf.add_cell(ref="gate", cell=Gate())
+    pf.declare_input(ref="x", input=batch.inputs.x)
+    pf.connect(batch.outputs.y, gate.inputs.x)
+    pf.declare_output(ref="y", output=gate.outputs.y)
+    executor = started(pf.build(), batching={"batch": BatchingPolicy(max_batch_size=8, max_batch_wait=600)}, clock=CLOCK)
+    try:
+        holder = executor.submit({"x": Integer(0)}, None)  # a one-off request: not a stream
+        assert HELD.wait(timeout=10)
+        a1, b1 = executor.submit({"x": Integer(1)}, "a"), executor.submit({"x": Integer(99)}, "b")
+        HOLD.set()
+        holder.result(timeout=10)
+        assert a1.result(timeout=10) == {"y": 1}
+        assert GATE_ENTERED.wait(timeout=10)
+        assert executor.submit({"x": Integer(2)}, "a").result(timeout=10) == {"y": 2}
+        GATE.set()
+        assert b1.result(timeout=10) == {"y": 99}
+    finally:
+        GATE.set()
+        executor.stop()
+    assert LOG == [([None], [0]), (["a", "b"], [1, 99]), (["a"], [2])]
+
+
 def test_stop_sends_a_batch_that_waits_to_fill_instead_of_failing_it() -> None:
     executor = started(single(Batcher), batching={"c0": BatchingPolicy(max_batch_size=8, max_batch_wait=600)}, clock=CLOCK)
     try:
