@@ -339,9 +339,11 @@ class Router:
 
     def call_all(self, method: str, *args: Any, timeout: float | None = 30.0) -> list[Any]:
         """Call ``method`` on every replica at once; their values by index (the first error is raised)."""
+        return self._call_routes(self.routes(), method, *args, timeout=timeout)
+
+    def _call_routes(self, routes: list[Route], method: str, *args: Any, timeout: float | None) -> list[Any]:
         import ray
 
-        routes = self.routes()
         if not routes:
             raise ProcessError(
                 self._closed_reason or f"the inference process of pipeline {self.pipeline_name!r} has no replica"
@@ -364,10 +366,11 @@ class Router:
 
     def stats(self) -> dict[str, Any]:
         """The replicas' counters summed, plus ``replicas``: each replica's index, node and request counts."""
-        parts = self.call_all("stats")
+        routes = self.routes()
+        parts = self._call_routes(routes, "stats", timeout=30.0)
         merged = merge_stats(parts)
         merged["replicas"] = [
             {"index": route.index, "node": route.node, "generation": route.generation, "requests": part["requests"]}
-            for route, part in zip(self.routes(), parts)
+            for route, part in zip(routes, parts)
         ]
         return merged

@@ -36,7 +36,7 @@ from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiEr
 from rvai_sdk.runtime._backend import Runtime
 from rvai_sdk.runtime._ray_driver import DriverActor
 from rvai_sdk.runtime._ray_replica import ReplicaActor
-from rvai_sdk.runtime._ray_router import Route, Router, translate_ray_error, unwrap
+from rvai_sdk.runtime._ray_router import Route, Router, rendezvous, translate_ray_error, unwrap
 from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference
 from rvai_sdk.runtime.process import InferenceProcess, ProcessStatus
@@ -321,7 +321,6 @@ class RayInferenceProcess(InferenceProcess):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ParameterError(f"set_replicas() takes an int >= 1, got {n!r}")
         self._require_running("set replicas")
-        ray = _ray()
         with self._lock:
             current = sorted(self._replicas)
             added = self._launch([i for i in range(n) if i not in self._replicas]) if n > len(current) else []
@@ -332,10 +331,10 @@ class RayInferenceProcess(InferenceProcess):
                 del self._replicas[replica.index]
             keep = [self._replicas[i] for i in sorted(self._replicas) if i not in {r.index for r in added}]
             self._publish_routes()
-        indices = sorted(self._replicas)
-        from rvai_sdk.runtime._ray_router import rendezvous
-
-        # Sids that now belong elsewhere lose their state on the replica they left.
+            indices = sorted(self._replicas)
+        # Sids that now belong elsewhere lose their state on the replica they left (requests
+        # of theirs still in flight there when the routes changed may leave a fresh entry
+        # behind; it expires with the state TTL).
         for replica in keep:
             try:
                 sids = self._router.call(replica.route(), "sids")
@@ -346,7 +345,6 @@ class RayInferenceProcess(InferenceProcess):
                 pass
         for replica in removed:
             self._stop_replica(replica, timeout)
-        del ray
 
     def _stop_replica(self, replica: _Replica, timeout: float | None) -> None:
         ray = _ray()
