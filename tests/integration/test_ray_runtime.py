@@ -559,3 +559,24 @@ def test_a_cell_whose_module_the_workers_cannot_import_fails_start_naming_the_mo
             rt.start_inference(Inference(pipeline=single(module.Elsewhere)))
     finally:
         sys.modules.pop("elsewhere_cells", None)
+
+
+def test_init_ray_without_a_running_ray_starts_one_and_stop_shuts_it_down() -> None:
+    require_extra("ray")
+    code = (
+        "import ray\n"
+        "from rvai_sdk.runtime import Inference, init\n"
+        "from tests.conftest import AddOne, single\n"
+        "rt = init('ray', num_cpus=1, log_to_driver=False)\n"
+        "assert rt.started_ray and ray.is_initialized()\n"
+        "with rt.start_inference(Inference(pipeline=single(AddOne))) as proc:\n"
+        "    assert proc.predict({'x': 1}).result(timeout=60) == {'y': 2}\n"
+        "rt.stop()\n"
+        "assert not ray.is_initialized()\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=100,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
