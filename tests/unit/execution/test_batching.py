@@ -363,7 +363,7 @@ def test_streams_of_the_last_two_batches_are_waited_for_so_closed_loop_streams_s
         for round_ in range(3):
             lone = executor.submit({"x": Integer(3)}, "e")
             if round_ < 2:
-                eventually(lambda: executor.stats()["cells"]["c0"]["queued"] == 1, "the lone request waits")
+                assert executor.stats()["cells"]["c0"]["queued"] == 1  # submit decided it: the request waits
                 assert not lone.done()
                 CLOCK.advance(600)
                 executor.recheck_timers()
