@@ -75,7 +75,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        result: torch.Tensor = self.relu(out + identity)
+        return result
 
 
 class ResNet50(nn.Module):
@@ -104,11 +105,15 @@ class ResNet50(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layers(self.stem(x))
-        return self.fc(torch.flatten(self.pool(x), 1))
+        logits: torch.Tensor = self.fc(torch.flatten(self.pool(x), 1))
+        return logits
 
 
 class Normalize(nn.Module):
     """uint8 NHWC frames -> normalised NCHW floats of the model's dtype (on the model's device)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
 
     def __init__(self, mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
@@ -125,8 +130,8 @@ def build_model(device: str, *, half: bool | None = None, num_classes: int = 100
     torch.manual_seed(0)
     model = nn.Sequential(Normalize(), ResNet50(num_classes)).eval()
     half = device.startswith("cuda") if half is None else half
-    model = model.to(device=device, memory_format=torch.channels_last)
-    return model.half() if half else model
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model.half() if half else model  # type: ignore[no-any-return]
 
 
 # -- cells ---------------------------------------------------------------------------------------
