@@ -28,6 +28,7 @@ import uuid
 import weakref
 from collections import deque
 from functools import partial
+from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,9 @@ class Channel:
         self._lock = threading.Lock()
         self._flushing = False
         self._corked: int | None = None
+        self._writer: threading.Thread | None = None
+        self._writer_signalled = False
+        self._wake: SimpleQueue[bool] = SimpleQueue()
         self.broken = False
         start_release_thread()
 
@@ -147,6 +151,31 @@ class Channel:
                 return
             self._flushing = True
         self._flush()
+
+    def post_soon(self, op: Any) -> None:
+        """Queue one operation for this channel's writer thread instead of sending it here.
+
+        For a thread that has more to do (an executor worker finishing one of many requests
+        in flight): replies pile up while the writer sends, and leave several per frame.
+        """
+        with self._lock:
+            self._pending.append(op)
+            if self._flushing or self._writer_signalled:
+                return
+            self._writer_signalled = True
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="rvai-channel-writer", daemon=True)
+                self._writer.start()
+        self._wake.put(True)
+
+    def _write_loop(self) -> None:
+        while self._wake.get():
+            with self._lock:
+                self._writer_signalled = False
+                if self._flushing or not self._pending:
+                    continue
+                self._flushing = True
+            self._flush()
 
     def cork(self) -> None:
         """Hold back this thread's posts until :meth:`uncork` (others' posts still flush, taking them along).
@@ -319,6 +348,8 @@ class Channel:
     def shutdown(self) -> None:
         """Stop both directions; the peer's and our own reader see the end."""
         self.broken = True
+        if self._writer is not None:
+            self._wake.put(False)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

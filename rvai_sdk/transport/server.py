@@ -56,6 +56,8 @@ class InferenceServer:
     def _serve(self, channel: Channel) -> None:
         submit = self.executor.submit
         post = channel.post
+        lock = threading.Lock()
+        in_flight = [0]  # this connection's requests not answered yet
         inputs: Any = None
         try:
             while True:
@@ -72,7 +74,9 @@ class InferenceServer:
                         except Exception as exc:
                             post(("r", rid, False, exc))
                             continue
-                        future.add_done_callback(partial(_reply, post, rid))
+                        with lock:
+                            in_flight[0] += 1
+                        future.add_done_callback(partial(_reply, channel, lock, in_flight, rid))
                     elif kind == "x":
                         if self.pool is not None:
                             self.pool.release(op[1], channel)
@@ -108,9 +112,15 @@ class InferenceServer:
         self._control.shutdown(wait=False, cancel_futures=True)
 
 
-def _reply(post: Any, rid: int, future: Future[dict[str, Any]]) -> None:
+def _reply(
+    channel: Channel, lock: threading.Lock, in_flight: list[int], rid: int, future: Future[dict[str, Any]]
+) -> None:
     exc = future.exception()
-    if exc is None:
-        post(("r", rid, True, future.result()))
+    op = ("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc)
+    with lock:
+        in_flight[0] -= 1
+        last = in_flight[0] == 0
+    if last:
+        channel.post(op)  # nothing else is coming soon: answer now, from this thread
     else:
-        post(("r", rid, False, exc))
+        channel.post_soon(op)  # more replies follow: let the writer send them together
