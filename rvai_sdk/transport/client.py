@@ -99,7 +99,10 @@ class InferenceClient:
             ProcessError: the inference process cannot be reached.
         """
         channel, rid, future = self._register()
-        channel.post(("p", rid, sid, inputs))
+        if len(self._pending) > 1:
+            channel.post_soon(("p", rid, sid, inputs))  # others in flight: coalesce through the writer
+        else:
+            channel.post(("p", rid, sid, inputs))  # alone: send now, lowest latency
         return future
 
     def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:
