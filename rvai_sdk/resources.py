@@ -74,6 +74,7 @@ class DriverResources:
         host: the address of the machine the driver runs on as other machines on its
             network see it (``"127.0.0.1"`` when it has none).
         node: a name for that machine (its hostname).
+        ref: the driver's ref in its inference process (unique there: a prefix for sids it makes up).
 
     Example:
         >>> DriverResources(ports={"http": 8080}).ports["http"]
@@ -83,3 +84,4 @@ class DriverResources:
     ports: dict[str, int] = attrs.field(factory=dict)
     host: str = "127.0.0.1"
     node: str = ""
+    ref: str = ""

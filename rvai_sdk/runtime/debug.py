@@ -125,7 +125,7 @@ class DebugDriverProcess(PipelineDriverProcess):
         self._thread: threading.Thread | None = None
 
     def _launch(self) -> None:
-        resources = driver_resources(self.driver.resources_request())
+        resources = driver_resources(self.driver.resources_request(), self.ref)
         self._services = list(self.driver.services(resources))
         self._thread = threading.Thread(
             target=self._run, args=(resources,), name=f"rvai-driver-{self.ref}", daemon=True

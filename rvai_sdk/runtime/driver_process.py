@@ -228,6 +228,6 @@ def host_address() -> str:
     return address
 
 
-def driver_resources(request: DriverResourcesRequest) -> DriverResources:
-    """Allocate what a driver asked for on this machine."""
-    return DriverResources(ports=allocate_ports(request), host=host_address(), node=socket.gethostname())
+def driver_resources(request: DriverResourcesRequest, ref: str) -> DriverResources:
+    """Allocate what driver ``ref`` asked for on this machine."""
+    return DriverResources(ports=allocate_ports(request), host=host_address(), node=socket.gethostname(), ref=ref)

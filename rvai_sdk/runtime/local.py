@@ -459,7 +459,7 @@ class LocalDriverProcess(PipelineDriverProcess):
         self._process, self._conn = process, parent_conn
         self.pid = int(process.pid)
         message = self._expect("request")
-        parent_conn.send(("resources", driver_resources(message[1])))
+        parent_conn.send(("resources", driver_resources(message[1], self.ref)))
         message = self._expect("running")
         self._services = list(message[1])
         self._status = ProcessStatus.RUNNING
