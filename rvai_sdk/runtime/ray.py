@@ -130,6 +130,7 @@ class _Replica:
         self.handle = handle
         self.where = where
         self.watch = handle.watch.remote()
+        self.ended = False
 
     def route(self) -> Route:
         return Route(self.index, self.handle, self.generation, str(self.where.get("node", "")))
@@ -257,7 +258,7 @@ class RayInferenceProcess(InferenceProcess):
         ray = _ray()
         while not self._closing.is_set():
             with self._lock:
-                watched = {r.watch: r for r in self._replicas.values()}
+                watched = {r.watch: r for r in self._replicas.values() if not r.ended}
             if not watched:
                 self._closing.wait(0.2)
                 continue
@@ -265,6 +266,7 @@ class RayInferenceProcess(InferenceProcess):
             for ref in ready:
                 if self._closing.is_set():
                     return
+                watched[ref].ended = True  # handled once, even if it cannot be replaced
                 self._replace(watched[ref])
 
     def _replace(self, dead: _Replica) -> None:

@@ -580,3 +580,35 @@ def test_init_ray_without_a_running_ray_starts_one_and_stop_shuts_it_down() -> N
         cwd=Path(__file__).resolve().parents[2],
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+class LoadsOnce(Cell):
+    """load_model fails once the file ``<model_path>.broken`` exists."""
+
+    @classmethod
+    def load_model(cls, context: Any, parameters: Parameters, model_path: str | None) -> Any:
+        if model_path is not None and Path(model_path + ".broken").exists():
+            raise OSError(f"weights at {model_path} are corrupt")
+        return "model"
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        return YOut(y=inputs.x)
+
+
+def test_a_replica_that_cannot_be_started_again_fails_the_process_saying_why(rt: Any, tmp_path: Path) -> None:
+    model = str(tmp_path / "weights.pt")
+    with rt.start_inference(Inference(pipeline=single(LoadsOnce), models={"c0": model})) as proc:
+        assert proc.predict({"x": 3}).result(timeout=30) == {"y": 3}
+        Path(model + ".broken").touch()
+        os.kill(proc.replicas()[0]["pid"], signal.SIGKILL)
+        until(lambda: proc.status is ProcessStatus.FAILED, what="the process to be marked failed")
+        assert proc.failure is not None
+        assert "replica 0 of the inference process of pipeline 'single' died and could not be started again" in proc.failure
+        assert "weights at" in proc.failure and "are corrupt" in proc.failure
+        with pytest.raises(ProcessError, match="is FAILED"):
+            proc.predict({"x": 1})
+        Path(model + ".broken").unlink()
+        proc.restart()
+        assert proc.status is ProcessStatus.RUNNING
+        assert proc.predict({"x": 4}).result(timeout=30) == {"y": 4}
