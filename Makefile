@@ -14,6 +14,9 @@ DEBS_RUN  := graphviz libgraphviz-dev
 DEBS_TEST := chromium ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
              postgresql mosquitto
+# The GPU example and its smoke test need torch; pinned so pip takes the CPU build on this machine's disk
+# instead of downloading a multi-GB CUDA build (on a GPU machine, install the CUDA build you need).
+TORCH ?= 2.13.0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 define install_debs
@@ -46,6 +49,7 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,docs,test]'
+	$(PY) -m pip install -q 'torch==$(TORCH)'
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: system-deps $(STAMP)
@@ -65,6 +69,14 @@ docs: venv
 
 bench: venv
 	$(PY) benchmarks/bench_executor.py --write docs/performance.md
+	$(PY) benchmarks/bench_transport.py --write docs/performance.md
+	$(PY) benchmarks/bench_batching.py --write docs/performance.md
+	$(PY) benchmarks/bench_stream.py --write docs/performance.md
+	$(PY) benchmarks/bench_http.py
+	$(PY) benchmarks/bench_ray.py --write docs/performance.md
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null; \
+	then $(PY) benchmarks/bench_gpu.py --write docs/performance.md; \
+	else echo "bench_gpu.py skipped: needs torch with a CUDA GPU (--cpu-smoke checks the script)"; fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -41,3 +41,37 @@ def test_transport_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     assert "goals: small round trip" in result.stdout
     text = out.read_text()
     assert "<!-- bench:transport -->" in text and "8 driver processes x 64 in flight" in text
+
+
+def _run_benchmark(script: str, *args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_batching_benchmark_runs_and_reports_its_goals() -> None:
+    result = _run_benchmark("bench_batching.py", "--quick", "--runtimes", "debug")
+    assert result.returncode == 0, result.stderr
+    assert "goals (" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_stream_benchmark_runs_and_reports_its_goal(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_stream.py", "--quick", "--write", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "<!-- bench:stream -->" in out.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_gpu_benchmark_refuses_to_run_without_cuda_and_says_why() -> None:
+    from rvai_sdk.runtime._devices import gpu_ids
+
+    if gpu_ids():
+        pytest.skip("a GPU is present: the benchmark would run for real")
+    result = _run_benchmark("bench_gpu.py", timeout=100)
+    assert result.returncode == 2
+    assert "--cpu-smoke" in result.stdout + result.stderr

@@ -648,20 +648,18 @@ class Executor:
         """Counters and timing summaries since the executor started, for a metrics endpoint and benchmarks.
 
         Returns:
-            A dict (plain numbers, lists and dicts; JSON-serialisable) with
-
-            - ``requests``: ``submitted``, ``succeeded``, ``failed``, ``in_flight``, and
-              ``latency``: a timing summary of succeeded requests, submit to last cell done.
-            - ``sids``: ``live``, ``expired``, ``evicted``.
-            - ``cells``: cell ref to ``calls``, ``items``, ``failures``, ``busy_seconds``,
-              ``queued``, ``running``, ``batch_sizes`` (exact: batch size to calls, batched
-              cells only), ``batch_size`` (count, mean, p50, p90, p99, max of items per call),
-              ``queue_wait`` (a timing summary per item: inputs complete to its call starting;
-              for a batched cell this includes the wait for the batch to fill) and
-              ``call_time`` (a timing summary per call). A cell whose mean call is under
-              50 µs records the timings of one call in 16 (``busy_seconds / calls`` stays
-              the exact mean call time), and so does the latency of requests that such a
-              cell finishes; every other cell records every call.
+            A dict (plain numbers, lists and dicts; JSON-serialisable). ``requests``:
+            ``submitted``, ``succeeded``, ``failed``, ``in_flight``, and ``latency`` (a timing
+            summary of succeeded requests, submit to last cell done). ``sids``: ``live``,
+            ``expired``, ``evicted``. ``cells``: cell ref to ``calls``, ``items``,
+            ``failures``, ``busy_seconds``, ``queued``, ``running``, ``batch_sizes`` (exact:
+            batch size to calls, batched cells only), ``batch_size`` (count, mean, p50, p90,
+            p99, max of items per call), ``queue_wait`` (a timing summary per item: inputs
+            complete to its call starting; for a batched cell this includes the wait for the
+            batch to fill) and ``call_time`` (a timing summary per call). A cell whose mean
+            call is under 50 µs records the timings of one call in 16 (``busy_seconds /
+            calls`` stays the exact mean call time), and so does the latency of requests that
+            such a cell finishes; every other cell records every call.
 
             A timing summary holds ``count``, ``sum``, ``mean``, ``p50``, ``p90``, ``p99`` and
             ``max`` in seconds, and ``buckets``: the non-empty histogram buckets as
