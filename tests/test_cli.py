@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "rvai-sdk"
@@ -104,3 +109,190 @@ def test_pipelines_registered_by_an_installed_package_are_found_by_name(project:
     result = run("info", "counting", cwd=project, env=env)
     assert result.returncode == 0, result.stderr
     assert "pipeline 'Quickstart'" in result.stdout
+
+
+# -- serve and stream: the real command against real servers on 127.0.0.1 ------------------------
+
+COMPONENTS = textwrap.dedent(
+    """
+    import json
+    from rvai_sdk.drivers import Sink
+    from rvai_sdk.extensions.sources.dummy_source import DummySource
+
+
+    def counter_source(url):
+        # counter://N : N items, as fast as the stream takes them
+        return DummySource(params={"count": int(url.split("//", 1)[1]), "rate": 0, "seed": 1})
+
+
+    class LinesSink(Sink):
+        def __init__(self, path):
+            super().__init__()
+            self.path = path
+
+        def write(self, records):
+            with open(self.path, "a") as f:
+                for record in records:
+                    f.write(json.dumps({"source": record.source, "index": record.index}) + "\\n")
+
+
+    def lines_sink(url):
+        # lines:///path/to/file.jsonl
+        return LinesSink(url[len("lines://"):])
+    """
+)
+
+
+def _installed(project: Path, name: str, entry_points_txt: str) -> dict[str, str]:
+    """A real .dist-info with entry points on PYTHONPATH: what an installed package looks like."""
+    dist = project / "site" / f"{name}-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(entry_points_txt)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "site"), str(project)])}
+
+
+def _start_serving(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """Start ``rvai-sdk serve``; returns the process, the URL it printed and the lines read so far."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", "serve", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    for _ in range(50):  # the banner comes within a few lines; pytest-timeout bounds a hang
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("serving pipeline"):
+            return process, line.split(" at ", 1)[1].split()[0], lines
+    process.kill()
+    process.wait(timeout=30)
+    raise AssertionError("rvai-sdk serve printed no URL:\n" + "".join(lines))
+
+
+def _finish(process: subprocess.Popen[str], lines: list[str]) -> str:
+    out, _ = process.communicate(timeout=60)
+    return "".join(lines) + out
+
+
+@pytest.mark.timeout(120)
+def test_serve_answers_http_until_sigterm_then_stops_cleanly(project: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    process, url, lines = _start_serving(
+        "my_pipelines:pipeline", "--runtime", "debug", "--port", "0", "--param", "mean.alarm_above=0.5", cwd=project
+    )
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        response = httpx.post(f"{url}/predict", json={"inputs": {"count": 3}, "sid": "cam-1"}, timeout=30)
+        assert response.status_code == 200, response.text
+        outputs = response.json()["outputs"]
+        assert outputs["mean"] == 3.0 and outputs["alarm"] == 1  # above the --param threshold, not the default 4.0
+        metrics = httpx.get(f"{url}/metrics", timeout=30)
+        assert metrics.status_code == 200
+        assert "rvai_requests_total" in metrics.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out = _finish(process, lines)
+    assert process.returncode == 0, out
+    assert out.rstrip().endswith("stopped")
+    assert "Traceback" not in out
+
+
+@pytest.mark.timeout(120)
+def test_serve_a_registered_name_on_the_local_runtime_for_a_duration(project: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    env = _installed(project, "my_pipelines_pkg", "[rvai_sdk.pipelines]\ncounting = my_pipelines:build_pipeline\n")
+    process, url, lines = _start_serving("counting", "--runtime", "local", "--port", "0", "--duration", "5", cwd=project, env=env)
+    try:
+        response = httpx.post(f"{url}/predict", json={"inputs": {"count": 2}, "sid": "a"}, timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["outputs"]["total"] == 2
+    finally:
+        out = _finish(process, lines)
+    assert process.returncode == 0, out
+    assert "pipeline 'Quickstart' on the local runtime" in out and out.rstrip().endswith("stopped")
+
+
+@pytest.mark.timeout(120)
+def test_stream_writes_every_frame_of_a_clip_into_sqlite_with_a_progress_line(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("av")
+    require_extra("sqlalchemy")
+    if shutil.which("ffmpeg") is None:
+        if IN_CI:
+            pytest.fail("ffmpeg is missing, but CI installs it")
+        pytest.skip("ffmpeg is not installed")
+    clip = project / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "1",
+         "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-y", str(clip)],
+        check=True, timeout=60,
+    )
+    (project / "motion.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom examples.rtsp_to_database import build_pipeline\n")
+    database = project / "frames.db"
+    result = run(
+        "stream", "motion:build_pipeline", "--runtime", "debug", "--interval", "0.2",
+        "--source", f"cam-1={clip}", "--source", f"file://{clip}", "--sink", f"sqlite:///{database}?table=frames",
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "frames/s" in result.stdout and "dropped" in result.stdout
+    assert "cam-1: 25 processed, 0 failed, 0 dropped, 25 written (ended)" in result.stdout
+    assert "source-2: 25 processed, 0 failed, 0 dropped, 25 written (ended)" in result.stdout
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT source, COUNT(*), MIN(\"index\"), MAX(\"index\"), MAX(frames) FROM frames GROUP BY source ORDER BY source").fetchall()
+    assert rows == [("cam-1", 25, 0, 24, 25), ("source-2", 25, 0, 24, 25)]
+
+
+@pytest.mark.timeout(120)
+def test_third_party_packages_add_source_and_sink_schemes(project: Path) -> None:
+    (project / "my_components.py").write_text(COMPONENTS)
+    env = _installed(
+        project,
+        "my_components_pkg",
+        "[rvai_sdk.sources]\ncounter = my_components:counter_source\n[rvai_sdk.sinks]\nlines = my_components:lines_sink\n",
+    )
+    output = project / "out.jsonl"
+    result = run(
+        "stream", "my_pipelines:pipeline", "--runtime", "debug", "--interval", "0.2",
+        "--source", "a=counter://7", "--source", "b=counter://3", "--sink", f"lines://{output}",
+        cwd=project, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted((r["source"], r["index"]) for r in records) == [("a", i) for i in range(7)] + [("b", i) for i in range(3)]
+
+
+@pytest.mark.timeout(120)
+def test_stream_stops_after_frames_on_an_endless_source(project: Path) -> None:
+    result = run(
+        "stream", "my_pipelines:pipeline", "--runtime", "debug", "--interval", "0.1",
+        "--source", "dummy:?rate=0", "--sink", "dummy:", "--frames", "20",
+        cwd=project,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = [line for line in result.stdout.splitlines() if line.startswith("source-1: ")][-1]
+    assert int(summary.split()[1]) >= 20
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "my_pipelines:pipeline", "--param", "alarm_above=1"], "--param 'alarm_above=1' is not ref.name=value"),
+        (["serve", "my_pipelines:pipeline", "--param", "mean.nope=1"], "MeanParameters has no parameter 'nope'"),
+        (["serve", "my_pipelines:pipeline", "--port", "70000"], "--port must be 0..65535"),
+        (["stream", "my_pipelines:pipeline", "--source", "kafka://x", "--sink", "dummy:"], "no source handles kafka: URLs"),
+        (["stream", "my_pipelines:pipeline", "--source", "dummy:", "--sink", "ftp://x"], "no sink handles ftp: URLs"),
+        (["stream", "my_pipelines:pipeline", "--source", "dummy:", "--sink", "dummy:", "--frames", "0"], "--frames must be at least 1"),
+        (["stream", "my_pipelines:pipeline", "--source", "mqtt://broker", "--sink", "dummy:"], "names no topic"),
+    ],
+)
+def test_bad_serve_and_stream_arguments_fail_with_one_clear_line(project: Path, args: list[str], message: str) -> None:
+    result = run(*args, "--runtime", "debug", cwd=project)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -17,6 +17,9 @@ Routes:
 - ``POST /tasks`` → 202 ``{"id", "status", ...}``; ``GET /tasks``, ``GET /tasks/{id}`` (``?wait=`` seconds
   long-polls for the end), ``DELETE /tasks/{id}``. A task may carry a ``callback_url`` that receives
   its final status by POST, retried with exponential backoff.
+- ``GET /metrics``: Prometheus text format (prometheus-client): requests by outcome, request latency,
+  per-cell call time, queue wait and batch-size histograms, queue depth, live sids, HTTP responses
+  by method, route and status, tasks.
 - ``GET /`` is a self-contained interactive page (no CDN needed); ``/docs`` and ``/redoc`` are
   FastAPI's Swagger UI and ReDoc, ``/openapi.json`` the OpenAPI document.
 
@@ -31,6 +34,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -106,6 +110,9 @@ class FastAPIDriverParameters(DriverParameters):
         host: the address to listen on; ``127.0.0.1`` (this machine only) by default.
             Listening elsewhere (``0.0.0.0``) is an explicit choice. Changing it re-binds
             the same port without losing tasks.
+        listen_port: a fixed TCP port to listen on (``rvai-sdk serve --port``); ``0`` (the
+            default) takes the port the runtime allocated for the service ``"http"``.
+            Changing it re-binds, like ``host``.
         api_key: when set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``.
         task_ttl: seconds a finished task stays readable before it expires.
         max_pending_tasks: most tasks pending or running at once; more are refused with 429.
@@ -117,6 +124,7 @@ class FastAPIDriverParameters(DriverParameters):
     """
 
     host: String = DriverParameters.field(default=String("127.0.0.1"), description="address to listen on")
+    listen_port: Integer = DriverParameters.field(default=Integer(0), description="fixed port; 0: the runtime's")
     api_key: String | None = DriverParameters.field(default=None, description="bearer token; None: no auth")
     task_ttl: Integer = DriverParameters.field(default=Integer(600), description="seconds a finished task is kept")
     max_pending_tasks: Integer = DriverParameters.field(default=Integer(1024), description="429 beyond this")
@@ -137,6 +145,10 @@ class FastAPIDriverParameters(DriverParameters):
             raise ParameterError(
                 f"FastAPIDriverParameters.callback_backoff must be >= 0, got {self.callback_backoff}",
                 field="callback_backoff",
+            )
+        if not 0 <= int(self.listen_port) <= 65535:
+            raise ParameterError(
+                f"FastAPIDriverParameters.listen_port must be 0..65535, got {self.listen_port}", field="listen_port"
             )
         if not self.host:
             raise ParameterError("FastAPIDriverParameters.host must be an address such as '127.0.0.1'", field="host")
@@ -422,6 +434,153 @@ class _Task:
             "error": self.error,
             "callback": None if self.callback is None else dict(self.callback),
         }
+
+
+# -- /metrics ----------------------------------------------------------------------------------
+
+_SECONDS_EDGES = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+"""Upper edges of the exported latency histograms, in seconds (fixed, so series stay comparable across scrapes)."""
+_SIZE_EDGES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+"""Upper edges of the exported batch-size histograms."""
+_ROUTES = frozenset(
+    ("/", "/health", "/ready", "/pipeline", "/predict", "/predict/batch", "/tasks", "/metrics", "/openapi.json", "/docs", "/redoc")
+)
+
+
+def _route_label(path: str) -> str:
+    """The route template of a request path, for a bounded ``route`` label (``other`` for unknown paths)."""
+    if path in _ROUTES:
+        return path
+    if path.startswith("/tasks/") and "/" not in path[len("/tasks/") :]:
+        return "/tasks/{task_id}"
+    return "other"
+
+
+def _rebucket(pairs: Iterable[Sequence[float]], edges: Sequence[float]) -> list[tuple[str, float]]:
+    """Per-bucket ``(upper edge, count)`` pairs → cumulative Prometheus buckets on ``edges`` (plus ``+Inf``).
+
+    A source bucket is counted under the first exported edge at or above its own upper
+    edge, so a bucket ``le`` never undercounts values at or below ``le`` by more than the
+    width of one source bucket (at most 25% of its edge for the executor's timings).
+    """
+    counts = [0.0] * (len(edges) + 1)
+    for upper, count in pairs:
+        index = bisect.bisect_left(edges, upper)
+        counts[index] += count
+    buckets: list[tuple[str, float]] = []
+    total = 0.0
+    for edge, count in zip([*map(_edge_text, edges), "+Inf"], counts):
+        total += count
+        buckets.append((edge, total))
+    return buckets
+
+
+def _edge_text(edge: float) -> str:
+    return repr(float(edge))
+
+
+def _prometheus_text(
+    pipeline: str,
+    stats: Mapping[str, Any] | None,
+    http: Mapping[tuple[str, str, str], int],
+    driver_counters: Mapping[str, Any],
+) -> bytes:
+    """The Prometheus text exposition of the executor's ``stats()`` and the driver's HTTP counters.
+
+    Args:
+        pipeline: the pipeline's name (the ``pipeline`` label of every series).
+        stats: ``RestrictedInferenceProcess.stats()``; ``None`` when the inference process
+            cannot be reached (``rvai_inference_up`` is then 0 and its series are left out).
+        http: ``(method, route, status)`` → responses sent.
+        driver_counters: :meth:`FastAPIDriver.stats`.
+    """
+    core = require("prometheus_client.core", extra="fastapi")
+    CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily = (  # noqa: N806
+        core.CounterMetricFamily,
+        core.GaugeMetricFamily,
+        core.HistogramMetricFamily,
+    )
+
+    families: list[Any] = []
+    base = ["pipeline"]
+
+    def family(kind: Any, name: str, doc: str, labels: Sequence[str] = ()) -> Any:
+        metric = kind(name, doc, labels=[*base, *labels])
+        families.append(metric)
+        return metric
+
+    up = family(GaugeMetricFamily, "rvai_inference_up", "1 when the inference process answered this scrape, else 0")
+    up.add_metric([pipeline], 0.0 if stats is None else 1.0)
+    if stats is not None:
+        requests = stats["requests"]
+        outcomes = family(CounterMetricFamily, "rvai_requests", "Pipeline requests finished, by outcome", ["outcome"])
+        for outcome in ("succeeded", "failed"):
+            outcomes.add_metric([pipeline, outcome], float(requests[outcome]))
+        family(CounterMetricFamily, "rvai_requests_submitted", "Pipeline requests submitted").add_metric(
+            [pipeline], float(requests["submitted"])
+        )
+        family(GaugeMetricFamily, "rvai_requests_in_flight", "Pipeline requests submitted and not finished").add_metric(
+            [pipeline], float(requests["in_flight"])
+        )
+        latency = requests["latency"]
+        family(
+            HistogramMetricFamily, "rvai_request_latency_seconds", "Succeeded requests, submit to last cell done"
+        ).add_metric([pipeline], _rebucket(latency["buckets"], _SECONDS_EDGES), float(latency["sum"]))
+        sids = stats["sids"]
+        family(GaugeMetricFamily, "rvai_live_sids", "State ids with kept cell state").add_metric([pipeline], float(sids["live"]))
+        family(CounterMetricFamily, "rvai_sids_expired", "State ids dropped after their TTL").add_metric(
+            [pipeline], float(sids["expired"])
+        )
+        family(CounterMetricFamily, "rvai_sids_evicted", "State ids dropped to stay under max_states").add_metric(
+            [pipeline], float(sids["evicted"])
+        )
+        cell = ["cell"]
+        calls = family(CounterMetricFamily, "rvai_cell_calls", "Calls of a cell (a batch is one call)", cell)
+        items = family(CounterMetricFamily, "rvai_cell_items", "Requests a cell processed", cell)
+        failures = family(CounterMetricFamily, "rvai_cell_failures", "Failed calls of a cell", cell)
+        busy = family(CounterMetricFamily, "rvai_cell_busy_seconds", "Seconds spent in a cell's calls", cell)
+        queued = family(GaugeMetricFamily, "rvai_cell_queue_depth", "Requests waiting for a cell", cell)
+        running = family(GaugeMetricFamily, "rvai_cell_running", "Calls of a cell running now", cell)
+        call_time = family(HistogramMetricFamily, "rvai_cell_call_seconds", "Duration of a cell's calls", cell)
+        wait = family(
+            HistogramMetricFamily, "rvai_cell_queue_wait_seconds", "Inputs complete to the call starting, per request", cell
+        )
+        batch = family(HistogramMetricFamily, "rvai_cell_batch_size", "Requests per call of a cell", cell)
+        for ref, entry in stats["cells"].items():
+            labels = [pipeline, str(ref)]
+            calls.add_metric(labels, float(entry["calls"]))
+            items.add_metric(labels, float(entry["items"]))
+            failures.add_metric(labels, float(entry["failures"]))
+            busy.add_metric(labels, float(entry["busy_seconds"]))
+            queued.add_metric(labels, float(entry["queued"]))
+            running.add_metric(labels, float(entry["running"]))
+            call_time.add_metric(labels, _rebucket(entry["call_time"]["buckets"], _SECONDS_EDGES), float(entry["call_time"]["sum"]))
+            wait.add_metric(labels, _rebucket(entry["queue_wait"]["buckets"], _SECONDS_EDGES), float(entry["queue_wait"]["sum"]))
+            sizes = {int(k): int(v) for k, v in entry["batch_sizes"].items()} or {1: int(entry["calls"])}
+            batch.add_metric(
+                labels, _rebucket(sizes.items(), _SIZE_EDGES), float(sum(size * n for size, n in sizes.items()))
+            )
+    responses = family(
+        CounterMetricFamily, "rvai_http_requests", "HTTP responses of this driver", ["method", "route", "status"]
+    )
+    for (method, route, status), count in sorted(http.items()):
+        responses.add_metric([pipeline, method, route, status], float(count))
+    tasks = family(GaugeMetricFamily, "rvai_http_tasks_active", "Tasks pending or running")
+    tasks.add_metric([pipeline], float(driver_counters.get("tasks_active", 0)))
+    outcomes = family(CounterMetricFamily, "rvai_http_tasks", "Tasks finished, by outcome", ["outcome"])
+    for key, value in sorted(driver_counters.items()):
+        if key.startswith("tasks_") and key not in ("tasks_active", "tasks_kept") and isinstance(value, int):
+            outcomes.add_metric([pipeline, key[len("tasks_") :]], float(value))
+
+    class _Collector:
+        def collect(self) -> Iterator[Any]:
+            yield from families
+
+    client = require("prometheus_client", extra="fastapi")
+    registry = client.CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())
+    text: bytes = client.generate_latest(registry)
+    return text
 
 
 # -- the application ---------------------------------------------------------------------------
@@ -880,6 +1039,19 @@ class _Service:
             del self.tasks[task.id]
             return fastapi.Response(status_code=204)
 
+        async def metrics(request: Request) -> Response:
+            """Prometheus metrics: requests by outcome, per-cell latency, batch size and queue depth, live sids, HTTP."""
+            loop = asyncio.get_running_loop()
+            try:  # may cross a process boundary: off the event loop
+                stats: dict[str, Any] | None = await loop.run_in_executor(None, self.inference.stats)
+            except Exception:
+                stats = None
+            driver = self.driver
+            body = await loop.run_in_executor(
+                None, _prometheus_text, name, stats, dict(driver._http_counts), driver.stats()
+            )
+            return fastapi.Response(content=body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
         async def home(request: Request) -> Response:
             """This page: the pipeline's inputs and outputs, and a form to try it."""
             return fastapi_responses.HTMLResponse(self._home_page())
@@ -947,6 +1119,7 @@ class _Service:
             responses={204: {"description": "deleted"}, 404: not_found, 401: errors[401]},
             openapi_extra={"parameters": task_id},
         )
+        route("/metrics", g(metrics), methods=["GET"], include_in_schema=False)  # for Prometheus, not API clients
         route("/", g(home), methods=["GET"], include_in_schema=False)
         route("/openapi.json", g(openapi), methods=["GET"], include_in_schema=False)
         route("/docs", g(swagger), methods=["GET"], include_in_schema=False)
@@ -1144,6 +1317,7 @@ class _Front:
         key = service.parameters.api_key
         path = scope["path"]
         headers = scope["headers"]
+        send = self._counting(send, scope["method"], _route_label(path))
         if key and path != "/health":
             given = b""
             for name, value in headers:
@@ -1183,6 +1357,18 @@ class _Front:
                 await self._send(send, status, payload, extra)
                 return
         await self.app(scope, receive, send)
+
+    def _counting(self, send: Any, method: str, route: str) -> Any:
+        """``send`` that counts the response's status under ``(method, route, status)``."""
+        counts = self.service.driver._http_counts
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                key = (method, route, str(message["status"]))
+                counts[key] = counts.get(key, 0) + 1
+            await send(message)
+
+        return counted
 
     @staticmethod
     async def _read(receive: Any, declared: int, limit: int) -> bytes:
@@ -1253,6 +1439,9 @@ class FastAPIDriver(PipelineDriver):
         self._bound_host = ""
         self._last_error: str | None = None
         self._counters: dict[str, int] = {}
+        self._http_counts: dict[tuple[str, str, str], int] = {}
+        self._resources = DriverResources()
+        self._bound_port = 0
 
     def resources_request(self) -> DriverResourcesRequest:
         """One port, named ``"http"``."""
@@ -1262,7 +1451,11 @@ class FastAPIDriver(PipelineDriver):
         """The ``"http"`` service record: where clients reach the server."""
         host = str(self._live.host)
         address = resources.host if host in ("0.0.0.0", "::", "") else host
-        return [service_record("http", resources.ports["http"], address=address)]
+        return [service_record("http", self._port(resources), address=address)]
+
+    def _port(self, resources: DriverResources) -> int:
+        """The port to listen on: the ``listen_port`` parameter, else the one the runtime allocated."""
+        return int(self._live.listen_port) or resources.ports["http"]
 
     def parameters_changed(self, old: DriverParameters, new: DriverParameters) -> None:
         """Apply new parameters at once; a new ``host`` re-binds the same port; a new ``api_key`` updates the docs."""
@@ -1271,7 +1464,7 @@ class FastAPIDriver(PipelineDriver):
         service = self._service
         if service is not None and bool(old.api_key) != bool(new.api_key):
             service.app.openapi_schema = None
-        if old.host != new.host and self._server is not None:
+        if (old.host != new.host or old.listen_port != new.listen_port) and self._server is not None:
             self._rebind = True
             self._server.should_exit = True
 
@@ -1300,7 +1493,8 @@ class FastAPIDriver(PipelineDriver):
         Raises:
             DriverError: the port cannot be bound (names host and port).
         """
-        port = resources.ports["http"]
+        self._resources = resources
+        port = self._port(resources)
         service = _Service(self, inference)
         self._service = service
         config = uvicorn.Config(
@@ -1314,6 +1508,7 @@ class FastAPIDriver(PipelineDriver):
             server_header=False,
         )
         self._bound_host = str(self._live.host)
+        self._bound_port = port
         sock = _bind(self._bound_host, port)  # a bad host fails the driver at once, naming it
         _run_loop(self._serve(config, sock, port, service), config)
 
@@ -1336,7 +1531,7 @@ class FastAPIDriver(PipelineDriver):
                     self._server = None
                 if not self._rebind or self.stopped.is_set():
                     return
-                sock = self._rebound(port, self._bound_host)
+                sock = self._rebound(self._bound_port, self._bound_host)
         finally:
             for job in list(service.background):
                 job.cancel()
@@ -1346,19 +1541,22 @@ class FastAPIDriver(PipelineDriver):
             service.submitter.stop()
 
     def _rebound(self, port: int, previous: str) -> socket.socket:
-        """A socket on the new host; when it cannot be bound, back on the previous one (and the parameter too)."""
+        """A socket on the new host and port; when it cannot be bound, back on the previous ones (parameters too)."""
         host = str(self._live.host)
+        wanted = self._port(self._resources)
         try:
-            sock = _bind(host, port)
+            sock = _bind(host, wanted)
         except DriverError as exc:
             self._counters["host_changes_refused"] = self._counters.get("host_changes_refused", 0) + 1
             self._last_error = str(exc)
             with self._parameters_lock:
-                reverted = dataclasses.replace(self._live, host=String(previous))
+                kept = 0 if port == self._resources.ports.get("http") else port
+                reverted = dataclasses.replace(self._live, host=String(previous), listen_port=Integer(kept))
                 self._parameters = self._live = reverted
             sock = _bind(previous, port)
-            host = previous
+            host, wanted = previous, port
         self._bound_host = host
+        self._bound_port = wanted
         return sock
 
 
