@@ -11,9 +11,13 @@ Every method returns an ``(ok, value)`` pair instead of raising, so that a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import socket
+import threading
+import time
 import traceback
+from concurrent.futures import Future
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +48,56 @@ def _failed(exc: BaseException) -> Outcome:
     return (False, ProcessError(f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"))
 
 
+_DRAIN_SECONDS = 5.0
+"""Seconds ``stop`` waits for callers to collect results that are ready."""
+_CALLER_TTL = 600.0
+"""Seconds after its last poll a caller's (empty) outbox is forgotten."""
+
+
+class _Outbox:
+    """Finished results of one caller, waiting for its next :meth:`ReplicaActor.poll`.
+
+    Executor futures finish on worker threads; ``done`` hands results to the event
+    loop with one wake-up per burst, not one per result.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.results: list[tuple[int, Outcome]] = []
+        self.ready = asyncio.Event()
+        self.polled = time.monotonic()
+        self._lock = threading.Lock()
+        self._incoming: list[tuple[int, Outcome]] = []
+
+    def pending(self) -> bool:
+        """Whether results wait for the caller to collect them."""
+        return bool(self.results or self._incoming)
+
+    def put(self, rid: int, outcome: Outcome) -> None:
+        """Add a result (on the event loop)."""
+        self.results.append((rid, outcome))
+        self.ready.set()
+
+    def done(self, rid: int, future: Future[Any]) -> None:
+        """Executor callback (any thread): queue the request's outcome."""
+        try:
+            outcome: Outcome = (True, future.result())
+        except BaseException as exc:
+            outcome = _failed(exc)
+        with self._lock:
+            self._incoming.append((rid, outcome))
+            first = len(self._incoming) == 1
+        if first:
+            self.loop.call_soon_threadsafe(self._move)
+
+    def _move(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        if incoming:
+            self.results.extend(incoming)
+            self.ready.set()
+
+
 class ReplicaActor:
     """A replica: runs the pipeline for the requests routed to it, keeps its sids' state.
 
@@ -65,12 +119,15 @@ class ReplicaActor:
         self._next: dict[str, int] = {}
         self._waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outboxes: dict[str, _Outbox] = {}
 
     # -- life cycle -----------------------------------------------------------------------
 
     async def start(self) -> Outcome:
         """Build the executor and run every ``load_model``; ``(True, where)`` once ready to serve."""
         self._stopped = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._build)
         except BaseException as exc:
@@ -115,6 +172,9 @@ class ReplicaActor:
         try:
             if executor is not None:
                 await asyncio.get_running_loop().run_in_executor(None, executor.stop, timeout)
+            deadline = time.monotonic() + _DRAIN_SECONDS
+            while any(box.pending() for box in self._outboxes.values()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # bounded: callers collect their last results with poll()
         except BaseException as exc:
             return _failed(exc)
         finally:
@@ -143,6 +203,56 @@ class ReplicaActor:
         await self._turn(caller, seq)
         self._advance(caller, seq)
         return (True, None)
+
+    async def submit_many(self, caller: str, seq: int, batch: list[tuple[int, dict[str, Any], str | None]]) -> Outcome:
+        """Submit a batch of requests ``(request id, inputs, sid)`` in order; their results come from :meth:`poll`.
+
+        Returns as soon as the batch is submitted, so one slow request never holds back another's result.
+        """
+        await self._turn(caller, seq)
+        try:
+            box = self._outbox(caller)
+            executor = self._executor
+            for rid, inputs, sid in batch:
+                try:
+                    if executor is None:
+                        raise ProcessError(f"replica {self.index} is not started")
+                    future = executor.submit(inputs, sid)
+                except BaseException as exc:
+                    box.put(rid, _failed(exc))
+                    continue
+                future.add_done_callback(functools.partial(box.done, rid))
+        finally:
+            self._advance(caller, seq)
+        return (True, None)
+
+    async def poll(self, caller: str, wait: float) -> Outcome:
+        """The results of ``caller``'s requests finished since the last poll, ``[(request id, outcome), ...]``.
+
+        Waits up to ``wait`` seconds for at least one.
+        """
+        box = self._outbox(caller)
+        box.polled = time.monotonic()
+        if not box.results:
+            box.ready.clear()
+            try:
+                await asyncio.wait_for(box.ready.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        results, box.results = box.results, []
+        box.polled = time.monotonic()
+        return (True, results)
+
+    def _outbox(self, caller: str) -> _Outbox:
+        box = self._outboxes.get(caller)
+        if box is None:
+            loop = self._loop or asyncio.get_running_loop()
+            box = self._outboxes[caller] = _Outbox(loop)
+            now = time.monotonic()
+            for other, old in list(self._outboxes.items()):  # forget callers that stopped polling long ago
+                if now - old.polled > _CALLER_TTL and not old.results:
+                    del self._outboxes[other]
+        return box
 
     async def _turn(self, caller: str, seq: int) -> None:
         expected = self._next.setdefault(caller, 0)

@@ -33,6 +33,10 @@ from rvai_sdk.exc import ProcessError, RvaiError
 
 __all__ = ["Route", "Router", "rendezvous", "translate_ray_error", "merge_stats", "unwrap"]
 
+MAX_SENDS = 2
+"""Batches of requests on their way to one replica at once; more requests wait and leave together."""
+POLL_SECONDS = 10.0
+"""Longest a result poll waits on the replica before it is renewed."""
 _CACHE_LIMIT = 100_000
 """Most sids whose replica a router remembers (the cache is cleared when it is full)."""
 
@@ -63,7 +67,7 @@ class Route:
         node: the Ray node id it runs on.
     """
 
-    __slots__ = ("index", "handle", "generation", "node", "seq", "in_flight")
+    __slots__ = ("index", "handle", "generation", "node", "seq", "pending", "outbox", "sending", "polling", "dead")
 
     def __init__(self, index: int, handle: Any, generation: int, node: str = "") -> None:
         self.index = index
@@ -71,10 +75,28 @@ class Route:
         self.generation = generation
         self.node = node
         self.seq = itertools.count()
-        self.in_flight = 0
+        self.pending: dict[int, tuple[Future[dict[str, Any]], str | None]] = {}
+        """Request id → (its future, its sid), from send until its result arrives."""
+        self.outbox: list[tuple[int, dict[str, Any], str | None]] = []
+        """Requests waiting to be sent with the next batch."""
+        self.sending = 0
+        self.polling = False
+        self.dead: BaseException | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent (or about to be) whose result has not arrived."""
+        return len(self.pending)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Route, (self.index, self.handle, self.generation, self.node))
+
+
+def _is_death(error: BaseException) -> bool:
+    """Whether a Ray error means the actor is gone for good."""
+    import ray.exceptions as rex
+
+    return isinstance(error, rex.RayActorError)
 
 
 def unwrap(outcome: tuple[bool, Any]) -> Any:
@@ -207,6 +229,7 @@ class Router:
     def __init__(self, pipeline_name: str, routes: Sequence[Route] = ()) -> None:
         self.pipeline_name = pipeline_name
         self.caller = uuid.uuid4().hex
+        self._rids = itertools.count(1)
         self._lock = threading.Lock()
         self._routes: dict[int, Route] = {}
         self._indices: tuple[int, ...] = ()
@@ -282,6 +305,11 @@ class Router:
         The future fails with the cell's :class:`~rvai_sdk.exc.CellError`, or with a
         :class:`ProcessError` naming the replica when it dies or cannot be reached.
 
+        Requests are coalesced: at most :data:`MAX_SENDS` batches per replica are on
+        their way at once; requests made meanwhile leave together in the next batch.
+        Results come back, also coalesced, through one long poll per replica, so a
+        slow request never holds back another's result.
+
         Raises:
             ProcessError: there is no replica to send to.
         """
@@ -289,37 +317,118 @@ class Router:
         out.set_running_or_notify_cancel()
         with self._lock:
             route = self._route_for(sid)
-            seq = next(route.seq)
-            route.in_flight += 1
-            try:
-                ref = route.handle.predict.remote(self.caller, seq, inputs, sid)
-            except BaseException as exc:
-                route.in_flight -= 1
-                self._skip(route, seq)
-                raise translate_ray_error(exc, self._where(route), f"sending a request (sid {sid!r})") from exc
-        ref.future().add_done_callback(lambda done: self._finish(route, sid, done, out))
+            if route.dead is not None:
+                raise self._death(route, route.dead, sid)
+            rid = next(self._rids)
+            route.pending[rid] = (out, sid)
+            route.outbox.append((rid, inputs, sid))
+            sends = self._flush(route) if route.sending < MAX_SENDS else None
+            poll = self._start_poll(route)
+        if sends is not None:
+            self._watch_send(route, sends)
+        if poll is not None:
+            poll.add_done_callback(lambda done: self._polled(route, done))
         return out
+
+    def _watch_send(self, route: Route, sends: tuple[Future[Any], int, list[int]]) -> None:
+        future, seq, rids = sends
+        future.add_done_callback(lambda done: self._sent(route, done, seq, rids))
+
+    def _flush(self, route: Route) -> tuple[Future[Any], int, list[int]] | None:
+        """Send the outbox as one batch (caller holds the lock): the send's future, sequence number and request ids."""
+        if not route.outbox:
+            return None
+        batch, route.outbox = route.outbox, []
+        seq = next(route.seq)
+        route.sending += 1
+        try:
+            ref = route.handle.submit_many.remote(self.caller, seq, batch)
+        except BaseException as exc:  # e.g. inputs Ray cannot serialise: fail this batch, keep the sequence whole
+            route.sending -= 1
+            self._skip(route, seq)
+            error = translate_ray_error(exc, self._where(route), "sending requests")
+            error.__cause__ = exc
+            for rid, _, _ in batch:
+                entry = route.pending.pop(rid, None)
+                if entry is not None:
+                    entry[0].set_exception(error)
+            return None
+        future: Future[Any] = ref.future()
+        return future, seq, [rid for rid, _, _ in batch]
+
+    def _start_poll(self, route: Route) -> Future[Any] | None:
+        """Start the route's long poll unless one runs (caller holds the lock)."""
+        if route.polling or not route.pending:
+            return None
+        route.polling = True
+        future: Future[Any] = route.handle.poll.remote(self.caller, POLL_SECONDS).future()
+        return future
+
+    def _sent(self, route: Route, done: Future[Any], seq: int, rids: list[int]) -> None:
+        error = done.exception()
+        if error is not None and _is_death(error):
+            self._bury(route, error)
+            return
+        with self._lock:
+            route.sending -= 1
+            failed = [route.pending.pop(rid) for rid in rids if rid in route.pending] if error is not None else []
+            sends = self._flush(route) if route.sending < MAX_SENDS else None
+        if error is not None:  # the batch never ran (e.g. an input the replica could not unpickle)
+            self._skip(route, seq)
+            for out, sid in failed:
+                out.set_exception(self._death(route, error, sid))
+        if sends is not None:
+            self._watch_send(route, sends)
+
+    def _polled(self, route: Route, done: Future[Any]) -> None:
+        error = done.exception()
+        if error is not None:
+            if _is_death(error):
+                self._bury(route, error)
+            else:
+                with self._lock:
+                    route.polling = False
+                    pending, route.pending = route.pending, {}
+                for out, sid in pending.values():
+                    out.set_exception(self._death(route, error, sid))
+            return
+        _, results = done.result()
+        delivered = []
+        with self._lock:
+            for rid, outcome in results:
+                entry = route.pending.pop(rid, None)
+                if entry is not None:
+                    delivered.append((entry[0], outcome))
+            route.polling = False
+            poll = self._start_poll(route)
+        if poll is not None:
+            poll.add_done_callback(lambda again: self._polled(route, again))
+        for out, (ok, value) in delivered:
+            if ok:
+                out.set_result(value)
+            else:
+                out.set_exception(value)
+
+    def _bury(self, route: Route, error: BaseException) -> None:
+        """The replica is gone: fail every request sent to it, now and later."""
+        with self._lock:
+            route.dead = route.dead or error
+            pending, route.pending = route.pending, {}
+            route.outbox = []
+        for out, sid in pending.values():
+            if not out.done():
+                out.set_exception(self._death(route, error, sid))
+
+    def _death(self, route: Route, error: BaseException, sid: str | None) -> RvaiError:
+        death = translate_ray_error(error, self._where(route), f"a request (sid {sid!r})")
+        death.__cause__ = error
+        return death
 
     def _skip(self, route: Route, seq: int) -> None:
         try:
             route.handle.skip.remote(self.caller, seq)
         except Exception:  # the replica is gone: its successor starts a new sequence anyway
             pass
-
-    def _finish(self, route: Route, sid: str | None, done: Future[Any], out: Future[dict[str, Any]]) -> None:
-        with self._lock:
-            route.in_flight -= 1
-        try:
-            ok, value = done.result()
-        except BaseException as exc:
-            error = translate_ray_error(exc, self._where(route), f"a request (sid {sid!r})")
-            error.__cause__ = exc
-            out.set_exception(error)
-            return
-        if ok:
-            out.set_result(value)
-        else:
-            out.set_exception(value)
 
     def _where(self, route: Route) -> str:
         return f"replica {route.index} of the inference process of pipeline {self.pipeline_name!r}"
