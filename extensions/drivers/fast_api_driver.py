@@ -1424,7 +1424,7 @@ class FastAPIDriver(PipelineDriver):
         parameters: a :class:`FastAPIDriverParameters` or a mapping of its fields.
 
     Example:
-        >>> FastAPIDriver({"task_ttl": 60}).get_parameters().task_ttl
+        >>> int(FastAPIDriver({"task_ttl": 60}).get_parameters().task_ttl)
         60
     """
 
