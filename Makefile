@@ -55,7 +55,8 @@ $(STAMP):
 venv: system-deps $(STAMP)
 
 demo: venv
-	$(PY) examples/quickstart.py
+	$(call install_debs,ffmpeg)
+	$(PY) examples/demo.py $(DEMO_ARGS)
 
 test: venv services
 	$(PY) -m pytest -q
