@@ -101,9 +101,10 @@ class _Outbox:
 class ReplicaActor:
     """A replica: runs the pipeline for the requests routed to it, keeps its sids' state.
 
-    Requests from one caller start in the caller's sequence order (``predict``'s
-    ``seq``), whatever order Ray delivers them in; a request waits at most
-    :data:`GAP_TIMEOUT` seconds for a missing earlier one.
+    Callers send batches of requests (:meth:`submit_many`) and collect results with
+    a long :meth:`poll`. Batches from one caller are submitted in the caller's
+    sequence order (``seq``), whatever order Ray delivers them in; a batch waits at
+    most :data:`GAP_TIMEOUT` seconds for a missing earlier one.
 
     Args:
         index: the replica's index in its inference process.
@@ -183,20 +184,6 @@ class ReplicaActor:
         return (True, None)
 
     # -- requests -------------------------------------------------------------------------
-
-    async def predict(self, caller: str, seq: int, inputs: dict[str, Any], sid: str | None) -> Outcome:
-        """Run one request once every earlier request of ``caller`` has started."""
-        await self._turn(caller, seq)
-        try:
-            future = self._require().submit(inputs, sid)
-        except BaseException as exc:
-            return _failed(exc)
-        finally:
-            self._advance(caller, seq)
-        try:
-            return (True, await asyncio.wrap_future(future))
-        except BaseException as exc:
-            return _failed(exc)
 
     async def skip(self, caller: str, seq: int) -> Outcome:
         """``caller`` could not send request ``seq``: do not wait for it."""

@@ -12,9 +12,16 @@ Routing:
   stable, and scaling from n to n+1 replicas moves only about 1/(n+1) of the sids;
 - ``sid=None`` goes to the replica with the fewest requests in flight from this caller.
 
-Ordering: every request carries this caller's sequence number for that replica;
-the replica starts requests in that order (see ``_ray_replica``), because Ray does
-not promise that an async actor starts calls in the order they were sent.
+Coalescing: at most :data:`MAX_SENDS` batches are on their way to a replica at
+once; requests made meanwhile wait in the route's outbox and leave together in
+the next batch (``submit_many``). Results come back through one long ``poll``
+per replica that returns every result finished since the last one, so under
+load both directions carry many requests per Ray call, and a slow request never
+holds back another's result. A lone request costs two Ray calls (send, poll).
+
+Ordering: every batch carries this caller's sequence number for that replica;
+the replica submits batches in that order (see ``_ray_replica``), because Ray
+does not promise that an async actor starts calls in the order they were sent.
 
 Ray imports only happen in functions, so this module can be imported without Ray.
 """
