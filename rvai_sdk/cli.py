@@ -321,14 +321,19 @@ def _json_values(query: Mapping[str, str]) -> dict[str, Any]:
 def video_source_from_url(url: str) -> Source:
     """A :class:`VideoSource` for a file path, ``file://``, ``rtsp://``, ``http(s)://`` ... URL.
 
+    Raises:
+        UsageError: a file path (or ``file://`` URL) names no file.
+
     Example:
-        >>> video_source_from_url("file:///data/clip.mp4").url
-        '/data/clip.mp4'
+        >>> video_source_from_url("rtsp://10.0.0.5/stream1").live
+        True
     """
     (VideoSource,) = _extension("sources.video_source", "VideoSource")
 
     if url.startswith("file://"):
         url = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    if _scheme(url) == "file" and not os.path.isfile(url):
+        raise UsageError(f"no such video file: {url!r} (give a path to a video file, or an rtsp:// URL)")
     made: Source = VideoSource(url)
     return made
 
@@ -524,6 +529,8 @@ def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: f
         rate = (done - previous.get(ref, 0)) / elapsed if elapsed > 0 else 0.0
         previous[ref] = done
         state = "" if entry.get("state") in ("running", None) else f" ({entry['state']})"
+        if entry.get("state") in ("retrying", "failed") and entry.get("last_error"):
+            state = f" ({entry['state']}: {str(entry['last_error']).splitlines()[0]})"
         failed = f", {entry['failed']} failed" if entry["failed"] else ""
         parts.append(f"{ref}: {rate:.1f} frames/s, {entry['dropped']} dropped, {entry['written']} written{failed}{state}")
     for ref, sink in stats.get("sinks", {}).items():
@@ -588,9 +595,9 @@ def _summary(last: Mapping[str, Any]) -> int:
             f"{ref}: {entry['processed']} processed, {entry['failed']} failed, {entry['dropped']} dropped, "
             f"{entry['written']} written ({entry['state']})"
         )
-        if entry["state"] == "failed":
+        if entry["state"] == "failed" or (entry["state"] == "retrying" and not entry["processed"]):
             status = 1
-            print(f"  source failed: {entry['last_error']}", file=sys.stderr)
+            print(f"  source {entry['state']}: {entry['last_error']}", file=sys.stderr)
     for ref, sink in last["sinks"].items():
         if sink["last_error"] or sink["lost"]:
             print(f"sink {ref}: {sink['lost']} lost, last error: {sink['last_error']}", file=sys.stderr)

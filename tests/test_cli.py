@@ -288,6 +288,7 @@ def test_stream_stops_after_frames_on_an_endless_source(project: Path) -> None:
         (["stream", "my_pipelines:pipeline", "--source", "dummy:", "--sink", "ftp://x"], "no sink handles ftp: URLs"),
         (["stream", "my_pipelines:pipeline", "--source", "dummy:", "--sink", "dummy:", "--frames", "0"], "--frames must be at least 1"),
         (["stream", "my_pipelines:pipeline", "--source", "mqtt://broker", "--sink", "dummy:"], "names no topic"),
+        (["stream", "my_pipelines:pipeline", "--source", "missing.mp4", "--sink", "dummy:"], "no such video file: 'missing.mp4'"),
     ],
 )
 def test_bad_serve_and_stream_arguments_fail_with_one_clear_line(project: Path, args: list[str], message: str) -> None:
