@@ -58,6 +58,8 @@ __all__ = [
     "load_source",
     "load_sink",
     "parse_params",
+    "progress_line",
+    "stream_metrics_text",
     "ENTRY_POINT_GROUP",
     "SOURCES_GROUP",
     "SINKS_GROUP",
@@ -550,6 +552,117 @@ def _stream_done(stats: Mapping[str, Any], frames: int | None) -> bool:
     return all(not sink["buffered"] for sink in stats["sinks"].values())
 
 
+def stream_metrics_text(pipeline: str, stats: Mapping[str, Any], rates: Mapping[str, float]) -> bytes:
+    """The Prometheus text exposition of a :class:`SourceSinkDriver`'s ``stats()``.
+
+    Args:
+        pipeline: the pipeline's name (the ``pipeline`` label of every series).
+        stats: ``SourceSinkDriver.stats()``.
+        rates: source ref → results per second over the last interval.
+
+    Returns:
+        ``rvai_source_*`` series per source (frames/s, produced, processed, failed, dropped,
+        written, queued, in flight, state) and ``rvai_sink_*`` series per sink (written,
+        buffered, write failures, lost), in the text format Prometheus scrapes.
+
+    Raises:
+        MissingExtraError: prometheus-client is not installed (``pip install 'rvai_sdk[fastapi]'``).
+    """
+    from rvai_sdk._compat import require
+
+    core = require("prometheus_client.core", extra="fastapi")
+    client = require("prometheus_client", extra="fastapi")
+    families: list[Any] = []
+
+    def family(kind: Any, name: str, doc: str, labels: Sequence[str]) -> Any:
+        metric = kind(name, doc, labels=["pipeline", *labels])
+        families.append(metric)
+        return metric
+
+    source_counters = {
+        "produced": "Items the source produced",
+        "processed": "Results of the source's items",
+        "failed": "Items whose request failed",
+        "dropped": "Items dropped by the drop policy (inference fell behind a live source)",
+        "written": "Results written, summed over the sinks",
+        "errors": "Times the source failed and was reopened",
+    }
+    counters = {key: family(core.CounterMetricFamily, f"rvai_source_{key}", doc, ["source"]) for key, doc in source_counters.items()}
+    queued = family(core.GaugeMetricFamily, "rvai_source_queued", "Items waiting to be sent", ["source"])
+    in_flight = family(core.GaugeMetricFamily, "rvai_source_in_flight", "Requests sent and not written yet", ["source"])
+    fps = family(core.GaugeMetricFamily, "rvai_source_frames_per_second", "Results per second over the last interval", ["source"])
+    state = family(core.GaugeMetricFamily, "rvai_source_state", "1 for the source's current state", ["source", "state"])
+    for ref, entry in stats["sources"].items():
+        for key, metric in counters.items():
+            metric.add_metric([pipeline, ref], float(entry.get(key, 0)))
+        queued.add_metric([pipeline, ref], float(entry["queued"]))
+        in_flight.add_metric([pipeline, ref], float(entry["in_flight"]))
+        fps.add_metric([pipeline, ref], float(rates.get(ref, 0.0)))
+        state.add_metric([pipeline, ref, str(entry["state"])], 1.0)
+    sink_counters = {
+        "written": "Records the sink wrote",
+        "write_failures": "Writes that failed and were retried",
+        "lost": "Records given up on when stopping",
+    }
+    sink_metrics = {key: family(core.CounterMetricFamily, f"rvai_sink_{key}", doc, ["sink"]) for key, doc in sink_counters.items()}
+    buffered = family(core.GaugeMetricFamily, "rvai_sink_buffered", "Records waiting to be written", ["sink"])
+    for ref, entry in stats["sinks"].items():
+        for key, metric in sink_metrics.items():
+            metric.add_metric([pipeline, ref], float(entry.get(key, 0)))
+        buffered.add_metric([pipeline, ref], float(entry["buffered"]))
+
+    class _Collector:
+        def collect(self) -> Iterator[Any]:
+            yield from families
+
+    registry = client.CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())
+    text: bytes = client.generate_latest(registry)
+    return text
+
+
+class _MetricsServer:
+    """Serves the latest metrics text on ``GET /metrics`` from a thread; :meth:`update` replaces it."""
+
+    def __init__(self, port: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+        self.text = b""
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404, "only /metrics is served here")
+                    return
+                body = server.text
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        try:
+            self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError as exc:
+            raise UsageError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {exc}") from exc
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/metrics"
+        self.thread = threading.Thread(target=self.http.serve_forever, name="rvai-sdk-metrics", daemon=True)
+        self.thread.start()
+
+    def update(self, text: bytes) -> None:
+        self.text = text
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.thread.join(timeout=5)
+
+
 def _cmd_stream(args: argparse.Namespace) -> int:
     (SourceSinkDriver,) = _extension("drivers.source_sink_driver", "SourceSinkDriver")
     from rvai_sdk.runtime import init
@@ -560,30 +673,44 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     sources = {ref: load_source(url) for ref, url in _named(args.source, "source").items()}
     sinks = {ref: load_sink(url) for ref, url in _named(args.sink, "sink").items()}
     tty = sys.stdout.isatty()
-    with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
-        stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks)
-        names = ", ".join(f"{ref} ({url})" for ref, url in _named(args.source, "source").items())
-        print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
-        started = last = time.monotonic()
-        deadline = None if args.duration is None else started + args.duration
-        previous: dict[str, int] = {}
-        stats = stream.stats()
-        while not stop.is_set():
-            remaining = args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
-            if remaining > 0:
-                stop.wait(remaining)
-            _check_driver(stream)
+    metrics = _MetricsServer(args.metrics_port) if args.metrics_port is not None else None
+    try:
+        with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
+            stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks)
+            names = ", ".join(f"{ref} ({url})" for ref, url in _named(args.source, "source").items())
+            print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
+            if metrics is not None:
+                print(f"  metrics {metrics.url}", flush=True)
+            started = last = time.monotonic()
+            deadline = None if args.duration is None else started + args.duration
+            previous: dict[str, int] = {}
             stats = stream.stats()
-            now = time.monotonic()
-            line = f"[{now - started:6.1f} s] {progress_line(stats, previous, now - last)}"
-            print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", flush=True)
-            last = now
-            if _stream_done(stats, args.frames) or (deadline is not None and now >= deadline):
-                break
-        if tty:
-            print()
-        print("stopping: finishing requests in flight and writing buffered results", flush=True)
-        proc.remove_driver(stream.pid)
+            if metrics is not None:
+                metrics.update(stream_metrics_text(pipeline.name, stats, {}))
+            while not stop.is_set():
+                remaining = args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
+                if remaining > 0:
+                    stop.wait(remaining)
+                _check_driver(stream)
+                stats = stream.stats()
+                now = time.monotonic()
+                before = dict(previous)
+                line = f"[{now - started:6.1f} s] {progress_line(stats, previous, now - last)}"
+                print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", flush=True)
+                if metrics is not None:
+                    elapsed = max(now - last, 1e-9)
+                    rates = {ref: (done - before.get(ref, 0)) / elapsed for ref, done in previous.items()}
+                    metrics.update(stream_metrics_text(pipeline.name, stats, rates))
+                last = now
+                if _stream_done(stats, args.frames) or (deadline is not None and now >= deadline):
+                    break
+            if tty:
+                print()
+            print("stopping: finishing requests in flight and writing buffered results", flush=True)
+            proc.remove_driver(stream.pid)
+    finally:
+        if metrics is not None:
+            metrics.close()
     return _summary(stats)
 
 
@@ -653,6 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument("--frames", type=int, default=None, help="stop once every source has this many results")
     stream.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="seconds between progress lines")
+    stream.add_argument(
+        "--metrics-port", type=int, default=None, metavar="PORT",
+        help="serve per-source and per-sink Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)",
+    )
     stream.set_defaults(run=_cmd_stream)
     return parser
 

@@ -297,3 +297,44 @@ def test_bad_serve_and_stream_arguments_fail_with_one_clear_line(project: Path, 
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_stream_serves_per_source_metrics_while_it_runs(project: Path) -> None:
+    httpx = pytest.importorskip("httpx")
+    parser = pytest.importorskip("prometheus_client.parser")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "debug",
+         "--source", "cam=dummy:?rate=200", "--sink", "log=dummy:", "--interval", "0.1", "--metrics-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        url = None
+        for _ in range(20):  # the metrics URL is on the second line
+            lines.append(process.stdout.readline())
+            if lines[-1].strip().startswith("metrics "):
+                url = lines[-1].split()[1]
+                break
+        assert url is not None, "".join(lines)
+        samples: dict[str, float] = {}
+        for _ in range(300):  # until a scrape shows written results; bounded
+            text = httpx.get(url, timeout=30).text
+            samples = {
+                f"{s.name}{sorted(s.labels.items())}": s.value
+                for family in parser.text_string_to_metric_families(text)
+                for s in family.samples
+            }
+            if samples.get("rvai_source_written_total[('pipeline', 'Quickstart'), ('source', 'cam')]", 0) >= 5:
+                break
+            process.stdout.readline()  # the next progress line: the next update
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out = _finish(process, lines)
+    assert process.returncode == 0, out
+    assert samples["rvai_source_written_total[('pipeline', 'Quickstart'), ('source', 'cam')]"] >= 5
+    assert samples["rvai_source_dropped_total[('pipeline', 'Quickstart'), ('source', 'cam')]"] >= 0
+    assert "rvai_source_frames_per_second[('pipeline', 'Quickstart'), ('source', 'cam')]" in samples
+    assert samples["rvai_sink_written_total[('pipeline', 'Quickstart'), ('sink', 'log')]"] >= 5
+    assert samples["rvai_source_state[('pipeline', 'Quickstart'), ('source', 'cam'), ('state', 'running')]"] == 1
