@@ -1046,10 +1046,9 @@ class _Service:
                 stats: dict[str, Any] | None = await loop.run_in_executor(None, self.inference.stats)
             except Exception:
                 stats = None
-            driver = self.driver
-            body = await loop.run_in_executor(
-                None, _prometheus_text, name, stats, dict(driver._http_counts), driver.stats()
-            )
+            driver = self.driver  # its counters are read here, on the event loop that updates them
+            http_counts, counters = dict(driver._http_counts), driver.stats()
+            body = await loop.run_in_executor(None, _prometheus_text, name, stats, http_counts, counters)
             return fastapi.Response(content=body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
         async def home(request: Request) -> Response:
