@@ -265,8 +265,8 @@ def _load_component(group: str, what: str, url: str) -> Any:
         return factory(url)
     except RvaiError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"bad {what} URL {url!r}: {exc}") from exc
+    except Exception as exc:  # a third-party factory: its error, in one line, with who raised it
+        raise UsageError(f"the {what} factory {ep.value} rejected {url!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def load_source(url: str) -> Source:
@@ -801,6 +801,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).split("\nTraceback (most recent call last)", 1)[0].rstrip()
         print(f"rvai-sdk: {type(exc).__name__}: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before serve/stream took over the signal (while importing, starting)
+        print("rvai-sdk: interrupted", file=sys.stderr)
+        return 130
     return status
 
 

@@ -139,6 +139,10 @@ COMPONENTS = textwrap.dedent(
     def lines_sink(url):
         # lines:///path/to/file.jsonl
         return LinesSink(url[len("lines://"):])
+
+
+    def broken_source(url):
+        raise KeyError("no such camera")
     """
 )
 
@@ -253,7 +257,8 @@ def test_third_party_packages_add_source_and_sink_schemes(project: Path) -> None
     env = _installed(
         project,
         "my_components_pkg",
-        "[rvai_sdk.sources]\ncounter = my_components:counter_source\n[rvai_sdk.sinks]\nlines = my_components:lines_sink\n",
+        "[rvai_sdk.sources]\ncounter = my_components:counter_source\nbroken = my_components:broken_source\n"
+        "[rvai_sdk.sinks]\nlines = my_components:lines_sink\n",
     )
     output = project / "out.jsonl"
     result = run(
@@ -264,6 +269,12 @@ def test_third_party_packages_add_source_and_sink_schemes(project: Path) -> None
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted((r["source"], r["index"]) for r in records) == [("a", i) for i in range(7)] + [("b", i) for i in range(3)]
+    broken = run("stream", "my_pipelines:pipeline", "--source", "broken://x", "--sink", "dummy:", cwd=project, env=env)
+    assert broken.returncode == 2
+    assert broken.stderr.strip() == (
+        "rvai-sdk: UsageError: the source factory my_components:broken_source rejected 'broken://x': "
+        "KeyError: 'no such camera'"
+    )
 
 
 @pytest.mark.timeout(120)
