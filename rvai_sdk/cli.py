@@ -491,11 +491,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be 0..65535 (0: any free port), got {args.port}")
     pipeline, inference = _start(args)
     with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
-        http = proc.add_driver("http", FastAPIDriver, {"host": args.host, "listen_port": args.port})
+        http = proc.add_driver("http", FastAPIDriver, {"host": args.host, "listen_port": args.port, "api_key": args.api_key})
         service = http.get_service("http")
         host = service["address"]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{service['port']}"
-        with FastAPIClient(process=http) as client:
+        with FastAPIClient(process=http, api_key=args.api_key) as client:
             client.wait(timeout=60.0)
         bound = f" (for {args.duration:g} s)" if args.duration is not None else " (Ctrl-C to stop)"
         print(f"serving pipeline {pipeline.name!r} on the {args.runtime} runtime at {url}{bound}", flush=True)
@@ -764,6 +764,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free port)")
+    serve.add_argument(
+        "--api-key", default=os.environ.get("RVAI_SDK_API_KEY") or None,
+        help="require 'Authorization: Bearer KEY' on every route but /health (default: $RVAI_SDK_API_KEY, else none)",
+    )
     serve.set_defaults(run=_cmd_serve)
 
     stream = commands.add_parser(

@@ -205,12 +205,16 @@ def test_serve_answers_http_until_sigterm_then_stops_cleanly(project: Path) -> N
 
 
 @pytest.mark.timeout(120)
-def test_serve_a_registered_name_on_the_local_runtime_for_a_duration(project: Path) -> None:
+def test_serve_a_registered_name_on_the_local_runtime_for_a_duration_with_an_api_key(project: Path) -> None:
     httpx = pytest.importorskip("httpx")
     env = _installed(project, "my_pipelines_pkg", "[rvai_sdk.pipelines]\ncounting = my_pipelines:build_pipeline\n")
+    env["RVAI_SDK_API_KEY"] = "s3cret"
     process, url, lines = _start_serving("counting", "--runtime", "local", "--port", "0", "--duration", "5", cwd=project, env=env)
     try:
-        response = httpx.post(f"{url}/predict", json={"inputs": {"count": 2}, "sid": "a"}, timeout=30)
+        assert httpx.post(f"{url}/predict", json={"inputs": {"count": 2}}, timeout=30).status_code == 401
+        response = httpx.post(
+            f"{url}/predict", json={"inputs": {"count": 2}, "sid": "a"}, headers={"Authorization": "Bearer s3cret"}, timeout=30
+        )
         assert response.status_code == 200, response.text
         assert response.json()["outputs"]["total"] == 2
     finally:
