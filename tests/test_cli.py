@@ -224,7 +224,7 @@ def test_serve_a_registered_name_on_the_local_runtime_for_a_duration_with_an_api
 
 
 @pytest.mark.timeout(120)
-def test_stream_writes_every_frame_of_a_clip_into_sqlite_with_a_progress_line(project: Path) -> None:
+def test_stream_writes_every_frame_of_a_clip_into_sqlite_on_the_local_runtime_with_a_progress_line(project: Path) -> None:
     from tests.conftest import require_extra
 
     require_extra("av")
@@ -242,7 +242,7 @@ def test_stream_writes_every_frame_of_a_clip_into_sqlite_with_a_progress_line(pr
     (project / "motion.py").write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom examples.rtsp_to_database import build_pipeline\n")
     database = project / "frames.db"
     result = run(
-        "stream", "motion:build_pipeline", "--runtime", "debug", "--interval", "0.2",
+        "stream", "motion:build_pipeline", "--runtime", "local", "--interval", "0.2",
         "--source", f"cam-1={clip}", "--source", f"file://{clip}", "--sink", f"sqlite:///{database}?table=frames",
         cwd=project,
     )
