@@ -56,7 +56,7 @@ class DriverActor:
             driver = make_driver(self.ref, factory, args, kwargs)
             host = _node_ip()
             resources = DriverResources(
-                ports=allocate_ports(driver.resources_request()), host=host, node=socket.gethostname()
+                ports=allocate_ports(driver.resources_request()), host=host, node=socket.gethostname(), ref=self.ref
             )
             services = list(driver.services(resources))
         except BaseException as exc:
