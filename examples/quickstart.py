@@ -1,6 +1,6 @@
 """Quickstart: typed cells with per-stream state, wired into a pipeline and served in-process.
 
-Run it with ``make demo`` or ``python examples/quickstart.py [--runtime debug]``.
+Run it with ``python examples/quickstart.py [--runtime debug|local]`` (``make demo`` runs the whole product).
 """
 
 from __future__ import annotations
