@@ -18,35 +18,16 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import machine, per_call_seconds, write_section  # noqa: E402
+from _toys import inc_chain  # noqa: E402
 
-from rvai_sdk.cell import Cell  # noqa: E402
-from rvai_sdk.context import InferenceContext  # noqa: E402
-from rvai_sdk.data import Inputs, Outputs, Parameters  # noqa: E402
-from rvai_sdk.pipeline import Pipeline, PipelineFactory  # noqa: E402
+from rvai_sdk.pipeline import Pipeline  # noqa: E402
 from rvai_sdk.runtime import Inference, init  # noqa: E402
 from rvai_sdk.types import Integer  # noqa: E402
-
-
-@dataclass
-class In(Inputs):
-    x: Integer = Inputs.field()
-
-
-@dataclass
-class Out(Outputs):
-    y: Integer = Outputs.field()
-
-
-class Inc(Cell):
-    @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
-        return Out(y=inputs.x + 1)
 
 
 def f1(x: int) -> int:
@@ -58,13 +39,7 @@ def three(x: int = 1) -> int:
 
 
 def chain() -> Pipeline:
-    pf = PipelineFactory(name="bench-chain")
-    cells = [pf.add_cell(ref=f"c{i}", cell=Inc()) for i in range(3)]
-    pf.declare_input(ref="x", input=cells[0].inputs.x)
-    for a, b in zip(cells, cells[1:]):
-        pf.connect(a.outputs.y, b.inputs.x)
-    pf.declare_output(ref="y", output=cells[-1].outputs.y)
-    return pf.build()
+    return inc_chain(3, "bench-chain")
 
 
 def throughput_blocking(predict: Callable[..., Future], total: int, in_flight: int) -> float:

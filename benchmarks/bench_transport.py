@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import machine, per_call_seconds, write_section  # noqa: E402
+from _toys import inc_chain  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -41,22 +42,6 @@ from rvai_sdk.pipeline import Pipeline, PipelineFactory  # noqa: E402
 from rvai_sdk.resources import DriverResources  # noqa: E402
 from rvai_sdk.runtime import Inference, RestrictedInferenceProcess, init  # noqa: E402
 from rvai_sdk.types import Boolean, Float, Image, Integer  # noqa: E402
-
-
-@dataclass
-class In(Inputs):
-    x: Integer = Inputs.field()
-
-
-@dataclass
-class Out(Outputs):
-    y: Integer = Outputs.field()
-
-
-class Inc(Cell):
-    @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
-        return Out(y=inputs.x + 1)
 
 
 @dataclass
@@ -196,7 +181,7 @@ def main() -> None:
 
     rows: list[tuple[str, str]] = []
     with init("local") as rt:
-        with rt.start_inference(Inference(pipeline=one_cell(Inc(), "inc"))) as proc:
+        with rt.start_inference(Inference(pipeline=inc_chain(1, "inc"))) as proc:
 
             def sdk_small() -> None:
                 proc.predict({"x": 1}).result()

@@ -11,16 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_benchmark(script: str, *args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_executor_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     out = tmp_path / "performance.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_executor.py"), "--quick", "--write", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=170,
-    )
+    result = _run_benchmark("bench_executor.py", "--quick", "--write", str(out), timeout=170)
     assert result.returncode == 0, result.stderr
     assert "goals: latency ratio" in result.stdout
     text = out.read_text()
@@ -31,22 +32,11 @@ def test_executor_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
 @pytest.mark.timeout(240)
 def test_transport_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     out = tmp_path / "performance.md"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_transport.py"), "--quick", "--write", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=230,
-    )
+    result = _run_benchmark("bench_transport.py", "--quick", "--write", str(out), timeout=230)
     assert result.returncode == 0, result.stderr
     assert "goals: small round trip" in result.stdout
     text = out.read_text()
     assert "<!-- bench:transport -->" in text and "8 driver processes x 64 in flight" in text
-
-
-def _run_benchmark(script: str, *args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.mark.slow
