@@ -47,7 +47,7 @@ from rvai_sdk.transport.channel import new_address
 from rvai_sdk.types._generic import register_with_dill
 from rvai_sdk.transport.client import InferenceClient
 from rvai_sdk.transport.server import InferenceServer
-from rvai_sdk.transport.shm import SlotPool, shm_supported
+from rvai_sdk.transport.shm import SlotPool, pin_with_cuda, shm_supported
 
 __all__ = ["LocalRuntime", "LocalInferenceProcess", "LocalDriverProcess"]
 
@@ -151,6 +151,8 @@ def _inference_main(blob: bytes, address: str, authkey: bytes, conn: Any, env: d
             state_ttl=inference.state_ttl,
             max_states=inference.max_states,
         )
+        if any(device.startswith("cuda") for device in devices.values()):
+            pin_with_cuda()  # frames arriving in shared memory copy to the GPU by DMA
         executor.start()
         pool = SlotPool() if shm_supported() else None
         server = InferenceServer(executor, address, authkey, pool)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SlotPool", "SlotMaps", "shm_supported", "release_later"]
+__all__ = ["SlotPool", "SlotMaps", "shm_supported", "release_later", "on_map", "pin_with_cuda"]
 
 MIN_SLOT = 1 << 16
 
@@ -135,9 +135,13 @@ class SlotMaps:
     def add(self, pool_id: str, slot_id: int, fd: int, size: int) -> None:
         """Map a slot whose descriptor just arrived (takes ownership of ``fd``)."""
         try:
-            self._maps[(pool_id, slot_id)] = mmap.mmap(fd, size)
+            mapped = mmap.mmap(fd, size)
         finally:
             os.close(fd)
+        self._maps[(pool_id, slot_id)] = mapped
+        if _on_map is not None:
+            address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+            _on_map(address, size)
 
     def view(
         self,
@@ -160,6 +164,36 @@ class SlotMaps:
     def clear(self) -> None:
         """Forget every mapping (they are unmapped once no array uses them)."""
         self._maps.clear()
+
+
+_on_map: Callable[[int, int], None] | None = None
+
+
+def on_map(hook: Callable[[int, int], None] | None) -> None:
+    """Call ``hook(address, size)`` for every peer slot this process maps from now on (once per slot).
+
+    The inference process of a pipeline with GPU cells uses it to page-lock (pin) the
+    slots with CUDA, so arrays that arrive in them copy to the device by DMA.
+    """
+    global _on_map
+    _on_map = hook
+
+
+def pin_with_cuda() -> bool:
+    """Page-lock every slot mapped from now on with ``cudaHostRegister``; whether CUDA is there to do it."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    if not torch.cuda.is_available():
+        return False
+    cudart: Any = getattr(torch.cuda, "cudart")()
+
+    def register(address: int, size: int) -> None:
+        cudart.cudaHostRegister(address, size, 0)  # best effort: an unpinned slot still works, only slower
+
+    on_map(register)
+    return True
 
 
 _releases: SimpleQueue[tuple[Any, int]] = SimpleQueue()

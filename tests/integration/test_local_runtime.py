@@ -415,3 +415,37 @@ def test_a_script_defining_its_cells_in_main_runs_on_the_local_runtime_without_a
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "3"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU on this machine")
+def test_frames_reaching_a_gpu_pipeline_arrive_in_pinned_memory(local: Runtime) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class FrameIn(Inputs):
+        frame: Image = Inputs.field()
+
+    @dataclass
+    class PinnedOut(Outputs):
+        pinned: Integer = Outputs.field()
+
+    class Pinned(Cell):
+        @classmethod
+        def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+            return PinnedOut
+
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: FrameIn) -> PinnedOut:
+            import torch
+
+            return PinnedOut(pinned=Integer(int(torch.from_numpy(np.asarray(inputs.frame)).is_pinned())))
+
+    pf = PipelineFactory(name="pinned")
+    cell_ = pf.add_cell(ref="c0", cell=Pinned())
+    pf.declare_input(ref="frame", input=cell_.inputs.frame)
+    pf.declare_output(ref="pinned", output=cell_.outputs.pinned)
+    inference = Inference(pipeline=pf.build(), resources={"c0": CellResources(gpus=1)})
+    frame = Image(np.zeros((720, 1280, 3), dtype=np.uint8))
+    with local.start_inference(inference) as proc:
+        assert proc.predict({"frame": frame}).result(timeout=60) == {"pinned": 1}
