@@ -35,7 +35,7 @@ test-deps: system-deps
 
 # PostgreSQL (127.0.0.1:5432, trust auth, database "test") and Mosquitto (127.0.0.1:1883) for the
 # database and MQTT tests; started only when nothing answers on their ports.
-services: test-deps
+services: test-deps venv
 	@if ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 		echo "starting PostgreSQL"; \
 		$(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start; \
