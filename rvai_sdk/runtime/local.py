@@ -260,7 +260,7 @@ class LocalInferenceProcess(InferenceProcess):
         self._runtime = runtime
         self._start_timeout = start_timeout
         self._blob = _dumps(inference, f"the inference of pipeline {inference.pipeline.name!r} (its cells and parameters)")
-        self._pipeline_blob = _dumps(inference.pipeline, f"pipeline {inference.pipeline.name!r}")
+        self._pipeline_blob: bytes | None = None  # made on the first add_driver: drivers need the pipeline alone
         self.address = new_address()
         self._authkey = secrets.token_bytes(32)
         self._env, self._gpus = runtime._assign_gpus(inference)
@@ -421,13 +421,18 @@ class LocalInferenceProcess(InferenceProcess):
             self._blob = _dumps(attrs.evolve(self.inference, parameters=parameters), "the inference")
         self._spawn()
 
+    def _pipeline_bytes(self) -> bytes:
+        if self._pipeline_blob is None:
+            self._pipeline_blob = _dumps(self.pipeline, f"pipeline {self.pipeline.name!r}")
+        return self._pipeline_blob
+
     def _start_driver(
         self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> PipelineDriverProcess:
         handle = LocalDriverProcess(ref)
         handle._launch(
             _dumps((factory, args, kwargs), f"driver {ref!r} (its factory and arguments)"),
-            self._pipeline_blob,
+            self._pipeline_bytes(),
             self.address,
             self._authkey,
             self._env,
