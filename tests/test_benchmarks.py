@@ -18,25 +18,23 @@ def _run_benchmark(script: str, *args: str, timeout: float = 200) -> subprocess.
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
-def test_executor_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
-    out = tmp_path / "performance.md"
-    result = _run_benchmark("bench_executor.py", "--quick", "--write", str(out), timeout=170)
-    assert result.returncode == 0, result.stderr
-    assert "goals: latency ratio" in result.stdout
-    text = out.read_text()
-    assert "<!-- bench:executor -->" in text and "| 3-cell chain, 64 streams in flight (closed loop) |" in text
-
-
-@pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_transport_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("script", "goals", "section", "row"),
+    [
+        ("bench_executor.py", "goals: latency ratio", "executor", "| 3-cell chain, 64 streams in flight (closed loop) |"),
+        ("bench_transport.py", "goals: small round trip", "transport", "8 driver processes x 64 in flight"),
+    ],
+)
+def test_overhead_benchmarks_run_and_report_their_goals(
+    tmp_path: Path, script: str, goals: str, section: str, row: str
+) -> None:
     out = tmp_path / "performance.md"
-    result = _run_benchmark("bench_transport.py", "--quick", "--write", str(out), timeout=230)
+    result = _run_benchmark(script, "--quick", "--write", str(out), timeout=230)
     assert result.returncode == 0, result.stderr
-    assert "goals: small round trip" in result.stdout
+    assert goals in result.stdout
     text = out.read_text()
-    assert "<!-- bench:transport -->" in text and "8 driver processes x 64 in flight" in text
+    assert f"<!-- bench:{section} -->" in text and row in text
 
 
 @pytest.mark.slow
