@@ -93,14 +93,21 @@ class DriverActor:
         return (True, self._failure)
 
     def stop(self, timeout: float | None) -> Outcome:
-        """Ask the driver to stop; ``(True, returned)``: whether ``run`` returned within ``timeout``."""
-        self.router.close(f"driver {self.ref!r} is stopping")
-        if self.driver is not None:
-            try:
-                self.driver.stop()
-            except BaseException as exc:
-                return _failed(exc)
-        return (True, self._done.wait(timeout) if self._thread is not None else True)
+        """Ask the driver to stop; ``(True, returned)``: whether ``run`` returned within ``timeout``.
+
+        The driver keeps its route to the inference process until ``run`` has returned (or
+        the timeout has passed), so the requests it has in flight when asked to stop finish
+        and reach its sinks or clients instead of failing because of the stop itself.
+        """
+        try:
+            if self.driver is not None:
+                try:
+                    self.driver.stop()
+                except BaseException as exc:
+                    return _failed(exc)
+            return (True, self._done.wait(timeout) if self._thread is not None else True)
+        finally:
+            self.router.close(f"driver {self.ref!r} is stopped")
 
     def update_routes(self, routes: Sequence[Route]) -> Outcome:
         """The inference process's replica set changed (scaling, restart)."""
