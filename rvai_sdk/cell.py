@@ -433,6 +433,12 @@ def _signature_types(
     return parameters, inputs, outputs
 
 
+def _annotated(cls: type[Cell], method: str) -> bool:
+    """Whether ``method`` carries any annotation (a parameter's or the return's)."""
+    fn = getattr(cls, method)
+    return bool(getattr(inspect.unwrap(fn), "__annotations__", None))
+
+
 def _check_class(cls: type[Cell], method: str, what: str, tp: Any, base: type[DataClass]) -> type[DataClass]:
     resolved = _data_class_of(tp, base) if what == "returns" else tp
     if not (isinstance(resolved, type) and issubclass(resolved, base)):
@@ -457,7 +463,8 @@ def _build_spec(cls: type[Cell], options: Mapping[str, Any], localns: Mapping[st
     signatures = []
     if has_call:
         signatures.append(("call", _signature_types(cls, "call", localns, batched=False)))
-    if has_batch:
+    if has_batch and not (has_call and not _annotated(cls, "call_batch")):
+        # A call_batch without any annotation takes its types from call() when the cell has one.
         signatures.append(("call_batch", _signature_types(cls, "call_batch", localns, batched=True)))
     resolved = []
     for method, (p, i, o) in signatures:

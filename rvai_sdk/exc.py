@@ -12,7 +12,8 @@ without parsing strings::
     │       └── PortNotFoundError    also AttributeError: MyCell().inputs.no_such_port
     ├── ParameterError               also ValueError: a parameter value was rejected
     ├── InputValidationError         also ValueError; the HTTP driver turns it into a 422
-    ├── CellError                    one request failed; .ref, .sid, original traceback
+    ├── CellError                    one request failed; .ref, .sid, .field, original traceback
+    ├── DeadlineExceededError        also TimeoutError: a request ran past its deadline; .ref, .sid, .timeout
     ├── ProcessError                 a process died or can't be reached
     │   └── ProcessStateError        call not allowed in the current state
     ├── DriverError ── DriverNotFoundError, SourceError, SinkError
@@ -33,6 +34,7 @@ __all__ = [
     "ParameterError",
     "InputValidationError",
     "CellError",
+    "DeadlineExceededError",
     "ProcessError",
     "ProcessStateError",
     "DriverError",
@@ -133,6 +135,8 @@ class CellError(RvaiError):
         sid: the state id of the request (``None`` for a one-off request).
         cause_type: the name of the original exception's type.
         remote_traceback: the formatted traceback of the original exception.
+        field: the output field the cell got wrong (not set, or of the wrong type), when
+            that is what failed; else ``None``.
     """
 
     def __init__(
@@ -143,16 +147,18 @@ class CellError(RvaiError):
         sid: str | None,
         cause_type: str = "",
         remote_traceback: str = "",
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.ref = ref
         self.sid = sid
         self.cause_type = cause_type
         self.remote_traceback = remote_traceback
+        self.field = field
 
     def __reduce__(self) -> tuple[object, ...]:
         message = Exception.__str__(self)  # without the traceback: __str__ appends it again
-        return (_rebuild_cell_error, (message, self.ref, self.sid, self.cause_type, self.remote_traceback))
+        return (_rebuild_cell_error, (message, self.ref, self.sid, self.cause_type, self.remote_traceback, self.field))
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -161,8 +167,36 @@ class CellError(RvaiError):
         return text
 
 
-def _rebuild_cell_error(message: str, ref: str, sid: str | None, cause_type: str, tb: str) -> CellError:
-    return CellError(message, ref=ref, sid=sid, cause_type=cause_type, remote_traceback=tb)
+def _rebuild_cell_error(
+    message: str, ref: str, sid: str | None, cause_type: str, tb: str, field: str | None = None
+) -> CellError:
+    return CellError(message, ref=ref, sid=sid, cause_type=cause_type, remote_traceback=tb, field=field)
+
+
+class DeadlineExceededError(RvaiError, TimeoutError):
+    """A request ran past its deadline (``predict(..., timeout=)`` or ``Inference(request_timeout=)``).
+
+    Its future failed at the deadline; a cell call that was running goes on in the
+    background and its result is dropped. Also a :class:`TimeoutError`.
+
+    Attributes:
+        ref: the ref of the cell the request was in (running or waiting for), when known.
+        sid: the state id of the request (``None`` for a one-off request).
+        timeout: the deadline in seconds, counted from when the request was sent.
+    """
+
+    def __init__(self, message: str, *, ref: str | None = None, sid: str | None = None, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.sid = sid
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_deadline_error, (str(self), self.ref, self.sid, self.timeout))
+
+
+def _rebuild_deadline_error(message: str, ref: str | None, sid: str | None, timeout: float | None) -> DeadlineExceededError:
+    return DeadlineExceededError(message, ref=ref, sid=sid, timeout=timeout)
 
 
 class ProcessError(RvaiError):

@@ -38,9 +38,11 @@ class CellResources:
 def _port_names(value: Iterable[str]) -> tuple[str, ...]:
     names = tuple(value)
     for name in names:
-        if not isinstance(name, str) or not name.isidentifier():
+        if not isinstance(name, str) or not name.strip() or not name.isprintable():
             raise ParameterError(
-                f"DriverResourcesRequest(ports=...) takes port names that are identifiers, got {name!r}", field="ports"
+                f"DriverResourcesRequest(ports=...) takes non-empty, printable port names such as 'http' or "
+                f"'dummy-port', got {name!r}",
+                field="ports",
             )
     if len(set(names)) != len(names):
         raise ParameterError(f"DriverResourcesRequest(ports=...) names a port twice: {list(names)}", field="ports")
@@ -55,7 +57,8 @@ class DriverResourcesRequest:
     the runtime answers with :class:`DriverResources` holding a free port per name.
 
     Attributes:
-        ports: port names, e.g. ``["http"]``.
+        ports: port names, e.g. ``["http"]`` or ``["dummy-port"]``: any non-empty printable
+            name, each at most once per driver.
 
     Example:
         >>> DriverResourcesRequest(ports=["http", "metrics"]).ports

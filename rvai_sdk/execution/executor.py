@@ -46,6 +46,8 @@ from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Parameters
 from rvai_sdk.exc import (
     CellError,
+    DeadlineExceededError,
+    InputValidationError,
     ParameterError,
     ProcessError,
     ProcessStateError,
@@ -184,6 +186,7 @@ class _Stage:
         "times",
         "wait_hist",
         "time_hist",
+        "out_checks",
     )
 
     def __init__(self, index: int, ref: str, spec: CellSpec, policy: BatchingPolicy | None, device: str) -> None:
@@ -226,6 +229,9 @@ class _Stage:
         self.times: list[float] = []  # per call: seconds the call took
         self.wait_hist = Histogram()
         self.time_hist = Histogram()
+        # (field name, declared type, declaration for bounds, coercer) of every output field:
+        # outputs are checked at the cell boundary (a field never set, or re-assigned to a wrong type).
+        self.out_checks: tuple[tuple[str, Any, Any, Any], ...] = spec.outputs._coercers()
 
     def fold(self) -> None:
         """Move the raw timings into the histograms."""
@@ -248,12 +254,13 @@ class _Config:
 class _Work:
     """Cells to run: one request, or one batch, at one stage; claimed exactly once by whoever runs it."""
 
-    __slots__ = ("stage", "reqs", "_token")
+    __slots__ = ("stage", "reqs", "_token", "started")
 
     def __init__(self, stage: _Stage, reqs: list[_Request]) -> None:
         self.stage = stage
         self.reqs = reqs
         self._token = [True]
+        self.started = 0.0  # when its call started (set by whoever runs it)
 
     def claim(self) -> bool:
         """Take the right to run this work; True for exactly one caller (``list.pop`` is atomic)."""
@@ -291,6 +298,7 @@ class _Request:
         "taken",
         "works",
         "t0",
+        "timeout",
         "__weakref__",
     )
 
@@ -320,6 +328,7 @@ class _Request:
         self.taken = [False] * len(preds) if batched else preds  # read only for batched cells
         self.works: list[_Work] = []
         self.t0 = t0
+        self.timeout: float | None = None
 
 
 class Executor:
@@ -342,6 +351,12 @@ class Executor:
         clock: seconds, monotonic; what batch waits, timings and state expiry are measured
             with. Tests pass a fake one to make batching decisions deterministic (after
             moving it, call :meth:`recheck_timers`).
+        stuck_after: seconds after which a call still running counts as stuck: the executor
+            is then not :meth:`ready` and :meth:`stats` lists it under ``stuck``; ``None``
+            never counts a call as stuck.
+        on_broken: called once, with the reason, if the executor can no longer serve (a
+            worker thread died); every pending request has failed by then. Runtimes end
+            the inference process so that it turns FAILED.
     """
 
     def __init__(
@@ -356,8 +371,14 @@ class Executor:
         max_states: int = 10_000,
         workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stuck_after: float | None = 60.0,
+        on_broken: Callable[[str], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.stuck_after = stuck_after
+        self._on_broken = on_broken
+        self.broken: str | None = None
+        """Why the executor can no longer serve (a worker thread died), or ``None``."""
         self._clock = clock
         self._workers = workers
         batching = dict(batching or {})
@@ -421,6 +442,11 @@ class Executor:
         self.failed = 0
         self._latencies: list[float] = []
         self._latency_hist = Histogram()
+        self._calls: dict[int, _Work] = {}  # the calls running now, by id(work): stuck-call detection
+        self._deadlines: list[tuple[float, int, weakref.ReferenceType[_Request]]] = []  # (due, rid, request) heap
+        self._deadline_cv = threading.Condition(threading.Lock())
+        self._deadline_thread: threading.Thread | None = None
+        self.expired_deadlines = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -494,10 +520,15 @@ class Executor:
             self._runq.put(None)
         with self._timer_cv:
             self._timer_cv.notify_all()
+        with self._deadline_cv:
+            self._deadline_cv.notify_all()
+        # Idle workers exit at once; one stuck in a cell cannot be killed (it is a thread): stop()
+        # does not wait for it beyond a short grace, so it returns within its timeout.
         current = threading.current_thread()
+        grace = time.monotonic() + 0.5
         for t in self._threads:
             if t is not current:
-                t.join(timeout=5.0)
+                t.join(timeout=max(0.0, grace - time.monotonic()))
         self._threads = []
 
     @property
@@ -507,32 +538,45 @@ class Executor:
 
     # -- requests --------------------------------------------------------------------
 
-    def submit(self, inputs: Mapping[str, Any], sid: str | None = None) -> Future[dict[str, Any]]:
+    def submit(
+        self, inputs: Mapping[str, Any], sid: str | None = None, timeout: float | None = None
+    ) -> Future[dict[str, Any]]:
         """Queue one request whose inputs were already validated.
 
         Args:
             inputs: pipeline input ref to typed value (see ``Pipeline.validate_inputs``).
             sid: the state id; ``None`` runs with fresh state that is not kept.
+            timeout: seconds the request may take from now; past that its future fails with
+                :class:`~rvai_sdk.exc.DeadlineExceededError` naming the cell it was in (a call
+                already running finishes in the background; its result is dropped).
+                ``None``: no deadline.
 
         Returns:
             A future resolving to output ref → typed value, or failing with
-            :class:`~rvai_sdk.exc.CellError`.
+            :class:`~rvai_sdk.exc.CellError` (or ``DeadlineExceededError``).
 
         Raises:
-            ProcessStateError: the executor is stopped or not started.
+            ProcessStateError: the executor is stopped, broken or not started.
         """
         now = self._clock()
         with self._lock:
-            if self._closed or not self._started:
+            if self._closed or not self._started or self.broken is not None:
+                state = "FAILED" if self.broken is not None else "STOPPED" if self._closed else "STARTING"
+                why = f"broken ({self.broken})" if self.broken is not None else "stopped" if self._closed else "not started"
                 raise ProcessStateError(
-                    f"the executor of pipeline {self.pipeline.name!r} is {'stopped' if self._closed else 'not started'}; "
-                    "start a new inference process",
-                    state="STOPPED" if self._closed else "STARTING",
+                    f"the executor of pipeline {self.pipeline.name!r} is {why}; start a new inference process",
+                    state=state,
                 )
             rid = next(self._ids)
             entry = self._states.acquire(sid, now)
             req = _Request(rid, sid, entry, inputs, self._config, self._preds, now, self._has_batched)
-            req.future._help = functools.partial(self._help, weakref.ref(req))
+            if timeout is None:
+                req.future._help = functools.partial(self._help, weakref.ref(req))
+            else:
+                # A waiting caller never runs the cells of a request with a deadline: it could not
+                # return from a cell that hangs.
+                req.timeout = timeout
+                self._add_deadline(req, now + timeout)
             req.future.set_running_or_notify_cancel()
             self._inflight[rid] = req
             self.submitted += 1
@@ -649,8 +693,11 @@ class Executor:
 
         Returns:
             A dict (plain numbers, lists and dicts; JSON-serialisable). ``requests``:
-            ``submitted``, ``succeeded``, ``failed``, ``in_flight``, and ``latency`` (a timing
-            summary of succeeded requests, submit to last cell done). ``sids``: ``live``,
+            ``submitted``, ``succeeded``, ``failed``, ``in_flight``, ``deadline_exceeded`` (of
+            the failed, those that ran past their deadline), and ``latency`` (a timing
+            summary of succeeded requests, submit to last cell done). ``stuck``: the calls
+            running longer than ``stuck_after`` (see :meth:`stuck_calls`: cell, sid, seconds).
+            ``broken``: why the executor can no longer serve, or ``None``. ``sids``: ``live``,
             ``expired``, ``evicted``. ``cells``: cell ref to ``calls``, ``items``,
             ``failures``, ``busy_seconds``, ``queued``, ``running``, ``batch_sizes`` (exact:
             batch size to calls, batched cells only), ``batch_size`` (count, mean, p50, p90,
@@ -678,8 +725,11 @@ class Executor:
                     "succeeded": self.succeeded,
                     "failed": self.failed,
                     "in_flight": len(self._inflight),
+                    "deadline_exceeded": self.expired_deadlines,
                     "latency": self._latency_hist.summary(),
                 },
+                "stuck": self.stuck_calls(),
+                "broken": self.broken,
                 "sids": {"live": len(self._states), "expired": self._states.expired, "evicted": self._states.evicted},
                 "cells": {
                     s.ref: {
@@ -833,6 +883,123 @@ class Executor:
                 self._dispatch(stage, self._clock(), works)
             self._post(works)
 
+    # -- deadlines and stuck calls ------------------------------------------------------------
+
+    def _add_deadline(self, req: _Request, due: float) -> None:
+        with self._deadline_cv:
+            heapq.heappush(self._deadlines, (due, req.rid, weakref.ref(req)))
+            self._deadline_cv.notify()
+            if self._deadline_thread is None:
+                self._deadline_thread = t = threading.Thread(
+                    target=self._deadline_loop, name=f"rvai-{self.pipeline.name}-deadlines", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
+
+    def _deadline_loop(self) -> None:
+        cv = self._deadline_cv
+        heap = self._deadlines
+        while True:
+            with cv:
+                while True:
+                    if self._closed:
+                        return
+                    if not heap:
+                        cv.wait()
+                        continue
+                    due = heap[0][0]
+                    delay = due - self._clock()
+                    if delay > 0:
+                        cv.wait(delay)
+                        continue
+                    ref = heapq.heappop(heap)[2]
+                    break
+            req = ref()
+            if req is not None:
+                self._expire(req)
+
+    def _expire(self, req: _Request) -> None:
+        """Fail ``req`` with DeadlineExceededError if it is still in flight."""
+        with self._lock:
+            if req.failed or req.left == 0 or req.rid not in self._inflight:
+                return
+            ref, where = self._whereabouts(req)
+            self._mark_failed(req)
+            self.expired_deadlines += 1
+        sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"
+        _set_exception(
+            req.future,
+            DeadlineExceededError(
+                f"request {req.rid} ({sid}) exceeded its deadline of {req.timeout:g} s {where}; give it a longer "
+                f"timeout=, or find out why cell {ref!r} is slow (proc.stats()['stuck'] lists calls running long)",
+                ref=ref,
+                sid=req.sid,
+                timeout=req.timeout,
+            ),
+        )
+
+    def _whereabouts(self, req: _Request) -> tuple[str, str]:
+        """The cell ``req`` is in, and a phrase saying how (caller holds the lock)."""
+        now = self._clock()
+        for work in list(self._calls.values()):
+            if req in work.reqs:
+                return work.stage.ref, f"in cell {work.stage.ref!r} (its call has run for {now - work.started:.3g} s)"
+        results, remaining = req.results, req.remaining
+        for stage in self._stages:
+            i = stage.index
+            if remaining[i] == 0 and type(results[i]) is float:
+                return stage.ref, f"waiting for cell {stage.ref!r} (queued behind other calls)"
+        last = self._stages[-1].ref  # pragma: no cover - every unfinished request has a ready cell
+        return last, f"in cell {last!r}"
+
+    def stuck_calls(self, after: float | None = None) -> list[dict[str, Any]]:
+        """The calls running for longer than ``after`` seconds (default: ``stuck_after``).
+
+        Returns:
+            One dict per request in such a call: ``cell`` (ref), ``sid`` and ``seconds``
+            (how long the call has run), longest first. Empty when ``after`` and
+            ``stuck_after`` are ``None``.
+        """
+        after = self.stuck_after if after is None else after
+        if after is None:
+            return []
+        now = self._clock()
+        found = [
+            {"cell": work.stage.ref, "sid": req.sid, "seconds": now - work.started}
+            for work in list(self._calls.values())
+            if now - work.started > after
+            for req in work.reqs
+        ]
+        found.sort(key=lambda item: -typing.cast(float, item["seconds"]))
+        return found
+
+    def ready(self) -> bool:
+        """Whether the executor serves: started, not stopped, not broken, no call stuck."""
+        return self._started and not self._closed and self.broken is None and not self.stuck_calls()
+
+    def _break(self, reason: str) -> None:
+        """The executor can no longer serve: fail every pending request and report it once."""
+        with self._lock:
+            if self.broken is not None:
+                return
+            self.broken = reason
+            leftovers = list(self._inflight.values())
+            for req in leftovers:
+                self._mark_failed(req)
+            self._inflight.clear()
+        for req in leftovers:
+            _set_exception(
+                req.future,
+                ProcessError(
+                    f"the inference process of pipeline {self.pipeline.name!r} failed ({reason}) before request "
+                    f"{req.rid} (sid {req.sid!r}) finished; restart it (proc.restart()) and send it again"
+                ),
+            )
+        if not self._nworkers:
+            self._post([])
+        if self._on_broken is not None:
+            self._on_broken(reason)
+
     def _mark_failed(self, req: _Request) -> None:
         req.failed = True
         req.works = []
@@ -849,6 +1016,12 @@ class Executor:
     # -- running cells (worker threads) ---------------------------------------------------------
 
     def _worker(self) -> None:
+        try:
+            self._work_loop()
+        except BaseException as exc:  # a bug in the executor itself: never a silent hang
+            self._break(f"worker thread {threading.current_thread().name} died: {type(exc).__name__}: {exc}")
+
+    def _work_loop(self) -> None:
         # A worker is "active" while it runs fast cells: work for fast cells posted meanwhile
         # goes to the lazy queue it drains, instead of waking another thread for a few
         # microseconds of work. Entering a slow cell, or going idle, it stops being active.
@@ -913,7 +1086,11 @@ class Executor:
                 continue
             local = [work]
             while local:
-                local.extend(self._execute(local.pop()))
+                try:
+                    local.extend(self._execute(local.pop()))
+                except Exception as exc:  # a bug in the executor itself: fail loudly, never hang
+                    self._break(f"running a request in a waiting thread failed: {type(exc).__name__}: {exc}")
+                    return
                 if local and (req.failed or req.left == 0):
                     for left in local:
                         left._token.append(True)
@@ -941,11 +1118,17 @@ class Executor:
 
     def _execute(self, work: _Work) -> list[_Work]:
         stage, reqs = work.stage, work.reqs
-        started = self._clock()
+        work.started = started = self._clock()
+        calls_now = self._calls
+        key = id(work)
+        calls_now[key] = work  # seen by stuck-call detection and deadlines while it runs
         if stage.batched:
             results = self._call_batch(stage, reqs)
+        elif reqs[0].failed:  # its deadline passed while it was queued: do not run it
+            results = [None]
         else:
             results = [self._call_one(stage, reqs[0])]
+        del calls_now[key]
         now = self._clock()
         elapsed = now - started
 
@@ -1030,7 +1213,12 @@ class Executor:
                     rest.append(candidate)
         for req in done:
             results_ = req.results
-            _set_result(req.future, {ref: getattr(results_[i], port) for ref, i, port in self._outputs})
+            try:
+                outputs = {ref: getattr(results_[i], port) for ref, i, port in self._outputs}
+            except Exception as exc:  # cannot happen after the output checks; fail this request, not the thread
+                _set_exception(req.future, _cell_error(stage, req, exc))
+                continue
+            _set_result(req.future, outputs)
         for req, exc in errors:
             _set_exception(req.future, _cell_error(stage, req, exc))
         if resolving:
@@ -1080,6 +1268,9 @@ class Executor:
                 raise TypeError(
                     f"call() returned {type(out).__name__}; it must return {stage.outputs_cls.__name__}"
                 )
+            for name, tp, like, coerce in stage.out_checks:
+                if type(getattr(out, name, _ABSENT)) is not tp:
+                    _check_output(stage, out, "call()", name, tp, like, coerce)
             return out
         except BaseException as exc:  # KeyboardInterrupt too: the bookkeeping must still happen
             return exc
@@ -1112,14 +1303,67 @@ class Executor:
         except BaseException as exc:
             return [exc] * len(reqs)
         results: list[Any] = []
-        for out in outs:
-            if isinstance(out, BaseException) or isinstance(out, stage.outputs_cls):
+        checks = stage.out_checks
+        for n, out in enumerate(outs):
+            if isinstance(out, BaseException):
                 results.append(out)
+            elif isinstance(out, stage.outputs_cls):
+                try:
+                    for name, tp, like, coerce in checks:
+                        if type(getattr(out, name, _ABSENT)) is not tp:
+                            _check_output(stage, out, f"call_batch() item {n}", name, tp, like, coerce)
+                except Exception as exc:
+                    results.append(exc)
+                else:
+                    results.append(out)
             else:
                 results.append(
                     TypeError(f"call_batch() returned a {type(out).__name__} item; items must be {stage.outputs_cls.__name__} or an exception")
                 )
         return results
+
+
+_ABSENT: Any = object()
+
+
+class OutputCheckError(TypeError):
+    """A cell returned Outputs with a field that is not set, or not of its declared type.
+
+    Attributes:
+        field: the name of the offending output field.
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check_output(stage: _Stage, out: Any, where: str, name: str, tp: Any, like: Any, coerce: Any) -> None:
+    """Check (and losslessly coerce) one output field whose value is not exactly of its declared type.
+
+    Raises:
+        OutputCheckError: the field is not set, or its value does not fit the declared type.
+    """
+    cls = stage.outputs_cls.__name__
+    value = getattr(out, name, _ABSENT)
+    if value is _ABSENT:
+        raise OutputCheckError(
+            f"{where} returned {cls} with output field {name!r} not set; construct it as {cls}({name}=...) "
+            "and do not delete fields",
+            name,
+        )
+    try:
+        coerced = coerce(value, like=like)
+    except (InputValidationError, TypeError, ValueError) as exc:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise OutputCheckError(
+            f"{where} returned {cls} whose output field {name!r} holds {type(value).__name__} {shown}, "
+            f"which is not a {getattr(tp, '__name__', str(tp))} ({exc}); assign a value of the declared type",
+            name,
+        ) from None
+    if coerced is not value:
+        object.__setattr__(out, name, coerced)
 
 
 def _size_summary(sizes: Mapping[int, int]) -> dict[str, Any]:
@@ -1150,6 +1394,14 @@ def _size_summary(sizes: Mapping[int, int]) -> dict[str, Any]:
 
 def _cell_error(stage: _Stage, req: _Request, exc: BaseException) -> CellError:
     sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"
+    if isinstance(exc, OutputCheckError):
+        return CellError(
+            f"cell {stage.ref!r} ({stage.spec.name}) failed for {sid}: {exc}",
+            ref=stage.ref,
+            sid=req.sid,
+            cause_type=type(exc).__name__,
+            field=exc.field,
+        )
     return CellError(
         f"cell {stage.ref!r} ({stage.spec.name}) failed for {sid}: {type(exc).__name__}: {exc}",
         ref=stage.ref,
