@@ -1215,8 +1215,8 @@ class Executor:
             results_ = req.results
             try:
                 outputs = {ref: getattr(results_[i], port) for ref, i, port in self._outputs}
-            except Exception as exc:  # cannot happen after the output checks; fail this request, not the thread
-                _set_exception(req.future, _cell_error(stage, req, exc))
+            except Exception as lost:  # cannot happen after the output checks; fail this request, not the thread
+                _set_exception(req.future, _cell_error(stage, req, lost))
                 continue
             _set_result(req.future, outputs)
         for req, exc in errors:

@@ -35,7 +35,10 @@ class DriverActor:
         routes: the inference process's replicas.
     """
 
-    def __init__(self, ref: str, pipeline: Pipeline, routes: Sequence[Route]) -> None:
+    def __init__(
+        self, ref: str, pipeline: Pipeline, routes: Sequence[Route], limits: tuple[int, float | None] = (256, None)
+    ) -> None:
+        self.limits = limits
         self.ref = ref
         self.pipeline = pipeline
         self.router = Router(pipeline.name, routes)
@@ -63,7 +66,12 @@ class DriverActor:
             return _failed(exc)
         self.driver = driver
         restricted = RestrictedInferenceProcess(
-            self.pipeline, predict=self.router.submit, is_ready=self.router.is_ready, stats=self.router.stats
+            self.pipeline,
+            predict=self.router.submit,
+            is_ready=self.router.is_ready,
+            stats=self.router.stats,
+            max_sid_length=self.limits[0],
+            request_timeout=self.limits[1],
         )
         self._thread = threading.Thread(
             target=self._run, args=(driver, restricted, resources), name=f"rvai-driver-{self.ref}", daemon=True

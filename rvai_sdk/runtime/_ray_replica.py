@@ -98,6 +98,14 @@ class _Outbox:
             self.ready.set()
 
 
+def _die(reason: str) -> None:
+    """The executor cannot serve any more: end the actor's process, so the replica is reported dead."""
+    import sys
+
+    print(f"rvai: replica exits: {reason}", file=sys.stderr, flush=True)
+    os._exit(75)
+
+
 class ReplicaActor:
     """A replica: runs the pipeline for the requests routed to it, keeps its sids' state.
 
@@ -145,6 +153,8 @@ class ReplicaActor:
             batching=inference.batching,
             state_ttl=inference.state_ttl,
             max_states=inference.max_states,
+            stuck_after=inference.stuck_after,
+            on_broken=_die,
         )
         executor.start()
         self._executor = executor
@@ -191,8 +201,10 @@ class ReplicaActor:
         self._advance(caller, seq)
         return (True, None)
 
-    async def submit_many(self, caller: str, seq: int, batch: list[tuple[int, dict[str, Any], str | None]]) -> Outcome:
-        """Submit a batch of requests ``(request id, inputs, sid)`` in order; their results come from :meth:`poll`.
+    async def submit_many(
+        self, caller: str, seq: int, batch: list[tuple[int, dict[str, Any], str | None, float | None]]
+    ) -> Outcome:
+        """Submit a batch of requests ``(request id, inputs, sid, timeout)`` in order; their results come from :meth:`poll`.
 
         Returns as soon as the batch is submitted, so one slow request never holds back another's result.
         """
@@ -200,11 +212,11 @@ class ReplicaActor:
         try:
             box = self._outbox(caller)
             executor = self._executor
-            for rid, inputs, sid in batch:
+            for rid, inputs, sid, timeout in batch:
                 try:
                     if executor is None:
                         raise ProcessError(f"replica {self.index} is not started")
-                    future = executor.submit(inputs, sid)
+                    future = executor.submit(inputs, sid, timeout)
                 except BaseException as exc:
                     box.put(rid, _failed(exc))
                     continue
@@ -315,3 +327,8 @@ class ReplicaActor:
     async def stats(self) -> Outcome:
         """This replica's executor counters."""
         return await self._blocking(lambda: self._require().stats())
+
+    async def ready(self) -> Outcome:
+        """Whether this replica serves: its executor is running, not broken, with no stuck call."""
+        executor = self._executor
+        return (True, executor is not None and executor.ready())

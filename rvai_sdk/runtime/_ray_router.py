@@ -84,7 +84,7 @@ class Route:
         self.seq = itertools.count()
         self.pending: dict[int, tuple[Future[dict[str, Any]], str | None]] = {}
         """Request id → (its future, its sid), from send until its result arrives."""
-        self.outbox: list[tuple[int, dict[str, Any], str | None]] = []
+        self.outbox: list[tuple[int, dict[str, Any], str | None, float | None]] = []
         """Requests waiting to be sent with the next batch."""
         self.sending = 0
         self.polling = False
@@ -220,6 +220,10 @@ def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 merged[key] = merge_stats([merged[key], value])
             elif isinstance(value, (int, float)) and isinstance(merged[key], (int, float)):
                 merged[key] = merged[key] + value
+            elif isinstance(value, list) and isinstance(merged[key], list):
+                merged[key] = merged[key] + value  # e.g. the stuck calls of every replica
+            elif merged[key] is None:
+                merged[key] = value
     if merged and all(isinstance(k, int) for k in merged):
         return dict(sorted(merged.items()))
     return merged
@@ -301,13 +305,20 @@ class Router:
         return route
 
     def is_ready(self) -> bool:
-        """Whether there is a replica to send to."""
-        return bool(self._indices)
+        """Whether there is a replica to send to and every replica reports itself ready (no stuck call)."""
+        if not self._indices:
+            return False
+        try:
+            return all(self.call_all("ready", timeout=5.0))
+        except Exception:  # a replica cannot be reached or did not answer: not ready
+            return False
 
     # -- requests -----------------------------------------------------------------------
 
-    def submit(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+    def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Future[dict[str, Any]]:
         """Send validated inputs to the sid's replica; a future of the outputs.
+
+        ``timeout`` is the request's deadline in seconds (enforced by the replica's executor).
 
         The future fails with the cell's :class:`~rvai_sdk.exc.CellError`, or with a
         :class:`ProcessError` naming the replica when it dies or cannot be reached.
@@ -328,7 +339,7 @@ class Router:
                 raise self._death(route, route.dead, sid)
             rid = next(self._rids)
             route.pending[rid] = (out, sid)
-            route.outbox.append((rid, inputs, sid))
+            route.outbox.append((rid, inputs, sid, timeout))
             sends = self._flush(route) if route.sending < MAX_SENDS else None
             poll = self._start_poll(route)
         if sends is not None:
@@ -355,13 +366,13 @@ class Router:
             self._skip(route, seq)
             error = translate_ray_error(exc, self._where(route), "sending requests")
             error.__cause__ = exc
-            for rid, _, _ in batch:
+            for rid, *_ in batch:
                 entry = route.pending.pop(rid, None)
                 if entry is not None:
                     entry[0].set_exception(error)
             return None
         future: Future[Any] = ref.future()
-        return future, seq, [rid for rid, _, _ in batch]
+        return future, seq, [item[0] for item in batch]
 
     def _start_poll(self, route: Route) -> Future[Any] | None:
         """Start the route's long poll unless one runs (caller holds the lock)."""

@@ -38,6 +38,8 @@ class DebugInferenceProcess(InferenceProcess):
     def __init__(self, inference: Inference) -> None:
         super().__init__(inference.pipeline)
         self.inference = inference
+        self.max_sid_length = inference.max_sid_length
+        self.request_timeout = inference.request_timeout
         self._devices = resolve_devices(inference.pipeline.order, inference.resources)
         self._executor = self._make_executor(inference.parameters)
 
@@ -51,7 +53,20 @@ class DebugInferenceProcess(InferenceProcess):
             batching=inference.batching,
             state_ttl=inference.state_ttl,
             max_states=inference.max_states,
+            stuck_after=inference.stuck_after,
+            on_broken=self._broken,
         )
+
+    def _broken(self, reason: str) -> None:
+        # The executor cannot serve any more (a worker thread died): FAILED, never a silent hang.
+        if self._status is ProcessStatus.RUNNING:
+            self._transition(
+                ProcessStatus.FAILED,
+                failure=f"the executor failed: {reason}; call proc.restart() to start a fresh one",
+            )
+
+    def _ready(self) -> bool:
+        return self._executor.ready()
 
     def _start(self) -> None:
         try:
@@ -61,8 +76,8 @@ class DebugInferenceProcess(InferenceProcess):
             raise
         self._transition(ProcessStatus.RUNNING)
 
-    def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
-        return self._executor.submit(inputs, sid)
+    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
+        return self._executor.submit(inputs, sid, timeout)
 
     def get_parameters(self) -> dict[str, Parameters]:
         return self._executor.get_parameters()
@@ -88,8 +103,7 @@ class DebugInferenceProcess(InferenceProcess):
             return
         self._transition(ProcessStatus.STOPPING)
         try:
-            self._stop_drivers(timeout)
-            self._executor.stop(timeout)
+            self._executor.stop(self._stop_drivers(timeout))
         finally:
             self._status = ProcessStatus.STOPPED
 

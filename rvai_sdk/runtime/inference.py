@@ -33,7 +33,22 @@ class Inference:
         resources: cell ref to its :class:`~rvai_sdk.resources.CellResources`.
         batching: cell ref to a :class:`BatchingPolicy` overriding a batched cell's limits.
         state_ttl: seconds an idle sid's state is kept (``None``: until dropped).
-        max_states: most sids whose state is kept at once.
+        max_states: most sids whose state is kept at once. With ``max_sid_length`` this
+            bounds the memory of kept state: at most ``max_states`` keys of at most
+            ``max_sid_length`` characters, each holding one State instance per stateful
+            cell (whose size the cell's State class decides).
+        request_timeout: the deadline in seconds of every request that does not give its
+            own ``predict(..., timeout=)``; past it the request fails with
+            :class:`~rvai_sdk.exc.DeadlineExceededError`. ``None`` (default): no deadline.
+        stuck_after: seconds after which a call still running counts as stuck: the process
+            reports itself not ready (``is_ready()`` false, HTTP ``/ready`` 503) and
+            ``stats()["stuck"]`` names the cell, sid and seconds. ``None``: never.
+        max_sid_length: most characters in a sid, checked on every path (``predict``,
+            drivers, sources); a longer one is an :class:`~rvai_sdk.exc.InputValidationError`.
+        supervise: on the local and ray runtimes, restart the inference process by itself
+            when a call has been stuck for ``stuck_after`` seconds or the process died
+            (requests in flight fail; kept state is lost, as with ``restart()``). Off by
+            default: the process reports, you decide.
 
     Raises:
         ParameterError: an unknown ref or a rejected parameter value.
@@ -53,6 +68,10 @@ class Inference:
     batching: dict[str, BatchingPolicy] = attrs.field(factory=dict, converter=_frozen_mapping)
     state_ttl: float | None = 3600.0
     max_states: int = 10_000
+    request_timeout: float | None = None
+    stuck_after: float | None = 60.0
+    max_sid_length: int = 256
+    supervise: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.pipeline, Pipeline):
@@ -83,4 +102,18 @@ class Inference:
             raise ParameterError(f"Inference(state_ttl=...) must be > 0 seconds or None, got {self.state_ttl!r}")
         if not isinstance(self.max_states, int) or self.max_states < 1:
             raise ParameterError(f"Inference(max_states=...) must be an int >= 1, got {self.max_states!r}")
+        for name in ("request_timeout", "stuck_after"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ParameterError(f"Inference({name}=...) must be > 0 seconds or None, got {value!r}", field=name)
+        if isinstance(self.max_sid_length, bool) or not isinstance(self.max_sid_length, int) or self.max_sid_length < 1:
+            raise ParameterError(
+                f"Inference(max_sid_length=...) must be an int >= 1, got {self.max_sid_length!r}", field="max_sid_length"
+            )
+        if self.supervise and self.stuck_after is None:
+            raise ParameterError(
+                "Inference(supervise=True) restarts a process whose call is stuck for stuck_after seconds; "
+                "give stuck_after a number of seconds",
+                field="supervise",
+            )
         resolve_parameters(self.pipeline, self.parameters)

@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -150,6 +151,8 @@ def _inference_main(blob: bytes, address: str, authkey: bytes, conn: Any, env: d
             batching=inference.batching,
             state_ttl=inference.state_ttl,
             max_states=inference.max_states,
+            stuck_after=inference.stuck_after,
+            on_broken=_die,
         )
         if any(device.startswith("cuda") for device in devices.values()):
             pin_with_cuda()  # frames arriving in shared memory copy to the GPU by DMA
@@ -175,6 +178,14 @@ def _inference_main(blob: bytes, address: str, authkey: bytes, conn: Any, env: d
     os._exit(0)
 
 
+def _die(reason: str) -> None:
+    """The executor cannot serve any more: end the process, so its handle turns FAILED and pending requests fail."""
+    import sys
+
+    print(f"rvai: the inference process exits: {reason}", file=sys.stderr, flush=True)
+    os._exit(75)
+
+
 def _send_error(conn: Any, exc: BaseException) -> None:
     try:
         conn.send(("error", exc))
@@ -183,7 +194,14 @@ def _send_error(conn: Any, exc: BaseException) -> None:
 
 
 def _driver_main(
-    ref: str, blob: bytes, pipeline_blob: bytes, address: str, authkey: bytes, conn: Any, env: dict[str, str]
+    ref: str,
+    blob: bytes,
+    pipeline_blob: bytes,
+    address: str,
+    authkey: bytes,
+    conn: Any,
+    env: dict[str, str],
+    limits: tuple[int, float | None],
 ) -> None:
     _child_setup(env)
     import dill
@@ -209,7 +227,12 @@ def _driver_main(
         os._exit(1)
     client = InferenceClient(address, authkey, name=pipeline.name, pool=SlotPool() if shm_supported() else None)
     restricted = RestrictedInferenceProcess(
-        pipeline, predict=client.predict, is_ready=client.is_connected, stats=lambda: client.call("stats")
+        pipeline,
+        predict=client.predict,
+        is_ready=client.is_ready,
+        stats=lambda: client.call("stats"),
+        max_sid_length=limits[0],
+        request_timeout=limits[1],
     )
 
     def control() -> None:
@@ -257,6 +280,8 @@ class LocalInferenceProcess(InferenceProcess):
     def __init__(self, runtime: LocalRuntime, inference: Inference, start_timeout: float) -> None:
         super().__init__(inference.pipeline)
         self.inference = inference
+        self.max_sid_length = inference.max_sid_length
+        self.request_timeout = inference.request_timeout
         self._runtime = runtime
         self._start_timeout = start_timeout
         self._blob = _dumps(inference, f"the inference of pipeline {inference.pipeline.name!r} (its cells and parameters)")
@@ -340,8 +365,11 @@ class LocalInferenceProcess(InferenceProcess):
                     "call proc.restart() to start a fresh one",
                 )
 
-    def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
-        return self._client.predict(inputs, sid)
+    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
+        return self._client.predict(inputs, sid, timeout)
+
+    def _ready(self) -> bool:
+        return self._client.is_ready()
 
     def _call(self, method: str, *args: Any) -> Any:
         self._require_running(method.replace("_", " "))
@@ -380,9 +408,11 @@ class LocalInferenceProcess(InferenceProcess):
                 conn.send(("stop", timeout))
             except OSError:
                 pass
-            if not self._exited.wait(None if timeout is None else timeout + 5.0):
+            # The child stops its executor within ``timeout`` and exits; one that does not
+            # (a cell stuck in native code, a wedged interpreter) is killed: stop() returns in time.
+            if not self._exited.wait(None if timeout is None else timeout + 0.6):
                 process.kill()
-                self._exited.wait(5.0)
+                self._exited.wait(0.3)
         conn.close()
         self._client.close()
 
@@ -392,8 +422,7 @@ class LocalInferenceProcess(InferenceProcess):
                 return
             self._transition(ProcessStatus.STOPPING)
         try:
-            self._stop_drivers(timeout)
-            self._shutdown(timeout)
+            self._shutdown(self._stop_drivers(timeout))
         finally:
             with self._lock:
                 self._process = None
@@ -436,6 +465,7 @@ class LocalInferenceProcess(InferenceProcess):
             self.address,
             self._authkey,
             self._env,
+            (self.max_sid_length, self.request_timeout),
         )
         return handle
 
@@ -452,12 +482,20 @@ class LocalDriverProcess(PipelineDriverProcess):
         self._call_ids = 0
         self._lock = threading.Lock()
 
-    def _launch(self, blob: bytes, pipeline_blob: bytes, address: str, authkey: bytes, env: dict[str, str]) -> None:
+    def _launch(
+        self,
+        blob: bytes,
+        pipeline_blob: bytes,
+        address: str,
+        authkey: bytes,
+        env: dict[str, str],
+        limits: tuple[int, float | None],
+    ) -> None:
         ctx = _context()
         parent_conn, child_conn = ctx.Pipe()
         process = ctx.Process(
             target=_driver_main,
-            args=(self.ref, blob, pipeline_blob, address, authkey, child_conn, env),
+            args=(self.ref, blob, pipeline_blob, address, authkey, child_conn, env, limits),
             name=f"rvai-driver-{self.ref}",
             daemon=True,
         )
@@ -549,13 +587,14 @@ class LocalDriverProcess(PipelineDriverProcess):
         if self._status is ProcessStatus.RUNNING:
             self._status = ProcessStatus.STOPPING
         if not self._exited.is_set():
+            deadline = None if timeout is None else time.monotonic() + timeout
             try:
-                self._call("stop", timeout=5.0)
+                self._call("stop", timeout=5.0 if timeout is None else min(5.0, timeout))
             except DriverError:
                 pass
-            if not self._exited.wait(timeout):
-                process.kill()
-                self._exited.wait(5.0)
+            if not self._exited.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                process.kill()  # did not stop in time: stop() returns within its timeout
+                self._exited.wait(0.3)
         if self._status is ProcessStatus.STOPPING:
             self._status = ProcessStatus.STOPPED
         try:

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import ProcessStateError
+from rvai_sdk.exc import ProcessStateError, RvaiError
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.runtime.driver_process import DriverFactory, DriverRegistry, PipelineDriverProcess
-from rvai_sdk.runtime.restricted import RestrictedInferenceProcess, check_request
+from rvai_sdk.runtime.restricted import (
+    DEFAULT_MAX_SID_LENGTH,
+    RestrictedInferenceProcess,
+    check_request,
+    check_timeout,
+)
 from rvai_sdk.runtime.status import TRANSITIONS as _TRANSITIONS
 from rvai_sdk.runtime.status import ProcessStatus
 
@@ -34,6 +40,8 @@ class InferenceProcess(abc.ABC):
         self._status = ProcessStatus.STARTING
         self.failure: str | None = None
         self._drivers = DriverRegistry()
+        self.max_sid_length = DEFAULT_MAX_SID_LENGTH
+        self.request_timeout: float | None = None
 
     @property
     def status(self) -> ProcessStatus:
@@ -59,31 +67,54 @@ class InferenceProcess(abc.ABC):
                 state=self._status.name,
             )
 
-    def predict(self, inputs: Mapping[str, Any], sid: str | None = None) -> Future[dict[str, Any]]:
+    def predict(
+        self, inputs: Mapping[str, Any], sid: str | None = None, *, timeout: float | None = None
+    ) -> Future[dict[str, Any]]:
         """Run the pipeline on one request.
 
         Args:
             inputs: pipeline input ref → value; plain values are coerced losslessly (``1`` → ``Integer(1)``).
             sid: the state id of the stream; requests of one sid see each other's cell state,
-                in order. ``None`` runs with fresh state that is not kept.
+                in order. ``None`` runs with fresh state that is not kept. At most
+                ``Inference(max_sid_length=...)`` characters (256 by default).
+            timeout: the request's deadline in seconds, counted from now; ``None`` takes
+                ``Inference(request_timeout=...)`` (no deadline by default). Past it the future
+                fails promptly with :class:`~rvai_sdk.exc.DeadlineExceededError` naming the cell
+                the request was in; a call already running finishes in the background.
 
         Returns:
             A future resolving to a dict of output ref → typed value.
 
         Raises:
-            InputValidationError: a missing, unknown or wrongly typed input (raised here, not in the future).
+            InputValidationError: a missing, unknown or wrongly typed input, a bad or too long sid,
+                or a bad timeout (raised here, not in the future).
             ProcessStateError: the process is not running.
 
         Example::
 
-            proc.predict({"input": 1}, sid="camera-1").result()  # {'output': Integer(2)}
+            proc.predict({"input": 1}, sid="camera-1", timeout=2.0).result()  # {'output': Integer(2)}
         """
         self._require_running("predict")
-        return self._predict(check_request(self.pipeline, inputs, sid), sid)
+        check_timeout(timeout)
+        checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
+        return self._predict(checked, sid, self.request_timeout if timeout is None else timeout)
 
     @abc.abstractmethod
-    def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
-        """Submit validated inputs."""
+    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
+        """Submit validated inputs with their deadline (seconds from now, or ``None``)."""
+
+    def is_ready(self) -> bool:
+        """Whether the process serves now: RUNNING, reachable, and no call stuck past ``stuck_after``.
+
+        This is what drivers report as readiness (HTTP ``/ready``). A process with a stuck
+        call stays RUNNING (requests with a deadline still fail promptly) but is not ready;
+        ``stats()["stuck"]`` says which cell, sid and for how long.
+        """
+        return self._status is ProcessStatus.RUNNING and self._ready()
+
+    def _ready(self) -> bool:
+        """The backend's part of :meth:`is_ready` (the process answers and reports no stuck call)."""
+        return True
 
     @abc.abstractmethod
     def get_parameters(self) -> dict[str, Parameters]:
@@ -146,13 +177,15 @@ class InferenceProcess(abc.ABC):
         return RestrictedInferenceProcess(
             self.pipeline,
             predict=self._predict_checked,
-            is_ready=lambda: self._status is ProcessStatus.RUNNING,
+            is_ready=self.is_ready,
             stats=self.stats,
+            max_sid_length=self.max_sid_length,
+            request_timeout=self.request_timeout,
         )
 
-    def _predict_checked(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+    def _predict_checked(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
         self._require_running("predict")
-        return self._predict(inputs, sid)
+        return self._predict(inputs, sid, timeout)
 
     def add_driver(self, ref: str, factory: DriverFactory, /, *args: Any, **kwargs: Any) -> PipelineDriverProcess:
         """Start a driver that feeds this inference process; returns once it runs.
@@ -218,9 +251,19 @@ class InferenceProcess(abc.ABC):
         driver.stop(timeout)
         self._drivers.remove(driver)
 
-    def _stop_drivers(self, timeout: float | None) -> None:
+    def _stop_drivers(self, timeout: float | None) -> float | None:
+        """Stop every driver within ``timeout`` seconds in all; the seconds left (``None``: no limit).
+
+        A driver that cannot be stopped is reported (its handle FAILED); stopping goes on.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
         for driver in self._drivers.all():
-            driver.stop(timeout)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                driver.stop(left)
+            except RvaiError:  # recorded on the driver's handle; the inference process still stops
+                pass
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def __enter__(self) -> InferenceProcess:
         return self

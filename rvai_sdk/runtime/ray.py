@@ -150,6 +150,8 @@ class RayInferenceProcess(InferenceProcess):
         super().__init__(inference.pipeline)
         self.runtime = runtime
         self.inference = inference
+        self.max_sid_length = inference.max_sid_length
+        self.request_timeout = inference.request_timeout
         self._parameters: dict[str, Any] = dict(inference.parameters)
         self._router = Router(inference.pipeline.name)
         self._replicas: dict[int, _Replica] = {}
@@ -358,8 +360,11 @@ class RayInferenceProcess(InferenceProcess):
 
     # -- the inference contract --------------------------------------------------------------
 
-    def _predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
-        return self._router.submit(inputs, sid)
+    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
+        return self._router.submit(inputs, sid, timeout)
+
+    def _ready(self) -> bool:
+        return self._router.is_ready()
 
     def get_parameters(self) -> dict[str, Parameters]:
         return self._router_call_first("get_parameters")  # type: ignore[no-any-return]
@@ -391,7 +396,7 @@ class RayInferenceProcess(InferenceProcess):
             return
         self._transition(ProcessStatus.STOPPING)
         try:
-            self._stop_drivers(timeout)
+            timeout = self._stop_drivers(timeout)
             self._closing.set()
             reason = (
                 f"the inference process of pipeline {self.pipeline.name!r} is STOPPED; "
@@ -403,7 +408,7 @@ class RayInferenceProcess(InferenceProcess):
             self._stop_replicas(replicas, timeout)
             self._router.close(reason)
             if self._monitor is not None and self._monitor is not threading.current_thread():
-                self._monitor.join(5.0)
+                self._monitor.join(0.6)  # it checks for closing at least every 0.5 s
         finally:
             self._status = ProcessStatus.STOPPED
 
@@ -411,7 +416,8 @@ class RayInferenceProcess(InferenceProcess):
         ray = _ray()
         refs = [r.handle.stop.remote(timeout) for r in replicas]
         if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=None if timeout is None else timeout + 10)
+            # A replica stops its executor within ``timeout``; one that does not is killed: stop() returns in time.
+            ray.wait(refs, num_returns=len(refs), timeout=None if timeout is None else timeout + 0.6)
         for replica in replicas:
             ray.kill(replica.handle, no_restart=True)
 
@@ -494,7 +500,12 @@ class RayDriverProcess(PipelineDriverProcess):
         ray = _ray()
         timeout = self._process.runtime.start_timeout
         try:
-            self._actor = ray.remote(DriverActor).options(**options).remote(self.ref, self._process.pipeline, routes)
+            self._actor = ray.remote(DriverActor).options(**options).remote(
+                self.ref,
+                self._process.pipeline,
+                routes,
+                (self._process.max_sid_length, self._process.request_timeout),
+            )
             ref = self._actor.start.remote(factory, args, kwargs)
             info = unwrap(ray.get(ref, timeout=timeout))
         except DriverError:
@@ -555,13 +566,13 @@ class RayDriverProcess(PipelineDriverProcess):
         ray = _ray()
         if self._actor is not None and self.is_alive():
             try:
-                ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 10)
+                ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 0.5)
             except Exception:  # dead or stuck: killed below
                 pass
         self._kill()
         if self._done is not None:
             try:
-                self._done.exception(timeout=10)
+                self._done.exception(timeout=1.0)
             except Exception:
                 pass
         if self._status is ProcessStatus.STOPPING:

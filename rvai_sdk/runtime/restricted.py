@@ -9,17 +9,57 @@ from typing import Any
 from rvai_sdk.exc import InputValidationError
 from rvai_sdk.pipeline.graph import InputSpec, OutputSpec, Pipeline
 
-__all__ = ["RestrictedInferenceProcess", "check_request"]
+__all__ = ["RestrictedInferenceProcess", "check_request", "check_sid", "check_timeout", "DEFAULT_MAX_SID_LENGTH"]
 
 
-def check_request(pipeline: Pipeline, inputs: Mapping[str, Any], sid: str | None) -> dict[str, Any]:
+DEFAULT_MAX_SID_LENGTH = 256
+"""Most characters in a sid unless ``Inference(max_sid_length=...)`` says otherwise."""
+
+Predict = Callable[[dict[str, Any], "str | None", "float | None"], "Future[dict[str, Any]]"]
+"""How a process handle or driver link submits validated inputs: (inputs, sid, timeout) -> future."""
+
+
+def check_sid(sid: str | None, max_length: int = DEFAULT_MAX_SID_LENGTH) -> None:
+    """Check a request's sid: ``None`` or a str of at most ``max_length`` characters.
+
+    Raises:
+        InputValidationError: (field ``"sid"``) not a str, or too long.
+    """
+    if sid is None:
+        return
+    if not isinstance(sid, str):
+        shown = repr(sid)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InputValidationError(f"sid must be a str or None, got {type(sid).__name__} {shown}", field="sid")
+    if len(sid) > max_length:
+        raise InputValidationError(
+            f"sid is {len(sid)} characters long, more than the limit of {max_length} (sid starts {sid[:32]!r}); "
+            "use a shorter stream id, or raise Inference(max_sid_length=...)",
+            field="sid",
+        )
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Check a request deadline: ``None`` or a number of seconds > 0.
+
+    Raises:
+        InputValidationError: (field ``"timeout"``) anything else.
+    """
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise InputValidationError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}", field="timeout")
+
+
+def check_request(
+    pipeline: Pipeline, inputs: Mapping[str, Any], sid: str | None, max_sid_length: int = DEFAULT_MAX_SID_LENGTH
+) -> dict[str, Any]:
     """Validate one request's sid and inputs; the typed inputs.
 
     Raises:
-        InputValidationError: a bad sid, or a missing, unknown or wrongly typed input.
+        InputValidationError: a bad or too long sid, or a missing, unknown or wrongly typed input.
     """
-    if sid is not None and not isinstance(sid, str):
-        raise InputValidationError(f"sid must be a str or None, got {type(sid).__name__} {sid!r}", field="sid")
+    check_sid(sid, max_sid_length)
     return pipeline.validate_inputs(inputs)
 
 
@@ -38,14 +78,19 @@ class RestrictedInferenceProcess:
     def __init__(
         self,
         pipeline: Pipeline,
-        predict: Callable[[dict[str, Any], str | None], Future[dict[str, Any]]],
+        predict: Predict,
         is_ready: Callable[[], bool],
         stats: Callable[[], dict[str, Any]],
+        *,
+        max_sid_length: int = DEFAULT_MAX_SID_LENGTH,
+        request_timeout: float | None = None,
     ) -> None:
         self.pipeline = pipeline
         self._predict = predict
         self._is_ready = is_ready
         self._stats = stats
+        self.max_sid_length = max_sid_length
+        self.request_timeout = request_timeout
 
     @property
     def name(self) -> str:
@@ -62,14 +107,26 @@ class RestrictedInferenceProcess:
         """Pipeline output ref → its spec."""
         return self.pipeline.outputs
 
-    def predict(self, inputs: Mapping[str, Any], sid: str | None = None) -> Future[dict[str, Any]]:
+    def predict(
+        self, inputs: Mapping[str, Any], sid: str | None = None, *, timeout: float | None = None
+    ) -> Future[dict[str, Any]]:
         """Run the pipeline on one request; same contract as ``InferenceProcess.predict``.
 
+        Args:
+            inputs: pipeline input ref → value.
+            sid: the state id of the stream (at most ``max_sid_length`` characters), or ``None``.
+            timeout: the request's deadline in seconds; ``None`` takes the inference's
+                ``request_timeout``. Past it the future fails with
+                :class:`~rvai_sdk.exc.DeadlineExceededError`.
+
         Raises:
-            InputValidationError: a missing, unknown or wrongly typed input (here, not in the future).
+            InputValidationError: a missing, unknown or wrongly typed input, a bad or too long
+                sid, or a bad timeout (here, not in the future).
             ProcessError: the inference process cannot be reached (it died or is restarting).
         """
-        return self._predict(check_request(self.pipeline, inputs, sid), sid)
+        check_timeout(timeout)
+        checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
+        return self._predict(checked, sid, self.request_timeout if timeout is None else timeout)
 
     def is_ready(self) -> bool:
         """Whether the inference process is reachable, with every model loaded."""

@@ -82,6 +82,13 @@ class InferenceClient:
             return False
         return True
 
+    def is_ready(self) -> bool:
+        """Whether the inference process answers and reports itself ready (no stuck call, not broken)."""
+        try:
+            return bool(self.call("ready", timeout=5.0))
+        except Exception:  # unreachable, or no answer: not ready
+            return False
+
     def _register(self) -> tuple[Channel, int, Future[Any]]:
         channel = self._channel or self.connect()
         future: Future[Any] = Future()
@@ -92,17 +99,23 @@ class InferenceClient:
             self._pending[rid] = future
         return channel, rid, future
 
-    def predict(self, inputs: dict[str, Any], sid: str | None) -> Future[dict[str, Any]]:
+    def predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Future[dict[str, Any]]:
         """Send one validated request; its future resolves to the outputs or fails as the executor's would.
+
+        Args:
+            inputs: validated inputs.
+            sid: the state id, or ``None``.
+            timeout: the request's deadline in seconds from now (enforced by the executor), or ``None``.
 
         Raises:
             ProcessError: the inference process cannot be reached.
         """
         channel, rid, future = self._register()
+        op = ("p", rid, sid, inputs) if timeout is None else ("p", rid, sid, inputs, timeout)
         if len(self._pending) > 1:
-            channel.post_soon(("p", rid, sid, inputs))  # others in flight: coalesce through the writer
+            channel.post_soon(op)  # others in flight: coalesce through the writer
         else:
-            channel.post(("p", rid, sid, inputs))  # alone: send now, lowest latency
+            channel.post(op)  # alone: send now, lowest latency
         return future
 
     def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:

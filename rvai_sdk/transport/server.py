@@ -13,7 +13,9 @@ from rvai_sdk.transport.shm import SlotPool
 
 __all__ = ["InferenceServer", "CONTROL_METHODS"]
 
-CONTROL_METHODS = frozenset({"get_parameters", "set_parameters", "drop_state", "get_state", "sids", "stats", "ping"})
+CONTROL_METHODS = frozenset(
+    {"get_parameters", "set_parameters", "drop_state", "get_state", "sids", "stats", "ping", "ready"}
+)
 """Executor methods a client may call besides predict."""
 
 
@@ -68,9 +70,9 @@ class InferenceServer:
                 for op in ops:
                     kind = op[0]
                     if kind == "p":
-                        _, rid, sid, inputs = op
+                        rid, sid, inputs = op[1], op[2], op[3]
                         try:
-                            future = submit(inputs, sid)
+                            future = submit(inputs, sid, op[4] if len(op) > 4 else None)
                         except Exception as exc:
                             post(("r", rid, False, exc))
                             continue

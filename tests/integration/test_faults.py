@@ -1,0 +1,191 @@
+"""Faults fail loudly and never wedge (issue 12, core): output checks, deadlines, stuck calls, bounded sids.
+
+Every test runs on debug, local and ray (the ``runtime`` fixture): real processes, real sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from rvai_sdk.cell import Cell, cell
+from rvai_sdk.context import InferenceContext, ModelContext
+from rvai_sdk.data import Inputs, Outputs, Parameters
+from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError, RvaiError
+from rvai_sdk.runtime import Inference, ProcessStatus, Runtime
+from rvai_sdk.types import Integer
+from tests._sync import Sync, SyncServer
+from tests.conftest import AddOne, XIn, YOut, single
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def sync() -> Iterator[SyncServer]:
+    server = SyncServer()
+    yield server
+    server.close()
+
+
+class BadOutputs(Cell):
+    """x == 1: a YOut whose field was never set; x == 2: a field deleted; x == 3: re-assigned to a str;
+    x == 4: re-assigned to a plain int (coerced losslessly); otherwise x + 1."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 1:
+            return YOut.__new__(YOut)
+        out = YOut(y=Integer(inputs.x + 1))
+        if inputs.x == 2:
+            del out.y
+        elif inputs.x == 3:
+            out.y = "not a number"  # type: ignore[assignment]
+        elif inputs.x == 4:
+            out.y = 5  # type: ignore[assignment]
+        return out
+
+
+class BadBatchItems(Cell):
+    """A batched cell whose item for x == 1 has its field never set."""
+
+    @classmethod
+    def call_batch(
+        cls, contexts: Sequence[InferenceContext], parameters: Parameters, inputs_list: Sequence[XIn]
+    ) -> list[YOut]:
+        return [YOut.__new__(YOut) if i.x == 1 else YOut(y=Integer(i.x + 1)) for i in inputs_list]
+
+
+@cell(concurrency=2)
+class Hang(Cell):
+    """Holds x == 99 until the event 'release' is set (at most 60 s); otherwise x + 1."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        assert model_path is not None
+        return Sync(model_path)
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 99:
+            context.model.set(f"entered-{context.sid}")
+            context.model.wait("release", timeout=60)
+        return YOut(y=Integer(inputs.x + 1))
+
+
+def test_a_cell_returning_outputs_with_a_field_never_set_fails_that_request_and_every_later_request_is_answered(
+    runtime: Runtime,
+) -> None:
+    with runtime.start_inference(Inference(pipeline=single(BadOutputs))) as proc:
+        with pytest.raises(CellError, match=r"cell 'c0' \(BadOutputs\).*output field 'y' not set") as info:
+            proc.predict({"x": 1}, sid="a").result(timeout=20)
+        assert info.value.ref == "c0" and info.value.field == "y" and info.value.sid == "a"
+        with pytest.raises(CellError, match="output field 'y' not set"):
+            proc.predict({"x": 2}, sid="b").result(timeout=20)
+        with pytest.raises(CellError, match=r"output field 'y' holds str 'not a number'") as info:
+            proc.predict({"x": 3}, sid="a").result(timeout=20)
+        assert info.value.field == "y"
+        assert proc.predict({"x": 4}, sid="c").result(timeout=20) == {"y": Integer(5)}
+        # Every later request, on every sid, is still answered: no worker thread died.
+        futures = [proc.predict({"x": 10 + i}, sid=f"s{i % 3}") for i in range(12)]
+        assert [f.result(timeout=20) for f in futures] == [{"y": Integer(11 + i)} for i in range(12)]
+        assert proc.status is ProcessStatus.RUNNING
+        assert proc.is_ready()
+        assert proc.stats()["cells"]["c0"]["failures"] == 3
+
+
+def test_a_batched_cell_item_with_a_field_never_set_fails_that_item_only(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(BadBatchItems))) as proc:
+        bad = proc.predict({"x": 1}, sid="a")
+        good = [proc.predict({"x": x}, sid=f"s{x}") for x in (2, 3, 4)]
+        with pytest.raises(CellError, match=r"call_batch\(\) item \d+ returned YOut with output field 'y' not set"):
+            bad.result(timeout=20)
+        assert [f.result(timeout=20) for f in good] == [{"y": Integer(x + 1)} for x in (2, 3, 4)]
+        assert proc.predict({"x": 5}, sid="a").result(timeout=20) == {"y": Integer(6)}
+
+
+def test_a_request_past_its_deadline_fails_naming_the_cell_and_sid_while_other_sids_are_served(
+    runtime: Runtime, sync: SyncServer
+) -> None:
+    inference = Inference(pipeline=single(Hang), models={"c0": sync.address}, stuck_after=0.2)
+    proc = runtime.start_inference(inference)
+    try:
+        with pytest.raises(DeadlineExceededError, match=r"sid 'cam-1'.*deadline of 0.5 s in cell 'c0'") as info:
+            proc.predict({"x": 99}, sid="cam-1", timeout=0.5).result(timeout=30)
+        error = info.value
+        assert isinstance(error, TimeoutError) and isinstance(error, RvaiError)
+        assert (error.ref, error.sid, error.timeout) == ("c0", "cam-1", 0.5)
+        assert Sync(sync.address).wait("entered-cam-1", timeout=10)
+        # Another sid still gets its answer (the cell allows two calls at once).
+        assert proc.predict({"x": 1}, sid="cam-2", timeout=20).result(timeout=30) == {"y": Integer(2)}
+        # The call still running past stuck_after makes the process report it.
+        stuck = _wait_for(lambda: proc.stats()["stuck"])
+        assert stuck[0]["cell"] == "c0" and stuck[0]["sid"] == "cam-1" and stuck[0]["seconds"] > 0.2
+        assert not proc.is_ready()
+        assert proc.stats()["requests"]["deadline_exceeded"] == 1
+    finally:
+        sync.set("release")
+    assert _wait_for(proc.is_ready)
+    assert proc.predict({"x": 2}, sid="cam-1").result(timeout=30) == {"y": Integer(3)}
+    proc.stop()
+
+
+def test_the_inference_request_timeout_is_the_default_deadline(runtime: Runtime, sync: SyncServer) -> None:
+    inference = Inference(pipeline=single(Hang), models={"c0": sync.address}, request_timeout=0.5)
+    proc = runtime.start_inference(inference)
+    try:
+        with pytest.raises(DeadlineExceededError, match="deadline of 0.5 s"):
+            proc.predict({"x": 99}, sid="cam-1").result(timeout=30)
+        # A request's own timeout wins over the default.
+        assert proc.predict({"x": 1}, timeout=20).result(timeout=30) == {"y": Integer(2)}
+        with pytest.raises(InputValidationError, match="timeout must be a number of seconds > 0") as info:
+            proc.predict({"x": 1}, timeout=0)
+        assert info.value.field == "timeout"
+    finally:
+        sync.set("release")
+    proc.stop()
+
+
+def test_stop_returns_and_the_process_is_stopped_while_a_call_hangs(runtime: Runtime, sync: SyncServer) -> None:
+    proc = runtime.start_inference(Inference(pipeline=single(Hang), models={"c0": sync.address}))
+    try:
+        hung = proc.predict({"x": 99}, sid="cam-1")
+        assert Sync(sync.address).wait("entered-cam-1", timeout=20)
+        proc.stop(timeout=0.5)
+        assert proc.status is ProcessStatus.STOPPED
+        with pytest.raises(RvaiError):
+            hung.result(timeout=10)
+    finally:
+        if runtime.name == "debug":  # a thread cannot be killed: let it return (local and ray killed theirs)
+            sync.set("release")
+
+
+def test_a_sid_longer_than_the_limit_is_refused_on_predict_and_on_the_driver_path(runtime: Runtime) -> None:
+    with runtime.start_inference(Inference(pipeline=single(AddOne))) as proc:
+        assert proc.predict({"x": 1}, sid="s" * 256).result(timeout=20) == {"y": Integer(2)}
+        with pytest.raises(InputValidationError, match="sid is 1048576 characters long, more than the limit of 256") as info:
+            proc.predict({"x": 1}, sid="s" * (1 << 20))
+        assert info.value.field == "sid"
+        with pytest.raises(InputValidationError, match="limit of 256"):
+            proc.restricted().predict({"x": 1}, sid="s" * 257)
+        assert proc.sids() == ["s" * 256]
+    with runtime.start_inference(Inference(pipeline=single(AddOne), max_sid_length=8)) as proc:
+        with pytest.raises(InputValidationError, match="limit of 8.*Inference\\(max_sid_length=...\\)"):
+            proc.predict({"x": 1}, sid="123456789")
+        assert proc.predict({"x": 1}, sid="12345678").result(timeout=20) == {"y": Integer(2)}
+
+
+def _wait_for(condition: Any, timeout: float = 20.0) -> Any:
+    """Poll ``condition`` until it is truthy (it reads state of another process); its value."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    tick = threading.Event()
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        tick.wait(0.05)
