@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import copyreg
 import dataclasses
 import functools
 import typing
@@ -37,6 +38,29 @@ __all__ = ["FieldInfo", "Inputs", "Outputs", "Parameters", "State", "DataClass"]
 
 _MISSING: Any = dataclasses.MISSING
 _META_KEY = "rvai_sdk"
+
+
+def _by_name(name: str) -> Callable[[Any], str]:
+    def reduce(obj: Any) -> str:
+        return name  # pickle stores a reference to ``dataclasses.<name>``: the one object, not a copy
+
+    return reduce
+
+
+# A dataclass defined in a notebook or ``__main__`` travels to other processes by value
+# (dill on the local runtime, cloudpickle on Ray), and with it its fields, whose defaults
+# are the sentinels ``dataclasses.MISSING`` (no default) and ``_HAS_DEFAULT_FACTORY``.
+# Pickled like ordinary objects they arrive as copies, and every ``default is MISSING``
+# test on the other side (ours, and the dataclasses module's own) goes wrong: a required
+# field looks like one whose default is a ``_MISSING_TYPE`` object. Registered here, every
+# pickler that honours :mod:`copyreg` sends them by reference instead.
+_SENTINELS = {
+    "MISSING": dataclasses.MISSING,
+    "_HAS_DEFAULT_FACTORY": getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None),
+}
+for _name, _sentinel in _SENTINELS.items():
+    if _sentinel is not None:
+        copyreg.pickle(type(_sentinel), _by_name(_name))
 
 _D = TypeVar("_D", bound="DataClass")
 _P = TypeVar("_P", bound="Parameters")
