@@ -251,3 +251,48 @@ def test_cell_instances_pickle() -> None:
     clone = pickle.loads(pickle.dumps(Remember()))
     assert type(clone) is Remember
     assert clone.outputs.seen.name == "seen"
+
+
+def test_call_batch_may_omit_annotations_when_call_declares_the_types() -> None:
+    # As the GPU guide writes it: call() is annotated, call_batch() is not.
+    @cell(max_batch_size=8)
+    class Batched(Cell):
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+            return YOut(y=inputs.x + 1)
+
+        @classmethod
+        def call_batch(cls, contexts, parameters, inputs_list):  # type: ignore[no-untyped-def]
+            return [YOut(y=i.x + 1) for i in inputs_list]
+
+    spec = Batched.spec()
+    assert (spec.inputs, spec.outputs, spec.parameters) == (XIn, YOut, Parameters)
+    assert spec.has_call and spec.has_call_batch and spec.max_batch_size == 8
+
+
+def test_a_partly_annotated_call_batch_is_still_checked_against_call() -> None:
+    with pytest.raises(CellDefinitionError, match=r"call_batch\(\) has no return annotation"):
+
+        @cell
+        class Partly(Cell):
+            @classmethod
+            def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+                return YOut(y=inputs.x)
+
+            @classmethod
+            def call_batch(cls, contexts, parameters: Parameters, inputs_list: list[XIn]):  # type: ignore[no-untyped-def]
+                return []
+
+        Partly.spec()
+
+
+def test_a_call_batch_alone_still_needs_annotations() -> None:
+    with pytest.raises(CellDefinitionError, match="has no annotation"):
+
+        @cell
+        class Bare(Cell):
+            @classmethod
+            def call_batch(cls, contexts, parameters, inputs_list):  # type: ignore[no-untyped-def]
+                return []
+
+        Bare.spec()

@@ -1,0 +1,146 @@
+"""The executor cannot be wedged: output checks, a dying worker, deadlines (in-process, real threads)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from rvai_sdk.exc import CellError, DeadlineExceededError, ProcessError, ProcessStateError
+from rvai_sdk.execution import Executor
+from rvai_sdk.execution.executor import _Work
+from rvai_sdk.types import Integer
+from tests.conftest import AddOne, XIn, YOut, chain_pipeline, single
+from rvai_sdk.cell import Cell
+from rvai_sdk.context import InferenceContext
+from rvai_sdk.data import Parameters
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Broken(Executor):
+    """An executor with a bug: handling a request with x == 13 raises inside the executor itself."""
+
+    def _execute(self, work: _Work) -> list[_Work]:
+        if work.reqs[0].inputs["x"] == 13:
+            raise RuntimeError("a bug in the executor")
+        return super()._execute(work)
+
+
+def test_a_worker_that_dies_fails_every_pending_request_and_reports_the_executor_broken() -> None:
+    reasons: list[str] = []
+    reported = threading.Event()
+
+    def on_broken(reason: str) -> None:
+        reasons.append(reason)
+        reported.set()
+
+    executor = Broken(single(AddOne), on_broken=on_broken)
+    executor.start()
+    try:
+        assert executor.submit({"x": Integer(1)}, "a").result(timeout=10) == {"y": 2}
+        doomed = executor.submit({"x": Integer(13)}, "b")
+        with pytest.raises(ProcessError, match="worker thread .* died: RuntimeError: a bug in the executor"):
+            doomed.result(timeout=10)
+        assert reported.wait(10)
+        assert "a bug in the executor" in reasons[0] and len(reasons) == 1
+        assert executor.broken is not None and not executor.ready()
+        with pytest.raises(ProcessStateError, match="broken"):
+            executor.submit({"x": Integer(2)}, "a")
+        assert executor.stats()["broken"] == executor.broken
+    finally:
+        executor.stop(1.0)
+
+
+def test_a_caller_running_a_request_that_hits_an_executor_bug_gets_an_error_not_a_hang() -> None:
+    executor = Broken(single(AddOne), workers=0)
+    executor.start()
+    try:
+        with pytest.raises(ProcessError, match="a bug in the executor"):
+            executor.submit({"x": Integer(13)}, "a").result()
+        assert executor.broken is not None
+    finally:
+        executor.stop(1.0)
+
+
+class Hold(Cell):
+    """Holds x == 99 until HOLD is set."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 99:
+            assert HOLD.wait(30)
+        return YOut(y=inputs.x)
+
+
+HOLD = threading.Event()
+
+
+def test_a_request_queued_behind_a_hanging_call_fails_at_its_deadline_naming_the_cell_it_waits_for() -> None:
+    HOLD.clear()
+    executor = Executor(chain_pipeline(AddOne, Hold), stuck_after=0.05)
+    executor.start()
+    try:
+        hung = executor.submit({"x": Integer(98)}, "a")  # AddOne makes it 99: Hold holds it
+        queued = executor.submit({"x": Integer(1)}, "a", timeout=0.2)
+        with pytest.raises(DeadlineExceededError, match=r"sid 'a'.*waiting for cell 'c1'") as info:
+            queued.result(timeout=10)
+        assert info.value.ref == "c1"
+        stuck = executor.stuck_calls()
+        assert [(s["cell"], s["sid"]) for s in stuck] == [("c1", "a")]
+        assert not executor.ready()
+        HOLD.set()
+        assert hung.result(timeout=10) == {"y": 99}
+        assert executor.ready()
+        assert executor.submit({"x": Integer(5)}, "a", timeout=10).result(timeout=10) == {"y": 6}
+        assert executor.stats()["requests"]["deadline_exceeded"] == 1
+    finally:
+        HOLD.set()
+        executor.stop(1.0)
+
+
+def test_a_request_whose_deadline_passed_while_queued_is_never_run() -> None:
+    HOLD.clear()
+    calls: list[Any] = []
+
+    class Spy(Cell):
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+            calls.append(inputs.x)
+            if inputs.x == 99:
+                assert HOLD.wait(30)
+            return YOut(y=inputs.x)
+
+    executor = Executor(single(Spy))
+    executor.start()
+    try:
+        hung = executor.submit({"x": Integer(99)}, "a")
+        late = executor.submit({"x": Integer(1)}, "a", timeout=0.1)
+        with pytest.raises(DeadlineExceededError):
+            late.result(timeout=10)
+        HOLD.set()
+        assert hung.result(timeout=10) == {"y": 99}
+        assert executor.submit({"x": Integer(2)}, "a").result(timeout=10) == {"y": 2}
+        assert calls == [99, 2]
+    finally:
+        HOLD.set()
+        executor.stop(1.0)
+
+
+def test_an_output_error_is_a_cell_error_naming_cell_field_and_what_was_found() -> None:
+    class Wrong(Cell):
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+            out = YOut(y=inputs.x)
+            out.y = [1, 2]  # type: ignore[assignment]
+            return out
+
+    executor = Executor(single(Wrong))
+    executor.start()
+    try:
+        with pytest.raises(CellError, match=r"cell 'c0' \(Wrong\) failed for sid 'a': call\(\) returned YOut whose output field 'y' holds list \[1, 2\]") as info:
+            executor.submit({"x": Integer(1)}, "a").result(timeout=10)
+        assert (info.value.ref, info.value.field, info.value.cause_type) == ("c0", "y", "OutputCheckError")
+    finally:
+        executor.stop(1.0)
