@@ -37,6 +37,7 @@ import asyncio
 import bisect
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hmac
@@ -59,7 +60,7 @@ import numpy as np
 from rvai_sdk import types as rtypes
 from rvai_sdk._compat import require
 from rvai_sdk.drivers import DriverParameters, PipelineDriver, service_record
-from rvai_sdk.exc import CellError, DriverError, InputValidationError, ProcessError
+from rvai_sdk.exc import CellError, DeadlineExceededError, DriverError, InputValidationError, ProcessError
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
 from rvai_sdk.types import Boolean, Float, Integer, String
 
@@ -121,6 +122,9 @@ class FastAPIDriverParameters(DriverParameters):
         include_traceback: add the cell's original traceback to 500 errors (off: no traceback leaks).
         callback_retries: further attempts after a task callback POST fails.
         callback_backoff: seconds before the first callback retry; doubles each time (at most 30 s).
+        request_timeout: the deadline in seconds of each request (``None``: the inference
+            process's ``request_timeout``); a request may set its own with the header
+            ``X-Request-Timeout: <seconds>``. Past it the answer is 504.
     """
 
     host: String = DriverParameters.field(default=String("127.0.0.1"), description="address to listen on")
@@ -133,6 +137,7 @@ class FastAPIDriverParameters(DriverParameters):
     include_traceback: Boolean = DriverParameters.field(default=Boolean(False), description="tracebacks in 500s")
     callback_retries: Integer = DriverParameters.field(default=Integer(5), description="callback retries")
     callback_backoff: Float = DriverParameters.field(default=Float(0.5), description="first retry delay, seconds")
+    request_timeout: Float | None = DriverParameters.field(default=None, description="request deadline, seconds (504)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,6 +157,32 @@ class FastAPIDriverParameters(DriverParameters):
             )
         if not self.host:
             raise ParameterError("FastAPIDriverParameters.host must be an address such as '127.0.0.1'", field="host")
+        if self.request_timeout is not None and not float(self.request_timeout) > 0:
+            raise ParameterError(
+                f"FastAPIDriverParameters.request_timeout must be > 0 seconds or None, got {self.request_timeout}",
+                field="request_timeout",
+            )
+
+
+_REQUEST_TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("rvai_request_timeout", default=None)
+"""The deadline the current HTTP request asked for with ``X-Request-Timeout`` (set by the ASGI front)."""
+
+
+def _header_timeout(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
+    """The ``X-Request-Timeout`` header in seconds, or ``None``; a bad value is a 422."""
+    for name, value in headers:
+        if name == b"x-request-timeout":
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = float("nan")
+            if not 0 < seconds < float("inf"):
+                raise _unprocessable(
+                    f"header X-Request-Timeout must be a number of seconds > 0, got {value.decode('latin-1')!r}",
+                    "headers.X-Request-Timeout",
+                )
+            return seconds
+    return None
 
 
 class FastAPIClientError(DriverError):
@@ -707,12 +738,17 @@ class _Service:
         """Predict and await; errors as :class:`_HTTPError` (503 unreachable, 500 cell failure)."""
         self.in_flight += 1
         try:
+            timeout = _REQUEST_TIMEOUT.get()
+            if timeout is None and self.parameters.request_timeout is not None:
+                timeout = float(self.parameters.request_timeout)
             if self.in_flight == 1:  # idle: send from here, the lowest latency
-                outputs = await asyncio.wrap_future(self.inference.predict(inputs, sid))
+                outputs = await asyncio.wrap_future(self.inference.predict(inputs, sid, timeout=timeout))
             else:  # busy: the submitting thread sends, in arrival order, while the loop goes on
-                outputs = await self.submitter.submit(inputs, sid)
+                outputs = await self.submitter.submit(inputs, sid, timeout)
         except InputValidationError as exc:
             raise _unprocessable(str(exc), f"inputs.{exc.field}" if exc.field else None) from exc
+        except DeadlineExceededError as exc:
+            raise _HTTPError(504, "DeadlineExceededError", str(exc), cell=exc.ref) from exc
         except CellError as exc:
             raise self._cell_error(exc) from exc
         except ProcessError as exc:
@@ -1229,9 +1265,9 @@ class _Submitter:
     def __init__(self, inference: RestrictedInferenceProcess, threads: int = 1) -> None:
         self.inference = inference
         self.threads = threads
-        self.queue: queue.SimpleQueue[tuple[dict[str, Any], str | None, asyncio.Future[dict[str, Any]]] | None] = (
-            queue.SimpleQueue()
-        )
+        self.queue: queue.SimpleQueue[
+            tuple[dict[str, Any], str | None, float | None, asyncio.Future[dict[str, Any]]] | None
+        ] = queue.SimpleQueue()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.workers: list[threading.Thread] = []
 
@@ -1250,10 +1286,10 @@ class _Submitter:
             worker.join(10)
         self.workers = []
 
-    def submit(self, inputs: dict[str, Any], sid: str | None) -> asyncio.Future[dict[str, Any]]:
+    def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> asyncio.Future[dict[str, Any]]:
         assert self.loop is not None
         future: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self.queue.put((inputs, sid, future))
+        self.queue.put((inputs, sid, timeout, future))
         return future
 
     def _work(self) -> None:
@@ -1265,9 +1301,9 @@ class _Submitter:
             item = get()
             if item is None:
                 return
-            inputs, sid, future = item
+            inputs, sid, timeout, future = item
             try:
-                done = predict(inputs, sid)
+                done = predict(inputs, sid, timeout=timeout)
             except BaseException as exc:
                 loop.call_soon_threadsafe(_fail, future, exc)
                 continue
@@ -1330,6 +1366,11 @@ class _Front:
                 error = _HTTPError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
                 await self._send(send, *service._error_parts(error))
                 return
+        try:
+            _REQUEST_TIMEOUT.set(_header_timeout(headers))  # this request's deadline, read by _Service._run
+        except _HTTPError as exc:
+            await self._send(send, *service._error_parts(exc))
+            return
         if path == "/predict" and scope["method"] == "POST":
             content_type = b""
             declared = -1

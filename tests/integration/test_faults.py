@@ -18,7 +18,7 @@ from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError,
 from rvai_sdk.runtime import Inference, ProcessStatus, Runtime
 from rvai_sdk.types import Integer
 from tests._sync import Sync, SyncServer
-from tests.conftest import AddOne, XIn, YOut, single
+from tests.conftest import AddOne, XIn, YOut, require_extra, single
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -189,3 +189,48 @@ def _wait_for(condition: Any, timeout: float = 20.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         tick.wait(0.05)
+
+
+def test_over_http_a_request_past_its_deadline_is_a_504_and_a_stuck_call_makes_ready_503(
+    runtime: Runtime, sync: SyncServer
+) -> None:
+    require_extra("fastapi")
+    import httpx
+
+    from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIDriver
+
+    inference = Inference(pipeline=single(Hang), models={"c0": sync.address}, stuck_after=0.2)
+    proc = runtime.start_inference(inference)
+    try:
+        http = proc.add_driver("webapi", FastAPIDriver, {"request_timeout": 30.0})
+        base = f"http://127.0.0.1:{http.get_service('http')['port']}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert _wait_for(lambda: _ready_status(client) == 200)
+            answer = client.post(
+                "/predict", json={"inputs": {"x": 99}, "sid": "cam-1"}, headers={"X-Request-Timeout": "0.5"}
+            )
+            assert answer.status_code == 504, answer.text
+            error = answer.json()["error"]
+            assert error["type"] == "DeadlineExceededError" and error["cell"] == "c0"
+            assert "sid 'cam-1'" in error["message"] and "deadline of 0.5 s" in error["message"]
+            assert _wait_for(lambda: _ready_status(client) == 503)  # the call is still stuck
+            bad = client.post("/predict", json={"inputs": {"x": 1}}, headers={"X-Request-Timeout": "soon"})
+            assert bad.status_code == 422 and "X-Request-Timeout" in bad.json()["error"]["message"]
+            long_sid = client.post("/predict", json={"inputs": {"x": 1}, "sid": "s" * 300})
+            assert long_sid.status_code == 422 and "limit of 256" in long_sid.json()["error"]["message"]
+            sync.set("release")
+            assert _wait_for(lambda: _ready_status(client) == 200)
+            served = client.post("/predict", json={"inputs": {"x": 1}, "sid": "cam-1"})
+            assert served.status_code == 200 and served.json()["outputs"] == {"y": 2}
+    finally:
+        sync.set("release")
+        proc.stop()
+
+
+def _ready_status(client: Any) -> int:
+    import httpx
+
+    try:
+        return int(client.get("/ready").status_code)
+    except httpx.TransportError:  # not listening yet
+        return 0
