@@ -193,6 +193,15 @@ class DebugRuntime(Runtime):
     name = "debug"
 
     def _start_inference(self, inference: Inference) -> InferenceProcess:
+        if inference.supervise:
+            from rvai_sdk.exc import ParameterError
+
+            raise ParameterError(
+                "Inference(supervise=True) restarts a stuck or dead inference process, which the debug runtime "
+                "cannot do (its cells run on threads of this process, and a thread cannot be killed); use "
+                "init('local') or init('ray'), or leave supervise off",
+                field="supervise",
+            )
         process = DebugInferenceProcess(inference)
         process._start()
         return process

@@ -639,6 +639,8 @@ class LocalRuntime(Runtime):
         except BaseException:
             self._release_gpus(process._gpus)
             raise
+        if inference.supervise and inference.stuck_after is not None:
+            process._start_supervisor(inference.stuck_after)
         return process
 
     def _assign_gpus(self, inference: Inference) -> tuple[dict[str, str], dict[str, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -42,6 +43,8 @@ class InferenceProcess(abc.ABC):
         self._drivers = DriverRegistry()
         self.max_sid_length = DEFAULT_MAX_SID_LENGTH
         self.request_timeout: float | None = None
+        self.supervisor_restarts: list[str] = []
+        """Why the opt-in supervisor (``Inference(supervise=True)``) restarted the process, oldest first."""
 
     @property
     def status(self) -> ProcessStatus:
@@ -169,6 +172,48 @@ class InferenceProcess(abc.ABC):
             ProcessStateError: the process was stopped.
             CellError: a ``load_model`` failed in the new process.
         """
+
+    # -- the opt-in supervisor ------------------------------------------------------------
+
+    def _start_supervisor(self, stuck_after: float) -> None:
+        """Watch the process on a thread: restart it when it died or a call is stuck (``Inference(supervise=True)``)."""
+        threading.Thread(
+            target=self._supervise, args=(stuck_after,), name=f"rvai-supervisor-{self.pipeline.name}", daemon=True
+        ).start()
+
+    def _supervise(self, stuck_after: float) -> None:
+        tick = threading.Event()
+        interval = min(1.0, stuck_after / 4)
+        backoff = interval
+        while True:
+            tick.wait(backoff)
+            status = self._status
+            if status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):
+                return
+            reason = None
+            if status is ProcessStatus.FAILED:
+                reason = f"the process failed ({self.failure})"
+            elif status is ProcessStatus.RUNNING:
+                try:
+                    stuck = self.stats().get("stuck") or []
+                except RvaiError:  # died or restarting meanwhile: looked at again next time
+                    continue
+                if stuck:
+                    first = stuck[0]
+                    reason = (
+                        f"a call of cell {first['cell']!r} (sid {first['sid']!r}) was stuck for "
+                        f"{first['seconds']:.1f} s (stuck_after={stuck_after:g} s)"
+                    )
+            if reason is None:
+                backoff = interval
+                continue
+            try:
+                self.restart()
+            except RvaiError:  # stopped meanwhile, or the new process failed: try again later, more slowly
+                backoff = min(30.0, backoff * 2)
+                continue
+            self.supervisor_restarts.append(reason)
+            backoff = interval
 
     # -- drivers -------------------------------------------------------------------------
 

@@ -104,6 +104,8 @@ class RayRuntime(Runtime):
     def _start_inference(self, inference: Inference) -> InferenceProcess:
         process = RayInferenceProcess(self, inference)
         process._start(self.replicas)
+        if inference.supervise and inference.stuck_after is not None:
+            process._start_supervisor(inference.stuck_after)
         return process
 
     def cluster_resources(self) -> dict[str, float]:

@@ -234,3 +234,39 @@ def _ready_status(client: Any) -> int:
         return int(client.get("/ready").status_code)
     except httpx.TransportError:  # not listening yet
         return 0
+
+
+@pytest.mark.parametrize("runtime_name", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_the_opt_in_supervisor_restarts_a_process_whose_call_is_stuck_and_one_that_was_killed(
+    runtime_name: str, sync: SyncServer, request: pytest.FixtureRequest
+) -> None:
+    import os
+    import signal
+
+    from rvai_sdk.exc import ProcessError
+    from rvai_sdk.runtime import init
+
+    if runtime_name == "ray":
+        request.getfixturevalue("ray_instance")
+    inference = Inference(pipeline=single(Hang), models={"c0": sync.address}, stuck_after=0.5, supervise=True)
+    with init(runtime_name) as rt, rt.start_inference(inference) as proc:
+        hung = proc.predict({"x": 99}, sid="cam-1")
+        with pytest.raises(ProcessError):  # the stuck process was replaced: the request failed, loudly
+            hung.result(timeout=60)
+        assert _wait_for(lambda: proc.supervisor_restarts and proc.is_ready(), timeout=60)
+        assert "cell 'c0' (sid 'cam-1') was stuck" in proc.supervisor_restarts[0]
+        assert proc.predict({"x": 1}, sid="cam-1").result(timeout=30) == {"y": Integer(2)}
+        if runtime_name == "local":
+            os.kill(proc.pid, signal.SIGKILL)  # type: ignore[attr-defined]
+            assert _wait_for(lambda: len(proc.supervisor_restarts) == 2 and proc.is_ready(), timeout=60)
+            assert "the process failed" in proc.supervisor_restarts[1]
+            assert proc.predict({"x": 2}, sid="cam-1").result(timeout=30) == {"y": Integer(3)}
+
+
+def test_the_debug_runtime_refuses_the_supervisor_with_a_clear_error(sync: SyncServer) -> None:
+    from rvai_sdk.exc import ParameterError
+    from rvai_sdk.runtime import init
+
+    with init("debug") as rt:
+        with pytest.raises(ParameterError, match="debug runtime cannot do"):
+            rt.start_inference(Inference(pipeline=single(AddOne), supervise=True))
