@@ -1359,7 +1359,7 @@ def _check_output(stage: _Stage, out: Any, where: str, name: str, tp: Any, like:
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
         raise OutputCheckError(
             f"{where} returned {cls} whose output field {name!r} holds {type(value).__name__} {shown}, "
-            f"which is not a {getattr(tp, '__name__', str(tp))} ({exc}); assign a value of the declared type",
+            f"which does not fit its declared type {getattr(tp, '__name__', str(tp))} ({exc}); assign a value of that type",
             name,
         ) from None
     if coerced is not value:

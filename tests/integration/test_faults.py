@@ -270,3 +270,25 @@ def test_the_debug_runtime_refuses_the_supervisor_with_a_clear_error(sync: SyncS
     with init("debug") as rt:
         with pytest.raises(ParameterError, match="debug runtime cannot do"):
             rt.start_inference(Inference(pipeline=single(AddOne), supervise=True))
+
+
+def test_over_http_bad_outputs_are_a_500_naming_cell_and_field_and_the_server_keeps_answering(runtime: Runtime) -> None:
+    require_extra("fastapi")
+    import httpx
+
+    from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIDriver
+
+    with runtime.start_inference(Inference(pipeline=single(BadOutputs))) as proc:
+        http = proc.add_driver("webapi", FastAPIDriver)
+        base = f"http://127.0.0.1:{http.get_service('http')['port']}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert _wait_for(lambda: _ready_status(client) == 200)
+            for x, found in ((1, "not set"), (3, "holds str 'not a number'")):
+                answer = client.post("/predict", json={"inputs": {"x": x}, "sid": f"s{x}"})
+                assert answer.status_code == 500, answer.text
+                error = answer.json()["error"]
+                assert error["cell"] == "c0" and "output field 'y'" in error["message"] and found in error["message"]
+                assert "AttributeError" not in answer.text
+            answers = [client.post("/predict", json={"inputs": {"x": 10 + i}, "sid": f"s{i % 3}"}) for i in range(6)]
+            assert [a.json()["outputs"] for a in answers] == [{"y": 11 + i} for i in range(6)]
+            assert _ready_status(client) == 200
