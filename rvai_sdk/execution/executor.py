@@ -502,18 +502,8 @@ class Executor:
                 if remaining is not None and remaining <= 0:
                     break
                 self._idle.wait(remaining)
-            leftovers = list(self._inflight.values())
-            for req in leftovers:
-                self._mark_failed(req)
-            self._inflight.clear()
-        for req in leftovers:
-            _set_exception(
-                req.future,
-                ProcessError(
-                    f"the inference process of pipeline {self.pipeline.name!r} stopped before request "
-                    f"{req.rid} (sid {req.sid!r}) finished; send it again once the process is running"
-                ),
-            )
+            leftovers = self._take_inflight()
+        self._fail_all(leftovers, "stopped", "send it again once the process is running")
         if not self._nworkers:
             self._post([])  # wake waiters of the requests just failed
         for _ in self._threads:
@@ -983,22 +973,31 @@ class Executor:
             if self.broken is not None:
                 return
             self.broken = reason
-            leftovers = list(self._inflight.values())
-            for req in leftovers:
-                self._mark_failed(req)
-            self._inflight.clear()
-        for req in leftovers:
-            _set_exception(
-                req.future,
-                ProcessError(
-                    f"the inference process of pipeline {self.pipeline.name!r} failed ({reason}) before request "
-                    f"{req.rid} (sid {req.sid!r}) finished; restart it (proc.restart()) and send it again"
-                ),
-            )
+            leftovers = self._take_inflight()
+        self._fail_all(leftovers, f"failed ({reason})", "restart it (proc.restart()) and send it again")
         if not self._nworkers:
             self._post([])
         if self._on_broken is not None:
             self._on_broken(reason)
+
+    def _take_inflight(self) -> list[_Request]:
+        """Mark every request in flight failed and return them (caller holds the lock)."""
+        leftovers = list(self._inflight.values())
+        for req in leftovers:
+            self._mark_failed(req)
+        self._inflight.clear()
+        return leftovers
+
+    def _fail_all(self, leftovers: list[_Request], happened: str, advice: str) -> None:
+        """Fail the futures of ``leftovers`` with ProcessError: the process ``happened`` before they finished."""
+        for req in leftovers:
+            _set_exception(
+                req.future,
+                ProcessError(
+                    f"the inference process of pipeline {self.pipeline.name!r} {happened} before request "
+                    f"{req.rid} (sid {req.sid!r}) finished; {advice}"
+                ),
+            )
 
     def _mark_failed(self, req: _Request) -> None:
         req.failed = True
