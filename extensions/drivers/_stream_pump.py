@@ -28,8 +28,6 @@ from ._stream_outlet import LOG_EVERY, Backoff, Outlet, error_text
 
 logger = logging.getLogger("rvai_sdk.extensions.source_sink")
 
-_SAME_REQUEST_TRIES = 3
-"""A request that fails with ProcessError this many times while the process is ready fails for good."""
 
 
 class Host(Protocol):
@@ -47,7 +45,7 @@ class Host(Protocol):
 class Pending:
     """One request of a stream: its item, sid, future and how often it was sent."""
 
-    __slots__ = ("item", "index", "sid", "future", "tries")
+    __slots__ = ("item", "index", "sid", "future", "tries", "final")
 
     def __init__(self, item: SourceItem, index: int, sid: str, future: Future[dict[str, Any]]) -> None:
         self.item = item
@@ -55,6 +53,7 @@ class Pending:
         self.sid = sid
         self.future = future
         self.tries = 1
+        self.final = False  # past the give-up time: its ProcessError is its result
 
 
 def _unreachable(future: Future[dict[str, Any]]) -> bool:
@@ -74,7 +73,6 @@ class Stream:
         self.params = config.params
         policy = str(self.params.drop)
         self.policy = ("drop_oldest" if config.live else "block") if policy == "auto" else policy
-        self.limit = host.limit
         self.stopped = threading.Event()
         self.cond = threading.Condition()
         self.queue: collections.deque[tuple[SourceItem, int]] = collections.deque()
@@ -94,6 +92,7 @@ class Stream:
         self.first_index = 0
         self.offset = 0
         self.waiting_since: float | None = None
+        self.outage_backoff = Backoff(0.1, 5.0)  # between resends while the process is not back for real
         self.errors = 0
         self.last_error: str | None = None
         self.reader = threading.Thread(target=self._read, name=f"rvai-source-{ref}", daemon=True)
@@ -209,6 +208,8 @@ class Stream:
         index = item.index + self.offset
         capacity = int(self.params.buffer)
         with self.cond:
+            if self._at_limit():
+                return True
             self.produced += 1
             if self.policy == "keep_latest":
                 self.dropped += len(self.queue)
@@ -220,15 +221,19 @@ class Stream:
                     self.dropped += 1
                     self.taken -= 1
             else:
-                while len(self.queue) >= capacity and not self.stopped.is_set():
+                while len(self.queue) >= capacity and not self.stopped.is_set() and not self._at_limit():
                     self.cond.wait(0.25)
-                if self.stopped.is_set():
+                if self.stopped.is_set() or self._at_limit():
                     self.unfinished += 1
                     return True
             self.queue.append((item, index))
             self.taken += 1
             self.cond.notify_all()
-            return self.limit is not None and self.taken >= self.limit
+            return self._at_limit()
+
+    def _at_limit(self) -> bool:
+        limit = self.host.limit  # read each time: a running driver's limit can be changed (a graceful stop sets 0)
+        return limit is not None and self.taken >= limit
 
     # -- pump --------------------------------------------------------------------------
 
@@ -280,7 +285,7 @@ class Stream:
 
     def _must_resend(self, request: Pending) -> bool:
         """A done request that could not reach the inference process and is to be sent again once it is back."""
-        return not self.stopped.is_set() and request.tries < _SAME_REQUEST_TRIES and _unreachable(request.future)
+        return not self.stopped.is_set() and not request.final and _unreachable(request.future)
 
     def _send(self, item: SourceItem, sid: str) -> Future[dict[str, Any]]:
         try:
@@ -312,19 +317,23 @@ class Stream:
             self.waiting_since = time.monotonic()
             logger.warning("source %r: the inference process cannot be reached (%s); waiting for it",
                            self.ref, error_text(self.pending[0].future.exception() or ProcessError("?")))
+        delay = self.outage_backoff.next()  # a process just back may not take requests yet (a Ray replica restarting)
         while not self.stopped.is_set():
             if give_up > 0 and time.monotonic() - self.waiting_since > give_up:
                 for request in self.pending:  # past the give-up time: these fail with their ProcessError
-                    request.tries = _SAME_REQUEST_TRIES
+                    request.final = True
+                logger.error("source %r: gave up waiting for the inference process after %.1f s", self.ref, give_up)
                 self._resume_after_outage()
                 return
+            if self.stopped.wait(delay):
+                break
+            delay = 0.2
             try:
                 ready = inference.is_ready()
             except Exception:
                 ready = False
             if ready:
                 break
-            self.stopped.wait(0.2)
         if self.stopped.is_set():
             self._resume_after_outage()  # stopping: the pump counts them as unfinished
             return
@@ -335,8 +344,10 @@ class Stream:
                 request.future = self._send(request.item, request.sid)
                 request.future.add_done_callback(self._wake)
                 resent += 1
-        self.resent += resent
-        logger.warning("source %r: the inference process is back; sent %d requests again", self.ref, resent)
+        with self.cond:
+            self.resent += resent
+        if self.outage_backoff.delay <= 0.2:
+            logger.warning("source %r: the inference process is back; sent %d requests again", self.ref, resent)
         self._resume_after_outage()
 
     def _resume_after_outage(self) -> None:
@@ -357,7 +368,7 @@ class Stream:
         try:
             outputs = request.future.result()
         except Exception as exc:
-            if isinstance(exc, ProcessError) and self.stopped.is_set() and request.tries < _SAME_REQUEST_TRIES:
+            if isinstance(exc, ProcessError) and self.stopped.is_set() and not request.final:
                 with self.cond:  # cut off by the stop, not by its own error: counted, never written as failed
                     self.unfinished += 1
                     self.delivering -= 1
@@ -368,6 +379,8 @@ class Stream:
                 logger.warning("source %r: request %d (sid %r) failed (%d so far): %s", self.ref, request.index, request.sid, self.failed, error)
         else:
             self.processed += 1
+            if self.waiting_since is None:
+                self.outage_backoff.reset()
         record = Record(
             source=self.ref,
             sid=request.sid,

@@ -71,7 +71,10 @@ class SourceSinkDriverParameters(DriverParameters):
         drain_timeout: seconds ``stop()`` spends finishing requests in flight and writing
             buffered records before giving up (what is then unfinished or unwritten is
             counted, as ``unfinished`` per source and ``lost`` per sink, never written as failed).
-        limit: each source ends after this many results (``None``: when the source ends).
+        limit: each source ends after this many results (``None``: when the source ends);
+            changeable while running: setting ``0`` ends every stream after what it has
+            taken, which then finishes and is written (a graceful stop that keeps
+            ``stats()`` readable).
     """
 
     sources: SourceMap = DriverParameters.field(name="Sources", description="Source ref to source", default_factory=SourceMap)

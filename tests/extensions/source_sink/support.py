@@ -224,3 +224,54 @@ class NeedsExtraSource(Source):
 
     def items(self) -> Iterator[SourceItem]:
         return iter(())
+
+
+@dataclass
+class Pace(Parameters):
+    seconds: Float = Parameters.field(default=Float(0.02))
+
+
+@cell(state=FrameCount)
+class PacedBrightness(Cell):
+    """Brightness and a per-stream frame counter, taking ``seconds`` per frame (so frames are surely in flight)."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Pace, inputs: FrameIn) -> FrameOut:
+        time.sleep(float(parameters.seconds))
+        context.state.n = Integer(context.state.n + 1)
+        return FrameOut(brightness=float(np.asarray(inputs.frame).mean()), count=context.state.n)
+
+
+def paced_frame_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="paced-frames")
+    b = pf.add_cell(ref="b", cell=PacedBrightness())
+    pf.declare_input(ref="frame", input=b.inputs.frame)
+    pf.declare_output(ref="brightness", output=b.outputs.brightness)
+    pf.declare_output(ref="count", output=b.outputs.count)
+    return pf.build()
+
+
+@dataclass
+class CountOut(Outputs):
+    y: Integer = Outputs.field()
+    count: Integer = Outputs.field(description="Requests seen on this stream")
+
+
+@cell(state=FrameCount)
+class PacedCount(Cell):
+    """Echo x and count the stream's requests, taking ``seconds`` per request."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Pace, inputs: XIn) -> CountOut:
+        time.sleep(float(parameters.seconds))
+        context.state.n = Integer(context.state.n + 1)
+        return CountOut(y=inputs.x, count=context.state.n)
+
+
+def paced_count_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="paced-count")
+    c = pf.add_cell(ref="c", cell=PacedCount())
+    pf.declare_input(ref="x", input=c.inputs.x)
+    pf.declare_output(ref="y", output=c.outputs.y)
+    pf.declare_output(ref="count", output=c.outputs.count)
+    return pf.build()
