@@ -280,11 +280,11 @@ class DatabaseSink(Sink):
             letter = dead_letter_json(record, error, sink=ref)
             rows.append(
                 {
-                    "source": record.source,
+                    "source": _text(record.source),
                     "index": record.index,
-                    "sid": record.sid,
+                    "sid": None if record.sid is None else _text(record.sid),
                     "timestamp": record.timestamp,
-                    "error": error,
+                    "error": _text(error),
                     "record": _json_safe(letter),
                 }
             )
@@ -300,7 +300,11 @@ class DatabaseSink(Sink):
                         except sa.exc.IntegrityError:
                             pass
         except sa.exc.SQLAlchemyError as exc:
-            raise SinkError(f"{self._where()}: cannot write {len(rows)} dead letters to {self._dead.name!r}: {_first_line(exc)}") from exc
+            error = self._error(exc, f"cannot write {len(rows)} dead letters to {self._dead.name!r}")
+            if not isinstance(error, RecordError):
+                raise error from exc
+            self.context.logger.error("%s; keeping them in the dead-letter file instead", error)
+            super().dead_letter(failures)  # the table refuses them too: a file takes anything
 
     def close(self) -> None:
         """Dispose of the connection pool."""
@@ -313,11 +317,16 @@ class DatabaseSink(Sink):
                 pass
 
 
+def _text(value: str) -> str:
+    """A string any database's text column takes (NUL characters, which PostgreSQL refuses, shown as ``\\x00``)."""
+    return value.replace("\x00", "\\x00")
+
+
 def _json_safe(obj: Any) -> Any:
-    """``obj`` through a JSON round trip (anything without a JSON form as its text)."""
+    """``obj`` through a JSON round trip: anything without a JSON form as its text, NUL characters as ``\\x00``."""
     import json
 
-    return json.loads(json.dumps(obj, default=str))
+    return json.loads(json.dumps(obj, default=str).replace("\\u0000", "\\\\x00"))
 
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
