@@ -282,15 +282,41 @@ def test_third_party_packages_add_source_and_sink_schemes(project: Path) -> None
 
 
 @pytest.mark.timeout(120)
-def test_stream_stops_after_frames_on_an_endless_source(project: Path) -> None:
+def test_stream_gives_exactly_frames_results_per_source_on_an_endless_source(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    database = project / "d.db"
     result = run(
         "stream", "my_pipelines:pipeline", "--runtime", "debug", "--interval", "0.1",
-        "--source", "dummy:?rate=0", "--sink", "dummy:", "--frames", "20",
+        "--source", "dummy:?rate=0", "--source", "live=dummy:?rate=0&live=true", "--sink", f"sqlite:///{database}", "--frames", "20",
         cwd=project,
     )
     assert result.returncode == 0, result.stderr
-    summary = [line for line in result.stdout.splitlines() if line.startswith("source-1: ")][-1]
-    assert int(summary.split()[1]) >= 20
+    assert "source-1: 20 processed, 0 failed, 0 dropped, 20 written (ended)" in result.stdout
+    assert any(line.startswith("live: 20 processed, 0 failed, ") and line.endswith("20 written (ended)") for line in result.stdout.splitlines())
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT source, COUNT(*) FROM results GROUP BY source ORDER BY source").fetchall() == [("live", 20), ("source-1", 20)]
+
+
+@pytest.mark.timeout(180)
+def test_a_stream_service_run_twice_writes_the_second_runs_rows_and_says_so(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    database = project / "d.db"
+    lines = []
+    for _ in range(2):
+        result = run(
+            "stream", "my_pipelines:pipeline", "--runtime", "local", "--interval", "0.2",
+            "--source", "cam1=dummy:?rate=100", "--sink", f"sqlite:///{database}", "--frames", "30",
+            cwd=project,
+        )
+        assert result.returncode == 0, result.stderr
+        lines.append([line for line in result.stdout.splitlines() if line.startswith("cam1: ")][-1])
+    assert lines == ["cam1: 30 processed, 0 failed, 0 dropped, 30 written (ended)"] * 2
+    with sqlite3.connect(database) as db:
+        assert db.execute('SELECT COUNT(*), MIN("index"), MAX("index") FROM results').fetchone() == (60, 0, 59)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from rvai_sdk.drivers import (
@@ -452,7 +452,13 @@ class SourceSinkDriver(PipelineDriver):
         return all(not sink["buffered"] for sink in stats["sinks"].values())
 
     @staticmethod
-    def wait(driver: _Observed, timeout: float | None = None, *, interval: float = 0.1) -> dict[str, Any]:
+    def wait(
+        driver: _Observed,
+        timeout: float | None = None,
+        *,
+        interval: float = 0.1,
+        progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
         """Wait until every source of a running driver ended and its results are written; the final counters.
 
         A source ends at its end (a file), or after ``limit`` results (see
@@ -462,6 +468,7 @@ class SourceSinkDriver(PipelineDriver):
             driver: the handle ``proc.add_driver(...)`` returned (or the driver itself).
             timeout: seconds to wait at most (``None``: as long as it takes).
             interval: seconds between looks at the counters.
+            progress: called with each look at the counters (e.g. to print a progress line).
 
         Returns:
             ``driver.stats()`` once :meth:`finished` holds.
@@ -480,6 +487,8 @@ class SourceSinkDriver(PipelineDriver):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             stats = driver.stats()
+            if progress is not None:
+                progress(stats)
             if SourceSinkDriver.finished(stats):
                 return stats
             if deadline is not None and time.monotonic() >= deadline:

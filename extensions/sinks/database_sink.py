@@ -300,10 +300,10 @@ class DatabaseSink(Sink):
                         except sa.exc.IntegrityError:
                             pass
         except sa.exc.SQLAlchemyError as exc:
-            error = self._error(exc, f"cannot write {len(rows)} dead letters to {self._dead.name!r}")
-            if not isinstance(error, RecordError):
-                raise error from exc
-            self.context.logger.error("%s; keeping them in the dead-letter file instead", error)
+            refused = self._error(exc, f"cannot write {len(rows)} dead letters to {self._dead.name!r}")
+            if not isinstance(refused, RecordError):
+                raise refused from exc
+            self.context.logger.error("%s; keeping them in the dead-letter file instead", refused)
             super().dead_letter(failures)  # the table refuses them too: a file takes anything
 
     def close(self) -> None:
