@@ -130,7 +130,7 @@ class HttpCallbackSink(Sink):
             for record in todo:
                 self._post(self.url_for(record), record.to_json(inputs=self.inputs))
                 self._delivered.add((record.source, record.index))
-        self._delivered.clear()  # the whole batch is delivered: the driver will not retry it
+        self._delivered.difference_update((r.source, r.index) for r in records)  # delivered: the driver will not retry these
 
     def close(self) -> None:
         """Close the HTTP client (idempotent)."""
