@@ -140,8 +140,10 @@ class Stream:
         try:
             try:
                 self._resume()
-            except SinkError:  # stopped before the sinks could say
-                return
+            except SinkError as exc:
+                if self.stopped.is_set():  # stopped before the sinks could say
+                    return
+                logger.warning("source %r: %s; starting without a position", self.ref, exc)  # its sink was removed
             context = SourceContext(
                 ref=self.ref,
                 inputs=self.host.require_inference().inputs,

@@ -71,12 +71,19 @@ class FrameCount(State):
     n: Integer = State.field(default=Integer(0))
 
 
+@dataclass
+class Pace(Parameters):
+    seconds: Float = Parameters.field(default=Float(0.0))
+
+
 @cell(state=FrameCount)
 class Brightness(Cell):
-    """Mean brightness of a frame, and a per-stream frame counter."""
+    """Mean brightness of a frame, and a per-stream frame counter; ``seconds`` per frame (0 by default)."""
 
     @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: FrameIn) -> FrameOut:
+    def call(cls, context: InferenceContext, parameters: Pace, inputs: FrameIn) -> FrameOut:
+        if float(parameters.seconds):
+            time.sleep(float(parameters.seconds))
         context.state.n = Integer(context.state.n + 1)
         return FrameOut(brightness=float(np.asarray(inputs.frame).mean()), count=context.state.n)
 
@@ -224,31 +231,6 @@ class NeedsExtraSource(Source):
 
     def items(self) -> Iterator[SourceItem]:
         return iter(())
-
-
-@dataclass
-class Pace(Parameters):
-    seconds: Float = Parameters.field(default=Float(0.02))
-
-
-@cell(state=FrameCount)
-class PacedBrightness(Cell):
-    """Brightness and a per-stream frame counter, taking ``seconds`` per frame (so frames are surely in flight)."""
-
-    @classmethod
-    def call(cls, context: InferenceContext, parameters: Pace, inputs: FrameIn) -> FrameOut:
-        time.sleep(float(parameters.seconds))
-        context.state.n = Integer(context.state.n + 1)
-        return FrameOut(brightness=float(np.asarray(inputs.frame).mean()), count=context.state.n)
-
-
-def paced_frame_pipeline() -> Pipeline:
-    pf = PipelineFactory(name="paced-frames")
-    b = pf.add_cell(ref="b", cell=PacedBrightness())
-    pf.declare_input(ref="frame", input=b.inputs.frame)
-    pf.declare_output(ref="brightness", output=b.outputs.brightness)
-    pf.declare_output(ref="count", output=b.outputs.count)
-    return pf.build()
 
 
 @dataclass

@@ -25,11 +25,12 @@ from rvai_sdk.runtime.status import ProcessStatus
 from rvai_sdk.types import FloatRange, Integer
 from tests.conftest import Count, require_extra, single
 from tests.extensions.source_sink.conftest import rows
-from tests.extensions.source_sink.support import paced_count_pipeline, paced_frame_pipeline, wait_until
+from tests.extensions.source_sink.support import frame_pipeline, paced_count_pipeline, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
 FRAMES = 200  # the clip fixture: 8 s at 25 fps
+PACED = {"b": {"seconds": 0.02}}  # so frames are surely in flight when something is killed
 
 
 @pytest.fixture(params=[pytest.param("local"), pytest.param("ray", marks=[pytest.mark.ray])])
@@ -77,7 +78,7 @@ def test_replaying_a_file_into_the_same_sink_infers_and_writes_nothing_twice(cli
     finals = []
     with init("local") as rt:
         for _ in range(2):
-            with rt.start_inference(Inference(pipeline=paced_frame_pipeline(), parameters={"b": {"seconds": 0.0}})) as proc:
+            with rt.start_inference(Inference(pipeline=frame_pipeline())) as proc:
                 handle = proc.add_driver("video", SourceSinkDriver, sources={"clip": VideoSource(str(clip))}, sinks={"db": DatabaseSink(sqlite_url)})
                 finals.append(SourceSinkDriver.wait(handle, timeout=90)["sources"]["clip"])
     table = rows(sqlite_url, "results")
@@ -130,8 +131,11 @@ def test_killing_the_inference_process_mid_file_processes_every_frame_once_and_f
     require_extra("av")
     from rvai_sdk.extensions.sources.video_source import VideoSource
 
-    with killable.start_inference(Inference(pipeline=paced_frame_pipeline())) as proc:
-        handle = proc.add_driver("video", SourceSinkDriver, sources={"clip": VideoSource(str(clip))}, sinks={"db": DatabaseSink(sqlite_url)})
+    camera = DummySource(params=DummySource.parameters(rate=FloatRange(50), count=300, live=True, buffer=4))
+    with killable.start_inference(Inference(pipeline=frame_pipeline(), parameters=PACED)) as proc:
+        handle = proc.add_driver(
+            "video", SourceSinkDriver, sources={"clip": VideoSource(str(clip)), "camera": camera}, sinks={"db": DatabaseSink(sqlite_url)}
+        )
         wait_until(lambda: handle.stats()["sources"]["clip"]["written"] >= 60, what="60 frames written", explain=explain(handle))
         if killable.name == "local":
             os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
@@ -141,12 +145,16 @@ def test_killing_the_inference_process_mid_file_processes_every_frame_once_and_f
             proc.restart()
         else:
             os.kill(proc.replicas()[0]["pid"], signal.SIGKILL)  # type: ignore[attr-defined]
-        final = SourceSinkDriver.wait(handle, timeout=120)["sources"]["clip"]
-    table = rows(sqlite_url, "results")
+        both = SourceSinkDriver.wait(handle, timeout=120)["sources"]
+    final, live = both["clip"], both["camera"]
+    table = [r for r in rows(sqlite_url, "results") if r["source"] == "clip"]
     assert [r["index"] for r in table] == list(range(FRAMES)), "every frame, once"
     assert {r["status"] for r in table} == {"complete"}, "no frame written as failed for the outage"
     assert final["failed"] == 0 and final["processed"] == FRAMES and final["written"] == FRAMES
     assert final["resent"] >= 1
+    camera_rows = [r for r in rows(sqlite_url, "results") if r["source"] == "camera"]
+    assert {r["status"] for r in camera_rows} == {"complete"} and len(camera_rows) == live["written"] == live["processed"]
+    assert live["dropped"] > 0 and live["processed"] + live["dropped"] == live["produced"] == 300, "a live source drops by its policy, counted"
 
 
 # -- 3. resume, not replay -----------------------------------------------------------------------
@@ -160,7 +168,7 @@ def test_a_driver_killed_mid_file_and_added_again_resumes_after_the_last_written
 
     sources = {"clip": VideoSource(str(clip), params={"max_in_flight": 1})}
     sinks = {"db": DatabaseSink(sqlite_url, params={"batch_size": 1, "batch_wait": 0.0})}
-    with killable.start_inference(Inference(pipeline=paced_frame_pipeline())) as proc:
+    with killable.start_inference(Inference(pipeline=frame_pipeline(), parameters=PACED)) as proc:
         first = proc.add_driver("video", SourceSinkDriver, sources=sources, sinks=sinks)
         wait_until(lambda: first.stats()["sources"]["clip"]["written"] >= 90, what="90 frames written", explain=explain(first))
         os.kill(first.pid, signal.SIGKILL)
