@@ -91,7 +91,8 @@ class Stream:
         self.skipped = 0
         self.first_index = 0
         self.offset = 0
-        self.waiting_since: float | None = None
+        self.waiting_since: float | None = None  # while waiting for the process (stats show "waiting")
+        self.outage_since: float | None = None  # since the first request cut off, until one gets through again
         self.outage_backoff = Backoff(0.1, 5.0)  # between resends while the process is not back for real
         self.errors = 0
         self.last_error: str | None = None
@@ -315,13 +316,14 @@ class Stream:
         """
         inference = self.host.require_inference()
         give_up = float(self.params.give_up)
-        if self.waiting_since is None:
-            self.waiting_since = time.monotonic()
+        self.waiting_since = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = self.waiting_since
             logger.warning("source %r: the inference process cannot be reached (%s); waiting for it",
                            self.ref, error_text(self.pending[0].future.exception() or ProcessError("?")))
         delay = self.outage_backoff.next()  # a process just back may not take requests yet (a Ray replica restarting)
         while not self.stopped.is_set():
-            if give_up > 0 and time.monotonic() - self.waiting_since > give_up:
+            if give_up > 0 and time.monotonic() - self.outage_since > give_up:
                 for request in self.pending:  # past the give-up time: these fail with their ProcessError
                     request.final = True
                 logger.error("source %r: gave up waiting for the inference process after %.1f s", self.ref, give_up)
@@ -381,7 +383,8 @@ class Stream:
                 logger.warning("source %r: request %d (sid %r) failed (%d so far): %s", self.ref, request.index, request.sid, self.failed, error)
         else:
             self.processed += 1
-            if self.waiting_since is None:
+            if self.outage_since is not None and self.waiting_since is None:
+                self.outage_since = None  # a request got through: the outage is over
                 self.outage_backoff.reset()
         record = Record(
             source=self.ref,

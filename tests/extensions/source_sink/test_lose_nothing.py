@@ -280,3 +280,18 @@ def test_setting_the_limit_to_zero_drains_the_streams_and_keeps_the_counters_rea
         table = rows(sqlite_url, "results")
         assert final["written"] == len(table) == final["processed"]
         assert final["unfinished"] + final["processed"] == final["produced"]
+
+
+def test_with_a_give_up_time_frames_fail_once_the_inference_process_stays_away_that_long(sqlite_url: str) -> None:
+    source = counting(20, give_up=1.0)
+    with init("local") as rt, rt.start_inference(Inference(pipeline=paced_count_pipeline(), parameters={"c": {"seconds": 0.05}})) as proc:
+        handle = proc.add_driver("stream", SourceSinkDriver, sources={"s": source}, sinks={"db": DatabaseSink(sqlite_url)})
+        wait_until(lambda: handle.stats()["sources"]["s"]["written"] >= 5, what="5 rows", explain=explain(handle))
+        os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        final = SourceSinkDriver.wait(handle, timeout=60)["sources"]["s"]
+    table = rows(sqlite_url, "results")
+    assert [r["index"] for r in table] == list(range(20))
+    failed = [r for r in table if r["status"] == "failed"]
+    assert failed and all("ProcessError" in str(r["error"]) for r in failed)
+    assert [r["status"] for r in table] == ["complete"] * (20 - len(failed)) + ["failed"] * len(failed)
+    assert final["failed"] == len(failed) and final["processed"] == 20 - len(failed)
