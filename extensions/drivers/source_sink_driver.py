@@ -8,6 +8,13 @@ hands the results to the sinks in source order. Each sink has a bounded buffer a
 a writer thread that writes batches, retrying with backoff; a full buffer makes the
 pumps wait, so sources feel back-pressure instead of accepted results being dropped.
 
+Nothing accepted is lost across the ordinary life of a service: a stream starts after
+what its position-keeping sinks hold (a new run numbers on, a file resumes:
+``_stream_pump``); it waits for an inference process that cannot be reached and
+sends the cut-off requests again; a poison record is narrowed down and dead-lettered
+while the rest is written (``_stream_outlet``); and a stop finishes what is in flight,
+counting what it cuts off as ``unfinished`` instead of writing it as failed.
+
 The sources and sinks live in the driver's parameters, so they can be changed on a
 running driver from any process through ``set_parameters`` (see
 :meth:`SourceSinkDriver.add_source_to`).
@@ -24,6 +31,7 @@ Example::
         sinks={"db": DatabaseSink("postgresql+psycopg://user@db/frames")},
     )
     stream.stats()["sources"]["cam-1"]["processed"]
+    SourceSinkDriver.wait(stream, timeout=60)   # for files: the final counters once all is written
 """
 
 from __future__ import annotations
@@ -142,7 +150,11 @@ class SourceSinkDriver(PipelineDriver):
     order; a live source drops items by its drop policy rather than queueing without
     bound; a sink that cannot write keeps a bounded buffer and retries with backoff,
     and when the buffer is full the streams wait. A failing source or sink is retried
-    and reported in :meth:`stats`; it never stops the other streams.
+    and reported in :meth:`stats`; it never stops the other streams. A record a sink
+    refuses as data is dead-lettered and the rest is written; while the inference
+    process cannot be reached the streams wait and then send again; a stream starts
+    after what its sinks hold (see the streaming guide: exactly-once into databases,
+    at-least-once into MQTT and HTTP).
 
     Sources and sinks are configuration objects that open only inside :meth:`run`,
     so the driver can be built in another process. They are kept in the driver's
