@@ -183,10 +183,11 @@ def test_a_driver_killed_mid_file_and_added_again_resumes_after_the_last_written
     assert final["processed"] == FRAMES - held, "no written frame was inferred again"
     counts = [int(r["count"]) for r in table]  # type: ignore[call-overload]
     assert counts[:held] == list(range(1, held + 1))
-    # The frame in flight when the driver died was counted by the cell but its result was lost with
-    # the driver; it is inferred again, so the stream's counter is at most one (max_in_flight) ahead.
+    # Frames in flight or not yet written when the driver died (max_in_flight=1 plus what the sink had
+    # buffered) were counted by the cell but their results died with the driver; they are inferred again,
+    # so the counter runs ahead by that many (see the streaming guide), and then on by one per frame.
     assert all(b - a == 1 for a, b in zip(counts[held:], counts[held + 1:])), "the counter goes on by one per frame"
-    assert 1 <= counts[held] - held <= 2
+    assert 0 <= counts[held] - (held + 1) <= 8
 
 
 # -- 4. poison records are isolated -------------------------------------------------------------
