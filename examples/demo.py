@@ -42,6 +42,7 @@ from rvai_sdk.cell import Cell, cell
 from rvai_sdk.cli import progress_line
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Inputs, Outputs, Parameters, State
+from rvai_sdk.exc import DriverError
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Float, FloatRange, Image, Integer
@@ -134,14 +135,6 @@ def sources_for(args: argparse.Namespace, workdir: str) -> dict[str, Any]:
     return {f"cam-{i}": DummySource(params={"rate": 50, "count": 50, "seed": i}) for i in (1, 2)}
 
 
-def finished(stats: dict[str, Any]) -> bool:
-    """Every source ended and each of its results is written."""
-    return all(
-        s["state"] in ("ended", "failed") and s["queued"] == 0 and s["in_flight"] == 0 and s["written"] == s["processed"] + s["failed"]
-        for s in stats["sources"].values()
-    )
-
-
 def summary(database: str, table: str) -> list[str]:
     """A few lines read back from the SQLite database."""
     path = database[len("sqlite:///") :]
@@ -184,17 +177,21 @@ def main(argv: list[str] | None = None) -> None:
 
         stream = proc.add_driver("cameras", SourceSinkDriver, sources=sources, sinks={"db": DatabaseSink(database, table="frames")})
         print(f"streaming into {database}")
-        started = last = time.monotonic()
+        started = time.monotonic()
+        last = [started]
         previous: dict[str, int] = {}
-        tick = threading.Event()  # never set: paces the progress line
-        while True:
-            tick.wait(0.5)
-            stats = stream.stats()
+
+        def show(stats: dict[str, Any]) -> None:
             now = time.monotonic()
-            print(f"[{now - started:5.1f} s] {progress_line(stats, previous, now - last)}", flush=True)
-            last = now
-            if finished(stats) or now - started > args.seconds:
-                break
+            print(f"[{now - started:5.1f} s] {progress_line(stats, previous, now - last[0])}", flush=True)
+            last[0] = now
+
+        try:  # files end by themselves; live cameras run for --seconds
+            SourceSinkDriver.wait(stream, timeout=args.seconds, interval=0.5, progress=show)
+        except DriverError as exc:
+            if stream.status.name != "RUNNING":
+                raise
+            print(f"stopping the cameras: {exc}", flush=True)
         proc.remove_driver(stream.pid)  # finishes requests in flight, writes buffered rows
 
         frame = Image(np.full((240, 320, 3), 128, dtype=np.uint8))

@@ -21,15 +21,16 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Inputs, Outputs, Parameters, State
+from rvai_sdk.exc import DriverError
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Float, Image, Integer
@@ -134,23 +135,25 @@ def main(argv: list[str] | None = None) -> None:
         stream = proc.add_driver(
             "cameras", SourceSinkDriver, sources=sources, sinks={"db": DatabaseSink(database, table=args.table)}
         )
-        started = last = time.monotonic()
+        started = time.monotonic()
+        last = [started]
         previous: dict[str, int] = {}
-        tick = threading.Event()  # never set: waiting on it paces the progress line
-        while True:
-            tick.wait(1.0)
-            stats = stream.stats()
+
+        def show(stats: dict[str, Any]) -> None:
             now = time.monotonic()
-            print(f"[{now - started:5.1f} s] {progress_line(stats, previous, now - last)}", flush=True)
-            last = now
-            entries = stats["sources"].values()
-            finished = all(
-                e["state"] == "ended" and e["queued"] == 0 and e["in_flight"] == 0 and e["written"] == e["processed"] + e["failed"]
-                for e in entries
-            )
-            if finished or (seconds is not None and now - started >= seconds) or now - started > 3600:
-                break
-        final = stream.stats()
+            print(f"[{now - started:5.1f} s] {progress_line(stats, previous, now - last[0])}", flush=True)
+            last[0] = now
+
+        try:  # every file ended and its rows are written; live cameras run for --seconds
+            final = SourceSinkDriver.wait(stream, timeout=seconds if seconds is not None else 3600.0, interval=1.0, progress=show)
+        except DriverError:
+            if stream.status.name != "RUNNING":
+                raise
+            stream.set_parameters({"limit": 0})  # cameras: stop taking frames, finish and write what was taken
+            try:
+                final = SourceSinkDriver.wait(stream, timeout=30.0, interval=0.2)
+            except DriverError:  # a camera that is reconnecting takes no frame, so it never ends by the limit
+                final = stream.stats()
         stream.stop()  # finishes the requests in flight and writes what is buffered
 
     for ref, entry in final["sources"].items():

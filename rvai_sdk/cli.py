@@ -515,6 +515,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: float) -> str:
     """One line for a :class:`SourceSinkDriver`'s stats: per source, frames/s since the last line, dropped, written.
 
+    ``written`` counts only rows the sinks newly stored; rows a sink already held
+    (a replay) show as ``already present``, rejected ones as ``dead-lettered``.
+
     Args:
         stats: ``SourceSinkDriver.stats()``.
         previous: source ref → items done at the last line; updated.
@@ -533,20 +536,21 @@ def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: f
         state = "" if entry.get("state") in ("running", None) else f" ({entry['state']})"
         if entry.get("state") in ("retrying", "failed") and entry.get("last_error"):
             state = f" ({entry['state']}: {str(entry['last_error']).splitlines()[0]})"
-        failed = f", {entry['failed']} failed" if entry["failed"] else ""
-        parts.append(f"{ref}: {rate:.1f} frames/s, {entry['dropped']} dropped, {entry['written']} written{failed}{state}")
+        extra = "".join(
+            f", {entry[key]} {label}"
+            for key, label in (("present", "already present"), ("dead_lettered", "dead-lettered"), ("failed", "failed"))
+            if entry.get(key)
+        )
+        parts.append(f"{ref}: {rate:.1f} frames/s, {entry['dropped']} dropped, {entry['written']} written{extra}{state}")
     for ref, sink in stats.get("sinks", {}).items():
         if sink.get("last_error") and sink.get("buffered"):
             parts.append(f"sink {ref}: {sink['buffered']} buffered, retrying: {str(sink['last_error']).splitlines()[0]}")
     return " | ".join(parts)
 
 
-def _stream_done(stats: Mapping[str, Any], frames: int | None) -> bool:
-    """Every source ended (or reached ``frames``) and each of its results is written."""
+def _stream_done(stats: Mapping[str, Any]) -> bool:
+    """Every source ended (at its end, or after ``--frames`` results) and each of its results is handed to the sinks."""
     for entry in stats["sources"].values():
-        done = int(entry["processed"]) + int(entry["failed"])
-        if frames is not None and done >= frames:
-            continue
         if entry["state"] not in ("ended", "failed") or entry["queued"] or entry["in_flight"]:
             return False
     return all(not sink["buffered"] for sink in stats["sinks"].values())
@@ -584,7 +588,11 @@ def stream_metrics_text(pipeline: str, stats: Mapping[str, Any], rates: Mapping[
         "processed": "Results of the source's items",
         "failed": "Items whose request failed",
         "dropped": "Items dropped by the drop policy (inference fell behind a live source)",
-        "written": "Results written, summed over the sinks",
+        "written": "Results newly stored, summed over the sinks",
+        "present": "Results a sink already held (a replay), not written again",
+        "dead_lettered": "Results a sink rejected as data, kept in its dead-letter place",
+        "unfinished": "Items cut off by a stop (never written, not failed)",
+        "resent": "Requests sent again after the inference process came back",
         "errors": "Times the source failed and was reopened",
     }
     counters = {key: family(core.CounterMetricFamily, f"rvai_source_{key}", doc, ["source"]) for key, doc in source_counters.items()}
@@ -600,7 +608,9 @@ def stream_metrics_text(pipeline: str, stats: Mapping[str, Any], rates: Mapping[
         fps.add_metric([pipeline, ref], float(rates.get(ref, 0.0)))
         state.add_metric([pipeline, ref, str(entry["state"])], 1.0)
     sink_counters = {
-        "written": "Records the sink wrote",
+        "written": "Records the sink newly stored",
+        "present": "Records the sink already held",
+        "dead_lettered": "Records the sink rejected as data and dead-lettered",
         "write_failures": "Writes that failed and were retried",
         "lost": "Records given up on when stopping",
     }
@@ -676,7 +686,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     metrics = _MetricsServer(args.metrics_port) if args.metrics_port is not None else None
     try:
         with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
-            stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks)
+            stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks, parameters={"limit": args.frames})
             names = ", ".join(f"{ref} ({url})" for ref, url in _named(args.source, "source").items())
             print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
             if metrics is not None:
@@ -702,11 +712,12 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                     rates = {ref: (done - before.get(ref, 0)) / elapsed for ref, done in previous.items()}
                     metrics.update(stream_metrics_text(pipeline.name, stats, rates))
                 last = now
-                if _stream_done(stats, args.frames) or (deadline is not None and now >= deadline):
+                if _stream_done(stats) or (deadline is not None and now >= deadline):
                     break
             if tty:
                 print()
             print("stopping: finishing requests in flight and writing buffered results", flush=True)
+            stats = _drain(stream, stats)
             proc.remove_driver(stream.pid)
     finally:
         if metrics is not None:
@@ -714,13 +725,38 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return _summary(stats)
 
 
+def _drain(stream: Any, stats: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Stop the sources from taking more (a limit of 0), let what they took finish and be written; the counters then.
+
+    Bounded by ``timeout``; what is left then is finished (or counted) by the driver's own stop.
+    """
+    try:
+        stream.set_parameters({"limit": 0})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = stream.stats()
+            if all(not e["queued"] and not e["in_flight"] for e in stats["sources"].values()) and all(
+                not s["buffered"] for s in stats["sinks"].values()
+            ):
+                break
+            time.sleep(0.05)
+    except RvaiError:  # the driver failed or stopped: report what was last seen
+        pass
+    return stats
+
+
 def _summary(last: Mapping[str, Any]) -> int:
     """Print what each source did (as last seen before stopping); 1 when a source failed or a sink lost records."""
     status = 0
     for ref, entry in last["sources"].items():
+        more = "".join(
+            f", {entry[key]} {label}"
+            for key, label in (("present", "already present"), ("dead_lettered", "dead-lettered"), ("unfinished", "unfinished"))
+            if entry.get(key)
+        )
         print(
             f"{ref}: {entry['processed']} processed, {entry['failed']} failed, {entry['dropped']} dropped, "
-            f"{entry['written']} written ({entry['state']})"
+            f"{entry['written']} written{more} ({entry['state']})"
         )
         if entry["state"] == "failed" or (entry["state"] == "retrying" and not entry["processed"]):
             status = 1
@@ -782,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sink", action="append", required=True, metavar="[NAME=]URL",
         help="sqlite:///results.db, postgresql://user@host/db, mqtt://host/results/{source}, http://..., dummy:; repeat for more",
     )
-    stream.add_argument("--frames", type=int, default=None, help="stop once every source has this many results")
+    stream.add_argument("--frames", type=int, default=None, help="each source ends after exactly this many results")
     stream.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="seconds between progress lines")
     stream.add_argument(
         "--metrics-port", type=int, default=None, metavar="PORT",

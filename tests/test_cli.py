@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import re
 import textwrap
 from pathlib import Path
 
@@ -282,15 +283,41 @@ def test_third_party_packages_add_source_and_sink_schemes(project: Path) -> None
 
 
 @pytest.mark.timeout(120)
-def test_stream_stops_after_frames_on_an_endless_source(project: Path) -> None:
+def test_stream_gives_exactly_frames_results_per_source_on_an_endless_source(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    database = project / "d.db"
     result = run(
         "stream", "my_pipelines:pipeline", "--runtime", "debug", "--interval", "0.1",
-        "--source", "dummy:?rate=0", "--sink", "dummy:", "--frames", "20",
+        "--source", "dummy:?rate=0", "--source", "live=dummy:?rate=0&live=true", "--sink", f"sqlite:///{database}", "--frames", "20",
         cwd=project,
     )
     assert result.returncode == 0, result.stderr
-    summary = [line for line in result.stdout.splitlines() if line.startswith("source-1: ")][-1]
-    assert int(summary.split()[1]) >= 20
+    assert "source-1: 20 processed, 0 failed, 0 dropped, 20 written (ended)" in result.stdout
+    assert any(line.startswith("live: 20 processed, 0 failed, ") and line.endswith("20 written (ended)") for line in result.stdout.splitlines())
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT source, COUNT(*) FROM results GROUP BY source ORDER BY source").fetchall() == [("live", 20), ("source-1", 20)]
+
+
+@pytest.mark.timeout(180)
+def test_a_stream_service_run_twice_writes_the_second_runs_rows_and_says_so(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    database = project / "d.db"
+    lines = []
+    for _ in range(2):
+        result = run(
+            "stream", "my_pipelines:pipeline", "--runtime", "local", "--interval", "0.2",
+            "--source", "cam1=dummy:?rate=100", "--sink", f"sqlite:///{database}", "--frames", "30",
+            cwd=project,
+        )
+        assert result.returncode == 0, result.stderr
+        lines.append([line for line in result.stdout.splitlines() if line.startswith("cam1: ")][-1])
+    assert lines == ["cam1: 30 processed, 0 failed, 0 dropped, 30 written (ended)"] * 2
+    with sqlite3.connect(database) as db:
+        assert db.execute('SELECT COUNT(*), MIN("index"), MAX("index") FROM results').fetchone() == (60, 0, 59)
 
 
 @pytest.mark.parametrize(
@@ -353,3 +380,35 @@ def test_stream_serves_per_source_metrics_while_it_runs(project: Path) -> None:
     assert "rvai_source_frames_per_second[('pipeline', 'Quickstart'), ('source', 'cam')]" in samples
     assert samples["rvai_sink_written_total[('pipeline', 'Quickstart'), ('sink', 'log')]"] >= 5
     assert samples["rvai_source_state[('pipeline', 'Quickstart'), ('source', 'cam'), ('state', 'running')]"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_on_a_stream_writes_what_was_in_flight_and_the_summary_counts_every_row(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    database = project / "d.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "local",
+         "--source", "cam=dummy:?rate=200", "--sink", f"sqlite:///{database}", "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for _ in range(600):  # until a progress line shows written rows; bounded
+            lines.append(process.stdout.readline())
+            if re.search(r"cam: [\d.]+ frames/s, \d+ dropped, [1-9]\d* written", lines[-1]):
+                break
+    finally:
+        process.send_signal(signal.SIGINT)
+        out = _finish(process, lines)
+    assert process.returncode == 0, out
+    summary = [line for line in out.splitlines() if line.startswith("cam: ") and "processed" in line][-1]
+    written = int(re.search(r"(\d+) written", summary).group(1))  # type: ignore[union-attr]
+    assert ", 0 failed," in summary, summary
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT \"index\"), MIN(\"index\"), MAX(\"index\") FROM results").fetchone() == (
+            written, written, 0, written - 1
+        ), "the summary counts every row, and the rows have no gap"
+        assert db.execute("SELECT COUNT(*) FROM results WHERE status != 'complete'").fetchone() == (0,)

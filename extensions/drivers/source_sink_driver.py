@@ -8,6 +8,13 @@ hands the results to the sinks in source order. Each sink has a bounded buffer a
 a writer thread that writes batches, retrying with backoff; a full buffer makes the
 pumps wait, so sources feel back-pressure instead of accepted results being dropped.
 
+Nothing accepted is lost across the ordinary life of a service: a stream starts after
+what its position-keeping sinks hold (a new run numbers on, a file resumes:
+``_stream_pump``); it waits for an inference process that cannot be reached and
+sends the cut-off requests again; a poison record is narrowed down and dead-lettered
+while the rest is written (``_stream_outlet``); and a stop finishes what is in flight,
+counting what it cuts off as ``unfinished`` instead of writing it as failed.
+
 The sources and sinks live in the driver's parameters, so they can be changed on a
 running driver from any process through ``set_parameters`` (see
 :meth:`SourceSinkDriver.add_source_to`).
@@ -24,45 +31,39 @@ Example::
         sinks={"db": DatabaseSink("postgresql+psycopg://user@db/frames")},
     )
     stream.stats()["sources"]["cam-1"]["processed"]
+    SourceSinkDriver.wait(stream, timeout=60)   # for files: the final counters once all is written
 """
 
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from rvai_sdk.drivers import (
     DriverParameters,
     PipelineDriver,
-    Record,
     Sink,
     SinkContext,
     SinkMap,
     Source,
-    SourceContext,
-    SourceItem,
     SourceMap,
 )
-from rvai_sdk.drivers.sink import COMPLETE, FAILED
-from rvai_sdk.exc import DriverError, MissingExtraError, SinkError, SourceError
+from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.runtime import RestrictedInferenceProcess
-from rvai_sdk.types import Boolean, Dict, FloatRange, List, String
+from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, List, String
+
+from ._stream_outlet import Outlet
+from ._stream_pump import Stream
 
 __all__ = ["SourceSinkDriver", "SourceSinkDriverParameters"]
 
 logger = logging.getLogger("rvai_sdk.extensions.source_sink")
-
-_LOG_EVERY = 100
-"""Repeated failures of one kind are logged once, then every this many times."""
 
 
 @dataclasses.dataclass
@@ -76,7 +77,12 @@ class SourceSinkDriverParameters(DriverParameters):
         subscriptions: sink ref → the source refs it takes (default: every source).
         keep_inputs: attach each request's inputs to its record (for sinks that store them).
         drain_timeout: seconds ``stop()`` spends finishing requests in flight and writing
-            buffered records before giving up (what is then unwritten is counted as lost).
+            buffered records before giving up (what is then unfinished or unwritten is
+            counted, as ``unfinished`` per source and ``lost`` per sink, never written as failed).
+        limit: each source ends after this many results (``None``: when the source ends);
+            changeable while running: setting ``0`` ends every stream after what it has
+            taken, which then finishes and is written (a graceful stop that keeps
+            ``stats()`` readable).
     """
 
     sources: SourceMap = DriverParameters.field(name="Sources", description="Source ref to source", default_factory=SourceMap)
@@ -97,6 +103,9 @@ class SourceSinkDriverParameters(DriverParameters):
         description="Seconds stop() spends finishing requests and writing buffered records",
         default=FloatRange(5.0, min=0.0, max=600.0),
     )
+    limit: Integer | None = DriverParameters.field(
+        name="Limit", description="Results per source before it ends (empty: until the source ends)", default=None
+    )
 
 
 class _Handle(Protocol):
@@ -107,432 +116,30 @@ class _Handle(Protocol):
     def set_parameters(self, parameters: Any) -> None: ...
 
 
-class _Backoff:
-    """A doubling delay between ``initial`` and ``maximum``."""
+class _Observed(Protocol):
+    """What :meth:`SourceSinkDriver.wait` needs: a driver or its process handle."""
 
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = initial
-        self.maximum = max(initial, maximum)
-        self.delay = initial
-
-    def next(self) -> float:
-        delay = self.delay
-        self.delay = min(self.maximum, max(self.delay * 2, 0.01))
-        return delay
-
-    def reset(self) -> None:
-        self.delay = self.initial
+    def stats(self) -> dict[str, Any]: ...
 
 
-def _error_text(exc: BaseException) -> str:
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+class _Wiring:
+    """What the streams of one driver share (see ``_stream_pump.Host``): the inference process and the routes to the sinks."""
 
+    def __init__(self) -> None:
+        self.abort = threading.Event()
+        self.keep_inputs = False
+        self.limit: int | None = None
+        self.inference: RestrictedInferenceProcess | None = None
+        self.routes: dict[str, tuple[Outlet, ...]] = {}
 
-class _Pending:
-    """One request of a stream: its item, sid and future."""
+    def require_inference(self) -> RestrictedInferenceProcess:
+        inference = self.inference
+        if inference is None:
+            raise DriverError("the SourceSinkDriver is not running")
+        return inference
 
-    __slots__ = ("item", "sid", "future")
-
-    def __init__(self, item: SourceItem, sid: str, future: Future[dict[str, Any]]) -> None:
-        self.item = item
-        self.sid = sid
-        self.future = future
-
-
-class _Outlet:
-    """One running sink: a bounded buffer of records and a writer thread."""
-
-    def __init__(self, ref: str, config: Sink, context: SinkContext, abort: threading.Event) -> None:
-        self.ref = ref
-        self.config = config
-        self.sink = copy.copy(config)
-        self.params = config.params
-        self.context = context
-        self.abort = abort
-        self.cond = threading.Condition()
-        self.buffer: collections.deque[Record] = collections.deque()
-        self.closing = False
-        self.deadline: float | None = None
-        self.state = "opening"
-        self.written = 0
-        self.written_by_source: collections.Counter[str] = collections.Counter()
-        self.write_failures = 0
-        self.lost = 0
-        self.last_error: str | None = None
-        self.thread = threading.Thread(target=self._run, name=f"rvai-sink-{ref}", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def put(self, record: Record) -> bool:
-        """Queue a record, waiting while the buffer is full; False if it was given up (abort)."""
-        if record.status == FAILED and not bool(self.params.failed):
-            return True
-        capacity = int(self.params.buffer)
-        with self.cond:
-            while len(self.buffer) >= capacity and not self._give_up() and self.thread.is_alive():
-                self.cond.wait(0.25)
-            if len(self.buffer) >= capacity or (self.closing and not self.thread.is_alive()):
-                self.lost += 1
-                return False
-            self.buffer.append(record)
-            self.cond.notify_all()
-        return True
-
-    def close(self, deadline: float | None = None) -> None:
-        """No more records will come: write what is buffered until ``deadline`` (monotonic), then close."""
-        with self.cond:
-            self.closing = True
-            if deadline is not None and (self.deadline is None or deadline < self.deadline):
-                self.deadline = deadline
-            self.cond.notify_all()
-
-    def _give_up(self) -> bool:
-        return self.abort.is_set() or (self.deadline is not None and time.monotonic() > self.deadline)
-
-    def _next_batch(self) -> list[Record] | None:
-        size = int(self.params.batch_size)
-        wait = float(self.params.batch_wait)
-        with self.cond:
-            while not self.buffer and not self.closing:
-                self.cond.wait(0.5)
-            if not self.buffer:
-                return None
-            if len(self.buffer) < size and not self.closing and wait > 0:
-                self.cond.wait(wait)
-            return list(itertools.islice(self.buffer, size))
-
-    def _run(self) -> None:
-        try:
-            self._write_loop()
-        except Exception as exc:  # a bug, not a sink failure: report it, never hide it
-            self.last_error = f"sink {self.ref!r} stopped by an internal error: {_error_text(exc)}"
-            logger.exception("%s", self.last_error)
-            with self.cond:
-                self.state = "failed"
-                self.lost += len(self.buffer)
-                self.buffer.clear()
-                self.cond.notify_all()
-
-    def _write_loop(self) -> None:
-        backoff = _Backoff(float(self.params.retry_initial), float(self.params.retry_max))
-        opened = False
-        failures_in_a_row = 0
-        try:
-            while True:
-                batch = self._next_batch()
-                if batch is None:
-                    break
-                if self._give_up():
-                    with self.cond:
-                        self.lost += len(self.buffer)
-                        left = len(self.buffer)
-                        self.buffer.clear()
-                        self.cond.notify_all()
-                    logger.error("sink %r: gave up on %d buffered records at shutdown (%s)", self.ref, left, self.last_error)
-                    break
-                try:
-                    if not opened:
-                        self.state = "opening"
-                        self.sink.open(self.context)
-                        opened = True
-                        self.state = "running"
-                    self.sink.write(batch)
-                except Exception as exc:
-                    error = exc if isinstance(exc, SinkError) else SinkError(f"sink {self.ref!r} ({type(self.sink).__name__}) failed: {_error_text(exc)}")
-                    self.write_failures += 1
-                    failures_in_a_row += 1
-                    self.last_error = str(error)
-                    self.state = "retrying"
-                    if failures_in_a_row == 1 or failures_in_a_row % _LOG_EVERY == 0:
-                        logger.warning("%s; %d records buffered, retrying with backoff (failure %d in a row)", error, len(self.buffer), failures_in_a_row)
-                    if opened:
-                        self._close_sink()
-                        opened = False
-                    delay = backoff.next()
-                    if self.deadline is not None:
-                        delay = max(0.0, min(delay, self.deadline - time.monotonic()))
-                    self.abort.wait(delay)
-                    continue
-                if failures_in_a_row:
-                    logger.warning("sink %r: writing again after %d failed attempts", self.ref, failures_in_a_row)
-                failures_in_a_row = 0
-                backoff.reset()
-                self.state = "running"
-                with self.cond:
-                    for _ in batch:
-                        self.buffer.popleft()
-                    self.written += len(batch)
-                    for record in batch:
-                        self.written_by_source[record.source] += 1
-                    self.cond.notify_all()
-            if opened:
-                try:
-                    self.sink.flush()
-                except Exception as exc:
-                    self.last_error = f"flush failed: {_error_text(exc)}"
-                    logger.error("sink %r: %s", self.ref, self.last_error)
-        finally:
-            if opened:
-                self._close_sink()
-            self.state = "closed"
-            with self.cond:
-                self.cond.notify_all()
-
-    def _close_sink(self) -> None:
-        try:
-            self.sink.close()
-        except Exception as exc:  # close must not raise; keep going
-            logger.warning("sink %r: close failed: %s", self.ref, _error_text(exc))
-
-    def stats(self) -> dict[str, Any]:
-        with self.cond:
-            own = {}
-            try:
-                own = dict(self.sink.stats())
-            except Exception as exc:
-                own = {"error": _error_text(exc)}
-            return {
-                "state": self.state,
-                "buffered": len(self.buffer),
-                "written": self.written,
-                "write_failures": self.write_failures,
-                "lost": self.lost,
-                "last_error": self.last_error,
-                "sink": own,
-            }
-
-
-class _Stream:
-    """One running source: a reader thread, a bounded queue and a pump thread."""
-
-    def __init__(self, driver: SourceSinkDriver, ref: str, config: Source, sid: str) -> None:
-        self.driver = driver
-        self.ref = ref
-        self.config = config
-        self.sid = sid
-        self.source = copy.copy(config)
-        self.params = config.params
-        policy = str(self.params.drop)
-        self.policy = ("drop_oldest" if config.live else "block") if policy == "auto" else policy
-        self.stopped = threading.Event()
-        self.cond = threading.Condition()
-        self.queue: collections.deque[SourceItem] = collections.deque()
-        self.pending: collections.deque[_Pending] = collections.deque()
-        self.reader_done = False
-        self.submitting = 0
-        self.delivering = 0
-        self.state = "opening"
-        self.produced = 0
-        self.dropped = 0
-        self.processed = 0
-        self.failed = 0
-        self.errors = 0
-        self.last_error: str | None = None
-        self.reader = threading.Thread(target=self._read, name=f"rvai-source-{ref}", daemon=True)
-        self.pump = threading.Thread(target=self._pump, name=f"rvai-stream-{ref}", daemon=True)
-
-    def start(self) -> None:
-        self.reader.start()
-        self.pump.start()
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self._wake()
-
-    def _wake(self, *_: object) -> None:
-        with self.cond:
-            self.cond.notify_all()
-
-    # -- reader ------------------------------------------------------------------------
-
-    def _read(self) -> None:
-        backoff = _Backoff(float(self.params.retry_initial), float(self.params.retry_max))
-        context = SourceContext(
-            ref=self.ref,
-            inputs=self.driver._pipeline_inputs(),
-            stopped=self.stopped,
-            logger=logging.getLogger(f"rvai_sdk.sources.{self.ref}"),
-        )
-        try:
-            while not self.stopped.is_set():
-                try:
-                    self.state = "opening"
-                    self.source.open(context)
-                    self.state = "running"
-                    for item in self.source.items():
-                        self._offer(item)
-                        backoff.reset()
-                        if self.stopped.is_set():
-                            break
-                    else:
-                        if not self.stopped.is_set():
-                            self.state = "ended"
-                            return
-                except MissingExtraError as exc:  # retrying cannot install it: report once, end the stream
-                    self.errors += 1
-                    self.last_error = f"source {self.ref!r} ({type(self.source).__name__}) cannot run: {exc}"
-                    self.state = "failed"
-                    logger.error("%s", self.last_error)
-                    return
-                except Exception as exc:
-                    error = exc if isinstance(exc, SourceError) else SourceError(
-                        f"source {self.ref!r} ({type(self.source).__name__}) failed: {_error_text(exc)}"
-                    )
-                    self.errors += 1
-                    self.last_error = str(error)
-                    self.state = "retrying"
-                    delay = backoff.next()
-                    if self.errors == 1 or self.errors % _LOG_EVERY == 0:
-                        logger.warning("%s; reopening in %.1f s (error %d)", error, delay, self.errors)
-                    self._close_source()
-                    self.stopped.wait(delay)
-                else:
-                    self._close_source()
-        finally:
-            self._close_source()
-            if self.state not in ("ended", "failed"):
-                self.state = "stopped"
-            with self.cond:
-                self.reader_done = True
-                self.cond.notify_all()
-
-    def _close_source(self) -> None:
-        try:
-            self.source.close()
-        except Exception as exc:  # close must not raise; keep going
-            logger.warning("source %r: close failed: %s", self.ref, _error_text(exc))
-
-    def _offer(self, item: SourceItem) -> None:
-        capacity = int(self.params.buffer)
-        with self.cond:
-            self.produced += 1
-            if self.policy == "keep_latest":
-                self.dropped += len(self.queue)
-                self.queue.clear()
-            elif self.policy == "drop_oldest":
-                while len(self.queue) >= capacity:
-                    self.queue.popleft()
-                    self.dropped += 1
-            else:
-                while len(self.queue) >= capacity and not self.stopped.is_set():
-                    self.cond.wait(0.25)
-                if self.stopped.is_set():
-                    self.dropped += 1
-                    return
-            self.queue.append(item)
-            self.cond.notify_all()
-
-    # -- pump --------------------------------------------------------------------------
-
-    def _pump(self) -> None:
-        try:
-            self._pump_loop()
-        except Exception as exc:  # a bug, not a source or sink failure: report it, never hide it
-            self.state = "failed"
-            self.last_error = f"stream {self.ref!r} stopped by an internal error: {_error_text(exc)}"
-            logger.exception("source %r: %s", self.ref, self.last_error)
-            self.stopped.set()
-
-    def _pump_loop(self) -> None:
-        window = int(self.params.max_in_flight)
-        while True:
-            submit: list[SourceItem] = []
-            done: list[_Pending] = []
-            with self.cond:
-                while True:
-                    if self.stopped.is_set() and self.queue:
-                        self.dropped += len(self.queue)  # produced, never accepted
-                        self.queue.clear()
-                        self.cond.notify_all()
-                    while self.queue and len(self.pending) + len(submit) < window:
-                        submit.append(self.queue.popleft())
-                    self.submitting = len(submit)  # counted as in flight from here on
-                    while self.pending and self.pending[0].future.done():
-                        done.append(self.pending.popleft())
-                    self.delivering = len(done)  # still in flight until handed to the sinks
-                    if submit or done:
-                        self.cond.notify_all()
-                        break
-                    if not self.pending and not self.queue and (self.reader_done or self.stopped.is_set()):
-                        return
-                    if self.pending and self.driver._abort.is_set():
-                        self._abandon()
-                        continue
-                    self.cond.wait(0.5)
-            for item in submit:
-                self._submit(item)
-            for request in done:
-                self._deliver(request)
-
-    def _submit(self, item: SourceItem) -> None:
-        sid = item.sid or self.sid
-        try:
-            future = self.driver._require_inference().predict(item.inputs, sid)
-        except Exception as exc:  # bad inputs, unreachable process: this item fails, the stream goes on
-            future = Future()
-            future.set_exception(exc)
-        request = _Pending(item, sid, future)
-        with self.cond:
-            self.pending.append(request)
-            self.submitting -= 1
-        future.add_done_callback(self._wake)
-
-    def _abandon(self) -> None:
-        """At shutdown past the drain deadline: count requests still in flight as failed."""
-        while self.pending:
-            self.pending.popleft()
-            self.failed += 1
-
-    def _deliver(self, request: _Pending) -> None:
-        item = request.item
-        error: str | None = None
-        outputs: Mapping[str, Any] = {}
-        try:
-            outputs = request.future.result()
-        except Exception as exc:
-            error = _error_text(exc)
-            self.failed += 1
-            if self.failed == 1 or self.failed % _LOG_EVERY == 0:
-                logger.warning("source %r: request %d (sid %r) failed (%d so far): %s", self.ref, item.index, request.sid, self.failed, error)
-        else:
-            self.processed += 1
-        record = Record(
-            source=self.ref,
-            sid=request.sid,
-            index=item.index,
-            timestamp=item.timestamp,
-            outputs=outputs,
-            inputs=item.inputs if self.driver._keep_inputs else None,
-            status=COMPLETE if error is None else FAILED,
-            error=error,
-        )
-        for outlet in self.driver._outlets_for(self.ref):
-            outlet.put(record)
-        with self.cond:
-            self.delivering -= 1
-
-    def stats(self) -> dict[str, Any]:
-        try:
-            own = dict(self.source.stats())
-        except Exception as exc:
-            own = {"error": _error_text(exc)}
-        with self.cond:
-            return {
-                "sid": self.sid,
-                "state": self.state,
-                "policy": self.policy,
-                "produced": self.produced,
-                "queued": len(self.queue),
-                "in_flight": len(self.pending) + self.submitting + self.delivering,
-                "processed": self.processed,
-                "failed": self.failed,
-                "dropped": self.dropped,
-                "errors": self.errors,
-                "last_error": self.last_error,
-                "source": own,
-            }
+    def outlets_for(self, source: str) -> tuple[Outlet, ...]:
+        return self.routes.get(source) or self.routes.get("", ())
 
 
 class SourceSinkDriver(PipelineDriver):
@@ -543,7 +150,11 @@ class SourceSinkDriver(PipelineDriver):
     order; a live source drops items by its drop policy rather than queueing without
     bound; a sink that cannot write keeps a bounded buffer and retries with backoff,
     and when the buffer is full the streams wait. A failing source or sink is retried
-    and reported in :meth:`stats`; it never stops the other streams.
+    and reported in :meth:`stats`; it never stops the other streams. A record a sink
+    refuses as data is dead-lettered and the rest is written; while the inference
+    process cannot be reached the streams wait and then send again; a stream starts
+    after what its sinks hold (see the streaming guide: exactly-once into databases,
+    at-least-once into MQTT and HTTP).
 
     Sources and sinks are configuration objects that open only inside :meth:`run`,
     so the driver can be built in another process. They are kept in the driver's
@@ -575,14 +186,11 @@ class SourceSinkDriver(PipelineDriver):
         super().__init__(parameters)
         self._lock = threading.RLock()
         self._edit_lock = threading.Lock()
-        self._inference: RestrictedInferenceProcess | None = None
-        self._streams: dict[str, _Stream] = {}
-        self._outlets: dict[str, _Outlet] = {}
-        self._retired_streams: list[_Stream] = []
-        self._retired_outlets: list[_Outlet] = []
-        self._routes: dict[str, tuple[_Outlet, ...]] = {}
-        self._keep_inputs = False
-        self._abort = threading.Event()
+        self._wiring = _Wiring()
+        self._streams: dict[str, Stream] = {}
+        self._outlets: dict[str, Outlet] = {}
+        self._retired_streams: list[Stream] = []
+        self._retired_outlets: list[Outlet] = []
         for ref, source in (sources or {}).items():
             self.add_source(ref=ref, source=source)
         for ref, sink in (sinks or {}).items():
@@ -716,42 +324,32 @@ class SourceSinkDriver(PipelineDriver):
     def run(self, inference: RestrictedInferenceProcess, resources: DriverResources) -> None:
         """Run every stream and sink until :meth:`stop`, then drain within ``drain_timeout``."""
         with self._lock:
-            self._inference = inference
+            self._wiring.inference = inference
         try:
             self._reconcile()
             self.wait_stopped()
         finally:
             self._shutdown()
 
-    def _require_inference(self) -> RestrictedInferenceProcess:
-        inference = self._inference
-        if inference is None:
-            raise DriverError("the SourceSinkDriver is not running")
-        return inference
-
-    def _pipeline_inputs(self) -> Mapping[str, Any]:
-        return self._require_inference().inputs
-
-    def _outlets_for(self, source: str) -> tuple[_Outlet, ...]:
-        return self._routes.get(source) or self._routes.get("", ())
-
     def _reconcile(self) -> None:
         with self._lock:
-            if self._inference is None or self.stopped.is_set():
+            wiring = self._wiring
+            if wiring.inference is None or self.stopped.is_set():
                 return
             params = self._current()
-            self._keep_inputs = bool(params.keep_inputs)
-            inference = self._inference
+            wiring.keep_inputs = bool(params.keep_inputs)
+            wiring.limit = None if params.limit is None else int(params.limit)
+            inference = wiring.inference
             for ref in list(self._outlets):
                 outlet = self._outlets[ref]
                 if params.sinks.get(ref) != outlet.config:
                     del self._outlets[ref]
                     self._retired_outlets.append(outlet)
-            started: list[_Outlet] = []
+            started: list[Outlet] = []
             for ref, sink in params.sinks.items():
                 if ref not in self._outlets:
                     context = SinkContext(ref=ref, outputs=inference.outputs, inputs=inference.inputs, stopped=self.stopped)
-                    outlet = _Outlet(ref, sink, context, self._abort)
+                    outlet = Outlet(ref, sink, context, wiring.abort)
                     self._outlets[ref] = outlet
                     started.append(outlet)
             self._route(params)
@@ -768,7 +366,7 @@ class SourceSinkDriver(PipelineDriver):
                     self._retired_streams.append(stream)
             for ref, source in params.sources.items():
                 if ref not in self._streams:
-                    stream = _Stream(self, ref, source, str(sids.get(ref, ref)))
+                    stream = Stream(wiring, ref, source, str(sids.get(ref, ref)))
                     self._streams[ref] = stream
                     stream.start()
             self._retired_streams = [s for s in self._retired_streams if s.pump.is_alive() or s.reader.is_alive()]
@@ -777,10 +375,10 @@ class SourceSinkDriver(PipelineDriver):
     def _route(self, params: SourceSinkDriverParameters) -> None:
         subscriptions: dict[str, Any] = {str(k): v for k, v in params.subscriptions.items()}
         everyone = tuple(o for ref, o in self._outlets.items() if ref not in subscriptions)
-        routes: dict[str, tuple[_Outlet, ...]] = {"": everyone}
+        routes: dict[str, tuple[Outlet, ...]] = {"": everyone}
         for ref in params.sources:
             routes[ref] = everyone + tuple(o for sink, o in self._outlets.items() if ref in subscriptions.get(sink, ()))
-        self._routes = routes
+        self._wiring.routes = routes
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + float(self._current().drain_timeout)
@@ -795,7 +393,7 @@ class SourceSinkDriver(PipelineDriver):
             outlet.close(deadline)
         for outlet in outlets:
             outlet.thread.join(max(0.0, deadline - time.monotonic()))
-        self._abort.set()  # past the deadline: waiting pumps and writers give up
+        self._wiring.abort.set()  # past the deadline: waiting pumps and writers give up
         for stream in streams:
             with stream.cond:
                 stream.cond.notify_all()
@@ -813,19 +411,32 @@ class SourceSinkDriver(PipelineDriver):
 
         Returns:
             ``{"sources": {ref: {"sid", "state", "policy", "produced", "queued", "in_flight",
-            "processed", "failed", "dropped", "written", "errors", "last_error", "source"}},
-            "sinks": {ref: {"state", "buffered", "written", "write_failures", "lost",
-            "last_error", "sink"}}}``; a source's ``written`` counts its records written by
-            every sink (a record written by two sinks counts twice), ``source``/``sink`` hold
-            the component's own counters (e.g. a camera's ``reconnects``).
+            "processed", "failed", "dropped", "unfinished", "resent", "skipped", "first_index",
+            "written", "present", "dead_lettered", "errors", "last_error", "source"}},
+            "sinks": {ref: {"state", "buffered", "written", "present", "dead_lettered",
+            "write_failures", "lost", "last_error", "sink"}}}``.
+
+            Per source: ``written`` counts its records newly stored by every sink (a record
+            written by two sinks counts twice), ``present`` those a sink found it already
+            held (not written again), ``dead_lettered`` those a sink rejected as data and
+            kept in its dead-letter place; ``unfinished`` items taken but cut off by a stop
+            (never written, not failed); ``resent`` requests sent again after the inference
+            process came back; ``skipped`` items a resumed replayable source passed over
+            because its sinks held them; ``first_index`` the index this run started at;
+            ``state`` is ``waiting`` while the inference process cannot be reached.
+            ``source``/``sink`` hold the component's own counters (e.g. a camera's ``reconnects``).
         """
         with self._lock:
             streams = dict(self._streams)
             outlets = dict(self._outlets)
         written: collections.Counter[str] = collections.Counter()
+        present: collections.Counter[str] = collections.Counter()
+        dead: collections.Counter[str] = collections.Counter()
         for outlet in outlets.values():
             with outlet.cond:
                 written.update(outlet.written_by_source)
+                present.update(outlet.present_by_source)
+                dead.update(outlet.dead_by_source)
         params = self._current()
         sids: dict[str, Any] = {str(k): v for k, v in params.sids.items()}
         sources: dict[str, Any] = {}
@@ -833,18 +444,86 @@ class SourceSinkDriver(PipelineDriver):
             stream = streams.get(ref)
             entry = stream.stats() if stream is not None else _pending_source(str(sids.get(ref, ref)))
             entry["written"] = written.get(ref, 0)
+            entry["present"] = present.get(ref, 0)
+            entry["dead_lettered"] = dead.get(ref, 0)
             sources[ref] = entry
         sinks = {ref: outlets[ref].stats() if ref in outlets else _pending_sink() for ref in params.sinks}
         return {"sources": sources, "sinks": sinks}
 
+    @staticmethod
+    def finished(stats: Mapping[str, Any]) -> bool:
+        """Whether a driver's ``stats()`` show every source ended and each of its results handed over by the sinks.
+
+        Example:
+            >>> SourceSinkDriver.finished({"sources": {}, "sinks": {}})
+            True
+        """
+        for entry in stats["sources"].values():
+            if entry["state"] not in ("ended", "failed") or entry["queued"] or entry["in_flight"]:
+                return False
+        return all(not sink["buffered"] for sink in stats["sinks"].values())
+
+    @staticmethod
+    def wait(
+        driver: _Observed,
+        timeout: float | None = None,
+        *,
+        interval: float = 0.1,
+        progress: Callable[[dict[str, Any]], object] | None = None,
+    ) -> dict[str, Any]:
+        """Wait until every source of a running driver ended and its results are written; the final counters.
+
+        A source ends at its end (a file), or after ``limit`` results (see
+        :class:`SourceSinkDriverParameters`); a live source without a limit never ends.
+
+        Args:
+            driver: the handle ``proc.add_driver(...)`` returned (or the driver itself).
+            timeout: seconds to wait at most (``None``: as long as it takes).
+            interval: seconds between looks at the counters.
+            progress: called with each look at the counters (e.g. to print a progress line).
+
+        Returns:
+            ``driver.stats()`` once :meth:`finished` holds.
+
+        Raises:
+            DriverError: the driver is not running (it failed or was stopped), or the
+                timeout passed first (the message shows each source's state and counts).
+
+        Example::
+
+            stream = proc.add_driver("clips", SourceSinkDriver, sources={"clip": VideoSource("clip.mp4")},
+                                     sinks={"db": DatabaseSink("sqlite:///frames.db")})
+            final = SourceSinkDriver.wait(stream, timeout=60)
+            final["sources"]["clip"]["written"]
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            stats = driver.stats()
+            if progress is not None:
+                progress(stats)
+            if SourceSinkDriver.finished(stats):
+                return stats
+            if deadline is not None and time.monotonic() >= deadline:
+                shown = "; ".join(
+                    f"{ref}: {e['state']}, {e['processed']} processed, {e['queued']} queued, {e['in_flight']} in flight, {e['written']} written"
+                    for ref, e in stats["sources"].items()
+                )
+                raise DriverError(f"the streams did not finish within {timeout} s ({shown}); give a longer timeout, or a limit")
+            time.sleep(interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic())))
+
+
+_SOURCE_COUNTERS = (
+    "produced", "queued", "in_flight", "processed", "failed", "dropped", "unfinished", "resent", "skipped",
+    "first_index", "written", "present", "dead_lettered", "errors",
+)
+_SINK_COUNTERS = ("buffered", "written", "present", "dead_lettered", "write_failures", "lost")
+
 
 def _pending_source(sid: str) -> dict[str, Any]:
     """The stats of a source that is configured but not started yet (the driver is starting)."""
-    counters = dict.fromkeys(("produced", "queued", "in_flight", "processed", "failed", "dropped", "errors"), 0)
-    return {"sid": sid, "state": "pending", "policy": None, **counters, "last_error": None, "source": {}}
+    return {"sid": sid, "state": "pending", "policy": None, **dict.fromkeys(_SOURCE_COUNTERS, 0), "last_error": None, "source": {}}
 
 
 def _pending_sink() -> dict[str, Any]:
     """The stats of a sink that is configured but not started yet."""
-    counters = dict.fromkeys(("buffered", "written", "write_failures", "lost"), 0)
-    return {"state": "pending", **counters, "last_error": None, "sink": {}}
+    return {"state": "pending", **dict.fromkeys(_SINK_COUNTERS, 0), "last_error": None, "sink": {}}

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.drivers import Record, Sink, SinkContext, SinkParameters
+from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters, WriteResult
+from rvai_sdk.drivers.sink import dead_letter_json
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, Enum, Float, FloatRange, Integer, IntegerRange, String, to_json, unwrap_optional
 
@@ -36,10 +37,22 @@ class DatabaseSink(Sink):
     retried batch never duplicates a row), ``sid``, ``timestamp``, ``status``,
     ``error``, one column per pipeline output (Integer, Float, String and Boolean
     outputs as SQL columns of that type, everything else as JSON), and ``inputs``
-    (JSON) when ``store_inputs`` is set. Rows are inserted in batches with
-    ``INSERT ... ON CONFLICT DO NOTHING``. When the database cannot be reached a write
-    raises :class:`~rvai_sdk.exc.SinkError` and the driver keeps the records buffered
-    and retries with backoff.
+    (JSON) when ``store_inputs`` is set; ``source`` and ``sid`` are unbounded text.
+    Rows are inserted in batches with ``INSERT ... ON CONFLICT DO NOTHING``; rows that
+    were already there are reported as ``present``, not ``written``.
+
+    When the database cannot be reached (a connection error, a timeout, a serialization
+    failure) a write raises :class:`~rvai_sdk.exc.SinkError` and the driver keeps the
+    records buffered and retries with backoff. When a row itself is refused (an integrity
+    or data error, a value that does not convert to its column) the write raises
+    :class:`~rvai_sdk.drivers.RecordError`: the driver writes the other rows and the
+    refused one goes to the dead-letter table ``<table>_dead_letter`` (``source``,
+    ``index``, ``sid``, ``timestamp``, ``error``, ``record`` as JSON), or to the JSON-lines
+    file of the ``dead_letter`` parameter when set.
+
+    The sink keeps positions: the highest index of a source in the table (or its
+    dead-letter table) is where a new run of that source continues (see
+    :attr:`~rvai_sdk.drivers.Sink.keeps_positions`): a database sink is exactly-once.
 
     Args:
         url: a SQLAlchemy database URL: ``sqlite:///results.db`` (the default, embedded),
@@ -55,6 +68,7 @@ class DatabaseSink(Sink):
     """
 
     parameters_class = DatabaseSinkParameters
+    keeps_positions = True
 
     def __init__(
         self,
@@ -107,9 +121,9 @@ class DatabaseSink(Sink):
                 sa.event.listen(self._engine, "connect", _sqlite_wal)
             metadata = sa.MetaData()
             columns = [
-                sa.Column("source", sa.String(255), primary_key=True),
+                sa.Column("source", sa.Text, primary_key=True),
                 sa.Column("index", sa.BigInteger, primary_key=True, autoincrement=False),
-                sa.Column("sid", sa.String(255), nullable=True),
+                sa.Column("sid", sa.Text, nullable=True),
                 sa.Column("timestamp", sa.Float(53), nullable=False),
                 sa.Column("status", sa.String(16), nullable=False),
                 sa.Column("error", sa.Text, nullable=True),
@@ -118,6 +132,18 @@ class DatabaseSink(Sink):
             if self.store_inputs:
                 columns.append(sa.Column("inputs", sa.JSON, nullable=True))
             self._table = sa.Table(self.table, metadata, *columns)
+            self._dead = None
+            if not str(self.params.dead_letter):
+                self._dead = sa.Table(
+                    f"{self.table}_dead_letter",
+                    metadata,
+                    sa.Column("source", sa.Text, primary_key=True),
+                    sa.Column("index", sa.BigInteger, primary_key=True, autoincrement=False),
+                    sa.Column("sid", sa.Text, nullable=True),
+                    sa.Column("timestamp", sa.Float(53), nullable=False),
+                    sa.Column("error", sa.Text, nullable=False),
+                    sa.Column("record", sa.JSON, nullable=False),
+                )
             metadata.create_all(self._engine, checkfirst=True)
             existing = {c["name"] for c in sa.inspect(self._engine).get_columns(self.table)}
             missing = [c.name for c in self._table.columns if c.name not in existing]
@@ -126,23 +152,26 @@ class DatabaseSink(Sink):
                     f"{self._where()}: the existing table lacks columns {', '.join(missing)} this pipeline writes; "
                     "drop it, migrate it, or give another table="
                 )
-            self._insert = self._make_insert()
+            self._insert = self._make_insert(self._table)
+            self._dead_insert = None if self._dead is None else self._make_insert(self._dead)
         except sa.exc.SQLAlchemyError as exc:
             self.close()
             raise SinkError(f"{self._where()}: cannot open: {_first_line(exc)}") from exc
 
-    def _make_insert(self) -> Any:
+    def _make_insert(self, table: Any) -> Any:
+        """An insert that skips rows already present and returns the keys of those it inserted (where the backend can)."""
         backend = self._engine.dialect.name
         if backend == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            return pg_insert(self._table).on_conflict_do_nothing(index_elements=["source", "index"])
+            return pg_insert(table).on_conflict_do_nothing(index_elements=["source", "index"]).returning(table.c.source, table.c.index)
         if backend == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            return sqlite_insert(self._table).on_conflict_do_nothing(index_elements=["source", "index"])
+            stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["source", "index"])
+            return stmt.returning(table.c.source, table.c.index) if self._engine.dialect.insert_executemany_returning else stmt
         if backend in ("mysql", "mariadb"):
-            return self._table.insert().prefix_with("IGNORE")
+            return table.insert().prefix_with("IGNORE")
         return None  # generic: plain inserts, row by row after a conflict
 
     def _row(self, record: Record) -> dict[str, Any]:
@@ -155,36 +184,127 @@ class DatabaseSink(Sink):
             "error": record.error,
         }
         for ref, tp in self._outputs.items():
-            row[ref] = _column_value(tp, record.outputs.get(ref))
+            try:
+                row[ref] = _column_value(tp, record.outputs.get(ref))
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise RecordError(
+                    f"{self._where()}: output {ref!r} of record {record.index} (source {record.source!r}) does not fit "
+                    f"its column: {type(exc).__name__}: {exc}"
+                ) from exc
         if self.store_inputs:
-            row["inputs"] = None if record.inputs is None else {k: to_json(v) for k, v in record.inputs.items()}
+            try:
+                row["inputs"] = None if record.inputs is None else {k: to_json(v) for k, v in record.inputs.items()}
+            except (TypeError, ValueError) as exc:
+                raise RecordError(f"{self._where()}: the inputs of record {record.index} have no JSON form: {exc}") from exc
         return row
 
-    def write(self, records: Sequence[Record]) -> None:
-        """Insert the records, ignoring rows already present.
+    def write(self, records: Sequence[Record]) -> WriteResult | None:
+        """Insert the records, skipping rows already present (reported as ``present``).
 
         Raises:
-            SinkError: the database failed; nothing of this batch is committed.
+            RecordError: a row is refused (integrity or data error, a value that does not
+                fit its column); nothing of this batch is committed.
+            SinkError: the database failed (connection, timeout...); nothing of this batch is committed.
         """
         sa = self._sa
         rows = [self._row(r) for r in records]
         try:
             if self._insert is not None:
                 with self._engine.begin() as conn:
-                    conn.execute(self._insert, rows)
-                return
+                    result = conn.execute(self._insert, rows)
+                    if not result.returns_rows:
+                        return None
+                    inserted = {(str(source), int(index)) for source, index in result.all()}
+                return WriteResult(present=[r for r in records if (r.source, r.index) not in inserted])
             try:
                 with self._engine.begin() as conn:
                     conn.execute(self._table.insert(), rows)
             except sa.exc.IntegrityError:
-                for row in rows:  # some rows exist already (a retried batch): insert the others
+                present = []
+                for record, row in zip(records, rows):  # some rows exist already (a retried batch): insert the others
                     try:
                         with self._engine.begin() as conn:
                             conn.execute(self._table.insert(), [row])
                     except sa.exc.IntegrityError:
-                        pass
+                        present.append(record)
+                return WriteResult(present=present)
         except sa.exc.SQLAlchemyError as exc:
-            raise SinkError(f"{self._where()}: write of {len(rows)} rows failed: {_first_line(exc)}") from exc
+            raise self._error(exc, f"write of {len(rows)} rows failed") from exc
+        except (OverflowError, TypeError, ValueError) as exc:  # the database driver could not bind a value
+            raise RecordError(f"{self._where()}: write of {len(rows)} rows failed: {type(exc).__name__}: {exc}") from exc
+        return None
+
+    def _error(self, exc: Any, what: str) -> SinkError:
+        """A :class:`RecordError` for what the rows caused (integrity, data, conversion), else a transient :class:`SinkError`."""
+        sa = self._sa
+        text = f"{self._where()}: {what}: {_first_line(exc)}"
+        transient = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.InternalError, sa.exc.TimeoutError, sa.exc.DisconnectionError)
+        if isinstance(exc, transient) or getattr(exc, "connection_invalidated", False):
+            return SinkError(text)
+        if isinstance(exc, (sa.exc.IntegrityError, sa.exc.DataError)):
+            return RecordError(text)
+        if isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
+            return RecordError(text)  # a value the driver could not bind (e.g. no JSON form)
+        return SinkError(text)
+
+    def position(self, source: str) -> int | None:
+        """The highest index of ``source`` in the table and its dead-letter table (``None``: none).
+
+        Raises:
+            SinkError: the database cannot be read.
+        """
+        sa = self._sa
+        try:
+            with self._engine.connect() as conn:
+                found = [conn.execute(sa.select(sa.func.max(self._table.c["index"])).where(self._table.c.source == source)).scalar()]
+                if self._dead is not None:
+                    found.append(conn.execute(sa.select(sa.func.max(self._dead.c["index"])).where(self._dead.c.source == source)).scalar())
+        except sa.exc.SQLAlchemyError as exc:
+            raise SinkError(f"{self._where()}: cannot read the position of source {source!r}: {_first_line(exc)}") from exc
+        held = [int(i) for i in found if i is not None]
+        return max(held) if held else None
+
+    def dead_letter(self, failures: Sequence[tuple[Record, str]]) -> None:
+        """Keep refused records in ``<table>_dead_letter`` (or the ``dead_letter`` file when set).
+
+        Raises:
+            SinkError: they cannot be kept (the driver retries).
+        """
+        if self._dead is None:
+            super().dead_letter(failures)
+            return
+        sa = self._sa
+        ref = self.context.ref
+        rows = []
+        for record, error in failures:
+            letter = dead_letter_json(record, error, sink=ref)
+            rows.append(
+                {
+                    "source": _text(record.source),
+                    "index": record.index,
+                    "sid": None if record.sid is None else _text(record.sid),
+                    "timestamp": record.timestamp,
+                    "error": _text(error),
+                    "record": _json_safe(letter),
+                }
+            )
+        try:
+            with self._engine.begin() as conn:
+                if self._dead_insert is not None:
+                    conn.execute(self._dead_insert, rows)
+                else:
+                    for row in rows:
+                        try:
+                            with conn.begin_nested():
+                                conn.execute(self._dead.insert(), [row])
+                        except sa.exc.IntegrityError:
+                            pass
+        except sa.exc.SQLAlchemyError as exc:
+            refused = self._error(exc, f"cannot write {len(rows)} dead letters to {self._dead.name!r}")
+            if not isinstance(refused, RecordError):
+                raise refused from exc
+            self.context.logger.error("%s; keeping them in the dead-letter file instead", refused)
+            super().dead_letter(failures)  # the table refuses them too: a file takes anything
 
     def close(self) -> None:
         """Dispose of the connection pool."""
@@ -195,6 +315,18 @@ class DatabaseSink(Sink):
                 engine.dispose()
             except Exception:
                 pass
+
+
+def _text(value: str) -> str:
+    """A string any database's text column takes (NUL characters, which PostgreSQL refuses, shown as ``\\x00``)."""
+    return value.replace("\x00", "\\x00")
+
+
+def _json_safe(obj: Any) -> Any:
+    """``obj`` through a JSON round trip: anything without a JSON form as its text, NUL characters as ``\\x00``."""
+    import json
+
+    return json.loads(json.dumps(obj, default=str).replace("\\u0000", "\\\\x00"))
 
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.drivers import Record, Sink, SinkContext, SinkParameters
+from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange
 
@@ -35,10 +35,14 @@ class HttpCallbackSink(Sink):
     """POSTs each record (``Record.to_json()``: source, sid, index, timestamp, status
     ``complete``/``failed``, outputs, error) as JSON to a URL template.
 
-    The template takes ``{source}``, ``{sid}``, ``{index}`` and ``{status}``. Any answer
-    but a 2xx fails the write, which the driver retries with backoff while it buffers
-    (and then holds back the sources): a receiver that stays down shows in the driver's
-    stats and logs, and nothing is dropped. Records a receiver already accepted are not
+    The template takes ``{source}``, ``{sid}``, ``{index}`` and ``{status}``. A 5xx, 408
+    or 429 answer, a timeout or a refused connection fails the write, which the driver
+    retries with backoff while it buffers (and then holds back the sources): a receiver
+    that stays down shows in the driver's stats and logs, and nothing is dropped. Any
+    other 4xx answer means the receiver refuses that record
+    (:class:`~rvai_sdk.drivers.RecordError`): the driver sends the others and
+    dead-letters it (the ``dead_letter`` file parameter, by default
+    ``rvai_dead_letter_<sink ref>.jsonl``). Delivery is at-least-once. Records a receiver already accepted are not
     sent again when the rest of their batch is retried; still, deduplicate on
     ``(source, index)`` if the receiver can answer after a client timeout.
 
@@ -96,6 +100,8 @@ class HttpCallbackSink(Sink):
         except self._httpx.HTTPError as exc:
             raise SinkError(f"{self._where()}: POST {url} failed: {type(exc).__name__}: {exc}") from exc
         self._posts += 1
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            raise RecordError(f"{self._where()}: POST {url} answered {response.status_code} {response.reason_phrase}: {response.text[:200]}")
         if not response.is_success:
             raise SinkError(f"{self._where()}: POST {url} answered {response.status_code} {response.reason_phrase}: {response.text[:200]}")
 
@@ -103,9 +109,16 @@ class HttpCallbackSink(Sink):
         """POST the records (skipping those a previous attempt of this batch delivered).
 
         Raises:
-            SinkError: the receiver cannot be reached or answered other than 2xx.
+            RecordError: the receiver refused a record (a 4xx other than 408/429), or it has no JSON form.
+            SinkError: the receiver cannot be reached, timed out, or answered 5xx/408/429.
         """
         todo = [r for r in records if (r.source, r.index) not in self._delivered]
+        for record in todo:
+            try:
+                self.url_for(record)
+                record.to_json(inputs=self.inputs)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise RecordError(f"{self._where()}: record {record.index} of source {record.source!r} cannot be sent: {type(exc).__name__}: {exc}") from exc
         if bool(self.params.batch):
             by_url: dict[str, list[Record]] = {}
             for record in todo:
@@ -117,7 +130,7 @@ class HttpCallbackSink(Sink):
             for record in todo:
                 self._post(self.url_for(record), record.to_json(inputs=self.inputs))
                 self._delivered.add((record.source, record.index))
-        self._delivered.clear()  # the whole batch is delivered: the driver will not retry it
+        self._delivered.difference_update((r.source, r.index) for r in records)  # delivered: the driver will not retry these
 
     def close(self) -> None:
         """Close the HTTP client (idempotent)."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.drivers import Record, Sink, SinkContext, SinkParameters
+from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange, IntegerRange
 
@@ -45,8 +45,12 @@ class MqttSink(Sink):
     The template takes ``{source}``, ``{sid}``, ``{index}`` and ``{status}``, e.g.
     ``"results/{source}"``. A batch counts as written once the broker acknowledged every
     message (QoS 1 and 2); otherwise the write fails and the driver retries it, so a
-    subscriber may see a message twice after a broker outage: deduplicate on
-    ``(source, index)``.
+    subscriber may see a message twice after a broker outage (at-least-once):
+    deduplicate on ``(source, index)``. A record that cannot be published as it is (no
+    JSON form, a topic the broker refuses such as one with ``+`` or ``#``, a payload
+    too large) is a :class:`~rvai_sdk.drivers.RecordError`: the driver publishes the
+    others and dead-letters it (the ``dead_letter`` file parameter, by default
+    ``rvai_dead_letter_<sink ref>.jsonl``).
 
     Args:
         topic: the topic template.
@@ -144,10 +148,9 @@ class MqttSink(Sink):
             raise SinkError(f"{self._where()}: not connected to the broker")
         qos, retain = int(self.params.qos), bool(self.params.retain)
         deadline = time.monotonic() + float(self.params.publish_timeout)
+        messages = [self._message(r) for r in records]
         try:
-            infos = [
-                client.publish(self.topic_for(r), json.dumps(r.to_json(inputs=self.inputs)), qos=qos, retain=retain) for r in records
-            ]
+            infos = [client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages]
             for info in infos:
                 info.wait_for_publish(max(0.0, deadline - time.monotonic()))
                 if not info.is_published():
@@ -155,6 +158,21 @@ class MqttSink(Sink):
         except (RuntimeError, ValueError, OSError) as exc:
             raise SinkError(f"{self._where()}: publishing failed: {type(exc).__name__}: {exc}") from exc
         self._published += len(records)
+
+    def _message(self, record: Record) -> tuple[str, str]:
+        """The topic and JSON payload of a record.
+
+        Raises:
+            RecordError: the record has no JSON form, or its topic is not one a broker takes.
+        """
+        try:
+            topic = self.topic_for(record)
+            payload = json.dumps(record.to_json(inputs=self.inputs))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise RecordError(f"{self._where()}: record {record.index} of source {record.source!r} cannot be published: {type(exc).__name__}: {exc}") from exc
+        if not topic or "+" in topic or "#" in topic or "\x00" in topic or len(topic.encode()) > 65535:
+            raise RecordError(f"{self._where()}: record {record.index} of source {record.source!r} has the invalid topic {topic!r}")
+        return topic, payload
 
     def close(self) -> None:
         """Disconnect from the broker (idempotent)."""

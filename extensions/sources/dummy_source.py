@@ -66,6 +66,11 @@ class DummySource(Source):
         """As the ``live`` parameter says."""
         return bool(self.params.live)
 
+    @property
+    def replayable(self) -> bool:
+        """Only with a ``seed`` (and not ``live``): then every run yields the same items."""
+        return self.params.seed is not None and not self.live
+
     def open(self, context: SourceContext) -> None:
         """Check the format against the pipeline's inputs.
 

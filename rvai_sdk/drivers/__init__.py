@@ -10,7 +10,7 @@ from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver, service_re
 
 __all__ = ["PipelineDriver", "DriverParameters", "service_record"]
 
-from rvai_sdk.drivers.sink import Record, Sink, SinkContext, SinkMap, SinkParameters  # noqa: E402
+from rvai_sdk.drivers.sink import Record, RecordError, Sink, SinkContext, SinkMap, SinkParameters, WriteResult  # noqa: E402
 from rvai_sdk.drivers.source import (  # noqa: E402
     Source,
     SourceContext,
@@ -20,4 +20,4 @@ from rvai_sdk.drivers.source import (  # noqa: E402
 )
 
 __all__ += ["Source", "SourceItem", "SourceContext", "SourceParameters", "SourceMap"]
-__all__ += ["Sink", "Record", "SinkContext", "SinkParameters", "SinkMap"]
+__all__ += ["Sink", "Record", "RecordError", "WriteResult", "SinkContext", "SinkParameters", "SinkMap"]

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -28,10 +31,21 @@ import attrs
 from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.drivers.source import ComponentMap, Configurable
+from rvai_sdk.exc import SinkError
 from rvai_sdk.pipeline.graph import InputSpec, OutputSpec
-from rvai_sdk.types import Boolean, FloatRange, IntegerRange, to_json
+from rvai_sdk.types import Boolean, FloatRange, IntegerRange, String, to_json
 
-__all__ = ["Sink", "Record", "SinkContext", "SinkParameters", "SinkMap", "COMPLETE", "FAILED"]
+__all__ = [
+    "Sink",
+    "Record",
+    "RecordError",
+    "WriteResult",
+    "SinkContext",
+    "SinkParameters",
+    "SinkMap",
+    "COMPLETE",
+    "FAILED",
+]
 
 COMPLETE = "complete"
 """The status of a record whose request succeeded."""
@@ -71,6 +85,40 @@ class SinkParameters(DriverParameters):
     failed: Boolean = DriverParameters.field(
         name="Write failures", description="Also write records of failed requests", default=Boolean(True)
     )
+    dead_letter: String = DriverParameters.field(
+        name="Dead letters",
+        description="A JSON-lines file for records the sink rejects as data (empty: the sink's own place)",
+        default=String(""),
+    )
+
+
+class RecordError(SinkError):
+    """A write failed because of the records themselves (a data failure), not the connection.
+
+    Raise it from :meth:`Sink.write` for an integrity or type error, a value too long,
+    an HTTP 4xx answer...: retrying the same records cannot help. The driver then
+    narrows the batch down to the record(s) at fault, writes the others, and hands the
+    bad ones to :meth:`Sink.dead_letter` with the error. Any other exception from
+    ``write`` counts as transient (connection, timeout, 5xx) and the batch is retried
+    with backoff.
+
+    Example:
+        >>> isinstance(RecordError("value too long for column sid"), SinkError)
+        True
+    """
+
+
+@attrs.frozen
+class WriteResult:
+    """What :meth:`Sink.write` may return: which records the sink already held.
+
+    Attributes:
+        present: the records of the batch that were already stored (a replayed or
+            retried record) and so were not written again; the driver counts them
+            as ``present``, apart from ``written``.
+    """
+
+    present: Sequence[Record] = ()
 
 
 @attrs.frozen
@@ -152,16 +200,26 @@ class Sink(Configurable, abc.ABC):
     driver; :meth:`write` is then called from one thread with batches in source order
     (per source); a write that raises is retried with the same records after
     :meth:`close` and a new :meth:`open`, with backoff, so a write must be idempotent
-    for records keyed by ``(source, index)``. When the driver stops it writes what is
-    buffered (for a bounded time), calls :meth:`flush`, then :meth:`close`.
+    for records keyed by ``(source, index)``. A write that raises :class:`RecordError`
+    is not retried as it is: the driver splits the batch until it finds the records at
+    fault, writes the rest and passes those to :meth:`dead_letter`. When the driver
+    stops it writes what is buffered (for a bounded time), calls :meth:`flush`, then
+    :meth:`close`.
+
+    A sink that can say which records it holds (:attr:`keeps_positions`, e.g. a
+    database table) lets the driver continue a stream where it stopped: a new run of
+    a live source numbers on after the last index held, and a replayable source (a
+    file) skips what is already written instead of inferring it again.
 
     Attributes:
         parameters_class: the :class:`SinkParameters` subclass this sink takes.
         params: its parameters.
+        keeps_positions: whether :meth:`position` reads what the sink holds.
     """
 
     parameters_class: ClassVar[type[Parameters]] = SinkParameters
     params: Any
+    keeps_positions: ClassVar[bool] = False
 
     def open(self, context: SinkContext) -> None:
         """Connect, create tables...; keep ``context``.
@@ -172,12 +230,53 @@ class Sink(Configurable, abc.ABC):
         self.context = context
 
     @abc.abstractmethod
-    def write(self, records: Sequence[Record]) -> None:
+    def write(self, records: Sequence[Record]) -> WriteResult | None:
         """Write one batch durably, or raise.
 
+        Returns:
+            ``None`` when every record was written, or a :class:`WriteResult` naming the
+            records that were already stored (they count as ``present``, not ``written``).
+
         Raises:
-            SinkError: nothing or part of the batch was written; the driver retries all of it.
+            RecordError: a record of the batch cannot be written as it is (data failure):
+                the driver narrows the batch and dead-letters the bad record(s).
+            SinkError: nothing or part of the batch was written (transient failure); the
+                driver retries all of it with backoff.
         """
+
+    def position(self, source: str) -> int | None:
+        """The highest index this sink holds for ``source`` (written or dead-lettered).
+
+        Called by the driver when a stream starts, for sinks with :attr:`keeps_positions`.
+
+        Returns:
+            The index, or ``None`` when the sink holds nothing of that source.
+
+        Raises:
+            SinkError: it cannot be read now (the driver retries with backoff).
+        """
+        return None
+
+    def dead_letter(self, failures: Sequence[tuple[Record, str]]) -> None:
+        """Keep records the sink rejected as data, each with its error, where a person can look.
+
+        By default each becomes one JSON line (the record's JSON form plus ``error``,
+        ``sink`` and ``at``) appended to the ``dead_letter`` parameter's file, or to
+        ``rvai_dead_letter_<sink ref>.jsonl`` in the working directory.
+
+        Raises:
+            SinkError: the dead-letter place cannot be written (the driver retries).
+        """
+        ref = getattr(getattr(self, "context", None), "ref", "sink")
+        path = str(self.params.dead_letter) or f"rvai_dead_letter_{ref}.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                for record, error in failures:
+                    f.write(json.dumps(dead_letter_json(record, error, sink=ref), default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise SinkError(f"sink {ref!r}: cannot write dead letters to {path}: {exc}") from exc
 
     def flush(self) -> None:
         """Push out anything :meth:`write` left buffered; nothing by default."""
@@ -188,6 +287,33 @@ class Sink(Configurable, abc.ABC):
     def stats(self) -> dict[str, Any]:
         """The sink's own counters; empty by default."""
         return {}
+
+
+def dead_letter_json(record: Record, error: str, *, sink: str) -> dict[str, Any]:
+    """The JSON form of a dead-lettered record: the record (inputs too, when kept) with ``error``, ``sink`` and ``at``.
+
+    Values that have no JSON form are kept as their ``repr`` so the letter can always be written.
+
+    Example:
+        >>> letter = dead_letter_json(Record(source="s", sid="s", index=1, timestamp=0.0, outputs={}), "bad", sink="db")
+        >>> letter["error"], letter["index"]
+        ('bad', 1)
+    """
+    try:
+        obj = record.to_json(inputs=True)
+    except Exception:  # the very reason it is dead-lettered may be an output without a JSON form
+        obj = {
+            "source": record.source,
+            "sid": record.sid,
+            "index": record.index,
+            "timestamp": record.timestamp,
+            "status": record.status,
+            "outputs": {ref: repr(value) for ref, value in record.outputs.items()},
+        }
+    obj["error"] = error
+    obj["sink"] = sink
+    obj["at"] = time.time()
+    return obj
 
 
 class SinkMap(ComponentMap):

@@ -67,6 +67,9 @@ class SourceParameters(DriverParameters):
             (results still reach the sinks in source order).
         retry_initial: seconds before the first retry after the source failed.
         retry_max: the longest wait between retries (the wait doubles each time).
+        give_up: seconds an item waits for an unreachable inference process (down or
+            restarting) before it is written as failed; ``0`` (the default) waits as long
+            as it takes, and items already taken are sent again once it is back.
     """
 
     drop: Enum[String] = DriverParameters.field(
@@ -85,6 +88,11 @@ class SourceParameters(DriverParameters):
     )
     retry_max: FloatRange = DriverParameters.field(
         name="Longest retry delay", description="Upper bound of the doubling retry delay", default=FloatRange(5.0, min=0.0, max=3600.0)
+    )
+    give_up: FloatRange = DriverParameters.field(
+        name="Give up after",
+        description="Seconds an item waits for an unreachable inference process before it fails (0: wait)",
+        default=FloatRange(0.0, min=0.0, max=1e7),
     )
 
 
@@ -215,6 +223,17 @@ class Source(Configurable, abc.ABC):
     def live(self) -> bool:
         """Whether the source produces at its own pace and cannot wait (a camera); ``False`` by default."""
         return False
+
+    @property
+    def replayable(self) -> bool:
+        """Whether every open yields the same items under the same indexes (a file); default: not :attr:`live`.
+
+        The driver uses it when a stream starts on a sink that keeps positions: a
+        replayable source skips the items its sinks already hold (it resumes, so no
+        item is inferred twice); any other source numbers its items on after them (a
+        new run never collides with an old run's records).
+        """
+        return not self.live
 
     def open(self, context: SourceContext) -> None:
         """Acquire what :meth:`items` needs (connections, decoders); keep ``context``.

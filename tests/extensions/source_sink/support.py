@@ -71,12 +71,19 @@ class FrameCount(State):
     n: Integer = State.field(default=Integer(0))
 
 
+@dataclass
+class Pace(Parameters):
+    seconds: Float = Parameters.field(default=Float(0.0))
+
+
 @cell(state=FrameCount)
 class Brightness(Cell):
-    """Mean brightness of a frame, and a per-stream frame counter."""
+    """Mean brightness of a frame, and a per-stream frame counter; ``seconds`` per frame (0 by default)."""
 
     @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: FrameIn) -> FrameOut:
+    def call(cls, context: InferenceContext, parameters: Pace, inputs: FrameIn) -> FrameOut:
+        if float(parameters.seconds):
+            time.sleep(float(parameters.seconds))
         context.state.n = Integer(context.state.n + 1)
         return FrameOut(brightness=float(np.asarray(inputs.frame).mean()), count=context.state.n)
 
@@ -224,3 +231,29 @@ class NeedsExtraSource(Source):
 
     def items(self) -> Iterator[SourceItem]:
         return iter(())
+
+
+@dataclass
+class CountOut(Outputs):
+    y: Integer = Outputs.field()
+    count: Integer = Outputs.field(description="Requests seen on this stream")
+
+
+@cell(state=FrameCount)
+class PacedCount(Cell):
+    """Echo x and count the stream's requests, taking ``seconds`` per request."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Pace, inputs: XIn) -> CountOut:
+        time.sleep(float(parameters.seconds))
+        context.state.n = Integer(context.state.n + 1)
+        return CountOut(y=inputs.x, count=context.state.n)
+
+
+def paced_count_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="paced-count")
+    c = pf.add_cell(ref="c", cell=PacedCount())
+    pf.declare_input(ref="x", input=c.inputs.x)
+    pf.declare_output(ref="y", output=c.outputs.y)
+    pf.declare_output(ref="count", output=c.outputs.count)
+    return pf.build()

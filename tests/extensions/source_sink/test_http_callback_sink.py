@@ -26,7 +26,8 @@ pytestmark = pytest.mark.timeout(90)
 class Receiver:
     """An HTTP server collecting POSTed JSON; answers 503 to the first ``refuse`` requests."""
 
-    def __init__(self, port: int, refuse: int = 0) -> None:
+    def __init__(self, port: int, refuse: int = 0, reject: int | None = None) -> None:
+        """``reject``: answer 422 to every POST holding the record with this index (a record the receiver refuses)."""
         self.posts: list[tuple[str, Any]] = []
         self.refused = 0
         self.lock = threading.Lock()
@@ -35,8 +36,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                held = body if isinstance(body, list) else [body]
                 with receiver.lock:
-                    if receiver.refused < refuse:
+                    if reject is not None and any(r["index"] == reject for r in held):
+                        code = 422
+                    elif receiver.refused < refuse:
                         receiver.refused += 1
                         code = 503
                     else:
@@ -107,6 +111,32 @@ def test_every_record_arrives_once_after_the_receiver_was_down(runtime: Runtime,
     statuses = {r["status"] for r in records}
     assert statuses == {"complete", "failed"} and all("negative input" in r["error"] for r in records if r["status"] == "failed")
     assert final["sinks"]["http"]["lost"] == 0 and receiver.refused == 3
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["per-record", "batched"])
+def test_a_record_the_receiver_refuses_is_dead_lettered_and_the_rest_is_delivered(
+    port: int, batch: bool, tmp_path: Any
+) -> None:
+    from rvai_sdk.runtime import init
+    from tests.extensions.source_sink.support import read_jsonl
+
+    letters = str(tmp_path / "dead.jsonl")
+    sink = HttpCallbackSink(
+        f"http://127.0.0.1:{port}/cb/{{source}}",
+        params={"batch": batch, "batch_size": 8, "retry_initial": 0.02, "retry_max": 0.2, "dead_letter": letters},
+    )
+    receiver = Receiver(port, reject=5)
+    try:
+        with init("local") as rt, rt.start_inference(Inference(pipeline=single(FailNegative))) as proc:
+            handle = proc.add_driver("cb", SourceSinkDriver, sources={"cam": counting(20)}, sinks={"http": sink})
+            final = SourceSinkDriver.wait(handle, timeout=60)
+    finally:
+        receiver.close()
+    assert sorted(r["index"] for r in receiver.records()) == [i for i in range(20) if i != 5]
+    dead = read_jsonl(letters)
+    assert [d["index"] for d in dead] == [5] and "422" in dead[0]["error"] and dead[0]["sink"] == "http"
+    assert final["sources"]["cam"]["dead_lettered"] == 1 and final["sources"]["cam"]["written"] == 19
+    assert final["sinks"]["http"]["lost"] == 0
 
 
 def test_url_template_is_checked_when_made() -> None:

@@ -104,3 +104,30 @@ def test_an_unreachable_broker_is_a_clear_error() -> None:
         MqttSink("r/{source}", port=port).open(SinkContext(ref="k", outputs=single(Count).outputs))
     with pytest.raises(SinkError, match="may use only"):
         MqttSink("r/{camera}")
+
+
+def test_a_record_the_broker_cannot_take_is_dead_lettered_and_the_rest_is_published(
+    mqtt_broker: tuple[str, int], subscriber: tuple[Subscriber, str], tmp_path: Any
+) -> None:
+    from rvai_sdk.runtime import init
+    from tests.extensions.source_sink.support import read_jsonl
+
+    host, port = mqtt_broker
+    sub, base = subscriber
+    letters = str(tmp_path / "dead.jsonl")
+    source = MqttSource(f"{base}/in", host=host, port=port, sid_field="device")
+    sink = MqttSink(f"{base}/out/{{sid}}", host=host, port=port, params={"dead_letter": letters, "retry_initial": 0.01})
+    with init("local") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver("mqtt", SourceSinkDriver, sources={"sensors": source}, sinks={"broker": sink})
+        wait_until(lambda: handle.stats()["sources"]["sensors"]["source"].get("subscribed"), what="the source to subscribe")
+        for i in range(12):  # a '+' in a topic name is a wildcard: no broker takes it
+            sub.publish(f"{base}/in", json.dumps({"x": i, "device": "gate+3" if i == 4 else "gate-1"}))
+        stats = wait_until(
+            lambda: (s := handle.stats())["sources"]["sensors"]["written"] + s["sources"]["sensors"]["dead_lettered"] == 12 and s,
+            what="12 records handled", explain=handle.stats,
+        )
+        wait_until(lambda: len(sub.received()) == 11, what="11 messages", explain=sub.received)
+    assert sorted(m["index"] for _, m in sub.received()) == [i for i in range(12) if i != 4]
+    dead = read_jsonl(letters)
+    assert [d["index"] for d in dead] == [4] and "invalid topic" in dead[0]["error"] and dead[0]["sid"] == "gate+3"
+    assert stats["sinks"]["broker"]["dead_lettered"] == 1 and stats["sinks"]["broker"]["lost"] == 0

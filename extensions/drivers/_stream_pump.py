@@ -1,0 +1,427 @@
+"""The source side of :class:`SourceSinkDriver`: per stream, a reader thread and a pump thread.
+
+The reader pulls items from the source into a bounded queue (blocking or dropping by
+the source's drop policy). The pump keeps up to ``max_in_flight`` requests in flight
+and hands the results to the sinks in source order. When the inference process cannot
+be reached (killed, restarting) the pump stops sending, waits until it is ready again
+and sends the same requests again, in order: an item is written as failed only for its
+own error (or after the source's ``give_up`` time).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from rvai_sdk.drivers import Record, Source, SourceContext, SourceItem
+from rvai_sdk.drivers.sink import COMPLETE, FAILED
+from rvai_sdk.exc import MissingExtraError, ProcessError, SinkError, SourceError
+from rvai_sdk.runtime import RestrictedInferenceProcess
+
+from ._stream_outlet import LOG_EVERY, Backoff, Outlet, error_text
+
+logger = logging.getLogger("rvai_sdk.extensions.source_sink")
+
+
+
+class Host(Protocol):
+    """What a stream needs from its driver."""
+
+    abort: threading.Event
+    keep_inputs: bool
+    limit: int | None
+
+    def require_inference(self) -> RestrictedInferenceProcess: ...
+
+    def outlets_for(self, source: str) -> tuple[Outlet, ...]: ...
+
+
+class Pending:
+    """One request of a stream: its item, sid, future and how often it was sent."""
+
+    __slots__ = ("item", "index", "sid", "future", "tries", "final")
+
+    def __init__(self, item: SourceItem, index: int, sid: str, future: Future[dict[str, Any]]) -> None:
+        self.item = item
+        self.index = index
+        self.sid = sid
+        self.future = future
+        self.tries = 1
+        self.final = False  # past the give-up time: its ProcessError is its result
+
+
+def _unreachable(future: Future[dict[str, Any]]) -> bool:
+    """Whether a done future failed because the inference process could not be reached."""
+    return not future.cancelled() and isinstance(future.exception(), ProcessError)
+
+
+class Stream:
+    """One running source: a reader thread, a bounded queue and a pump thread."""
+
+    def __init__(self, host: Host, ref: str, config: Source, sid: str) -> None:
+        self.host = host
+        self.ref = ref
+        self.config = config
+        self.sid = sid
+        self.source = copy.copy(config)
+        self.params = config.params
+        policy = str(self.params.drop)
+        self.policy = ("drop_oldest" if config.live else "block") if policy == "auto" else policy
+        self.stopped = threading.Event()
+        self.cond = threading.Condition()
+        self.queue: collections.deque[tuple[SourceItem, int]] = collections.deque()
+        self.pending: collections.deque[Pending] = collections.deque()
+        self.reader_done = False
+        self.submitting = 0
+        self.delivering = 0
+        self.state = "opening"
+        self.produced = 0
+        self.taken = 0  # items that will be sent (queued or sent), for ``limit``
+        self.dropped = 0
+        self.processed = 0
+        self.failed = 0
+        self.unfinished = 0
+        self.resent = 0
+        self.skipped = 0
+        self.first_index = 0
+        self.offset = 0
+        self.waiting_since: float | None = None  # while waiting for the process (stats show "waiting")
+        self.outage_since: float | None = None  # since the first request cut off, until one gets through again
+        self.outage_backoff = Backoff(0.1, 5.0)  # between resends while the process is not back for real
+        self.errors = 0
+        self.last_error: str | None = None
+        self.reader = threading.Thread(target=self._read, name=f"rvai-source-{ref}", daemon=True)
+        self.pump = threading.Thread(target=self._pump, name=f"rvai-stream-{ref}", daemon=True)
+
+    def start(self) -> None:
+        self.reader.start()
+        self.pump.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self._wake()
+
+    def _wake(self, *_: object) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    # -- where to start ------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Ask the sinks that keep positions what they hold of this source, and start after it.
+
+        A replayable source skips the items already held (resume); any other numbers its
+        items on after them (a new run never collides with an old run's records).
+        """
+        outlets = [o for o in self.host.outlets_for(self.ref) if o.keeps_positions]
+        if not outlets:
+            return
+        self.state = "resuming"
+        held = [o.position(self.ref, self.stopped) for o in outlets]
+        positions = [-1 if p is None else int(p) for p in held]
+        if self.config.replayable:
+            self.first_index = min(positions) + 1
+            if self.first_index:
+                logger.info("source %r: its sinks hold up to index %d; resuming after it", self.ref, self.first_index - 1)
+        else:
+            self.offset = max(positions) + 1
+            if self.offset:
+                logger.info("source %r: its sinks hold up to index %d; numbering on from %d", self.ref, self.offset - 1, self.offset)
+
+    # -- reader ------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        backoff = Backoff(float(self.params.retry_initial), float(self.params.retry_max))
+        try:
+            try:
+                self._resume()
+            except SinkError as exc:
+                if self.stopped.is_set():  # stopped before the sinks could say
+                    return
+                logger.warning("source %r: %s; starting without a position", self.ref, exc)  # its sink was removed
+            context = SourceContext(
+                ref=self.ref,
+                inputs=self.host.require_inference().inputs,
+                stopped=self.stopped,
+                logger=logging.getLogger(f"rvai_sdk.sources.{self.ref}"),
+            )
+            while not self.stopped.is_set():
+                try:
+                    self.state = "opening"
+                    self.source.open(context)
+                    self.state = "running"
+                    for item in self.source.items():
+                        if self._offer(item):
+                            break
+                        backoff.reset()
+                        if self.stopped.is_set():
+                            break
+                    else:
+                        if not self.stopped.is_set():
+                            self.state = "ended"
+                            return
+                    if not self.stopped.is_set():  # the limit is reached
+                        self.state = "ended"
+                        return
+                except MissingExtraError as exc:  # retrying cannot install it: report once, end the stream
+                    self.errors += 1
+                    self.last_error = f"source {self.ref!r} ({type(self.source).__name__}) cannot run: {exc}"
+                    self.state = "failed"
+                    logger.error("%s", self.last_error)
+                    return
+                except Exception as exc:
+                    error = exc if isinstance(exc, SourceError) else SourceError(
+                        f"source {self.ref!r} ({type(self.source).__name__}) failed: {error_text(exc)}"
+                    )
+                    self.errors += 1
+                    self.last_error = str(error)
+                    self.state = "retrying"
+                    delay = backoff.next()
+                    if self.errors == 1 or self.errors % LOG_EVERY == 0:
+                        logger.warning("%s; reopening in %.1f s (error %d)", error, delay, self.errors)
+                    self._close_source()
+                    self.stopped.wait(delay)
+                else:
+                    self._close_source()
+        finally:
+            self._close_source()
+            if self.state not in ("ended", "failed"):
+                self.state = "stopped"
+            with self.cond:
+                self.reader_done = True
+                self.cond.notify_all()
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as exc:  # close must not raise; keep going
+            logger.warning("source %r: close failed: %s", self.ref, error_text(exc))
+
+    def _offer(self, item: SourceItem) -> bool:
+        """Queue an item by the drop policy; True when the stream has taken ``limit`` items."""
+        if item.index < self.first_index:
+            self.skipped += 1
+            return False
+        index = item.index + self.offset
+        capacity = int(self.params.buffer)
+        with self.cond:
+            if self._at_limit():
+                return True
+            self.produced += 1
+            if self.policy == "keep_latest":
+                self.dropped += len(self.queue)
+                self.taken -= len(self.queue)
+                self.queue.clear()
+            elif self.policy == "drop_oldest":
+                while len(self.queue) >= capacity:
+                    self.queue.popleft()
+                    self.dropped += 1
+                    self.taken -= 1
+            else:
+                while len(self.queue) >= capacity and not self.stopped.is_set() and not self._at_limit():
+                    self.cond.wait(0.25)
+                if self.stopped.is_set() or self._at_limit():
+                    self.unfinished += 1
+                    return True
+            self.queue.append((item, index))
+            self.taken += 1
+            self.cond.notify_all()
+            return self._at_limit()
+
+    def _at_limit(self) -> bool:
+        limit = self.host.limit  # read each time: a running driver's limit can be changed (a graceful stop sets 0)
+        return limit is not None and self.taken >= limit
+
+    # -- pump --------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        try:
+            self._pump_loop()
+        except Exception as exc:  # a bug, not a source or sink failure: report it, never hide it
+            self.state = "failed"
+            self.last_error = f"stream {self.ref!r} stopped by an internal error: {error_text(exc)}"
+            logger.exception("source %r: %s", self.ref, self.last_error)
+            self.stopped.set()
+
+    def _pump_loop(self) -> None:
+        window = int(self.params.max_in_flight)
+        while True:
+            submit: list[tuple[SourceItem, int]] = []
+            done: list[Pending] = []
+            with self.cond:
+                while True:
+                    if self.stopped.is_set() and self.queue:
+                        self.unfinished += len(self.queue)  # taken, never sent: stopping stops reading
+                        self.queue.clear()
+                        self.cond.notify_all()
+                    cut_off = any(p.future.done() and self._must_resend(p) for p in self.pending)
+                    if not cut_off:  # after a request could not reach the process, nothing new goes before it
+                        while self.queue and len(self.pending) + len(submit) < window:
+                            submit.append(self.queue.popleft())
+                    self.submitting = len(submit)  # counted as in flight from here on
+                    while self.pending and self.pending[0].future.done() and not self._must_resend(self.pending[0]):
+                        done.append(self.pending.popleft())
+                    self.delivering = len(done)  # still in flight until handed to the sinks
+                    if submit or done:
+                        self.cond.notify_all()
+                        break
+                    if self.pending and self.pending[0].future.done() and all(p.future.done() for p in self.pending):
+                        break  # the head could not reach the inference process: wait for it, then resend
+                    if not self.pending and not self.queue and (self.reader_done or self.stopped.is_set()):
+                        return
+                    if self.pending and self.host.abort.is_set():
+                        self._abandon()
+                        continue
+                    self.cond.wait(0.5)
+            for item, index in submit:
+                self._submit(item, index)
+            for request in done:
+                self._deliver(request)
+            if not submit and not done:
+                self._wait_and_resend()
+
+    def _must_resend(self, request: Pending) -> bool:
+        """A done request that could not reach the inference process and is to be sent again once it is back."""
+        return not self.stopped.is_set() and not request.final and _unreachable(request.future)
+
+    def _send(self, item: SourceItem, sid: str) -> Future[dict[str, Any]]:
+        try:
+            return self.host.require_inference().predict(item.inputs, sid)
+        except Exception as exc:  # bad inputs, unreachable process: a failed future, handled in order
+            future: Future[dict[str, Any]] = Future()
+            future.set_exception(exc)
+            return future
+
+    def _submit(self, item: SourceItem, index: int) -> None:
+        sid = item.sid or self.sid
+        future = self._send(item, sid)
+        request = Pending(item, index, sid, future)
+        with self.cond:
+            self.pending.append(request)
+            self.submitting -= 1
+        future.add_done_callback(self._wake)
+
+    def _wait_and_resend(self) -> None:
+        """The head request could not reach the inference process: wait until it is ready, then resend in order.
+
+        Nothing new is sent meanwhile (the queue fills: files wait, live sources drop by
+        their policy). Requests that succeeded stay as they are; the others are sent again,
+        in source order, once the process is back.
+        """
+        inference = self.host.require_inference()
+        give_up = float(self.params.give_up)
+        self.waiting_since = time.monotonic()
+        if self.outage_since is None:
+            self.outage_since = self.waiting_since
+            logger.warning("source %r: the inference process cannot be reached (%s); waiting for it",
+                           self.ref, error_text(self.pending[0].future.exception() or ProcessError("?")))
+        delay = self.outage_backoff.next()  # a process just back may not take requests yet (a Ray replica restarting)
+        while not self.stopped.is_set():
+            if give_up > 0 and time.monotonic() - self.outage_since > give_up:
+                for request in self.pending:  # past the give-up time: these fail with their ProcessError
+                    request.final = True
+                logger.error("source %r: gave up waiting for the inference process after %.1f s", self.ref, give_up)
+                self._resume_after_outage()
+                return
+            if self.stopped.wait(delay):
+                break
+            delay = 0.2
+            try:
+                ready = inference.is_ready()
+            except Exception:
+                ready = False
+            if ready:
+                break
+        if self.stopped.is_set():
+            self._resume_after_outage()  # stopping: the pump counts them as unfinished
+            return
+        resent = 0
+        for request in list(self.pending):
+            if request.future.done() and self._must_resend(request):
+                request.tries += 1
+                request.future = self._send(request.item, request.sid)
+                request.future.add_done_callback(self._wake)
+                resent += 1
+        with self.cond:
+            self.resent += resent
+        if self.outage_backoff.delay <= 0.2:
+            logger.warning("source %r: the inference process is back; sent %d requests again", self.ref, resent)
+        self._resume_after_outage()
+
+    def _resume_after_outage(self) -> None:
+        with self.cond:
+            self.waiting_since = None
+            self.cond.notify_all()
+
+    def _abandon(self) -> None:
+        """At shutdown past the drain deadline: count requests still in flight as unfinished (never written)."""
+        while self.pending:
+            self.pending.popleft()
+            self.unfinished += 1
+
+    def _deliver(self, request: Pending) -> None:
+        item = request.item
+        error: str | None = None
+        outputs: Mapping[str, Any] = {}
+        try:
+            outputs = request.future.result()
+        except Exception as exc:
+            if isinstance(exc, ProcessError) and self.stopped.is_set() and not request.final:
+                with self.cond:  # cut off by the stop, not by its own error: counted, never written as failed
+                    self.unfinished += 1
+                    self.delivering -= 1
+                return
+            error = error_text(exc)
+            self.failed += 1
+            if self.failed == 1 or self.failed % LOG_EVERY == 0:
+                logger.warning("source %r: request %d (sid %r) failed (%d so far): %s", self.ref, request.index, request.sid, self.failed, error)
+        else:
+            self.processed += 1
+            if self.outage_since is not None and self.waiting_since is None:
+                self.outage_since = None  # a request got through: the outage is over
+                self.outage_backoff.reset()
+        record = Record(
+            source=self.ref,
+            sid=request.sid,
+            index=request.index,
+            timestamp=item.timestamp,
+            outputs=outputs,
+            inputs=item.inputs if self.host.keep_inputs else None,
+            status=COMPLETE if error is None else FAILED,
+            error=error,
+        )
+        for outlet in self.host.outlets_for(self.ref):
+            outlet.put(record)
+        with self.cond:
+            self.delivering -= 1
+
+    def stats(self) -> dict[str, Any]:
+        try:
+            own = dict(self.source.stats())
+        except Exception as exc:
+            own = {"error": error_text(exc)}
+        with self.cond:
+            return {
+                "sid": self.sid,
+                "state": "waiting" if self.waiting_since is not None else self.state,
+                "policy": self.policy,
+                "produced": self.produced,
+                "queued": len(self.queue),
+                "in_flight": len(self.pending) + self.submitting + self.delivering,
+                "processed": self.processed,
+                "failed": self.failed,
+                "dropped": self.dropped,
+                "unfinished": self.unfinished,
+                "resent": self.resent,
+                "skipped": self.skipped,
+                "first_index": self.first_index + self.offset,
+                "errors": self.errors,
+                "last_error": self.last_error,
+                "source": own,
+            }
