@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--runtime", default="local", choices=["local", "debug", "ray"], help="runtime of the SDK figures")
     parser.add_argument("--cpu-smoke", action="store_true", help="CPU, tiny frames, short windows: the self-check only")
     parser.add_argument("--write", type=Path, help="replace this markdown file's <!-- bench:gpu --> section")
+    parser.add_argument("--example-output", type=Path, help="a full-size run of the example to quote in the written section")
     parser.add_argument("--raw-child", metavar="DEVICE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -392,6 +393,10 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     print("  self-check: " + ("OK (one common window; every stream ran through it; counters agree)" if not problems else "FAILED"))
     for problem in problems:
         print(f"    - {problem}")
+    example = ""
+    if args.example_output and args.example_output.exists():
+        lines = args.example_output.read_text().strip().splitlines()
+        example = "\n".join(lines[-3:])  # frames/s, then each cell's batches
     if args.write and not args.cpu_smoke and not problems:
         rows = "\n".join(
             f"| {f.name} | {f.images_per_s:,.0f} | {f.images_per_s / a:.0%} | {f.images_per_s / b:.0%} | "
@@ -407,7 +412,12 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             f"one common window of {args.seconds:g} s per row:\n\n"
             "| measurement | images/s | of (a) | of (b) | p50 / p99 latency | notes |\n"
             "| --- | ---: | ---: | ---: | ---: | --- |\n"
-            f"{rows}\n\nGoal (the SDK's best row >= {GOAL:.0%} of (a)): {verdict} ({best.images_per_s / a:.1%}).",
+            f"{rows}\n\nGoal (the SDK's best row >= {GOAL:.0%} of (a)): {verdict} ({best.images_per_s / a:.1%})."
+            + (
+                f"\n\nThe example at full size on the same GPU, as `make gpu-check` runs it:\n\n```\n{example}\n```"
+                if example
+                else ""
+            ),
         )
     if problems:
         raise SystemExit(1)
