@@ -151,7 +151,8 @@ class SlotMaps:
 
     def __init__(self) -> None:
         self._table = _MapTable()
-        weakref.finalize(self, self._table.clear)  # a channel dropped without close() releases its pins too
+        # a channel dropped without close() releases its pins too (not at exit: CUDA may be unloading by then)
+        weakref.finalize(self, self._table.clear).atexit = False
 
     def add(self, pool_id: str, slot_id: int, fd: int, size: int) -> None:
         """Map a slot whose descriptor just arrived (takes ownership of ``fd``)."""
@@ -333,8 +334,9 @@ class HostRegistry:
 class _TorchCudaHostApi:
     """:class:`CudaHostApi` through torch's bindings of the CUDA runtime it loaded."""
 
-    def __init__(self, cudart: Any) -> None:
+    def __init__(self, cudart: Any, torch: Any) -> None:
         self._cudart = cudart
+        self._torch = torch
         self._get_last_error = _loaded_cudart_function("cudaGetLastError")
 
     def host_register(self, address: int, size: int) -> int:
@@ -346,6 +348,11 @@ class _TorchCudaHostApi:
     def clear_error(self) -> None:
         if self._get_last_error is not None:
             self._get_last_error()
+            return
+        try:  # no libcudart to ask (a static build): torch's launch check reads the error, and so resets it
+            self._torch.zeros(1, device="cuda")
+        except RuntimeError:
+            pass
 
 
 def _loaded_cudart_function(name: str) -> Any:
@@ -398,7 +405,7 @@ def pin_with_cuda() -> bool:
         return False
     if not torch.cuda.is_available():
         return False
-    use_host_registry(HostRegistry(_TorchCudaHostApi(getattr(torch.cuda, "cudart")())))
+    use_host_registry(HostRegistry(_TorchCudaHostApi(getattr(torch.cuda, "cudart")(), torch)))
     return True
 
 

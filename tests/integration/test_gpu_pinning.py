@@ -67,7 +67,7 @@ def real_api() -> Iterator[Recording]:
     from rvai_sdk.transport.shm import _TorchCudaHostApi
 
     torch.cuda.init()
-    yield Recording(_TorchCudaHostApi(torch.cuda.cudart()))
+    yield Recording(_TorchCudaHostApi(torch.cuda.cudart(), torch))
 
 
 @pytest.mark.gpu
