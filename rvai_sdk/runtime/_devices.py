@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from rvai_sdk.exc import ProcessError
@@ -74,7 +75,7 @@ def discover_gpus(probe: CudaDriverProbe) -> list[GpuDevice]:
         bus = device["pci_bus_id"].lower()
         if bus in seen:
             continue  # a second MIG instance CUDA listed for a GPU whose instances are already in
-        instances = probe.mig_uuids(bus)
+        instances = probe.mig_uuids(device["pci_bus_id"])
         if instances is None and device.get("uuid_v2") and device["uuid_v2"] != device["uuid"]:
             instances = [f"MIG-{device['uuid_v2']}"]  # MIG, as CUDA saw it (no NVML to list the rest)
         if instances is not None:
@@ -112,6 +113,8 @@ def _driver_gpus() -> list[GpuDevice] | None:
         return None
     env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    here = str(Path(__file__).resolve().parents[2])  # the child imports this module from where it is
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     code = "import json, rvai_sdk.runtime._devices as d; print(json.dumps(d._probe_json()))"
     try:
         result = subprocess.run(

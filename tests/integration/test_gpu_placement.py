@@ -117,7 +117,7 @@ class FakeDriver:
         ]
 
     def mig_uuids(self, pci_bus_id: str) -> list[str] | None:
-        return ["MIG-b-mig-0", "MIG-b-mig-1"] if pci_bus_id == "0000:41:00.0" else None
+        return ["MIG-b-mig-0", "MIG-b-mig-1"] if pci_bus_id.lower() == "0000:41:00.0" else None
 
 
 class FakeDriverWithoutNvml(FakeDriver):
@@ -149,6 +149,52 @@ def test_without_nvidia_smi_on_the_path_gpus_are_still_found_by_asking_the_drive
     assert result.returncode == 0, result.stderr
     listed, from_driver = json.loads(result.stdout.strip().splitlines()[-1])
     assert listed == from_driver  # here: no driver, no GPU, no error; on a GPU machine: the driver's list
+
+
+def _fake_driver(tmp_path: Path, *libraries: str) -> dict[str, str]:
+    """Build stand-ins for the driver's libraries from tests/integration/fake_driver; the environment to load them."""
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        if os.environ.get("RVAI_CI"):
+            pytest.fail("no C compiler: the fake CUDA driver cannot be built")
+        pytest.skip("no C compiler to build the fake CUDA driver")
+    for library in libraries:
+        source = ROOT / "tests" / "integration" / "fake_driver" / f"{library}.c"
+        subprocess.run([compiler, "-shared", "-fPIC", "-o", str(tmp_path / f"{library}.so.1"), str(source)], check=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(LD_LIBRARY_PATH=str(tmp_path), PATH="/usr/bin:/bin")  # no nvidia-smi
+    return env
+
+
+def _listed(env: dict[str, str]) -> list[str]:
+    code = "import json; from rvai_sdk.runtime._devices import gpu_ids; print(json.dumps(gpu_ids()))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    listed: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return listed
+
+
+@pytest.mark.timeout(120)
+def test_the_cuda_driver_is_asked_through_its_c_interface_and_nvml_lists_the_mig_instances(tmp_path: Path) -> None:
+    env = _fake_driver(tmp_path, "libcuda", "libnvidia-ml")
+    assert _listed(env) == [
+        "GPU-20212223-2425-2627-2829-2a2b2c2d2e2f",  # bus 01: first in PCI order, though CUDA lists it last
+        "MIG-100-uuid",
+        "MIG-101-uuid",
+        "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f",  # bus c1
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_without_nvml_a_mig_instance_is_taken_by_the_uuid_cuda_gives_it(tmp_path: Path) -> None:
+    env = _fake_driver(tmp_path, "libcuda")
+    assert _listed(env) == [
+        "GPU-20212223-2425-2627-2829-2a2b2c2d2e2f",
+        "MIG-90919293-9495-9697-9899-9a9b9c9d9e9f",
+        "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f",
+    ]
 
 
 if __name__ == "__main__":
