@@ -233,7 +233,8 @@ def parse_smi_list(text: str) -> list[GpuDevice]:
     """GPUs from ``nvidia-smi -L`` output (PCI order); a GPU with MIG lines yields those instead.
 
     Example:
-        >>> [g.id for g in parse_smi_list("GPU 0: NVIDIA H100 (UUID: GPU-a1)\\n  MIG 3g.40gb Device 0: (UUID: MIG-b2)\\n")]
+        >>> listing = "GPU 0: NVIDIA H100 (UUID: GPU-a1)\\n  MIG 3g.40gb Device 0: (UUID: MIG-b2)\\n"
+        >>> [g.id for g in parse_smi_list(listing)]
         ['MIG-b2']
     """
     found: list[GpuDevice] = []

@@ -202,7 +202,7 @@ class _MapTable:
     """The mappings of one :class:`SlotMaps` and their view counts (finalizers run on any thread)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a view's finalizer may run in a GC inside a locked section
         self._maps: dict[tuple[str, int], _Mapping] = {}
 
     def add(self, key: tuple[str, int], mapped: mmap.mmap, size: int) -> None:
@@ -283,7 +283,7 @@ class HostRegistry:
 
     def __init__(self, api: CudaHostApi) -> None:
         self.api = api
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant, as above: unregister may run from a finalizer
         self._pinned: dict[int, int] = {}
         self.failures = 0
         self.registrations = 0
