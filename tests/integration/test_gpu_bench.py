@@ -98,3 +98,26 @@ def test_the_cpu_smoke_run_measures_every_configuration_in_one_common_window_eac
         for concurrency in (1, 2):
             assert f"{streams} streams from 2 driver processes, concurrency {concurrency}" in out
     assert "of (a)" in out and "of (b)" in out  # ratios against both raw references
+
+
+@pytest.mark.timeout(30)
+def test_the_written_section_names_the_gpu_gives_both_ratios_and_quotes_the_examples_summary() -> None:
+    import argparse
+
+    from bench_gpu import Figure, render_section
+
+    figures = [
+        Figure("raw model, batch 64 already on the device", 8000.0, note="reference (a)"),
+        Figure("raw model, batch 64 copied from page-locked host memory", 6400.0, note="reference (b)"),
+        Figure("raw model, batch 1 on the device", 900.0),
+        Figure("SDK on local, 64 streams from 4 driver processes, concurrency 1", 4000.0, 15.0, 30.0, "classify: mean batch 60.0"),
+        Figure("SDK on local, 128 streams from 4 driver processes, concurrency 2", 6800.0, 18.0, 35.0, "classify: mean batch 64.0"),
+    ]
+    example = "camera-0: frames=20 label=class-3 score=0.0100\n2560 frames in 1.20 s (2133.3 frames/s) on local\n" \
+        "preprocess: 40 calls, mean batch 64.0, max batch 64\nclassify: 40 calls, mean batch 64.0, max batch 64\n"
+    args = argparse.Namespace(side=224, batch=64, seconds=8.0)
+    text = render_section(figures, gpu_name="NVIDIA H100 80GB HBM3 (torch 2.11.0, CUDA 13.0)", args=args, example=example)
+    assert "**NVIDIA H100 80GB HBM3 (torch 2.11.0, CUDA 13.0)**" in text
+    assert "| SDK on local, 128 streams from 4 driver processes, concurrency 2 | 6,800 | 85% | 106% | 18.0 / 35.0 ms |" in text
+    assert "Goal (the SDK's best row >= 80% of (a)): MET (85.0%)." in text
+    assert "2560 frames in 1.20 s" in text and "classify: 40 calls" in text and "camera-0" not in text
