@@ -171,11 +171,14 @@ class SlotMaps:
         on_release: Callable[[], None],
     ) -> np.ndarray:
         """An array over the slot, without a copy; ``on_release`` runs once no view of it remains."""
-        entry = self._table.get((pool_id, slot_id))
         dt = np.dtype(dtype)
         nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
-        holder = (ctypes.c_char * max(nbytes, 1)).from_buffer(entry.map)
-        entry.views += 1
+        entry = self._table.get((pool_id, slot_id))
+        try:
+            holder = (ctypes.c_char * max(nbytes, 1)).from_buffer(entry.map)
+        except BaseException:
+            self._table.view_gone(entry, lambda: None)
+            raise
         weakref.finalize(holder, self._table.view_gone, entry, on_release)
         count = nbytes // dt.itemsize if dt.itemsize else 0
         array: np.ndarray = np.frombuffer(holder, dtype=dt, count=count).reshape(shape)  # type: ignore[call-overload]
@@ -209,9 +212,11 @@ class _MapTable:
         entry = _Mapping(mapped, size)
         with self._lock:
             old = self._maps.pop(key, None)
-            if old is not None:
-                self._retire(old)
+            idle = old is not None and self._retire(old)
             self._maps[key] = entry
+        if idle:
+            assert old is not None
+            self._unpin(old)
         registry = _registry
         if registry is not None and registry.register(entry.address, size):
             entry.pinned = registry
@@ -219,8 +224,11 @@ class _MapTable:
             _on_map(entry.address, size)
 
     def get(self, key: tuple[str, int]) -> _Mapping:
+        """The mapping at ``key``, counted as used by one more view."""
         with self._lock:
-            return self._maps[key]
+            entry = self._maps[key]
+            entry.views += 1
+            return entry
 
     def view_gone(self, entry: _Mapping, on_release: Callable[[], None]) -> None:
         # runs while the view's buffer still holds the mapping: unregistering here precedes the unmap

@@ -171,3 +171,26 @@ def test_a_slot_still_viewed_when_its_driver_leaves_stays_pinned_until_the_last_
     del view
     gc.collect()
     assert shim.ranges == {} and shim.unmapped_while_registered == []
+
+
+@pytest.mark.timeout(60)
+def test_a_slot_sent_again_under_the_same_id_replaces_its_old_mapping_and_releases_its_pin(shim: CudaShim) -> None:
+    import os
+
+    pool, maps = SlotPool(), SlotMaps()
+    frame = _frames(np.random.default_rng(3), 1)[0]
+    slot = pool.lease(frame, "peer")
+    assert slot is not None
+    maps.add(pool.id, slot.id, os.dup(slot.fd), slot.size)
+    view = maps.view(pool.id, slot.id, frame.dtype.str, frame.shape, lambda: None)
+    assert np.array_equal(view, frame)
+    del view
+    gc.collect()
+    assert len(shim.ranges) == 1
+    # the same slot's descriptor arrives again (a reconnecting peer): the new mapping replaces the old one
+    maps.add(pool.id, slot.id, os.dup(slot.fd), slot.size)
+    assert len(shim.ranges) == 1 and [c for c, _ in shim.calls] == ["register", "unregister", "register"]
+    assert shim.unmapped_while_registered == []
+    maps.clear()
+    gc.collect()
+    assert shim.ranges == {}
