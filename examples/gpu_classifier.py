@@ -3,19 +3,29 @@
 
 Two cells, each with ``call_batch``, so the executor hands them batches made of
 one frame from each of many streams (cross-stream dynamic batching; every
-stream keeps its own state):
+stream keeps its own state). Frames stay on the fast path to the GPU:
 
-- ``Preprocess`` resizes every frame (shorter side to ``size``, then a centre
-  crop) on ``context.device`` with torch, a whole batch per call.
+- ``Preprocess`` copies each frame straight from where it arrived into a
+  preallocated batch on ``context.device`` (``non_blocking``: on the ``local``
+  runtime frames arrive in page-locked shared memory, so the copies are DMA), then
+  resizes (shorter side to ``size``, then a centre crop) the whole batch on the
+  device. It waits for the copies (not for the resizing) before it returns, because
+  the frames' memory goes back to the sender once the call lets go of it.
+- Its output is a :class:`DeviceFrame`: a value type holding a tensor on the
+  device. Both cells run in the same inference process, where values pass between
+  cells by reference, so the preprocessed batch reaches ``Classify`` without a trip
+  through host memory. (Only pipeline inputs and outputs cross a process boundary;
+  a ``DeviceFrame`` is neither.)
 - ``Classify`` runs ResNet-50, built here in plain torch with random weights
   (no download, no torchvision), in half precision on a GPU. ``load_model``
-  builds it once and puts it on ``context.device``; the normalisation (ImageNet
-  mean and std) is the first layer of the model, so it happens on the device too.
-  It keeps a per-stream count of frames in its state.
+  builds it once on ``context.device`` and warms it up at the served shape and
+  batch size, so no kernel loads on real traffic. The normalisation (ImageNet
+  mean and std) is the first layer of the model. It keeps a per-stream count of
+  frames in its state.
 
-Ports carry ``rvai_sdk.types`` values, so the preprocessed frame crosses from one
-cell to the next as a 224x224 ``Image`` (uint8): a quarter of the bytes of a
-float32 tensor, and normalised only once it is on the device.
+Both cells allow two calls at once (``concurrency=2``): while the GPU runs one
+batch, the host forms and answers the next. Feed at least two batches' worth of
+streams (128 streams for batches of 64) to keep the GPU busy.
 
 Run it on a CPU with tiny frames (a few seconds; what the test suite does)::
 
@@ -23,12 +33,13 @@ Run it on a CPU with tiny frames (a few seconds; what the test suite does)::
 
 and on a GPU with real ones::
 
-    python examples/gpu_classifier.py --runtime local --streams 64 --frames 20 --height 480 --width 640 --size 224
+    python examples/gpu_classifier.py --runtime local --streams 128 --frames 20 --height 480 --width 640 --size 224
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +55,8 @@ from rvai_sdk.data import Inputs, Outputs, Parameters, State
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.resources import CellResources
 from rvai_sdk.runtime import BatchingPolicy, Inference, init
-from rvai_sdk.types import Class, Float, Image, Integer
+from rvai_sdk.exc import InputValidationError
+from rvai_sdk.types import Class, Float, Image, Integer, Value
 
 # -- ResNet-50 in plain torch (the torchvision architecture, random weights) ---------------------
 
@@ -134,6 +146,49 @@ def build_model(device: str, *, half: bool | None = None, num_classes: int = 100
     return model.half() if half else model  # type: ignore[no-any-return]
 
 
+# -- a value that stays on the device ------------------------------------------------------------
+
+
+class DeviceFrame(Value):
+    """A preprocessed frame (``size x size x 3`` uint8 tensor) on the inference process's device.
+
+    It passes from one cell to the next in the same process by reference. It has no
+    JSON form: it is meant for ports between cells, not for pipeline inputs or outputs.
+    """
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    @classmethod
+    def coerce(cls, value: Any, like: Any = None) -> DeviceFrame:
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, torch.Tensor):
+            return cls(value)
+        raise InputValidationError(f"expected DeviceFrame (a torch tensor), got {type(value).__name__}", expected="DeviceFrame")
+
+    def to_json(self) -> Any:
+        raise TypeError("a DeviceFrame stays in the inference process; declare an Image output to send frames out")
+
+    @classmethod
+    def from_json(cls, obj: Any, like: Any = None) -> DeviceFrame:
+        raise InputValidationError("a DeviceFrame cannot come from JSON; send an Image", expected="DeviceFrame")
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"description": "a frame on the GPU (never sent over the wire)"}
+
+    @classmethod
+    def fake(cls, rng: np.random.Generator | None = None) -> DeviceFrame:
+        rng = rng if rng is not None else np.random.default_rng()
+        return cls(torch.from_numpy(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)))
+
+    def __repr__(self) -> str:
+        return f"DeviceFrame({tuple(self.tensor.shape)}, {self.tensor.device})"
+
+
 # -- cells ---------------------------------------------------------------------------------------
 
 
@@ -144,51 +199,118 @@ class FrameIn(Inputs):
 
 @dataclass
 class FrameOut(Outputs):
-    frame: Image = Outputs.field(name="Preprocessed frame", description="size x size x 3, uint8")
+    frame: DeviceFrame = Outputs.field(name="Preprocessed frame", description="size x size x 3, uint8, on the device")
+
+
+@dataclass
+class DeviceFrameIn(Inputs):
+    frame: DeviceFrame = Inputs.field(name="Preprocessed frame", description="size x size x 3, uint8, on the device")
 
 
 @dataclass
 class PreprocessParameters(Parameters):
     size: Integer = Parameters.field(default=Integer(224), description="output side in pixels")
+    warmup_height: Integer = Parameters.field(default=Integer(0), description="frame height to warm up at (0: none)")
+    warmup_width: Integer = Parameters.field(default=Integer(0), description="frame width to warm up at")
+    warmup_batch: Integer = Parameters.field(default=Integer(64), description="batch size to warm up at")
 
 
-@cell(max_batch_size=64, max_batch_wait=0.002)
+class DeviceBatches:
+    """Preallocated device batches by frame shape; one per call in flight, reused across calls.
+
+    A batch goes back to the free list once every kernel that reads it is queued: all
+    work runs on the device's one default stream, in order, so the next call's copies
+    into it start only after those kernels.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._free: dict[tuple[int, int], list[torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, height: int, width: int, n: int) -> torch.Tensor:
+        """A ``(>= n, height, width, 3)`` uint8 batch on the device."""
+        with self._lock:
+            free = self._free.get((height, width), [])
+            for i, batch in enumerate(free):
+                if batch.shape[0] >= n:
+                    return free.pop(i)
+        return torch.empty((n, height, width, 3), dtype=torch.uint8, device=self.device)
+
+    def give(self, batch: torch.Tensor) -> None:
+        with self._lock:
+            self._free.setdefault((batch.shape[1], batch.shape[2]), []).append(batch)
+
+
+def preprocess_frames(batches: DeviceBatches, frames: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Frames of one shape -> ``(n, size, size, 3)`` uint8 on the device: copied in, resized, centre-cropped."""
+    n = len(frames)
+    height, width = int(frames[0].shape[0]), int(frames[0].shape[1])
+    buffer = batches.take(height, width, n)
+    batch = buffer[:n]
+    for j, frame in enumerate(frames):
+        source = np.asarray(frame)
+        if not source.flags.writeable:  # torch wants writable memory; small frames may arrive read-only
+            source = source.copy()
+        batch[j].copy_(torch.from_numpy(source), non_blocking=True)  # from the slot straight to the device
+    copied = torch.cuda.Event() if batch.is_cuda else None
+    if copied is not None:
+        copied.record()
+    if (height, width) == (size, size):
+        out = batch.clone()  # the buffer is reused by the next call
+    else:
+        x = batch.permute(0, 3, 1, 2).float()
+        scale = size / min(height, width)
+        resized = torch.nn.functional.interpolate(
+            x,
+            size=(max(size, round(height * scale)), max(size, round(width * scale))),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
+        top = (resized.shape[2] - size) // 2
+        left = (resized.shape[3] - size) // 2
+        cropped = resized[:, :, top : top + size, left : left + size]
+        out = cropped.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    batches.give(buffer)
+    if copied is not None:
+        copied.synchronize()  # the frames' memory may be handed back only once their copies are done
+    return out
+
+
+@cell(max_batch_size=64, max_batch_wait=0.002, concurrency=2)
 class Preprocess(Cell):
-    """Resize (shorter side to ``size``, bilinear with antialiasing) and centre-crop, on ``context.device``."""
+    """Copy frames to the device, resize (shorter side to ``size``, bilinear, antialiased) and centre-crop there."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: PreprocessParameters, model_path: str | None) -> Any:
+        batches = DeviceBatches(context.device)
+        height, width = int(parameters.warmup_height), int(parameters.warmup_width)
+        if height and width:  # kernels loaded and the batch allocated at the served shape, before traffic
+            frames = [np.zeros((height, width, 3), dtype=np.uint8)] * int(parameters.warmup_batch)
+            preprocess_frames(batches, frames, int(parameters.size))
+        return batches
 
     @classmethod
     def call_batch(
         cls, contexts: Sequence[InferenceContext], parameters: PreprocessParameters, inputs_list: Sequence[FrameIn]
     ) -> list[FrameOut]:
         size = int(parameters.size)
+        batches: DeviceBatches = contexts[0].model
         outs: list[FrameOut | None] = [None] * len(inputs_list)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, inputs in enumerate(inputs_list):
             groups.setdefault(inputs.frame.shape, []).append(i)
-        device = contexts[0].device
-        for shape, indices in groups.items():
-            height, width = shape[0], shape[1]
-            if (height, width) == (size, size):  # already the model's size: nothing to do
-                for i in indices:
-                    outs[i] = FrameOut(frame=inputs_list[i].frame)
-                continue
-            batch = torch.from_numpy(np.stack([inputs_list[i].frame for i in indices]))
-            batch = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-            scale = size / min(height, width)
-            resized = torch.nn.functional.interpolate(
-                batch,
-                size=(max(size, round(height * scale)), max(size, round(width * scale))),
-                mode="bilinear",
-                antialias=True,
-                align_corners=False,
-            )
-            top = (resized.shape[2] - size) // 2
-            left = (resized.shape[3] - size) // 2
-            cropped = resized[:, :, top : top + size, left : left + size]
-            frames = cropped.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        for indices in groups.values():
+            frames = preprocess_frames(batches, [inputs_list[i].frame for i in indices], size)
             for j, i in enumerate(indices):
-                outs[i] = FrameOut(frame=Image(frames[j]))
+                outs[i] = FrameOut(frame=DeviceFrame(frames[j]))
         return [o for o in outs if o is not None]
+
+
+@cell(max_batch_size=64, max_batch_wait=0.002)
+class PreprocessSerial(Preprocess):
+    """:class:`Preprocess`, one call at a time."""
 
 
 @dataclass
@@ -199,30 +321,39 @@ class ClassifyOut(Outputs):
 
 
 @dataclass
+class ClassifyParameters(Parameters):
+    size: Integer = Parameters.field(default=Integer(224), description="input side to warm up at")
+    warmup_batch: Integer = Parameters.field(default=Integer(64), description="batch size to warm up at")
+
+
+@dataclass
 class StreamState(State):
     frames: Integer = State.field(default=Integer(0))
 
 
-@cell(state=StreamState, max_batch_size=64, max_batch_wait=0.002)
+@cell(state=StreamState, max_batch_size=64, max_batch_wait=0.002, concurrency=2)
 class Classify(Cell):
-    """ResNet-50 on a batch of preprocessed frames; top-1 label and score per frame."""
+    """ResNet-50 on a batch of preprocessed frames (on the device); top-1 label and score per frame."""
 
     @classmethod
-    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+    def load_model(cls, context: ModelContext, parameters: ClassifyParameters, model_path: str | None) -> Any:
         model = build_model(context.device)
-        with torch.inference_mode():  # warm-up: kernels chosen and memory allocated before the first request
-            model(torch.zeros(1, 64, 64, 3, dtype=torch.uint8, device=context.device))
+        size = int(parameters.size)
+        with torch.inference_mode():  # warm-up at the served shape: full batches and single frames
+            for batch in (int(parameters.warmup_batch), 1, int(parameters.warmup_batch)):
+                model(torch.zeros(batch, size, size, 3, dtype=torch.uint8, device=context.device))
+        if context.device.startswith("cuda"):
+            torch.cuda.synchronize(context.device)
         return model
 
     @classmethod
     def call_batch(
-        cls, contexts: Sequence[InferenceContext], parameters: Parameters, inputs_list: Sequence[FrameIn]
+        cls, contexts: Sequence[InferenceContext], parameters: ClassifyParameters, inputs_list: Sequence[DeviceFrameIn]
     ) -> list[ClassifyOut]:
         model = contexts[0].model
-        device = contexts[0].device
-        batch = torch.from_numpy(np.stack([inputs.frame for inputs in inputs_list]))
+        batch = torch.stack([inputs.frame.tensor for inputs in inputs_list])  # on the device already
         with torch.inference_mode():
-            logits = model(batch.to(device, non_blocking=True))
+            logits = model(batch)
             scores, labels = torch.softmax(logits.float(), dim=1).max(dim=1)
         outs = []
         for context, label, score in zip(contexts, labels.tolist(), scores.tolist()):
@@ -231,11 +362,18 @@ class Classify(Cell):
         return outs
 
 
-def classifier_pipeline() -> Pipeline:
-    """frame -> preprocess -> classify -> label, score, frames."""
+@cell(state=StreamState, max_batch_size=64, max_batch_wait=0.002)
+class ClassifySerial(Classify):
+    """:class:`Classify`, one call at a time."""
+
+
+def classifier_pipeline(concurrency: int = 2) -> Pipeline:
+    """frame -> preprocess -> classify -> label, score, frames; ``concurrency`` calls of each cell at once (1 or 2)."""
+    if concurrency not in (1, 2):
+        raise ValueError(f"concurrency must be 1 or 2, got {concurrency}")
     pf = PipelineFactory(name="gpu-classifier")
-    pre = pf.add_cell(ref="preprocess", cell=Preprocess())
-    net = pf.add_cell(ref="classify", cell=Classify())
+    pre = pf.add_cell(ref="preprocess", cell=Preprocess() if concurrency == 2 else PreprocessSerial())
+    net = pf.add_cell(ref="classify", cell=Classify() if concurrency == 2 else ClassifySerial())
     pf.declare_input(ref="frame", input=pre.inputs.frame)
     pf.connect(pre.outputs.frame, net.inputs.frame)
     pf.declare_output(ref="label", output=net.outputs.label)
@@ -245,22 +383,34 @@ def classifier_pipeline() -> Pipeline:
 
 
 def classifier_inference(
-    size: int = 224, gpu: bool | None = None, max_batch_size: int = 64, max_batch_wait: float = 0.005
+    size: int = 224,
+    gpu: bool | None = None,
+    max_batch_size: int = 64,
+    max_batch_wait: float = 0.005,
+    *,
+    concurrency: int = 2,
+    frame_shape: tuple[int, int] | None = None,
 ) -> Inference:
     """The example's Inference.
 
     Args:
         size: the model's input side in pixels.
         gpu: put both cells on one GPU (``None``: when CUDA is available).
-        max_batch_size: batch limit of both cells (1 turns batching off).
+        max_batch_size: batch limit of both cells (1 turns batching off); also the warm-up batch.
         max_batch_wait: most seconds a batch of either cell waits to fill.
+        concurrency: calls of each cell at once (2 overlaps host work with the GPU's).
+        frame_shape: ``(height, width)`` of the frames to serve, to warm preprocessing up at it.
     """
     gpu = torch.cuda.is_available() if gpu is None else gpu
     cells = ("preprocess", "classify")
     policy = BatchingPolicy(max_batch_size=max_batch_size, max_batch_wait=max_batch_wait if max_batch_size > 1 else 0.0)
+    height, width = frame_shape or (0, 0)
     return Inference(
-        pipeline=classifier_pipeline(),
-        parameters={"preprocess": {"size": size}},
+        pipeline=classifier_pipeline(concurrency),
+        parameters={
+            "preprocess": {"size": size, "warmup_height": height, "warmup_width": width, "warmup_batch": max_batch_size},
+            "classify": {"size": size, "warmup_batch": max_batch_size},
+        },
         resources={ref: CellResources(gpus=1) for ref in cells} if gpu else {},
         batching={ref: policy for ref in cells},
     )
@@ -274,11 +424,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--height", type=int, default=48, help="input frame height")
     parser.add_argument("--width", type=int, default=64, help="input frame width")
     parser.add_argument("--size", type=int, default=32, help="model input side (224 for real use)")
+    parser.add_argument("--max-batch", type=int, default=64, help="most frames per batch of either cell")
+    parser.add_argument("--concurrency", type=int, default=2, choices=[1, 2], help="calls of each cell at once")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
     frames = [Image(rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)) for _ in range(args.streams)]
-    with init(args.runtime) as rt, rt.start_inference(classifier_inference(args.size)) as proc:
+    inference = classifier_inference(
+        args.size, max_batch_size=args.max_batch, concurrency=args.concurrency, frame_shape=(args.height, args.width)
+    )
+    with init(args.runtime) as rt, rt.start_inference(inference) as proc:
         start = time.perf_counter()
         last: dict[str, dict[str, Any]] = {}
         for _ in range(args.frames):  # every stream sends a frame; the executor batches them across streams

@@ -34,6 +34,7 @@ from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiError
 from rvai_sdk.runtime._backend import Runtime
+from rvai_sdk.runtime._devices import gpu_need
 from rvai_sdk.runtime._ray_driver import DriverActor
 from rvai_sdk.runtime._ray_replica import ReplicaActor
 from rvai_sdk.runtime._ray_router import Route, Router, rendezvous, translate_ray_error, unwrap
@@ -168,9 +169,9 @@ class RayInferenceProcess(InferenceProcess):
     # -- placement ---------------------------------------------------------------------------
 
     def _actor_options(self) -> dict[str, Any]:
-        """Ray options of a replica: the GPUs and CPUs its cells ask for, summed."""
+        """Ray options of a replica: the CPUs its cells ask for, summed; the GPUs, the largest share (as local)."""
         resources = self.inference.resources
-        gpus = sum(r.gpus for r in resources.values())
+        gpus = gpu_need(resources)  # the cells share the process's GPU(s): 1 + 1 is one GPU, not two
         cpus = sum(r.cpus for r in resources.values())
         if gpus > 0:
             have = float(_ray().cluster_resources().get("GPU", 0.0))

@@ -16,6 +16,7 @@ pool is at its byte limit the array travels inline through the socket instead.
 from __future__ import annotations
 
 import ctypes
+import logging
 import mmap
 import os
 import threading
@@ -23,11 +24,24 @@ import uuid
 import weakref
 from collections.abc import Callable
 from queue import SimpleQueue
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["SlotPool", "SlotMaps", "shm_supported", "release_later", "on_map", "pin_with_cuda"]
+__all__ = [
+    "SlotPool",
+    "SlotMaps",
+    "HostRegistry",
+    "CudaHostApi",
+    "shm_supported",
+    "release_later",
+    "on_map",
+    "pin_with_cuda",
+    "use_host_registry",
+    "host_registry",
+]
+
+_log = logging.getLogger("rvai_sdk.transport.shm")
 
 MIN_SLOT = 1 << 16
 
@@ -127,10 +141,18 @@ class SlotPool:
 
 
 class SlotMaps:
-    """The peers' slots this process has mapped, by (pool id, slot id)."""
+    """The peers' slots this process has mapped, by (pool id, slot id).
+
+    When page-locking is on (:func:`pin_with_cuda`, or :func:`use_host_registry`), every
+    mapping is registered once when it arrives and unregistered before it is unmapped:
+    at :meth:`clear` when no array uses it, else when its last array view is collected.
+    A slot whose registration fails is used unpinned.
+    """
 
     def __init__(self) -> None:
-        self._maps: dict[tuple[str, int], mmap.mmap] = {}
+        self._table = _MapTable()
+        # a channel dropped without close() releases its pins too (not at exit: CUDA may be unloading by then)
+        weakref.finalize(self, self._table.clear).atexit = False
 
     def add(self, pool_id: str, slot_id: int, fd: int, size: int) -> None:
         """Map a slot whose descriptor just arrived (takes ownership of ``fd``)."""
@@ -138,10 +160,7 @@ class SlotMaps:
             mapped = mmap.mmap(fd, size)
         finally:
             os.close(fd)
-        self._maps[(pool_id, slot_id)] = mapped
-        if _on_map is not None:
-            address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
-            _on_map(address, size)
+        self._table.add((pool_id, slot_id), mapped, size)
 
     def view(
         self,
@@ -152,47 +171,249 @@ class SlotMaps:
         on_release: Callable[[], None],
     ) -> np.ndarray:
         """An array over the slot, without a copy; ``on_release`` runs once no view of it remains."""
-        mapped = self._maps[(pool_id, slot_id)]
         dt = np.dtype(dtype)
         nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
-        holder = (ctypes.c_char * max(nbytes, 1)).from_buffer(mapped)
-        weakref.finalize(holder, on_release)
+        entry = self._table.get((pool_id, slot_id))
+        try:
+            holder = (ctypes.c_char * max(nbytes, 1)).from_buffer(entry.map)
+        except BaseException:
+            self._table.view_gone(entry, lambda: None)
+            raise
+        weakref.finalize(holder, self._table.view_gone, entry, on_release)
         count = nbytes // dt.itemsize if dt.itemsize else 0
         array: np.ndarray = np.frombuffer(holder, dtype=dt, count=count).reshape(shape)  # type: ignore[call-overload]
         return array
 
     def clear(self) -> None:
-        """Forget every mapping (they are unmapped once no array uses them)."""
-        self._maps.clear()
+        """Forget every mapping (each is unregistered and unmapped once no array uses it)."""
+        self._table.clear()
 
 
+class _Mapping:
+    __slots__ = ("map", "address", "size", "views", "retired", "pinned")
+
+    def __init__(self, mapped: mmap.mmap, size: int) -> None:
+        self.map = mapped
+        self.address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+        self.size = size
+        self.views = 0
+        self.retired = False
+        self.pinned: HostRegistry | None = None
+
+
+class _MapTable:
+    """The mappings of one :class:`SlotMaps` and their view counts (finalizers run on any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # re-entrant: a view's finalizer may run in a GC inside a locked section
+        self._maps: dict[tuple[str, int], _Mapping] = {}
+
+    def add(self, key: tuple[str, int], mapped: mmap.mmap, size: int) -> None:
+        entry = _Mapping(mapped, size)
+        with self._lock:
+            old = self._maps.pop(key, None)
+            idle = old is not None and self._retire(old)
+            self._maps[key] = entry
+        if idle:
+            assert old is not None
+            self._unpin(old)
+        registry = _registry
+        if registry is not None and registry.register(entry.address, size):
+            entry.pinned = registry
+        if _on_map is not None:
+            _on_map(entry.address, size)
+
+    def get(self, key: tuple[str, int]) -> _Mapping:
+        """The mapping at ``key``, counted as used by one more view."""
+        with self._lock:
+            entry = self._maps[key]
+            entry.views += 1
+            return entry
+
+    def view_gone(self, entry: _Mapping, on_release: Callable[[], None]) -> None:
+        # runs while the view's buffer still holds the mapping: unregistering here precedes the unmap
+        with self._lock:
+            entry.views -= 1
+            last = entry.retired and entry.views == 0
+        if last:
+            self._unpin(entry)
+        on_release()
+
+    def clear(self) -> None:
+        with self._lock:
+            entries = list(self._maps.values())
+            self._maps.clear()
+            idle = [e for e in entries if self._retire(e)]
+        for entry in idle:
+            self._unpin(entry)
+
+    def _retire(self, entry: _Mapping) -> bool:
+        """Mark ``entry`` forgotten (lock held); whether no view uses it (unpin it now)."""
+        entry.retired = True
+        return entry.views == 0
+
+    @staticmethod
+    def _unpin(entry: _Mapping) -> None:
+        registry, entry.pinned = entry.pinned, None
+        if registry is not None:
+            registry.unregister(entry.address)
+
+
+class CudaHostApi(Protocol):
+    """The CUDA runtime calls page-locking needs; tests pass a shim with the same methods.
+
+    Each returns CUDA's error code (0: success), as ``cudaHostRegister``,
+    ``cudaHostUnregister`` and ``cudaGetLastError`` do.
+    """
+
+    def host_register(self, address: int, size: int) -> int:
+        """``cudaHostRegister(address, size, cudaHostRegisterDefault)``."""
+
+    def host_unregister(self, address: int) -> int:
+        """``cudaHostUnregister(address)``."""
+
+    def clear_error(self) -> None:
+        """Reset CUDA's last error after a failed call (``cudaGetLastError``), so later checks don't see it."""
+
+
+class HostRegistry:
+    """Which mapped slots are page-locked, and the calls that lock and unlock them (thread-safe).
+
+    A registration that fails is logged once (with CUDA's error code), counted, and
+    the slot is used unpinned: copies from it are slower, never wrong. An address
+    still registered when a new mapping lands there (its old mapping was dropped
+    without release) is unregistered first, so the new mapping is registered afresh
+    instead of failing with "memory already registered" (error 712).
+
+    Args:
+        api: the CUDA runtime calls (:class:`CudaHostApi`).
+    """
+
+    def __init__(self, api: CudaHostApi) -> None:
+        self.api = api
+        self._lock = threading.RLock()  # re-entrant, as above: unregister may run from a finalizer
+        self._pinned: dict[int, int] = {}
+        self.failures = 0
+        self.registrations = 0
+        self.unregistrations = 0
+        self._logged = False
+
+    def register(self, address: int, size: int) -> bool:
+        """Page-lock ``size`` bytes at ``address``; whether it worked."""
+        with self._lock:
+            if address in self._pinned:
+                self._call_unregister(address)
+            rc = int(self.api.host_register(address, size))
+            if rc != 0:
+                self.api.clear_error()
+                self.failures += 1
+                if not self._logged:
+                    self._logged = True
+                    _log.warning(
+                        "cudaHostRegister of a %d-byte shared-memory slot failed with CUDA error %d; "
+                        "slots are used unpinned (host-to-device copies are slower); further failures are counted, "
+                        "not logged", size, rc,
+                    )
+                return False
+            self._pinned[address] = size
+            self.registrations += 1
+            return True
+
+    def unregister(self, address: int) -> None:
+        """Release the page-locking at ``address`` (before its mapping goes); nothing if it holds none."""
+        with self._lock:
+            if address in self._pinned:
+                self._call_unregister(address)
+
+    def pinned(self) -> dict[int, int]:
+        """Address → bytes of every registration held now."""
+        with self._lock:
+            return dict(self._pinned)
+
+    def _call_unregister(self, address: int) -> None:
+        del self._pinned[address]
+        self.unregistrations += 1
+        rc = int(self.api.host_unregister(address))
+        if rc != 0:
+            self.api.clear_error()
+            _log.warning("cudaHostUnregister of a shared-memory slot failed with CUDA error %d", rc)
+
+
+class _TorchCudaHostApi:
+    """:class:`CudaHostApi` through torch's bindings of the CUDA runtime it loaded."""
+
+    def __init__(self, cudart: Any, torch: Any) -> None:
+        self._cudart = cudart
+        self._torch = torch
+        self._get_last_error = _loaded_cudart_function("cudaGetLastError")
+
+    def host_register(self, address: int, size: int) -> int:
+        return int(self._cudart.cudaHostRegister(address, size, 0))
+
+    def host_unregister(self, address: int) -> int:
+        return int(self._cudart.cudaHostUnregister(address))
+
+    def clear_error(self) -> None:
+        if self._get_last_error is not None:
+            self._get_last_error()
+            return
+        try:  # no libcudart to ask (a static build): torch's launch check reads the error, and so resets it
+            self._torch.zeros(1, device="cuda")
+        except RuntimeError:
+            pass
+
+
+def _loaded_cudart_function(name: str) -> Any:
+    """A function of the CUDA runtime library this process already loaded (through torch), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libcudart" in line and "/" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            function = getattr(ctypes.CDLL(path), name)
+        except (OSError, AttributeError):
+            continue
+        function.restype = ctypes.c_int
+        return function
+    return None
+
+
+_registry: HostRegistry | None = None
 _on_map: Callable[[int, int], None] | None = None
 
 
-def on_map(hook: Callable[[int, int], None] | None) -> None:
-    """Call ``hook(address, size)`` for every peer slot this process maps from now on (once per slot).
+def use_host_registry(registry: HostRegistry | None) -> None:
+    """Page-lock every peer slot this process maps from now on through ``registry`` (``None``: stop)."""
+    global _registry
+    _registry = registry
 
-    The inference process of a pipeline with GPU cells uses it to page-lock (pin) the
-    slots with CUDA, so arrays that arrive in them copy to the device by DMA.
-    """
+
+def host_registry() -> HostRegistry | None:
+    """The registry page-locking this process's mapped slots, if any."""
+    return _registry
+
+
+def on_map(hook: Callable[[int, int], None] | None) -> None:
+    """Call ``hook(address, size)`` for every peer slot this process maps from now on (once per slot)."""
     global _on_map
     _on_map = hook
 
 
 def pin_with_cuda() -> bool:
-    """Page-lock every slot mapped from now on with ``cudaHostRegister``; whether CUDA is there to do it."""
+    """Page-lock every slot mapped from now on with ``cudaHostRegister``; whether CUDA is there to do it.
+
+    The inference process of a pipeline with GPU cells calls it, so arrays that arrive
+    in shared memory copy to the device by DMA (see :class:`HostRegistry`).
+    """
     try:
         import torch
     except ImportError:
         return False
     if not torch.cuda.is_available():
         return False
-    cudart: Any = getattr(torch.cuda, "cudart")()
-
-    def register(address: int, size: int) -> None:
-        cudart.cudaHostRegister(address, size, 0)  # best effort: an unpinned slot still works, only slower
-
-    on_map(register)
+    use_host_registry(HostRegistry(_TorchCudaHostApi(getattr(torch.cuda, "cudart")(), torch)))
     return True
 
 

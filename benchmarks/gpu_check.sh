@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# `make gpu-check`: the GPU path checked on a machine with an NVIDIA GPU, in one script, in under 8 minutes.
+#
+# Uses the CUDA build of torch already installed there (GPU_PYTHON, python3 by default): nothing is
+# downloaded and torch is not pinned. Fails loudly when a GPU is listed but that torch cannot use it.
+# Steps: the GPU-marked tests (page-locking probe: return codes, slot reuse under driver churn, frames
+# intact; placement; the example against the model), the example at full size, then bench_gpu.py, which
+# writes its figures and the GPU's name between the bench:gpu markers of docs/performance.md.
+#
+# Environment:
+#   GPU_PYTHON     the Python holding torch with CUDA (default python3)
+#   GPU_VENV       virtualenv made from it with --system-site-packages (default /tmp/rvai-gpu-venv)
+#   GPU_WHEELS     folder of wheels for what that Python lacks (default .whl: multiprocess, dill)
+#   GPU_OUT        if set, the log and docs/performance.md are copied there at the end
+#   GPU_SECONDS    length of each benchmark window (default 8)
+#   GPU_LIST_CMD   how GPUs are listed (default: /dev/nvidia<N> device files, else nvidia-smi -L)
+#
+# `gpu_check.sh --torch-only` (what `make venv` runs) stops after the first step, and passes where no GPU is listed.
+set -uo pipefail
+MODE=${1:-all}
+cd "$(dirname "$0")/.."
+
+GPU_PYTHON=${GPU_PYTHON:-python3}
+GPU_VENV=${GPU_VENV:-/tmp/rvai-gpu-venv}
+GPU_WHEELS=${GPU_WHEELS:-.whl}
+GPU_SECONDS=${GPU_SECONDS:-8}
+GPU_LIST_CMD=${GPU_LIST_CMD:-'ls /dev/nvidia[0-9]* 2>/dev/null || nvidia-smi -L 2>/dev/null'}
+LOG=$(mktemp /tmp/gpu-check.XXXXXX.log)
+START=$SECONDS
+
+fail() { echo "gpu-check FAILED: $*" | tee -a "$LOG" >&2; finish 1; }
+finish() {
+    [ "$MODE" = --torch-only ] && exit "$1"
+    if [ -n "${GPU_OUT:-}" ]; then mkdir -p "$GPU_OUT" && cp "$LOG" "$GPU_OUT/gpu-check.log" && cp docs/performance.md "$GPU_OUT/"; fi
+    echo "gpu-check: $(( SECONDS - START )) s; log in $LOG" >&2
+    exit "$1"
+}
+step() { echo; echo "== $* ($(( SECONDS - START )) s)" | tee -a "$LOG"; }
+
+step "the GPU and the torch that must use it"
+listed=$(bash -c "$GPU_LIST_CMD")
+[ -n "$listed" ] || [ "$MODE" != --torch-only ] || exit 0
+[ -n "$listed" ] || fail "no NVIDIA GPU is listed on this machine (no /dev/nvidia<N>, no nvidia-smi -L output); gpu-check needs one"
+echo "$listed" | tee -a "$LOG"
+probe=$("$GPU_PYTHON" - 2>&1 <<'EOF'
+import sys
+try:
+    import torch
+except Exception as exc:
+    print(f"torch cannot be imported: {exc}"); sys.exit(3)
+if not torch.version.cuda:
+    print(f"torch {torch.__version__} is a CPU-only build"); sys.exit(3)
+if not torch.cuda.is_available():
+    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU (driver too old, or CUDA_VISIBLE_DEVICES hides it)"); sys.exit(3)
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)")
+EOF
+)
+rc=$?
+echo "$probe" | tee -a "$LOG"
+[ $rc -eq 0 ] || fail "a GPU is listed but $GPU_PYTHON's torch cannot use it: ${probe##*$'\n'}. Install a CUDA build of torch, or run with GPU_PYTHON=<the Python that has one>"
+[ "$MODE" = --torch-only ] && exit 0
+
+step "a virtualenv over $GPU_PYTHON's packages (its torch, no download), with rvai_sdk installed editable"
+if [ ! -x "$GPU_VENV/bin/python" ]; then
+    "$GPU_PYTHON" -m venv --system-site-packages "$GPU_VENV" || fail "could not make $GPU_VENV"
+fi
+PY="$GPU_VENV/bin/python"
+find_links=()
+[ -d "$GPU_WHEELS" ] && find_links=(--find-links "$GPU_WHEELS")
+missing=$("$PY" -c "
+import importlib.util as u
+print(' '.join(m for m in ('multiprocess', 'dill', 'attrs', 'networkx', 'numpy') if u.find_spec(m) is None))")
+if [ -n "$missing" ]; then
+    "$PY" -m pip install -q --no-index "${find_links[@]}" $missing 2>&1 | tee -a "$LOG" \
+        || fail "missing $missing and no wheels for them in $GPU_WHEELS (download them where pip works: see docs/guides/gpu_batching.md)"
+fi
+if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$LOG" 2>&1; then
+    echo "editable install not possible offline here: rvai_sdk taken from the checkout through PYTHONPATH" | tee -a "$LOG"
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$PY" -c "import rvai_sdk.runtime, torch; assert torch.cuda.is_available()" 2>&1 | tee -a "$LOG" || fail "rvai_sdk does not import in $GPU_VENV"
+"$PY" -c "from rvai_sdk.runtime._devices import machine_gpus; [print('driver lists', g) for g in machine_gpus()]" 2>&1 | tee -a "$LOG"
+
+# the repo's pytest options need plugins a bare GPU machine lacks (nbmake), and filterwarnings = error would
+# turn any warning of that machine's newer torch into a failure: neither is what this check is about
+PYTEST=("$PY" -m pytest -o addopts= -p no:cacheprovider -W default --strict-markers -q -rs --timeout 400)
+
+step "GPU-marked tests: page-locking probe, the example against the model, torch cells on the GPU"
+"${PYTEST[@]}" -m gpu tests/integration/test_gpu_pinning.py tests/examples/test_gpu_classifier.py \
+    tests/integration/test_local_runtime.py 2>&1 | tee -a "$LOG" | tee /tmp/gpu-check-tests.txt
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail "GPU-marked tests failed"
+grep -q "skipped" /tmp/gpu-check-tests.txt && fail "GPU-marked tests were skipped on a GPU machine (see the reasons above)"
+
+step "placement without nvidia-smi on the PATH, and the one-rule GPU need"
+"${PYTEST[@]}" tests/integration/test_gpu_placement.py -k "not ray" 2>&1 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail "placement tests failed"
+
+step "the example at full size: 128 streams of 480x640 frames, 224x224 model input, concurrency 2"
+EXAMPLE_OUT=$(mktemp /tmp/gpu-example.XXXXXX.txt)
+timeout 240 "$PY" examples/gpu_classifier.py --runtime local --streams 128 --frames 20 --height 480 --width 640 \
+    --size 224 2>&1 | tee "$EXAMPLE_OUT" | tail -n 4 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail "the example failed"
+
+step "bench_gpu.py: 64 and 128 streams at concurrency 1 and 2, one common window each, written to docs/performance.md"
+timeout 330 "$PY" benchmarks/bench_gpu.py --seconds "$GPU_SECONDS" --write docs/performance.md \
+    --example-output "$EXAMPLE_OUT" 2>&1 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail "bench_gpu.py failed (or its self-check did)"
+
+step "done"
+finish 0
