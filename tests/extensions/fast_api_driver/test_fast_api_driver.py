@@ -218,7 +218,7 @@ def callback_server() -> Iterator[_CallbackServer]:
 
 
 def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limited(runtime: Runtime) -> None:
-    parameters = {"callback_backoff": 0.01, "callback_retries": 3}
+    parameters = {"callback_backoff": 0.01, "callback_retries": 3, "callback_allow": ["127.0.0.1"]}
     with serving(runtime, http_pipeline(), parameters) as (proc, handle, url), httpx.Client(
         base_url=url
     ) as http, callback_server() as receiver, FastAPIClient(process=handle) as client:
