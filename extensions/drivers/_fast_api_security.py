@@ -184,23 +184,23 @@ def _allowed(name: str, address: _IPAddress, allow: Sequence[str]) -> bool:
 
 
 class CallbackTarget:
-    """Where a callback goes: the URL as given, and the checked address its request connects to.
+    """Where a callback goes: the URL as given, and the checked addresses its request may connect to.
 
-    The request is sent to :attr:`address` itself (with the URL's ``Host`` and, for
+    The request is sent to a checked address itself (with the URL's ``Host`` and, for
     https, its name for TLS), so a name cannot resolve to a public address for the
     check and to a private one for the connection.
     """
 
-    def __init__(self, url: Any, address: str) -> None:
+    def __init__(self, url: Any, addresses: Sequence[str]) -> None:
         self.url = url
-        self.address = address
+        self.addresses = list(addresses)
 
-    def request_args(self) -> dict[str, Any]:
-        """``httpx`` request arguments that connect to the checked address: ``url``, ``headers``, ``extensions``."""
+    def request_args(self, address: str) -> dict[str, Any]:
+        """``httpx`` request arguments that connect to ``address``: ``url``, ``headers``, ``extensions``."""
         url = self.url
         headers = {"Host": url.netloc.decode("ascii").rpartition("@")[2]}
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-        return {"url": url.copy_with(host=self.address), "headers": headers, "extensions": extensions}
+        return {"url": url.copy_with(host=address), "headers": headers, "extensions": extensions}
 
 
 async def resolve_callback(url: Any, allow: Sequence[str]) -> CallbackTarget:
@@ -245,4 +245,4 @@ async def resolve_callback(url: Any, allow: Sequence[str]) -> CallbackTarget:
                 f"only. To allow it, list it in the driver parameter callback_allow, e.g. "
                 f"set_parameters({{'callback_allow': [{str(address)!r}]}})"
             )
-    return CallbackTarget(url, str(addresses[0]))
+    return CallbackTarget(url, list(dict.fromkeys(str(a) for a in addresses)))

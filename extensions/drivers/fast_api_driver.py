@@ -926,7 +926,13 @@ class _Service:
         for _ in range(6):
             allow = [str(a) for a in self.parameters.callback_allow]
             checked = await security.resolve_callback(target, allow)
-            response = await self.http.post(json=payload, **checked.request_args())
+            for i, address in enumerate(checked.addresses):  # each checked address in turn, as a client would
+                try:
+                    response = await self.http.post(json=payload, **checked.request_args(address))
+                    break
+                except httpx.ConnectError:
+                    if i == len(checked.addresses) - 1:
+                        raise
             location = response.headers.get("location")
             if not (300 <= response.status_code < 400 and location):
                 return response
