@@ -23,6 +23,15 @@ Routes:
 - ``GET /`` is a self-contained interactive page (no CDN needed); ``/docs`` and ``/redoc`` are
   FastAPI's Swagger UI and ReDoc, ``/openapi.json`` the OpenAPI document.
 
+Checks made before any work (see the HTTP guide's security section): the bearer token
+when ``api_key`` is set (401; the scheme is case-insensitive); on a loopback address, a
+``Host`` that is a loopback name or in ``allowed_hosts`` (400 otherwise: DNS rebinding);
+a JSON ``Content-Type`` on the JSON routes (415) and no foreign ``Origin`` on a POST or
+DELETE (403), so no other site's page can make it work; image inputs of at most
+``max_image_pixels`` pixels, read from their header before decoding, and sids of at most
+``max_sid_length`` characters (422); a ``callback_url`` that resolves to public addresses
+only, or is listed in ``callback_allow``, checked again at every delivery and redirect.
+
 Example::
 
     http = proc.add_driver("webapi", FastAPIDriver, {"api_key": "s3cret"})

@@ -10,7 +10,6 @@ import json
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,7 +22,7 @@ from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPICl
 from rvai_sdk.runtime import Inference, Runtime, init
 from rvai_sdk.types import Image
 from tests.extensions.fast_api_driver._pipelines import http_pipeline
-from tests.extensions.fast_api_driver.test_fast_api_driver import body, error_of, image_json, serving
+from tests.extensions.fast_api_driver.test_fast_api_driver import body, error_of, serve_in_thread, serving
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -135,20 +134,12 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def recorder(redirect: str | None = None) -> Iterator[http.server.ThreadingHTTPServer]:
+def recorder(redirect: str | None = None) -> contextlib.AbstractContextManager[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     server.seen = []  # type: ignore[attr-defined]
     server.hit = threading.Event()  # type: ignore[attr-defined]
     server.redirect = redirect  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    return serve_in_thread(server)
 
 
 def test_callback_urls_to_loopback_private_link_local_and_multicast_addresses_are_refused(runtime: Runtime) -> None:
