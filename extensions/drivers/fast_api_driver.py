@@ -23,6 +23,15 @@ Routes:
 - ``GET /`` is a self-contained interactive page (no CDN needed); ``/docs`` and ``/redoc`` are
   FastAPI's Swagger UI and ReDoc, ``/openapi.json`` the OpenAPI document.
 
+Checks made before any work (see the HTTP guide's security section): the bearer token
+when ``api_key`` is set (401; the scheme is case-insensitive); on a loopback address, a
+``Host`` that is a loopback name or in ``allowed_hosts`` (400 otherwise: DNS rebinding);
+a JSON ``Content-Type`` on the JSON routes (415) and no foreign ``Origin`` on a POST or
+DELETE (403), so no other site's page can make it work; image inputs of at most
+``max_image_pixels`` pixels, read from their header before decoding, and sids of at most
+``max_sid_length`` characters (422); a ``callback_url`` that resolves to public addresses
+only, or is listed in ``callback_allow``, checked again at every delivery and redirect.
+
 Example::
 
     http = proc.add_driver("webapi", FastAPIDriver, {"api_key": "s3cret"})
@@ -61,8 +70,9 @@ from rvai_sdk import types as rtypes
 from rvai_sdk._compat import require
 from rvai_sdk.drivers import DriverParameters, PipelineDriver, service_record
 from rvai_sdk.exc import CellError, DeadlineExceededError, DriverError, InputValidationError, ProcessError
+from . import _fast_api_security as security
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
-from rvai_sdk.types import Boolean, Float, Integer, String
+from rvai_sdk.types import Boolean, Float, Integer, List, String
 
 if TYPE_CHECKING:
     import fastapi
@@ -125,6 +135,15 @@ class FastAPIDriverParameters(DriverParameters):
         request_timeout: the deadline in seconds of each request (``None``: the inference
             process's ``request_timeout``); a request may set its own with the header
             ``X-Request-Timeout: <seconds>``. Past it the answer is 504.
+        callback_allow: destinations a ``callback_url`` may reach although they are not public:
+            host names (``"hooks.internal"``), addresses (``"127.0.0.1"``) or networks
+            (``"10.0.0.0/8"``). Empty (the default): callbacks reach public addresses only.
+        allowed_hosts: more ``Host`` header values accepted while the server listens on a
+            loopback address (``localhost``, ``127.0.0.1`` and ``::1`` always are), e.g. the
+            name a local reverse proxy forwards; ``"*"`` accepts any.
+        max_image_pixels: the most pixels (width x height) an image input may have, read from
+            its header before it is decoded; ``None`` (the default): ``Image.max_pixels``.
+        max_sid_length: the longest sid accepted, in characters, in the body or ``X-State-Id``.
     """
 
     host: String = DriverParameters.field(default=String("127.0.0.1"), description="address to listen on")
@@ -138,12 +157,22 @@ class FastAPIDriverParameters(DriverParameters):
     callback_retries: Integer = DriverParameters.field(default=Integer(5), description="callback retries")
     callback_backoff: Float = DriverParameters.field(default=Float(0.5), description="first retry delay, seconds")
     request_timeout: Float | None = DriverParameters.field(default=None, description="request deadline, seconds (504)")
+    callback_allow: List[String] = DriverParameters.field(
+        default_factory=List[String], description="non-public callback destinations allowed: hosts, addresses, networks"
+    )
+    allowed_hosts: List[String] = DriverParameters.field(
+        default_factory=List[String], description="more Host header values accepted on a loopback address"
+    )
+    max_image_pixels: Integer | None = DriverParameters.field(
+        default=None, description="most pixels of an image input; None: Image.max_pixels"
+    )
+    max_sid_length: Integer = DriverParameters.field(default=Integer(256), description="longest sid, in characters")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from rvai_sdk.exc import ParameterError
 
-        for name in ("task_ttl", "max_pending_tasks", "max_body_bytes", "max_batch_items", "callback_retries"):
+        for name in ("task_ttl", "max_pending_tasks", "max_body_bytes", "max_batch_items", "callback_retries", "max_sid_length"):
             if int(getattr(self, name)) < 0:
                 raise ParameterError(f"FastAPIDriverParameters.{name} must be >= 0, got {getattr(self, name)}", field=name)
         if not float(self.callback_backoff) >= 0:
@@ -157,6 +186,17 @@ class FastAPIDriverParameters(DriverParameters):
             )
         if not self.host:
             raise ParameterError("FastAPIDriverParameters.host must be an address such as '127.0.0.1'", field="host")
+        if self.max_image_pixels is not None and int(self.max_image_pixels) < 1:
+            raise ParameterError(
+                f"FastAPIDriverParameters.max_image_pixels must be >= 1 or None, got {self.max_image_pixels}",
+                field="max_image_pixels",
+            )
+        for entry in self.callback_allow:
+            if not str(entry).strip():
+                raise ParameterError(
+                    "FastAPIDriverParameters.callback_allow takes host names, addresses or networks, got an empty one",
+                    field="callback_allow",
+                )
         if self.request_timeout is not None and not float(self.request_timeout) > 0:
             raise ParameterError(
                 f"FastAPIDriverParameters.request_timeout must be > 0 seconds or None, got {self.request_timeout}",
@@ -348,6 +388,17 @@ def _json_type(obj: Any) -> str:
 
 def _unprocessable(message: str, field: str | None) -> _HTTPError:
     return _HTTPError(422, "InputValidationError", message, field=field)
+
+
+def _require_json(content_type: bytes) -> None:
+    """415 unless the body is declared JSON: a browser sends no JSON cross-origin without asking first (CORS)."""
+    if not security.is_json_media_type(content_type):
+        given = content_type.decode("latin-1") or "none"
+        raise _HTTPError(
+            415,
+            "UnsupportedMediaType",
+            f"this route takes a JSON body with 'Content-Type: application/json', got content type {given!r}",
+        )
 
 
 def _models(codec: _Codec) -> dict[str, Any]:
@@ -661,6 +712,7 @@ class _Service:
         return body
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
+        _require_json(request.headers.get("content-type", "").encode("latin-1"))
         body = await self._body(request)
         try:
             obj = json.loads(body)
@@ -681,12 +733,31 @@ class _Service:
                 )
         if "inputs" not in obj:
             raise _unprocessable("missing field 'inputs' (an object of input ref to value)", f"{where}inputs")
-        sid = obj.get("sid", header_sid)
+        sid = obj.get("sid")
         if sid is None:
             sid = header_sid
-        if sid is not None and not isinstance(sid, str):
+            self._check_sid(sid, "X-State-Id")
+        elif not isinstance(sid, str):
             raise _unprocessable(f"sid must be a string or null, got {_json_type(sid)}", f"{where}sid")
-        return self.codec.decode(obj["inputs"], f"{where}inputs"), sid
+        else:
+            self._check_sid(sid, f"{where}sid")
+        with rtypes.Image.pixel_limit(self._pixel_limit()):
+            return self.codec.decode(obj["inputs"], f"{where}inputs"), sid
+
+    def _pixel_limit(self) -> int | None:
+        limit = self.parameters.max_image_pixels
+        return None if limit is None else int(limit)
+
+    def _check_sid(self, sid: str | None, field: str) -> None:
+        """Refuse a sid longer than ``max_sid_length`` with 422, before it costs the inference process memory."""
+        limit = int(self.parameters.max_sid_length)
+        if sid is not None and len(sid) > limit:
+            where = "the X-State-Id header" if field == "X-State-Id" else f"field {field!r}"
+            raise _unprocessable(
+                f"the sid in {where} has {len(sid)} characters, more than the {limit} this server takes; use a "
+                "shorter id (e.g. a hash of it), or raise the driver parameter max_sid_length",
+                field,
+            )
 
     async def _multipart(self, request: Request) -> tuple[dict[str, Any], str | None]:
         await self._body(request)
@@ -698,11 +769,12 @@ class _Service:
         try:
             inputs: dict[str, Any] = {}
             sid: str | None = request.headers.get("x-state-id")
+            sid_field = "X-State-Id"
             for key, value in form.multi_items():
                 if key == "sid":
                     if not isinstance(value, str):
                         raise _unprocessable("sid must be a text field", "sid")
-                    sid = value
+                    sid, sid_field = value, "sid"
                     continue
                 if key not in self.codec.inputs:
                     inputs[key] = None  # decode() names it as unknown
@@ -715,7 +787,8 @@ class _Service:
                     inputs[key] = self._form_text(key, data.decode("utf-8", "replace"))
                     continue
                 try:
-                    inputs[key] = rtypes.Image.from_bytes(data)
+                    with rtypes.Image.pixel_limit(self._pixel_limit()):
+                        inputs[key] = rtypes.Image.from_bytes(data)
                 except InputValidationError as exc:
                     raise _unprocessable(f"input {key!r}: the uploaded file is not an image: {exc}", f"inputs.{key}")
                 except Exception as exc:
@@ -724,6 +797,7 @@ class _Service:
                     ) from exc
         finally:
             await form.close()
+        self._check_sid(sid, sid_field)
         return self.codec.decode(inputs), sid
 
     @staticmethod
@@ -746,7 +820,8 @@ class _Service:
             else:  # busy: the submitting thread sends, in arrival order, while the loop goes on
                 outputs = await self.submitter.submit(inputs, sid, timeout)
         except InputValidationError as exc:
-            raise _unprocessable(str(exc), f"inputs.{exc.field}" if exc.field else None) from exc
+            field = exc.field if exc.field in (None, "sid") else f"inputs.{exc.field}"
+            raise _unprocessable(str(exc), field) from exc
         except DeadlineExceededError as exc:
             raise _HTTPError(504, "DeadlineExceededError", str(exc), cell=exc.ref) from exc
         except CellError as exc:
@@ -871,6 +946,44 @@ class _Service:
         if task.callback_url is not None:
             await self._deliver(task)
 
+    async def _check_callback(self, callback_url: Any) -> None:
+        """422 for a ``callback_url`` that is not http(s) or reaches a destination not allowed (SSRF)."""
+        if not isinstance(callback_url, str) or not re.match(r"^https?://[^\s/]+", callback_url):
+            raise _unprocessable("callback_url must be an http:// or https:// URL", "callback_url")
+        try:
+            url = httpx.URL(callback_url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise _unprocessable(f"callback_url is not a valid URL: {exc}", "callback_url") from exc
+        try:
+            await security.resolve_callback(url, [str(a) for a in self.parameters.callback_allow])
+        except security.CallbackUnresolved:
+            pass  # DNS may answer by the time the task ends; delivery checks again
+        except security.CallbackRefused as exc:
+            raise _unprocessable(str(exc), "callback_url") from exc
+
+    async def _post_callback(self, url: str, payload: Mapping[str, Any]) -> Any:
+        """POST ``payload`` to ``url``, checking the destination first and again at every redirect (at most 5).
+
+        Raises:
+            security.CallbackRefused: the URL, or a redirect, reaches a destination that is not allowed.
+        """
+        target = httpx.URL(url)
+        for _ in range(6):
+            allow = [str(a) for a in self.parameters.callback_allow]
+            checked = await security.resolve_callback(target, allow)
+            for i, address in enumerate(checked.addresses):  # each checked address in turn, as a client would
+                try:
+                    response = await self.http.post(json=payload, **checked.request_args(address))
+                    break
+                except httpx.ConnectError:
+                    if i == len(checked.addresses) - 1:
+                        raise
+            location = response.headers.get("location")
+            if not (300 <= response.status_code < 400 and location):
+                return response
+            target = target.join(location)
+        raise security.CallbackRefused(f"callback_url {url!r} redirected more than 5 times")
+
     async def _deliver(self, task: _Task) -> None:
         """POST the final status to the task's callback URL, retrying with exponential backoff."""
         assert task.callback is not None and task.callback_url is not None
@@ -882,13 +995,18 @@ class _Service:
         for attempt in range(retries + 1):
             task.callback["attempts"] = attempt + 1
             try:
-                response = await self.http.post(task.callback_url, json=payload)
+                response = await self._post_callback(task.callback_url, payload)
                 if 200 <= response.status_code < 300:
                     task.callback["status"] = "delivered"
                     task.callback["last_error"] = None
                     self._count("callbacks_delivered")
                     return
                 task.callback["last_error"] = f"HTTP {response.status_code}"
+            except security.CallbackUnresolved as exc:  # DNS may answer later: retried
+                task.callback["last_error"] = str(exc)
+            except security.CallbackRefused as exc:  # retrying cannot help
+                task.callback["last_error"] = str(exc)
+                break
             except Exception as exc:  # connection refused, timeout, bad URL...
                 task.callback["last_error"] = f"{type(exc).__name__}: {exc}"
             if attempt < retries:
@@ -975,6 +1093,7 @@ class _Service:
             """Run the pipeline on one request (JSON, or multipart with image files)."""
             content_type = request.headers.get("content-type", "")
             if not content_type.startswith("multipart/form-data"):  # _Front answers these first
+                _require_json(content_type.encode("latin-1"))
                 return self._respond(await self.predict_json(await self._body(request), request.headers.get("x-state-id")))
             self._count("predict")
             inputs, sid = await self._multipart(request)
@@ -1021,10 +1140,8 @@ class _Service:
             obj = await self._json_body(request)
             inputs, sid = self._request_parts(obj, request.headers.get("x-state-id"), "", extra=("callback_url",))
             callback_url = obj.get("callback_url")
-            if callback_url is not None and (
-                not isinstance(callback_url, str) or not re.match(r"^https?://[^\s/]+", callback_url)
-            ):
-                raise _unprocessable("callback_url must be an http:// or https:// URL", "callback_url")
+            if callback_url is not None:
+                await self._check_callback(callback_url)
             self._sweep()
             active = sum(1 for t in self.tasks.values() if t.finished is None)
             limit = int(self.parameters.max_pending_tasks)
@@ -1333,7 +1450,8 @@ def _relay(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], done: c
 
 
 class _Front:
-    """The ASGI app uvicorn serves: bearer-token check, a fast path for JSON ``POST /predict``, then FastAPI.
+    """The ASGI app uvicorn serves: request checks (Host, Origin, bearer token), a fast path for JSON
+    ``POST /predict``, then FastAPI.
 
     The fast path answers exactly as the FastAPI route would (same codec, same errors)
     without FastAPI's routing and dependency machinery, which otherwise costs about
@@ -1349,29 +1467,22 @@ class _Front:
             await self.app(scope, receive, send)
             return
         service = self.service
-        key = service.parameters.api_key
+        parameters = service.parameters
+        key = parameters.api_key
         path = scope["path"]
+        method = scope["method"]
         headers = scope["headers"]
-        send = self._counting(send, scope["method"], _route_label(path))
-        if key and path != "/health":
-            given = b""
-            for name, value in headers:
-                if name == b"authorization":
-                    given = value
-                    break
-            if not hmac.compare_digest(given, b"Bearer " + str(key).encode()):
-                message = "this server needs 'Authorization: Bearer <api_key>'" + (
-                    "; the token given is wrong" if given else ""
-                )
-                error = _HTTPError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
-                await self._send(send, *service._error_parts(error))
-                return
+        send = self._counting(send, method, _route_label(path))
+        refusal = self._refusal(headers, method, path, key)
+        if refusal is not None:
+            await self._send(send, *service._error_parts(refusal))
+            return
         try:
             _REQUEST_TIMEOUT.set(_header_timeout(headers))  # this request's deadline, read by _Service._run
         except _HTTPError as exc:
             await self._send(send, *service._error_parts(exc))
             return
-        if path == "/predict" and scope["method"] == "POST":
+        if path == "/predict" and method == "POST":
             content_type = b""
             declared = -1
             header_sid: str | None = None
@@ -1384,7 +1495,8 @@ class _Front:
                     header_sid = value.decode("latin-1")
             if not content_type.startswith(b"multipart/"):
                 try:
-                    body = await self._read(receive, declared, int(service.parameters.max_body_bytes))
+                    _require_json(content_type)
+                    body = await self._read(receive, declared, int(parameters.max_body_bytes))
                     status, payload = 200, await service.predict_json(body, header_sid)
                     extra: list[tuple[bytes, bytes]] = []
                 except _HTTPError as exc:
@@ -1397,6 +1509,52 @@ class _Front:
                 await self._send(send, status, payload, extra)
                 return
         await self.app(scope, receive, send)
+
+    def _refusal(self, headers: Sequence[tuple[bytes, bytes]], method: str, path: str, key: Any) -> _HTTPError | None:
+        """The error that refuses a request before any work (wrong Host, cross-origin, no token), or ``None``.
+
+        - bound to a loopback address, a ``Host`` that is not a loopback name, the bound
+          address or one of ``allowed_hosts`` is refused with 400 (DNS rebinding);
+        - a request that changes something (not GET/HEAD/OPTIONS) with an ``Origin`` other
+          than the server's own is refused with 403 (a cross-site form or page);
+        - with ``api_key`` set, every route but ``/health`` needs the bearer token (401).
+        """
+        host = origin = authorization = None
+        for name, value in headers:
+            if name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+            elif name == b"authorization":
+                authorization = value
+        driver = self.service.driver
+        if host is not None and security.is_loopback_host(driver._bound_host):
+            text = host.decode("latin-1")
+            if not security.host_allowed(text, driver._bound_host, [str(h) for h in driver._live.allowed_hosts]):
+                return _HTTPError(
+                    400,
+                    "InvalidHost",
+                    f"this server listens on {driver._bound_host} and does not answer for the host {text!r} "
+                    "(DNS rebinding protection); use http://127.0.0.1 or localhost, or list the name in the driver "
+                    "parameter allowed_hosts",
+                )
+        if origin is not None and method not in ("GET", "HEAD", "OPTIONS"):
+            text = origin.decode("latin-1")
+            if not security.same_origin(text, (host or b"").decode("latin-1")):
+                return _HTTPError(
+                    403,
+                    "CrossOriginRequest",
+                    f"a {method} from the web page at {text!r} is refused: this server serves cross-origin pages no "
+                    "requests that do work; call it from the server side, or from a page it serves",
+                )
+        if key and path != "/health":
+            given = authorization or b""
+            if not security.bearer_matches(given, str(key)):
+                message = "this server needs 'Authorization: Bearer <api_key>'" + (
+                    "; the token given is wrong" if given else ""
+                )
+                return _HTTPError(401, "Unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+        return None
 
     def _counting(self, send: Any, method: str, route: str) -> Any:
         """``send`` that counts the response's status under ``(method, route, status)``."""
@@ -1716,8 +1874,13 @@ class FastAPIClient:
         api_key: str | None = None,
         timeout: float = 30.0,
     ) -> None:
+        self._process = process
         if process is not None:
-            record = process.get_service("http")
+            try:
+                record = process.get_service("http")
+            except DriverError as exc:
+                failed = self._driver_failure()
+                raise failed or FastAPIClientError(str(exc)) from exc
             lan = record.get("taggedAddresses", {}).get("lan", record)
             host, port = str(lan["address"]), int(lan["port"])
         if host is None or port is None:
@@ -1790,16 +1953,40 @@ class FastAPIClient:
 
     # -- API ---------------------------------------------------------------------------------
 
+    def _driver_failure(self) -> FastAPIClientError | None:
+        """The error to raise at once when the driver handle shows the driver FAILED or STOPPED, else ``None``."""
+        process = self._process
+        if process is None:
+            return None
+        state = process.status.name
+        if state not in ("FAILED", "STOPPED"):
+            return None
+        failure = process.failure or ""
+        first = failure.splitlines()[0] if failure else ""
+        if state == "FAILED":
+            message = f"driver {process.ref!r} FAILED: {first}; its traceback is in the handle's .failure"
+        else:
+            message = f"driver {process.ref!r} is STOPPED; add it again and make a client from the new handle"
+        return FastAPIClientError(message, error_type=state, server_message=failure or None)
+
     def wait(self, timeout: float = 30.0) -> None:
         """Block until ``GET /ready`` answers 200.
 
+        Made from a driver handle (``process=``), it raises at once when the handle
+        shows the driver FAILED (with the driver's error) or STOPPED, instead of
+        waiting out ``timeout``.
+
         Raises:
-            FastAPIClientError: not ready within ``timeout`` seconds; carries the last failure.
+            FastAPIClientError: not ready within ``timeout`` seconds (carries the last failure),
+                or the driver FAILED or STOPPED (``error_type`` is ``"FAILED"``/``"STOPPED"``).
         """
         deadline = time.monotonic() + timeout
         pause = threading.Event()
         last: FastAPIClientError | None = None
         for attempt in itertools.count():
+            failed = self._driver_failure()
+            if failed is not None:
+                raise failed
             try:
                 self._call("GET", "/ready")
                 return
@@ -1811,7 +1998,7 @@ class FastAPIClient:
             if remaining <= 0:
                 break
             pause.wait(min(0.01 * 2**min(attempt, 5), remaining))
-        raise FastAPIClientError(
+        raise self._driver_failure() or FastAPIClientError(
             f"{self.base_url} was not ready within {timeout} s: {last}",
             status_code=last.status_code if last else None,
         )

@@ -61,11 +61,12 @@ def decode(data: bytes) -> np.ndarray:
         )
     channels = _CHANNELS[color_type]
     stride = width * channels
-    try:
-        raw = np.frombuffer(zlib.decompress(b"".join(idat)), dtype=np.uint8)
+    expected = height * (stride + 1)
+    try:  # never more than the header promises: compressed data cannot inflate beyond it
+        raw = np.frombuffer(zlib.decompressobj().decompress(b"".join(idat), expected + 1), dtype=np.uint8)
     except zlib.error as exc:
         raise _bad(f"corrupt image data ({exc})") from exc
-    if raw.size != height * (stride + 1):
+    if raw.size != expected:
         raise _bad("image data has the wrong size")
     raw = raw.reshape(height, stride + 1)
     out = np.empty((height, stride), dtype=np.uint8)

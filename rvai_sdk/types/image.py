@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
 import io
 import typing
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 
 from rvai_sdk.exc import InputValidationError
-from rvai_sdk.types import _png
+from rvai_sdk.types import _image_header, _png
 from rvai_sdk.types._base import Value, mismatch, rng_or_default
 
 __all__ = ["Image"]
 
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+_PIXEL_LIMIT: contextvars.ContextVar[int | None] = contextvars.ContextVar("rvai_image_pixel_limit", default=None)
 
 
 class Image(np.ndarray, Value):
@@ -31,11 +35,25 @@ class Image(np.ndarray, Value):
     ``HxW``; another dtype or shape raises :class:`~rvai_sdk.exc.InputValidationError`
     naming it.
 
+    Decoding a file (``from_bytes``, ``from_json``) first reads the width and height
+    from its header (PNG ``IHDR``, JPEG ``SOF``, other formats through Pillow) and
+    refuses an image of more than :attr:`max_pixels` pixels before decoding it: a
+    small, highly compressed file cannot become gigabytes. Raise the limit for a
+    type with a subclass (``class Scan(Image): max_pixels = 200_000_000``), for one
+    block of code with :meth:`pixel_limit`, or per HTTP driver with the
+    ``max_image_pixels`` parameter of ``FastAPIDriver``.
+
+    Attributes:
+        max_pixels: the most pixels (width x height) a decoded image may have;
+            ``2**25`` (about 33.5 million: 8K UHD, 7680x4320, fits).
+
     Examples:
         >>> img = Image(np.zeros((2, 3, 3), dtype=np.uint8))
         >>> img.shape, Image.from_json(img.to_json()).shape
         ((2, 3, 3), (2, 3, 3))
     """
+
+    max_pixels: ClassVar[int] = 2**25
 
     def __new__(cls, data: Any) -> Image:
         """Wrap an array as an image, without copying when it already fits.
@@ -137,12 +155,50 @@ class Image(np.ndarray, Value):
         return _png.encode(np.asarray(self).view(np.ndarray), compress_level)
 
     @classmethod
+    @contextlib.contextmanager
+    def pixel_limit(cls, max_pixels: int | None) -> Iterator[None]:
+        """Decode with another pixel limit inside a ``with`` block (this thread or task only).
+
+        Args:
+            max_pixels: the most pixels a decoded image may have; ``None`` keeps :attr:`max_pixels`.
+
+        Examples:
+            >>> tiny = Image(np.zeros((4, 4, 3), np.uint8)).to_png()
+            >>> with Image.pixel_limit(10):
+            ...     Image.from_bytes(tiny)
+            Traceback (most recent call last):
+              ...
+            rvai_sdk.exc.InputValidationError: the image is 4x4 (16 pixels), more than the limit of 10 pixels; send a smaller image, or raise the limit (Image.max_pixels, Image.pixel_limit(), or the max_image_pixels parameter of FastAPIDriver)
+        """
+        token = _PIXEL_LIMIT.set(None if max_pixels is None else int(max_pixels))
+        try:
+            yield
+        finally:
+            _PIXEL_LIMIT.reset(token)
+
+    @classmethod
+    def _check_pixels(cls, width: int, height: int) -> None:
+        limit = _PIXEL_LIMIT.get()
+        if limit is None:
+            limit = cls.max_pixels
+        pixels = width * height
+        if pixels > limit:
+            raise InputValidationError(
+                f"the image is {width}x{height} ({pixels} pixels), more than the limit of {limit} pixels; send a "
+                "smaller image, or raise the limit (Image.max_pixels, Image.pixel_limit(), or the max_image_pixels "
+                "parameter of FastAPIDriver)",
+                expected="Image",
+            )
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> Image:
         """Decode an image file: PNG always, other formats such as JPEG when Pillow is installed.
 
         Pillow decodes when importable; without it a pure numpy decoder handles
         8-bit, non-interlaced grey/grey+alpha/RGB/RGBA PNGs. Palette and other
-        modes are converted to RGB or RGBA.
+        modes are converted to RGB or RGBA. The width and height are read from
+        the header first: an image of more than :attr:`max_pixels` pixels (or the
+        :meth:`pixel_limit` in force) is refused before it is decoded.
 
         Args:
             data: the file's bytes.
@@ -151,9 +207,13 @@ class Image(np.ndarray, Value):
             The decoded image.
 
         Raises:
-            InputValidationError: the bytes are not a decodable image, or need Pillow
-                (the message says how to install it).
+            InputValidationError: the bytes are not a decodable image, the image has
+                more pixels than the limit, or it needs Pillow (the message says how
+                to install it).
         """
+        size = _image_header.dimensions(data)
+        if size is not None:
+            cls._check_pixels(*size)
         try:
             from PIL import Image as PILImage
         except ImportError:
@@ -164,11 +224,14 @@ class Image(np.ndarray, Value):
                 expected="Image",
             ) from None
         try:
-            with PILImage.open(io.BytesIO(data)) as picture:
+            with PILImage.open(io.BytesIO(data)) as picture:  # reads the header only
+                cls._check_pixels(*picture.size)
                 if picture.mode not in _MODES:
                     picture = picture.convert("RGBA" if "A" in picture.getbands() or "transparency" in picture.info else "RGB")
                 return cls(np.asarray(picture))
         except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as exc:
+            if isinstance(exc, InputValidationError):
+                raise
             raise InputValidationError(f"cannot decode image: {exc}", expected="Image") from exc
 
     def to_json(self) -> str:

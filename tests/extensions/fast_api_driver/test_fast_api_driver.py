@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -196,6 +196,9 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+_Server = TypeVar("_Server", bound=http.server.HTTPServer)
+
+
 class _CallbackServer(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Receiver)
@@ -205,8 +208,8 @@ class _CallbackServer(http.server.ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def callback_server() -> Iterator[_CallbackServer]:
-    server = _CallbackServer()
+def serve_in_thread(server: _Server) -> Iterator[_Server]:
+    """Run an ``http.server`` server on a thread; shut it down on exit."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -217,8 +220,12 @@ def callback_server() -> Iterator[_CallbackServer]:
         thread.join(10)
 
 
+def callback_server() -> contextlib.AbstractContextManager[_CallbackServer]:
+    return serve_in_thread(_CallbackServer())
+
+
 def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limited(runtime: Runtime) -> None:
-    parameters = {"callback_backoff": 0.01, "callback_retries": 3}
+    parameters = {"callback_backoff": 0.01, "callback_retries": 3, "callback_allow": ["127.0.0.1"]}
     with serving(runtime, http_pipeline(), parameters) as (proc, handle, url), httpx.Client(
         base_url=url
     ) as http, callback_server() as receiver, FastAPIClient(process=handle) as client:
