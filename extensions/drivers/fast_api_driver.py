@@ -48,7 +48,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import hmac
 import html
 import itertools
 import json
