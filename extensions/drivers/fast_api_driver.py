@@ -49,7 +49,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import hmac
 import html
 import itertools
 import json
