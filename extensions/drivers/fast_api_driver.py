@@ -1529,7 +1529,7 @@ class _Front:
         driver = self.service.driver
         if host is not None and security.is_loopback_host(driver._bound_host):
             text = host.decode("latin-1")
-            if not security.host_allowed(text, driver._bound_host, [str(h) for h in driver._live.allowed_hosts]):
+            if not security.host_allowed(text, driver._bound_host, driver._live.allowed_hosts):
                 return _HTTPError(
                     400,
                     "InvalidHost",
