@@ -63,6 +63,12 @@ echo "$probe" | tee -a "$LOG"
 step "a virtualenv over $GPU_PYTHON's packages (its torch, no download), with rvai_sdk installed editable"
 if [ ! -x "$GPU_VENV/bin/python" ]; then
     "$GPU_PYTHON" -m venv --system-site-packages "$GPU_VENV" || fail "could not make $GPU_VENV"
+    # --system-site-packages reaches the base interpreter's packages only. Where GPU_PYTHON is itself a
+    # virtualenv (the lent GPU machines' python3 is /opt/torch/.venv/bin/python3), its own site-packages,
+    # where torch is, would be missing: a .pth file in the new venv adds them, after the venv's own.
+    purelib=$("$GPU_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    "$GPU_PYTHON" -c 'import site; print("\n".join(site.getsitepackages()))' >"$purelib/_gpu_python.pth" \
+        || fail "could not list $GPU_PYTHON's site-packages"
 fi
 PY="$GPU_VENV/bin/python"
 find_links=()

@@ -27,15 +27,17 @@ def _example() -> Any:
     return gpu_classifier
 
 
-def _expected(example: Any, frames: list[np.ndarray], size: int, device: str) -> Any:
-    """Class probabilities of each frame, from the example's own preprocessing and model applied directly."""
+def _expected(example: Any, frames: list[np.ndarray], size: int, device: str, batch: int | None = None) -> Any:
+    """Class probabilities of each frame, from the example's own preprocessing and model applied directly,
+    in batches of ``batch`` frames (all at once by default)."""
     import torch
 
     model = example.build_model(device)
     batches = example.DeviceBatches(device)
+    batch = batch or len(frames)
     with torch.inference_mode():
         pre = torch.cat([example.preprocess_frames(batches, [frame], size) for frame in frames])
-        return torch.softmax(model(pre).float(), dim=1).cpu().numpy()
+        return torch.cat([torch.softmax(model(part).float(), dim=1) for part in pre.split(batch)]).cpu().numpy()
 
 
 def _serve(example: Any, runtime: str, frames: list[np.ndarray], size: int, rounds: int, **options: Any) -> dict[str, Any]:
@@ -101,4 +103,10 @@ def test_on_a_gpu_full_size_frames_through_pinned_slots_get_the_models_answer() 
     rng = np.random.default_rng(11)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(96)]
     served = _serve(example, "local", frames, size=224, rounds=4, gpu=True, concurrency=2)
-    _check(served["answers"], _expected(example, frames, 224, "cuda:0"), rounds=4, tolerance=5e-3)
+    # In fp16 the GPU picks its kernels by batch size, so a frame's probabilities depend slightly on how many
+    # frames went through with it (seen on an H200: 0.0054 between a batch of 96 and the served batches). The
+    # served batches hold 1 to 64 frames: the tolerance is twice the largest spread, on this GPU, between the
+    # model applied to all frames at once and in batches of 1 and of 64, and never tighter than 5e-3.
+    whole = _expected(example, frames, 224, "cuda:0")
+    spread = max(float(np.abs(whole - _expected(example, frames, 224, "cuda:0", batch=b)).max()) for b in (1, 64))
+    _check(served["answers"], whole, rounds=4, tolerance=max(5e-3, 2 * spread))
