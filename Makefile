@@ -73,7 +73,7 @@ test: venv services
 	$(MAKE) --no-print-directory typecheck
 
 typecheck: venv
-	$(PY) -m mypy rvai_sdk extensions
+	$(PY) -m mypy rvai_sdk   # rvai_sdk/extensions links to extensions/: one pass checks both
 
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -15,15 +15,20 @@ group::
     counting = "my_package.pipelines:build_counting"
 
 Sources and sinks are named by URL and found by the URL's scheme under the
-entry-point groups ``rvai_sdk.sources`` and ``rvai_sdk.sinks``; each entry point
-is a callable taking the URL and returning a :class:`~rvai_sdk.drivers.Source`
-(or :class:`~rvai_sdk.drivers.Sink`), so a package adds a scheme with::
+entry-point groups ``rvai_sdk.sources`` and ``rvai_sdk.sinks``. This module only
+dispatches: each entry point names the ``from_url`` classmethod of the source or
+sink class that parses its own URL (``rvai_sdk``'s own are listed in its
+``setup.cfg``: ``VideoSource.from_url`` for files and ``rtsp://``...), or any callable
+taking the URL and returning a :class:`~rvai_sdk.drivers.Source` (or
+:class:`~rvai_sdk.drivers.Sink`), so a package adds a scheme with::
 
     [project.entry-points."rvai_sdk.sinks"]
-    kafka = "my_package.sinks:kafka_sink_from_url"     # --sink kafka://broker:9092/results
+    kafka = "my_package.sinks:KafkaSink.from_url"     # --sink kafka://broker:9092/results
 
 A source or sink URL with no scheme is a file path (scheme ``file``); a scheme with a
 driver suffix (``postgresql+psycopg``) is looked up whole, then without the suffix.
+The drivers ``serve`` and ``stream`` run are found the same way, under
+``rvai_sdk.cli_drivers`` (names ``serve`` and ``stream``).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import signal
 import sys
 import threading
 import time
-import urllib.parse
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import entry_points
@@ -44,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk import types as _types
-from rvai_sdk.exc import RvaiError
+from rvai_sdk.exc import DriverError, RvaiError, TargetError, UnknownSchemeError, UsageError
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 
 if TYPE_CHECKING:
@@ -57,12 +63,14 @@ __all__ = [
     "registered_pipelines",
     "load_source",
     "load_sink",
+    "command_driver",
     "parse_params",
     "progress_line",
     "stream_metrics_text",
     "ENTRY_POINT_GROUP",
     "SOURCES_GROUP",
     "SINKS_GROUP",
+    "DRIVERS_GROUP",
     "TargetError",
     "UsageError",
     "UnknownSchemeError",
@@ -74,18 +82,10 @@ SOURCES_GROUP = "rvai_sdk.sources"
 """Entry-point group of source factories, named by URL scheme (a callable: URL → Source)."""
 SINKS_GROUP = "rvai_sdk.sinks"
 """Entry-point group of sink factories, named by URL scheme (a callable: URL → Sink)."""
+DRIVERS_GROUP = "rvai_sdk.cli_drivers"
+"""Entry-point group of the driver classes the commands run, named by command (``serve``, ``stream``)."""
 
-
-class TargetError(RvaiError, LookupError):
-    """A pipeline target could not be found or is not a pipeline."""
-
-
-class UsageError(RvaiError, ValueError):
-    """A command-line argument is malformed (a ``--param``, a source or sink URL)."""
-
-
-class UnknownSchemeError(UsageError, LookupError):
-    """No installed package handles a source or sink URL's scheme."""
+# TargetError, UsageError and UnknownSchemeError live in rvai_sdk.exc; imported above, they stay rvai_sdk.cli.X too.
 
 
 def registered_pipelines() -> dict[str, str]:
@@ -272,6 +272,10 @@ def _load_component(group: str, what: str, url: str) -> Any:
 def load_source(url: str) -> Source:
     """The source for ``url``, made by the factory registered for its scheme under :data:`SOURCES_GROUP`.
 
+    Example:
+        >>> int(load_source("dummy:?count=5&rate=0").params.count)
+        5
+
     Raises:
         UnknownSchemeError: no installed package handles the scheme (the message lists those that are).
         UsageError: the factory cannot be imported or rejects the URL.
@@ -287,6 +291,10 @@ def load_source(url: str) -> Source:
 def load_sink(url: str) -> Sink:
     """The sink for ``url``, made by the factory registered for its scheme under :data:`SINKS_GROUP`.
 
+    Example:
+        >>> load_sink("sqlite:///frames.db?table=frames").table
+        'frames'
+
     Raises:
         UnknownSchemeError: no installed package handles the scheme (the message lists those that are).
         UsageError: the factory cannot be imported or rejects the URL.
@@ -297,134 +305,6 @@ def load_sink(url: str) -> Sink:
     if not isinstance(sink, Sink):
         raise UsageError(f"the sink factory for {url!r} returned a {type(sink).__name__}, not a Sink")
     return sink
-
-
-def _extension(module: str, *names: str) -> tuple[Any, ...]:
-    """Classes from ``rvai_sdk.extensions.<module>`` (imported on use: each needs its extra)."""
-    imported = importlib.import_module(f"rvai_sdk.extensions.{module}")
-    return tuple(getattr(imported, name) for name in names)
-
-
-def _query(url: str) -> tuple[urllib.parse.SplitResult, dict[str, str]]:
-    parts = urllib.parse.urlsplit(url)
-    return parts, dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-
-
-def _json_values(query: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, text in query.items():
-        try:
-            values[key] = json.loads(text)
-        except ValueError:
-            values[key] = text
-    return values
-
-
-def video_source_from_url(url: str) -> Source:
-    """A :class:`VideoSource` for a file path, ``file://``, ``rtsp://``, ``http(s)://`` ... URL.
-
-    Raises:
-        UsageError: a file path (or ``file://`` URL) names no file.
-
-    Example:
-        >>> video_source_from_url("rtsp://10.0.0.5/stream1").live
-        True
-    """
-    (VideoSource,) = _extension("sources.video_source", "VideoSource")
-
-    if url.startswith("file://"):
-        url = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
-    if _scheme(url) == "file" and not os.path.isfile(url):
-        raise UsageError(f"no such video file: {url!r} (give a path to a video file, or an rtsp:// URL)")
-    made: Source = VideoSource(url)
-    return made
-
-
-def dummy_source_from_url(url: str) -> Source:
-    """A :class:`DummySource`: ``dummy:`` or ``dummy:?rate=25&count=100&seed=1&live=true``.
-
-    Example:
-        >>> int(dummy_source_from_url("dummy:?count=5&rate=0").params.count)
-        5
-    """
-    (DummySource,) = _extension("sources.dummy_source", "DummySource")
-
-    made: Source = DummySource(params=_json_values(_query(url)[1]))
-    return made
-
-
-def mqtt_source_from_url(url: str) -> Source:
-    """An :class:`MqttSource`: ``mqtt://[user:password@]host[:port]/topic/filter`` (port 1883 by default).
-
-    Example:
-        >>> mqtt_source_from_url("mqtt://broker:1884/cameras/+/counts").topic
-        'cameras/+/counts'
-    """
-    (MqttSource,) = _extension("sources.mqtt_source", "MqttSource")
-
-    parts = urllib.parse.urlsplit(url)
-    topic = urllib.parse.unquote(parts.path.lstrip("/"))
-    if not topic:
-        raise UsageError(f"MQTT source URL {url!r} names no topic: mqtt://host:1883/some/topic")
-    made: Source = MqttSource(
-        topic, host=parts.hostname or "127.0.0.1", port=parts.port or 1883, username=parts.username, password=parts.password
-    )
-    return made
-
-
-def database_sink_from_url(url: str) -> Sink:
-    """A :class:`DatabaseSink` for a SQLAlchemy URL; ``?table=NAME`` picks the table (default ``results``).
-
-    ``postgresql://`` with no driver uses psycopg 3 (``postgresql+psycopg://``), the one the ``sql`` extra installs.
-
-    Example:
-        >>> sink = database_sink_from_url("sqlite:///frames.db?table=frames")
-        >>> sink.url, sink.table
-        ('sqlite:///frames.db', 'frames')
-    """
-    (DatabaseSink,) = _extension("sinks.database_sink", "DatabaseSink")
-
-    base, _, query_text = url.partition("?")
-    query = dict(urllib.parse.parse_qsl(query_text, keep_blank_values=True))
-    table = query.pop("table", "results")
-    scheme, _, rest = base.partition(":")
-    if scheme in ("postgresql", "postgres"):
-        base = f"postgresql+psycopg:{rest}"
-    made: Sink = DatabaseSink(base + (f"?{urllib.parse.urlencode(query)}" if query else ""), table=table)
-    return made
-
-
-def mqtt_sink_from_url(url: str) -> Sink:
-    """An :class:`MqttSink`: ``mqtt://[user:password@]host[:port]/results/{source}`` (a topic template).
-
-    Example:
-        >>> mqtt_sink_from_url("mqtt://127.0.0.1/results/{source}").topic
-        'results/{source}'
-    """
-    (MqttSink,) = _extension("sinks.mqtt_sink", "MqttSink")
-
-    parts = urllib.parse.urlsplit(url)
-    topic = urllib.parse.unquote(parts.path.lstrip("/")) or "results/{source}"
-    made: Sink = MqttSink(
-        topic, host=parts.hostname or "127.0.0.1", port=parts.port or 1883, username=parts.username, password=parts.password
-    )
-    return made
-
-
-def http_callback_sink_from_url(url: str) -> Sink:
-    """An :class:`HttpCallbackSink` POSTing each record to ``url`` (a template: ``{source}``, ``{index}``...)."""
-    (HttpCallbackSink,) = _extension("sinks.http_callback_sink", "HttpCallbackSink")
-
-    made: Sink = HttpCallbackSink(url)
-    return made
-
-
-def dummy_sink_from_url(url: str) -> Sink:
-    """A :class:`DummySink` that logs every record (``dummy:``)."""
-    (DummySink,) = _extension("sinks.dummy_sink", "DummySink")
-
-    made: Sink = DummySink()
-    return made
 
 
 def _named(items: Sequence[str], prefix: str) -> dict[str, str]:
@@ -474,8 +354,31 @@ def _start(args: argparse.Namespace) -> tuple[Pipeline, Any]:
     return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param))
 
 
+def command_driver(command: str) -> Any:
+    """The driver class ``rvai-sdk COMMAND`` runs, from the :data:`DRIVERS_GROUP` entry points.
+
+    ``rvai_sdk`` registers ``serve`` (``FastAPIDriver``) and ``stream`` (``SourceSinkDriver``).
+
+    Raises:
+        UsageError: no installed package registers one, or it cannot be imported.
+        MissingExtraError: the driver needs an extra that is not installed.
+    """
+    found = {ep.name: ep for ep in entry_points(group=DRIVERS_GROUP)}
+    ep = found.get(command)
+    if ep is None:
+        raise UsageError(
+            f"no driver for 'rvai-sdk {command}' is installed (no {command!r} entry point in the {DRIVERS_GROUP!r} group); "
+            "reinstall rvai_sdk"
+        )
+    try:
+        return ep.load()
+    except RvaiError:
+        raise
+    except ImportError as exc:
+        raise UsageError(f"the driver of 'rvai-sdk {command}' ({ep.value}) cannot be imported: {exc}") from exc
+
+
 def _check_driver(handle: PipelineDriverProcess) -> None:
-    from rvai_sdk.exc import DriverError
     from rvai_sdk.runtime.status import ProcessStatus
 
     if handle.status is ProcessStatus.FAILED or not handle.is_alive():
@@ -483,8 +386,38 @@ def _check_driver(handle: PipelineDriverProcess) -> None:
         raise DriverError(f"driver {handle.ref!r} stopped while running: {failure}")
 
 
+def _wait_ready(handle: PipelineDriverProcess, url: str, api_key: str | None, timeout: float = 60.0) -> None:
+    """Wait until ``GET {url}/ready`` answers 200; fails at once when the driver fails or stops.
+
+    Raises:
+        DriverError: the driver stopped, or was not ready within ``timeout`` seconds.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    pause = threading.Event()
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    for attempt in range(10_000):  # bounded by the deadline long before
+        _check_driver(handle)
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/ready", headers=headers), timeout=5.0) as response:
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+            if exc.code != 503:
+                break
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        pause.wait(min(0.01 * 2 ** min(attempt, 5), remaining))
+    raise DriverError(f"driver {handle.ref!r} at {url} was not ready within {timeout:g} s: {last}")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
-    FastAPIClient, FastAPIDriver = _extension("drivers.fast_api_driver", "FastAPIClient", "FastAPIDriver")
+    FastAPIDriver = command_driver("serve")
     from rvai_sdk.runtime import init
 
     if not 0 <= args.port <= 65535:
@@ -495,8 +428,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         service = http.get_service("http")
         host = service["address"]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{service['port']}"
-        with FastAPIClient(process=http, api_key=args.api_key) as client:
-            client.wait(timeout=60.0)
+        _wait_ready(http, url, args.api_key)
         bound = f" (for {args.duration:g} s)" if args.duration is not None else " (Ctrl-C to stop)"
         print(f"serving pipeline {pipeline.name!r} on the {args.runtime} runtime at {url}{bound}", flush=True)
         print(f"  POST {url}/predict   docs {url}/docs   metrics {url}/metrics", flush=True)
@@ -674,7 +606,7 @@ class _MetricsServer:
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    (SourceSinkDriver,) = _extension("drivers.source_sink_driver", "SourceSinkDriver")
+    SourceSinkDriver = command_driver("stream")
     from rvai_sdk.runtime import init
 
     if args.frames is not None and args.frames < 1:

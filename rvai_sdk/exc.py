@@ -18,7 +18,10 @@ without parsing strings::
     │   └── ProcessStateError        call not allowed in the current state
     ├── DriverError ── DriverNotFoundError, SourceError, SinkError
     ├── UnknownSidError              also LookupError
-    └── MissingExtraError            also ImportError
+    ├── MissingExtraError            also ImportError
+    ├── TargetError                  also LookupError: rvai-sdk found no pipeline at that module:attribute or name
+    └── UsageError                   also ValueError: a malformed command-line argument, source URL or sink URL
+        └── UnknownSchemeError       also LookupError: no installed package handles a URL's scheme
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ __all__ = [
     "UnknownRuntimeError",
     "UnknownSidError",
     "MissingExtraError",
+    "TargetError",
+    "UsageError",
+    "UnknownSchemeError",
 ]
 
 
@@ -241,3 +247,19 @@ class UnknownSidError(RvaiError, LookupError):
 
 class MissingExtraError(RvaiError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class TargetError(RvaiError, LookupError):
+    """A pipeline target (``module:attribute`` or a registered name) could not be found or is not a pipeline."""
+
+
+class UsageError(RvaiError, ValueError):
+    """A command-line argument is malformed (a ``--param``, a port), or a source or sink URL is.
+
+    ``from_url`` of a source or sink raises it for a URL it cannot take; ``rvai-sdk``
+    prints it in one line and exits with status 2.
+    """
+
+
+class UnknownSchemeError(UsageError, LookupError):
+    """No installed package handles a source or sink URL's scheme; the message lists those that are handled."""

@@ -131,15 +131,15 @@ COMPONENTS = textwrap.dedent(
             super().__init__()
             self.path = path
 
+        @classmethod
+        def from_url(cls, url):
+            # lines:///path/to/file.jsonl
+            return cls(url[len("lines://"):])
+
         def write(self, records):
             with open(self.path, "a") as f:
                 for record in records:
                     f.write(json.dumps({"source": record.source, "index": record.index}) + "\\n")
-
-
-    def lines_sink(url):
-        # lines:///path/to/file.jsonl
-        return LinesSink(url[len("lines://"):])
 
 
     def broken_source(url):
@@ -263,7 +263,7 @@ def test_third_party_packages_add_source_and_sink_schemes(project: Path) -> None
         project,
         "my_components_pkg",
         "[rvai_sdk.sources]\ncounter = my_components:counter_source\nbroken = my_components:broken_source\n"
-        "[rvai_sdk.sinks]\nlines = my_components:lines_sink\n",
+        "[rvai_sdk.sinks]\nlines = my_components:LinesSink.from_url\n",
     )
     output = project / "out.jsonl"
     result = run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,6 +82,32 @@ class DatabaseSink(Sink):
         self.url = url
         self.table = table
         self.store_inputs = store_inputs
+
+    @classmethod
+    def from_url(cls, url: str) -> DatabaseSink:
+        """A DatabaseSink for a SQLAlchemy URL (the ``rvai-sdk stream --sink`` form).
+
+        Schemes: ``sqlite:///path.db``, ``postgresql://`` and ``postgres://`` (with no
+        driver these use psycopg 3, ``postgresql+psycopg://``, the one the ``sql`` extra
+        installs), and any ``scheme+driver://`` SQLAlchemy knows.
+
+        Query options: ``table=NAME`` picks the table (default ``results``); every other
+        query option stays in the URL for SQLAlchemy and the database driver.
+
+        Example:
+            >>> sink = DatabaseSink.from_url("sqlite:///frames.db?table=frames")
+            >>> sink.url, sink.table
+            ('sqlite:///frames.db', 'frames')
+            >>> DatabaseSink.from_url("postgres://ann@db/frames?sslmode=require").url
+            'postgresql+psycopg://ann@db/frames?sslmode=require'
+        """
+        base, _, query_text = url.partition("?")
+        query = dict(urllib.parse.parse_qsl(query_text, keep_blank_values=True))
+        table = query.pop("table", "results")
+        scheme, _, rest = base.partition(":")
+        if scheme in ("postgresql", "postgres"):
+            base = f"postgresql+psycopg:{rest}"
+        return cls(base + (f"?{urllib.parse.urlencode(query)}" if query else ""), table=table)
 
     def _where(self) -> str:
         ref = getattr(getattr(self, "context", None), "ref", "?")

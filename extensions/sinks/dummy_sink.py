@@ -42,6 +42,18 @@ class DummySink(Sink):
         super().__init__(params)
         self.drain = drain if drain is not None else _log
 
+    @classmethod
+    def from_url(cls, url: str) -> DummySink:
+        """A DummySink that logs every record (the ``rvai-sdk stream --sink`` form).
+
+        Scheme: ``dummy:``; no query options (the URL's rest is ignored).
+
+        Example:
+            >>> DummySink.from_url("dummy:").drain.__name__
+            '_log'
+        """
+        return cls()
+
     def write(self, records: Sequence[Record]) -> None:
         """Call ``drain`` on each record."""
         for record in records:

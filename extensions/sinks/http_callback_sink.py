@@ -77,6 +77,23 @@ class HttpCallbackSink(Sink):
         self.headers = dict(headers or {})
         self.inputs = inputs
 
+    @classmethod
+    def from_url(cls, url: str) -> HttpCallbackSink:
+        """An HttpCallbackSink POSTing each record to ``url`` (the ``rvai-sdk stream --sink`` form).
+
+        Schemes: ``http://`` and ``https://``. The whole URL, query included, is the
+        template (``{source}``, ``{sid}``, ``{index}``, ``{status}``); there are no query
+        options of the sink's own.
+
+        Raises:
+            SinkError: the template uses another field.
+
+        Example:
+            >>> HttpCallbackSink.from_url("http://10.0.0.9:8000/results/{source}?token=abc").url
+            'http://10.0.0.9:8000/results/{source}?token=abc'
+        """
+        return cls(url)
+
     def url_for(self, record: Record) -> str:
         """The URL a record is posted to."""
         return self.url.format(source=record.source, sid=record.sid, index=record.index, status=record.status)

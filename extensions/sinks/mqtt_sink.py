@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rvai_sdk._compat import require
 from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange, IntegerRange
+
+from .._mqtt import MqttConnection, MqttEndpoint, parse_url
 
 __all__ = ["MqttSink", "MqttSinkParameters"]
 
@@ -61,6 +61,13 @@ class MqttSink(Sink):
         username: for brokers that require a login.
         password: for brokers that require a login.
         params: :meth:`MqttSink.parameters` (qos, retain, timeouts, batching, retries).
+        tls: connect over TLS (the ``mqtts://`` scheme of :meth:`from_url`).
+        ca_certs: a CA bundle to verify the broker with (default: the system's).
+        certfile: a client certificate, for brokers that ask for one.
+        keyfile: the client certificate's key.
+
+    The connection (login, TLS, reconnecting with backoff) is the one
+    :class:`~rvai_sdk.extensions.sources.mqtt_source.MqttSource` uses too.
 
     Example:
         >>> MqttSink("results/{source}").topic_for(Record(source="cam-1", sid="cam-1", index=0, timestamp=0.0, outputs={}))
@@ -80,6 +87,10 @@ class MqttSink(Sink):
         username: str | None = None,
         password: str | None = None,
         params: MqttSinkParameters | Mapping[str, Any] | None = None,
+        tls: bool = False,
+        ca_certs: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
         super().__init__(params)
         try:
@@ -93,6 +104,39 @@ class MqttSink(Sink):
         self.client_id = client_id
         self.username = username
         self.password = password
+        self.tls = tls
+        self.ca_certs = ca_certs
+        self.certfile = certfile
+        self.keyfile = keyfile
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttSink:
+        """An MqttSink from a URL (the ``rvai-sdk stream --sink`` form).
+
+        Schemes: ``mqtt://[user:password@]host[:port]/results/{source}`` (a topic
+        template; ``results/{source}`` when the URL has no path; port 1883 by default)
+        and ``mqtts://`` (MQTT over TLS, port 8883 by default).
+
+        Query options: ``inputs=true`` (include the request inputs), ``client_id``,
+        ``ca_certs``, ``certfile`` and ``keyfile`` (TLS files), and any parameter of
+        :class:`MqttSinkParameters` (``qos=2``, ``retain=true``...), read as JSON when it
+        parses, else as a string.
+
+        Raises:
+            UsageError: not an MQTT URL.
+            SinkError: the topic template uses a field other than those of the class.
+
+        Example:
+            >>> MqttSink.from_url("mqtt://127.0.0.1/results/{source}").topic
+            'results/{source}'
+            >>> sink = MqttSink.from_url("mqtts://user:pw@broker:8884/out/{sid}?retain=true&ca_certs=/etc/ca.pem")
+            >>> sink.port, sink.tls, sink.ca_certs, bool(sink.params.retain)
+            (8884, True, '/etc/ca.pem', True)
+        """
+        endpoint = parse_url(url, what="MQTT sink")
+        options = dict(endpoint.options)
+        inputs = bool(options.pop("inputs", False))
+        return cls(endpoint.topic or "results/{source}", inputs=inputs, params=options or None, **endpoint.connection_args())
 
     def topic_for(self, record: Record) -> str:
         """The topic a record is published to."""
@@ -109,33 +153,18 @@ class MqttSink(Sink):
             SinkError: the broker cannot be reached or refuses the connection.
         """
         super().open(context)
-        mqtt = require("paho.mqtt.client", extra="mqtt")
         self._published = getattr(self, "_published", 0)
-        self._connected = threading.Event()
-        self._refused: str | None = None
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id or f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}")
-        if self.username is not None:
-            client.username_pw_set(self.username, self.password)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        self._client = client
-        try:
-            client.connect(self.host, self.port)
-        except (OSError, ValueError) as exc:
-            self._client = None
-            raise SinkError(f"{self._where()}: cannot connect: {type(exc).__name__}: {exc}") from exc
-        client.loop_start()
-        if not self._connected.wait(float(self.params.connect_timeout)) or self._refused:
-            self.close()
-            raise SinkError(f"{self._where()}: not connected within {float(self.params.connect_timeout)} s ({self._refused or 'no answer'})")
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
-            self._refused = f"connection refused: {reason_code}"
-        self._connected.set()
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._connected.clear()
+        connection = MqttConnection(
+            MqttEndpoint(
+                host=self.host, port=self.port, topic=self.topic, username=self.username, password=self.password,
+                tls=self.tls, ca_certs=self.ca_certs, certfile=self.certfile, keyfile=self.keyfile, client_id=self.client_id,
+            ),
+            client_id=f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}",
+            where=self._where(),
+            error=SinkError,
+        )
+        self._connection = connection
+        connection.open(keepalive=60, timeout=float(self.params.connect_timeout))
 
     def write(self, records: Sequence[Record]) -> None:
         """Publish the batch and wait for the broker's acknowledgements.
@@ -143,8 +172,9 @@ class MqttSink(Sink):
         Raises:
             SinkError: not connected, or a message was not acknowledged in time.
         """
-        client = self._client
-        if client is None or not self._connected.is_set():
+        connection: MqttConnection | None = getattr(self, "_connection", None)
+        client = None if connection is None else connection.client
+        if connection is None or client is None or not connection.ready.is_set():
             raise SinkError(f"{self._where()}: not connected to the broker")
         qos, retain = int(self.params.qos), bool(self.params.retain)
         deadline = time.monotonic() + float(self.params.publish_timeout)
@@ -176,14 +206,11 @@ class MqttSink(Sink):
 
     def close(self) -> None:
         """Disconnect from the broker (idempotent)."""
-        client, self._client = getattr(self, "_client", None), None
-        if client is not None:
-            try:
-                client.disconnect()
-            finally:
-                client.loop_stop()
+        connection: MqttConnection | None = getattr(self, "_connection", None)
+        if connection is not None:
+            connection.close()
 
     def stats(self) -> dict[str, Any]:
         """``published`` messages and whether the sink is ``connected``."""
-        connected = getattr(self, "_connected", None)
-        return {"published": getattr(self, "_published", 0), "connected": bool(connected is not None and connected.is_set())}
+        connection: MqttConnection | None = getattr(self, "_connection", None)
+        return {"published": getattr(self, "_published", 0), "connected": bool(connection is not None and connection.ready.is_set())}

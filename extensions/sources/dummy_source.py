@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -60,6 +62,32 @@ class DummySource(Source):
             if bad:
                 raise SourceError(f"DummySource(format=...) takes rvai_sdk value types; got {', '.join(bad)}")
         self.format = dict(format) if format is not None else None
+
+    @classmethod
+    def from_url(cls, url: str) -> DummySource:
+        """A DummySource from a URL (the ``rvai-sdk stream --source`` form).
+
+        Scheme: ``dummy:`` (every pipeline input faked, as declared).
+
+        Query options: the parameters of :class:`DummySourceParameters` and
+        :class:`~rvai_sdk.drivers.SourceParameters`, each read as JSON when it parses,
+        else as a string: ``dummy:?rate=25&count=100&seed=1&live=true``.
+
+        Raises:
+            ParameterError: a query option is not a parameter, or its value is out of range.
+
+        Example:
+            >>> int(DummySource.from_url("dummy:?count=5&rate=0").params.count)
+            5
+        """
+        query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+        params: dict[str, Any] = {}
+        for key, text in query:
+            try:
+                params[key] = json.loads(text)
+            except ValueError:
+                params[key] = text
+        return cls(params=params)
 
     @property
     def live(self) -> bool:

@@ -11,11 +11,12 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from rvai_sdk._compat import require
 from rvai_sdk.drivers import Source, SourceContext, SourceItem, SourceParameters
-from rvai_sdk.exc import InputValidationError, SourceError
 from rvai_sdk.drivers.source import DROP_POLICIES
+from rvai_sdk.exc import InputValidationError, SourceError, UsageError
 from rvai_sdk.types import Enum, FloatRange, IntegerRange, String, from_json
+
+from .._mqtt import MqttConnection, MqttEndpoint, parse_url
 
 __all__ = ["MqttSource", "MqttSourceParameters"]
 
@@ -61,7 +62,8 @@ class MqttSource(Source):
     skipped: the stream goes on. Messages are numbered in arrival order. The source is
     :attr:`live`; by default a burst waits in the receive buffer (bounded: beyond it the
     oldest messages are dropped and counted), see :class:`MqttSourceParameters`.
-    The MQTT client reconnects by itself and subscribes again.
+    The MQTT client reconnects by itself (with backoff, 1 s doubling to 10 s) and
+    subscribes again; the connection is the one :class:`MqttSink` uses too.
 
     Args:
         topic: the topic (filter) to subscribe to, e.g. ``"cameras/+/counts"``.
@@ -73,6 +75,10 @@ class MqttSource(Source):
         username: for brokers that require a login.
         password: for brokers that require a login.
         params: :meth:`MqttSource.parameters` (qos, buffers, timeouts, drop policy).
+        tls: connect over TLS (the ``mqtts://`` scheme of :meth:`from_url`).
+        ca_certs: a CA bundle to verify the broker with (default: the system's).
+        certfile: a client certificate, for brokers that ask for one.
+        keyfile: the client certificate's key.
 
     Example:
         >>> MqttSource("sensors/+/reading", sid_field="device").live
@@ -92,6 +98,10 @@ class MqttSource(Source):
         username: str | None = None,
         password: str | None = None,
         params: MqttSourceParameters | Mapping[str, Any] | None = None,
+        tls: bool = False,
+        ca_certs: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
         super().__init__(params)
         self.topic = topic
@@ -101,6 +111,39 @@ class MqttSource(Source):
         self.client_id = client_id
         self.username = username
         self.password = password
+        self.tls = tls
+        self.ca_certs = ca_certs
+        self.certfile = certfile
+        self.keyfile = keyfile
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttSource:
+        """An MqttSource from a URL (the ``rvai-sdk stream --source`` form).
+
+        Schemes: ``mqtt://[user:password@]host[:port]/topic/filter`` (port 1883 by
+        default) and ``mqtts://`` (MQTT over TLS, port 8883 by default).
+
+        Query options: ``sid_field`` (see the class), ``client_id``, ``ca_certs``,
+        ``certfile`` and ``keyfile`` (TLS files), and any parameter of
+        :class:`MqttSourceParameters` (``qos=0``, ``drop=keep_latest``...), read as JSON
+        when it parses, else as a string.
+
+        Raises:
+            UsageError: the URL names no topic, or is not an MQTT URL.
+
+        Example:
+            >>> MqttSource.from_url("mqtt://broker:1884/cameras/+/counts").topic
+            'cameras/+/counts'
+            >>> source = MqttSource.from_url("mqtts://broker/sensors/#?sid_field=device&qos=0")
+            >>> source.port, source.tls, source.sid_field, int(source.params.qos)
+            (8883, True, 'device', 0)
+        """
+        endpoint = parse_url(url, what="MQTT source")
+        if not endpoint.topic:
+            raise UsageError(f"MQTT source URL {url!r} names no topic: mqtt://host:1883/some/topic")
+        options = dict(endpoint.options)
+        sid_field = options.pop("sid_field", None)
+        return cls(endpoint.topic, sid_field=None if sid_field is None else str(sid_field), params=options or None, **endpoint.connection_args())
 
     @property
     def live(self) -> bool:
@@ -118,7 +161,6 @@ class MqttSource(Source):
             SourceError: the broker cannot be reached or refuses the connection or subscription.
         """
         super().open(context)
-        mqtt = require("paho.mqtt.client", extra="mqtt")
         self._received = getattr(self, "_received", 0)
         self._bad = getattr(self, "_bad", 0)
         self._dropped = getattr(self, "_dropped", 0)
@@ -126,44 +168,22 @@ class MqttSource(Source):
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._messages: collections.deque[tuple[bytes, float]] = collections.deque()
-        self._subscribed = threading.Event()
-        self._refused: str | None = None
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id or f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}"
+        connection = MqttConnection(
+            self._endpoint(),
+            client_id=f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}",
+            where=self._where(),
+            error=SourceError,
+            subscribe=(self.topic, int(self.params.qos)),
+            on_message=self._on_message,
         )
-        if self.username is not None:
-            client.username_pw_set(self.username, self.password)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = self._on_disconnect
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self._client = client
-        try:
-            client.connect(self.host, self.port, keepalive=int(self.params.keepalive))
-        except (OSError, ValueError) as exc:
-            self._client = None
-            raise SourceError(f"{self._where()}: cannot connect: {type(exc).__name__}: {exc}") from exc
-        client.loop_start()
-        if not self._subscribed.wait(float(self.params.connect_timeout)) or self._refused:
-            self.close()
-            raise SourceError(f"{self._where()}: not subscribed within {float(self.params.connect_timeout)} s ({self._refused or 'no answer'})")
+        self._connection = connection
+        connection.open(keepalive=int(self.params.keepalive), timeout=float(self.params.connect_timeout))
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
-            self._refused = f"connection refused: {reason_code}"
-            self._subscribed.set()
-            return
-        client.subscribe(self.topic, qos=int(self.params.qos))
-
-    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reason_codes: Any, properties: Any) -> None:
-        failed = [str(code) for code in reason_codes if code.is_failure]
-        if failed:
-            self._refused = f"subscription refused: {', '.join(failed)}"
-        self._subscribed.set()
-
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        self._subscribed.clear()
+    def _endpoint(self) -> MqttEndpoint:
+        return MqttEndpoint(
+            host=self.host, port=self.port, topic=self.topic, username=self.username, password=self.password,
+            tls=self.tls, ca_certs=self.ca_certs, certfile=self.certfile, keyfile=self.keyfile, client_id=self.client_id,
+        )
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         with self._arrived:
@@ -216,19 +236,16 @@ class MqttSource(Source):
 
     def close(self) -> None:
         """Disconnect from the broker (idempotent)."""
-        client, self._client = getattr(self, "_client", None), None
-        if client is not None:
-            try:
-                client.disconnect()
-            finally:
-                client.loop_stop()
+        connection: MqttConnection | None = getattr(self, "_connection", None)
+        if connection is not None:
+            connection.close()
 
     def stats(self) -> dict[str, Any]:
         """``received`` messages, ``bad_payloads``, ``dropped`` at receive, ``subscribed``."""
-        subscribed = getattr(self, "_subscribed", None)
+        connection: MqttConnection | None = getattr(self, "_connection", None)
         return {
             "received": getattr(self, "_received", 0),
             "bad_payloads": getattr(self, "_bad", 0),
             "dropped": getattr(self, "_dropped", 0),
-            "subscribed": bool(subscribed is not None and subscribed.is_set()),
+            "subscribed": bool(connection is not None and connection.ready.is_set()),
         }

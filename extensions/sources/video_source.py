@@ -85,6 +85,35 @@ class VideoSource(Source):
 
     parameters_class = VideoSourceParameters
 
+    @classmethod
+    def from_url(cls, url: str) -> VideoSource:
+        """A VideoSource from a URL (the ``rvai-sdk stream --source`` form).
+
+        Schemes: a plain file path (``clip.mp4``, ``C:\\clips\\a.mp4``), ``file://``,
+        and the live ones FFmpeg opens: ``rtsp://``, ``rtsps://``, ``rtmp://``,
+        ``http://``, ``https://``. No query options of its own: the whole URL goes to
+        FFmpeg (a camera's own query stays in it).
+
+        Raises:
+            UsageError: a file path (or ``file://`` URL) names no file.
+
+        Example:
+            >>> VideoSource.from_url("rtsp://10.0.0.5/stream1").live
+            True
+        """
+        import os
+        import urllib.parse
+
+        from rvai_sdk.exc import UsageError
+
+        if url.startswith("file://"):
+            url = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+        scheme, colon, _ = url.partition(":")
+        is_path = not colon or len(scheme) < 2 or not (scheme[0].isalpha() and all(c.isalnum() or c in "+-." for c in scheme))
+        if is_path and not os.path.isfile(url):
+            raise UsageError(f"no such video file: {url!r} (give a path to a video file, or an rtsp:// URL)")
+        return cls(url)
+
     def __init__(self, url: str, input: str | None = None, params: VideoSourceParameters | Mapping[str, Any] | None = None) -> None:  # noqa: A002
         super().__init__(params)
         if not isinstance(url, str) or not url:
