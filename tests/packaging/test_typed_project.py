@@ -18,7 +18,7 @@ from rvai_sdk.extensions.sources.dummy_source import DummySource
 from rvai_sdk.types import Integer
 
 count: str = Integer(1)
-rate: int = DummySource().params.rate
+source: int = DummySource.from_url("dummy:")
 """
 
 
@@ -46,4 +46,4 @@ def test_mypy_strict_passes_on_a_typed_user_project_against_the_installed_packag
     assert wrong.returncode == 1, wrong.stdout + wrong.stderr
     assert "import-not-found" not in wrong.stdout and "import-untyped" not in wrong.stdout, wrong.stdout
     assert 'wrong.py:5: error: Incompatible types in assignment (expression has type "Integer", variable has type "str")' in wrong.stdout
-    assert 'wrong.py:6: error: Incompatible types in assignment (expression has type "FloatRange", variable has type "int")' in wrong.stdout
+    assert 'wrong.py:6: error: Incompatible types in assignment (expression has type "DummySource", variable has type "int")' in wrong.stdout
