@@ -47,6 +47,8 @@ services: test-deps venv
 	fi
 	@$(PY) tests/services.py
 
+# The editable install: rvai_sdk/extensions links to extensions/, so `pip install -e` writes a plain .pth (the
+# project root) that mypy and IDEs read too; tests/packaging/test_typed_project.py checks a user's mypy --strict.
 $(STAMP):
 ifeq ($(HAS_CUDA_TORCH),1)
 	@echo "using $(PYTHON)'s CUDA build of torch (no torch download, no pin)"
