@@ -35,7 +35,7 @@ def _mypy(project: Path, *files: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(600)
 def test_mypy_strict_passes_on_a_typed_user_project_against_the_installed_package(tmp_path: Path) -> None:
     project = tmp_path / "project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("conftest.py", "__pycache__"))
+    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__init__.py", "conftest.py", "__pycache__"))
     (project / "wrong.py").write_text(WRONG)
     clean = _mypy(project, "typed_app.py")
     assert clean.returncode == 0, clean.stdout + clean.stderr
