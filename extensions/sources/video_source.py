@@ -178,15 +178,21 @@ class VideoSource(Source):
             timeout = (float(self.params.open_timeout), float(self.params.read_timeout))
             if self.url.lower().startswith(("rtsp://", "rtsps://")):
                 options["rtsp_transport"] = str(self.params.transport)
-        hwaccel = self._hwaccel()
-        try:
+        container: Any = None
+        hwaccel: Any = None
+        refused: list[str] = []
+        for hwaccel in self._hwaccels():
             try:
                 container = av.open(self.url, options=options, timeout=timeout, hwaccel=hwaccel)
+                break
             except Exception as exc:
-                if hwaccel is None:
-                    raise
-                self._fall_back(f"the CUDA decoder could not be opened: {type(exc).__name__}: {exc}")
-                hwaccel = None
+                refused.append(f"{type(exc).__name__}: {exc}")
+        else:
+            hwaccel = None
+            if refused:
+                self._fall_back(f"the CUDA decoder could not be opened: {'; '.join(dict.fromkeys(refused))}")
+        try:
+            if container is None:
                 container = av.open(self.url, options=options, timeout=timeout)
         except Exception as exc:
             raise SourceError(f"{self._where()}: cannot open: {type(exc).__name__}: {exc}") from exc
@@ -200,21 +206,22 @@ class VideoSource(Source):
         self._container = container
         self._connected = True
 
-    def _hwaccel(self) -> Any:
-        """PyAV's CUDA hardware acceleration when ``decode`` asks for it and it can work here, else None."""
+    def _hwaccels(self) -> list[Any]:
+        """PyAV CUDA hardware accelerations to try in turn when ``decode`` asks for one and it can work here."""
         mode = str(self.params.decode)
         if mode == "cpu" or self._decode_fallback is not None:
-            return None
+            return []
         if mode == "auto" and not _nvidia_gpu_listed():
             self._decode_fallback = "auto: no NVIDIA GPU listed here (/dev/nvidia<N>, CUDA_VISIBLE_DEVICES): decoding on the CPU"
-            return None
+            return []
         from av.codec.hwaccel import HWAccel, hwdevices_available
 
         if "cuda" not in hwdevices_available():
             self._fall_back(f"this PyAV's FFmpeg has no CUDA device support (it has: {', '.join(hwdevices_available()) or 'none'})")
-            return None
-        # one CUDA context per driver process (the device's primary context), not one per stream
-        return HWAccel("cuda", allow_software_fallback=True, options={"primary_ctx": "1"})
+            return []
+        # first the device's primary context (one CUDA context per driver process, not one per stream)
+        tries: list[dict[str, object]] = [{"primary_ctx": "1"}, {}]
+        return [HWAccel("cuda", allow_software_fallback=True, options=options) for options in tries]
 
     def _fall_back(self, reason: str) -> None:
         """Decode on the CPU from now on, and say why where it is seen (log, :meth:`stats`)."""
