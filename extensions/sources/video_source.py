@@ -269,6 +269,7 @@ class VideoSource(Source):
         width, height = int(self.params.width), int(self.params.height)
         realtime = bool(self.params.realtime) and not self.live
         next_time: float | None = None
+        plan: _SkipPlan | None = None
         offset = 0.0  # a looped file's time so far, so that its frame times keep growing
         clock: float | None = None  # monotonic time of frame time 0 (realtime)
         while not context.stopped.is_set():
@@ -279,9 +280,11 @@ class VideoSource(Source):
                     return
             container = self._container
             stream = container.streams.video[0]
-            plan = _SkipPlan(fps) if fps > 0 else None
+            if fps > 0 and (plan is None or self.live):  # a file keeps its plan across loops; a camera relearns
+                plan = _SkipPlan(fps)
             if plan is not None:
-                stream.codec_context.skip_frame = "NONREF"  # never shown, never referenced: always safe
+                plan.apply(stream)
+                self._skip_frame = plan.describe()
             failure: str | None = None
             produced = 0
             last = 0.0
@@ -300,7 +303,8 @@ class VideoSource(Source):
                         if t is not None:
                             last = t
                         if plan is not None and plan.learn(frame, stream):
-                            context.logger.debug("%s: decoding %s", self._where(), plan.describe())
+                            self._skip_frame = plan.describe()
+                            context.logger.debug("%s: decoding %s", self._where(), self._skip_frame)
                         if fps > 0:
                             now = offset + t if t is not None else time.monotonic()
                             if next_time is None:
@@ -323,8 +327,6 @@ class VideoSource(Source):
                 failure = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
-            if plan is not None:
-                self._skip_frame = plan.describe()
             self._disconnect()
             if failure is not None and self._decoder == "cuda" and produced == 0:
                 # the GPU decoder opened but could not decode (a codec or profile NVDEC lacks, no
@@ -431,6 +433,10 @@ class _SkipPlan:
             self.level = "BIDIR"
             stream.codec_context.skip_frame = "BIDIR"
         return True
+
+    def apply(self, stream: Any) -> None:
+        """Set what the decoder of a newly opened ``stream`` may skip (non-reference frames always: nothing refers to them)."""
+        stream.codec_context.skip_frame = "BIDIR" if self.level == "BIDIR" else "NONREF"
 
     def describe(self) -> str:
         kept = {"NONREF": "non-reference frames skipped", "BIDIR": "B frames skipped", "NONKEY": "key frames only"}
