@@ -132,7 +132,7 @@ def probe_decoders(clip: str) -> list[dict[str, Any]]:
 
         if "cuda" not in hwdevices_available():
             raise RuntimeError(f"this PyAV's FFmpeg has no CUDA device type (has {hwdevices_available()})")
-        options = {"primary_ctx": "1"} if primary else {}
+        options: dict[str, object] = {"primary_ctx": "1"} if primary else {}
         return pyav(HWAccel("cuda", allow_software_fallback=False, options=options), threads=False)
 
     def torchcodec(device: str) -> tuple[int, str]:
@@ -252,6 +252,7 @@ class GpuSampler:
     def __init__(self) -> None:
         self.samples: list[float] = []
         self.how = "none"
+        self.name = ""
         self._stop = threading.Event()
         self._read: Any = None
         try:
@@ -261,6 +262,8 @@ class GpuSampler:
             handle = pynvml.nvmlDeviceGetHandleByIndex(0)
             self._read = lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
             self.how = "NVML"
+            name = pynvml.nvmlDeviceGetName(handle)
+            self.name = name.decode() if isinstance(name, bytes) else str(name)
         except Exception:  # noqa: BLE001
             if shutil.which("nvidia-smi"):
                 self._read = self._smi
@@ -343,7 +346,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
         print(json.dumps(probe_decoders(args.probe_child)))
         return []
     began = time.monotonic()
-    import psutil
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
 
     from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
     from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
@@ -382,6 +388,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         batching={ref: policy for ref in cells},
     )
     gpu_sampler = GpuSampler() if gpu else None
+    args.gpu_name = gpu_sampler.name if gpu_sampler else ""
     rows: list[Row] = []
     problems: list[str] = []
     fallbacks: set[str] = set()
@@ -389,17 +396,21 @@ def main(argv: list[str] | None = None) -> list[Row]:
     dbs: list[str] = []
     cams: list[str] = []
     camera_params = {"loop": True, "realtime": True, "drop": "drop_oldest", "buffer": 8, "decode": args.decode}
-    step_cost = args.warmup + args.seconds + 8.0
+    spawn = 1.0  # seconds per new driver process, measured as they start
     with init("local") as rt, rt.start_inference(inference) as proc:
         for n in counts:
+            new_drivers = -(-n // args.per_driver) - len(handles)
+            step_cost = args.warmup + args.seconds + 6.0 + spawn * new_drivers
             if time.monotonic() - began + step_cost > args.budget:
                 print(f"  N={n}: not started (the {args.budget:g} s budget would be exceeded)", flush=True)
                 break
+            t_spawn, spawned = time.monotonic(), 0
             while len(cams) < n:  # new cameras go to the last driver until it is full, then to a new one
                 ref = f"cam-{len(cams)}"
                 if not handles or len(cams) % args.per_driver == 0:
                     db = os.path.join(workdir, f"d{len(handles)}.db")
                     dbs.append(db)
+                    spawned += 1
                     handles.append(
                         proc.add_driver(
                             f"cameras-{len(handles)}", SourceSinkDriver,
@@ -410,6 +421,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 else:
                     SourceSinkDriver.add_source_to(handles[-1], ref=ref, source=VideoSource(clip, params=camera_params))
                 cams.append(ref)
+            if spawned:
+                spawn = (time.monotonic() - t_spawn) / spawned
 
             def snapshot() -> dict[str, dict[str, Any]]:
                 merged: dict[str, dict[str, Any]] = {}
@@ -423,10 +436,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
             time.sleep(args.warmup)
             before, t0, w0 = snapshot(), time.monotonic(), time.time()
             mark = gpu_sampler.mark() if gpu_sampler else 0
-            psutil.cpu_percent()
+            if psutil is not None:
+                psutil.cpu_percent()
             time.sleep(args.seconds)
             after, t1, w1 = snapshot(), time.monotonic(), time.time()
-            cpu_util = psutil.cpu_percent()
+            cpu_util = psutil.cpu_percent() if psutil is not None else float("nan")
             elapsed = t1 - t0
             # frames answered per stream (counted one by one; rows reach SQLite in the sinks' batches)
             rates = [(int(after[r]["processed"]) - int(before[r]["processed"])) / elapsed for r in cams]
@@ -440,11 +454,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
                     fallbacks.add(str(inner["decode_fallback"]))
             time.sleep(0.5)  # rows of the window's last frames reach SQLite (the sinks write in batches)
             lat = latencies(dbs, w0, w1)
-            p = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
+            pct = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731
             held = min(rates) >= HELD * FPS and dropped == 0 and failed == 0
             row = Row(
                 n, min(rates), statistics.mean(rates), dropped,
-                gpu_sampler.mean_since(mark) if gpu_sampler else None, cpu_util, p(0.5), p(0.99),
+                gpu_sampler.mean_since(mark) if gpu_sampler else None, cpu_util, pct(0.5), pct(0.99),
                 ", ".join(f"{k} {v}" for k, v in sorted(decoders.items())), held,
             )
             rows.append(row)
@@ -461,6 +475,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 problems.append(f"N={n}: no row of the window in SQLite")
             elif abs(len(lat) - sum(rates) * elapsed) > max(2 * n, 0.2 * len(lat)):
                 problems.append(f"N={n}: {len(lat)} rows in SQLite for the window, but the drivers counted {sum(rates) * elapsed:.0f}")
+            if args.write and not args.cpu_smoke:  # after every N: a run cut short still leaves its figures
+                best = max((r.streams for r in rows if r.held), default=0)
+                write_section(args.write, "cameras", render(rows, probe, best, fallbacks, args, gpu_sampler.how if gpu_sampler else "none"))
             if not held and not args.cpu_smoke:
                 break
         for h in handles:
@@ -485,7 +502,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
 def render(rows: Sequence[Row], probe: Sequence[dict[str, Any]], best: int, fallbacks: set[str], args: Any, util_how: str) -> str:
     """The markdown of the bench:cameras section."""
-    gpu = os.environ.get("RVAI_GPU_NAME") or "the GPU of this run"
+    gpu = os.environ.get("RVAI_GPU_NAME") or getattr(args, "gpu_name", "") or "the GPU of this run (name not read)"
     lines = [
         f"### Many cameras: 1080p30 H.264 → decode → GPU preprocess → ResNet-50 fp16 → SQLite",
         "",
