@@ -299,6 +299,9 @@ class VideoSource(Source):
                         if context.stopped.is_set():
                             return
                         self._decoded += 1
+                        if self._decoder == "cuda" and not stream.codec_context.is_hwaccel:
+                            # FFmpeg took the software path itself (no CUDA decoder for this codec or profile)
+                            self._fall_back(f"FFmpeg has no CUDA decoder for this stream ({stream.codec_context.name}); it decodes on the CPU")
                         t = frame.time
                         if t is not None:
                             last = t
