@@ -15,6 +15,13 @@ reported, so load that drifts during the run affects both sides alike.
 
 Goal (issue 5): driver path >= 80% of the decode-only rate.
 
+Then decode CPU at a target fps (issue 18): ``VideoSource(fps=5)`` on 30 fps 1080p
+clips of three GOP structures (a camera's usual I/P stream with a key frame a second;
+I/B/B/B/P with a key frame a second; I/P with a key frame every 6 frames), CPU seconds
+(this process: the codec's threads included) per kept frame once the source has learnt
+the GOP, against decoding every frame and converting the kept ones (what VideoSource
+did before). Goal: <= 35% where the stream's structure allows skipping.
+
     python benchmarks/bench_stream.py [--runtime local|debug] [--quick] [--write docs/performance.md]
 """
 
@@ -108,6 +115,86 @@ def cpu_seconds() -> float:
     return total
 
 
+GOPS = {
+    "I/P, key frame every 30 (a camera's usual stream)": "keyint=30:min-keyint=30:scenecut=0:bframes=0",
+    "I/B/B/B/P, key frame every 30": "keyint=30:min-keyint=30:scenecut=0:bframes=3:b-adapt=0:b-pyramid=none",
+    "I/P, key frame every 6": "keyint=6:min-keyint=6:scenecut=0:bframes=0",
+}
+
+
+def make_gop_clip(path: str, x264: str, seconds: float, fps: int = 30, width: int = 1920, height: int = 1080) -> None:
+    """:func:`make_clip`'s pattern with a given GOP structure (x264 parameters)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 24, size=(height, width, 3), dtype=np.uint8)
+    x, y = np.meshgrid(np.arange(width, dtype=np.uint16), np.arange(height, dtype=np.uint16))
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "x264-params": x264})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(seconds * fps)):
+            rgb = np.stack([(x + 8 * i) % 256, (y + 4 * i) % 256, (x // 4 + y // 4 + 2 * i) % 256], axis=2).astype(np.uint8)
+            rgb += np.roll(noise, i * 7, axis=1)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def decode_all_keep_every(path: str, every: int, kept: int) -> float:
+    """Decode every frame (codec threads), convert every ``every``-th to RGB, looping: CPU s per kept frame."""
+    import av
+
+    n = 0
+    c0 = time.process_time()
+    while n < kept:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
+                if i % every == 0:
+                    frame.to_ndarray(format="rgb24")
+                    n += 1
+                    if n == kept:
+                        break
+    return (time.process_time() - c0) / n
+
+
+def video_source_at(path: str, fps: float, kept: int) -> tuple[float, str]:
+    """``VideoSource(fps=..., loop=True)``: CPU s per kept frame once it has learnt the GOP; what it skips."""
+    from rvai_sdk.drivers import SourceContext
+    from rvai_sdk.extensions.sources.video_source import VideoSource
+
+    source = VideoSource(path, params={"fps": fps, "loop": True, "decode": "cpu"})
+    source.open(SourceContext(ref="bench", inputs=pipeline().inputs))
+    n, c0 = 0, 0.0
+    try:
+        for _ in source.items():
+            if c0 == 0.0:
+                if "learning" not in str(source.stats()["skip_frame"]):
+                    c0 = time.process_time()
+                continue
+            n += 1
+            if n == kept:
+                break
+    finally:
+        source.close()
+    return (time.process_time() - c0) / max(1, n), str(source.stats()["skip_frame"])
+
+
+def target_fps_rows(workdir: str, quick: bool) -> list[tuple[str, float, float, str]]:
+    """(GOP, CPU ms per kept frame decoding all, with VideoSource(fps=5), what it skipped) per clip structure (1080p)."""
+    rows = []
+    for name, x264 in GOPS.items():
+        path = os.path.join(workdir, f"gop-{len(rows)}.mp4")
+        size = {"width": 320, "height": 180} if quick else {}  # --quick: a smoke test, small frames
+        make_gop_clip(path, x264, seconds=3.0 if quick else 4.0, **size)
+        kept = 10 if quick else 40
+        before = decode_all_keep_every(path, 6, kept)
+        after, skipped = video_source_at(path, 5.0, kept)
+        rows.append((name, 1000 * before, 1000 * after, skipped))
+        print(f"  {name}: {1000 * before:.1f} -> {1000 * after:.1f} CPU ms per kept frame ({after / before:.0%}; {skipped})", flush=True)
+    return rows
+
+
 def decode_only(path: str, seconds: float) -> tuple[int, float]:
     """Decode the clip to RGB arrays, looping, for about ``seconds``; (frames, elapsed)."""
     import av
@@ -177,7 +264,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--runtime", default="local", help="runtime of the driver path (default: local)")
     parser.add_argument("--quick", action="store_true", help="short clip and windows (smoke test)")
     parser.add_argument("--write", type=Path, help="update this markdown file's stream section")
+    parser.add_argument("--target-fps-only", action="store_true", help="only the decode CPU at a target fps")
+    parser.add_argument("--no-target-fps", action="store_true", help="leave out the decode CPU at a target fps")
     args = parser.parse_args(argv)
+    if args.target_fps_only:
+        workdir = tempfile.mkdtemp(prefix="rvai-bench-stream-")
+        print(f"decode CPU per kept frame at a 5 fps target from 30 fps 1080p; {machine()}", flush=True)
+        rows = target_fps_rows(workdir, args.quick)
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+        return {f"ratio_gop_{i}": a / b for i, (_, b, a, _) in enumerate(rows)}
 
     seconds = 1.0 if args.quick else 4.0
     window = 1.5 if args.quick else 3.0
@@ -234,6 +331,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print("\n".join(table))
     print(f"goals: driver path >= 0.80 of decode only: 1 source {ratio1:.2f} ({'met' if ratio1 >= 0.8 else 'NOT met'}), 4 sources {ratio4:.2f}")
     print(f"load average during the run: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (on {os.cpu_count()} CPUs; other work skews frames/s, not CPU ms/frame)")
+    print("decode CPU per kept frame at a 5 fps target from 30 fps 1080p (after the GOP is learnt):", flush=True)
+    fps_rows = [] if args.no_target_fps else target_fps_rows(workdir, args.quick)
+    fps_table = [
+        "| 30 fps 1080p stream, target 5 fps | decode every frame, keep 1 in 6: CPU ms per kept frame "
+        "| VideoSource(fps=5): CPU ms per kept frame | ratio | what the decoder skipped |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | {b:.1f} | {a:.1f} | {a / b:.2f} | {skipped} |" for name, b, a, skipped in fps_rows),
+    ]
+    print("\n".join(fps_table))
     if args.write:
         write_section(
             args.write,
@@ -243,6 +349,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     f"Streaming, 1080p H.264 file ({frames} frames, looped), `python benchmarks/bench_stream.py`; {machine()}.",
                     "",
                     *table,
+                    "",
+                    "Decode CPU at a target fps (goal <= 0.35 where the GOP allows skipping):",
+                    "",
+                    *fps_table,
                 ]
             ),
         )

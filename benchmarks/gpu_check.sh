@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# `make gpu-check`: the GPU path checked on a machine with an NVIDIA GPU, in one script, in under 8 minutes.
+# `make gpu-check`: the GPU path checked on a machine with an NVIDIA GPU, in one script, in under 6 minutes.
 #
 # Uses the CUDA build of torch already installed there (GPU_PYTHON, python3 by default): nothing is
 # downloaded and torch is not pinned. Fails loudly when a GPU is listed but that torch cannot use it.
 # Steps: the GPU-marked tests (page-locking probe: return codes, slot reuse under driver churn, frames
 # intact; placement; the example against the model), the example at full size, then bench_gpu.py, which
-# writes its figures and the GPU's name between the bench:gpu markers of docs/performance.md.
+# writes its figures and the GPU's name between the bench:gpu markers of docs/performance.md, then the
+# GPU decoder check and bench_cameras.py (decode probe, many cameras; bench:cameras markers). Those last two
+# never stop the check: a decoder that is absent or fails is reported (which, why) and the CPU path measured.
 #
 # Environment:
 #   GPU_PYTHON     the Python holding torch with CUDA (default python3)
 #   GPU_VENV       virtualenv made from it with --system-site-packages (default /tmp/rvai-gpu-venv)
-#   GPU_WHEELS     folder of wheels for what that Python lacks (default .whl: multiprocess, dill)
+#   GPU_WHEELS     folder of wheels for what that Python lacks (default .whl: multiprocess, dill; av,
+#                  sqlalchemy, greenlet, typing_extensions, nvidia-ml-py for the many-camera benchmark)
 #   GPU_OUT        if set, the log and docs/performance.md are copied there at the end
-#   GPU_SECONDS    length of each benchmark window (default 8)
+#   GPU_SECONDS    length of each bench_gpu.py window (default 6)
+#   CAMERAS_BUDGET seconds bench_cameras.py may take (default 100)
 #   GPU_LIST_CMD   how GPUs are listed (default: /dev/nvidia<N> device files, else nvidia-smi -L)
 #
 # `gpu_check.sh --torch-only` (what `make venv` runs) stops after the first step, and passes where no GPU is listed.
@@ -23,7 +27,9 @@ cd "$(dirname "$0")/.."
 GPU_PYTHON=${GPU_PYTHON:-python3}
 GPU_VENV=${GPU_VENV:-/tmp/rvai-gpu-venv}
 GPU_WHEELS=${GPU_WHEELS:-.whl}
-GPU_SECONDS=${GPU_SECONDS:-8}
+GPU_SECONDS=${GPU_SECONDS:-6}
+CAMERAS_BUDGET=${CAMERAS_BUDGET:-100}
+LATE=()  # steps after bench_gpu.py that failed: reported, the check goes on
 GPU_LIST_CMD=${GPU_LIST_CMD:-'ls /dev/nvidia[0-9]* 2>/dev/null || nvidia-smi -L 2>/dev/null'}
 LOG=$(mktemp /tmp/gpu-check.XXXXXX.log)
 START=$SECONDS
@@ -53,12 +59,14 @@ if not torch.version.cuda:
 if not torch.cuda.is_available():
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable GPU (driver too old, or CUDA_VISIBLE_DEVICES hides it)"); sys.exit(3)
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)")
+print(f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})")
 EOF
 )
 rc=$?
 echo "$probe" | tee -a "$LOG"
 [ $rc -eq 0 ] || fail "a GPU is listed but $GPU_PYTHON's torch cannot use it: ${probe##*$'\n'}. Install a CUDA build of torch, or run with GPU_PYTHON=<the Python that has one>"
 [ "$MODE" = --torch-only ] && exit 0
+export RVAI_GPU_NAME="${probe##*$'\n'}"
 
 step "a virtualenv over $GPU_PYTHON's packages (its torch, no download), with rvai_sdk installed editable"
 if [ ! -x "$GPU_VENV/bin/python" ]; then
@@ -84,6 +92,16 @@ if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$
     echo "editable install not possible offline here: rvai_sdk taken from the checkout through PYTHONPATH" | tee -a "$LOG"
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# what the many-camera benchmark needs (PyAV, SQLAlchemy, NVML): a failure here only skips that benchmark
+for mod_pkg in av:av sqlalchemy:sqlalchemy pynvml:nvidia-ml-py; do
+    if ! "$PY" -c "import ${mod_pkg%%:*}" 2>/dev/null; then
+        if "$PY" -m pip install -q --no-index "${find_links[@]}" "${mod_pkg##*:}" >>"$LOG" 2>&1; then
+            echo "installed ${mod_pkg##*:} from $GPU_WHEELS" | tee -a "$LOG"
+        else
+            echo "could not install ${mod_pkg##*:} from $GPU_WHEELS (see the log): what needs it is reported, not run" | tee -a "$LOG"
+        fi
+    fi
+done
 "$PY" -c "import rvai_sdk.runtime, torch; assert torch.cuda.is_available()" 2>&1 | tee -a "$LOG" || fail "rvai_sdk does not import in $GPU_VENV"
 "$PY" -c "from rvai_sdk.runtime._devices import machine_gpus; [print('driver lists', g) for g in machine_gpus()]" 2>&1 | tee -a "$LOG"
 
@@ -112,5 +130,27 @@ timeout 330 "$PY" benchmarks/bench_gpu.py --seconds "$GPU_SECONDS" --write docs/
     --example-output "$EXAMPLE_OUT" 2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "bench_gpu.py failed (or its self-check did)"
 
+step "VideoSource on the GPU: decode='cuda' gives the CPU's frames, or falls back with the reason (reported, not fatal)"
+if "$PY" -c "import av" 2>/dev/null; then
+    "${PYTEST[@]}" -m gpu -rA tests/integration/test_gpu_decode.py 2>&1 | tail -n 15 | tee -a "$LOG"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || LATE+=("the GPU decode test")
+else
+    echo "not run: PyAV missing" | tee -a "$LOG"; LATE+=("the GPU decode test (PyAV missing)")
+fi
+
+step "bench_cameras.py: decode probe, then 1080p30 cameras -> GPU -> SQLite for growing N (budget ${CAMERAS_BUDGET} s)"
+if "$PY" -c "import av, sqlalchemy" 2>>"$LOG"; then
+    timeout $(( CAMERAS_BUDGET + 60 )) "$PY" benchmarks/bench_cameras.py --budget "$CAMERAS_BUDGET" \
+        --write docs/performance.md 2>&1 | tee -a "$LOG"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || LATE+=("bench_cameras.py (or its self-check)")
+else
+    echo "bench_cameras.py not run: PyAV or SQLAlchemy missing (wheels in $GPU_WHEELS?)" | tee -a "$LOG"
+    LATE+=("bench_cameras.py (not run: PyAV or SQLAlchemy missing)")
+fi
+
 step "done"
+if [ ${#LATE[@]} -gt 0 ]; then
+    echo "gpu-check: the GPU path passed; these later steps failed (see above): ${LATE[*]}" | tee -a "$LOG" >&2
+    finish 1
+fi
 finish 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import glob
+import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -12,9 +14,15 @@ from rvai_sdk.drivers import Source, SourceContext, SourceItem, SourceParameters
 from rvai_sdk.exc import SourceError
 from rvai_sdk.types import Boolean, Enum, FloatRange, Image, IntegerRange, String, unwrap_optional
 
-__all__ = ["VideoSource", "VideoSourceParameters"]
+__all__ = ["VideoSource", "VideoSourceParameters", "DECODERS"]
 
 _FILE_SCHEMES = ("", "file")
+
+DECODERS = ("auto", "cuda", "cpu")
+"""Values of :attr:`VideoSourceParameters.decode`."""
+
+# AVPictureType values of decoded frames (PyAV gives them as ints)
+_PICT_I, _PICT_P = 1, 2
 
 
 @dataclasses.dataclass
@@ -33,6 +41,14 @@ class VideoSourceParameters(SourceParameters):
         read_timeout: seconds without data after which a live stream counts as disconnected.
         reconnect_initial: seconds before the first reconnection attempt of a live stream.
         reconnect_max: the longest wait between reconnection attempts (the wait doubles).
+        decode: where to decode: ``auto`` (the NVIDIA GPU's hardware decoder when this
+            machine has one, else the CPU), ``cuda`` (ask for the GPU's decoder and report
+            a fallback) or ``cpu``. A GPU decoder that cannot be used falls back to the CPU
+            with the reason in :meth:`VideoSource.stats` (``decode_fallback``); frames are the
+            same in count and order either way.
+        realtime: pace a file's frames to their timestamps, as a camera sends them
+            (to rehearse a live pipeline on recorded files); live streams are paced by
+            the camera already.
     """
 
     fps: FloatRange = SourceParameters.field(
@@ -59,6 +75,14 @@ class VideoSourceParameters(SourceParameters):
     )
     reconnect_max: FloatRange = SourceParameters.field(
         name="Longest reconnect delay", description="Upper bound of the doubling delay", default=FloatRange(10.0, min=0.0, max=3600.0)
+    )
+    decode: Enum[String] = SourceParameters.field(
+        name="Decoder",
+        description="auto (the NVIDIA GPU's decoder when present, else CPU), cuda, or cpu",
+        default=Enum[String](options=list(DECODERS), selected="auto"),
+    )
+    realtime: Boolean = SourceParameters.field(
+        name="Real time", description="Pace a file's frames to their timestamps, like a camera", default=Boolean(False)
     )
 
 
@@ -168,6 +192,10 @@ class VideoSource(Source):
         self._skipped = getattr(self, "_skipped", 0)
         self._connected = False
         self._last_error: str | None = getattr(self, "_last_error", None)
+        self._discarded = getattr(self, "_discarded", 0)
+        self._decoder = "cpu"
+        self._decode_fallback: str | None = None
+        self._skip_frame: str | None = None
         self._container: Any = None
         self._connect()
 
@@ -179,17 +207,57 @@ class VideoSource(Source):
             timeout = (float(self.params.open_timeout), float(self.params.read_timeout))
             if self.url.lower().startswith(("rtsp://", "rtsps://")):
                 options["rtsp_transport"] = str(self.params.transport)
+        container: Any = None
+        hwaccel: Any = None
+        refused: list[str] = []
+        for hwaccel in self._hwaccels():
+            try:
+                container = av.open(self.url, options=options, timeout=timeout, hwaccel=hwaccel)
+                break
+            except Exception as exc:
+                refused.append(f"{type(exc).__name__}: {exc}")
+        else:
+            hwaccel = None
+            if refused:
+                self._fall_back(f"the CUDA decoder could not be opened: {'; '.join(dict.fromkeys(refused))}")
         try:
-            container = av.open(self.url, options=options, timeout=timeout)
+            if container is None:
+                container = av.open(self.url, options=options, timeout=timeout)
         except Exception as exc:
             raise SourceError(f"{self._where()}: cannot open: {type(exc).__name__}: {exc}") from exc
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self._where()}: has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if hwaccel is None:
+            stream.thread_type = "AUTO"  # the codec's own threads (frame and slice) on the CPU
+        self._decoder = "cuda" if hwaccel is not None else "cpu"
         self._container = container
         self._connected = True
+
+    def _hwaccels(self) -> list[Any]:
+        """PyAV CUDA hardware accelerations to try in turn when ``decode`` asks for one and it can work here."""
+        mode = str(self.params.decode)
+        if mode == "cpu" or self._decode_fallback is not None:
+            return []
+        if mode == "auto" and not _nvidia_gpu_listed():
+            self._decode_fallback = "auto: no NVIDIA GPU listed here (/dev/nvidia<N>, CUDA_VISIBLE_DEVICES): decoding on the CPU"
+            return []
+        from av.codec.hwaccel import HWAccel, hwdevices_available
+
+        if "cuda" not in hwdevices_available():
+            self._fall_back(f"this PyAV's FFmpeg has no CUDA device support (it has: {', '.join(hwdevices_available()) or 'none'})")
+            return []
+        # first the device's primary context (one CUDA context per driver process, not one per stream)
+        tries: list[dict[str, object]] = [{"primary_ctx": "1"}, {}]
+        return [HWAccel("cuda", allow_software_fallback=True, options=options) for options in tries]
+
+    def _fall_back(self, reason: str) -> None:
+        """Decode on the CPU from now on, and say why where it is seen (log, :meth:`stats`)."""
+        self._decode_fallback = reason
+        self._decoder = "cpu"
+        level = self.context.logger.warning if str(self.params.decode) == "cuda" else self.context.logger.info
+        level("%s: %s; decoding on the CPU", self._where(), reason)
 
     def _disconnect(self) -> None:
         container, self._container = self._container, None
@@ -228,7 +296,11 @@ class VideoSource(Source):
         context = self.context
         fps = float(self.params.fps)
         width, height = int(self.params.width), int(self.params.height)
+        realtime = bool(self.params.realtime) and not self.live
         next_time: float | None = None
+        plan: _SkipPlan | None = None
+        offset = 0.0  # a looped file's time so far, so that its frame times keep growing
+        clock: float | None = None  # monotonic time of frame time 0 (realtime)
         while not context.stopped.is_set():
             if self._container is None:
                 if not self.live:
@@ -236,30 +308,65 @@ class VideoSource(Source):
                 elif not self._reconnect():
                     return
             container = self._container
+            stream = container.streams.video[0]
+            if fps > 0 and (plan is None or self.live):  # a file keeps its plan across loops; a camera relearns
+                plan = _SkipPlan(fps)
+            if plan is not None:
+                plan.apply(stream)
+                self._skip_frame = plan.describe()
             failure: str | None = None
-            base: float | None = None
+            produced = 0
+            last = 0.0
             try:
-                for frame in container.decode(video=0):
+                for packet in container.demux(stream):
                     if context.stopped.is_set():
                         return
-                    self._decoded += 1
-                    if fps > 0:
-                        t = frame.time if frame.time is not None else time.monotonic()
-                        if base is None or next_time is None:
-                            base, next_time = t, t
-                        if t + 1e-6 < next_time:
-                            self._skipped += 1
-                            continue
-                        next_time = max(next_time + 1.0 / fps, t)
-                    array = frame.to_ndarray(format="rgb24", **_size(frame.width, frame.height, width, height))
-                    yield SourceItem(inputs={self._target: Image(array)}, index=self._index, timestamp=time.time())
-                    self._index += 1
+                    if plan is not None and plan.keys_only and not packet.is_keyframe and packet.size:
+                        self._discarded += 1
+                        continue
+                    for frame in packet.decode():
+                        if context.stopped.is_set():
+                            return
+                        self._decoded += 1
+                        if self._decoder == "cuda" and not stream.codec_context.is_hwaccel:
+                            # FFmpeg took the software path itself (no CUDA decoder for this codec or profile)
+                            self._fall_back(f"FFmpeg has no CUDA decoder for this stream ({stream.codec_context.name}); it decodes on the CPU")
+                        t = frame.time
+                        if t is not None:
+                            last = t
+                        if plan is not None and plan.learn(frame, stream):
+                            self._skip_frame = plan.describe()
+                            context.logger.debug("%s: decoding %s", self._where(), self._skip_frame)
+                        if fps > 0:
+                            now = offset + t if t is not None else time.monotonic()
+                            if next_time is None:
+                                next_time = now
+                            if now + 1e-6 < next_time:
+                                self._skipped += 1
+                                continue
+                            next_time = max(next_time + 1.0 / fps, now)
+                        if realtime and t is not None:
+                            if clock is None:
+                                clock = time.monotonic() - offset - t
+                            wait = clock + offset + t - time.monotonic()
+                            if wait > 0 and context.stopped.wait(wait):
+                                return
+                        array = frame.to_ndarray(format="rgb24", **_size(frame.width, frame.height, width, height))
+                        produced += 1
+                        yield SourceItem(inputs={self._target: Image(array)}, index=self._index, timestamp=time.time())
+                        self._index += 1
             except self._av.error.FFmpegError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             self._disconnect()
-            next_time = None
+            if failure is not None and self._decoder == "cuda" and produced == 0:
+                # the GPU decoder opened but could not decode (a codec or profile NVDEC lacks, no
+                # free decoder session...): the same frames again from the CPU, none lost
+                self._fall_back(f"the CUDA decoder failed before its first frame: {failure}")
+                continue
+            rate = float(stream.average_rate or stream.guessed_rate or 30)
+            offset += last + 1.0 / rate
             if failure is not None:
                 self._last_error = f"{self._where()}: stream lost: {failure}"
             if not self.live:
@@ -268,6 +375,8 @@ class VideoSource(Source):
                 if not bool(self.params.loop):
                     return
                 continue
+            next_time = None
+            offset = 0.0
             context.logger.warning("%s: stream ended (%s); reconnecting", self._where(), failure or "end of stream")
 
     def close(self) -> None:
@@ -276,15 +385,94 @@ class VideoSource(Source):
             self._disconnect()
 
     def stats(self) -> dict[str, Any]:
-        """``frames`` produced, ``decoded``, ``skipped`` (by fps), ``reconnects``, ``connected``, ``last_error``."""
+        """Counters and state of the video.
+
+        ``frames`` produced, ``decoded`` (frames out of the decoder), ``skipped`` (decoded,
+        then left out by ``fps``), ``discarded`` (packets not decoded at all because ``fps``
+        needs key frames only), ``decoder`` (``cuda`` or ``cpu``), ``decode_fallback`` (why
+        not ``cuda``, or None), ``skip_frame`` (what ``fps`` let the decoder skip),
+        ``reconnects``, ``connected``, ``last_error``.
+        """
         return {
             "frames": getattr(self, "_index", 0),
             "decoded": getattr(self, "_decoded", 0),
             "skipped": getattr(self, "_skipped", 0),
+            "discarded": getattr(self, "_discarded", 0),
+            "decoder": getattr(self, "_decoder", "cpu"),
+            "decode_fallback": getattr(self, "_decode_fallback", None),
+            "skip_frame": getattr(self, "_skip_frame", None),
             "reconnects": getattr(self, "_reconnects", 0),
             "connected": getattr(self, "_connected", False),
             "last_error": getattr(self, "_last_error", None),
         }
+
+
+def _nvidia_gpu_listed() -> bool:
+    """Whether this machine lists an NVIDIA GPU (``/dev/nvidia<N>``) that ``CUDA_VISIBLE_DEVICES`` does not hide."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+class _SkipPlan:
+    """What a target fps lets the decoder leave out, learnt from the stream's first two GOPs.
+
+    Non-reference frames are always skipped (nothing refers to them). Once three key
+    frames have been seen: when key frames alone come at least ``fps`` times a second,
+    only key-frame packets are decoded; else when I and P frames do, B frames are
+    skipped too (``BIDIR``: only B frames refer to B frames). A camera's usual
+    I/P stream with one key frame a second allows neither: every frame is decoded.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.keys_only = False
+        self.level = "NONREF"
+        self._keys: list[float] = []
+        self._ip_counts: list[int] = []
+        self._ip = 0
+        self._decided = False
+
+    def learn(self, frame: Any, stream: Any) -> bool:
+        """Count one decoded frame; True when this frame settled the plan (and set it on the decoder)."""
+        t = frame.time
+        if self._decided or t is None:
+            return False
+        if frame.key_frame:
+            if self._keys:
+                self._ip_counts.append(self._ip)
+            self._keys.append(t)
+            self._ip = 0
+        if self._keys and int(frame.pict_type) in (_PICT_I, _PICT_P):
+            self._ip += 1
+        if len(self._keys) < 3:
+            if self._keys and t - self._keys[0] > 20.0:  # key frames too rare to matter: decode all
+                self._decided = True
+                return True
+            return False
+        self._decided = True
+        gaps = [max(b - a, 1e-6) for a, b in zip(self._keys, self._keys[1:])]
+        wanted = self.fps * (1 - 1e-3)
+        if 1.0 / max(gaps) >= wanted:
+            self.keys_only, self.level = True, "NONKEY"
+            return True
+        ip_rate = min(n / gap for n, gap in zip(self._ip_counts, gaps))
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        # B frames exist when I and P frames come less often than frames do (the non-reference
+        # ones among them are not even decoded by now, so they are counted by their absence)
+        if wanted <= ip_rate < 0.99 * rate:
+            self.level = "BIDIR"
+            stream.codec_context.skip_frame = "BIDIR"
+        return True
+
+    def apply(self, stream: Any) -> None:
+        """Set what the decoder of a newly opened ``stream`` may skip (non-reference frames always: nothing refers to them)."""
+        stream.codec_context.skip_frame = "BIDIR" if self.level == "BIDIR" else "NONREF"
+
+    def describe(self) -> str:
+        kept = {"NONREF": "non-reference frames skipped", "BIDIR": "B frames skipped", "NONKEY": "key frames only"}
+        return f"{kept[self.level]}{'' if self._decided else ' (still learning the GOP)'}"
 
 
 def _size(frame_width: int, frame_height: int, width: int, height: int) -> dict[str, int]:

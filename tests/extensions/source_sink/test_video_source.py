@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,142 @@ def test_stop_returns_while_a_camera_hangs_in_its_open_timeout() -> None:
             wait_until(lambda: handle.stats()["sources"]["stuck"]["state"] == "opening", what="the camera to be opening")
             handle.stop(timeout=5.0)  # raises DriverError if run() does not return in time
             assert handle.status.name == "STOPPED"
+
+
+# -- decode: the GPU decoder and its fallback, what a target fps lets the decoder skip, pacing -----
+# These clips are made with PyAV's own encoder (no ffmpeg CLI), 160x120, with the GOP each test needs.
+
+
+def _make_clip(path: Path, *, frames: int = 60, fps: int = 30, x264: str = "keyint=30:min-keyint=30:scenecut=0:bframes=0") -> Path:
+    import av
+    import numpy as np
+
+    y, x = np.mgrid[0:120, 0:160]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "x264-params": x264})
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(frames):
+            rgb = np.stack([(x + 5 * i) % 256, (y + 3 * i) % 256, np.full_like(x, (40 * i) % 256)], axis=2).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _frames(source: VideoSource) -> list[Any]:
+    source = _open(source)
+    try:
+        return [item.inputs["frame"] for item in source.items()]
+    finally:
+        source.close()
+
+
+def _reference(path: Path) -> list[Any]:
+    """Every frame of the clip, decoded with PyAV directly."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_the_cuda_decoder_falls_back_to_the_cpu_with_the_reason_and_the_same_frames(tmp_path: Path) -> None:
+    import numpy as np
+
+    if _gpu_decoder_usable():
+        pytest.skip("this machine's GPU decodes: tests/integration/test_gpu_decode.py covers it")
+    path = _make_clip(tmp_path / "clip.mp4")
+    cpu = VideoSource(str(path), params={"decode": "cpu"})
+    cuda = VideoSource(str(path), params={"decode": "cuda"})
+    on_cpu, asked_cuda = _frames(cpu), _frames(cuda)
+    assert cpu.stats()["decoder"] == "cpu" and cpu.stats()["decode_fallback"] is None
+    stats = cuda.stats()
+    assert stats["decoder"] == "cpu" and "CUDA" in stats["decode_fallback"], stats
+    assert len(asked_cuda) == len(on_cpu) == 60
+    assert all(np.array_equal(a, b) for a, b in zip(asked_cuda, on_cpu))
+
+
+def test_auto_decodes_on_the_cpu_where_no_nvidia_gpu_is_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hides any GPU, as the runtime does for CPU-only processes
+    path = _make_clip(tmp_path / "clip.mp4")
+    source = VideoSource(str(path))
+    frames = _frames(source)
+    assert source.stats()["decoder"] == "cpu" and "no NVIDIA GPU" in source.stats()["decode_fallback"]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, _reference(path))) and len(frames) == 60
+
+
+def test_an_unknown_decoder_is_refused_with_the_choices() -> None:
+    with pytest.raises(Exception, match="cuda"):
+        VideoSource("clip.mp4", params={"decode": "nvdec"})
+
+
+def test_a_target_fps_met_by_key_frames_alone_decodes_only_key_frames_and_keeps_the_same_frames(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = _make_clip(tmp_path / "clip.mp4", frames=90, x264="keyint=6:min-keyint=6:scenecut=0:bframes=0")
+    source = VideoSource(str(path), params={"fps": 5.0})
+    frames = _frames(source)
+    stats = source.stats()
+    every = _reference(path)
+    # 5 fps from 30 fps is every 6th frame, and every 6th frame is a key frame: the same frames as decoding all
+    assert len(frames) == 15 and all(np.array_equal(a, every[6 * i]) for i, a in enumerate(frames))
+    assert stats["skip_frame"] == "key frames only"
+    # the first three GOPs are decoded whole to learn the stream; after that, only key frames
+    assert stats["discarded"] == 90 - 15 - 12 and stats["decoded"] == 90 - stats["discarded"]
+
+
+def test_a_target_fps_met_by_i_and_p_frames_skips_b_frames(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = _make_clip(tmp_path / "clip.mp4", frames=120, x264="keyint=30:min-keyint=30:scenecut=0:bframes=3:b-adapt=0:b-pyramid=none")
+    source = VideoSource(str(path), params={"fps": 5.0})
+    frames = _frames(source)
+    stats = source.stats()
+    every = _reference(path)
+    assert stats["skip_frame"] == "B frames skipped"
+    assert stats["decoded"] < 120 - 40  # B frames after the first two GOPs were never decoded
+    # every kept frame is one of the clip's frames, in order, about 5 a second of video
+    positions = [next(i for i, f in enumerate(every) if np.array_equal(f, frame)) for frame in frames]
+    assert positions == sorted(positions) and 16 <= len(frames) <= 20
+
+
+def test_a_camera_like_stream_at_a_target_fps_gives_the_frames_it_gave_before(tmp_path: Path) -> None:
+    import numpy as np
+
+    path = _make_clip(tmp_path / "clip.mp4", frames=90)  # I and P frames, one key frame a second: nothing to skip
+    source = VideoSource(str(path), params={"fps": 5.0})
+    frames = _frames(source)
+    every = _reference(path)
+    assert len(frames) == 15 and all(np.array_equal(a, every[6 * i]) for i, a in enumerate(frames))
+    assert source.stats()["skip_frame"] == "non-reference frames skipped" and source.stats()["discarded"] == 0
+
+
+def test_a_looping_file_at_a_target_fps_samples_across_the_loop_without_a_double_frame(tmp_path: Path) -> None:
+    path = _make_clip(tmp_path / "clip.mp4", frames=45)  # 1.5 s: a loop boundary in the middle of a 5 fps step
+    source = _open(VideoSource(str(path), params={"fps": 5.0, "loop": True}))
+    try:
+        items = []
+        for item in source.items():
+            items.append(item)
+            if len(items) == 30:  # 6 s of video: 4 loops
+                break
+    finally:
+        source.close()
+    assert source.stats()["decoded"] <= 4 * 45 + 6  # 30 frames at 5 fps are 6 s of the 30 fps video, not more
+
+
+def test_realtime_paces_a_file_like_a_camera(tmp_path: Path) -> None:
+    path = _make_clip(tmp_path / "clip.mp4", frames=30)
+    source = _open(VideoSource(str(path), params={"realtime": True}))
+    try:
+        stamps = [item.timestamp for item in source.items()]
+    finally:
+        source.close()
+    assert len(stamps) == 30
+    assert stamps[-1] - stamps[0] >= 29 / 30 - 0.01  # never faster than the video (a lower bound: no timing flake)
+
+
+def _gpu_decoder_usable() -> bool:
+    from rvai_sdk.extensions.sources import video_source
+
+    return video_source._nvidia_gpu_listed()
