@@ -11,9 +11,6 @@
 
 prometheus-client (the ``fastapi`` extra) is imported only when a text is made, so
 importing this module needs nothing beyond the core.
-
-Example:
-    >>> text = stream_metrics_text("demo", {"sources": {}, "sinks": {}}, {})  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,7 +22,15 @@ from typing import Any
 
 from rvai_sdk._compat import require
 
-__all__ = ["inference_metrics_text", "stream_metrics_text", "rebucket", "MetricsServer", "CONTENT_TYPE"]
+__all__ = [
+    "inference_metrics_text",
+    "stream_metrics_text",
+    "rebucket",
+    "MetricsServer",
+    "CONTENT_TYPE",
+    "SECONDS_EDGES",
+    "SIZE_EDGES",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of the Prometheus text format."""

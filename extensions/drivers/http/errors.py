@@ -19,7 +19,7 @@ anything else (a bug)                 500     ``InternalServerError``, no detail
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
@@ -71,7 +71,7 @@ def json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None
     return fastapi.Response(content=json_bytes(obj), status_code=status, media_type="application/json", headers=headers)
 
 
-async def send_json(send: Any, status: int, body: bytes, headers: Headers = ()) -> None:  # type: ignore[assignment]
+async def send_json(send: Any, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """Send a whole JSON answer on an ASGI ``send``."""
     await send(
         {
