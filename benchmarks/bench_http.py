@@ -365,6 +365,80 @@ def check_answer(port: int) -> None:
     assert answer.status_code == 200 and answer.json()["outputs"] == {"y": 2}, answer.text
 
 
+# -- the driver's own cost per request, in-process (no network, no inference process) ------------------
+
+
+def asgi_overhead(requests: int) -> float:
+    """Median CPU microseconds per ``POST /predict`` through the driver's ASGI app, its port answering from a thread.
+
+    Runs in this tree's or the "before" tree's Python (it reaches into each one's
+    internals to build the app without a server): what the driver itself costs per
+    request, without the machine's network and process noise.
+    """
+    import concurrent.futures
+
+    import rvai_sdk.extensions.drivers.fast_api_driver as module
+    from rvai_sdk.runtime import RestrictedInferenceProcess
+
+    bench = importlib.import_module("bench_http")
+
+    reader = concurrent.futures.ThreadPoolExecutor(1, "reader")  # answers from a thread, as the transport does
+
+    def predict(inputs: dict[str, Any], sid: str | None, timeout: float | None) -> concurrent.futures.Future[Any]:
+        return reader.submit(lambda: {"y": Integer(inputs["x"] + 1)})
+
+    port = RestrictedInferenceProcess(bench.pipeline(), predict, lambda: True, dict)
+    driver = module.FastAPIDriver()
+    if hasattr(module, "_Service"):  # before: one module
+        service: Any = module._Service(driver, port)  # type: ignore[attr-defined]
+        driver._bound_host = "127.0.0.1"  # type: ignore[attr-defined]
+        app, start = service.front, service.submitter.start
+    else:
+        from rvai_sdk.extensions.drivers.http.service import Service
+
+        service = Service(driver._state, port)
+        driver._state.bound_host = "127.0.0.1"
+        app, start = service.asgi, service.dispatcher.start
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())],
+    }
+    message = {"type": "http.request", "body": BODY, "more_body": False}
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return message
+
+    async def send(event: dict[str, Any]) -> None:
+        if event["type"] == "http.response.start":
+            statuses.append(event["status"])
+
+    async def measure() -> float:
+        start(asyncio.get_running_loop())
+        rounds = []
+        for _ in range(5):
+            began = time.process_time()  # CPU time of this process: other work on the machine counts less
+            for _ in range(requests):
+                await app(dict(scope), receive, send)
+            rounds.append((time.process_time() - began) / requests * 1e6)
+        return statistics.median(rounds)
+
+    micros = asyncio.run(measure())
+    assert set(statuses) == {200}, set(statuses)
+    return micros
+
+
+def _overhead_of(python: str, requests: int) -> float:
+    script = str(Path(__file__).resolve())
+    out = subprocess.run(
+        [python, script, "--asgi-overhead", str(requests)], capture_output=True, text=True, check=True, timeout=600,
+        cwd=str(Path(__file__).resolve().parent),
+    ).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def _start(command: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(command, stdout=out, stderr=out, cwd=str(Path(__file__).resolve().parent))
@@ -397,7 +471,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--serve-bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-raw", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-driver", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--asgi-overhead", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.asgi_overhead:
+        print(asgi_overhead(args.asgi_overhead))
+        return {}
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return {}
@@ -500,6 +578,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"  goal: no slower than before: {ratios['before_c1']:.2f}x at concurrency 1, {ratios['before_c32']:.2f}x at 32 "
             f"({'MET' if kept else 'NOT MET'}, within 5% noise)"
+        )
+    if before_python is not None and before_python.exists():
+        requests = 500 if args.quick else 3000
+        after_us, before_us = [], []
+        for _ in range(1 if args.quick else 3):  # alternated, medians
+            after_us.append(_overhead_of(sys.executable, requests))
+            before_us.append(_overhead_of(str(before_python), requests))
+        overhead = (statistics.median(after_us), statistics.median(before_us))
+        ratios["asgi_overhead_before_over_after"] = overhead[1] / overhead[0]
+        print(
+            f"  the driver's own CPU time per POST /predict, in-process (its ASGI app, a port answering from a thread): "
+            f"{overhead[0]:.1f} us after, {overhead[1]:.1f} us before: {overhead[1] / overhead[0]:.2f}x as fast"
         )
     figures = {
         "loadgen": loadgen,

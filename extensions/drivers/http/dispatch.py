@@ -54,6 +54,7 @@ class Dispatcher:
         self.codec = codec
         self.in_flight = 0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submitter: threading.Thread | None = None
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
@@ -61,6 +62,7 @@ class Dispatcher:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the submitting thread and the workers, for ``loop``."""
         self.loop = loop
+        self._loop_thread = threading.get_ident()
         self._workers = concurrent.futures.ThreadPoolExecutor(min(8, (os.cpu_count() or 1) + 2), "rvai-http-worker")
         self._submitter = threading.Thread(target=self._submit_forever, name="rvai-http-submit", daemon=True)
         self._submitter.start()
@@ -91,7 +93,7 @@ class Dispatcher:
         try:
             future = self.loop.create_future()
             if self.in_flight == 1:  # idle: send from here, the lowest latency
-                self._chain(self.inference.predict(inputs, sid, timeout=timeout), future)
+                self._chain(self._submit(inputs, sid, timeout), future)
             else:  # busy: the submitting thread sends, in arrival order, while the loop goes on
                 self._queue.put((inputs, sid, timeout, future))
             return await self._outputs(future)
@@ -112,6 +114,15 @@ class Dispatcher:
 
     # -- threads -----------------------------------------------------------------------------------
 
+    def _submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> concurrent.futures.Future[Any]:
+        """The one place a request leaves the driver (any thread).
+
+        The inputs were decoded and validated by the codec; ``predict`` checks them again
+        (cheap: a value of the exact type passes as it is). A port method that takes
+        validated inputs as they are would drop that second check here.
+        """
+        return self.inference.predict(inputs, sid, timeout=timeout)
+
     async def _outputs(self, future: asyncio.Future[Any]) -> dict[str, Any]:
         outputs: dict[str, Any] = await future
         return outputs if self.codec.image_outputs else self.codec.encode(outputs)  # encoded on a worker already
@@ -124,21 +135,21 @@ class Dispatcher:
         try:
             inputs, sid = parse()
             sid_box.append(sid)
-            done = self.inference.predict(inputs, sid, timeout=timeout)
+            done = self._submit(inputs, sid, timeout)
         except BaseException as exc:
             self._wake(_settle_error, future, exc)
             return
         self._chain(done, future)
 
     def _submit_forever(self) -> None:
-        get, predict = self._queue.get, self.inference.predict
+        get, submit = self._queue.get, self._submit
         while True:
             job = get()
             if job is None:
                 return
             inputs, sid, timeout, future = job
             try:
-                done = predict(inputs, sid, timeout=timeout)
+                done = submit(inputs, sid, timeout)
             except BaseException as exc:
                 self._wake(_settle_error, future, exc)
                 continue
@@ -170,6 +181,9 @@ class Dispatcher:
 
     def _wake(self, settle: Callable[[asyncio.Future[Any], Any], None], future: asyncio.Future[Any], value: Any) -> None:
         assert self.loop is not None
+        if threading.get_ident() == self._loop_thread:  # answered at once, on the loop: no wake-up needed
+            settle(future, value)
+            return
         try:
             self.loop.call_soon_threadsafe(settle, future, value)
         except RuntimeError:  # the loop is closed: the server stopped

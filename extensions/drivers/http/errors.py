@@ -61,9 +61,12 @@ def json_type(obj: Any) -> str:
     )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def json_bytes(obj: Any) -> bytes:
-    """Compact JSON, no NaN."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON, no NaN (one encoder for every answer: ``json.dumps`` with options makes one per call)."""
+    return _ENCODER.encode(obj).encode()
 
 
 def json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> fastapi.Response:
