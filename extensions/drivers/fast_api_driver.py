@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from rvai_sdk.exc import FastAPIClientError
 
-from .http.client import FastAPIClient, _resolve_type
+from .http.client import FastAPIClient, _resolve_type  # noqa: F401  (_resolve_type: its unit tests import it from here)
 from .http.driver import FastAPIDriver
 from .http.parameters import FastAPIDriverParameters
 
