@@ -339,121 +339,18 @@ def _stream_done(stats: Mapping[str, Any]) -> bool:
     return all(not sink["buffered"] for sink in stats["sinks"].values())
 
 
-def stream_metrics_text(pipeline: str, stats: Mapping[str, Any], rates: Mapping[str, float]) -> bytes:
-    """The Prometheus text exposition of a :class:`SourceSinkDriver`'s ``stats()``.
-
-    Args:
-        pipeline: the pipeline's name (the ``pipeline`` label of every series).
-        stats: ``SourceSinkDriver.stats()``.
-        rates: source ref → results per second over the last interval.
-
-    Returns:
-        ``rvai_source_*`` series per source (frames/s, produced, processed, failed, dropped,
-        written, queued, in flight, state) and ``rvai_sink_*`` series per sink (written,
-        buffered, write failures, lost), in the text format Prometheus scrapes.
-
-    Raises:
-        MissingExtraError: prometheus-client is not installed (``pip install 'rvai_sdk[fastapi]'``).
-    """
-    from rvai_sdk._compat import require
-
-    core = require("prometheus_client.core", extra="fastapi")
-    client = require("prometheus_client", extra="fastapi")
-    families: list[Any] = []
-
-    def family(kind: Any, name: str, doc: str, labels: Sequence[str]) -> Any:
-        metric = kind(name, doc, labels=["pipeline", *labels])
-        families.append(metric)
-        return metric
-
-    source_counters = {
-        "produced": "Items the source produced",
-        "processed": "Results of the source's items",
-        "failed": "Items whose request failed",
-        "dropped": "Items dropped by the drop policy (inference fell behind a live source)",
-        "written": "Results newly stored, summed over the sinks",
-        "present": "Results a sink already held (a replay), not written again",
-        "dead_lettered": "Results a sink rejected as data, kept in its dead-letter place",
-        "unfinished": "Items cut off by a stop (never written, not failed)",
-        "resent": "Requests sent again after the inference process came back",
-        "errors": "Times the source failed and was reopened",
-    }
-    counters = {key: family(core.CounterMetricFamily, f"rvai_source_{key}", doc, ["source"]) for key, doc in source_counters.items()}
-    queued = family(core.GaugeMetricFamily, "rvai_source_queued", "Items waiting to be sent", ["source"])
-    in_flight = family(core.GaugeMetricFamily, "rvai_source_in_flight", "Requests sent and not written yet", ["source"])
-    fps = family(core.GaugeMetricFamily, "rvai_source_frames_per_second", "Results per second over the last interval", ["source"])
-    state = family(core.GaugeMetricFamily, "rvai_source_state", "1 for the source's current state", ["source", "state"])
-    for ref, entry in stats["sources"].items():
-        for key, metric in counters.items():
-            metric.add_metric([pipeline, ref], float(entry.get(key, 0)))
-        queued.add_metric([pipeline, ref], float(entry["queued"]))
-        in_flight.add_metric([pipeline, ref], float(entry["in_flight"]))
-        fps.add_metric([pipeline, ref], float(rates.get(ref, 0.0)))
-        state.add_metric([pipeline, ref, str(entry["state"])], 1.0)
-    sink_counters = {
-        "written": "Records the sink newly stored",
-        "present": "Records the sink already held",
-        "dead_lettered": "Records the sink rejected as data and dead-lettered",
-        "write_failures": "Writes that failed and were retried",
-        "lost": "Records given up on when stopping",
-    }
-    sink_metrics = {key: family(core.CounterMetricFamily, f"rvai_sink_{key}", doc, ["sink"]) for key, doc in sink_counters.items()}
-    buffered = family(core.GaugeMetricFamily, "rvai_sink_buffered", "Records waiting to be written", ["sink"])
-    for ref, entry in stats["sinks"].items():
-        for key, metric in sink_metrics.items():
-            metric.add_metric([pipeline, ref], float(entry.get(key, 0)))
-        buffered.add_metric([pipeline, ref], float(entry["buffered"]))
-
-    class _Collector:
-        def collect(self) -> Iterator[Any]:
-            yield from families
-
-    registry = client.CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())
-    text: bytes = client.generate_latest(registry)
-    return text
+from rvai_sdk.drivers.metrics import MetricsServer, stream_metrics_text  # noqa: E402  (stream_metrics_text: public here too)
 
 
-class _MetricsServer:
-    """Serves the latest metrics text on ``GET /metrics`` from a thread; :meth:`update` replaces it."""
+class _MetricsServer(MetricsServer):
+    """``--metrics-port``: the shared metrics server, started at once; a port that cannot be bound is a usage error."""
 
     def __init__(self, port: int) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        server = self
-        self.text = b""
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                body = server.text
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
+        super().__init__(port)
         try:
-            self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            self.start()
         except OSError as exc:
             raise UsageError(f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}: {exc}") from exc
-        self.http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/metrics"
-        self.thread = threading.Thread(target=self.http.serve_forever, name="rvai-sdk-metrics", daemon=True)
-        self.thread.start()
-
-    def update(self, text: bytes) -> None:
-        self.text = text
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-        self.thread.join(timeout=5)
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:

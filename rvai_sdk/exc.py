@@ -16,7 +16,7 @@ without parsing strings::
     ├── DeadlineExceededError        also TimeoutError: a request ran past its deadline; .ref, .sid, .timeout
     ├── ProcessError                 a process died or can't be reached
     │   └── ProcessStateError        call not allowed in the current state
-    ├── DriverError ── DriverNotFoundError, SourceError, SinkError
+    ├── DriverError ── DriverNotFoundError, SourceError, SinkError, FastAPIClientError
     ├── UnknownSidError              also LookupError
     ├── MissingExtraError            also ImportError
     ├── TargetError                  also LookupError: rvai-sdk found no pipeline at that module:attribute or name
@@ -27,6 +27,7 @@ without parsing strings::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "RvaiError",
@@ -50,6 +51,7 @@ __all__ = [
     "TargetError",
     "UsageError",
     "UnknownSchemeError",
+    "FastAPIClientError",
 ]
 
 
@@ -263,3 +265,37 @@ class UsageError(RvaiError, ValueError):
 
 class UnknownSchemeError(UsageError, LookupError):
     """No installed package handles a source or sink URL's scheme; the message lists those that are handled."""
+
+
+class FastAPIClientError(DriverError):
+    """A ``FastAPIClient`` call failed: an HTTP error, a refused connection or a timeout.
+
+    Also importable from ``rvai_sdk.extensions.drivers.fast_api_driver``, beside the client.
+
+    Attributes:
+        status_code: the HTTP status (``None`` when no response came: refused, timed out).
+        error_type: the server's error type (``"InputValidationError"``, ``"CellError"``...), when given.
+        server_message: the server's message, when given.
+        cell: the failing cell's ref, for a cell failure.
+        field: the offending field path, for a 422.
+        body: the parsed JSON body of the error response, when any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        server_message: str | None = None,
+        cell: str | None = None,
+        field: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type
+        self.server_message = server_message
+        self.cell = cell
+        self.field = field
+        self.body = body

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rvai_sdk.extensions.drivers.fast_api_driver import _rebucket
+from rvai_sdk.drivers.metrics import rebucket as _rebucket
 from rvai_sdk.runtime import init
 from tests.conftest import BatchRemember, single
 from tests.extensions.fast_api_driver._pipelines import http_pipeline

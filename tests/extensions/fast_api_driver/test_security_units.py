@@ -8,7 +8,7 @@ import doctest
 import httpx
 import pytest
 
-from rvai_sdk.extensions.drivers import _fast_api_security as security
+from rvai_sdk.extensions.drivers.http import security
 
 pytestmark = pytest.mark.timeout(30)
 

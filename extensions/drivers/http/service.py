@@ -1,0 +1,380 @@
+"""The HTTP application of one running FastAPIDriver: the routes, wired to the codec, dispatch, tasks and errors.
+
+What uvicorn serves (:attr:`Service.asgi`) is::
+
+    CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
+
+The FastAPI app serves every other route (and the 404/405 answers); each of its routes
+turns a failure into an answer through the one mapping (:class:`~.errors.ErrorMapper`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from rvai_sdk._compat import require
+from rvai_sdk.drivers.metrics import CONTENT_TYPE, inference_metrics_text
+
+from . import security
+from .codec import Codec
+from .dispatch import Dispatcher
+from .errors import ErrorMapper, HTTPError, json_response, json_type, unprocessable
+from .home import home_page
+from .middleware import TIMEOUT_KEY, CountingMiddleware, GuardMiddleware
+from .models import models, openapi_document, request_body
+from .predict import PredictEndpoint, read_body, unsupported_media_type
+from .parameters import MAX_WAIT
+from .tasks import TaskStore
+
+if TYPE_CHECKING:
+    import fastapi
+    import fastapi.openapi.docs as fastapi_docs
+    import fastapi.responses as fastapi_responses
+    import fastapi.routing as fastapi_routing
+    import starlette.routing as starlette_routing
+    from fastapi import FastAPI, Request, Response
+
+    from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+
+    from .parameters import LiveState
+else:
+    fastapi = require("fastapi", extra="fastapi")
+    fastapi_docs = require("fastapi.openapi.docs", extra="fastapi")
+    fastapi_responses = require("fastapi.responses", extra="fastapi")
+    fastapi_routing = require("fastapi.routing", extra="fastapi")
+    starlette_routing = require("starlette.routing", extra="fastapi")
+    # FastAPI reads the routes' annotations at run time
+    FastAPI, Request, Response = fastapi.FastAPI, fastapi.Request, fastapi.Response
+
+__all__ = ["Service"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Service:
+    """The routes of one running driver, and what they share (lives on the event loop).
+
+    Args:
+        state: the driver's live state (parameters, bound host, counters).
+        inference: the driver's port onto the inference process.
+    """
+
+    def __init__(self, state: LiveState, inference: RestrictedInferenceProcess) -> None:
+        self.state = state
+        self.inference = inference
+        self.codec = Codec(inference.pipeline)
+        self.models = models(self.codec)
+        self.errors = ErrorMapper(state, inference.pipeline.name)
+        self.dispatcher = Dispatcher(inference, self.codec)
+        self.tasks = TaskStore(state, self.errors, self.dispatcher.run)
+        self.predict = PredictEndpoint(self)
+        self._openapi: dict[str, Any] | None = None
+        self._predict_doc: Any = None
+        self.app = self._build_app()
+        self.asgi = CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state)
+
+    async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
+            await self.predict(scope, receive, send)  # the lean path: no FastAPI routing
+        else:
+            await self.app(scope, receive, send)
+
+    # -- lifecycle (on the loop) ---------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the dispatch threads and the tasks' background work."""
+        self.dispatcher.start(loop)
+        self.tasks.start()
+
+    async def close(self) -> None:
+        """Stop tasks, callbacks and dispatch threads."""
+        try:
+            await self.tasks.close()
+        finally:
+            self.dispatcher.stop()
+
+    # -- what routes share ---------------------------------------------------------------------
+
+    def timeout(self, header: float | None) -> float | None:
+        """A request's deadline: its ``X-Request-Timeout``, else the driver's ``request_timeout``."""
+        if header is None and self.state.parameters.request_timeout is not None:
+            return float(self.state.parameters.request_timeout)
+        return header
+
+    def pixel_limit(self) -> int | None:
+        """``max_image_pixels`` (``None``: ``Image.max_pixels``)."""
+        limit = self.state.parameters.max_image_pixels
+        return None if limit is None else int(limit)
+
+    def decode(
+        self, obj: Any, header_sid: str | None, where: str = "", extra: tuple[str, ...] = ()
+    ) -> tuple[dict[str, Any], str | None]:
+        """One request object → typed inputs and sid, under the driver's limits (422 otherwise)."""
+        parameters = self.state.parameters
+        return self.codec.request(
+            obj,
+            header_sid,
+            where,
+            extra,
+            max_sid_length=int(parameters.max_sid_length),
+            max_image_pixels=self.pixel_limit(),
+        )
+
+    async def json_body(self, request: Request) -> dict[str, Any]:
+        """A JSON route's body as an object (415 for another content type, 413 too large, 422 not an object)."""
+        content_type = request.headers.get("content-type", "").encode("latin-1")
+        if not security.is_json_media_type(content_type):
+            raise unsupported_media_type(content_type)
+        declared = request.headers.get("content-length", "")
+        limit = int(self.state.parameters.max_body_bytes)
+        body = await read_body(request.receive, int(declared) if declared.isdigit() else -1, limit)
+        return self.codec.json_object(body)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (made once; again after ``api_key`` is set or cleared)."""
+        if self._openapi is None:
+            routes = [self._predict_doc if getattr(r, "path", None) == "/predict" else r for r in self.app.routes]
+            self._openapi = openapi_document(self.app, routes, self.models, bool(self.state.parameters.api_key))
+        return self._openapi
+
+    def forget_openapi(self) -> None:
+        """Make the OpenAPI document again at the next request (the security scheme changed)."""
+        self._openapi = None
+
+    def _guard(self, handler: Handler) -> Handler:
+        """Turn every failure of a route into its answer, through the one mapping; nothing escapes to uvicorn."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                return self.errors.response(exc, request.url.path)
+
+        guarded.__name__ = handler.__name__
+        guarded.__doc__ = handler.__doc__
+        return guarded
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    def _build_app(self) -> FastAPI:
+        codec, m, tasks = self.codec, self.models, self.tasks
+        name = codec.pipeline.name
+        app = fastapi.FastAPI(
+            title=f"{name} (rvai_sdk)",
+            description=f"Inference API of pipeline **{name}**, served by rvai_sdk's FastAPIDriver.",
+            version="1",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
+        errors: dict[int | str, dict[str, Any]] = {
+            401: {"model": m["error"], "description": "missing or wrong bearer token"},
+            413: {"model": m["error"], "description": "body too large"},
+            422: {"model": m["error"], "description": "malformed body, or an unknown, missing or mistyped input"},
+            500: {"model": m["error"], "description": "a cell failed; `cell` names it"},
+            503: {"model": m["error"], "description": "the inference process cannot be reached"},
+        }
+        state_header = [
+            {
+                "name": "X-State-Id",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "the sid, when the body has none",
+            }
+        ]
+
+        def route(path: str, endpoint: Handler, **kwargs: Any) -> None:
+            app.add_api_route(path, self._guard(endpoint), response_model=None, **kwargs)
+
+        async def health(request: Request) -> Response:
+            """The server is up (needs no API key)."""
+            return json_response({"status": "ok"})
+
+        async def ready(request: Request) -> Response:
+            """The inference process is reachable and warmed up; 503 when not."""
+            try:  # may try to connect: off the event loop
+                ok = await self.dispatcher.offload(self.inference.is_ready)
+            except Exception:
+                ok = False
+            if not ok:
+                raise HTTPError(503, "NotReady", "the inference process is not ready", headers={"Retry-After": "1"})
+            return json_response({"status": "ready"})
+
+        async def pipeline(request: Request) -> Response:
+            """The pipeline: name, cells, inputs and outputs with their JSON schemas and field metadata."""
+            return json_response(codec.describe())
+
+        async def predict(request: Request) -> Response:
+            """Run the pipeline on one request (JSON, or multipart with image files)."""
+            raise AssertionError("documentation only: POST /predict is served by PredictEndpoint")
+
+        async def predict_batch(request: Request) -> Response:
+            """Run many requests; results in order, each item succeeding or failing alone."""
+            self.state.count("predict_batch")
+            obj = await self.json_body(request)
+            if set(obj) != {"requests"} or not isinstance(obj["requests"], list):
+                raise unprocessable("the body must be {\"requests\": [{\"inputs\": ..., \"sid\": ...}, ...]}", "requests")
+            items = obj["requests"]
+            limit = int(self.state.parameters.max_batch_items)
+            if len(items) > limit:
+                raise HTTPError(413, "PayloadTooLarge", f"{len(items)} requests in one batch; at most {limit}")
+            header_sid = request.headers.get("x-state-id")
+            timeout = self.timeout(request.scope.get(TIMEOUT_KEY))
+            jobs: list[asyncio.Future[dict[str, Any]] | HTTPError] = []
+            sids: list[Any] = []
+            for i, item in enumerate(items):
+                where = f"requests[{i}]."
+                try:
+                    if not isinstance(item, dict):
+                        raise unprocessable(f"a request must be an object, got {json_type(item)}", where[:-1])
+                    inputs, sid = self.decode(item, header_sid, where)
+                    sids.append(sid)
+                    jobs.append(asyncio.ensure_future(self.dispatcher.run(inputs, sid, timeout)))  # submitted in order
+                except HTTPError as exc:
+                    sids.append(item.get("sid") if isinstance(item, dict) and isinstance(item.get("sid"), str) else None)
+                    jobs.append(exc)
+            results = []
+            for sid, job in zip(sids, jobs):
+                try:
+                    if isinstance(job, HTTPError):
+                        raise job
+                    results.append({"outputs": await job, "error": None, "sid": sid})
+                except Exception as exc:  # this item alone failed
+                    results.append({"outputs": None, "error": self.errors.map(exc, "/predict/batch").error, "sid": sid})
+            return json_response({"results": results})
+
+        async def create_task(request: Request) -> Response:
+            """Queue a request as an asynchronous task: 202 with its id; poll it, or give a callback_url."""
+            obj = await self.json_body(request)
+            inputs, sid = self.decode(obj, request.headers.get("x-state-id"), extra=("callback_url",))
+            timeout = self.timeout(request.scope.get(TIMEOUT_KEY))
+            task = await tasks.create(inputs, sid, obj.get("callback_url"), timeout)
+            return json_response(task.to_json(tasks.ttl), 202, headers={"Location": f"/tasks/{task.id}"})
+
+        async def list_tasks(request: Request) -> Response:
+            """Every task not yet expired, oldest first."""
+            tasks.sweep()
+            return json_response({"tasks": [t.to_json(tasks.ttl) for t in tasks.tasks.values()]})
+
+        async def get_task(request: Request) -> Response:
+            """A task's status, timestamps, and result or error; `?wait=` seconds waits for it to finish."""
+            task = tasks.find(request.path_params["task_id"])
+            wait_text = request.query_params.get("wait")
+            if wait_text is not None:
+                try:
+                    wait = float(wait_text)
+                except ValueError:
+                    raise unprocessable("wait must be a number of seconds", "wait") from None
+                if not 0 <= wait <= MAX_WAIT:
+                    raise unprocessable(f"wait must be between 0 and {MAX_WAIT:g} seconds", "wait")
+                await tasks.wait(task, wait)
+            return json_response(task.to_json(tasks.ttl))
+
+        async def delete_task(request: Request) -> Response:
+            """Forget a task (a running one still runs, its result is dropped)."""
+            tasks.delete(request.path_params["task_id"])
+            return fastapi.Response(status_code=204)
+
+        async def metrics(request: Request) -> Response:
+            """Prometheus metrics: requests by outcome, per-cell latency, batch size and queue depth, live sids, HTTP."""
+            try:  # may cross a process boundary: off the event loop
+                stats: dict[str, Any] | None = await self.dispatcher.offload(self.inference.stats)
+            except Exception:
+                stats = None
+            # the counters are copied here, on the event loop that updates them
+            http_counts, counters = dict(self.state.http_counts), self.counters()
+            body = await self.dispatcher.offload(inference_metrics_text, name, stats, http_counts, counters)
+            return fastapi.Response(content=body, media_type=CONTENT_TYPE)
+
+        async def home(request: Request) -> Response:
+            """This page: the pipeline's inputs and outputs, and a form to try it."""
+            return fastapi_responses.HTMLResponse(home_page(codec))
+
+        async def openapi(request: Request) -> Response:
+            return json_response(self.openapi())
+
+        async def swagger(request: Request) -> Response:
+            return fastapi_docs.get_swagger_ui_html(openapi_url="/openapi.json", title=f"{name} - Swagger UI")
+
+        async def redoc(request: Request) -> Response:
+            return fastapi_docs.get_redoc_html(openapi_url="/openapi.json", title=f"{name} - ReDoc")
+
+        task_id = [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+        wait = [{"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT}}]
+        route("/health", health, methods=["GET"], tags=["status"], responses={200: {"description": "up"}})
+        route("/ready", ready, methods=["GET"], tags=["status"], responses={401: errors[401], 503: errors[503]})
+        route("/pipeline", pipeline, methods=["GET"], tags=["pipeline"], responses={401: errors[401]})
+        # the endpoint is mounted so that FastAPI answers other methods with 405; POST goes around FastAPI
+        app.router.routes.append(starlette_routing.Route("/predict", self.predict, methods=["POST"]))
+        self._predict_doc = fastapi_routing.APIRoute(
+            "/predict",
+            self._guard(predict),
+            methods=["POST"],
+            tags=["predict"],
+            response_model=None,
+            responses={200: {"model": m["predict_response"]}, **errors},
+            openapi_extra={**request_body(codec, m["predict_request"], multipart=True), "parameters": state_header},
+        )
+        route(
+            "/predict/batch",
+            predict_batch,
+            methods=["POST"],
+            tags=["predict"],
+            responses={200: {"model": m["batch_response"]}, **errors},
+            openapi_extra={**request_body(codec, m["batch_request"]), "parameters": state_header},
+        )
+        route(
+            "/tasks",
+            create_task,
+            methods=["POST"],
+            tags=["tasks"],
+            status_code=202,
+            responses={
+                202: {"model": m["task"]},
+                429: {"model": m["error"], "description": "too many pending tasks"},
+                **{k: v for k, v in errors.items() if k not in (500, 503)},
+            },
+            openapi_extra={**request_body(codec, m["task_request"]), "parameters": state_header},
+        )
+        route("/tasks", list_tasks, methods=["GET"], tags=["tasks"], responses={200: {"model": m["task_list"]}, 401: errors[401]})
+        not_found = {"model": m["error"], "description": "unknown or expired task"}
+        route(
+            "/tasks/{task_id}",
+            get_task,
+            methods=["GET"],
+            tags=["tasks"],
+            responses={200: {"model": m["task"]}, 404: not_found, 401: errors[401], 422: errors[422]},
+            openapi_extra={"parameters": task_id + wait},
+        )
+        route(
+            "/tasks/{task_id}",
+            delete_task,
+            methods=["DELETE"],
+            tags=["tasks"],
+            status_code=204,
+            responses={204: {"description": "deleted"}, 404: not_found, 401: errors[401]},
+            openapi_extra={"parameters": task_id},
+        )
+        route("/metrics", metrics, methods=["GET"], include_in_schema=False)  # for Prometheus, not API clients
+        route("/", home, methods=["GET"], include_in_schema=False)
+        route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
+        route("/docs", swagger, methods=["GET"], include_in_schema=False)
+        route("/redoc", redoc, methods=["GET"], include_in_schema=False)
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            return self.errors.response(exc, request.url.path)
+
+        app.add_exception_handler(require("starlette.exceptions", extra="fastapi").HTTPException, http_error)
+        return app
+
+    def counters(self) -> dict[str, Any]:
+        """The driver's counters with the task gauges (``tasks_active``, ``tasks_kept``)."""
+        counters: dict[str, Any] = dict(self.state.counters)
+        kept = list(self.tasks.tasks.values())
+        counters["tasks_active"] = sum(1 for t in kept if t.finished is None)
+        counters["tasks_kept"] = len(kept)
+        return counters
+
