@@ -1,7 +1,7 @@
 """The Ray link: send a request to the Ray actor replica that owns its sid.
 
 A :class:`RayLink` (a :class:`~rvai_sdk.transport.link.Link`) lives wherever requests are made: in the user's process (behind
-``RayInferenceProcess.predict``) and in every driver actor (behind its
+``InferenceProcess.predict`` on the ray runtime) and in every driver actor (behind its
 ``RestrictedInferenceProcess``). It never goes through the runtime: requests go
 straight from the caller to the replica actor, results straight back.
 
