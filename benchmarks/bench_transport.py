@@ -16,7 +16,8 @@ Prints, from one run:
 
 With ``--before TREE`` it measures the two ratio goals (small round trip / Pipe echo,
 1080p frame / one copy) for TREE (with TREE/.venv/bin/python) and for this tree, each in
-a fresh process, alternating two rounds each, and prints before, after and their ratio.
+a fresh process, alternating (``--rounds``, 3 by default), and prints the best of each side
+and their ratio.
 """
 
 from __future__ import annotations
@@ -206,12 +207,12 @@ def measure_ratios(quick: bool) -> dict[str, float]:
     return out
 
 
-def compare(before: Path, quick: bool) -> None:
+def compare(before: Path, quick: bool, rounds: int = 3) -> None:
     """Before (another tree) and after (this tree), each in fresh processes, alternating; print both and the ratio."""
     here = Path(__file__).resolve()
     trees = {"before": before.resolve(), "after": here.parents[1]}
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    for _ in range(2):
+    for _ in range(rounds):
         for side, tree in trees.items():
             python = tree / ".venv" / "bin" / "python"
             command = [str(python if python.exists() else sys.executable), str(here), "--measure-only"]
@@ -235,7 +236,7 @@ def compare(before: Path, quick: bool) -> None:
         ("1080p frame round trip", "frame_s", "ms"),
         ("one cold numpy copy of the frame", "copy_s", "ms"),
     ]
-    print(f"machine: {machine()}; before = {trees['before']}, after = {trees['after']}; best of 2 alternating runs each")
+    print(f"machine: {machine()}; before = {trees['before']}, after = {trees['after']}; best of {rounds} alternating runs each")
     print("| measurement | before | after | after / before |\n| --- | --- | --- | --- |")
     for label, key, unit in rows:
         b, a = best("before", key), best("after", key)
@@ -248,13 +249,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--write", type=Path, help="write the table into this markdown file")
     parser.add_argument("--before", type=Path, help="another tree (e.g. /work/wt-base) to compare the ratio goals with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each side with --before (default 3)")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_only:
         print(json.dumps(measure_ratios(args.quick)))
         return
     if args.before is not None:
-        compare(args.before, args.quick)
+        compare(args.before, args.quick, args.rounds)
         return
     number = 200 if args.quick else 2000
     frames = 5 if args.quick else 40
