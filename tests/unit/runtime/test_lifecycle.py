@@ -148,3 +148,28 @@ def test_no_module_of_the_runtime_writes_a_status_outside_its_transition() -> No
                     if isinstance(target, ast.Attribute) and target.attr == "_status" and func.name not in ("__init__", "_transition"):
                         offenders.append(f"{path.name}:{node.lineno} in {func.name}()")
     assert not offenders, "status written outside _transition: " + ", ".join(offenders)
+
+
+def test_the_port_validates_once_and_submit_takes_inputs_validated_already() -> None:
+    from rvai_sdk.drivers import RestrictedInferenceProcess as FromDrivers
+    from rvai_sdk.exc import InputValidationError
+    from rvai_sdk.runtime import RestrictedInferenceProcess as FromRuntime
+
+    assert FromDrivers is FromRuntime
+    process, _ = _started()
+    try:
+        port = process.restricted()
+        checked = port.pipeline.validate_inputs({"x": 3})
+        assert float(port.submit(checked, sid="s").result(timeout=10)["value"]) == 6.0
+        with pytest.raises(InputValidationError, match="sid is 300 characters long"):
+            port.submit(checked, sid="s" * 300)
+        with pytest.raises(InputValidationError, match="timeout must be"):
+            port.submit(checked, timeout=-1)
+        with pytest.raises(InputValidationError, match="'x'"):
+            port.predict({})
+        process._lost("gone")
+        with pytest.raises(ProcessStateError, match="cannot predict"):
+            port.submit(checked)
+        assert not port.is_ready()
+    finally:
+        process.stop()
