@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver

@@ -31,7 +31,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiError
 from rvai_sdk.runtime._backend import Runtime
