@@ -12,13 +12,21 @@ Prints, from one run:
   aggregate requests/s; goal >= 20,000/s on a 2-core machine.
 
     python benchmarks/bench_transport.py [--quick] [--write docs/performance.md]
+    python benchmarks/bench_transport.py --before /work/wt-base [--quick]
+
+With ``--before TREE`` it measures the two ratio goals (small round trip / Pipe echo,
+1080p frame / one copy) for TREE (with TREE/.venv/bin/python) and for this tree, each in
+a fresh process, alternating (``--rounds``, 3 by default), and prints the best of each side
+and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -153,11 +161,103 @@ class LoadDriver(PipelineDriver):
         return {"done": self.done.is_set(), "count": self.count, "elapsed": self.elapsed}
 
 
+def measure_ratios(quick: bool) -> dict[str, float]:
+    """The two ratio goals in this process: seconds of each side, and the ratios."""
+    import multiprocess
+
+    number, frames = (200, 5) if quick else (1000, 30)
+    ctx = multiprocess.get_context("spawn")
+    parent, child = ctx.Pipe()
+    echo = ctx.Process(target=_echo, args=(child,), daemon=True)
+    echo.start()
+    frame = Image(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8))
+    scratch = np.empty_like(frame)
+
+    def raw_small() -> None:
+        parent.send_bytes(pickle.dumps({"x": Integer(1)}, protocol=5))
+        pickle.loads(parent.recv_bytes())
+
+    def copy_frame() -> None:
+        np.copyto(scratch, frame)
+
+    out: dict[str, float] = {}
+    with init("local") as rt:
+        with rt.start_inference(Inference(pipeline=inc_chain(1, "inc"))) as proc:
+
+            def sdk_small() -> None:
+                proc.predict({"x": 1}).result()
+
+            for _ in range(20):
+                raw_small(), sdk_small()
+            out["echo_s"] = per_call_seconds(raw_small, number=number)
+            out["small_s"] = per_call_seconds(sdk_small, number=number)
+        with rt.start_inference(Inference(pipeline=one_cell(Identity(), "identity"))) as proc:
+
+            def sdk_frame() -> None:
+                proc.predict({"frame": frame}).result()
+
+            for _ in range(3):
+                sdk_frame(), copy_frame()
+            out["copy_s"] = per_call_seconds(copy_frame, number=frames)
+            out["frame_s"] = per_call_seconds(sdk_frame, number=frames)
+    parent.close()
+    echo.join(5)
+    out["small_ratio"] = out["small_s"] / out["echo_s"]
+    out["frame_ratio"] = out["frame_s"] / out["copy_s"]
+    return out
+
+
+def compare(before: Path, quick: bool, rounds: int = 3) -> None:
+    """Before (another tree) and after (this tree), each in fresh processes, alternating; print both and the ratio."""
+    here = Path(__file__).resolve()
+    trees = {"before": before.resolve(), "after": here.parents[1]}
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    for _ in range(rounds):
+        for side, tree in trees.items():
+            python = tree / ".venv" / "bin" / "python"
+            command = [str(python if python.exists() else sys.executable), str(here), "--measure-only"]
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            done = subprocess.run(
+                command + (["--quick"] if quick else []), capture_output=True, text=True, env=env, cwd=tree, timeout=600
+            )
+            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+            if done.returncode != 0 or not lines:
+                raise SystemExit(f"{side} ({tree}) failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+            runs[side].append(json.loads(lines[-1]))
+
+    def best(side: str, key: str) -> float:
+        return min(run[key] for run in runs[side])
+
+    rows = [
+        ("small `predict().result()` / Pipe echo (goal <= 2x)", "small_ratio", "x"),
+        ("1080p frame round trip / one copy (goal <= 4x)", "frame_ratio", "x"),
+        ("small `predict().result()`", "small_s", "µs"),
+        ("Pipe echo of the same dict", "echo_s", "µs"),
+        ("1080p frame round trip", "frame_s", "ms"),
+        ("one cold numpy copy of the frame", "copy_s", "ms"),
+    ]
+    print(f"machine: {machine()}; before = {trees['before']}, after = {trees['after']}; best of {rounds} alternating runs each")
+    print("| measurement | before | after | after / before |\n| --- | --- | --- | --- |")
+    for label, key, unit in rows:
+        b, a = best("before", key), best("after", key)
+        scale = {"x": 1.0, "µs": 1e6, "ms": 1e3}[unit]
+        print(f"| {label} | {b * scale:.2f} {unit} | {a * scale:.2f} {unit} | {a / b:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--write", type=Path, help="write the table into this markdown file")
+    parser.add_argument("--before", type=Path, help="another tree (e.g. /work/wt-base) to compare the ratio goals with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each side with --before (default 3)")
+    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_only:
+        print(json.dumps(measure_ratios(args.quick)))
+        return
+    if args.before is not None:
+        compare(args.before, args.quick, args.rounds)
+        return
     number = 200 if args.quick else 2000
     frames = 5 if args.quick else 40
     seconds = 0.5 if args.quick else 3.0

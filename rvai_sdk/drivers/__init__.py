@@ -1,4 +1,4 @@
-"""Drivers feed an inference process: the base class, its parameters, sources and sinks.
+"""Drivers feed an inference process: the base class, its parameters, its port onto the process, sources and sinks.
 
 Example:
     >>> from rvai_sdk.drivers import PipelineDriver, DriverParameters
@@ -7,8 +7,9 @@ Example:
 """
 
 from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver, service_record
+from rvai_sdk.drivers.port import RestrictedInferenceProcess
 
-__all__ = ["PipelineDriver", "DriverParameters", "service_record"]
+__all__ = ["PipelineDriver", "DriverParameters", "service_record", "RestrictedInferenceProcess"]
 
 from rvai_sdk.drivers.sink import Record, RecordError, Sink, SinkContext, SinkMap, SinkParameters, WriteResult  # noqa: E402
 from rvai_sdk.drivers.source import (  # noqa: E402

@@ -13,7 +13,7 @@ from rvai_sdk.data import Parameters
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
 
 if TYPE_CHECKING:
-    from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+    from rvai_sdk.drivers.port import RestrictedInferenceProcess
 
 __all__ = ["DriverParameters", "PipelineDriver", "service_record"]
 
@@ -35,7 +35,7 @@ class PipelineDriver(abc.ABC):
     runtime) from the factory given to ``proc.add_driver(ref, factory, ...)``,
     asks for :meth:`resources_request`, allocates the ports, publishes
     :meth:`services`, then calls :meth:`run` with a
-    :class:`~rvai_sdk.runtime.RestrictedInferenceProcess` (``predict`` and the
+    :class:`~rvai_sdk.drivers.port.RestrictedInferenceProcess` (``predict`` and the
     pipeline's input/output spec, nothing that can stop or reconfigure it).
 
     The framework promises: :meth:`stop` and :meth:`set_parameters` may be called

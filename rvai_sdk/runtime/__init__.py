@@ -19,7 +19,7 @@ from rvai_sdk.runtime._backend import Runtime
 from rvai_sdk.runtime.inference import Inference
 from rvai_sdk.runtime.driver_process import PipelineDriverProcess
 from rvai_sdk.runtime.process import InferenceProcess
-from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+from rvai_sdk.drivers.port import RestrictedInferenceProcess
 from rvai_sdk.runtime.status import ProcessStatus
 
 __all__ = [

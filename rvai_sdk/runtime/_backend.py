@@ -1,4 +1,9 @@
-"""The small interface every runtime backend implements."""
+"""The small interface every runtime implements: a :class:`Runtime` makes a :class:`ProcessBackend` per process.
+
+The handle (:class:`~rvai_sdk.runtime.process.InferenceProcess`) is the same for every
+runtime; a runtime only says how to launch, watch, stop and restart a process and
+where drivers run (its backend).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import threading
 from types import TracebackType
 
 from rvai_sdk.runtime.inference import Inference
-from rvai_sdk.runtime.process import InferenceProcess, ProcessStatus
+from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "ProcessBackend"]
 
 
 class Runtime(abc.ABC):
@@ -50,8 +55,25 @@ class Runtime(abc.ABC):
         return process
 
     @abc.abstractmethod
+    def _backend(self, inference: Inference) -> ProcessBackend:
+        """A backend for one new process (cheap: nothing starts until ``launch``)."""
+
+    def _handle(self, inference: Inference, backend: ProcessBackend) -> InferenceProcess:
+        """The handle for a new process (a runtime may return a subclass with more methods)."""
+        return InferenceProcess(inference, backend)
+
     def _start_inference(self, inference: Inference) -> InferenceProcess:
-        """Start and return a RUNNING process."""
+        """Start and return a RUNNING process (with its supervisor when ``Inference(supervise=True)``)."""
+        backend = self._backend(inference)
+        process = self._handle(inference, backend)
+        try:
+            process._start()
+        except BaseException:
+            backend.release()
+            raise
+        if inference.supervise and inference.stuck_after is not None:
+            process._start_supervisor(inference.stuck_after)
+        return process
 
     def list_inferences(self) -> list[InferenceProcess]:
         """The processes this runtime started that are not stopped."""

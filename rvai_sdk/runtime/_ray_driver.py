@@ -18,10 +18,10 @@ from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
 from rvai_sdk.exc import DriverError
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
-from rvai_sdk.runtime._ray_replica import Outcome, _failed, _node_ip
-from rvai_sdk.runtime._ray_router import Route, Router
+from rvai_sdk.drivers.port import RestrictedInferenceProcess
 from rvai_sdk.runtime.driver_process import DriverFactory, allocate_ports, failure_text, make_driver
-from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+from rvai_sdk.transport.ray_link import RayLink, Route
+from rvai_sdk.transport.ray_replica import Outcome, failed, node_ip
 
 __all__ = ["DriverActor"]
 
@@ -41,7 +41,7 @@ class DriverActor:
         self.limits = limits
         self.ref = ref
         self.pipeline = pipeline
-        self.router = Router(pipeline.name, routes)
+        self.router = RayLink(pipeline.name, routes)
         self.driver: PipelineDriver | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
@@ -57,21 +57,16 @@ class DriverActor:
 
         try:
             driver = make_driver(self.ref, factory, args, kwargs)
-            host = _node_ip()
+            host = node_ip()
             resources = DriverResources(
                 ports=allocate_ports(driver.resources_request()), host=host, node=socket.gethostname(), ref=self.ref
             )
             services = list(driver.services(resources))
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)
         self.driver = driver
         restricted = RestrictedInferenceProcess(
-            self.pipeline,
-            predict=self.router.submit,
-            is_ready=self.router.is_ready,
-            stats=self.router.stats,
-            max_sid_length=self.limits[0],
-            request_timeout=self.limits[1],
+            self.pipeline, self.router, max_sid_length=self.limits[0], request_timeout=self.limits[1]
         )
         self._thread = threading.Thread(
             target=self._run, args=(driver, restricted, resources), name=f"rvai-driver-{self.ref}", daemon=True
@@ -112,7 +107,7 @@ class DriverActor:
                 try:
                     self.driver.stop()
                 except BaseException as exc:
-                    return _failed(exc)
+                    return failed(exc)
             return (True, self._done.wait(timeout) if self._thread is not None else True)
         finally:
             self.router.close(f"driver {self.ref!r} is stopped")
@@ -137,14 +132,14 @@ class DriverActor:
         try:
             return (True, self._require().get_parameters())
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)
 
     def set_parameters(self, parameters: DriverParameters | dict[str, Any]) -> Outcome:
         """Deliver new parameters to the running driver."""
         try:
             self._require().set_parameters(parameters)
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)
         return (True, None)
 
     def stats(self) -> Outcome:
@@ -152,4 +147,4 @@ class DriverActor:
         try:
             return (True, self._require().stats())
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)

@@ -8,15 +8,12 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Any
 
-from rvai_sdk.data import Parameters
+from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
+from rvai_sdk.exc import DriverError
 from rvai_sdk.execution.executor import Executor
 from rvai_sdk.runtime._backend import Runtime
-from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
-from rvai_sdk.exc import DriverError, ProcessStateError
-from rvai_sdk.runtime._devices import resolve_devices
 from rvai_sdk.runtime.driver_process import (
     DriverFactory,
     PipelineDriverProcess,
@@ -24,106 +21,41 @@ from rvai_sdk.runtime.driver_process import (
     failure_text,
     make_driver,
 )
-from rvai_sdk.runtime.inference import Inference
-from rvai_sdk.runtime.process import InferenceProcess, ProcessStatus
+from rvai_sdk.runtime.inference import Inference, build_executor
+from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus
+from rvai_sdk.transport.inproc import InProcessLink
+from rvai_sdk.transport.link import Link
 
-__all__ = ["DebugRuntime", "DebugInferenceProcess", "DebugDriverProcess"]
+__all__ = ["DebugRuntime", "DebugBackend", "DebugDriverProcess"]
 
 _driver_ids = itertools.count(1)
 
 
-class DebugInferenceProcess(InferenceProcess):
-    """An inference process that lives in the calling process (see :class:`InferenceProcess`)."""
+class DebugBackend(ProcessBackend):
+    """The executor runs on threads of this process; drivers on threads too (see :class:`ProcessBackend`)."""
 
     def __init__(self, inference: Inference) -> None:
-        super().__init__(inference.pipeline)
         self.inference = inference
-        self.max_sid_length = inference.max_sid_length
-        self.request_timeout = inference.request_timeout
-        self._devices = resolve_devices(inference.pipeline.order, inference.resources)
-        self._executor = self._make_executor(inference.parameters)
+        self._executor: Executor | None = None
 
-    def _make_executor(self, parameters: Mapping[str, Any]) -> Executor:
-        inference = self.inference
-        return Executor(
-            inference.pipeline,
-            parameters=parameters,
-            models={ref: str(path) for ref, path in inference.models.items()},
-            devices=self._devices,
-            batching=inference.batching,
-            state_ttl=inference.state_ttl,
-            max_states=inference.max_states,
-            stuck_after=inference.stuck_after,
-            on_broken=self._broken,
-        )
+    def launch(self, parameters: Mapping[str, Any]) -> Link:
+        executor = build_executor(self.inference, parameters=parameters, on_broken=self._broken)
+        executor.start()
+        self._executor = executor
+        return InProcessLink(executor, self.inference.pipeline.name)
 
     def _broken(self, reason: str) -> None:
         # The executor cannot serve any more (a worker thread died): FAILED, never a silent hang.
-        if self._status is ProcessStatus.RUNNING:
-            self._transition(
-                ProcessStatus.FAILED,
-                failure=f"the executor failed: {reason}; call proc.restart() to start a fresh one",
-            )
+        self.process._lost(f"the executor failed: {reason}; call proc.restart() to start a fresh one")
 
-    def _ready(self) -> bool:
-        return self._executor.ready()
+    def shutdown(self, timeout: float | None) -> None:
+        if self._executor is not None:
+            self._executor.stop(timeout)
 
-    def _start(self) -> None:
-        try:
-            self._executor.start()
-        except BaseException as exc:
-            self._transition(ProcessStatus.FAILED, failure=str(exc))
-            raise
-        self._transition(ProcessStatus.RUNNING)
-
-    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
-        return self._executor.submit(inputs, sid, timeout)
-
-    def get_parameters(self) -> dict[str, Parameters]:
-        return self._executor.get_parameters()
-
-    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
-        self._require_running("set parameters")
-        self._executor.set_parameters(parameters)
-
-    def drop_state(self, sid: str) -> None:
-        self._executor.drop_state(sid)
-
-    def get_state(self, sid: str) -> dict[str, Any]:
-        return self._executor.get_state(sid)
-
-    def sids(self) -> list[str]:
-        return self._executor.sids()
-
-    def stats(self) -> dict[str, Any]:
-        return self._executor.stats()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
-            return
-        self._transition(ProcessStatus.STOPPING)
-        try:
-            self._executor.stop(self._stop_drivers(timeout))
-        finally:
-            self._status = ProcessStatus.STOPPED
-
-    def restart(self, timeout: float | None = 10.0) -> None:
-        if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
-            raise ProcessStateError(
-                f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}; "
-                "start a new one with rt.start_inference(...)",
-                state=self._status.name,
-            )
-        parameters = self._executor.get_parameters()
-        self._transition(ProcessStatus.STARTING)
-        self._executor.stop(timeout)
-        self._executor = self._make_executor(parameters)
-        self._start()
-
-    def _start_driver(
+    def start_driver(
         self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> PipelineDriverProcess:
-        handle = DebugDriverProcess(ref, make_driver(ref, factory, args, kwargs), self)
+        handle = DebugDriverProcess(ref, make_driver(ref, factory, args, kwargs), self.process)
         handle._launch()
         return handle
 
@@ -144,7 +76,7 @@ class DebugDriverProcess(PipelineDriverProcess):
         self._thread = threading.Thread(
             target=self._run, args=(resources,), name=f"rvai-driver-{self.ref}", daemon=True
         )
-        self._status = ProcessStatus.RUNNING
+        self._transition(ProcessStatus.RUNNING)
         self._thread.start()
 
     def _run(self, resources: Any) -> None:
@@ -153,15 +85,13 @@ class DebugDriverProcess(PipelineDriverProcess):
         except BaseException as exc:
             self._fail(failure_text(self.ref, self.driver, exc))
         else:
-            if self._status is ProcessStatus.RUNNING:
-                self._status = ProcessStatus.STOPPED
+            self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        if self._status is ProcessStatus.RUNNING:
-            self._status = ProcessStatus.STOPPING
+        self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
         self.driver.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -171,8 +101,7 @@ class DebugDriverProcess(PipelineDriverProcess):
                     f"{timeout} s of stop(); its thread is left running (threads cannot be killed)"
                 )
                 raise DriverError(self.failure or "")
-        if self._status is ProcessStatus.STOPPING:
-            self._status = ProcessStatus.STOPPED
+        self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
 
     def get_parameters(self) -> DriverParameters:
         self._require_running("get parameters")
@@ -202,9 +131,10 @@ class DebugRuntime(Runtime):
                 "init('local') or init('ray'), or leave supervise off",
                 field="supervise",
             )
-        process = DebugInferenceProcess(inference)
-        process._start()
-        return process
+        return super()._start_inference(inference)
+
+    def _backend(self, inference: Inference) -> ProcessBackend:
+        return DebugBackend(inference)
 
 
 def create(**options: Any) -> Runtime:

@@ -13,7 +13,7 @@ from typing import Any
 from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
 from rvai_sdk.exc import DriverError, DriverNotFoundError, ParameterError
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
-from rvai_sdk.runtime.status import ProcessStatus
+from rvai_sdk.runtime.status import ProcessStatus, check_transition
 
 __all__ = ["PipelineDriverProcess", "DriverFactory", "allocate_ports", "make_driver", "failure_text", "host_address"]
 
@@ -40,16 +40,34 @@ class PipelineDriverProcess(abc.ABC):
         self.failure: str | None = None
         self._services: list[dict[str, Any]] = []
         self._ready = threading.Event()
+        self._status_lock = threading.RLock()
 
     @property
     def status(self) -> ProcessStatus:
         """STARTING, RUNNING, STOPPING, STOPPED or FAILED (with :attr:`failure`)."""
         return self._status
 
+    def _transition(self, new: ProcessStatus, when: Iterable[ProcessStatus] | None = None) -> bool:
+        """Go to ``new`` through the table in :mod:`~rvai_sdk.runtime.status`; only from ``when``
+        (any state) if given. Whether it moved.
+
+        Raises:
+            ProcessStateError: the table does not allow the move (from a state in ``when``).
+        """
+        with self._status_lock:
+            if when is not None and self._status not in when:
+                return False
+            if self._status is new:
+                return False
+            check_transition(f"driver {self.ref!r}", self._status, new)
+            self._status = new
+            return True
+
     def _fail(self, failure: str) -> None:
-        if self._status not in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
-            self.failure = failure
-            self._status = ProcessStatus.FAILED
+        with self._status_lock:
+            if self._status not in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
+                self.failure = failure
+                self._transition(ProcessStatus.FAILED)
         self._ready.set()
 
     @abc.abstractmethod

@@ -1,19 +1,22 @@
-"""What to run: a pipeline with its parameters, models, resources and batching."""
+"""What to run (a pipeline with its parameters, models, resources and batching) and the one function that builds it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from rvai_sdk.exc import ParameterError
-from rvai_sdk.execution.executor import BatchingPolicy, resolve_parameters
+from rvai_sdk.execution.executor import BatchingPolicy, Executor, resolve_parameters
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import CellResources
+from rvai_sdk.runtime._devices import resolve_devices
 
-__all__ = ["Inference"]
+__all__ = ["Inference", "build_executor", "exit_process"]
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -117,3 +120,40 @@ class Inference:
                 field="supervise",
             )
         resolve_parameters(self.pipeline, self.parameters)
+
+
+def build_executor(
+    inference: Inference,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    on_broken: Callable[[str], None] | None = None,
+) -> Executor:
+    """The executor for ``inference``, not started: the one place every runtime builds it.
+
+    Args:
+        inference: what to run.
+        parameters: the parameters in force (they may have changed since ``inference`` was
+            made); ``None`` takes ``inference.parameters``.
+        on_broken: called with the reason when the executor cannot serve any more (a
+            worker thread died); :func:`exit_process` in a child process.
+
+    Raises:
+        ProcessError: a cell asks for a GPU that is not there (and may not fall back to the CPU).
+    """
+    return Executor(
+        inference.pipeline,
+        parameters=inference.parameters if parameters is None else parameters,
+        models={ref: str(path) for ref, path in inference.models.items()},
+        devices=resolve_devices(inference.pipeline.order, inference.resources),
+        batching=inference.batching,
+        state_ttl=inference.state_ttl,
+        max_states=inference.max_states,
+        stuck_after=inference.stuck_after,
+        on_broken=on_broken,
+    )
+
+
+def exit_process(reason: str) -> None:
+    """``on_broken`` of an executor in a child process: end it, so its watcher reports it dead and requests fail."""
+    print(f"rvai: the inference process exits: {reason}", file=sys.stderr, flush=True)
+    os._exit(75)

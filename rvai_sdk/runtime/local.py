@@ -25,10 +25,9 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.driver import DriverParameters
-from rvai_sdk.exc import DriverError, ProcessError, ProcessStateError
-from rvai_sdk.execution.executor import Executor
+from rvai_sdk.drivers.port import RestrictedInferenceProcess
+from rvai_sdk.exc import DriverError, ProcessError
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.runtime._backend import Runtime
@@ -40,17 +39,17 @@ from rvai_sdk.runtime.driver_process import (
     failure_text,
     make_driver,
 )
-from rvai_sdk.runtime.inference import Inference
-from rvai_sdk.runtime.process import InferenceProcess
-from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
+from rvai_sdk.runtime.process import ProcessBackend
 from rvai_sdk.runtime.status import ProcessStatus
 from rvai_sdk.transport.channel import new_address
-from rvai_sdk.types._generic import register_with_dill
-from rvai_sdk.transport.client import InferenceClient
+from rvai_sdk.transport.client import UnixLink
+from rvai_sdk.transport.link import Link
 from rvai_sdk.transport.server import InferenceServer
+from rvai_sdk.types._generic import register_with_dill
 from rvai_sdk.transport.shm import SlotPool, pin_with_cuda, shm_supported
 
-__all__ = ["LocalRuntime", "LocalInferenceProcess", "LocalDriverProcess"]
+__all__ = ["LocalRuntime", "LocalBackend", "LocalDriverProcess"]
 
 
 _no_main = threading.local()
@@ -136,24 +135,16 @@ def _child_setup(env: Mapping[str, str]) -> None:
     threading.Thread(target=watch, name="rvai-parent-watch", daemon=True).start()
 
 
-def _inference_main(blob: bytes, address: str, authkey: bytes, conn: Any, env: dict[str, str]) -> None:
+def _inference_main(
+    blob: bytes, params_blob: bytes, address: str, authkey: bytes, conn: Any, env: dict[str, str]
+) -> None:
     _child_setup(env)
     import dill
 
     try:
         inference: Inference = dill.loads(blob)
+        executor = build_executor(inference, parameters=dill.loads(params_blob), on_broken=exit_process)
         devices = resolve_devices(inference.pipeline.order, inference.resources)
-        executor = Executor(
-            inference.pipeline,
-            parameters=inference.parameters,
-            models={ref: str(path) for ref, path in inference.models.items()},
-            devices=devices,
-            batching=inference.batching,
-            state_ttl=inference.state_ttl,
-            max_states=inference.max_states,
-            stuck_after=inference.stuck_after,
-            on_broken=_die,
-        )
         if any(device.startswith("cuda") for device in devices.values()):
             pin_with_cuda()  # frames arriving in shared memory copy to the GPU by DMA
         executor.start()
@@ -176,14 +167,6 @@ def _inference_main(blob: bytes, address: str, authkey: bytes, conn: Any, env: d
     except OSError:
         pass
     os._exit(0)
-
-
-def _die(reason: str) -> None:
-    """The executor cannot serve any more: end the process, so its handle turns FAILED and pending requests fail."""
-    import sys
-
-    print(f"rvai: the inference process exits: {reason}", file=sys.stderr, flush=True)
-    os._exit(75)
 
 
 def _send_error(conn: Any, exc: BaseException) -> None:
@@ -225,15 +208,8 @@ def _driver_main(
     except BaseException as exc:
         send(("error", f"driver {ref!r} could not start: {type(exc).__name__}: {exc}"))
         os._exit(1)
-    client = InferenceClient(address, authkey, name=pipeline.name, pool=SlotPool() if shm_supported() else None)
-    restricted = RestrictedInferenceProcess(
-        pipeline,
-        predict=client.predict,
-        is_ready=client.is_ready,
-        stats=lambda: client.call("stats"),
-        max_sid_length=limits[0],
-        request_timeout=limits[1],
-    )
+    client = UnixLink(address, authkey, name=pipeline.name, pool=SlotPool() if shm_supported() else None)
+    restricted = RestrictedInferenceProcess(pipeline, client, max_sid_length=limits[0], request_timeout=limits[1])
 
     def control() -> None:
         while True:
@@ -274,17 +250,16 @@ def _driver_main(
 # -- in the parent -------------------------------------------------------------------------------
 
 
-class LocalInferenceProcess(InferenceProcess):
-    """An inference process running as a child process (see :class:`InferenceProcess`)."""
+class LocalBackend(ProcessBackend):
+    """The inference process is a child process, reached over a :class:`~rvai_sdk.transport.client.UnixLink`;
+    each driver is a child process of its own (see :class:`ProcessBackend`)."""
 
     def __init__(self, runtime: LocalRuntime, inference: Inference, start_timeout: float) -> None:
-        super().__init__(inference.pipeline)
         self.inference = inference
-        self.max_sid_length = inference.max_sid_length
-        self.request_timeout = inference.request_timeout
+        self.name = inference.pipeline.name
         self._runtime = runtime
         self._start_timeout = start_timeout
-        self._blob = _dumps(inference, f"the inference of pipeline {inference.pipeline.name!r} (its cells and parameters)")
+        self._blob = _dumps(inference, f"the inference of pipeline {self.name!r} (its cells and parameters)")
         self._pipeline_blob: bytes | None = None  # made on the first add_driver: drivers need the pipeline alone
         self.address = new_address()
         self._authkey = secrets.token_bytes(32)
@@ -292,17 +267,15 @@ class LocalInferenceProcess(InferenceProcess):
         self._process: Any = None
         self._conn: Any = None
         self._exited = threading.Event()
-        self._parameters: dict[str, Parameters] | None = None
-        self._pool = SlotPool() if shm_supported() else None
-        self._client = InferenceClient(
-            self.address, self._authkey, name=self.pipeline.name, pool=self._pool, explain_loss=self._explain_loss
-        )
-        self._lock = threading.RLock()
+        self._link: UnixLink | None = None
+        self.pool = SlotPool() if shm_supported() else None
+        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
-        """The inference process's pid (``None`` before it started)."""
-        return None if self._process is None else int(self._process.pid)
+        """The inference process's pid (``None`` before it started and once stopped)."""
+        process = self._process
+        return None if process is None else int(process.pid)
 
     def _explain_loss(self) -> str:
         process, exited = self._process, self._exited
@@ -311,15 +284,17 @@ class LocalInferenceProcess(InferenceProcess):
         exited.wait(0.5)  # the watcher reaps it; two threads must not wait for one child at once
         return f"inference process pid {process.pid} {_exit_text(process.exitcode)}"
 
-    def _spawn(self) -> None:
+    def launch(self, parameters: Mapping[str, Any]) -> Link:
         ctx = _context()
         parent_conn, child_conn = ctx.Pipe()
+        params_blob = _dumps(dict(parameters), f"the parameters of pipeline {self.name!r}")
         process = ctx.Process(
             target=_inference_main,
-            args=(self._blob, self.address, self._authkey, child_conn, self._env),
-            name=f"rvai-inference-{self.pipeline.name}",
+            args=(self._blob, params_blob, self.address, self._authkey, child_conn, self._env),
+            name=f"rvai-inference-{self.name}",
             daemon=True,
         )
+        self._exited = threading.Event()
         _start(process)
         child_conn.close()
         self._process, self._conn = process, parent_conn
@@ -342,65 +317,33 @@ class LocalInferenceProcess(InferenceProcess):
                     else f"pid {process.pid} {_exit_text(process.exitcode)} while starting"
                 )
                 error: BaseException = ProcessError(
-                    f"the inference process of pipeline {self.pipeline.name!r} failed to start: {detail}"
+                    f"the inference process of pipeline {self.name!r} failed to start: {detail}"
                 )
             else:
                 error = message[1]
                 process.join(5.0)
-            self._transition(ProcessStatus.FAILED, failure=str(error).splitlines()[0])
+            self._exited.set()
             raise error
-        self._client.connect()
-        self._transition(ProcessStatus.RUNNING)
-        self._exited = exited = threading.Event()
+        link = UnixLink(self.address, self._authkey, name=self.name, pool=self.pool, explain_loss=self._explain_loss)
+        link.connect()
+        self._link = link
+        return link
+
+    def watch(self) -> None:
+        process, exited = self._process, self._exited
         threading.Thread(target=self._watch, args=(process, exited), name="rvai-inference-watch", daemon=True).start()
 
     def _watch(self, process: Any, exited: threading.Event) -> None:
         process.join()
         exited.set()
-        with self._lock:
-            if self._process is process and self._status is ProcessStatus.RUNNING:
-                self._transition(
-                    ProcessStatus.FAILED,
-                    failure=f"the inference process (pid {process.pid}) {_exit_text(process.exitcode)}; "
-                    "call proc.restart() to start a fresh one",
-                )
+        if self._process is process:
+            self.process._lost(
+                f"the inference process (pid {process.pid}) {_exit_text(process.exitcode)}; "
+                "call proc.restart() to start a fresh one"
+            )
 
-    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
-        return self._client.predict(inputs, sid, timeout)
-
-    def _ready(self) -> bool:
-        return self._client.is_ready()
-
-    def _call(self, method: str, *args: Any) -> Any:
-        self._require_running(method.replace("_", " "))
-        return self._client.call(method, *args)
-
-    def get_parameters(self) -> dict[str, Parameters]:
-        result: dict[str, Parameters] = self._call("get_parameters")
-        return result
-
-    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
-        self._call("set_parameters", dict(parameters))
-        # Kept here too, so a restart after a crash brings the process back with them.
-        self._parameters = self._client.call("get_parameters")
-
-    def drop_state(self, sid: str) -> None:
-        self._call("drop_state", sid)
-
-    def get_state(self, sid: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("get_state", sid)
-        return result
-
-    def sids(self) -> list[str]:
-        result: list[str] = self._call("sids")
-        return result
-
-    def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("stats")
-        return result
-
-    def _shutdown(self, timeout: float | None) -> None:
-        process, conn = self._process, self._conn
+    def shutdown(self, timeout: float | None) -> None:
+        process, conn, link = self._process, self._conn, self._link
         if process is None:
             return
         if not self._exited.is_set():
@@ -414,48 +357,21 @@ class LocalInferenceProcess(InferenceProcess):
                 process.kill()
                 self._exited.wait(0.3)
         conn.close()
-        self._client.close()
+        if link is not None:
+            link.close()
 
-    def stop(self, timeout: float | None = 10.0) -> None:
-        with self._lock:
-            if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
-                return
-            self._transition(ProcessStatus.STOPPING)
-        try:
-            self._shutdown(self._stop_drivers(timeout))
-        finally:
-            with self._lock:
-                self._process = None
-                self._status = ProcessStatus.STOPPED
-            self._runtime._release_gpus(self._gpus)
-            if self._pool is not None:
-                self._pool.close()
-
-    def restart(self, timeout: float | None = 10.0) -> None:
-        with self._lock:
-            if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING, ProcessStatus.STARTING):
-                raise ProcessStateError(
-                    f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}",
-                    state=self._status.name,
-                )
-            parameters = self._parameters
-            self._transition(ProcessStatus.STARTING)
-        self._shutdown(timeout)
-        self._client = InferenceClient(
-            self.address, self._authkey, name=self.pipeline.name, pool=self._pool, explain_loss=self._explain_loss
-        )
-        if parameters is not None:
-            import attrs
-
-            self._blob = _dumps(attrs.evolve(self.inference, parameters=parameters), "the inference")
-        self._spawn()
+    def release(self) -> None:
+        self._process = None
+        self._runtime._release_gpus(self._gpus)
+        if self.pool is not None:
+            self.pool.close()
 
     def _pipeline_bytes(self) -> bytes:
         if self._pipeline_blob is None:
-            self._pipeline_blob = _dumps(self.pipeline, f"pipeline {self.pipeline.name!r}")
+            self._pipeline_blob = _dumps(self.inference.pipeline, f"pipeline {self.name!r}")
         return self._pipeline_blob
 
-    def _start_driver(
+    def start_driver(
         self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> PipelineDriverProcess:
         handle = LocalDriverProcess(ref)
@@ -465,7 +381,7 @@ class LocalInferenceProcess(InferenceProcess):
             self.address,
             self._authkey,
             self._env,
-            (self.max_sid_length, self.request_timeout),
+            (self.inference.max_sid_length, self.inference.request_timeout),
         )
         return handle
 
@@ -507,7 +423,7 @@ class LocalDriverProcess(PipelineDriverProcess):
         parent_conn.send(("resources", driver_resources(message[1], self.ref)))
         message = self._expect("running")
         self._services = list(message[1])
-        self._status = ProcessStatus.RUNNING
+        self._transition(ProcessStatus.RUNNING)
         threading.Thread(target=self._monitor, name=f"rvai-driver-watch-{self.ref}", daemon=True).start()
 
     def _expect(self, kind: str, timeout: float = 120.0) -> Any:
@@ -551,8 +467,8 @@ class LocalDriverProcess(PipelineDriverProcess):
                         future.set_exception(message[3])
             elif kind == "failed":
                 self._fail(message[1])
-            elif kind == "finished" and self._status is ProcessStatus.RUNNING:
-                self._status = ProcessStatus.STOPPED
+            elif kind == "finished":
+                self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
         process.join()
         self._exited.set()
         if self._status is ProcessStatus.RUNNING:
@@ -584,8 +500,7 @@ class LocalDriverProcess(PipelineDriverProcess):
         process = self._process
         if process is None:
             return
-        if self._status is ProcessStatus.RUNNING:
-            self._status = ProcessStatus.STOPPING
+        self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
         if not self._exited.is_set():
             deadline = None if timeout is None else time.monotonic() + timeout
             try:
@@ -595,8 +510,7 @@ class LocalDriverProcess(PipelineDriverProcess):
             if not self._exited.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
                 process.kill()  # did not stop in time: stop() returns within its timeout
                 self._exited.wait(0.3)
-        if self._status is ProcessStatus.STOPPING:
-            self._status = ProcessStatus.STOPPED
+        self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
         try:
             self._conn.close()
         except OSError:
@@ -632,16 +546,8 @@ class LocalRuntime(Runtime):
         self._gpu_load: dict[str, float] = {}
         self._gpu_lock = threading.Lock()
 
-    def _start_inference(self, inference: Inference) -> InferenceProcess:
-        process = LocalInferenceProcess(self, inference, self.start_timeout)
-        try:
-            process._spawn()
-        except BaseException:
-            self._release_gpus(process._gpus)
-            raise
-        if inference.supervise and inference.stuck_after is not None:
-            process._start_supervisor(inference.stuck_after)
-        return process
+    def _backend(self, inference: Inference) -> ProcessBackend:
+        return LocalBackend(self, inference, self.start_timeout)
 
     def _assign_gpus(self, inference: Inference) -> tuple[dict[str, str], dict[str, float]]:
         """The child's environment (``CUDA_VISIBLE_DEVICES``) and the GPU shares it takes."""

@@ -1,4 +1,13 @@
-"""Handles on inference processes, with an explicit state machine."""
+"""The one handle on an inference process: its state machine, validation, drivers, parameters and stats.
+
+Every runtime returns this class (the ray runtime a subclass that adds scaling).
+What differs between runtimes is only how a process is launched, watched,
+stopped and restarted, and where a driver runs: a :class:`ProcessBackend`
+(``runtime/debug.py``, ``local.py``, ``ray.py``) supplies that and hands back a
+:class:`~rvai_sdk.transport.link.Link` for the data path. Every status change
+goes through :meth:`InferenceProcess._transition` and the table in
+:mod:`rvai_sdk.runtime.status`.
+"""
 
 from __future__ import annotations
 
@@ -11,55 +20,159 @@ from types import TracebackType
 from typing import Any
 
 from rvai_sdk.data import Parameters
+from rvai_sdk.drivers.port import RestrictedInferenceProcess, check_request, check_timeout
 from rvai_sdk.exc import ProcessStateError, RvaiError
-from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.runtime.driver_process import DriverFactory, DriverRegistry, PipelineDriverProcess
-from rvai_sdk.runtime.restricted import (
-    DEFAULT_MAX_SID_LENGTH,
-    RestrictedInferenceProcess,
-    check_request,
-    check_timeout,
-)
-from rvai_sdk.runtime.status import TRANSITIONS as _TRANSITIONS
-from rvai_sdk.runtime.status import ProcessStatus
+from rvai_sdk.runtime.inference import Inference
+from rvai_sdk.runtime.status import ProcessStatus, check_transition
+from rvai_sdk.transport.link import Link
 
-__all__ = ["ProcessStatus", "InferenceProcess"]
+__all__ = ["ProcessStatus", "InferenceProcess", "ProcessBackend"]
 
 
-class InferenceProcess(abc.ABC):
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (its type's name when it has none)."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ProcessBackend(abc.ABC):
+    """How one runtime launches, watches, stops and restarts an inference process, and hosts drivers.
+
+    A backend holds no status: it reports a process that died or broke to
+    :meth:`InferenceProcess._lost`, and the handle decides. Methods are called by the
+    handle only, never two at once for one process (except :meth:`start_driver`).
+    """
+
+    process: InferenceProcess
+
+    def bind(self, process: InferenceProcess) -> None:
+        """Called once by the handle it serves."""
+        self.process = process
+
+    @abc.abstractmethod
+    def launch(self, parameters: Mapping[str, Any]) -> Link:
+        """Start the inference process with these parameters; its link once every ``load_model`` ran.
+
+        Raises:
+            CellError: a ``load_model`` failed.
+            ProcessError: the process could not be started (nothing is left running).
+        """
+
+    @property
+    def pid(self) -> int | None:
+        """The inference process's pid, where it is one process of this machine (``None`` otherwise)."""
+        return None
+
+    def watch(self) -> None:
+        """Start watching the process just launched; report its death with ``process._lost(reason)``."""
+
+    @abc.abstractmethod
+    def shutdown(self, timeout: float | None) -> None:
+        """Stop the launched process within ``timeout`` seconds (killing it past that); pending requests fail."""
+
+    def release(self) -> None:
+        """The handle is STOPPED for good: free what the backend holds (GPU shares, memory pools, threads)."""
+
+    @abc.abstractmethod
+    def start_driver(
+        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PipelineDriverProcess:
+        """Start a driver and return its handle once it runs (or raise DriverError)."""
+
+
+class _HandleLink(Link):
+    """A link onto the handle itself: what a driver in this process (debug runtime) sends through.
+
+    It follows the handle across ``restart()`` and refuses requests unless it is RUNNING.
+    """
+
+    def __init__(self, process: InferenceProcess) -> None:
+        self._process = process
+
+    def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Future[dict[str, Any]]:
+        process = self._process
+        process._require_running("predict")
+        return process._link.submit(inputs, sid, timeout)
+
+    def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:
+        return self._process._control(method, *args)
+
+    def is_ready(self) -> bool:
+        return self._process.is_ready()
+
+    def close(self) -> None:
+        pass
+
+
+class _ClosedLink(Link):
+    """The link of a process that has none (not launched yet, or stopped)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _error(self) -> ProcessStateError:
+        return ProcessStateError(f"the inference process of pipeline {self.name!r} is not running", state="STOPPED")
+
+    def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Future[dict[str, Any]]:
+        raise self._error()
+
+    def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:
+        raise self._error()
+
+    def is_ready(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class InferenceProcess:
     """A running pipeline that takes requests; made by ``Runtime.start_inference``.
 
-    Every runtime returns a subclass with the same behaviour: ``predict`` returns a
+    Every runtime returns this class with the same behaviour: ``predict`` returns a
     :class:`concurrent.futures.Future` of output ref → typed value; bad inputs raise
     :class:`~rvai_sdk.exc.InputValidationError` at once; a failing cell fails only
     that request with a :class:`~rvai_sdk.exc.CellError`. Use it as a context
     manager to stop it on exit.
+
+    Args:
+        inference: what runs.
+        backend: how this runtime launches, watches and stops it (see :class:`ProcessBackend`).
     """
 
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
+    def __init__(self, inference: Inference, backend: ProcessBackend) -> None:
+        self.inference = inference
+        self.pipeline = inference.pipeline
         self._status = ProcessStatus.STARTING
         self.failure: str | None = None
         self._drivers = DriverRegistry()
-        self.max_sid_length = DEFAULT_MAX_SID_LENGTH
-        self.request_timeout: float | None = None
+        self.max_sid_length = inference.max_sid_length
+        self.request_timeout = inference.request_timeout
         self.supervisor_restarts: list[str] = []
         """Why the opt-in supervisor (``Inference(supervise=True)``) restarted the process, oldest first."""
+        self._parameters: Mapping[str, Any] = dict(inference.parameters)
+        self._link: Link = _ClosedLink(self.pipeline.name)
+        self._lock = threading.RLock()
+        self._backend = backend
+        backend.bind(self)
 
     @property
     def status(self) -> ProcessStatus:
         """The current :class:`ProcessStatus`."""
         return self._status
 
+    @property
+    def pid(self) -> int | None:
+        """The inference process's pid on the local runtime (``None`` on the others, or before it started)."""
+        return self._backend.pid
+
     def _transition(self, new: ProcessStatus, failure: str | None = None) -> None:
-        if new not in _TRANSITIONS[self._status]:
-            raise ProcessStateError(
-                f"inference process of pipeline {self.pipeline.name!r} cannot go from {self._status.name} to {new.name}",
-                state=self._status.name,
-            )
-        self._status = new
-        if failure is not None:
-            self.failure = failure
+        with self._lock:
+            check_transition(f"inference process of pipeline {self.pipeline.name!r}", self._status, new)
+            self._status = new
+            if failure is not None:
+                self.failure = failure
 
     def _require_running(self, action: str) -> None:
         if self._status is not ProcessStatus.RUNNING:
@@ -69,6 +182,63 @@ class InferenceProcess(abc.ABC):
                 "start a new one with rt.start_inference(...)",
                 state=self._status.name,
             )
+
+    # -- life cycle (the backend launches, watches and stops; the handle decides) ------------------
+
+    def _start(self) -> None:
+        """Launch (first start, or after ``restart``): STARTING → RUNNING, or FAILED and raise."""
+        try:
+            link = self._backend.launch(self._parameters)
+        except BaseException as exc:
+            self._transition(ProcessStatus.FAILED, failure=first_line(exc))
+            raise
+        self._link = link
+        self._transition(ProcessStatus.RUNNING)
+        self._backend.watch()
+
+    def _lost(self, reason: str) -> None:
+        """The backend reports that the process died or can no longer serve: RUNNING → FAILED."""
+        with self._lock:
+            if self._status is ProcessStatus.RUNNING:
+                self._transition(ProcessStatus.FAILED, failure=reason)
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the drivers, then stop taking requests, finish those in flight for up to ``timeout`` seconds
+        and fail the rest. Idempotent."""
+        with self._lock:
+            if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
+                return
+            self._transition(ProcessStatus.STOPPING)
+        try:
+            self._backend.shutdown(self._stop_drivers(timeout))
+        finally:
+            self._transition(ProcessStatus.STOPPED)
+            self._link = _ClosedLink(self.pipeline.name)
+            self._backend.release()
+
+    def restart(self, timeout: float | None = 10.0) -> None:
+        """Replace the inference process by a fresh one (models loaded again, all sid state gone).
+
+        Requests in flight fail with :class:`~rvai_sdk.exc.ProcessError`; attached drivers
+        stay attached and send to the new process once it is ready; parameters set with
+        :meth:`set_parameters` are kept. Use it after the process failed (``status`` is FAILED).
+
+        Raises:
+            ProcessStateError: the process was stopped, or is starting.
+            CellError: a ``load_model`` failed in the new process.
+        """
+        with self._lock:
+            if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING, ProcessStatus.STARTING):
+                raise ProcessStateError(
+                    f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}; "
+                    "start a new one with rt.start_inference(...)",
+                    state=self._status.name,
+                )
+            self._transition(ProcessStatus.STARTING)
+        self._backend.shutdown(timeout)
+        self._start()
+
+    # -- requests ---------------------------------------------------------------------------------
 
     def predict(
         self, inputs: Mapping[str, Any], sid: str | None = None, *, timeout: float | None = None
@@ -100,11 +270,7 @@ class InferenceProcess(abc.ABC):
         self._require_running("predict")
         check_timeout(timeout)
         checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
-        return self._predict(checked, sid, self.request_timeout if timeout is None else timeout)
-
-    @abc.abstractmethod
-    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
-        """Submit validated inputs with their deadline (seconds from now, or ``None``)."""
+        return self._link.submit(checked, sid, self.request_timeout if timeout is None else timeout)
 
     def is_ready(self) -> bool:
         """Whether the process serves now: RUNNING, reachable, and no call stuck past ``stuck_after``.
@@ -113,65 +279,55 @@ class InferenceProcess(abc.ABC):
         call stays RUNNING (requests with a deadline still fail promptly) but is not ready;
         ``stats()["stuck"]`` says which cell, sid and for how long.
         """
-        return self._status is ProcessStatus.RUNNING and self._ready()
+        return self._status is ProcessStatus.RUNNING and self._link.is_ready()
 
-    def _ready(self) -> bool:
-        """The backend's part of :meth:`is_ready` (the process answers and reports no stuck call)."""
-        return True
+    def _control(self, method: str, *args: Any) -> Any:
+        self._require_running(method.replace("_", " "))
+        return self._link.call(method, *args)
 
-    @abc.abstractmethod
     def get_parameters(self) -> dict[str, Parameters]:
         """Cell ref → a copy of that cell's current Parameters."""
+        result: dict[str, Parameters] = self._control("get_parameters")
+        return result
 
-    @abc.abstractmethod
     def set_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Change parameters for requests submitted from now on; see ``Executor.set_parameters``.
+
+        They are kept across ``restart()``.
 
         Raises:
             ParameterError: an unknown ref or field, or a rejected value; nothing changes.
         """
+        with self._lock:
+            self._control("set_parameters", dict(parameters))
+            self._parameters = self._link.call("get_parameters")
 
-    @abc.abstractmethod
     def drop_state(self, sid: str) -> None:
         """Forget the state kept for ``sid``.
 
         Raises:
             UnknownSidError: no state is kept for ``sid``.
         """
+        self._control("drop_state", sid)
 
-    @abc.abstractmethod
     def get_state(self, sid: str) -> dict[str, Any]:
         """A copy of ``sid``'s cell states: cell ref → State.
 
         Raises:
             UnknownSidError: no state is kept for ``sid``.
         """
+        result: dict[str, Any] = self._control("get_state", sid)
+        return result
 
-    @abc.abstractmethod
     def sids(self) -> list[str]:
         """The sids whose state is kept."""
+        result: list[str] = self._control("sids")
+        return result
 
-    @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counters: requests by outcome, live sids, per-cell calls, items, batch sizes and busy time."""
-
-    @abc.abstractmethod
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the drivers, then stop taking requests, finish those in flight for up to ``timeout`` seconds
-        and fail the rest. Idempotent."""
-
-    @abc.abstractmethod
-    def restart(self, timeout: float | None = 10.0) -> None:
-        """Replace the inference process by a fresh one (models loaded again, all sid state gone).
-
-        Requests in flight fail with :class:`~rvai_sdk.exc.ProcessError`; attached drivers
-        stay attached and send to the new process once it is ready. Use it after the
-        process failed (``status`` is FAILED).
-
-        Raises:
-            ProcessStateError: the process was stopped.
-            CellError: a ``load_model`` failed in the new process.
-        """
+        result: dict[str, Any] = self._control("stats")
+        return result
 
     # -- the opt-in supervisor ------------------------------------------------------------
 
@@ -218,19 +374,16 @@ class InferenceProcess(abc.ABC):
     # -- drivers -------------------------------------------------------------------------
 
     def restricted(self) -> RestrictedInferenceProcess:
-        """A :class:`RestrictedInferenceProcess` on this process, as drivers get it (in this process)."""
+        """A :class:`RestrictedInferenceProcess` on this process, as drivers in this process get it.
+
+        It follows this handle across ``restart()`` and refuses requests unless it is RUNNING.
+        """
         return RestrictedInferenceProcess(
             self.pipeline,
-            predict=self._predict_checked,
-            is_ready=self.is_ready,
-            stats=self.stats,
+            _HandleLink(self),
             max_sid_length=self.max_sid_length,
             request_timeout=self.request_timeout,
         )
-
-    def _predict_checked(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
-        self._require_running("predict")
-        return self._predict(inputs, sid, timeout)
 
     def add_driver(self, ref: str, factory: DriverFactory, /, *args: Any, **kwargs: Any) -> PipelineDriverProcess:
         """Start a driver that feeds this inference process; returns once it runs.
@@ -261,18 +414,12 @@ class InferenceProcess(abc.ABC):
         self._require_running("add a driver")
         self._drivers.reserve(ref)
         try:
-            handle = self._start_driver(ref, factory, args, kwargs)
+            handle = self._backend.start_driver(ref, factory, args, kwargs)
         except BaseException:
             self._drivers.unreserve(ref)
             raise
         self._drivers.add(handle)
         return handle
-
-    @abc.abstractmethod
-    def _start_driver(
-        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> PipelineDriverProcess:
-        """Start a driver and return its handle once it runs (or raise DriverError)."""
 
     def get_driver(self, key: int | str) -> PipelineDriverProcess:
         """The attached driver with this pid or ref.

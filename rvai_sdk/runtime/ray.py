@@ -23,6 +23,7 @@ Ray is imported when a runtime is created, never when ``rvai_sdk`` is imported.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Mapping
@@ -30,19 +31,19 @@ from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiError
 from rvai_sdk.runtime._backend import Runtime
 from rvai_sdk.runtime._devices import gpu_need
 from rvai_sdk.runtime._ray_driver import DriverActor
-from rvai_sdk.runtime._ray_replica import ReplicaActor
-from rvai_sdk.runtime._ray_router import Route, Router, rendezvous, translate_ray_error, unwrap
 from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
-from rvai_sdk.runtime.inference import Inference
-from rvai_sdk.runtime.process import InferenceProcess, ProcessStatus
+from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
+from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus, first_line
+from rvai_sdk.transport.link import Link
+from rvai_sdk.transport.ray_link import RayLink, Route, rendezvous, translate_ray_error, unwrap
+from rvai_sdk.transport.ray_replica import ReplicaActor
 
-__all__ = ["RayRuntime", "RayInferenceProcess", "RayDriverProcess", "create"]
+__all__ = ["RayRuntime", "RayBackend", "RayInferenceProcess", "RayDriverProcess", "create"]
 
 _RUNTIME_OPTIONS = ("replicas", "replica_options", "driver_options", "start_timeout")
 _MAX_RESTARTS = 5
@@ -102,12 +103,11 @@ class RayRuntime(Runtime):
             self.started_ray = True
         self.address = str(ray.get_runtime_context().gcs_address)
 
-    def _start_inference(self, inference: Inference) -> InferenceProcess:
-        process = RayInferenceProcess(self, inference)
-        process._start(self.replicas)
-        if inference.supervise and inference.stuck_after is not None:
-            process._start_supervisor(inference.stuck_after)
-        return process
+    def _backend(self, inference: Inference) -> ProcessBackend:
+        return RayBackend(self, inference)
+
+    def _handle(self, inference: Inference, backend: ProcessBackend) -> InferenceProcess:
+        return RayInferenceProcess(inference, backend)
 
     def cluster_resources(self) -> dict[str, float]:
         """The cluster's total resources (``CPU``, ``GPU``, custom ones), as Ray reports them."""
@@ -139,32 +139,31 @@ class _Replica:
         return Route(self.index, self.handle, self.generation, str(self.where.get("node", "")))
 
 
-class RayInferenceProcess(InferenceProcess):
-    """An inference process made of Ray actor replicas (see :class:`InferenceProcess`).
+class RayBackend(ProcessBackend):
+    """Replicas are Ray actors reached over a :class:`~rvai_sdk.transport.ray_link.RayLink`; drivers are
+    Ray actors too (see :class:`ProcessBackend`).
 
-    Beyond the common contract it can scale: :meth:`set_replicas` / :meth:`get_replicas`.
-    Each sid is served by one replica, chosen by rendezvous hashing on the sid; its
-    state lives there. When the replica set changes, the sids that move to another
-    replica start over with fresh state there (their old state is dropped), and a
-    replica that dies is started again with fresh state for its sids.
+    It watches its replicas and starts a dead one again (fresh state for its sids) up to
+    :data:`_MAX_RESTARTS` times per replica; past that, or when one cannot be started
+    again, it reports the process lost.
     """
 
     def __init__(self, runtime: RayRuntime, inference: Inference) -> None:
-        super().__init__(inference.pipeline)
         self.runtime = runtime
         self.inference = inference
-        self.max_sid_length = inference.max_sid_length
-        self.request_timeout = inference.request_timeout
-        self._parameters: dict[str, Any] = dict(inference.parameters)
-        self._router = Router(inference.pipeline.name)
+        self.name = inference.pipeline.name
+        self.count = runtime.replicas
+        self._parameters: Mapping[str, Any] = dict(inference.parameters)
+        self.link = RayLink(self.name)
         self._replicas: dict[int, _Replica] = {}
         self._generations = itertools.count(1)
         self._lock = threading.RLock()
         self._closing = threading.Event()
         self._monitor: threading.Thread | None = None
         self._restarts = 0
-        self._driver_options: dict[str, dict[str, Any]] = {}
+        self.driver_options: dict[str, dict[str, Any]] = {}
         self._options = self._actor_options()
+        self._drivers: list[RayDriverProcess] = []
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -197,13 +196,14 @@ class RayInferenceProcess(InferenceProcess):
     # -- replicas ----------------------------------------------------------------------------
 
     def _where(self, index: int) -> str:
-        return f"replica {index} of the inference process of pipeline {self.pipeline.name!r}"
+        return f"replica {index} of the inference process of pipeline {self.name!r}"
 
     def _launch(self, indices: list[int]) -> list[_Replica]:
         """Start replicas at ``indices`` at once; all ready, or none (the started ones are killed)."""
         ray = _ray()
         actor_cls = ray.remote(ReplicaActor).options(**self._options)
-        handles = {i: actor_cls.remote(i, self.inference, self._parameters) for i in indices}
+        build = functools.partial(build_executor, self.inference, parameters=dict(self._parameters), on_broken=exit_process)
+        handles = {i: actor_cls.remote(i, build) for i in indices}
         refs = {i: handles[i].start.remote() for i in indices}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.runtime.start_timeout)
         started: list[_Replica] = []
@@ -232,31 +232,30 @@ class RayInferenceProcess(InferenceProcess):
             raise error
         return started
 
-    def _start(self, replicas: int) -> None:
-        try:
-            for replica in self._launch(list(range(replicas))):
-                self._replicas[replica.index] = replica
-        except BaseException as exc:
-            self._transition(ProcessStatus.FAILED, failure=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise
-        self._publish_routes()
-        self._transition(ProcessStatus.RUNNING)
-        self._monitor = threading.Thread(target=self._watch, name=f"rvai-ray-{self.pipeline.name}-monitor", daemon=True)
-        self._monitor.start()
+    def launch(self, parameters: Mapping[str, Any]) -> Link:
+        with self._lock:
+            self._parameters = dict(parameters)
+            self._restarts = 0
+            try:
+                for replica in self._launch(list(range(self.count))):
+                    self._replicas[replica.index] = replica
+            except BaseException as exc:
+                self.link.close(f"the inference process of pipeline {self.name!r} failed to start: {first_line(exc)}")
+                raise
+            self._publish_routes()
+        return self.link
 
-    def _router_call_first(self, method: str) -> Any:
-        replica = self._replicas[min(self._replicas)]
-        return self._router.call(replica.route(), method)
+    def watch(self) -> None:
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name=f"rvai-ray-{self.name}-monitor", daemon=True)
+            self._monitor.start()
 
     def _publish_routes(self) -> None:
         with self._lock:
             routes = [self._replicas[i].route() for i in sorted(self._replicas)]
-        self._router.update(routes)
-        for driver in self._ray_drivers():
+        self.link.update(routes)
+        for driver in list(self._drivers):
             driver._update_routes(routes)
-
-    def _ray_drivers(self) -> list[RayDriverProcess]:
-        return [d for d in self._drivers.all() if isinstance(d, RayDriverProcess)]
 
     def _watch(self) -> None:
         """Restart replicas whose actor died, until the process stops."""
@@ -280,34 +279,113 @@ class RayInferenceProcess(InferenceProcess):
                 return  # scaled away, or replaced by restart()
             self._restarts += 1
             if self._restarts > _MAX_RESTARTS * max(1, len(self._replicas)):
-                self._fail(f"{self._where(dead.index)} died and was restarted too often; call proc.restart()")
+                self._lose(f"{self._where(dead.index)} died and was restarted too often; call proc.restart()")
                 return
             try:
                 (fresh,) = self._launch([dead.index])
             except BaseException as exc:
-                self._fail(f"{self._where(dead.index)} died and could not be started again: {exc}")
+                self._lose(f"{self._where(dead.index)} died and could not be started again: {exc}")
                 return
             self._replicas[dead.index] = fresh
             self._publish_routes()  # under the lock: whoever sees the new replica can reach it
 
-    def _fail(self, failure: str) -> None:
-        with self._lock:
-            if self._status is ProcessStatus.RUNNING:
-                self._transition(ProcessStatus.FAILED, failure=failure)
-        self._router.close(failure)
+    def _lose(self, failure: str) -> None:
+        self.process._lost(failure)
+        self.link.close(failure)
 
-    def get_replicas(self) -> int:
-        """How many replicas serve this inference process."""
+    def shutdown(self, timeout: float | None) -> None:
         with self._lock:
-            return len(self._replicas)
+            self.count = max(1, len(self._replicas))
+            replicas = list(self._replicas.values())
+            self._replicas.clear()
+        ray = _ray()
+        refs = [r.handle.stop.remote(timeout) for r in replicas]
+        if refs:
+            # A replica stops its executor within ``timeout``; one that does not is killed: stop() returns in time.
+            ray.wait(refs, num_returns=len(refs), timeout=None if timeout is None else timeout + 0.6)
+        for replica in replicas:
+            ray.kill(replica.handle, no_restart=True)
+
+    def release(self) -> None:
+        self._closing.set()
+        self.link.close(f"the inference process of pipeline {self.name!r} is STOPPED; start a new one with rt.start_inference(...)")
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(0.6)  # it checks for closing at least every 0.5 s
+
+    # -- scaling -----------------------------------------------------------------------------
 
     def replicas(self) -> list[dict[str, Any]]:
-        """Each replica's ``index``, ``generation`` (starts so far), ``pid``, ``host`` and Ray ``node`` id."""
         with self._lock:
             return [
                 {"index": r.index, "generation": r.generation, **r.where}
                 for r in (self._replicas[i] for i in sorted(self._replicas))
             ]
+
+    def set_replicas(self, n: int, timeout: float | None) -> None:
+        with self._lock:
+            current = sorted(self._replicas)
+            added = self._launch([i for i in range(n) if i not in self._replicas]) if n > len(current) else []
+            removed = [self._replicas[i] for i in current if i >= n]
+            for replica in added:
+                self._replicas[replica.index] = replica
+            for replica in removed:
+                del self._replicas[replica.index]
+            keep = [self._replicas[i] for i in sorted(self._replicas) if i not in {r.index for r in added}]
+            self._publish_routes()
+            indices = sorted(self._replicas)
+        # Sids that now belong elsewhere lose their state on the replica they left (requests
+        # of theirs still in flight there when the routes changed may leave a fresh entry
+        # behind; it expires with the state TTL).
+        for replica in keep:
+            try:
+                sids = self.link.call_route(replica.route(), "sids")
+                moved = [sid for sid in sids if rendezvous(sid, indices) != replica.index]
+                if moved:
+                    self.link.call_route(replica.route(), "drop_states", moved)
+            except ProcessError:  # it died meanwhile: the monitor restarts it with fresh state
+                pass
+        ray = _ray()
+        for replica in removed:
+            try:
+                ray.get(replica.handle.stop.remote(timeout), timeout=None if timeout is None else timeout + 10)
+            except Exception:  # dead or stuck: it is killed below either way
+                pass
+            ray.kill(replica.handle, no_restart=True)
+
+    # -- drivers -----------------------------------------------------------------------------
+
+    def start_driver(
+        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> PipelineDriverProcess:
+        options = {"num_cpus": 0, "max_concurrency": 16, "max_restarts": 0}
+        options.update(self.runtime.driver_options)
+        options.update(self.driver_options.get(ref, {}))
+        handle = RayDriverProcess(ref, self)
+        handle._launch(factory, args, kwargs, options, self.link.routes())
+        with self._lock:
+            self._drivers = [d for d in self._drivers if d.status is ProcessStatus.RUNNING] + [handle]
+        return handle
+
+
+class RayInferenceProcess(InferenceProcess):
+    """An inference process made of Ray actor replicas (see :class:`InferenceProcess`).
+
+    Beyond the common contract it can scale: :meth:`set_replicas` / :meth:`get_replicas`.
+    Each sid is served by one replica, chosen by rendezvous hashing on the sid; its
+    state lives there. When the replica set changes, the sids that move to another
+    replica start over with fresh state there (their old state is dropped), and a
+    replica that dies is started again with fresh state for its sids.
+    """
+
+    _backend: RayBackend
+
+    def get_replicas(self) -> int:
+        """How many replicas serve this inference process."""
+        return len(self._backend.replicas())
+
+    def replicas(self) -> list[dict[str, Any]]:
+        """Each replica's ``index``, ``generation`` (starts so far), ``pid``, ``host`` and Ray ``node`` id."""
+        return self._backend.replicas()
 
     def set_replicas(self, n: int, timeout: float | None = 10.0) -> None:
         """Scale to ``n`` replicas; returns once the new ones are ready and the removed ones stopped.
@@ -328,127 +406,11 @@ class RayInferenceProcess(InferenceProcess):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ParameterError(f"set_replicas() takes an int >= 1, got {n!r}")
         self._require_running("set replicas")
-        with self._lock:
-            current = sorted(self._replicas)
-            added = self._launch([i for i in range(n) if i not in self._replicas]) if n > len(current) else []
-            removed = [self._replicas[i] for i in current if i >= n]
-            for replica in added:
-                self._replicas[replica.index] = replica
-            for replica in removed:
-                del self._replicas[replica.index]
-            keep = [self._replicas[i] for i in sorted(self._replicas) if i not in {r.index for r in added}]
-            self._publish_routes()
-            indices = sorted(self._replicas)
-        # Sids that now belong elsewhere lose their state on the replica they left (requests
-        # of theirs still in flight there when the routes changed may leave a fresh entry
-        # behind; it expires with the state TTL).
-        for replica in keep:
-            try:
-                sids = self._router.call(replica.route(), "sids")
-                moved = [sid for sid in sids if rendezvous(sid, indices) != replica.index]
-                if moved:
-                    self._router.call(replica.route(), "drop_states", moved)
-            except ProcessError:  # it died meanwhile: the monitor restarts it with fresh state
-                pass
-        for replica in removed:
-            self._stop_replica(replica, timeout)
-
-    def _stop_replica(self, replica: _Replica, timeout: float | None) -> None:
-        ray = _ray()
-        try:
-            ray.get(replica.handle.stop.remote(timeout), timeout=None if timeout is None else timeout + 10)
-        except Exception:  # dead or stuck: it is killed below either way
-            pass
-        ray.kill(replica.handle, no_restart=True)
-
-    # -- the inference contract --------------------------------------------------------------
-
-    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[dict[str, Any]]:
-        return self._router.submit(inputs, sid, timeout)
-
-    def _ready(self) -> bool:
-        return self._router.is_ready()
-
-    def get_parameters(self) -> dict[str, Parameters]:
-        return self._router_call_first("get_parameters")  # type: ignore[no-any-return]
-
-    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
-        self._require_running("set parameters")
-        with self._lock:
-            self._router.call_all("set_parameters", dict(parameters))
-            self._parameters = self._router_call_first("get_parameters")
-
-    def drop_state(self, sid: str) -> None:
-        self._router.call(self._router.replica_for(sid), "drop_state", sid)
-
-    def get_state(self, sid: str) -> dict[str, Any]:
-        return self._router.call(self._router.replica_for(sid), "get_state", sid)  # type: ignore[no-any-return]
-
-    def sids(self) -> list[str]:
-        return [sid for part in self._router.call_all("sids") for sid in part]
-
-    def stats(self) -> dict[str, Any]:
-        return self._router.stats()
+        self._backend.set_replicas(n, timeout)
 
     def replica_for(self, sid: str) -> int:
         """The index of the replica that serves ``sid`` now."""
-        return self._router.replica_for(sid).index
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
-            return
-        self._transition(ProcessStatus.STOPPING)
-        try:
-            timeout = self._stop_drivers(timeout)
-            self._closing.set()
-            reason = (
-                f"the inference process of pipeline {self.pipeline.name!r} is STOPPED; "
-                "start a new one with rt.start_inference(...)"
-            )
-            with self._lock:
-                replicas = list(self._replicas.values())
-                self._replicas.clear()
-            self._stop_replicas(replicas, timeout)
-            self._router.close(reason)
-            if self._monitor is not None and self._monitor is not threading.current_thread():
-                self._monitor.join(0.6)  # it checks for closing at least every 0.5 s
-        finally:
-            self._status = ProcessStatus.STOPPED
-
-    def _stop_replicas(self, replicas: list[_Replica], timeout: float | None) -> None:
-        ray = _ray()
-        refs = [r.handle.stop.remote(timeout) for r in replicas]
-        if refs:
-            # A replica stops its executor within ``timeout``; one that does not is killed: stop() returns in time.
-            ray.wait(refs, num_returns=len(refs), timeout=None if timeout is None else timeout + 0.6)
-        for replica in replicas:
-            ray.kill(replica.handle, no_restart=True)
-
-    def restart(self, timeout: float | None = 10.0) -> None:
-        if self._status in (ProcessStatus.STOPPED, ProcessStatus.STOPPING):
-            raise ProcessStateError(
-                f"cannot restart: the inference process of pipeline {self.pipeline.name!r} is {self._status.name}; "
-                "start a new one with rt.start_inference(...)",
-                state=self._status.name,
-            )
-        with self._lock:
-            count = max(1, len(self._replicas))
-            old = list(self._replicas.values())
-            self._replicas.clear()
-            self._transition(ProcessStatus.STARTING)
-            self._restarts = 0
-            self._stop_replicas(old, timeout)
-            try:
-                for replica in self._launch(list(range(count))):
-                    self._replicas[replica.index] = replica
-            except BaseException as exc:
-                self._transition(ProcessStatus.FAILED, failure=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                self._router.close(f"the inference process of pipeline {self.pipeline.name!r} failed to restart: {exc}")
-                raise
-            self._publish_routes()
-            self._transition(ProcessStatus.RUNNING)
-
-    # -- drivers -----------------------------------------------------------------------------
+        return self._backend.link.replica_for(sid).index
 
     def set_driver_options(self, ref: str, **ray_actor_options: Any) -> None:
         """Ray actor options for the driver added (or re-added) under ``ref``.
@@ -458,17 +420,7 @@ class RayInferenceProcess(InferenceProcess):
             proc.set_driver_options("webapi", resources={"edge-node": 0.01})
             proc.add_driver("webapi", FastAPIDriver)
         """
-        self._driver_options[ref] = dict(ray_actor_options)
-
-    def _start_driver(
-        self, ref: str, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> PipelineDriverProcess:
-        options = {"num_cpus": 0, "max_concurrency": 16, "max_restarts": 0}
-        options.update(self.runtime.driver_options)
-        options.update(self._driver_options.get(ref, {}))
-        handle = RayDriverProcess(ref, self)
-        handle._launch(factory, args, kwargs, options, self._router.routes())
-        return handle
+        self._backend.driver_options[ref] = dict(ray_actor_options)
 
 
 class RayDriverProcess(PipelineDriverProcess):
@@ -479,7 +431,7 @@ class RayDriverProcess(PipelineDriverProcess):
         host: that node's address (the services' address).
     """
 
-    def __init__(self, ref: str, process: RayInferenceProcess) -> None:
+    def __init__(self, ref: str, process: RayBackend) -> None:
         super().__init__(ref)
         self._process = process
         self._actor: Any = None
@@ -505,9 +457,9 @@ class RayDriverProcess(PipelineDriverProcess):
         try:
             self._actor = ray.remote(DriverActor).options(**options).remote(
                 self.ref,
-                self._process.pipeline,
+                self._process.inference.pipeline,
                 routes,
-                (self._process.max_sid_length, self._process.request_timeout),
+                (self._process.inference.max_sid_length, self._process.inference.request_timeout),
             )
             ref = self._actor.start.remote(factory, args, kwargs)
             info = unwrap(ray.get(ref, timeout=timeout))
@@ -527,7 +479,7 @@ class RayDriverProcess(PipelineDriverProcess):
         self.node = str(info["node"])
         self.host = str(info["host"])
         self._services = list(info["services"])
-        self._status = ProcessStatus.RUNNING
+        self._transition(ProcessStatus.RUNNING)
         done: Future[Any] = self._actor.wait_done.remote().future()
         self._done = done
         done.add_done_callback(self._ended)
@@ -542,8 +494,8 @@ class RayDriverProcess(PipelineDriverProcess):
             return
         if failure is not None:
             self._fail(failure)
-        elif self._status is ProcessStatus.RUNNING:
-            self._status = ProcessStatus.STOPPED
+        else:
+            self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
 
     def _kill(self) -> None:
         if self._actor is not None:
@@ -564,8 +516,7 @@ class RayDriverProcess(PipelineDriverProcess):
         if self._status in (ProcessStatus.STOPPED,) and not self.is_alive():
             self._kill()
             return
-        if self._status is ProcessStatus.RUNNING:
-            self._status = ProcessStatus.STOPPING
+        self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
         ray = _ray()
         if self._actor is not None and self.is_alive():
             try:
@@ -578,8 +529,7 @@ class RayDriverProcess(PipelineDriverProcess):
                 self._done.exception(timeout=1.0)
             except Exception:
                 pass
-        if self._status is ProcessStatus.STOPPING:
-            self._status = ProcessStatus.STOPPED
+        self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
 
     def _call(self, method: str, *args: Any) -> Any:
         from rvai_sdk.exc import DriverError

@@ -1,9 +1,14 @@
-"""How requests, results and arrays cross process boundaries.
+"""How requests, results and arrays reach an inference process: one :class:`~rvai_sdk.transport.link.Link`.
 
-- :mod:`~rvai_sdk.transport.channel`: framed, authenticated Unix-socket connections; the
-  standard pickler with protocol 5 (no dill per request); coalesced sends.
-- :mod:`~rvai_sdk.transport.shm`: a reusable pool of anonymous shared-memory slots for
-  large arrays, freed by the kernel whatever crashes.
-- :mod:`~rvai_sdk.transport.server` / :mod:`~rvai_sdk.transport.client`: an executor
-  served to the processes that feed it.
+- :mod:`~rvai_sdk.transport.link`: the ``Link`` interface (submit → future, control call,
+  readiness, close) and the control methods every link answers.
+- :mod:`~rvai_sdk.transport.inproc`: ``InProcessLink``, the executor in this process (debug runtime).
+- :mod:`~rvai_sdk.transport.client` / :mod:`~rvai_sdk.transport.server`: ``UnixLink`` and
+  the inference process's side of it (local runtime), over
+  :mod:`~rvai_sdk.transport.channel` (framed, authenticated Unix-socket connections; the
+  standard pickler with protocol 5; coalesced sends) and :mod:`~rvai_sdk.transport.shm`
+  (a reusable pool of anonymous shared-memory slots for large arrays, freed by the kernel
+  whatever crashes).
+- :mod:`~rvai_sdk.transport.ray_link` / :mod:`~rvai_sdk.transport.ray_replica`: ``RayLink``
+  and the replica actor's side of it (ray runtime). Ray is imported only inside functions.
 """

@@ -1,4 +1,9 @@
-"""The client side: a process that sends requests to an inference process (the parent, a driver)."""
+"""The Unix-socket link: how a process (the parent, a driver) reaches an inference process on this machine.
+
+Frames and arrays travel as :mod:`~rvai_sdk.transport.channel` describes (shared memory for
+large arrays); the other end is :class:`~rvai_sdk.transport.server.InferenceServer`. Socket
+errors become :class:`~rvai_sdk.exc.ProcessError` here, once.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,14 @@ from typing import Any
 
 from rvai_sdk.exc import ProcessError
 from rvai_sdk.transport.channel import Channel, connect
+from rvai_sdk.transport.link import Link
 from rvai_sdk.transport.shm import SlotPool
 
-__all__ = ["InferenceClient"]
+__all__ = ["UnixLink"]
 
 
-class InferenceClient:
-    """Sends requests and control calls to an inference process and resolves their futures.
+class UnixLink(Link):
+    """A :class:`~rvai_sdk.transport.link.Link` over a Unix socket: sends requests and control calls, resolves their futures.
 
     It connects lazily and reconnects on the next call after the connection was
     lost (the process died or was restarted at the same address). When the
@@ -82,13 +88,6 @@ class InferenceClient:
             return False
         return True
 
-    def is_ready(self) -> bool:
-        """Whether the inference process answers and reports itself ready (no stuck call, not broken)."""
-        try:
-            return bool(self.call("ready", timeout=5.0))
-        except Exception:  # unreachable, or no answer: not ready
-            return False
-
     def _register(self) -> tuple[Channel, int, Future[Any]]:
         channel = self._channel or self.connect()
         future: Future[Any] = Future()
@@ -99,7 +98,7 @@ class InferenceClient:
             self._pending[rid] = future
         return channel, rid, future
 
-    def predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Future[dict[str, Any]]:
+    def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Future[dict[str, Any]]:
         """Send one validated request; its future resolves to the outputs or fails as the executor's would.
 
         Args:

@@ -1,4 +1,4 @@
-"""The inference process's side: serves an executor to every connected client."""
+"""The inference process's side of :class:`~rvai_sdk.transport.client.UnixLink`: serves an executor to every connected link."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ from typing import Any
 
 from rvai_sdk.execution.executor import Executor
 from rvai_sdk.transport.channel import Channel, Listener
+from rvai_sdk.transport.link import CONTROL_METHODS
 from rvai_sdk.transport.shm import SlotPool
 
 __all__ = ["InferenceServer", "CONTROL_METHODS"]
-
-CONTROL_METHODS = frozenset(
-    {"get_parameters", "set_parameters", "drop_state", "get_state", "sids", "stats", "ping", "ready"}
-)
-"""Executor methods a client may call besides predict."""
 
 
 class InferenceServer:

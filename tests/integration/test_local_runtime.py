@@ -209,7 +209,7 @@ def test_large_frames_round_trip_exactly_through_a_reused_shared_memory_pool(loc
             del out
         out = proc.predict({"frame": small, "extra": 0}).result(timeout=10)
         assert np.array_equal(out["frame"], small)
-        pool = proc._pool  # type: ignore[attr-defined]
+        pool = proc._backend.pool  # type: ignore[attr-defined]
         assert pool is not None
         assert 1 <= pool.stats()["slots"] <= 3, f"slots are reused, not made per request: {pool.stats()}"
         held = proc.predict({"frame": frames[0], "extra": 0}).result(timeout=10)["frame"]

@@ -1,4 +1,4 @@
-"""One replica of a ray inference process: an async Ray actor holding an :class:`Executor`.
+"""The replica's side of :class:`~rvai_sdk.transport.ray_link.RayLink`: an async Ray actor holding an executor.
 
 The class is plain Python; ``rvai_sdk.runtime.ray`` turns it into a Ray actor
 (``ray.remote(ReplicaActor)``), so this module imports without Ray.
@@ -19,14 +19,14 @@ import time
 import traceback
 from concurrent.futures import Future
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rvai_sdk.exc import ProcessError
-from rvai_sdk.execution.executor import Executor
-from rvai_sdk.runtime._devices import resolve_devices
-from rvai_sdk.runtime.inference import Inference
 
-__all__ = ["ReplicaActor", "GAP_TIMEOUT"]
+if TYPE_CHECKING:
+    from rvai_sdk.execution.executor import Executor
+
+__all__ = ["ReplicaActor", "GAP_TIMEOUT", "Outcome", "failed", "node_ip"]
 
 GAP_TIMEOUT = 5.0
 """Seconds a request waits for an earlier request of the same caller that has not arrived yet."""
@@ -34,7 +34,7 @@ GAP_TIMEOUT = 5.0
 Outcome = tuple[bool, Any]
 
 
-def _node_ip() -> str:
+def node_ip() -> str:
     """This node's address as Ray knows it."""
     import ray.util
 
@@ -42,7 +42,8 @@ def _node_ip() -> str:
     return str(get())
 
 
-def _failed(exc: BaseException) -> Outcome:
+def failed(exc: BaseException) -> Outcome:
+    """The ``(False, error)`` outcome of ``exc`` (a non-``Exception`` becomes a ``ProcessError`` with its traceback)."""
     if isinstance(exc, Exception):
         return (False, exc)
     return (False, ProcessError(f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"))
@@ -83,7 +84,7 @@ class _Outbox:
         try:
             outcome: Outcome = (True, future.result())
         except BaseException as exc:
-            outcome = _failed(exc)
+            outcome = failed(exc)
         with self._lock:
             self._incoming.append((rid, outcome))
             first = len(self._incoming) == 1
@@ -98,14 +99,6 @@ class _Outbox:
             self.ready.set()
 
 
-def _die(reason: str) -> None:
-    """The executor cannot serve any more: end the actor's process, so the replica is reported dead."""
-    import sys
-
-    print(f"rvai: replica exits: {reason}", file=sys.stderr, flush=True)
-    os._exit(75)
-
-
 class ReplicaActor:
     """A replica: runs the pipeline for the requests routed to it, keeps its sids' state.
 
@@ -116,14 +109,13 @@ class ReplicaActor:
 
     Args:
         index: the replica's index in its inference process.
-        inference: what to run.
-        parameters: the parameters in force (they may have changed since ``inference`` was made).
+        build: makes the executor (not started) in the actor's process; it must end the
+            process when the executor breaks, so the replica is reported dead.
     """
 
-    def __init__(self, index: int, inference: Inference, parameters: Mapping[str, Any]) -> None:
+    def __init__(self, index: int, build: Callable[[], Executor]) -> None:
         self.index = index
-        self.inference = inference
-        self._parameters = dict(parameters)
+        self._build_executor = build
         self._executor: Executor | None = None
         self._next: dict[str, int] = {}
         self._waiting: dict[tuple[str, int], asyncio.Future[None]] = {}
@@ -140,22 +132,11 @@ class ReplicaActor:
         try:
             await asyncio.get_running_loop().run_in_executor(None, self._build)
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)
         return (True, self.where())
 
     def _build(self) -> None:
-        inference = self.inference
-        executor = Executor(
-            inference.pipeline,
-            parameters=self._parameters,
-            models={ref: str(path) for ref, path in inference.models.items()},
-            devices=resolve_devices(inference.pipeline.order, inference.resources),
-            batching=inference.batching,
-            state_ttl=inference.state_ttl,
-            max_states=inference.max_states,
-            stuck_after=inference.stuck_after,
-            on_broken=_die,
-        )
+        executor = self._build_executor()
         executor.start()
         self._executor = executor
 
@@ -165,7 +146,7 @@ class ReplicaActor:
 
         return {
             "pid": os.getpid(),
-            "host": _node_ip(),
+            "host": node_ip(),
             "hostname": socket.gethostname(),
             "node": ray.get_runtime_context().get_node_id(),
         }
@@ -187,7 +168,7 @@ class ReplicaActor:
             while any(box.pending() for box in self._outboxes.values()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)  # bounded: callers collect their last results with poll()
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)
         finally:
             if self._stopped is not None:
                 self._stopped.set()
@@ -218,7 +199,7 @@ class ReplicaActor:
                         raise ProcessError(f"replica {self.index} is not started")
                     future = executor.submit(inputs, sid, timeout)
                 except BaseException as exc:
-                    box.put(rid, _failed(exc))
+                    box.put(rid, failed(exc))
                     continue
                 future.add_done_callback(functools.partial(box.done, rid))
         finally:
@@ -284,7 +265,7 @@ class ReplicaActor:
         try:
             return (True, await asyncio.get_running_loop().run_in_executor(None, fn, *args))
         except BaseException as exc:
-            return _failed(exc)
+            return failed(exc)
 
     async def get_parameters(self) -> Outcome:
         """Cell ref → the parameters in force."""

@@ -1,7 +1,7 @@
-"""The data path of the ray runtime: send a request to the replica that owns its sid.
+"""The Ray link: send a request to the Ray actor replica that owns its sid.
 
-A :class:`Router` lives wherever requests are made: in the user's process (behind
-``RayInferenceProcess.predict``) and in every driver actor (behind its
+A :class:`RayLink` (a :class:`~rvai_sdk.transport.link.Link`) lives wherever requests are made: in the user's process (behind
+``InferenceProcess.predict`` on the ray runtime) and in every driver actor (behind its
 ``RestrictedInferenceProcess``). It never goes through the runtime: requests go
 straight from the caller to the replica actor, results straight back.
 
@@ -20,7 +20,7 @@ load both directions carry many requests per Ray call, and a slow request never
 holds back another's result. A lone request costs two Ray calls (send, poll).
 
 Ordering: every batch carries this caller's sequence number for that replica;
-the replica submits batches in that order (see ``_ray_replica``), because Ray
+the replica submits batches in that order (see :mod:`~rvai_sdk.transport.ray_replica`), because Ray
 does not promise that an async actor starts calls in the order they were sent.
 
 Ray imports only happen in functions, so this module can be imported without Ray.
@@ -37,8 +37,9 @@ from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk.exc import ProcessError, RvaiError
+from rvai_sdk.transport.link import CONTROL_METHODS, Link
 
-__all__ = ["Route", "Router", "rendezvous", "translate_ray_error", "merge_stats", "unwrap"]
+__all__ = ["Route", "RayLink", "rendezvous", "translate_ray_error", "merge_stats", "unwrap"]
 
 MAX_SENDS = 2
 """Batches of requests on their way to one replica at once; more requests wait and leave together."""
@@ -229,8 +230,13 @@ def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-class Router:
+class RayLink(Link):
     """Sends requests to the replica that owns their sid; thread-safe.
+
+    Control calls fan out as the process's contract needs: ``set_parameters``, ``sids``,
+    ``stats`` and ``ready`` go to every replica (values merged), ``drop_state`` and
+    ``get_state`` to the sid's replica, ``get_parameters`` to the first. Ray's errors
+    become :class:`~rvai_sdk.exc.RvaiError`\\ s here (:func:`translate_ray_error`), once.
 
     Args:
         pipeline_name: for error messages.
@@ -266,10 +272,10 @@ class Router:
             if fresh:
                 self._closed_reason = None
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str | None = None) -> None:
         """Refuse requests from now on with a :class:`ProcessError` saying ``reason``."""
         with self._lock:
-            self._closed_reason = reason
+            self._closed_reason = reason or f"the link to the inference process of pipeline {self.pipeline_name!r} is closed"
             self._routes = {}
             self._indices = ()
             self._owner = {}
@@ -453,7 +459,28 @@ class Router:
 
     # -- calls on every replica ---------------------------------------------------------
 
-    def call(self, route: Route, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+    def call(self, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
+        """Run a control call on the replicas that hold what it concerns (see the class docstring)."""
+        if method not in CONTROL_METHODS:
+            raise ValueError(f"unknown control method {method!r}; valid: {', '.join(sorted(CONTROL_METHODS))}")
+        if method in ("drop_state", "get_state"):
+            return self.call_route(self.replica_for(args[0]), method, *args, timeout=timeout)
+        if method == "get_parameters":
+            routes = self.routes()
+            if not routes:
+                self._call_routes(routes, method, timeout=timeout)  # raises: no replica
+            return self.call_route(routes[0], method, timeout=timeout)
+        if method == "stats":
+            return self.stats(timeout=timeout)
+        if method == "sids":
+            return [sid for part in self.call_all("sids", timeout=timeout) for sid in part]
+        if method == "ping":
+            self.call_all("ready", timeout=timeout)
+            return True
+        values = self.call_all(method, *args, timeout=timeout)
+        return all(values) if method == "ready" else None
+
+    def call_route(self, route: Route, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
         """Call ``method`` on one replica and return its value (or raise its error, translated)."""
         import ray
 
@@ -491,11 +518,11 @@ class Router:
             raise first
         return values
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, timeout: float | None = 30.0) -> dict[str, Any]:
         """The replicas' counters summed, plus ``replicas``: each replica's index, node and request counts."""
         routes = self.routes()
-        parts = self._call_routes(routes, "stats", timeout=30.0)
-        merged = merge_stats(parts)
+        parts = self._call_routes(routes, "stats", timeout=timeout)
+        merged = merge_stats(parts)  # the one call site of the stats merge
         merged["replicas"] = [
             {"index": route.index, "node": route.node, "generation": route.generation, "requests": part["requests"]}
             for route, part in zip(routes, parts)
