@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from rvai_sdk.drivers import Record, Source, SourceContext, SourceItem
 from rvai_sdk.drivers.sink import COMPLETE, FAILED
 from rvai_sdk.exc import MissingExtraError, ProcessError, SinkError, SourceError
-from rvai_sdk.runtime import RestrictedInferenceProcess
+from rvai_sdk.drivers import RestrictedInferenceProcess
 
 from ._stream_outlet import LOG_EVERY, Backoff, Outlet, error_text
 

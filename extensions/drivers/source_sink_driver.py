@@ -55,7 +55,7 @@ from rvai_sdk.drivers import (
 )
 from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources
-from rvai_sdk.runtime import RestrictedInferenceProcess
+from rvai_sdk.drivers import RestrictedInferenceProcess
 from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, List, String
 
 from ._stream_outlet import Outlet

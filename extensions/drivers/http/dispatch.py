@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+    from rvai_sdk.drivers import RestrictedInferenceProcess
 
     from .codec import Codec
 
@@ -127,11 +127,11 @@ class Dispatcher:
     def _submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> concurrent.futures.Future[Any]:
         """The one place a request leaves the driver (any thread).
 
-        The inputs were decoded and validated by the codec; ``predict`` checks them again
-        (cheap: a value of the exact type passes as it is). A port method that takes
-        validated inputs as they are would drop that second check here.
+        The inputs were decoded and validated by the codec (what ``Pipeline.validate_inputs``
+        returns), so they go out through the port's ``submit``, which checks only the sid and
+        the timeout: inputs are validated once per request.
         """
-        return self.inference.predict(inputs, sid, timeout=timeout)
+        return self.inference.submit(inputs, sid, timeout=timeout)
 
     async def _outputs(self, future: asyncio.Future[Any]) -> dict[str, Any]:
         outputs: dict[str, Any] = await future

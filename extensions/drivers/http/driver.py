@@ -21,7 +21,7 @@ from .service import Service
 if TYPE_CHECKING:
     import uvicorn
 
-    from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+    from rvai_sdk.drivers import RestrictedInferenceProcess
 else:
     uvicorn = require("uvicorn", extra="fastapi")
 

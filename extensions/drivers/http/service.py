@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import starlette.routing as starlette_routing
     from fastapi import FastAPI, Request, Response
 
-    from rvai_sdk.runtime.restricted import RestrictedInferenceProcess
+    from rvai_sdk.drivers import RestrictedInferenceProcess
 
     from .parameters import LiveState
 else:
