@@ -259,8 +259,27 @@ class Scheduler:
             resolving = bool(self._batched and (done or errors))
             if resolving:
                 self._resolving += 1  # before dispatching: this thread's callbacks may send more
-            keep, rest = self._follow_up(stage, now)
-        self._resolve(plan, done, errors)
+            # Start what the call made ready. This thread runs the first new work (a successor of
+            # this request, so a chain costs no hand-off) and any work of a cell whose calls are too
+            # short to be worth waking another thread for; the rest goes to other workers, to overlap.
+            works: list[Work] = []
+            for j in plan.successors:
+                successor = self._stages[j]
+                if successor.queue or successor.former:
+                    self._dispatch(successor, now, works)
+            if stage.queue or stage.former:
+                self._dispatch(stage, now, works)
+            if self._closed and not self._inflight:
+                self._idle.notify_all()  # stop() waits for the last request
+            keep: list[Work] = []
+            rest: list[Work] = []
+            for candidate in works:
+                if (not keep or candidate.stage.fast) and candidate.claim():
+                    keep.append(candidate)
+                else:
+                    rest.append(candidate)
+        if done or errors:
+            self._resolve(plan, done, errors)
         if resolving:
             # Callbacks may have sent requests that the batched cells held back: dispatch them now.
             with self._lock:
@@ -333,7 +352,12 @@ class Scheduler:
                 remaining[j] -= 1
                 if remaining[j] == 0:
                     req.results[j] = now  # ready time, until the outputs replace it
-                    self._enqueue(stages[j], req, now)
+                    successor = stages[j]  # enqueue (as _enqueue, inlined: this is the hot path)
+                    if successor.former is None:
+                        successor.queue.append(req)
+                    else:
+                        req.taken[j] = QUEUED
+                        successor.former.add(req, now)
             req.left -= 1
             if req.left == 0:
                 req.works = []
@@ -348,32 +372,6 @@ class Scheduler:
             self._latency_hist.add(self._latencies)
             self._latencies = []
         return done, errors, interrupt
-
-    def _follow_up(self, stage: _Stage, now: float) -> tuple[list[Work], list[Work]]:
-        """Dispatch what the call made ready; split it into works this thread runs and works for others.
-
-        This thread runs the first new work (a successor of this request, so a chain costs no
-        hand-off) and any work of a cell whose calls are too short to be worth waking another
-        thread for; the rest goes to other workers, to overlap. (Caller holds the lock.)
-        """
-        works: list[Work] = []
-        stages = self._stages
-        for j in stage.plan.successors:
-            successor = stages[j]
-            if successor.queue or successor.former:
-                self._dispatch(successor, now, works)
-        if stage.queue or stage.former:
-            self._dispatch(stage, now, works)
-        if self._closed and not self._inflight:
-            self._idle.notify_all()  # stop() waits for the last request
-        keep: list[Work] = []
-        rest: list[Work] = []
-        for candidate in works:
-            if (not keep or candidate.stage.fast) and candidate.claim():
-                keep.append(candidate)
-            else:
-                rest.append(candidate)
-        return keep, rest
 
     def _resolve(self, plan: CellPlan, done: list[Request], errors: list[tuple[Request, BaseException]]) -> None:
         """Resolve the futures of the requests a call of ``plan``'s cell completed or failed (runs their callbacks)."""
