@@ -41,11 +41,14 @@ from rvai_sdk.execution.parameters import coerce_parameters, differs, recording,
 from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import Config, Request, Work, set_exception
 from rvai_sdk.execution.scheduler import _FAST_AFTER_CALLS, _FAST_CALL_SECONDS, _FAST_SAMPLE, _FOLD_EVERY, Scheduler
-from rvai_sdk.execution.state import StateStore
+from rvai_sdk.execution.state import StateEntry, StateStore
 from rvai_sdk.execution.stats import ExecutorStats, StuckCall, timing_summary
 from rvai_sdk.pipeline.graph import Pipeline
 
 __all__ = ["BatchingPolicy", "Executor", "OutputCheckError", "resolve_parameters"]
+
+_NO_ENTRY = StateEntry(None, 0.0)
+"""A request's state entry until ``submit`` acquires the real one under the lock."""
 
 # Names that earlier versions defined here (tests and benchmarks reach some of them).
 _Work = Work
@@ -223,6 +226,16 @@ class Executor(Scheduler):
             ProcessStateError: the executor is stopped, broken or not started.
         """
         now = self._clock()
+        # Build the request before taking the lock: many client threads submit at once (a batch's
+        # callers all wake together), and every microsecond under the lock is one they queue for.
+        req = Request(0, sid, _NO_ENTRY, inputs, self._config, self._plan.preds, now, bool(self._batched))
+        if timeout is None:
+            req.future._help = functools.partial(self._help, weakref.ref(req))
+        else:
+            # A waiting caller never runs the cells of a request with a deadline: it could not
+            # return from a cell that hangs.
+            req.timeout = timeout
+        req.future.set_running_or_notify_cancel()
         with self._lock:
             if self._closed or not self._started or self.broken is not None:
                 state = "FAILED" if self.broken is not None else "STOPPED" if self._closed else "STARTING"
@@ -231,19 +244,12 @@ class Executor(Scheduler):
                     f"the executor of pipeline {self.pipeline.name!r} is {why}; start a new inference process",
                     state=state,
                 )
-            rid = next(self._ids)
-            entry = self._states.acquire(sid, now)
-            req = Request(rid, sid, entry, inputs, self._config, self._plan.preds, now, bool(self._batched))
-            if timeout is None:
-                req.future._help = functools.partial(self._help, weakref.ref(req))
-            else:
-                # A waiting caller never runs the cells of a request with a deadline: it could not
-                # return from a cell that hangs.
-                req.timeout = timeout
-                self._add_deadline(req, now + timeout)
-            req.future.set_running_or_notify_cancel()
+            req.rid = next(self._ids)
+            req.entry = self._states.acquire(sid, now)
             self.submitted += 1
             works = self._admit(req, now)
+        if timeout is not None:
+            self._add_deadline(req, now + timeout)  # once in flight: a deadline already past fails it at once
         self._post(works)
         return req.future
 
