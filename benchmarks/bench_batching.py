@@ -10,19 +10,30 @@ spawned inference process, requests over the transport):
    next request when the previous one completes, with its own sid). With every
    stream in every batch the ideal is ``32 / (a + 32 * b)`` requests/s.
    Goal (issue 6): >= 85% of ideal.
+   The same cell fed by 32 client threads that each block on ``predict().result()``
+   (a thread per client, as a synchronous web framework or a script would use it),
+   against the same ideal. Goal (issue 14): >= 85% of ideal.
 2. Pipelining: a 3-stage chain of GIL-free 5 ms cells, 8 closed-loop streams.
    Pipelined, the chain runs at the rate of its slowest stage, 200 requests/s;
    unpipelined it would be 1 / 15 ms = 67. Goal: >= 85% of 200.
 
 Latencies are measured by the client (send to completion callback).
 
+``--against DIR`` runs this same script under ``DIR/.venv/bin/python`` (another
+checkout, e.g. the code before a change) in the same run, alternating rounds with
+this checkout, and prints every row of both side by side with their ratio.
+
     python benchmarks/bench_batching.py [--quick] [--runtimes debug,local] [--write docs/performance.md]
+    python benchmarks/bench_batching.py --against ../base [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -160,6 +171,51 @@ def closed_loop(predict: Callable[..., Future[Any]], streams: int, rounds: int, 
     return LoopResult(rate=timed[0] / (timed[2] - timed[1]), latencies=latencies)
 
 
+def blocking_threads(predict: Callable[..., Future[Any]], streams: int, rounds: int, warmup: int) -> LoopResult:
+    """``streams`` client threads with their own sids; each sends a request and blocks on its ``result()``, in a loop.
+
+    The first ``warmup`` requests of every thread are not timed.
+    """
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    latencies: list[float] = []
+    timed = [0, 0.0, 0.0]  # completions counted, first timed start, last completion
+    barrier = threading.Barrier(streams)
+
+    def client(sid: str) -> None:
+        barrier.wait(timeout=60)
+        mine: list[float] = []
+        try:
+            for n in range(warmup + rounds):
+                sent = time.perf_counter()
+                # No timeout: a caller blocked in result() runs its request's cells itself on the
+                # debug runtime (caller-runs), as a plain script would; the join below bounds the run.
+                predict({"x": Integer(n)}, sid=sid).result()
+                now = time.perf_counter()
+                if n == warmup - 1:
+                    with lock:
+                        timed[1] = timed[1] or now  # the first thread to finish warming up starts the clock
+                elif n >= warmup:
+                    mine.append(now - sent)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        with lock:
+            latencies.extend(mine)
+            timed[0] += len(mine)
+            timed[2] = max(timed[2], time.perf_counter())
+
+    threads = [threading.Thread(target=client, args=(f"s{i}",), daemon=True) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+        if t.is_alive():
+            raise TimeoutError("a blocking client did not finish in 600 s")
+    if errors:
+        raise errors[0]
+    return LoopResult(rate=timed[0] / (timed[2] - timed[1]), latencies=latencies)
+
+
 @dataclass
 class Row:
     runtime: str
@@ -186,21 +242,22 @@ def measure(runtime_name: str, quick: bool, a: float, b: float) -> list[Row]:
             parameters={"linear": {"a": a, "b": b}},
             batching={"linear": BatchingPolicy(max_batch_size=streams, max_batch_wait=0.005)},
         )
-        with rt.start_inference(inference) as proc:
-            result = closed_loop(proc.predict, streams, rounds, warmup)
-            cell_stats = proc.stats()["cells"]["linear"]
-        sizes = cell_stats["batch_size"]
-        rows.append(
-            Row(
-                runtime_name,
-                f"call_batch cell, a={a * 1e3:g} ms + b={b * 1e3:g} ms/item, {streams} closed-loop streams",
-                result.rate,
-                ideal,
-                result.percentile(50) * 1e3,
-                result.percentile(99) * 1e3,
-                f"mean batch {sizes['mean']:.1f}, p99 queue wait {cell_stats['queue_wait']['p99'] * 1e3:.1f} ms",
+        for load, loop in (("closed-loop streams", closed_loop), ("client threads blocking on result()", blocking_threads)):
+            with rt.start_inference(inference) as proc:
+                result = loop(proc.predict, streams, rounds, warmup)
+                cell_stats = proc.stats()["cells"]["linear"]
+            sizes = cell_stats["batch_size"]
+            rows.append(
+                Row(
+                    runtime_name,
+                    f"call_batch cell, a={a * 1e3:g} ms + b={b * 1e3:g} ms/item, {streams} {load}",
+                    result.rate,
+                    ideal,
+                    result.percentile(50) * 1e3,
+                    result.percentile(99) * 1e3,
+                    f"mean batch {sizes['mean']:.1f}, p99 queue wait {cell_stats['queue_wait']['p99'] * 1e3:.1f} ms",
+                )
             )
-        )
         streams, rounds, warmup = 8, (40 if quick else 150), 5
         with rt.start_inference(Inference(pipeline=chain_pipeline())) as proc:
             result = closed_loop(proc.predict, streams, rounds, warmup)
@@ -218,6 +275,37 @@ def measure(runtime_name: str, quick: bool, a: float, b: float) -> list[Row]:
     return rows
 
 
+def compare(args: argparse.Namespace) -> None:
+    """Run this script under this checkout's Python and ``args.against``'s, alternating, and print ratios."""
+    here = Path(__file__).resolve()
+    sides = {"before": args.against.resolve() / ".venv" / "bin" / "python", "after": Path(sys.executable)}
+    common = ["--runtimes", args.runtimes, "--a", str(args.a), "--b", str(args.b)] + (["--quick"] if args.quick else [])
+    best: dict[str, dict[tuple[str, str], Row]] = {"before": {}, "after": {}}
+    out = here.parent / f".bench_batching_{os.getpid()}.json"
+    try:
+        for _ in range(args.rounds):
+            for side, python in sides.items():
+                # Run from outside both checkouts, so each Python imports its own rvai_sdk.
+                subprocess.run([str(python), str(here), *common, "--json", str(out)], check=True, cwd="/", timeout=1800,
+                               stdout=subprocess.DEVNULL)
+                for item in json.loads(out.read_text()):
+                    row = Row(**item)
+                    key = (row.runtime, row.name)
+                    if key not in best[side] or row.achieved > best[side][key].achieved:
+                        best[side][key] = row
+    finally:
+        out.unlink(missing_ok=True)
+    print(f"before ({args.against}) vs after (this checkout), best of {args.rounds} alternating rounds, on {machine()}")
+    for key, after in best["after"].items():
+        before = best["before"].get(key)
+        if before is None:
+            continue
+        print(
+            f"  [{key[0]:<5}] {key[1]}: {before.achieved:,.0f} -> {after.achieved:,.0f} req/s "
+            f"({before.ratio:.1%} -> {after.ratio:.1%} of ideal; after/before {after.achieved / before.achieved:.3f}x)"
+        )
+
+
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke test)")
@@ -225,7 +313,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--a", type=float, default=0.004, help="fixed seconds per batched call (default 0.004)")
     parser.add_argument("--b", type=float, default=0.0005, help="seconds per item of a batched call (default 0.0005)")
     parser.add_argument("--write", type=Path, help="update this markdown file's batching section")
+    parser.add_argument("--against", type=Path, help="another checkout (with its .venv) to compare with, side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating rounds per side (best kept)")
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # used by --against for each side
     args = parser.parse_args(argv)
+    if args.against is not None:
+        compare(args)
+        return []
 
     rows: list[Row] = []
     skipped: list[str] = []
@@ -248,6 +342,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
         )
     for s in skipped:
         print(f"  skipped runtime {s}")
+    if args.json is not None:
+        args.json.write_text(json.dumps([r.__dict__ for r in rows]))
     met = bool(rows) and all(r.ratio >= GOAL for r in rows)
     print(f"  goals (>= {GOAL:.0%} of ideal, every row): {'MET' if met else 'NOT MET'}")
     if args.write:

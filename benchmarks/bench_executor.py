@@ -10,12 +10,20 @@ latency <= 1.5x the bare round trip, >= 30,000 requests/s in flight.
 at most 5%): the same executor with the checks on and off, alternating rounds in
 this one run, and prints the ratios.
 
+``--against DIR`` runs this same script under ``DIR/.venv/bin/python`` (another
+checkout, e.g. the code before a change) and under this checkout's, alternating
+rounds in one run, and prints each figure of both with the ratio.
+
     python benchmarks/bench_executor.py [--write docs/performance.md] [--checks]
+    python benchmarks/bench_executor.py --against ../base [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import time
 import threading
@@ -95,11 +103,11 @@ def output_check_cost(total: int, rounds: int = 7) -> dict[str, float]:
 
     Rounds alternate (on, off, on, off...) in one executor, so both see the same machine
     load; the best round of each mode is compared (other load only slows rounds down). Turning the checks off reaches into the executor's
-    private stage records: this is a measurement, not an API.
+    (immutable) plan of each cell: this is a measurement, not an API.
     """
     executor = Executor(chain())
     executor.start()
-    stages = executor._stages  # noqa: SLF001 - see the docstring
+    stages = [stage.plan for stage in executor._stages]  # noqa: SLF001 - see the docstring
     checks = [stage.out_checks for stage in stages]
     x = Integer(1)
     figures: dict[str, list[float]] = {"seq_on": [], "seq_off": [], "tput_on": [], "tput_off": []}
@@ -109,7 +117,7 @@ def output_check_cost(total: int, rounds: int = 7) -> dict[str, float]:
         for _ in range(rounds):
             for mode in ("on", "off"):
                 for stage, kept in zip(stages, checks):
-                    stage.out_checks = kept if mode == "on" else ()
+                    object.__setattr__(stage, "out_checks", kept if mode == "on" else ())
                 figures[f"seq_{mode}"].append(
                     per_call_seconds(lambda: executor.submit({"x": x}, "s").result(), number=total // 6, repeat=1)
                 )
@@ -133,7 +141,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
     parser.add_argument("--write", type=Path, help="update this markdown file's executor section")
     parser.add_argument("--checks", action="store_true", help="only the cost of the output checks, on vs off")
+    parser.add_argument("--against", type=Path, help="another checkout (with its .venv) to compare with, side by side")
+    parser.add_argument("--rounds", type=int, default=3, help="with --against: alternating rounds per side (best kept)")
+    parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)  # used by --against for each side
     args = parser.parse_args(argv)
+    if args.against is not None:
+        return compare(args)
     n = 300 if args.quick else 5000
     total = 2000 if args.quick else 60_000
 
@@ -193,7 +206,41 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "completion callbacks send each stream's next request, the way drivers submit; a single client "
             "thread blocking on the oldest `result()` pays one thread wake-up per request and is shown for contrast.",
         )
-    return {"direct": direct, "bare": bare, "sequential": seq, "ratio": ratio, "closed_loop": closed, "blocking": blocking}
+    figures = {"direct": direct, "bare": bare, "sequential": seq, "workers_only": workers_only, "ratio": ratio,
+               "closed_loop": closed, "blocking": blocking}
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures))
+    return figures
+
+
+def compare(args: argparse.Namespace) -> dict[str, float]:
+    """Run this script under ``args.against``'s Python and this checkout's, alternating; print figures and ratios."""
+    here = Path(__file__).resolve()
+    sides = {"before": args.against.resolve() / ".venv" / "bin" / "python", "after": Path(sys.executable)}
+    lower_is_better = {"direct", "bare", "sequential", "workers_only", "ratio"}
+    best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    out = here.parent / f".bench_executor_{os.getpid()}.json"
+    try:
+        for _ in range(args.rounds):
+            for side, python in sides.items():
+                # Run from outside both checkouts, so each Python imports its own rvai_sdk.
+                cmd = [str(python), str(here), "--json", str(out)] + (["--quick"] if args.quick else [])
+                subprocess.run(cmd, check=True, cwd="/", timeout=1800, stdout=subprocess.DEVNULL)
+                for key, value in json.loads(out.read_text()).items():
+                    keep = min if key in lower_is_better else max
+                    best[side][key] = keep(best[side].get(key, value), value)
+    finally:
+        out.unlink(missing_ok=True)
+    print(f"before ({args.against}) vs after (this checkout), best of {args.rounds} alternating rounds, on {machine()}")
+    ratios: dict[str, float] = {}
+    for key, after in best["after"].items():
+        before = best["before"][key]
+        unit = "req/s" if key in ("closed_loop", "blocking") else "×" if key == "ratio" else "µs"
+        scale = 1e6 if unit == "µs" else 1.0
+        ratios[key] = after / before
+        better = "lower is better" if key in lower_is_better else "higher is better"
+        print(f"  {key:<13} {before * scale:12,.2f} -> {after * scale:12,.2f} {unit:<5}  after/before {after / before:.3f} ({better})")
+    return ratios
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""Calling a cell: building its inputs and context, checking its outputs, and the error a failure becomes.
+
+:func:`call_one` and :func:`call_batch` never raise: each returns, per request,
+the cell's outputs or the exception that took their place (``KeyboardInterrupt``
+too, so that the scheduler's bookkeeping always happens). Both build contexts with
+:func:`context`; outputs are checked at the cell boundary (a field never set, or
+re-assigned to a value of the wrong type).
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from rvai_sdk.context import InferenceContext
+from rvai_sdk.exc import CellError, InputValidationError
+from rvai_sdk.execution.plan import CellPlan
+from rvai_sdk.execution.requests import Request
+
+__all__ = ["OutputCheckError", "call_batch", "call_one", "cell_error", "context", "inputs_for"]
+
+_ABSENT: Any = object()
+
+
+class OutputCheckError(TypeError):
+    """A cell returned Outputs with a field that is not set, or not of its declared type.
+
+    Attributes:
+        field: the name of the offending output field.
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def inputs_for(cell: CellPlan, req: Request) -> Any:
+    """Cell ``cell``'s Inputs for ``req``, from the pipeline inputs and its predecessors' outputs."""
+    results = req.results
+    inputs = req.inputs
+    values = {port: inputs[src_port] if src < 0 else getattr(results[src], src_port) for port, src, src_port in cell.bindings}
+    return cell.inputs_cls(**values)
+
+
+def context(cell: CellPlan, req: Request, model: Any) -> InferenceContext:
+    """The context of ``req``'s call of ``cell``, with ``model`` (the model of the configuration the call uses)."""
+    state = req.entry.state_for(cell.ref, cell.state_cls) if cell.state_cls is not None else None
+    return InferenceContext(cell.ref, req.sid, state, model, cell.device, req.rid)
+
+
+def call_one(cell: CellPlan, req: Request) -> Any:
+    """Run an unbatched call of ``cell`` for ``req``: its checked outputs, or the exception raised."""
+    try:
+        index = cell.index
+        config = req.config
+        inputs = inputs_for(cell, req)
+        if cell.has_call:
+            out = cell.call(context(cell, req, config.models[index]), config.params[index], inputs)
+        else:
+            out = _unwrap_single(cell.call_batch([context(cell, req, config.models[index])], config.params[index], [inputs]))
+        outputs_cls = cell.outputs_cls
+        if type(out) is not outputs_cls and not isinstance(out, outputs_cls):
+            raise TypeError(f"call() returned {type(out).__name__}; it must return {outputs_cls.__name__}")
+        for name, tp, like, coerce in cell.out_checks:
+            if type(getattr(out, name, _ABSENT)) is not tp:
+                _check_output(cell, out, "call()", name, tp, like, coerce)
+        return out
+    except BaseException as exc:  # KeyboardInterrupt too: the bookkeeping must still happen
+        return exc
+
+
+def _unwrap_single(result: Any) -> Any:
+    if not isinstance(result, (list, tuple)) or len(result) != 1:
+        raise TypeError(f"call_batch() must return a list with one item per input, got {type(result).__name__}")
+    item = result[0]
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+def call_batch(cell: CellPlan, reqs: list[Request]) -> list[Any]:
+    """Run one ``call_batch`` of ``cell`` for ``reqs``: per request, its checked outputs or an exception.
+
+    The items of one batch use the parameters and model of the first item's configuration snapshot.
+    """
+    index = cell.index
+    config = reqs[0].config
+    model = config.models[index]
+    try:
+        inputs_list = [inputs_for(cell, req) for req in reqs]
+        contexts = [context(cell, req, model) for req in reqs]
+        outs = cell.call_batch(contexts, config.params[index], inputs_list)
+        if not isinstance(outs, (list, tuple)) or len(outs) != len(reqs):
+            got = f"{len(outs)} items" if isinstance(outs, (list, tuple)) else type(outs).__name__
+            raise TypeError(f"call_batch() got {len(reqs)} inputs and returned {got}; return one output per input")
+    except BaseException as exc:
+        return [exc] * len(reqs)
+    results: list[Any] = []
+    checks = cell.out_checks
+    outputs_cls = cell.outputs_cls
+    for n, out in enumerate(outs):
+        if isinstance(out, BaseException):
+            results.append(out)
+        elif isinstance(out, outputs_cls):
+            try:
+                for name, tp, like, coerce in checks:
+                    if type(getattr(out, name, _ABSENT)) is not tp:
+                        _check_output(cell, out, f"call_batch() item {n}", name, tp, like, coerce)
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(out)
+        else:
+            results.append(
+                TypeError(f"call_batch() returned a {type(out).__name__} item; items must be {outputs_cls.__name__} or an exception")
+            )
+    return results
+
+
+def _check_output(cell: CellPlan, out: Any, where: str, name: str, tp: Any, like: Any, coerce: Any) -> None:
+    """Check (and losslessly coerce) one output field whose value is not exactly of its declared type.
+
+    Raises:
+        OutputCheckError: the field is not set, or its value does not fit the declared type.
+    """
+    cls = cell.outputs_cls.__name__
+    value = getattr(out, name, _ABSENT)
+    if value is _ABSENT:
+        raise OutputCheckError(
+            f"{where} returned {cls} with output field {name!r} not set; construct it as {cls}({name}=...) "
+            "and do not delete fields",
+            name,
+        )
+    try:
+        coerced = coerce(value, like=like)
+    except (InputValidationError, TypeError, ValueError) as exc:
+        shown = repr(value)
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise OutputCheckError(
+            f"{where} returned {cls} whose output field {name!r} holds {type(value).__name__} {shown}, "
+            f"which does not fit its declared type {getattr(tp, '__name__', str(tp))} ({exc}); assign a value of that type",
+            name,
+        ) from None
+    if coerced is not value:
+        object.__setattr__(out, name, coerced)
+
+
+def cell_error(cell: CellPlan, req: Request, exc: BaseException) -> CellError:
+    """The :class:`~rvai_sdk.exc.CellError` that ``req``'s future fails with when ``cell`` raised ``exc`` for it."""
+    sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"
+    if isinstance(exc, OutputCheckError):
+        return CellError(
+            f"cell {cell.ref!r} ({cell.spec.name}) failed for {sid}: {exc}",
+            ref=cell.ref,
+            sid=req.sid,
+            cause_type=type(exc).__name__,
+            field=exc.field,
+        )
+    return CellError(
+        f"cell {cell.ref!r} ({cell.spec.name}) failed for {sid}: {type(exc).__name__}: {exc}",
+        ref=cell.ref,
+        sid=req.sid,
+        cause_type=type(exc).__name__,
+        remote_traceback="".join(traceback.format_exception(exc)),
+    )

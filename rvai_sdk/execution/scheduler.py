@@ -1,0 +1,495 @@
+"""The scheduler: per-cell queues, per-sid exclusivity, worker threads and caller-runs.
+
+Each cell has a FIFO queue of requests whose inputs are ready and a limit on
+concurrent calls (``concurrency``, default 1); a batched cell's queue is a
+:class:`~rvai_sdk.execution.batching.BatchFormer`. A pool of worker threads, one
+per allowed concurrent call, runs cells; when a worker finishes cell A for a
+request and a successor B becomes ready and free, the same worker runs B at once
+(no thread hand-off), so a chain costs one hand-off per request while independent
+branches and consecutive requests still overlap on other workers. A caller blocked
+in ``future.result()`` runs its request's unstarted cells itself (caller-runs).
+
+Ordering: a sid's requests reach each cell in arrival order and a sid's state is
+never used by two calls at once (per cell, a sid is "busy" while a call holds it).
+
+:class:`Scheduler` is the data-plane half of
+:class:`~rvai_sdk.execution.executor.Executor` (which adds the lifecycle,
+parameters, state access, deadlines and stats): everything here runs on the hot
+path, under one lock, and :meth:`Scheduler._execute` is that path.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from queue import SimpleQueue
+from typing import Any
+
+from rvai_sdk.execution.batching import BatchFormer
+from rvai_sdk.execution.calls import call_batch, call_one, cell_error
+from rvai_sdk.execution.metrics import Histogram
+from rvai_sdk.execution.plan import CellPlan, Plan
+from rvai_sdk.execution.requests import QUEUED, TAKEN, Request, Work, set_exception, set_result
+from rvai_sdk.execution.state import StateStore
+from rvai_sdk.execution.stats import CellCounters
+
+__all__ = ["Scheduler"]
+
+_FAST_CALL_SECONDS = 50e-6
+"""A cell whose mean call is shorter than this runs on the thread that made it ready (no wake-up)."""
+_FAST_AFTER_CALLS = 16
+"""Calls observed before a cell may count as fast."""
+_FAST_SAMPLE = 16
+"""Fast cells record the timings of one call in this many (their per-call bookkeeping would cost more than the call)."""
+_FOLD_EVERY = 1024
+"""A cell's raw timings (and the request latencies) are folded into histograms, vectorised, every this many calls."""
+
+
+class _Stage:
+    """The scheduler's record of one cell: its plan, its queue (or batch former), what runs, its counters."""
+
+    __slots__ = ("plan", "queue", "former", "running", "busy", "fast", "timer_due", "counters")
+
+    def __init__(self, plan: CellPlan) -> None:
+        self.plan = plan
+        self.queue: deque[Request] = deque()  # unbatched cells
+        self.former: BatchFormer[Request] | None = (
+            BatchFormer(plan.max_batch_size, plan.max_batch_wait) if plan.batched else None
+        )
+        self.running = 0
+        self.busy: set[str] = set()  # unbatched cells with concurrency > 1 (a batch former tracks its own)
+        self.fast = False
+        self.timer_due: float | None = None
+        self.counters = CellCounters()
+
+    def queued(self) -> int:
+        """Requests waiting for this cell."""
+        return len(self.former) if self.former is not None else len(self.queue)
+
+
+class Scheduler:
+    """Queues, dispatch, worker threads and caller-runs for one :class:`Plan` (see the module docstring).
+
+    Callers of the ``_``-methods documented "caller holds the lock" hold ``self._lock``.
+    """
+
+    def __init__(self, plan: Plan, *, states: StateStore, clock: Callable[[], float]) -> None:
+        self._plan = plan
+        self._stages = [_Stage(cell) for cell in plan.cells]
+        self._roots = [self._stages[c.index] for c in plan.roots]
+        self._batched = [self._stages[c.index] for c in plan.batched]
+        self._outputs = plan.outputs
+        self._states = states
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._runq: SimpleQueue[Work | None] = SimpleQueue()
+        self._timer_cv = threading.Condition(threading.Lock())
+        self._timers: list[tuple[float, int]] = []
+        self._inflight: dict[int, Request] = {}
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._nworkers = 0
+        self._wake_lock = threading.Lock()
+        self._posted = threading.Condition(threading.Lock())
+        self._resolving = 0
+        self._worker_idents: set[int] = set()
+        self._lazy: deque[Work] = deque()
+        self._active = 0
+        self._calls: dict[int, Work] = {}  # the calls running now, by id(work): stuck calls and deadlines
+        self.succeeded = 0
+        self.failed = 0
+        self._latencies: list[float] = []
+        self._latency_hist = Histogram()
+
+    # -- admitting and failing requests (caller holds the lock) ---------------------------------
+
+    def _admit(self, req: Request, now: float) -> list[Work]:
+        """Put a new request in flight: queue it at the root cells; the works that can start now."""
+        self._inflight[req.rid] = req
+        for stage in self._batched:
+            stage.former.expect()  # type: ignore[union-attr]  # requests that will still reach this cell
+        works: list[Work] = []
+        for stage in self._roots:
+            self._enqueue(stage, req, now)
+            self._dispatch(stage, now, works)
+        return works
+
+    @staticmethod
+    def _enqueue(stage: _Stage, req: Request, now: float) -> None:
+        """``req``'s inputs for ``stage`` are complete at ``now``: it waits for the cell."""
+        former = stage.former
+        if former is None:
+            stage.queue.append(req)
+        else:
+            req.taken[stage.plan.index] = QUEUED
+            former.add(req, now)
+
+    def _mark_failed(self, req: Request) -> None:
+        """``req`` failed: drop it from every queue and from the requests in flight."""
+        req.failed = True
+        req.works = []
+        taken = req.taken
+        for stage in self._batched:
+            index = stage.plan.index
+            where = taken[index]
+            if where != TAKEN:
+                taken[index] = TAKEN
+                stage.former.discard(req, queued=where == QUEUED)  # type: ignore[union-attr]
+        self._inflight.pop(req.rid, None)
+        self._states.release(req.entry, self._clock())
+        self.failed += 1
+        if self._closed and not self._inflight:
+            self._idle.notify_all()
+
+    def _take_inflight(self) -> list[Request]:
+        """Mark every request in flight failed and return them."""
+        leftovers = list(self._inflight.values())
+        for req in leftovers:
+            self._mark_failed(req)
+        self._inflight.clear()
+        return leftovers
+
+    # -- dispatch (caller holds the lock) --------------------------------------------------------
+
+    def _dispatch(self, stage: _Stage, now: float, works: list[Work]) -> None:
+        """Start as many calls of ``stage`` as its limits allow; append them to ``works``."""
+        if stage.former is not None:
+            self._dispatch_batches(stage, now, works)
+            return
+        queue = stage.queue
+        plan = stage.plan
+        while queue and stage.running < plan.concurrency:
+            if not plan.track_busy:
+                req = queue.popleft()
+                if req.failed:
+                    continue
+            else:
+                busy = stage.busy
+                found = next((r for r in queue if r.failed or r.sid is None or r.sid not in busy), None)
+                if found is None:
+                    return
+                req = found
+                queue.remove(req)
+                if req.failed:
+                    continue
+                if req.sid is not None:
+                    busy.add(req.sid)
+            stage.running += 1
+            work = Work(stage, [req])
+            req.works.append(work)
+            works.append(work)
+
+    def _dispatch_batches(self, stage: _Stage, now: float, works: list[Work]) -> None:
+        former: BatchFormer[Request] = stage.former  # type: ignore[assignment]
+        index = stage.plan.index
+        while stage.running < stage.plan.concurrency:
+            batch = former.next_batch(now, closed=self._closed, resolving=bool(self._resolving))
+            if batch is None:
+                return
+            if isinstance(batch, float):  # the batch could still fill: look again then
+                self._schedule(stage, batch)
+                return
+            stage.running += 1
+            work = Work(stage, batch)
+            for req in batch:
+                req.taken[index] = TAKEN
+                req.works.append(work)
+            works.append(work)
+
+    def _schedule(self, stage: _Stage, due: float) -> None:
+        if stage.timer_due is not None and stage.timer_due <= due:
+            return
+        stage.timer_due = due
+        with self._timer_cv:
+            heapq.heappush(self._timers, (due, stage.plan.index))
+            self._timer_cv.notify()
+
+    def recheck_timers(self) -> None:
+        """Make the batch timer re-read the clock now (for a fake ``clock`` that was just moved)."""
+        with self._timer_cv:
+            self._timer_cv.notify_all()
+
+    def _timer_loop(self) -> None:
+        while True:
+            with self._timer_cv:
+                while True:
+                    if self._closed:
+                        return
+                    if not self._timers:
+                        self._timer_cv.wait()
+                        continue
+                    due, index = self._timers[0]
+                    delay = due - self._clock()
+                    if delay > 0:
+                        self._timer_cv.wait(delay)
+                        continue
+                    heapq.heappop(self._timers)
+                    break
+            works: list[Work] = []
+            with self._lock:
+                stage = self._stages[index]
+                if stage.timer_due is not None and stage.timer_due <= due:
+                    stage.timer_due = None
+                self._dispatch(stage, self._clock(), works)
+            self._post(works)
+
+    # -- the hot path: one call and what it makes ready --------------------------------------------
+
+    def _execute(self, work: Work) -> list[Work]:
+        """Run ``work``'s call, record it, start what it made ready; return the works this thread runs next."""
+        stage, reqs = work.stage, work.reqs
+        plan = stage.plan
+        work.started = started = self._clock()
+        key = id(work)
+        self._calls[key] = work  # seen by stuck-call detection and deadlines while it runs
+        if plan.batched:
+            results = call_batch(plan, reqs)
+        elif reqs[0].failed:  # its deadline passed while it was queued: do not run it
+            results = [None]
+        else:
+            results = [call_one(plan, reqs[0])]
+        del self._calls[key]
+        now = self._clock()
+        with self._lock:
+            done, errors, interrupt = self._settle(stage, reqs, results, started, now)
+            resolving = bool(self._batched and (done or errors))
+            if resolving:
+                self._resolving += 1  # before dispatching: this thread's callbacks may send more
+            # Start what the call made ready. This thread runs the first new work (a successor of
+            # this request, so a chain costs no hand-off) and any work of a cell whose calls are too
+            # short to be worth waking another thread for; the rest goes to other workers, to overlap.
+            works: list[Work] = []
+            for j in plan.successors:
+                successor = self._stages[j]
+                if successor.queue or successor.former:
+                    self._dispatch(successor, now, works)
+            if stage.queue or stage.former:
+                self._dispatch(stage, now, works)
+            if self._closed and not self._inflight:
+                self._idle.notify_all()  # stop() waits for the last request
+            keep: list[Work] = []
+            rest: list[Work] = []
+            for candidate in works:
+                if (not keep or candidate.stage.fast) and candidate.claim():
+                    keep.append(candidate)
+                else:
+                    rest.append(candidate)
+        if done or errors:
+            self._resolve(plan, done, errors)
+        if resolving:
+            # Callbacks may have sent requests that the batched cells held back: dispatch them now.
+            with self._lock:
+                self._resolving -= 1
+                if not self._resolving:
+                    later = self._clock()
+                    for batched in self._batched:
+                        if batched.former:
+                            self._dispatch(batched, later, rest)
+        if rest:
+            self._post(rest)
+        elif not self._nworkers and (done or errors):
+            self._post([])  # waiters re-check their requests
+        keep.reverse()  # callers pop from the end: run in dispatch order
+        if interrupt is not None and threading.get_ident() not in self._worker_idents:
+            # Ctrl-C (or SystemExit) in a cell run by a waiting caller: the request has failed and
+            # the bookkeeping is done; give the follow-up work back and let the caller see it.
+            for left in keep:
+                left.unclaim()
+            self._post(keep)
+            raise interrupt
+        return keep
+
+    def _settle(
+        self, stage: _Stage, reqs: list[Request], results: list[Any], started: float, now: float
+    ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None]:
+        """Record a finished call and hand its results on (caller holds the lock).
+
+        Returns the requests now complete, those that failed with their exception, and the
+        ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
+        """
+        plan = stage.plan
+        counters = stage.counters
+        index = plan.index
+        stage.running -= 1
+        counters.calls = calls = counters.calls + 1
+        counters.items += len(reqs)
+        counters.busy_seconds += now - started
+        record = not (stage.fast and calls % _FAST_SAMPLE)  # every call; one in _FAST_SAMPLE of a fast cell
+        if record:
+            counters.times.append(now - started)
+            waits = counters.waits
+            for req in reqs:
+                waits.append(started - req.results[index])  # still the ready time (see Request)
+        stage.fast = calls >= _FAST_AFTER_CALLS and counters.busy_seconds < calls * _FAST_CALL_SECONDS
+        if stage.former is not None:
+            sizes = counters.batch_sizes
+            sizes[len(reqs)] = sizes.get(len(reqs), 0) + 1
+            stage.former.finished(reqs, now)
+        elif plan.track_busy and reqs[0].sid is not None:
+            stage.busy.discard(reqs[0].sid)
+        done: list[Request] = []
+        errors: list[tuple[Request, BaseException]] = []
+        interrupt: BaseException | None = None
+        stages = self._stages
+        successors = plan.successors
+        for req, result in zip(reqs, results):
+            if req.failed:
+                continue
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    interrupt = result
+                counters.failures += 1
+                self._mark_failed(req)
+                errors.append((req, result))
+                continue
+            req.results[index] = result
+            remaining = req.remaining
+            for j in successors:
+                remaining[j] -= 1
+                if remaining[j] == 0:
+                    req.results[j] = now  # ready time, until the outputs replace it
+                    successor = stages[j]  # enqueue (as _enqueue, inlined: this is the hot path)
+                    if successor.former is None:
+                        successor.queue.append(req)
+                    else:
+                        req.taken[j] = QUEUED
+                        successor.former.add(req, now)
+            req.left -= 1
+            if req.left == 0:
+                req.works = []
+                done.append(req)
+                del self._inflight[req.rid]
+                self._states.release(req.entry, now)
+                self.succeeded += 1
+                if record:  # sampled with the timings of the request's last cell
+                    self._latencies.append(now - req.t0)
+        if record and not calls % _FOLD_EVERY:  # a multiple of _FOLD_EVERY is a recorded call
+            counters.fold()
+            self._latency_hist.add(self._latencies)
+            self._latencies = []
+        return done, errors, interrupt
+
+    def _resolve(self, plan: CellPlan, done: list[Request], errors: list[tuple[Request, BaseException]]) -> None:
+        """Resolve the futures of the requests a call of ``plan``'s cell completed or failed (runs their callbacks)."""
+        outputs = self._outputs
+        for req in done:
+            results = req.results
+            try:
+                value = {ref: getattr(results[i], port) for ref, i, port in outputs}
+            except Exception as lost:  # cannot happen after the output checks; fail this request, not the thread
+                set_exception(req.future, cell_error(plan, req, lost))
+                continue
+            set_result(req.future, value)
+        for req, exc in errors:
+            set_exception(req.future, cell_error(plan, req, exc))
+
+    # -- threads that run cells ----------------------------------------------------------------
+
+    def _break(self, reason: str) -> None:
+        """The scheduler can no longer serve (a bug in it): see ``Executor._break``."""
+        raise NotImplementedError
+
+    def _worker(self) -> None:
+        try:
+            self._work_loop()
+        except BaseException as exc:  # a bug in the executor itself: never a silent hang
+            self._break(f"worker thread {threading.current_thread().name} died: {type(exc).__name__}: {exc}")
+
+    def _work_loop(self) -> None:
+        # A worker is "active" while it runs fast cells: work for fast cells posted meanwhile
+        # goes to the lazy queue it drains, instead of waking another thread for a few
+        # microseconds of work. Entering a slow cell, or going idle, it stops being active.
+        self._worker_idents.add(threading.get_ident())
+        get = self._runq.get
+        execute = self._execute
+        lazy = self._lazy
+        wake_lock = self._wake_lock
+        active = False
+        while True:
+            work = None
+            with wake_lock:
+                if lazy:
+                    work = lazy.popleft()
+                elif active:
+                    self._active -= 1
+                    active = False
+            if work is None:
+                work = get()
+                if work is None:
+                    return
+            if not work.claim():
+                continue  # a waiting caller ran it already
+            local = [work]
+            while local:
+                next_work = local.pop()
+                fast = next_work.stage.fast
+                if fast != active:
+                    handoff: list[Work] = []
+                    with wake_lock:
+                        if fast:
+                            self._active += 1
+                        else:
+                            self._active -= 1
+                            if not self._active and lazy:
+                                handoff = list(lazy)
+                                lazy.clear()
+                    active = fast
+                    for item in handoff:
+                        self._runq.put(item)
+                local.extend(execute(next_work))
+
+    def _help(self, ref: weakref.ReferenceType[Request]) -> None:
+        """Run the unstarted cells of a request in the thread waiting for it (caller-runs).
+
+        A caller blocked in ``future.result()`` would only wait for a worker to
+        wake up; running the work itself saves two thread hand-offs, and lets a
+        debugger step into the cells from the caller's thread.
+        """
+        req = ref()
+        if req is None:
+            return
+        while not (req.failed or req.left == 0):
+            work = next((w for w in req.works if w.claim()), None)
+            if work is None:
+                if self._nworkers:
+                    return  # the workers have it; wait on the future
+                # No workers: only waiters run cells. Sleep until work is posted or a request ends.
+                with self._posted:
+                    if not (req.failed or req.left == 0) and not any(w.claimable for w in req.works):
+                        self._posted.wait()
+                continue
+            local = [work]
+            while local:
+                try:
+                    local.extend(self._execute(local.pop()))
+                except Exception as exc:  # a bug in the executor itself: fail loudly, never hang
+                    self._break(f"running a request in a waiting thread failed: {type(exc).__name__}: {exc}")
+                    return
+                if local and (req.failed or req.left == 0):
+                    for left in local:
+                        left.unclaim()
+                    self._post(local)
+                    return
+
+    def _post(self, works: list[Work]) -> None:
+        """Hand ``works`` to the workers; without workers, wake the waiters, who find them through their requests."""
+        if not self._nworkers:
+            with self._posted:
+                self._posted.notify_all()
+            return
+        wake = works
+        if self._active:
+            wake = []
+            with self._wake_lock:
+                for work in works:
+                    if work.stage.fast and self._active:
+                        self._lazy.append(work)
+                    else:
+                        wake.append(work)
+        put = self._runq.put
+        for work in wake:
+            put(work)
