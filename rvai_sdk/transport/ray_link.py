@@ -37,9 +37,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk.exc import ProcessError, RvaiError
+from rvai_sdk.execution.stats import merge_stats
 from rvai_sdk.transport.link import CONTROL_METHODS, Link
 
-__all__ = ["Route", "RayLink", "rendezvous", "translate_ray_error", "merge_stats", "unwrap"]
+__all__ = ["Route", "RayLink", "rendezvous", "translate_ray_error", "unwrap"]
 
 MAX_SENDS = 2
 """Batches of requests on their way to one replica at once; more requests wait and leave together."""
@@ -158,76 +159,6 @@ def translate_ray_error(exc: BaseException, where: str, what: str) -> RvaiError:
     if isinstance(exc, rex.RayError):
         return ProcessError(f"{where} could not complete {what}: {type(exc).__name__}: {exc}")
     return ProcessError(f"{where} could not complete {what}: {type(exc).__name__}: {exc}")
-
-
-def _is_summary(value: Mapping[str, Any]) -> bool:
-    return "count" in value and "p50" in value and "max" in value
-
-
-def _merge_summaries(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Merge histogram summaries (``Histogram.summary()``): exact count, sum, mean and max;
-    percentiles from the merged buckets when the summaries carry them, else the largest
-    replica's percentile (an upper bound)."""
-    from rvai_sdk.execution.metrics import Histogram
-
-    count = sum(int(p["count"]) for p in parts)
-    merged: dict[str, Any] = {"count": count}
-    if all("sum" in p for p in parts):
-        merged["sum"] = sum(float(p["sum"]) for p in parts)
-        merged["mean"] = merged["sum"] / count if count else 0.0
-    else:
-        merged["mean"] = sum(float(p["mean"]) * int(p["count"]) for p in parts) / count if count else 0.0
-    merged["max"] = max((p["max"] for p in parts), default=0)
-    if all("buckets" in p for p in parts):
-        histogram = Histogram()
-        edges = _bucket_edges()
-        for part in parts:
-            for edge, n in part["buckets"]:
-                histogram.counts[edges[float(edge)]] += int(n)
-        histogram.count = count
-        histogram.max = float(merged["max"])
-        for q in (50, 90, 99):
-            merged[f"p{q}"] = histogram.percentile(q)
-        merged["buckets"] = histogram.buckets()
-    else:
-        for key in ("p50", "p90", "p99"):
-            merged[key] = max((p[key] for p in parts if p["count"]), default=parts[0][key])
-    return {key: merged[key] for key in parts[0] if key in merged}
-
-
-def _bucket_edges() -> dict[float, int]:
-    from rvai_sdk.execution import metrics
-
-    edges: list[float] = metrics._EDGES
-    return {edge: index for index, edge in enumerate(edges)}
-
-
-def merge_stats(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Merge the replicas' counters: numbers add up, dicts merge recursively, histogram summaries combine.
-
-    Example:
-        >>> merge_stats([{"requests": {"failed": 1}, "cells": {"c": {"batch_sizes": {1: 2}}}},
-        ...              {"requests": {"failed": 2}, "cells": {"c": {"batch_sizes": {1: 1, 4: 1}}}}])
-        {'requests': {'failed': 3}, 'cells': {'c': {'batch_sizes': {1: 3, 4: 1}}}}
-    """
-    if parts and all(isinstance(p, Mapping) and _is_summary(p) for p in parts):
-        return _merge_summaries(parts)
-    merged: dict[Any, Any] = {}
-    for part in parts:
-        for key, value in part.items():
-            if key not in merged:
-                merged[key] = merge_stats([value]) if isinstance(value, Mapping) else value
-            elif isinstance(value, Mapping) and isinstance(merged[key], dict):
-                merged[key] = merge_stats([merged[key], value])
-            elif isinstance(value, (int, float)) and isinstance(merged[key], (int, float)):
-                merged[key] = merged[key] + value
-            elif isinstance(value, list) and isinstance(merged[key], list):
-                merged[key] = merged[key] + value  # e.g. the stuck calls of every replica
-            elif merged[key] is None:
-                merged[key] = value
-    if merged and all(isinstance(k, int) for k in merged):
-        return dict(sorted(merged.items()))
-    return merged
 
 
 class RayLink(Link):
@@ -522,7 +453,7 @@ class RayLink(Link):
         """The replicas' counters summed, plus ``replicas``: each replica's index, node and request counts."""
         routes = self.routes()
         parts = self._call_routes(routes, "stats", timeout=timeout)
-        merged = merge_stats(parts)  # the one call site of the stats merge
+        merged = merge_stats(parts)
         merged["replicas"] = [
             {"index": route.index, "node": route.node, "generation": route.generation, "requests": part["requests"]}
             for route, part in zip(routes, parts)
