@@ -92,7 +92,8 @@ bench: venv
 
 # On a machine with an NVIDIA GPU and a CUDA build of torch (GPU_PYTHON, python3 by default): GPU-marked
 # tests, the page-locking probe, the example at full size and bench_gpu.py, whose figures and the GPU's
-# name replace the bench:gpu section of docs/performance.md; under 8 minutes, nothing downloaded.
+# name replace the bench:gpu section of docs/performance.md, then the GPU decode check and bench_cameras.py
+# (bench:cameras); about 5.5 minutes on an H200 (measured), nothing downloaded.
 # Fails loudly when a GPU is listed but that torch cannot use it. See docs/guides/gpu_batching.md.
 gpu-check:
 	bash benchmarks/gpu_check.sh

@@ -5,8 +5,8 @@ in its own process:
 
 (a) ``FastAPIDriver`` on the ``local`` runtime (driver process → inference process),
     serving a trivial 1-cell pipeline (``y = x + 1``): this tree ("after");
-(b) the same from ``--before PATH`` (default ``/work/wt-base``: a checkout with its own
-    ``.venv``), "before", when that exists;
+(b) with ``--before PATH`` (or ``RVAI_BENCH_BEFORE``): the same from another checkout with its
+    own ``.venv`` (e.g. ``git worktree add /tmp/before <commit>`` and ``make venv`` there), "before";
 (c) a bare FastAPI + uvicorn app: one ``POST /predict`` endpoint with a pydantic body
     model doing the same arithmetic in-process, with the same uvicorn settings (uvloop
     and httptools when installed, no access log);
@@ -27,7 +27,7 @@ the driver's requests/s to each other server's, and to its own "before" (issue 1
 the driver stays >= 1.0x the bare FastAPI app, and no slower than before).
 
     python benchmarks/bench_http.py [--duration 10] [--rounds 3] [--runtime local] [--loadgen wrk|python]
-                                    [--before /work/wt-base] [--litserve-python PY] [--ray-serve-python PY] [--quick]
+                                    [--before DIR] [--litserve-python PY] [--ray-serve-python PY] [--quick]
 """
 
 from __future__ import annotations
@@ -454,8 +454,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     parser.add_argument(
         "--before",
-        default=os.environ.get("RVAI_BENCH_BEFORE", "/work/wt-base"),
-        help="a checkout with its own .venv to measure as 'before' (skipped when absent; '' to skip)",
+        default=os.environ.get("RVAI_BENCH_BEFORE", ""),
+        help="a checkout with its own .venv to measure as 'before' (default: none)",
     )
     default_litserve = "/tmp/litserve-venv/bin/python"
     parser.add_argument(

@@ -12,7 +12,7 @@ Prints, from one run:
   aggregate requests/s; goal >= 20,000/s on a 2-core machine.
 
     python benchmarks/bench_transport.py [--quick] [--write docs/performance.md]
-    python benchmarks/bench_transport.py --before /work/wt-base [--quick]
+    python benchmarks/bench_transport.py --before DIR [--quick]   # DIR: another checkout with its own .venv
 
 With ``--before TREE`` it measures the two ratio goals (small round trip / Pipe echo,
 1080p frame / one copy) for TREE (with TREE/.venv/bin/python) and for this tree, each in
@@ -248,7 +248,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--write", type=Path, help="write the table into this markdown file")
-    parser.add_argument("--before", type=Path, help="another tree (e.g. /work/wt-base) to compare the ratio goals with")
+    parser.add_argument("--before", type=Path, help="another tree to compare the ratio goals with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each side with --before (default 3)")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -18,7 +18,8 @@ import pytest
 from rvai_sdk.exc import CellError, InputValidationError
 from rvai_sdk.extensions.drivers.http.codec import Codec
 from rvai_sdk.extensions.drivers.http.dispatch import Dispatcher
-from rvai_sdk.runtime import RestrictedInferenceProcess
+from rvai_sdk.drivers import RestrictedInferenceProcess
+from rvai_sdk.transport.link import Link
 from rvai_sdk.types import Image, Integer
 from tests.extensions.fast_api_driver._pipelines import gated_pipeline, http_pipeline
 
@@ -35,8 +36,8 @@ class RecordingCodec(Codec):
         return super().encode(outputs)
 
 
-class Port:
-    """A real port onto a fake inference process: answers from a 'reader' thread, in order."""
+class Port(Link):
+    """A real port onto a fake inference process (a Link answering from a 'reader' thread, in order)."""
 
     def __init__(self, pipeline: Any, outputs: dict[str, Any], hold_first_for: int = 0) -> None:
         self.calls: list[tuple[str, str | None]] = []
@@ -45,9 +46,15 @@ class Port:
         self.all_in = threading.Event()  # set once hold_first_for requests reached the port
         self.outputs = outputs
         self.fail: BaseException | None = None
-        self.port = RestrictedInferenceProcess(pipeline, self._predict, lambda: True, dict)
+        self.port = RestrictedInferenceProcess(pipeline, self)
 
-    def _predict(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> concurrent.futures.Future[Any]:
+    def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:
+        return True if method in ("ready", "ping") else {}
+
+    def close(self) -> None:
+        pass
+
+    def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> concurrent.futures.Future[Any]:
         self.calls.append((threading.current_thread().name, sid))
         if len(self.calls) == self.hold_first_for:
             self.all_in.set()
