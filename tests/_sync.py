@@ -81,7 +81,21 @@ class SyncServer:
         Sync(self.address).set(name)
 
     def close(self) -> None:
+        """Stop listening and close every connection still waiting (a waiter that gave up, a barrier never
+        reached): left to the garbage collector, they would surface later, in another test, as an unclosed
+        socket warning."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the serving thread (Linux)
+        except OSError:
+            pass
         self._sock.close()
+        self._thread.join(5)
+        with self._lock:
+            pending = [c for conns in (*self._waiting.values(), *self._barriers.values()) for c in conns]
+            self._waiting.clear()
+            self._barriers.clear()
+        for conn in pending:
+            conn.close()
         try:
             os.unlink(self.address)
             os.rmdir(self._dir)
