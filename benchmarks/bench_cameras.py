@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples"))
 
 from _report import machine, write_section  # noqa: E402
+from bench_stream import make_clip  # noqa: E402  (one clip maker for the stream and camera benchmarks)
 
 import gpu_classifier  # noqa: E402
 import torch  # noqa: E402
@@ -61,29 +62,6 @@ from rvai_sdk.types import Float  # noqa: E402
 
 FPS = 30
 HELD = 0.95  # of FPS, per stream, with no drop
-
-
-# -- the clip ----------------------------------------------------------------------------------------
-
-
-def make_clip(path: str, *, seconds: float, width: int, height: int, fps: int = FPS) -> int:
-    """A moving, noisy pattern as H.264 (libx264 veryfast, one key frame a second: like a camera); the frame count."""
-    import av
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    noise = rng.integers(0, 24, size=(height, width, 3), dtype=np.uint8)
-    x, y = np.meshgrid(np.arange(width, dtype=np.uint16), np.arange(height, dtype=np.uint16))
-    count = int(seconds * fps)
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "g": str(fps)})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(count):
-            rgb = np.stack([(x + 8 * i) % 256, (y + 4 * i) % 256, (x // 4 + y // 4 + 2 * i) % 256], axis=2).astype(np.uint8)
-            rgb += np.roll(noise, i * 7, axis=1)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
-    return count
 
 
 # -- the decode probe (child process) ----------------------------------------------------------------
