@@ -310,8 +310,7 @@ class SourceSinkDriver(PipelineDriver):
         driver.set_parameters({"sources": sources, "sids": sids})
 
     def _current(self) -> SourceSinkDriverParameters:
-        with self._parameters_lock:
-            params = self._parameters
+        params = self.parameters_in_force()
         assert isinstance(params, SourceSinkDriverParameters)
         return params
 

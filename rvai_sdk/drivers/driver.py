@@ -92,6 +92,16 @@ class PipelineDriver(abc.ABC):
         with self._parameters_lock:
             return copy.deepcopy(self._parameters)
 
+    def parameters_in_force(self) -> DriverParameters:
+        """The parameters in force, not copied: for a driver's own code that reads them often.
+
+        :meth:`set_parameters` replaces the object rather than changing it, so what this
+        returns stays consistent; treat it as read-only (use :meth:`get_parameters` for a
+        copy to change, :meth:`set_parameters` to apply it).
+        """
+        with self._parameters_lock:
+            return self._parameters
+
     def set_parameters(self, parameters: DriverParameters | Mapping[str, Any]) -> None:
         """Change parameters while running: an instance, or a mapping of the fields to change.
 
