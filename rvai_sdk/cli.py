@@ -60,6 +60,7 @@ from rvai_sdk._entry_points import (
     load_source,
     registered_pipelines,
 )
+from rvai_sdk.drivers.metrics import MetricsServer, stream_metrics_text  # stream_metrics_text: public here too
 from rvai_sdk.exc import DriverError, RvaiError, TargetError, UnknownSchemeError, UsageError
 from rvai_sdk.pipeline import Pipeline
 
@@ -337,9 +338,6 @@ def _stream_done(stats: Mapping[str, Any]) -> bool:
         if entry["state"] not in ("ended", "failed") or entry["queued"] or entry["in_flight"]:
             return False
     return all(not sink["buffered"] for sink in stats["sinks"].values())
-
-
-from rvai_sdk.drivers.metrics import MetricsServer, stream_metrics_text  # noqa: E402  (stream_metrics_text: public here too)
 
 
 class _MetricsServer(MetricsServer):
