@@ -27,17 +27,20 @@ def _example() -> Any:
     return gpu_classifier
 
 
-def _expected(example: Any, frames: list[np.ndarray], size: int, device: str, batch: int | None = None) -> Any:
+def _expected(example: Any, frames: list[np.ndarray], size: int, device: str, batches: tuple[int, ...] = (0,)) -> list[Any]:
     """Class probabilities of each frame, from the example's own preprocessing and model applied directly,
-    in batches of ``batch`` frames (all at once by default)."""
+    once per entry of ``batches``: in batches of that many frames (0: all at once). The model is built and
+    the frames preprocessed once."""
     import torch
 
     model = example.build_model(device)
-    batches = example.DeviceBatches(device)
-    batch = batch or len(frames)
+    device_batches = example.DeviceBatches(device)
     with torch.inference_mode():
-        pre = torch.cat([example.preprocess_frames(batches, [frame], size) for frame in frames])
-        return torch.cat([torch.softmax(model(part).float(), dim=1) for part in pre.split(batch)]).cpu().numpy()
+        pre = torch.cat([example.preprocess_frames(device_batches, [frame], size) for frame in frames])
+        return [
+            torch.cat([torch.softmax(model(part).float(), dim=1) for part in pre.split(batch or len(frames))]).cpu().numpy()
+            for batch in batches
+        ]
 
 
 def _serve(example: Any, runtime: str, frames: list[np.ndarray], size: int, rounds: int, **options: Any) -> dict[str, Any]:
@@ -72,7 +75,7 @@ def test_every_stream_gets_the_models_answer_for_its_own_frame(runtime: str, con
     rng = np.random.default_rng(7)
     frames = [rng.integers(0, 256, (60, 80, 3), dtype=np.uint8) for _ in range(6)]
     served = _serve(example, runtime, frames, size=32, rounds=3, gpu=False, concurrency=concurrency)
-    _check(served["answers"], _expected(example, frames, 32, "cpu"), rounds=3, tolerance=1e-4)
+    _check(served["answers"], _expected(example, frames, 32, "cpu")[0], rounds=3, tolerance=1e-4)
     assert served["classify"]["batch_size"]["max"] > 1  # frames of several streams went through together
 
 
@@ -107,6 +110,6 @@ def test_on_a_gpu_full_size_frames_through_pinned_slots_get_the_models_answer() 
     # frames went through with it (seen on an H200: 0.0054 between a batch of 96 and the served batches). The
     # served batches hold 1 to 64 frames: the tolerance is twice the largest spread, on this GPU, between the
     # model applied to all frames at once and in batches of 1 and of 64, and never tighter than 5e-3.
-    whole = _expected(example, frames, 224, "cuda:0")
-    spread = max(float(np.abs(whole - _expected(example, frames, 224, "cuda:0", batch=b)).max()) for b in (1, 64))
+    whole, *others = _expected(example, frames, 224, "cuda:0", batches=(0, 1, 64))
+    spread = max(float(np.abs(whole - other).max()) for other in others)
     _check(served["answers"], whole, rounds=4, tolerance=max(5e-3, 2 * spread))
