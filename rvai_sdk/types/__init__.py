@@ -22,6 +22,7 @@ from rvai_sdk.types._helpers import (
     unwrap_optional,
 )
 from rvai_sdk.types.containers import Dict, List
+from rvai_sdk.types.detections import Detections
 from rvai_sdk.types.enum import Enum
 from rvai_sdk.types.geometry import BoundingBox, Class, Classes, Point
 from rvai_sdk.types.image import Image
@@ -42,6 +43,7 @@ __all__ = [
     "Point",
     "Class",
     "Classes",
+    "Detections",
     "List",
     "Dict",
     "coerce",
