@@ -319,7 +319,6 @@ class Tensor(np.ndarray[Any, np.dtype[_ST]], Value, metaclass=GenericMeta):
             "type": "integer" if cls.expected_dtype is not None and cls.expected_dtype.kind in "iu" else "number"
         }
         return {
-            "title": cls.type_name(),
             "anyOf": [
                 {
                     "type": "object",
