@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from rvai_sdk.exc import InputValidationError
 from rvai_sdk.types._base import Value, mismatch, rng_or_default
@@ -105,6 +106,11 @@ class Tensor(np.ndarray[Any, np.dtype[_ST]], Value, metaclass=GenericMeta):
           ...
         rvai_sdk.exc.InputValidationError: expected Tensor[uint8, (None, None, 3)], got an array of shape (2, 2)
     """
+
+    if TYPE_CHECKING:  # a dataclass field of this type accepts npt.ArrayLike under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: npt.ArrayLike, /) -> None: ...
+
 
     expected_dtype: ClassVar[np.dtype[Any] | None] = None
     """The dtype every value has (``None``: any numeric dtype)."""
