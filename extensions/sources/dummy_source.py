@@ -13,7 +13,7 @@ import numpy as np
 
 from rvai_sdk.drivers import Source, SourceContext, SourceItem, SourceParameters
 from rvai_sdk.exc import SourceError
-from rvai_sdk.types import Boolean, FloatRange, Integer, fake, is_value_type, type_name
+from rvai_sdk.types import Boolean, FloatRange, Integer, fake, is_value_type, type_name, unwrap_optional
 
 __all__ = ["DummySource", "DummySourceParameters"]
 
@@ -28,6 +28,8 @@ class DummySourceParameters(SourceParameters):
         seed: seed of the random values (``None``: different every run).
         live: behave as a live camera (drop items when inference falls behind) instead
             of waiting for inference.
+        signed: fake ``Integer`` inputs of both signs; by default they are counts, 0 to 1000
+            (an ``IntegerRange`` input always respects its declared bounds).
     """
 
     rate: FloatRange = SourceParameters.field(
@@ -36,10 +38,16 @@ class DummySourceParameters(SourceParameters):
     count: Integer | None = SourceParameters.field(name="Count", description="Items before the end (empty: endless)", default=None)
     seed: Integer | None = SourceParameters.field(name="Seed", description="Random seed", default=None)
     live: Boolean = SourceParameters.field(name="Live", description="Drop items like a camera when behind", default=Boolean(False))
+    signed: Boolean = SourceParameters.field(
+        name="Signed", description="Fake Integer inputs of both signs (default: counts, 0 to 1000)", default=Boolean(False)
+    )
 
 
 class DummySource(Source):
     """Produces :func:`~rvai_sdk.types.fake` values for each pipeline input at a set rate.
+
+    A plain ``Integer`` input gets a count (0 to 1000) unless the ``signed`` parameter
+    asks for both signs, so a counting pipeline shows plausible totals.
 
     Args:
         format: input ref → value type to fake (default: every pipeline input, with
@@ -131,6 +139,7 @@ class DummySource(Source):
         rng = np.random.default_rng(None if seed is None else int(seed))
         rate = float(self.params.rate)
         count = None if self.params.count is None else int(self.params.count)
+        signed = bool(self.params.signed)
         context: SourceContext | None = getattr(self, "context", None)
         start = time.monotonic()
         index = 0
@@ -141,6 +150,12 @@ class DummySource(Source):
                     return
             if context is not None and context.stopped.is_set():
                 return
-            inputs = {ref: fake(tp, rng, like=like) for ref, tp, like in fields}
+            inputs = {ref: fake(tp, rng, like=like) if signed or not _is_count(tp, like) else Integer(int(rng.integers(0, 1001)))
+                      for ref, tp, like in fields}
             yield SourceItem(inputs=inputs, index=index, timestamp=time.time())
             index += 1
+
+
+def _is_count(tp: Any, like: Any) -> bool:
+    """A plain ``Integer`` (or ``Integer | None``) input without declared bounds."""
+    return like is None and unwrap_optional(tp)[0] is Integer

@@ -189,8 +189,9 @@ class Pipeline:
             label = f"<<B>{html.escape(ref)}</B><BR/>{html.escape(spec.name)}{state}{batched}>"
             lines.append(f'  "{_dot_escape(ref)}" [label={label}, shape=box, style=rounded];')
         for u, v, data in self.graph.edges(data=True):
-            label = "\\n".join(f"{a} → {b}" for a, b in data["ports"])
-            lines.append(f'  "{_dot_escape(u)}" -> "{_dot_escape(v)}" [label="{_dot_escape(label)}", fontsize=10];')
+            # one line per port pair: escape each, then join with DOT's own line break (escaping it would print "\\n")
+            label = "\\n".join(_dot_escape(f"{a} → {b}") for a, b in data["ports"])
+            lines.append(f'  "{_dot_escape(u)}" -> "{_dot_escape(v)}" [label="{label}", fontsize=10];')
         lines.append("}")
         return "\n".join(lines)
 

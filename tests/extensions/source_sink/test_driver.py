@@ -134,7 +134,7 @@ def test_failed_requests_become_failed_records_and_the_stream_goes_on(runtime: R
     path = jsonl("out")
     with runtime.start_inference(Inference(pipeline=single(FailNegative))) as proc:
         handle = proc.add_driver(
-            "stream", SourceSinkDriver, sources={"s": counting(40)},
+            "stream", SourceSinkDriver, sources={"s": counting(40, signed=True)},
             sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
         )
         wait_until(lambda: written(handle, "s") == 40, what="40 records")

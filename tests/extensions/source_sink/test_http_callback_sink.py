@@ -81,7 +81,7 @@ def port() -> Iterator[int]:
 
 
 def counting(count: int) -> DummySource:
-    return DummySource(params=DummySource.parameters(rate=FloatRange(0), count=count, seed=5))
+    return DummySource(params=DummySource.parameters(rate=FloatRange(0), count=count, seed=5, signed=True))
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["per-record", "batched"])
