@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -56,6 +57,10 @@ class Value:
     """
 
     __slots__ = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _findable_in_main(cls)
 
     @classmethod
     def type_name(cls) -> str:
@@ -116,6 +121,21 @@ class Value:
             rng: the random generator to draw from (a fresh one when ``None``).
         """
         raise NotImplementedError
+
+
+def _findable_in_main(cls: type) -> None:
+    """Make a value type defined in ``__main__`` (a script, a notebook) findable there in every process.
+
+    Requests pickle values with the standard pickler, which names the class ``__main__.Polygon``.
+    A child process re-creates the class when it receives the pipeline by value (dill); this makes
+    that copy the one the name finds, so values of the type cross the boundary both ways.
+    """
+    qualname = cls.__qualname__
+    if cls.__module__ != "__main__" or "." in qualname or "<" in qualname or "[" in qualname:
+        return
+    main = sys.modules.get("__main__")
+    if main is not None and not hasattr(main, qualname):
+        setattr(main, qualname, cls)
 
 
 def rng_or_default(rng: np.random.Generator | None) -> np.random.Generator:
