@@ -10,8 +10,12 @@ Prints, from one run:
   copy, >= 5x faster than the pickle path.
 - 8 driver processes sending small requests (64 in flight each, closed loop):
   aggregate requests/s; goal >= 20,000/s on a 2-core machine.
+- the cost of a ``Tensor`` vs an ``Image`` for the same 1920x1080x3 uint8 frame: the round
+  trip through an identity cell (shared memory both ways), and the JSON encode + decode
+  (base64 bytes vs PNG), measured alternately in one run; printed as ratios.
 
     python benchmarks/bench_transport.py [--quick] [--write docs/performance.md]
+    python benchmarks/bench_transport.py --tensor-only [--quick]   # just Tensor vs Image
     python benchmarks/bench_transport.py --before DIR [--quick]   # DIR: another checkout with its own .venv
 
 With ``--before TREE`` it measures the two ratio goals (small round trip / Pipe echo,
@@ -49,7 +53,9 @@ from rvai_sdk.drivers import DriverParameters, PipelineDriver  # noqa: E402
 from rvai_sdk.pipeline import Pipeline, PipelineFactory  # noqa: E402
 from rvai_sdk.resources import DriverResources  # noqa: E402
 from rvai_sdk.runtime import Inference, RestrictedInferenceProcess, init  # noqa: E402
-from rvai_sdk.types import Boolean, Float, Image, Integer  # noqa: E402
+from rvai_sdk.types import Boolean, Float, Image, Integer, Tensor  # noqa: E402
+
+FrameTensor = Tensor[np.uint8, (None, None, 3)]
 
 
 @dataclass
@@ -66,6 +72,66 @@ class Identity(Cell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: FrameIn) -> FrameOut:
         return FrameOut(frame=inputs.frame)
+
+
+@dataclass
+class TensorIn(Inputs):
+    frame: FrameTensor = Inputs.field()
+
+
+@dataclass
+class TensorOut(Outputs):
+    frame: FrameTensor = Outputs.field()
+
+
+class TensorIdentity(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: TensorIn) -> TensorOut:
+        return TensorOut(frame=inputs.frame)
+
+
+def tensor_vs_image(rt: Any, quick: bool) -> tuple[list[tuple[str, str]], str]:
+    """A 1080p uint8 frame as Image and as Tensor: round trips through an identity cell, and JSON; alternating rounds."""
+    pixels = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    image, tensor = Image(pixels), FrameTensor(pixels)
+    number, rounds = (5, 3) if quick else (20, 5)
+    best: dict[str, float] = {}
+
+    def keep(key: str, seconds: float) -> None:
+        best[key] = min(best.get(key, seconds), seconds)
+
+    with rt.start_inference(Inference(pipeline=one_cell(Identity(), "image-identity"))) as image_proc, rt.start_inference(
+        Inference(pipeline=one_cell(TensorIdentity(), "tensor-identity"))
+    ) as tensor_proc:
+        calls = {
+            "image_trip": lambda: image_proc.predict({"frame": image}).result(),
+            "tensor_trip": lambda: tensor_proc.predict({"frame": tensor}).result(),
+            "image_json": lambda: Image.from_json(image.to_json()),
+            "tensor_json": lambda: FrameTensor.from_json(tensor.to_json()),
+        }
+        for fn in calls.values():  # warm every path
+            fn()
+        for _ in range(rounds):  # alternate, so a noisy moment hits both sides
+            for key, fn in calls.items():
+                keep(key, per_call_seconds(fn, number=number if "trip" in key else max(2, number // 4), repeat=1))
+        check = tensor_proc.predict({"frame": tensor}).result()["frame"]
+        assert type(check) is FrameTensor and np.array_equal(check, pixels)
+    trip, coded = best["tensor_trip"] / best["image_trip"], best["tensor_json"] / best["image_json"]
+    rows = [
+        ("1080p frame as `Image` through an identity cell and back", f"{best['image_trip'] * 1e3:.2f} ms"),
+        (
+            "the same frame as `Tensor[uint8, (None, None, 3)]`",
+            f"{best['tensor_trip'] * 1e3:.2f} ms (**{trip:.2f}x** the Image round trip)",
+        ),
+        ("1080p `Image` JSON encode + decode (base64 PNG)", f"{best['image_json'] * 1e3:.1f} ms"),
+        (
+            "1080p `Tensor` JSON encode + decode (base64 bytes)",
+            f"{best['tensor_json'] * 1e3:.1f} ms (**{coded:.2f}x** the Image's; "
+            f"{len(tensor.to_json()['data']) / len(image.to_json()):.1f}x its size for this random frame)",
+        ),
+    ]
+    summary = f"Tensor vs Image, 1080p frame: round trip {trip:.2f}x, JSON encode+decode {coded:.2f}x (best of {rounds} alternating rounds)"
+    return rows, summary
 
 
 def one_cell(cell: Cell, name: str) -> Pipeline:
@@ -250,6 +316,7 @@ def main() -> None:
     parser.add_argument("--write", type=Path, help="write the table into this markdown file")
     parser.add_argument("--before", type=Path, help="another tree to compare the ratio goals with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each side with --before (default 3)")
+    parser.add_argument("--tensor-only", action="store_true", help="only the Tensor vs Image comparison")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_only:
@@ -257,6 +324,13 @@ def main() -> None:
         return
     if args.before is not None:
         compare(args.before, args.quick, args.rounds)
+        return
+    if args.tensor_only:
+        with init("local") as rt:
+            tensor_rows, tensor_summary = tensor_vs_image(rt, args.quick)
+        print(f"machine: {machine()}")
+        print("| measurement | figure |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in tensor_rows))
+        print(tensor_summary)
         return
     number = 200 if args.quick else 2000
     frames = 5 if args.quick else 40
@@ -343,6 +417,8 @@ def main() -> None:
                     f"**{pickled / sdk_f:.1f}x** faster than pickling, goal >= 5x)",
                 ),
             ]
+        tensor_rows, tensor_summary = tensor_vs_image(rt, args.quick)
+        rows += tensor_rows
     parent.close()
     echo.join(5)
 
@@ -353,6 +429,7 @@ def main() -> None:
         f"goals: small round trip {small_ratio:.2f}x echo (<= 2); frame {sdk_f / copy:.2f}x copy (<= 4), "
         f"{pickled / sdk_f:.1f}x faster than pickle (>= 5); {rate:,.0f} req/s from 8 drivers (>= 20,000)"
     )
+    print(tensor_summary)
     if args.write:
         write_section(
             args.write,
