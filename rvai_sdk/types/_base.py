@@ -37,10 +37,10 @@ class hybridmethod(Generic[_F]):
 class Value:
     """Base of every rvai_sdk value type.
 
-    The SDK supplies every concrete type (:mod:`rvai_sdk.types`); users annotate
-    data-class fields and ``call()`` parameters with them. A value type wraps a
-    Python or numpy value and behaves like it (``Integer(2) + 1 == 3``), and the
-    framework relies on this protocol:
+    The SDK supplies the common types (:mod:`rvai_sdk.types`) and users may write
+    their own (the guide "Custom value types"); data-class fields are annotated with
+    them. A value type wraps a Python or numpy value and behaves like it
+    (``Integer(2) + 1 == 3``), and the framework relies on this protocol:
 
     * ``coerce(value, like=None)`` returns ``value`` itself when it already has the
       type, converts plain values only when nothing is lost, and otherwise raises
@@ -50,7 +50,8 @@ class Value:
     * ``json_schema()`` describes that JSON form; ``fake(rng=None)`` makes a random
       valid value;
     * values, and parametrised classes such as ``List[Integer]``, survive pickle
-      and ``copy.deepcopy``.
+      and ``copy.deepcopy``; a type defined in ``__main__`` (a script, a notebook)
+      is made findable there in the processes that receive it.
 
     ``like`` is an instance carrying the declaration of a range or enum field (its
     bounds or options); the other types ignore it.

@@ -90,13 +90,6 @@ class Tensor(np.ndarray[Any, np.dtype[_ST]], Value, metaclass=GenericMeta):
     JSON form: ``{"dtype": "float32", "shape": [2, 3], "data": "<base64>"}`` (the
     little-endian bytes in C order); a nested list is accepted as input too.
 
-    Args:
-        data: an array, a nested list, a number or a CPU ``torch.Tensor``.
-
-    Raises:
-        InputValidationError: the dtype or shape does not fit (the message says which
-            and how to convert).
-
     Examples:
         >>> t = Tensor[np.float32]([[1, 2], [3, 4]])
         >>> t.dtype, t.shape, Tensor[np.float32].from_json(t.to_json()).tolist()
@@ -147,6 +140,15 @@ class Tensor(np.ndarray[Any, np.dtype[_ST]], Value, metaclass=GenericMeta):
         return attrs
 
     def __new__(cls, data: Any) -> Self:
+        """Wrap ``data`` as this tensor type, without a copy when it already fits.
+
+        Args:
+            data: an array, a nested list, a number or a CPU ``torch.Tensor``.
+
+        Raises:
+            InputValidationError: the dtype or shape does not fit (the message says which
+                and how to convert).
+        """
         array = _as_array(data, cls.type_name())
         return cls._check(array, data, lists=not isinstance(data, np.ndarray))
 
