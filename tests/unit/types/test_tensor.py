@@ -153,3 +153,14 @@ def test_a_large_tensor_crosses_the_transport_in_shared_memory_like_an_image() -
     finally:
         left.close()
         right.close()
+
+
+@pytest.mark.gpu
+def test_a_cuda_torch_tensor_is_copied_to_the_cpu() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs torch with a CUDA GPU")
+    source = torch.arange(6, dtype=torch.float32, device="cuda").reshape(2, 3)
+    value = Tensor[np.float32].coerce(source)
+    assert type(value) is Tensor[np.float32] and value.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert value.to_torch().device.type == "cpu"
