@@ -399,10 +399,12 @@ class Tracks(Value):
     def from_json(cls, obj: Any, like: Any = None) -> Tracks:
         if not isinstance(obj, Mapping):
             raise mismatch("Tracks", obj, "the JSON form is an object of arrays")
-        unknown = set(obj) - {name for name, _, _ in _TRACK_ARRAYS} - {"next_id"}
-        if unknown:
-            raise InputValidationError(f"Tracks: unknown field(s) {sorted(unknown)}", expected="Tracks")
-        return cls(**{name: obj.get(name, ()) for name, _, _ in _TRACK_ARRAYS}, next_id=obj.get("next_id", 1))
+        names = {name for name, _, _ in _TRACK_ARRAYS} | {"next_id"}
+        if set(obj) != names:
+            raise InputValidationError(
+                f"Tracks: expected the fields {sorted(names)}, got {sorted(obj)}", expected="Tracks"
+            )
+        return cls(**{name: obj[name] for name, _, _ in _TRACK_ARRAYS}, next_id=obj["next_id"])
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
