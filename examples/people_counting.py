@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -189,7 +188,7 @@ def people_detector() -> Any:
     import cv2
 
     hog = cv2.HOGDescriptor()
-    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
     return hog
 
 
@@ -209,8 +208,8 @@ def detect_people(hog: Any, frame: npt.NDArray[np.uint8], *, min_score: float = 
     if len(rects) == 0:
         return Detections.empty()
     scores = np.asarray(weights, dtype=np.float32).reshape(-1)
-    keep = cv2.dnn.NMSBoxes([list(map(int, r)) for r in rects], scores.tolist(), min_score, overlap)
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    kept = cv2.dnn.NMSBoxes([list(map(int, r)) for r in rects], scores.tolist(), min_score, overlap)
+    keep = np.asarray(kept, dtype=np.int64).reshape(-1)
     boxes = np.asarray(rects, dtype=np.float32)[keep]
     boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x_min, y_min, x_max, y_max
     return Detections(xyxy=boxes, scores=scores[keep], class_ids=np.zeros(len(keep), np.int64), class_names=PERSON)
@@ -350,7 +349,7 @@ class Tracks(Value):
         ids = np.empty(len(boxes), np.int64)
         new_rows = []
         next_id = self.next_id
-        for col, row in enumerate(track_of):
+        for col, row in enumerate(track_of.tolist()):
             if row < 0:
                 ids[col] = next_id
                 new_rows.append(col)
@@ -634,4 +633,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
