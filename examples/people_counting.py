@@ -134,7 +134,7 @@ def render_scene(
 
     Yields:
         ``(frame, boxes)``: an RGB ``height x width x 3`` uint8 frame and the
-        ``(x_min, y_min, x_max, y_max)`` box of every figure drawn in it.
+        ``(x_min, y_min, x_max, y_max)`` box of every figure in it (wholly or in part).
     """
     rng = np.random.default_rng(seed)
     rows = np.linspace(0.0, 1.0, height)[:, None, None]
@@ -149,7 +149,8 @@ def render_scene(
             if cx is not None and -40 < cx < width + 40:
                 draw_person(frame, cx, walker, phase=0.5 * (index - walker.start))
                 half = 1.1 * walker.height / 8.0
-                boxes.append((cx - half, float(walker.top), cx + half, walker.top + 0.97 * walker.height))
+                if cx + half > 0 and cx - half < width:  # some of it is in the frame
+                    boxes.append((cx - half, float(walker.top), cx + half, walker.top + 0.97 * walker.height))
         yield frame, boxes
 
 
