@@ -266,8 +266,13 @@ class Cell:
         raise NotImplementedError(f"cell {cls.__name__} defines neither call() nor call_batch()")
 
     @classmethod
-    def call_batch(cls, contexts: Sequence[InferenceContext], parameters: Any, inputs_list: Sequence[Any]) -> Any:
-        """Compute outputs for requests of several state ids at once; optional."""
+    def call_batch(cls, contexts: list[InferenceContext], parameters: Any, inputs_list: list[Any]) -> Any:
+        """Compute outputs for requests of several state ids at once; optional.
+
+        The framework passes lists: override it as ``call_batch(cls, contexts: list[InferenceContext],
+        parameters: MyParameters, inputs_list: list[MyInputs]) -> list[MyOutputs]`` (``Sequence[...]``
+        works too), which ``mypy --strict`` accepts.
+        """
         raise NotImplementedError
 
     @classmethod

@@ -28,6 +28,7 @@ from rvai_sdk.types.geometry import BoundingBox, Class, Classes, Point
 from rvai_sdk.types.image import Image
 from rvai_sdk.types.ranges import FloatRange, IntegerRange
 from rvai_sdk.types.scalars import Boolean, Float, Integer, String
+from rvai_sdk.types.tensor import Tensor
 
 __all__ = [
     "Value",
@@ -39,6 +40,7 @@ __all__ = [
     "IntegerRange",
     "Enum",
     "Image",
+    "Tensor",
     "BoundingBox",
     "Point",
     "Class",

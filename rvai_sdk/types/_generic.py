@@ -33,6 +33,9 @@ class GenericMeta(type):
         if getattr(cls, "_params", None) is not None:
             raise TypeError(f"{cls.type_name()} is already parametrised")  # type: ignore[attr-defined]
         key = params if isinstance(params, tuple) else (params,)
+        normalize = getattr(cls, "_normalize_params", None)
+        if normalize is not None:  # e.g. Tensor: np.float32, "float32" and np.dtype("float32") are one class
+            key = normalize(key)
         found = cls.__dict__.get("_cache", {}).get(key)
         if found is not None:
             return found

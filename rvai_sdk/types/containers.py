@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from rvai_sdk.types._helpers import is_value_type, type_name
 from rvai_sdk.types._helpers import json_schema as _json_schema
 from rvai_sdk.types._helpers import to_json as _to_json
 from rvai_sdk.types.scalars import Integer, String
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["List", "Dict"]
 
@@ -44,6 +47,11 @@ class List(list[_T], Value, metaclass=GenericMeta):
         >>> List[Integer]([1, 2.0])
         List[Integer]([Integer(1), Integer(2)])
     """
+
+    if TYPE_CHECKING:  # a dataclass field of this type accepts Iterable[Any] under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: Iterable[Any], /) -> None: ...
+
 
     item_type: Any = None
 
@@ -162,6 +170,11 @@ class Dict(dict[_K, _V], Value, metaclass=GenericMeta):
         >>> Dict[Integer, String]({1: "one"}).to_json()
         {'1': 'one'}
     """
+
+    if TYPE_CHECKING:  # a dataclass field of this type accepts Mapping[Any, Any] under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: Mapping[Any, Any], /) -> None: ...
+
 
     key_type: Any = None
     value_type: Any = None

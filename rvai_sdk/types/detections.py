@@ -355,7 +355,7 @@ class Detections(Value):
                 expected="Detections",
             )
         fields = dict(value)
-        if json and fields.get("masks") is not None:
+        if isinstance(fields.get("masks"), Mapping):  # the JSON form's packed bits
             fields["masks"] = _masks_from_json(fields["masks"])
         for name in ("xyxy", "scores", "class_ids", "track_ids"):
             item = fields.get(name)
@@ -394,7 +394,6 @@ class Detections(Value):
         integer_list = {"type": "array", "items": {"type": "integer"}}
         return {
             "type": "object",
-            "title": "Detections",
             "properties": {
                 "xyxy": {
                     "type": "array",

@@ -9,13 +9,16 @@ import contextvars
 import io
 import typing
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from rvai_sdk.exc import InputValidationError
 from rvai_sdk.types import _image_header, _png
 from rvai_sdk.types._base import Value, mismatch, rng_or_default
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Image"]
 
@@ -52,6 +55,11 @@ class Image(np.ndarray, Value):
         >>> img.shape, Image.from_json(img.to_json()).shape
         ((2, 3, 3), (2, 3, 3))
     """
+
+    if TYPE_CHECKING:  # a dataclass field of this type accepts np.ndarray[Any, Any] under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: np.ndarray[Any, Any], /) -> None: ...
+
 
     max_pixels: ClassVar[int] = 2**25
 

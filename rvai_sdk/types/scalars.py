@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import string as _string
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from rvai_sdk.types._base import Value, mismatch, rng_or_default
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Integer", "Float", "String", "Boolean"]
 
@@ -34,6 +37,11 @@ class Integer(int, Value):
         >>> Integer.coerce(4.0)
         Integer(4)
     """
+
+    if TYPE_CHECKING:  # a dataclass field of this type accepts int under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: int, /) -> None: ...
+
 
     __slots__ = ()
 
@@ -102,6 +110,11 @@ class Float(float, Value):
         'NaN'
     """
 
+    if TYPE_CHECKING:  # a dataclass field of this type accepts float under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: float, /) -> None: ...
+
+
     __slots__ = ()
 
     def __repr__(self) -> str:
@@ -156,6 +169,11 @@ class String(str, Value):
         'CAT'
     """
 
+    if TYPE_CHECKING:  # a dataclass field of this type accepts str under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: str, /) -> None: ...
+
+
     __slots__ = ()
 
     def __repr__(self) -> str:
@@ -203,6 +221,11 @@ class Boolean(int, Value):
         >>> Boolean(True) == True, bool(Boolean(False))
         (True, False)
     """
+
+    if TYPE_CHECKING:  # a dataclass field of this type accepts bool under mypy (fields are coerced)
+        def __get__(self, obj: object, owner: Any, /) -> Self: ...
+        def __set__(self, obj: object, value: bool, /) -> None: ...
+
 
     __slots__ = ()
 

@@ -19,6 +19,15 @@ from rvai_sdk.types import Integer
 
 count: str = Integer(1)
 source: int = DummySource.from_url("dummy:")
+
+from dataclasses import dataclass
+from rvai_sdk.data import Outputs
+
+@dataclass
+class Out(Outputs):
+    n: Integer = Outputs.field()
+
+Out(n="3")  # a typed field takes the plain type it wraps (int), not anything
 """
 
 
@@ -47,3 +56,4 @@ def test_mypy_strict_passes_on_a_typed_user_project_against_the_installed_packag
     assert "import-not-found" not in wrong.stdout and "import-untyped" not in wrong.stdout, wrong.stdout
     assert 'wrong.py:5: error: Incompatible types in assignment (expression has type "Integer", variable has type "str")' in wrong.stdout
     assert 'wrong.py:6: error: Incompatible types in assignment (expression has type "DummySource", variable has type "int")' in wrong.stdout
+    assert 'wrong.py:15: error: Argument "n" to "Out" has incompatible type "str"; expected "int"' in wrong.stdout

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Inputs, Outputs, Parameters, State
@@ -21,7 +23,7 @@ from rvai_sdk.extensions.sinks.dummy_sink import DummySink
 from rvai_sdk.extensions.sources.dummy_source import DummySource
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.runtime import Inference, init
-from rvai_sdk.types import FloatRange, Integer
+from rvai_sdk.types import Detections, Float, FloatRange, Integer, List, Tensor
 
 
 @dataclass
@@ -53,6 +55,54 @@ class RunningTotal(Cell):
         state = context.state
         state.total = Integer(state.total + round(inputs.count * parameters.scale))
         return TotalOutputs(total=state.total)
+
+
+class Embedding(Tensor[np.float32], shape=(4,)):
+    """A named tensor type: the form of a shape constraint that mypy accepts."""
+
+
+@dataclass
+class FrameInputs(Inputs):
+    frame: Tensor[np.float32] = Inputs.field(name="Frame", description="A feature map")
+    detections: Detections = Inputs.field(name="Detections", description="What the detector found")
+
+
+@dataclass
+class FrameOutputs(Outputs):
+    count: Integer = Outputs.field(name="Count", description="Objects scoring at least 0.5")
+    mean: Float = Outputs.field(name="Mean", description="The frame's mean")
+    kept: Detections = Outputs.field(name="Kept", description="The objects scoring at least 0.5")
+    embedding: Embedding = Outputs.field(name="Embedding", description="A summary of the frame")
+    widths: List[Float] = Outputs.field(name="Widths", description="The width of every kept box")
+
+
+@cell(max_batch_size=8)
+class Summarise(Cell):
+    """A batched cell: plain Python and numpy values go into typed fields, which coerce them."""
+
+    @classmethod
+    def call_batch(
+        cls, contexts: list[InferenceContext], parameters: Parameters, inputs_list: list[FrameInputs]
+    ) -> list[FrameOutputs]:
+        outputs = []
+        for context, inputs in zip(contexts, inputs_list):
+            kept = inputs.detections[inputs.detections.scores >= 0.5]
+            embedding = np.full(4, float(inputs.frame.mean()), dtype=np.float32)
+            widths = (kept.xyxy[:, 2] - kept.xyxy[:, 0]).tolist()
+            outputs.append(
+                FrameOutputs(count=len(kept), mean=float(inputs.frame.mean()), kept=kept, embedding=embedding, widths=widths)
+            )
+        return outputs
+
+
+def build_frames_pipeline() -> Pipeline:
+    pf = PipelineFactory(name="Frames")
+    summary = pf.add_cell(ref="summary", cell=Summarise())
+    pf.declare_input(ref="frame", input=summary.inputs.frame)
+    pf.declare_input(ref="detections", input=summary.inputs.detections)
+    pf.declare_output(ref="count", output=summary.outputs.count)
+    pf.declare_output(ref="embedding", output=summary.outputs.embedding)
+    return pf.build()
 
 
 def build_pipeline() -> Pipeline:
@@ -88,6 +138,11 @@ def main() -> int:
         final = SourceSinkDriver.wait(stream, timeout=30.0)
         written: int = final["sources"]["camera-2"]["written"]
         proc.remove_driver(stream.pid)
+    frames = build_frames_pipeline()
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=frames)) as proc:
+        found = Detections(xyxy=[[0, 0, 4, 4]], scores=[0.9], class_ids=[0], class_names=["person"])
+        summary = proc.predict({"frame": np.ones((8, 8), np.float32), "detections": found}, sid="camera-1").result()
+        print(summary["count"], summary["embedding"])
     try:
         DummySource.from_url("dummy:?count=3&rate=0")
     except UnknownSchemeError:

@@ -31,7 +31,7 @@ __all__ = ["FastAPIClient", "FastAPIClientError"]
 _TYPE_NAMES = {
     name: getattr(rtypes, name)
     for name in (
-        "Integer Float String Boolean FloatRange IntegerRange Image BoundingBox Point Class Classes".split()
+        "Integer Float String Boolean FloatRange IntegerRange Image BoundingBox Point Class Classes Detections Tensor".split()
     )
 }
 
@@ -46,6 +46,8 @@ def _resolve_type(text: str) -> Any:
     if match is None:
         return _TYPE_NAMES.get(text)
     head, rest = match.group(1), match.group(2)
+    if head == "Tensor":  # Tensor[float32, (None, 4)]: the JSON form carries the dtype and shape
+        return rtypes.Tensor
     args, depth, start = [], 0, 0
     for i, ch in enumerate(rest):
         depth += ch == "["
