@@ -48,7 +48,6 @@ from rvai_sdk.exc import InputValidationError
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Detections, FloatRange, Image, Integer, IntegerRange, Point, Value
-from rvai_sdk.types._base import mismatch
 
 PERSON = ["person"]
 """The class names of the detections: HOG finds one class."""
@@ -390,7 +389,7 @@ class Tracks(Value):
             return value
         if isinstance(value, Mapping):
             return cls.from_json(value)
-        raise mismatch("Tracks", value, "give a Tracks or its JSON form")
+        raise InputValidationError(f"expected Tracks or its JSON form, got {type(value).__name__}", expected="Tracks")
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name).tolist() for name, _, _ in _TRACK_ARRAYS} | {"next_id": self.next_id}
@@ -398,7 +397,7 @@ class Tracks(Value):
     @classmethod
     def from_json(cls, obj: Any, like: Any = None) -> Tracks:
         if not isinstance(obj, Mapping):
-            raise mismatch("Tracks", obj, "the JSON form is an object of arrays")
+            raise InputValidationError(f"expected the JSON form of Tracks (an object of arrays), got {type(obj).__name__}", expected="Tracks")
         names = {name for name, _, _ in _TRACK_ARRAYS} | {"next_id"}
         if set(obj) != names:
             raise InputValidationError(
@@ -465,7 +464,7 @@ class DetectPeople(Cell):
 
     @classmethod
     def call_batch(
-        cls, contexts: Sequence[InferenceContext], parameters: DetectParameters, inputs_list: Sequence[FrameIn]
+        cls, contexts: list[InferenceContext], parameters: DetectParameters, inputs_list: list[FrameIn]
     ) -> list[DetectionsOut]:
         hog = contexts[0].model
         min_score = float(parameters.min_score)
