@@ -87,19 +87,19 @@ class Walker:
 SCENES: dict[str, tuple[Walker, ...]] = {
     # three people to the right, two of them on screen at once
     "cam-1": (
-        Walker(0, 8.0),
-        Walker(14, 8.0, shirt=(120, 30, 30)),
-        Walker(28, 8.0, top=50, height=96, shirt=(30, 70, 120)),
+        Walker(0, 12.0),
+        Walker(10, 12.0, shirt=(120, 30, 30)),
+        Walker(20, 12.0, top=50, height=96, shirt=(30, 70, 120)),
     ),
     # one to the right, then one to the left
     "cam-2": (
-        Walker(0, 9.0, shirt=(40, 90, 40)),
-        Walker(36, -9.0, shirt=(110, 80, 20)),
+        Walker(0, 13.0, shirt=(40, 90, 40)),
+        Walker(26, -13.0, shirt=(110, 80, 20)),
     ),
 }
 """The clips the example renders when it is given no video: camera ref -> walkers."""
 
-WIDTH, HEIGHT, FRAMES, FPS = 256, 192, 72, 10
+WIDTH, HEIGHT, FRAMES, FPS = 256, 192, 52, 10
 
 
 def draw_person(frame: npt.NDArray[np.uint8], centre_x: float, walker: Walker, phase: float) -> None:
