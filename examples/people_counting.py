@@ -312,6 +312,9 @@ class Tracks(Value):
             iou_min: the least IoU of a match.
             max_misses: how many frames a track may go unseen before it is dropped.
 
+        Raises:
+            ValueError: the line's two points are the same.
+
         Returns:
             ``(tracks, tracked, crossed_in, crossed_out)``: the new tracks, the detections
             with ``track_ids``, and the crossings in this frame: *in* from the side that
@@ -333,6 +336,8 @@ class Tracks(Value):
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         start = np.array([float(line[0].x), float(line[0].y)], np.float32)
         direction = np.array([float(line[1].x), float(line[1].y)], np.float32) - start
+        if not direction.any():
+            raise ValueError(f"the counting line starts and ends at {tuple(start.tolist())}; give two different points")
         relative = centres - start
         cross = direction[0] * relative[:, 1] - direction[1] * relative[:, 0]
         sides = np.sign(cross).astype(np.int8)
@@ -604,6 +609,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default=None, help="a SQLAlchemy URL (default: SQLite in a temporary folder)")
     parser.add_argument("--table", default="people", help="the table to write (created when missing)")
     args = parser.parse_args(argv)
+    line = None
+    if args.line:
+        try:
+            x1, y1, x2, y2 = (float(v) for v in args.line.split(","))
+        except ValueError:
+            parser.error(f"--line takes x1,y1,x2,y2 in pixels (e.g. 128,0,128,192), got {args.line!r}")
+        if (x1, y1) == (x2, y2):
+            parser.error(f"--line {args.line}: the line starts and ends at the same point; give two different points")
+        line = (Point(x1, y1), Point(x2, y2))
 
     workdir = tempfile.mkdtemp(prefix="rvai-people-counting-")
     try:
@@ -612,17 +626,13 @@ def main(argv: list[str] | None = None) -> None:
         else:
             videos = {ref: make_clip(os.path.join(workdir, f"{ref}.mp4"), walkers) for ref, walkers in SCENES.items()}
             print(f"no --video given: counting {len(videos)} generated clips of {FRAMES} frames ({WIDTH}x{HEIGHT})")
-        line = None
-        if args.line:
-            x1, y1, x2, y2 = (float(v) for v in args.line.split(","))
-            line = (Point(x1, y1), Point(x2, y2))
         database = args.database or f"sqlite:///{os.path.join(workdir, 'people.db')}"
         final = count_people(videos, database=database, table=args.table, runtime=args.runtime, line=line)
         for ref, entry in final["sources"].items():
             print(f"{ref}: {entry['processed']} frames processed, {entry['failed']} failed, {entry['written']} rows written")
         for ref, counts in read_counts(database, args.table).items():
             line_text = f"{ref}: in={counts['in']} out={counts['out']} (most people in one frame: {counts['most_people']})"
-            if not args.video:
+            if not args.video and line is None:  # the clips were drawn for the default line
                 right, left = expected_crossings(SCENES[ref], line_x=WIDTH / 2)
                 line_text += f"; the clip has in={right} out={left}"
             print(line_text)

@@ -150,6 +150,20 @@ def test_a_track_unseen_for_longer_than_max_misses_ends_and_a_new_one_starts() -
     assert tracks.ids.tolist() == [2]
 
 
+def test_a_line_of_two_equal_points_is_refused_with_the_point() -> None:
+    example = _example()
+    with pytest.raises(ValueError, match=r"starts and ends at \(100.0, 0.0\); give two different points"):
+        example.Tracks.empty().update(_frame((0, 0, 10, 10)), line=(Point(100, 0), Point(100, 0)))
+
+
+def test_the_examples_docstrings_run() -> None:
+    import doctest
+
+    example = _example()
+    result = doctest.testmod(example)
+    assert result.attempted >= 4 and result.failed == 0
+
+
 def test_tracks_round_trip_through_json_and_pickle_and_reject_bad_json() -> None:
     example = _example()
     rng = np.random.default_rng(7)
