@@ -481,6 +481,7 @@ def main(argv: list[str] | None = None) -> list[Series]:
     parser.add_argument("--profile", default="", help="stream counts to profile the inference process at (local), e.g. 256,4096")
     parser.add_argument("--profile-client", action="store_true", help="profile this (client) process instead")
     parser.add_argument("--idle-states", type=int, default=20_000, help="fresh sids for the memory per kept idle state (0: skip)")
+    parser.add_argument("--client-gc", action="store_true", help="tune this (client) process's collector for serving too, as a driver host")
     parser.add_argument("--write", type=Path, help="replace the bench:streams section of this markdown file")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.streams.split(",") if c]
@@ -490,6 +491,10 @@ def main(argv: list[str] | None = None) -> list[Series]:
     if args.quick:
         runtimes, cells, counts = ["local"], ["batched"], [1, 64, 256]
         args.window, args.min_rounds, args.max_seconds, args.idle_states = 0.5, 2, 20.0, 2000
+    if args.client_gc:
+        from rvai_sdk.execution.gc_tuning import tune_for_serving
+
+        tune_for_serving()
     all_series = []
     for runtime_name in runtimes:
         if runtime_name not in RUNTIMES:
