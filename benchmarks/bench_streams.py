@@ -15,6 +15,10 @@ latency), the resident memory (RSS) of each process and the CPU each process
 spent per request (client: this process; inference: the inference process on
 ``local``, each replica on ``ray``).
 
+This process plays the driver host: its garbage collector is set as the SDK sets
+it in driver processes and inference processes (``tune_for_serving``);
+``--client-gc default`` keeps Python's defaults, as in a user's own process.
+
 ``--profile N`` samples the inference process with py-spy (from the virtualenv)
 while N streams run and prints where its time goes (self time by function, and
 the hot-path frames by cumulative time); ``--profile-client`` does the same for
@@ -368,7 +372,7 @@ def run_series(runtime_name: str, kind: str, counts: list[int], args: argparse.N
         pids = {"client": os.getpid(), **inference_pids(proc, runtime_name)}
         for n in counts:
             profile: Profile | None = None
-            if n in args.profile and runtime_name == "local":
+            if n in args.profile and (runtime_name == "local" or args.profile_client):
                 target = os.getpid() if args.profile_client else int(proc.pid)
                 profile = Profile(target, args.window)
             result = closed_loop(
@@ -387,21 +391,23 @@ def run_series(runtime_name: str, kind: str, counts: list[int], args: argparse.N
                 print(f"  profile of the {'client' if args.profile_client else 'inference'} process at {n} streams:")
                 print(series.profiles[n], flush=True)
         if runtime_name == "local" and args.idle_states:
-            series.idle_state_bytes = idle_state_memory(port, int(proc.pid), args.idle_states)
+            # A fresh process that keeps every sid (no eviction, no TTL): its RSS growth per kept idle state.
+            keep_all = Inference(pipeline=pipeline(kind), max_states=2 * args.idle_states, state_ttl=None)
+            with rt.start_inference(keep_all) as fresh:
+                series.idle_state_bytes = idle_state_memory(fresh.restricted(), int(fresh.pid), args.idle_states)
             print(f"  memory per kept idle state: {series.idle_state_bytes:.0f} bytes "
-                  f"({args.idle_states} sids)", flush=True)
+                  f"(inference RSS growth over {args.idle_states:,} fresh sids)", flush=True)
     return series
 
 
 def idle_state_memory(port: Any, pid: int, sids: int) -> float:
     """RSS growth of the inference process per kept idle state, over ``sids`` fresh sids (one request each)."""
-    import gc
-
-    gc.collect()
-    before = _rss({"p": pid})["p"]
-    base = "idle-state-" + "x" * 8
-    pending: collections.deque[Future[Any]] = collections.deque()
+    base = "camera-0000"  # sids of a realistic length: "camera-0000-0001234"
     inputs = {"x": Integer(1)}
+    for i in range(256):  # warm-up: the process's allocator pools exist before the baseline
+        port.submit(inputs, f"warm-{i}").result(timeout=60)
+    before = _rss({"p": pid})["p"]
+    pending: collections.deque[Future[Any]] = collections.deque()
     for i in range(sids):
         pending.append(port.submit(inputs, f"{base}-{i:07d}"))
         if len(pending) >= 512:
@@ -480,8 +486,13 @@ def main(argv: list[str] | None = None) -> list[Series]:
     parser.add_argument("--max-seconds", type=float, default=60.0, help="most seconds of warm-up plus window per count")
     parser.add_argument("--profile", default="", help="stream counts to profile the inference process at (local), e.g. 256,4096")
     parser.add_argument("--profile-client", action="store_true", help="profile this (client) process instead")
-    parser.add_argument("--idle-states", type=int, default=20_000, help="fresh sids for the memory per kept idle state (0: skip)")
-    parser.add_argument("--client-gc", action="store_true", help="tune this (client) process's collector for serving too, as a driver host")
+    parser.add_argument("--idle-states", type=int, default=100_000, help="fresh sids for the memory per kept idle state (0: skip)")
+    parser.add_argument(
+        "--client-gc",
+        choices=("driver", "default"),
+        default="driver",
+        help="this (client) process's garbage collector: as the SDK sets it in driver hosts (default), or Python's defaults",
+    )
     parser.add_argument("--write", type=Path, help="replace the bench:streams section of this markdown file")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.streams.split(",") if c]
@@ -490,8 +501,8 @@ def main(argv: list[str] | None = None) -> list[Series]:
     cells = [c for c in args.cells.split(",") if c]
     if args.quick:
         runtimes, cells, counts = ["local"], ["batched"], [1, 64, 256]
-        args.window, args.min_rounds, args.max_seconds, args.idle_states = 0.5, 2, 20.0, 2000
-    if args.client_gc:
+        args.window, args.min_rounds, args.max_seconds, args.idle_states = 0.5, 2, 20.0, 5000
+    if args.client_gc == "driver":
         from rvai_sdk.execution.gc_tuning import tune_for_serving
 
         tune_for_serving()
