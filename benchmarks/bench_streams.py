@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -475,6 +476,82 @@ def markdown(all_series: list[Series], command: str) -> str:
     return "\n".join(lines)
 
 
+def series_json(s: Series) -> dict[str, Any]:
+    return {
+        "runtime": s.runtime,
+        "cell": s.cell,
+        "rows": [
+            {
+                "streams": w.streams,
+                "rate": w.rate,
+                "p50": w.percentile(50),
+                "p99": w.percentile(99),
+                "little": w.little,
+                "cpu": {n: c / max(1, w.completions) for n, c in w.cpu.items()},
+                "rss": w.rss,
+            }
+            for w in s.windows
+        ],
+    }
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> None:
+    """Run the code before (``--before DIR``) and this tree side by side in alternating child processes."""
+    passed: list[str] = []
+    skip = False
+    for arg in argv:  # this run's options, minus those that concern the comparison
+        if skip:
+            skip = False
+            continue
+        if arg in ("--before", "--rounds", "--write", "--json", "--client-gc"):
+            skip = True
+            continue
+        if arg.startswith(("--before=", "--rounds=", "--write=", "--json=", "--client-gc=")):
+            continue
+        passed.append(arg)
+    passed += ["--runtimes", "local", "--idle-states", "0"]
+    results: dict[str, list[list[dict[str, Any]]]] = {"before": [], "after": []}
+    for round_ in range(args.rounds):
+        for side in ("before", "after"):
+            out = Path(tempfile.mkdtemp(prefix="bench-streams-")) / "rows.json"
+            env = dict(os.environ)
+            extra = ["--client-gc", "default"] if side == "before" else []
+            if side == "before":
+                env["PYTHONPATH"] = str(args.before.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
+            print(f"round {round_ + 1}/{args.rounds}: {side}", flush=True)
+            subprocess.run(
+                [sys.executable, __file__, *passed, *extra, "--json", str(out)], env=env, check=True, timeout=3600
+            )
+            results[side].append(json.loads(out.read_text()))
+    lines = [
+        f"`python benchmarks/bench_streams.py {' '.join(argv)}` on {machine()}: before = {args.before} "
+        f"(Python's collector settings everywhere), after = this tree; {args.rounds} alternating rounds, the median of each.",
+        "",
+        "| cell | streams | req/s before | req/s after | after/before | p99/Little before | p99/Little after "
+        "| inference CPU µs/req before | after |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    import statistics
+
+    for i, series in enumerate(results["after"][0]):
+        for j, row in enumerate(series["rows"]):
+            def med(side: str, key: Callable[[dict[str, Any]], float]) -> float:
+                return statistics.median(key(run[i]["rows"][j]) for run in results[side])
+
+            rate_b, rate_a = med("before", lambda r: r["rate"]), med("after", lambda r: r["rate"])
+            lit_b, lit_a = med("before", lambda r: r["p99"] / r["little"]), med("after", lambda r: r["p99"] / r["little"])
+            cpu_b = med("before", lambda r: 1e6 * r["cpu"]["inference"])
+            cpu_a = med("after", lambda r: 1e6 * r["cpu"]["inference"])
+            lines.append(
+                f"| {series['cell']} | {row['streams']:,} | {rate_b:,.0f} | {rate_a:,.0f} | {rate_a / rate_b:.2f} | "
+                f"{lit_b:.2f} | {lit_a:.2f} | {cpu_b:.0f} | {cpu_a:.0f} |"
+            )
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section(args.write, "streams-before-after", text)
+
+
 def main(argv: list[str] | None = None) -> list[Series]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: local, batched, 1/64/256 streams, short windows")
@@ -494,7 +571,18 @@ def main(argv: list[str] | None = None) -> list[Series]:
         help="this (client) process's garbage collector: as the SDK sets it in driver hosts (default), or Python's defaults",
     )
     parser.add_argument("--write", type=Path, help="replace the bench:streams section of this markdown file")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a checkout of the code before (e.g. /work/wt-base): run it (PYTHONPATH, Python's collector settings) "
+        "and this tree in alternating child processes, and print them side by side (local runtime)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side with --before")
     args = parser.parse_args(argv)
+    if args.before is not None:
+        compare(args, argv if argv is not None else sys.argv[1:])
+        return []
     counts = [int(c) for c in args.streams.split(",") if c]
     args.profile = {int(c) for c in args.profile.split(",") if c}
     runtimes = [r for r in args.runtimes.split(",") if r]
@@ -520,6 +608,8 @@ def main(argv: list[str] | None = None) -> list[Series]:
     for s in all_series:
         for g in goals(s):
             print(f"  {g}")
+    if args.json:
+        args.json.write_text(json.dumps([series_json(s) for s in all_series]))
     if args.write:
         command = "python benchmarks/bench_streams.py " + " ".join(argv if argv is not None else sys.argv[1:])
         write_section(args.write, "streams", markdown(all_series, command.strip()))
