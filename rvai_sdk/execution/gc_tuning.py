@@ -20,13 +20,16 @@ What :func:`tune_for_serving` does, once the models are loaded:
 
 It only runs in processes that the SDK starts for serving (never in the user's
 own process: the debug runtime leaves the collector alone). ``RVAI_SERVING_GC=0``
-in the environment of the inference process keeps Python's defaults.
+in the environment of the inference process keeps Python's defaults;
+``RVAI_SERVING_GC=young,middle,full`` sets other thresholds.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+
+from rvai_sdk.exc import ParameterError
 
 __all__ = ["SERVING_THRESHOLDS", "tune_for_serving"]
 
@@ -38,11 +41,26 @@ def tune_for_serving() -> bool:
     """Freeze what the process holds now and raise the collection thresholds; whether it did.
 
     Call it once the process has loaded its models, before it serves. Does nothing when
-    ``RVAI_SERVING_GC`` is ``0`` in the environment.
+    ``RVAI_SERVING_GC`` is ``0`` in the environment; ``young,middle,full`` there sets those thresholds.
+
+    Raises:
+        ParameterError: ``RVAI_SERVING_GC`` is set to something else (the variable is named).
     """
-    if os.environ.get("RVAI_SERVING_GC", "1").strip() == "0":
+    setting = os.environ.get("RVAI_SERVING_GC", "").strip()
+    if setting == "0":
         return False
+    thresholds = SERVING_THRESHOLDS
+    if setting and setting != "1":
+        try:
+            young, middle, full = (int(part) for part in setting.split(","))
+        except ValueError:
+            raise ParameterError(
+                f"RVAI_SERVING_GC must be 0 (Python's defaults), 1 (the SDK's) or three thresholds 'young,middle,full' "
+                f"such as '10000,50,100', got {setting!r}",
+                field="RVAI_SERVING_GC",
+            ) from None
+        thresholds = (young, middle, full)
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*SERVING_THRESHOLDS)
+    gc.set_threshold(*thresholds)
     return True
