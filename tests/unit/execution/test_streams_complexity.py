@@ -8,17 +8,22 @@ Exact per-sid order is checked with 10,000 interleaved sids through the executor
 from __future__ import annotations
 
 import random
+import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from rvai_sdk.cell import Cell, cell
+from rvai_sdk.context import InferenceContext
+from rvai_sdk.data import Parameters
 from rvai_sdk.execution import BatchingPolicy, Executor, StateStore
 from rvai_sdk.execution.sidqueue import SidQueue
 from rvai_sdk.types import Integer
-from tests.conftest import BATCHES, BatchRemember, chain_pipeline
+from tests.conftest import BATCHES, BatchRemember, Count, Counter, XIn, YOut, chain_pipeline
 from tests.unit.execution.test_scheduler import WideRemember
 
 pytestmark = pytest.mark.timeout(120)
@@ -204,3 +209,75 @@ def test_10000_closed_loop_streams_each_see_their_requests_in_order() -> None:
     finally:
         executor.stop()
         BATCHES.clear()
+
+
+@cell(state=Counter, max_batch_size=64, max_batch_wait=0.002)
+class BatchCount(Cell):
+    """Batched, stateful and free: counts each sid's requests."""
+
+    @classmethod
+    def call_batch(cls, contexts: Sequence[InferenceContext], parameters: Parameters, inputs_list: Sequence[XIn]) -> list[YOut]:
+        outs = []
+        for context in contexts:
+            context.state.n = Integer(context.state.n + 1)
+            outs.append(YOut(y=context.state.n))
+        return outs
+
+
+def calls_per_request(executor: Executor, streams: int, rounds: int, counting: list[bool], counted: list[int]) -> float:
+    """Function calls (Python and C) made per request by every thread, with ``streams`` closed-loop streams."""
+    lock = threading.Lock()
+    left = {f"s{n}": rounds for n in range(streams)}
+    active = [streams]
+    finished = threading.Event()
+    inputs = {"x": Integer(1)}
+
+    def send(sid: str) -> None:
+        executor.submit(inputs, sid).add_done_callback(lambda f: done(sid, f))
+
+    def done(sid: str, future: Future[Any]) -> None:
+        assert future.exception() is None
+        with lock:
+            left[sid] -= 1
+            more = left[sid] > 0
+            if not more:
+                active[0] -= 1
+                if not active[0]:
+                    finished.set()
+        if more:
+            send(sid)
+
+    counted[0] = 0
+    counting[0] = True
+    for sid in list(left):
+        send(sid)
+    assert finished.wait(timeout=60)
+    counting[0] = False
+    return counted[0] / (streams * rounds)
+
+
+@pytest.mark.parametrize("kind", ["plain", "batched"])
+def test_the_calls_made_per_request_do_not_grow_from_256_to_4096_streams_in_flight(kind: str) -> None:
+    """The whole hot path (submit, state, queues, batch formation, dispatch, completion), counted in calls."""
+    counting, counted = [False], [0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if counting[0] and event in ("call", "c_call"):
+            counted[0] += 1
+
+    threading.setprofile(profile)  # the executor's worker threads, started below
+    sys.setprofile(profile)
+    try:
+        pipeline = chain_pipeline(Count) if kind == "plain" else chain_pipeline(BatchCount)
+        executor = Executor(pipeline)
+        executor.start()
+    finally:
+        threading.setprofile(None)  # type: ignore[arg-type]
+    try:
+        calls_per_request(executor, 4096, 1, counting, counted)  # warm-up: every sid's state exists
+        few = calls_per_request(executor, 256, 8, counting, counted)
+        many = calls_per_request(executor, 4096, 1, counting, counted)
+    finally:
+        sys.setprofile(None)
+        executor.stop()
+    assert many <= 1.1 * few, f"{many:.1f} calls per request with 4,096 streams in flight, {few:.1f} with 256"
