@@ -128,6 +128,7 @@ class Window:
     latencies: list[float]
     cpu: dict[str, float]  # process name -> CPU seconds in the window
     rss: dict[str, float]  # process name -> MiB at the end of the window
+    by_sid: dict[str, list[float]] = field(default_factory=dict)  # sid -> its latencies in the window
 
     @property
     def rate(self) -> float:
@@ -186,6 +187,7 @@ def closed_loop(
     warm = threading.Event()
     drained = threading.Event()
     latencies: list[float] = []
+    by_sid: dict[str, list[float]] = {f"stream-{i}": [] for i in range(streams)}
     count = [0]
 
     def send(sid: str) -> None:
@@ -213,6 +215,7 @@ def closed_loop(
             errors.append(exc)
         if measuring[0]:
             latencies.append(now - sent)  # list.append is atomic: no lock on the hot path
+            by_sid[sid].append(now - sent)
             count[0] += 1
         elif not warm.is_set():
             with lock:
@@ -263,6 +266,7 @@ def closed_loop(
         latencies=taken,
         cpu={name: after[name] - before[name] for name in pids},
         rss=rss,
+        by_sid=by_sid,
     )
 
 
@@ -356,6 +360,7 @@ class Series:
     cell: str
     windows: list[Window] = field(default_factory=list)
     profiles: dict[int, str] = field(default_factory=dict)
+    per_replica: dict[int, str] = field(default_factory=dict)
     idle_state_bytes: float | None = None
 
 
@@ -387,6 +392,9 @@ def run_series(runtime_name: str, kind: str, counts: list[int], args: argparse.N
             )
             series.windows.append(result)
             print(row_text(series, result), flush=True)
+            if runtime_name == "ray":
+                series.per_replica[n] = per_replica_text(result, [int(r["index"]) for r in proc.replicas()])
+                print("  " + series.per_replica[n], flush=True)
             if profile is not None:
                 series.profiles[n] = profile.summary()
                 print(f"  profile of the {'client' if args.profile_client else 'inference'} process at {n} streams:")
@@ -420,6 +428,30 @@ def idle_state_memory(port: Any, pid: int, sids: int) -> float:
 
 
 # -- report ---------------------------------------------------------------------------------------
+
+
+def per_replica_text(w: Window, indices: list[int]) -> str:
+    """Per replica: its streams, req/s and mean latency (a replica that gets less CPU has slower streams)."""
+    from rvai_sdk.transport.ray_link import rendezvous
+
+    groups: dict[int, list[list[float]]] = {i: [] for i in indices}
+    for sid, lats in w.by_sid.items():
+        groups[rendezvous(sid, indices)].append(lats)
+    parts = []
+    for i in indices:
+        lats = sorted(x for stream in groups[i] for x in stream)
+        if not lats:
+            parts.append(f"replica {i}: {len(groups[i])} streams, none completed")
+            continue
+        mean = sum(lats) / len(lats)
+        p99 = lats[min(len(lats) - 1, round(0.99 * len(lats)) - 1)]
+        parts.append(
+            f"replica {i}: {len(groups[i])} streams, {len(lats) / w.seconds:,.0f} req/s, "
+            f"mean {1e3 * mean:.0f} ms, p99 {1e3 * p99:.0f} ms ({p99 / mean:.2f} x its mean)"
+        )
+    return "; ".join(parts)
+
+
 
 
 def row_text(series: Series, w: Window) -> str:
@@ -467,6 +499,10 @@ def markdown(all_series: list[Series], command: str) -> str:
                 f"| {s.runtime} | {s.cell} | {w.streams:,} | {w.rate:,.0f} | {1e3 * w.percentile(50):.1f} | "
                 f"{1e3 * w.percentile(99):.1f} | {1e3 * w.little:.1f} | {w.percentile(99) / w.little:.2f} | {cpu} | {rss} |"
             )
+    per_replica = [(s, n, text) for s in all_series for n, text in s.per_replica.items() if n >= 1024]
+    if per_replica:
+        lines += ["", "Ray, per replica (streams stay on their replica; a replica that gets less CPU is slower for its streams):", ""]
+        lines += [f"- {s.cell}, {n:,} streams: {text}" for s, n, text in per_replica]
     lines += ["", "Goals:", ""]
     lines += [f"- {g}" for s in all_series for g in goals(s)]
     idle = [s for s in all_series if s.idle_state_bytes is not None]
