@@ -63,3 +63,15 @@ def test_gpu_benchmark_refuses_to_run_without_cuda_and_says_why() -> None:
     result = _run_benchmark("bench_gpu.py", timeout=100)
     assert result.returncode == 2
     assert "--cpu-smoke" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_streams_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_streams.py", "--quick", "--write", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "goals (issue 21):" in result.stdout
+    assert "memory per kept idle state:" in result.stdout
+    text = out.read_text()
+    assert "<!-- bench:streams -->" in text and "| local | batched | 256 |" in text

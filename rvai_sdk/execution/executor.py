@@ -94,7 +94,7 @@ class Executor(Scheduler):
         devices: Mapping[str, str] | None = None,
         batching: Mapping[str, BatchingPolicy] | None = None,
         state_ttl: float | None = 3600.0,
-        max_states: int = 10_000,
+        max_states: int = 100_000,
         workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         stuck_after: float | None = 60.0,

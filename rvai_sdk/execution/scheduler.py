@@ -33,6 +33,7 @@ from rvai_sdk.execution.calls import call_batch, call_one, cell_error
 from rvai_sdk.execution.metrics import Histogram
 from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import QUEUED, TAKEN, Request, Work, set_exception, set_result
+from rvai_sdk.execution.sidqueue import SidQueue
 from rvai_sdk.execution.state import StateStore
 from rvai_sdk.execution.stats import CellCounters
 
@@ -51,16 +52,16 @@ _FOLD_EVERY = 1024
 class _Stage:
     """The scheduler's record of one cell: its plan, its queue (or batch former), what runs, its counters."""
 
-    __slots__ = ("plan", "queue", "former", "running", "busy", "fast", "timer_due", "counters")
+    __slots__ = ("plan", "queue", "former", "running", "fast", "timer_due", "counters")
 
     def __init__(self, plan: CellPlan) -> None:
         self.plan = plan
-        self.queue: deque[Request] = deque()  # unbatched cells
+        # Unbatched cells: a FIFO, or, with concurrency > 1, a queue that keeps one call per sid.
+        self.queue: deque[Request] | SidQueue[Request] = SidQueue() if plan.track_busy and not plan.batched else deque()
         self.former: BatchFormer[Request] | None = (
             BatchFormer(plan.max_batch_size, plan.max_batch_wait) if plan.batched else None
         )
         self.running = 0
-        self.busy: set[str] = set()  # unbatched cells with concurrency > 1 (a batch former tracks its own)
         self.fast = False
         self.timer_due: float | None = None
         self.counters = CellCounters()
@@ -163,21 +164,15 @@ class Scheduler:
         queue = stage.queue
         plan = stage.plan
         while queue and stage.running < plan.concurrency:
-            if not plan.track_busy:
-                req = queue.popleft()
-                if req.failed:
-                    continue
-            else:
-                busy = stage.busy
-                found = next((r for r in queue if r.failed or r.sid is None or r.sid not in busy), None)
+            if isinstance(queue, SidQueue):  # concurrency > 1: the oldest request whose sid is free
+                found = queue.take()
                 if found is None:
                     return
                 req = found
-                queue.remove(req)
+            else:
+                req = queue.popleft()
                 if req.failed:
                     continue
-                if req.sid is not None:
-                    busy.add(req.sid)
             stage.running += 1
             work = Work(stage, [req])
             req.works.append(work)
@@ -329,8 +324,8 @@ class Scheduler:
             sizes = counters.batch_sizes
             sizes[len(reqs)] = sizes.get(len(reqs), 0) + 1
             stage.former.finished(reqs, now)
-        elif plan.track_busy and reqs[0].sid is not None:
-            stage.busy.discard(reqs[0].sid)
+        elif isinstance(stage.queue, SidQueue):
+            stage.queue.finished(reqs[0].sid)
         done: list[Request] = []
         errors: list[tuple[Request, BaseException]] = []
         interrupt: BaseException | None = None

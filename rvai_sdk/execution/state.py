@@ -1,4 +1,14 @@
-"""Per-sid cell state, bounded in number and expired after an idle TTL."""
+"""Per-sid cell state, bounded in number and expired after an idle TTL.
+
+Cost: every operation on the hot path (:meth:`StateStore.acquire`,
+:meth:`StateStore.release`) is ``O(1)`` amortised, however many sids are kept
+or have requests in flight. The store keeps two maps: the *idle* sids (no
+request in flight) in least-recently-used order, which is also the order of
+their ``last_used`` time, and the *busy* ones. Expiry and eviction only ever
+look at the head of the idle map, and every entry they look at is dropped
+(:attr:`StateStore.examined` counts them, so tests can pin that); a busy sid is
+never looked at, never expired and never evicted.
+"""
 
 from __future__ import annotations
 
@@ -28,84 +38,96 @@ class StateEntry:
 
 
 class StateStore:
-    """Keeps the states of named sids in least-recently-used order; not thread-safe (the executor locks).
+    """Keeps the states of named sids, dropping idle ones by TTL and by LRU; not thread-safe (the executor locks).
 
     Args:
         ttl: seconds a sid with no request in flight is kept after its last request; ``None`` keeps it forever.
-        max_states: most sids kept; beyond it the least recently used idle sid is dropped.
+        max_states: most sids kept; beyond it the least recently used idle sid is dropped when a new sid
+            arrives (sids with a request in flight are always kept, so the bound can be exceeded by them).
+
+    Attributes:
+        expired: sids dropped by the TTL so far.
+        evicted: sids dropped by ``max_states`` so far.
+        examined: entries that expiry and eviction looked at, in total (each one was dropped: a measure of work).
     """
+
+    __slots__ = ("ttl", "max_states", "_idle", "_busy", "expired", "evicted", "examined")
 
     def __init__(self, *, ttl: float | None, max_states: int) -> None:
         self.ttl = ttl
         self.max_states = max_states
-        self._entries: OrderedDict[str, StateEntry] = OrderedDict()
+        self._idle: OrderedDict[str, StateEntry] = OrderedDict()  # no request in flight; oldest last_used first
+        self._busy: dict[str, StateEntry] = {}  # a request in flight
         self.expired = 0
         self.evicted = 0
+        self.examined = 0
 
     def acquire(self, sid: str | None, now: float) -> StateEntry:
         """The entry of ``sid`` (a fresh, unkept one for ``None``), marked in use by one more request."""
         if sid is None:
             entry = StateEntry(None, now)
         else:
-            entries = self._entries
-            found = entries.get(sid)
-            if found is None:
-                entry = entries[sid] = StateEntry(sid, now)
-                if len(entries) > self.max_states:
-                    self._evict()
-            else:
+            busy = self._busy
+            found = busy.get(sid)
+            if found is not None:
                 entry = found
-                entries.move_to_end(sid)
-            self.expire(now)
+            else:
+                idle = self._idle.pop(sid, None)
+                if idle is not None:
+                    entry = busy[sid] = idle
+                else:
+                    entry = busy[sid] = StateEntry(sid, now)
+                    if len(busy) + len(self._idle) > self.max_states:
+                        self._evict()
+                self.expire(now)
         entry.inflight += 1
         entry.last_used = now
         return entry
 
-    @staticmethod
-    def release(entry: StateEntry, now: float) -> None:
-        """Mark one request of ``entry`` finished."""
+    def release(self, entry: StateEntry, now: float) -> None:
+        """Mark one request of ``entry`` finished; with none left in flight, its sid becomes idle."""
         entry.inflight -= 1
         entry.last_used = now
+        if entry.inflight:
+            return
+        sid = entry.sid
+        if sid is not None and self._busy.get(sid) is entry:  # not dropped meanwhile
+            del self._busy[sid]
+            self._idle[sid] = entry  # the most recently used: last_used order holds
 
     def expire(self, now: float) -> None:
         """Drop sids idle for longer than the TTL."""
-        if self.ttl is None or not self._entries:
+        if self.ttl is None:
             return
         deadline = now - self.ttl
-        entries = self._entries
-        for _ in range(len(entries)):
-            sid, head = next(iter(entries.items()))
+        idle = self._idle
+        while idle:
+            sid, head = next(iter(idle.items()))
             if head.last_used >= deadline:
                 return
-            if head.inflight:
-                entries.move_to_end(sid)
-                continue
-            del entries[sid]
+            self.examined += 1
+            del idle[sid]
             self.expired += 1
 
     def _evict(self) -> None:
-        entries = self._entries
-        for _ in range(len(entries)):
-            if len(entries) <= self.max_states:
-                return
-            sid, head = next(iter(entries.items()))
-            if head.inflight:
-                entries.move_to_end(sid)
-                continue
-            del entries[sid]
+        idle = self._idle
+        while idle and len(idle) + len(self._busy) > self.max_states:
+            self.examined += 1
+            idle.popitem(last=False)
             self.evicted += 1
 
     def get(self, sid: str) -> StateEntry | None:
         """The entry of ``sid``, or ``None`` when no state is kept for it."""
-        return self._entries.get(sid)
+        entry = self._busy.get(sid)
+        return entry if entry is not None else self._idle.get(sid)
 
     def drop(self, sid: str) -> bool:
         """Forget ``sid``'s state; requests in flight finish with it. Returns whether it was kept."""
-        return self._entries.pop(sid, None) is not None
+        return self._busy.pop(sid, None) is not None or self._idle.pop(sid, None) is not None
 
     def sids(self) -> list[str]:
-        """The sids whose state is kept, least recently used first."""
-        return list(self._entries)
+        """The sids whose state is kept: the idle ones least recently used first, then those in use."""
+        return [*self._idle, *self._busy]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._idle) + len(self._busy)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
 from rvai_sdk.exc import DriverError
+from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.drivers.port import RestrictedInferenceProcess
@@ -65,6 +66,7 @@ class DriverActor:
         except BaseException as exc:
             return failed(exc)
         self.driver = driver
+        tune_for_serving()  # the actor's process hosts this driver only: its collector set for many requests in flight
         restricted = RestrictedInferenceProcess(
             self.pipeline, self.router, max_sid_length=self.limits[0], request_timeout=self.limits[1]
         )

@@ -39,7 +39,9 @@ class Inference:
         max_states: most sids whose state is kept at once. With ``max_sid_length`` this
             bounds the memory of kept state: at most ``max_states`` keys of at most
             ``max_sid_length`` characters, each holding one State instance per stateful
-            cell (whose size the cell's State class decides).
+            cell (whose size the cell's State class decides). A kept idle state costs
+            about 0.7 KB besides its State (docs/concepts/execution.md): the default
+            100,000 is about 70 MB of bookkeeping; lower it when States are large.
         request_timeout: the deadline in seconds of every request that does not give its
             own ``predict(..., timeout=)``; past it the request fails with
             :class:`~rvai_sdk.exc.DeadlineExceededError`. ``None`` (default): no deadline.
@@ -70,7 +72,7 @@ class Inference:
     resources: dict[str, CellResources] = attrs.field(factory=dict, converter=_frozen_mapping)
     batching: dict[str, BatchingPolicy] = attrs.field(factory=dict, converter=_frozen_mapping)
     state_ttl: float | None = 3600.0
-    max_states: int = 10_000
+    max_states: int = 100_000
     request_timeout: float | None = None
     stuck_after: float | None = 60.0
     max_sid_length: int = 256

@@ -28,6 +28,7 @@ from typing import Any
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.drivers.port import RestrictedInferenceProcess
 from rvai_sdk.exc import DriverError, ProcessError
+from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.runtime._backend import Runtime
@@ -210,6 +211,7 @@ def _driver_main(
         os._exit(1)
     client = UnixLink(address, authkey, name=pipeline.name, pool=SlotPool() if shm_supported() else None)
     restricted = RestrictedInferenceProcess(pipeline, client, max_sid_length=limits[0], request_timeout=limits[1])
+    tune_for_serving()  # this process only hosts the driver: its collector set for many requests in flight
 
     def control() -> None:
         while True:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk.exc import ProcessError
+from rvai_sdk.execution.gc_tuning import tune_for_serving
 
 if TYPE_CHECKING:
     from rvai_sdk.execution.executor import Executor
@@ -138,6 +139,7 @@ class ReplicaActor:
     def _build(self) -> None:
         executor = self._build_executor()
         executor.start()
+        tune_for_serving()  # the actor's process serves this replica only
         self._executor = executor
 
     def where(self) -> dict[str, Any]:

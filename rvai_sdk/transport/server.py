@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 from rvai_sdk.execution.executor import Executor
+from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.transport.channel import Channel, Listener
 from rvai_sdk.transport.link import CONTROL_METHODS
 from rvai_sdk.transport.shm import SlotPool
@@ -34,8 +35,15 @@ class InferenceServer:
         self._closed = False
         self._accepter = threading.Thread(target=self._accept_loop, name="rvai-accept", daemon=True)
 
-    def start(self) -> None:
-        """Start accepting clients."""
+    def start(self, *, tune_gc: bool = True) -> None:
+        """Start accepting clients.
+
+        Args:
+            tune_gc: set this process's garbage collector for serving first
+                (:func:`~rvai_sdk.execution.gc_tuning.tune_for_serving`); the server owns its process.
+        """
+        if tune_gc:
+            tune_for_serving()
         self._accepter.start()
 
     def _accept_loop(self) -> None:
