@@ -71,11 +71,12 @@ endif
 
 venv: system-deps $(STAMP)
 
-# pip prints each package as it is collected and installed (the progress of the one slow step).
+# pip prints each package as it is collected and installed (the progress of the one slow step);
+# --no-compile skips byte-compiling every installed module: Python compiles what the demo imports as it runs.
 $(DEMO_STAMP):
 	@echo "setting up $(DEMO_VENV): rvai_sdk with the demo extra only (fastapi, uvicorn, httpx, av, sqlalchemy)"
 	$(PYTHON) -m venv $(DEMO_VENV)
-	$(DEMO_PY) -m pip install --progress-bar on -e '.[demo]'
+	$(DEMO_PY) -m pip install --no-compile --progress-bar on -e '.[demo]'
 	rm -f $(DEMO_VENV)/.installed-*; touch $(DEMO_STAMP)
 
 demo-venv: $(DEMO_STAMP)
