@@ -322,7 +322,8 @@ def cell(
         max_batch_size: most items per ``call_batch`` call (default 64 for batched cells).
         max_batch_wait: most seconds the oldest pending item waits for a batch to fill
             (default 0.005 for batched cells).
-        concurrency: how many calls of the cell may run at once (default 1).
+        concurrency: how many calls of the cell may run at once (default 1); for an ``async def``
+            cell, how many of its coroutines may be awaiting at once. Calls of one sid never overlap.
 
     Returns:
         The class, with its :class:`CellSpec` validated and cached.
