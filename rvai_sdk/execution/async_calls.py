@@ -73,4 +73,9 @@ def run(coro: Coroutine[Any, Any, Any], where: str) -> Any:
             f"{where} would run on the event loop of async cells from that loop's own thread: an async cell "
             "blocked on predict(...).result(); await proc.apredict(...) instead"
         )
-    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # the waiting thread was interrupted (Ctrl-C in a caller): do not leave the coroutine running
+        raise
