@@ -149,3 +149,16 @@ def test_async_cell_defined_in_main_runs_on_the_local_runtime(tmp_path: Path) ->
     assert [o["y"] for o in outputs] == [10 * x for x in range(6)]
     assert [o["n"] for o in outputs] == [1, 1, 2, 2, 3, 3]  # per sid (x % 2), in arrival order
     assert server.peak == 2 and server.sid_peak == 1
+
+
+@pytest.mark.slow
+def test_the_async_benchmark_runs_and_reports_its_ratios() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_async.py"), "--quick", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=80,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| I/O, async def call, concurrency 8 |" in result.stdout and "ratios: trivial async/sync latency" in result.stdout
