@@ -62,8 +62,10 @@ def run(coro: Coroutine[Any, Any, Any], where: str) -> Any:
         where: the method that returned it, for messages (``"cell 'x' call()"``).
 
     Raises:
-        RuntimeError: called from the loop's own thread (a coroutine of an async cell waited on
-            ``predict(...).result()`` of the process it runs in, which would never return).
+        RuntimeError: called from the loop's own thread (a coroutine of an async cell blocked on
+            ``predict(...).result()`` of the process it runs in, and that request reached an async
+            cell in the same thread: it would never return). Where a worker thread runs that cell
+            instead, the blocked loop cannot be detected here: the guide says to await ``apredict``.
         BaseException: whatever the coroutine raised.
     """
     loop = event_loop()
