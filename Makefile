@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+# `make demo` has a lean virtualenv of its own: the package with only the demo extra (no torch, ray,
+# docs or test tools), so it sets up in seconds; `make test` keeps installing everything in $(VENV).
+DEMO_VENV  ?= .venv-demo
+DEMO_PY    := $(DEMO_VENV)/bin/python
+DEMO_STAMP := $(DEMO_VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test venv system-deps test-deps services typecheck bench gpu-check docs clean
+.PHONY: demo demo-venv test venv system-deps test-deps services typecheck bench gpu-check docs clean
 
 # Debian packages: Graphviz for pipeline.show() (draw extra); for the test suite also Chromium (the
 # HTTP docs page), GStreamer's RTSP server and ffmpeg (a real camera), PostgreSQL and Mosquitto.
@@ -66,9 +71,19 @@ endif
 
 venv: system-deps $(STAMP)
 
-demo: venv
+# pip prints each package as it is collected and installed (the progress of the one slow step);
+# --no-compile skips byte-compiling every installed module: Python compiles what the demo imports as it runs.
+$(DEMO_STAMP):
+	@echo "setting up $(DEMO_VENV): rvai_sdk with the demo extra only (fastapi, uvicorn, httpx, av, sqlalchemy)"
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_PY) -m pip install --no-compile --progress-bar on -e '.[demo]'
+	rm -f $(DEMO_VENV)/.installed-*; touch $(DEMO_STAMP)
+
+demo-venv: $(DEMO_STAMP)
+
+demo: demo-venv
 	$(call install_debs,ffmpeg)
-	$(PY) examples/demo.py $(DEMO_ARGS)
+	$(DEMO_PY) examples/demo.py $(DEMO_ARGS)
 
 test: venv services
 	$(PY) -m pytest -q
@@ -100,4 +115,4 @@ gpu-check:
 	bash benchmarks/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(DEMO_VENV) build dist *.egg-info .pytest_cache .mypy_cache

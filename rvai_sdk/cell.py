@@ -97,6 +97,8 @@ class CellSpec:
         max_batch_size: most items in one ``call_batch`` call.
         max_batch_wait: most seconds the first item of a batch waits for others.
         concurrency: how many calls of this cell may run at once (1 keeps state access simple).
+        is_async: whether ``call`` or ``call_batch`` is an ``async def``: its calls run as coroutines
+            on the inference process's event loop (see :mod:`rvai_sdk.execution.async_calls`).
     """
 
     name: str
@@ -111,6 +113,7 @@ class CellSpec:
     max_batch_size: int
     max_batch_wait: float
     concurrency: int
+    is_async: bool = False
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Plain attrs pickling; spelled out so _SpecCache can drop the class without a cycle.
@@ -212,6 +215,11 @@ class Cell:
       receives requests from different state ids at once (at most one per sid),
       one context each; an item of the returned list may be an exception, which
       fails that request alone.
+
+    ``call`` and ``call_batch`` may be ``async def`` (for I/O: calling another
+    service): their coroutines run on an event loop in the inference process, up to
+    ``concurrency`` of them at once (``@cell(concurrency=8)``); ``load_model`` stays
+    a plain ``def``.
 
     The framework promises: a sid's state is never touched by two calls at once,
     and requests of one sid reach each cell in arrival order. Declare the state
@@ -319,7 +327,8 @@ def cell(
         max_batch_size: most items per ``call_batch`` call (default 64 for batched cells).
         max_batch_wait: most seconds the oldest pending item waits for a batch to fill
             (default 0.005 for batched cells).
-        concurrency: how many calls of the cell may run at once (default 1).
+        concurrency: how many calls of the cell may run at once (default 1); for an ``async def``
+            cell, how many of its coroutines may be awaiting at once. Calls of one sid never overlap.
 
     Returns:
         The class, with its :class:`CellSpec` validated and cached.
@@ -444,6 +453,34 @@ def _annotated(cls: type[Cell], method: str) -> bool:
     return bool(getattr(inspect.unwrap(fn), "__annotations__", None))
 
 
+def _check_async(cls: type[Cell], has_call: bool, has_batch: bool) -> bool:
+    """Whether the cell's ``call`` or ``call_batch`` is a coroutine function; rejects what cannot run.
+
+    Raises:
+        CellDefinitionError: an ``async def load_model``, or an async generator (``async def`` with ``yield``).
+    """
+    name = cls.__name__
+    found = False
+    for method, defined in (("call", has_call), ("call_batch", has_batch)):
+        if not defined:
+            continue
+        fn = inspect.unwrap(getattr(cls, method))
+        if inspect.isasyncgenfunction(fn):
+            raise CellDefinitionError(
+                f"cell {name}: {method}() is an async generator (async def with yield); it must return its "
+                "Outputs: use return, not yield",
+                cell=name,
+            )
+        found = found or inspect.iscoroutinefunction(fn)
+    if _overrides(cls, "load_model") and inspect.iscoroutinefunction(inspect.unwrap(getattr(cls, "load_model"))):
+        raise CellDefinitionError(
+            f"cell {name}: load_model() is an async def; define it with a plain def (it runs once, before the "
+            "first request; an async client it returns can still be used by an async call())",
+            cell=name,
+        )
+    return found
+
+
 def _check_class(cls: type[Cell], method: str, what: str, tp: Any, base: type[DataClass]) -> type[DataClass]:
     resolved = _data_class_of(tp, base) if what == "returns" else tp
     if not (isinstance(resolved, type) and issubclass(resolved, base)):
@@ -471,6 +508,7 @@ def _build_spec(cls: type[Cell], options: Mapping[str, Any], localns: Mapping[st
     if has_batch and not (has_call and not _annotated(cls, "call_batch")):
         # A call_batch without any annotation takes its types from call() when the cell has one.
         signatures.append(("call_batch", _signature_types(cls, "call_batch", localns, batched=True)))
+    is_async = _check_async(cls, has_call, has_batch)
     resolved = []
     for method, (p, i, o) in signatures:
         resolved.append(
@@ -545,4 +583,5 @@ def _build_spec(cls: type[Cell], options: Mapping[str, Any], localns: Mapping[st
         max_batch_size=max_batch_size,
         max_batch_wait=float(max_batch_wait),
         concurrency=concurrency,
+        is_async=is_async,
     )

@@ -1,4 +1,5 @@
-"""FastAPIDriver: serve any pipeline over HTTP, typed and documented; FastAPIClient: call it from Python.
+"""FastAPIDriver: serve any pipeline over HTTP, typed and documented; FastAPIClient (and AsyncFastAPIClient, for
+asyncio code): call it from Python.
 
 The driver runs a uvicorn server on the port the runtime allocates (the service
 ``"http"``). Request and response models in its OpenAPI document are generated
@@ -48,8 +49,8 @@ from __future__ import annotations
 
 from rvai_sdk.exc import FastAPIClientError
 
-from .http.client import FastAPIClient, _resolve_type  # noqa: F401  (_resolve_type: its unit tests import it from here)
+from .http.client import AsyncFastAPIClient, FastAPIClient, _resolve_type  # noqa: F401  (_resolve_type: its unit tests import it from here)
 from .http.driver import FastAPIDriver
 from .http.parameters import FastAPIDriverParameters
 
-__all__ = ["FastAPIDriver", "FastAPIDriverParameters", "FastAPIClient", "FastAPIClientError"]
+__all__ = ["AsyncFastAPIClient", "FastAPIDriver", "FastAPIDriverParameters", "FastAPIClient", "FastAPIClientError"]

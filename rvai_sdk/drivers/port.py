@@ -7,6 +7,7 @@ reaching up into ``rvai_sdk.runtime``; every runtime hands one, built on its own
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -15,7 +16,14 @@ from rvai_sdk.exc import InputValidationError
 from rvai_sdk.pipeline.graph import InputSpec, OutputSpec, Pipeline
 from rvai_sdk.transport.link import Link
 
-__all__ = ["RestrictedInferenceProcess", "check_request", "check_sid", "check_timeout", "DEFAULT_MAX_SID_LENGTH"]
+__all__ = [
+    "RestrictedInferenceProcess",
+    "await_result",
+    "check_request",
+    "check_sid",
+    "check_timeout",
+    "DEFAULT_MAX_SID_LENGTH",
+]
 
 
 DEFAULT_MAX_SID_LENGTH = 256
@@ -51,6 +59,16 @@ def check_timeout(timeout: float | None) -> None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise InputValidationError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}", field="timeout")
+
+
+async def await_result(future: Future[dict[str, Any]]) -> dict[str, Any]:
+    """Await a request's future from a coroutine, without blocking the event loop.
+
+    The future resolves on the executor's or the link's threads; the awaiting task
+    resumes on its own loop. Cancelling the task does not cancel the request (it is
+    already queued or running); its result is dropped.
+    """
+    return await asyncio.wrap_future(future)
 
 
 def check_request(
@@ -132,6 +150,22 @@ class RestrictedInferenceProcess:
         check_timeout(timeout)
         checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
         return self._link.submit(checked, sid, self.request_timeout if timeout is None else timeout)
+
+    async def apredict(
+        self, inputs: Mapping[str, Any], sid: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """``await`` form of :meth:`predict`, for drivers written with asyncio: output ref → typed value.
+
+        Validates and sends at once (in the calling thread, without waiting for the
+        result), then awaits the result without blocking the event loop.
+
+        Raises:
+            InputValidationError: as :meth:`predict`.
+            ProcessError: the inference process cannot be reached.
+            CellError: a cell failed for this request.
+            DeadlineExceededError: the request ran past ``timeout``.
+        """
+        return await await_result(self.predict(inputs, sid, timeout=timeout))
 
     def submit(
         self, inputs: dict[str, Any], sid: str | None = None, *, timeout: float | None = None

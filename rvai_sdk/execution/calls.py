@@ -4,16 +4,20 @@
 the cell's outputs or the exception that took their place (``KeyboardInterrupt``
 too, so that the scheduler's bookkeeping always happens). Both build contexts with
 :func:`context`; outputs are checked at the cell boundary (a field never set, or
-re-assigned to a value of the wrong type).
+re-assigned to a value of the wrong type). A cell method defined with ``async def``
+returns a coroutine, which :func:`~rvai_sdk.execution.async_calls.run` runs on the
+process's event loop (the only place this module knows about async cells).
 """
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from typing import Any
 
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.exc import CellError, InputValidationError
+from rvai_sdk.execution import async_calls
 from rvai_sdk.execution.plan import CellPlan
 from rvai_sdk.execution.requests import Request
 
@@ -57,8 +61,13 @@ def call_one(cell: CellPlan, req: Request) -> Any:
         if cell.has_call:
             out = cell.call(context(cell, req, config.models[index]), config.params[index], inputs)
         else:
-            out = _unwrap_single(cell.call_batch([context(cell, req, config.models[index])], config.params[index], [inputs]))
+            batch = cell.call_batch([context(cell, req, config.models[index])], config.params[index], [inputs])
+            if inspect.iscoroutine(batch):
+                batch = async_calls.run(batch, f"cell {cell.ref!r} call_batch()")
+            out = _unwrap_single(batch)
         outputs_cls = cell.outputs_cls
+        if type(out) is not outputs_cls and inspect.iscoroutine(out):  # an async def call(): run on the event loop
+            out = async_calls.run(out, f"cell {cell.ref!r} call()")
         if type(out) is not outputs_cls and not isinstance(out, outputs_cls):
             raise TypeError(f"call() returned {type(out).__name__}; it must return {outputs_cls.__name__}")
         for name, tp, like, coerce in cell.out_checks:
@@ -90,6 +99,8 @@ def call_batch(cell: CellPlan, reqs: list[Request]) -> list[Any]:
         inputs_list = [inputs_for(cell, req) for req in reqs]
         contexts = [context(cell, req, model) for req in reqs]
         outs = cell.call_batch(contexts, config.params[index], inputs_list)
+        if inspect.iscoroutine(outs):  # an async def call_batch(): run on the event loop
+            outs = async_calls.run(outs, f"cell {cell.ref!r} call_batch()")
         if not isinstance(outs, (list, tuple)) or len(outs) != len(reqs):
             got = f"{len(outs)} items" if isinstance(outs, (list, tuple)) else type(outs).__name__
             raise TypeError(f"call_batch() got {len(reqs)} inputs and returned {got}; return one output per input")

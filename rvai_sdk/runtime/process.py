@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from rvai_sdk.data import Parameters
-from rvai_sdk.drivers.port import RestrictedInferenceProcess, check_request, check_timeout
+from rvai_sdk.drivers.port import RestrictedInferenceProcess, await_result, check_request, check_timeout
 from rvai_sdk.exc import ProcessStateError, RvaiError
 from rvai_sdk.runtime.driver_process import DriverFactory, DriverRegistry, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference
@@ -271,6 +271,35 @@ class InferenceProcess:
         check_timeout(timeout)
         checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
         return self._link.submit(checked, sid, self.request_timeout if timeout is None else timeout)
+
+    async def apredict(
+        self, inputs: Mapping[str, Any], sid: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """``await`` form of :meth:`predict`: run the pipeline on one request from a coroutine.
+
+        The request is validated and sent at once, as by :meth:`predict`; awaiting its result
+        does not block the event loop, so one task can have many requests in flight
+        (``asyncio.gather``). Works the same on every runtime.
+
+        Args:
+            inputs: as :meth:`predict`.
+            sid: as :meth:`predict`.
+            timeout: as :meth:`predict`.
+
+        Returns:
+            Output ref → typed value.
+
+        Raises:
+            InputValidationError: a missing, unknown or wrongly typed input, a bad sid or timeout.
+            ProcessStateError: the process is not running.
+            CellError: a cell failed for this request.
+            DeadlineExceededError: the request ran past its deadline.
+
+        Example::
+
+            outputs = await proc.apredict({"input": 1}, sid="camera-1")  # {'output': Integer(2)}
+        """
+        return await await_result(self.predict(inputs, sid, timeout=timeout))
 
     def is_ready(self) -> bool:
         """Whether the process serves now: RUNNING, reachable, and no call stuck past ``stuck_after``.

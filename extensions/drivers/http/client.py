@@ -1,7 +1,12 @@
-"""FastAPIClient: call a FastAPIDriver from Python, with typed values back; its errors are FastAPIClientError."""
+"""FastAPIClient and AsyncFastAPIClient: call a FastAPIDriver from Python, with typed values back.
+
+Both have the same methods (the async one's are coroutines) and raise FastAPIClientError;
+what they share (addresses, encoding, decoding, errors) is in ``_ClientBase``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -26,7 +31,7 @@ if TYPE_CHECKING:
 else:
     httpx = require("httpx", extra="fastapi")
 
-__all__ = ["FastAPIClient", "FastAPIClientError"]
+__all__ = ["AsyncFastAPIClient", "FastAPIClient", "FastAPIClientError"]
 
 _TYPE_NAMES = {
     name: getattr(rtypes, name)
@@ -73,37 +78,27 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
-class FastAPIClient:
-    """Call a :class:`FastAPIDriver` from Python, with typed values back.
+def _batch_items(requests: Sequence[Mapping[str, Any] | tuple[Mapping[str, Any], str | None]]) -> list[dict[str, Any]]:
+    items = []
+    for item in requests:
+        if isinstance(item, tuple):
+            items.append(_ClientBase._request(item[0], item[1]))
+        elif "inputs" in item and set(item) <= {"inputs", "sid"}:
+            items.append(_ClientBase._request(item["inputs"], item.get("sid")))
+        else:
+            items.append(_ClientBase._request(item, None))
+    return items
 
-    Give the driver's handle (``process=``) or its address (``host=``, ``port=``).
-    Values are sent in their JSON form (typed values and numpy images are encoded),
-    and results come back as :mod:`rvai_sdk.types` values, decoded with the types the
-    server's ``GET /pipeline`` names. Every failure, a refused connection included,
-    raises :class:`FastAPIClientError` with the status code and the server's message.
 
-    Args:
-        process: the handle ``proc.add_driver(...)`` returned.
-        host: the server's address (with ``port``), instead of ``process``.
-        port: the server's port.
-        api_key: the bearer token, when the server has one.
-        timeout: seconds to wait for each HTTP response.
-
-    Example::
-
-        with FastAPIClient(process=http) as client:
-            client.wait(timeout=10)
-            client.predict({"x": 1}, sid="cam-1")    # {'y': Integer(2)}
-    """
+class _ClientBase:
+    """What the blocking and the asyncio client share: the address, encoding, decoding and errors (no I/O)."""
 
     def __init__(
         self,
-        process: PipelineDriverProcess | None = None,
-        *,
-        host: str | None = None,
-        port: int | None = None,
-        api_key: str | None = None,
-        timeout: float = 30.0,
+        process: PipelineDriverProcess | None,
+        host: str | None,
+        port: int | None,
+        api_key: str | None,
     ) -> None:
         self._process = process
         if process is not None:
@@ -115,23 +110,20 @@ class FastAPIClient:
             lan = record.get("taggedAddresses", {}).get("lan", record)
             host, port = str(lan["address"]), int(lan["port"])
         if host is None or port is None:
-            raise FastAPIClientError("FastAPIClient needs process= (a driver handle) or both host= and port=")
+            raise FastAPIClientError(f"{type(self).__name__} needs process= (a driver handle) or both host= and port=")
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         self.base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._output_types: dict[str, Any] | None = None
 
-    # -- plumbing --------------------------------------------------------------------------
+    def _transport_error(self, method: str, path: str, exc: Exception) -> FastAPIClientError:
+        return FastAPIClientError(
+            f"{method} {self.base_url}{path} failed: {type(exc).__name__}: {exc}; is the driver running?"
+        )
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise FastAPIClientError(
-                f"{method} {self.base_url}{path} failed: {type(exc).__name__}: {exc}; is the driver running?"
-            ) from exc
+    def _body(self, method: str, path: str, response: Any) -> Any:
+        """The JSON body of ``response`` (``None`` when empty), or raise its error."""
         if response.status_code >= 400:
             raise self._error(method, path, response)
         if response.status_code == 204 or not response.content:
@@ -164,14 +156,12 @@ class FastAPIClient:
             body=body,
         )
 
-    def _types(self) -> dict[str, Any]:
-        if self._output_types is None:
-            outputs = self.pipeline().get("outputs", {})
-            self._output_types = {ref: _resolve_type(str(o.get("type", ""))) for ref, o in outputs.items()}
+    def _set_types(self, description: Mapping[str, Any]) -> dict[str, Any]:
+        outputs = description.get("outputs", {})
+        self._output_types = {ref: _resolve_type(str(o.get("type", ""))) for ref, o in outputs.items()}
         return self._output_types
 
-    def _decode(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
-        types = self._types()
+    def _decode_with(self, types: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
         decoded: dict[str, Any] = {}
         for ref, value in outputs.items():
             tp = types.get(ref)
@@ -182,7 +172,52 @@ class FastAPIClient:
     def _request(inputs: Mapping[str, Any], sid: str | None) -> dict[str, Any]:
         return {"inputs": {ref: _encode_value(v) for ref, v in inputs.items()}, "sid": sid}
 
-    # -- API ---------------------------------------------------------------------------------
+    @staticmethod
+    def _form(inputs: Mapping[str, Any], files: Mapping[str, bytes], sid: str | None) -> dict[str, Any]:
+        data = {ref: json.dumps(_encode_value(v)) for ref, v in inputs.items()}
+        if sid is not None:
+            data["sid"] = sid
+        upload = {ref: (f"{ref}.bin", content, "application/octet-stream") for ref, content in files.items()}
+        return {"data": data, "files": upload}
+
+    def _batch_results(self, types: Mapping[str, Any], body: Mapping[str, Any]) -> list[dict[str, Any] | FastAPIClientError]:
+        results: list[dict[str, Any] | FastAPIClientError] = []
+        for i, result in enumerate(body["results"]):
+            if result.get("error"):
+                error = result["error"]
+                results.append(
+                    FastAPIClientError(
+                        f"batch item {i} failed: {error.get('type')}: {error.get('message')}",
+                        status_code=200,
+                        error_type=error.get("type"),
+                        server_message=error.get("message"),
+                        cell=error.get("cell"),
+                        field=error.get("field"),
+                        body=result,
+                    )
+                )
+            else:
+                results.append(self._decode_with(types, result["outputs"]))
+        return results
+
+    @staticmethod
+    def _task_body(inputs: Mapping[str, Any], sid: str | None, callback_url: str | None) -> dict[str, Any]:
+        body = _ClientBase._request(inputs, sid)
+        if callback_url is not None:
+            body["callback_url"] = callback_url
+        return body
+
+    @staticmethod
+    def _task_failed(task_id: str, record: Mapping[str, Any]) -> FastAPIClientError:
+        error = record.get("error") or {}
+        return FastAPIClientError(
+            f"task {task_id} failed: {error.get('type')}: {error.get('message')}",
+            status_code=200,
+            error_type=error.get("type"),
+            server_message=error.get("message"),
+            cell=error.get("cell"),
+            body=dict(record),
+        )
 
     def _driver_failure(self) -> FastAPIClientError | None:
         """The error to raise at once when the driver handle shows the driver FAILED or STOPPED, else ``None``."""
@@ -199,6 +234,72 @@ class FastAPIClient:
         else:
             message = f"driver {process.ref!r} is STOPPED; add it again and make a client from the new handle"
         return FastAPIClientError(message, error_type=state, server_message=failure or None)
+
+    def _not_ready(self, timeout: float, last: FastAPIClientError | None) -> FastAPIClientError:
+        return self._driver_failure() or FastAPIClientError(
+            f"{self.base_url} was not ready within {timeout} s: {last}",
+            status_code=last.status_code if last else None,
+        )
+
+    @staticmethod
+    def _retry_ready(exc: FastAPIClientError) -> bool:
+        """Whether ``GET /ready`` failing with ``exc`` is worth asking again (not up yet, or 503)."""
+        return exc.status_code is None or exc.status_code == 503
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+
+class FastAPIClient(_ClientBase):
+    """Call a :class:`FastAPIDriver` from Python, with typed values back.
+
+    Give the driver's handle (``process=``) or its address (``host=``, ``port=``).
+    Values are sent in their JSON form (typed values and numpy images are encoded),
+    and results come back as :mod:`rvai_sdk.types` values, decoded with the types the
+    server's ``GET /pipeline`` names. Every failure, a refused connection included,
+    raises :class:`FastAPIClientError` with the status code and the server's message.
+    For asyncio code, :class:`AsyncFastAPIClient` has the same methods as coroutines.
+
+    Args:
+        process: the handle ``proc.add_driver(...)`` returned.
+        host: the server's address (with ``port``), instead of ``process``.
+        port: the server's port.
+        api_key: the bearer token, when the server has one.
+        timeout: seconds to wait for each HTTP response.
+
+    Example::
+
+        with FastAPIClient(process=http) as client:
+            client.wait(timeout=10)
+            client.predict({"x": 1}, sid="cam-1")    # {'y': Integer(2)}
+    """
+
+    def __init__(
+        self,
+        process: PipelineDriverProcess | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(process, host, port, api_key)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self._headers)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(method, path, exc) from exc
+        return self._body(method, path, response)
+
+    def _types(self) -> dict[str, Any]:
+        return self._output_types if self._output_types is not None else self._set_types(self.pipeline())
+
+    def _decode(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self._decode_with(self._types(), outputs)
+
+    # -- API ---------------------------------------------------------------------------------
 
     def wait(self, timeout: float = 30.0) -> None:
         """Block until ``GET /ready`` answers 200.
@@ -222,17 +323,14 @@ class FastAPIClient:
                 self._call("GET", "/ready")
                 return
             except FastAPIClientError as exc:
-                if exc.status_code is not None and exc.status_code not in (503,):
+                if not self._retry_ready(exc):
                     raise
                 last = exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             pause.wait(min(0.01 * 2**min(attempt, 5), remaining))
-        raise self._driver_failure() or FastAPIClientError(
-            f"{self.base_url} was not ready within {timeout} s: {last}",
-            status_code=last.status_code if last else None,
-        )
+        raise self._not_ready(timeout, last)
 
     def health(self) -> bool:
         """Whether ``GET /health`` answers (the server is up)."""
@@ -260,11 +358,7 @@ class FastAPIClient:
         self, inputs: Mapping[str, Any], files: Mapping[str, bytes], sid: str | None = None
     ) -> dict[str, Any]:
         """Run one request as a multipart upload: ``files`` maps image inputs to file bytes (PNG, JPEG...)."""
-        data = {ref: json.dumps(_encode_value(v)) for ref, v in inputs.items()}
-        if sid is not None:
-            data["sid"] = sid
-        upload = {ref: (f"{ref}.bin", content, "application/octet-stream") for ref, content in files.items()}
-        body = self._call("POST", "/predict", data=data, files=upload)
+        body = self._call("POST", "/predict", **self._form(inputs, files, sid))
         return self._decode(body["outputs"])
 
     def predict_batch(
@@ -275,42 +369,14 @@ class FastAPIClient:
         Args:
             requests: each an inputs mapping, an ``(inputs, sid)`` pair, or ``{"inputs": ..., "sid": ...}``.
         """
-        items = []
-        for item in requests:
-            if isinstance(item, tuple):
-                items.append(self._request(item[0], item[1]))
-            elif "inputs" in item and set(item) <= {"inputs", "sid"}:
-                items.append(self._request(item["inputs"], item.get("sid")))
-            else:
-                items.append(self._request(item, None))
-        body = self._call("POST", "/predict/batch", json={"requests": items})
-        results: list[dict[str, Any] | FastAPIClientError] = []
-        for i, result in enumerate(body["results"]):
-            if result.get("error"):
-                error = result["error"]
-                results.append(
-                    FastAPIClientError(
-                        f"batch item {i} failed: {error.get('type')}: {error.get('message')}",
-                        status_code=200,
-                        error_type=error.get("type"),
-                        server_message=error.get("message"),
-                        cell=error.get("cell"),
-                        field=error.get("field"),
-                        body=result,
-                    )
-                )
-            else:
-                results.append(self._decode(result["outputs"]))
-        return results
+        body = self._call("POST", "/predict/batch", json={"requests": _batch_items(requests)})
+        return self._batch_results(self._types(), body)
 
     def predict_task(
         self, inputs: Mapping[str, Any], sid: str | None = None, callback_url: str | None = None
     ) -> str:
         """Queue an asynchronous task; its id."""
-        body = self._request(inputs, sid)
-        if callback_url is not None:
-            body["callback_url"] = callback_url
-        task: dict[str, Any] = self._call("POST", "/tasks", json=body)
+        task: dict[str, Any] = self._call("POST", "/tasks", json=self._task_body(inputs, sid, callback_url))
         return str(task["id"])
 
     def task(self, task_id: str, wait: float = 0.0) -> dict[str, Any]:
@@ -339,15 +405,7 @@ class FastAPIClient:
             if record["status"] == "done":
                 return self._decode(record["result"])
             if record["status"] == "failed":
-                error = record.get("error") or {}
-                raise FastAPIClientError(
-                    f"task {task_id} failed: {error.get('type')}: {error.get('message')}",
-                    status_code=200,
-                    error_type=error.get("type"),
-                    server_message=error.get("message"),
-                    cell=error.get("cell"),
-                    body=record,
-                )
+                raise self._task_failed(task_id, record)
             if remaining <= 0:
                 raise FastAPIClientError(f"task {task_id} did not finish within {timeout} s (status {record['status']})")
 
@@ -363,5 +421,162 @@ class FastAPIClient:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"<FastAPIClient {self.base_url}>"
+
+class AsyncFastAPIClient(_ClientBase):
+    """:class:`FastAPIClient` for asyncio code: the same methods, as coroutines, on ``httpx.AsyncClient``.
+
+    Many requests can be in flight from one task (``asyncio.gather``) over one
+    connection pool. Arguments, results and errors are those of
+    :class:`FastAPIClient`; close it with ``await client.aclose()`` or use it as
+    ``async with``. Make it inside the event loop that uses it.
+
+    Args:
+        process: the handle ``proc.add_driver(...)`` returned.
+        host: the server's address (with ``port``), instead of ``process``.
+        port: the server's port.
+        api_key: the bearer token, when the server has one.
+        timeout: seconds to wait for each HTTP response.
+
+    Example::
+
+        async with AsyncFastAPIClient(process=http) as client:
+            await client.wait(timeout=10)
+            results = await asyncio.gather(*(client.predict({"x": i}, sid=f"cam-{i}") for i in range(8)))
+    """
+
+    def __init__(
+        self,
+        process: PipelineDriverProcess | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(process, host, port, api_key)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=self._headers)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(method, path, exc) from exc
+        return self._body(method, path, response)
+
+    async def _types(self) -> dict[str, Any]:
+        return self._output_types if self._output_types is not None else self._set_types(await self.pipeline())
+
+    async def _decode(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self._decode_with(await self._types(), outputs)
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def wait(self, timeout: float = 30.0) -> None:
+        """Wait (without blocking the loop) until ``GET /ready`` answers 200; see :meth:`FastAPIClient.wait`.
+
+        Raises:
+            FastAPIClientError: not ready within ``timeout`` seconds, or the driver FAILED or STOPPED.
+        """
+        deadline = time.monotonic() + timeout
+        last: FastAPIClientError | None = None
+        for attempt in itertools.count():
+            failed = self._driver_failure()
+            if failed is not None:
+                raise failed
+            try:
+                await self._call("GET", "/ready")
+                return
+            except FastAPIClientError as exc:
+                if not self._retry_ready(exc):
+                    raise
+                last = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(0.01 * 2**min(attempt, 5), remaining))
+        raise self._not_ready(timeout, last)
+
+    async def health(self) -> bool:
+        """Whether ``GET /health`` answers (the server is up)."""
+        try:
+            await self._call("GET", "/health")
+        except FastAPIClientError:
+            return False
+        return True
+
+    async def pipeline(self) -> dict[str, Any]:
+        """The pipeline's description (``GET /pipeline``)."""
+        description: dict[str, Any] = await self._call("GET", "/pipeline")
+        return description
+
+    async def predict(self, inputs: Mapping[str, Any], sid: str | None = None) -> dict[str, Any]:
+        """Run one request; output ref → typed value.
+
+        Raises:
+            FastAPIClientError: any failure (422 bad input with ``field``, 500 cell failure with ``cell``, 503...).
+        """
+        body = await self._call("POST", "/predict", json=self._request(inputs, sid))
+        return await self._decode(body["outputs"])
+
+    async def predict_files(
+        self, inputs: Mapping[str, Any], files: Mapping[str, bytes], sid: str | None = None
+    ) -> dict[str, Any]:
+        """Run one request as a multipart upload: ``files`` maps image inputs to file bytes (PNG, JPEG...)."""
+        body = await self._call("POST", "/predict", **self._form(inputs, files, sid))
+        return await self._decode(body["outputs"])
+
+    async def predict_batch(
+        self, requests: Sequence[Mapping[str, Any] | tuple[Mapping[str, Any], str | None]]
+    ) -> list[dict[str, Any] | FastAPIClientError]:
+        """Run many requests in one call; per item, its typed outputs or the error that failed it alone."""
+        body = await self._call("POST", "/predict/batch", json={"requests": _batch_items(requests)})
+        return self._batch_results(await self._types(), body)
+
+    async def predict_task(
+        self, inputs: Mapping[str, Any], sid: str | None = None, callback_url: str | None = None
+    ) -> str:
+        """Queue an asynchronous task; its id."""
+        task: dict[str, Any] = await self._call("POST", "/tasks", json=self._task_body(inputs, sid, callback_url))
+        return str(task["id"])
+
+    async def task(self, task_id: str, wait: float = 0.0) -> dict[str, Any]:
+        """A task's status record (``GET /tasks/{id}``), waiting up to ``wait`` seconds for it to finish."""
+        record: dict[str, Any] = await self._call("GET", f"/tasks/{task_id}", params={"wait": wait} if wait else None)
+        return record
+
+    async def tasks(self) -> list[dict[str, Any]]:
+        """Every task the server keeps."""
+        return list((await self._call("GET", "/tasks"))["tasks"])
+
+    async def delete_task(self, task_id: str) -> None:
+        """Forget a task."""
+        await self._call("DELETE", f"/tasks/{task_id}")
+
+    async def task_result(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait for a task and return its typed outputs.
+
+        Raises:
+            FastAPIClientError: the task failed (its error), is unknown (404), or did not finish in ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            record = await self.task(task_id, wait=max(0.0, min(remaining, MAX_WAIT)))
+            if record["status"] == "done":
+                return await self._decode(record["result"])
+            if record["status"] == "failed":
+                raise self._task_failed(task_id, record)
+            if remaining <= 0:
+                raise FastAPIClientError(f"task {task_id} did not finish within {timeout} s (status {record['status']})")
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncFastAPIClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
