@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,17 @@ logger = logging.getLogger("rvai_sdk.sinks.dummy")
 
 
 def _log(record: Record) -> None:
-    logger.info("%s #%d (sid %s) %s: %s", record.source, record.index, record.sid, record.status, record.to_json()["outputs"])
+    if logger.isEnabledFor(logging.INFO):
+        outputs = record.to_json()["outputs"]
+        logger.info(
+            "%s #%d (sid %s) %s: %s",
+            record.source,
+            record.index,
+            record.sid,
+            record.status,
+            json.dumps(outputs, default=str),
+            extra={"source": record.source, "index": record.index, "sid": record.sid, "outputs": outputs},
+        )
 
 
 class DummySink(Sink):
