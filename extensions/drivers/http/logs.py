@@ -159,14 +159,16 @@ def log_failure(exc: BaseException, path: str, status: int) -> None:
         sid = request.sid
     request_id = request.id if request is not None else None
     first = str(exc).split("\n", 1)[0]
-    where = f" in cell {cell!r}" if cell else ""
+    if not isinstance(exc, CellError):  # a CellError's message names the cell, the sid and the error's type
+        first = f"{type(exc).__name__}: {first}"
+    where = f" in cell {cell!r}" if cell and not isinstance(exc, CellError) else ""
     record = error_logger.makeRecord(
         error_logger.name,
         level,
         __file__,
         0,
-        "request to %s failed (%d)%s: %s: %s [sid=%s request_id=%s]",
-        (path, status, where, getattr(exc, "cause_type", "") or type(exc).__name__, first, sid, request_id),
+        "request to %s failed (%d)%s: %s [sid=%s request_id=%s]",
+        (path, status, where, first, sid, request_id),
         None,
         extra={"request_id": request_id, "sid": sid, "cell": cell, "route": route_label(path), "status": status},
     )
