@@ -63,3 +63,10 @@ def test_gpu_benchmark_refuses_to_run_without_cuda_and_says_why() -> None:
     result = _run_benchmark("bench_gpu.py", timeout=100)
     assert result.returncode == 2
     assert "--cpu-smoke" in result.stdout + result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_access_log_benchmark_runs_and_reports_the_cost_per_request() -> None:
+    result = _run_benchmark("bench_logging.py", "--quick", timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert "log off" in result.stdout and "us/request" in result.stdout

@@ -16,6 +16,7 @@ leaves only the failures).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -73,14 +74,19 @@ def note_sid(sid: str | None) -> None:
         request.sid = sid
 
 
+_PREFIX = os.urandom(6).hex()
+_numbers = itertools.count(1)
+
+
 def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's ``X-Request-ID`` when sane, else this process's random prefix and a count (unique, and cheap)."""
     for name, value in headers:
         if name == b"x-request-id":
             text = value.decode("latin-1")
             if 0 < len(text) <= _MAX_ID and text.isprintable():
                 return text
             break
-    return os.urandom(8).hex()
+    return f"{_PREFIX}-{next(_numbers):x}"
 
 
 class AccessLogMiddleware:
@@ -102,13 +108,14 @@ class AccessLogMiddleware:
             return
         request = RequestLog(_request_id(scope["headers"]))
         token = _current.set(request)
-        started = time.perf_counter()
-        headers = (self.instance, (b"x-request-id", request.id.encode("latin-1")))
+        logging_on = access_logger.isEnabledFor(logging.INFO)
+        started = time.perf_counter() if logging_on else 0.0
+        instance = self.instance
 
         async def logged(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *headers]
-                if access_logger.isEnabledFor(logging.INFO):
+                message["headers"] = [*message.get("headers", ()), instance, (b"x-request-id", request.id.encode("latin-1"))]
+                if logging_on:
                     _access_line(scope, request, int(message["status"]), time.perf_counter() - started)
             await send(message)
 
