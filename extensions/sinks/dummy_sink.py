@@ -17,14 +17,15 @@ logger = logging.getLogger("rvai_sdk.sinks.dummy")
 def _log(record: Record) -> None:
     if logger.isEnabledFor(logging.INFO):
         outputs = record.to_json()["outputs"]
+        shown = json.dumps(outputs, default=str) if record.error is None else record.error.splitlines()[0]
         logger.info(
             "%s #%d (sid %s) %s: %s",
             record.source,
             record.index,
             record.sid,
             record.status,
-            json.dumps(outputs, default=str),
-            extra={"source": record.source, "index": record.index, "sid": record.sid, "outputs": outputs},
+            shown,
+            extra={"source": record.source, "index": record.index, "sid": record.sid, "outputs": outputs, "error": record.error},
         )
 
 
@@ -37,7 +38,8 @@ class DummySink(Sink):
 
     Args:
         drain: the callable taking each :class:`~rvai_sdk.drivers.Record` (default: log it
-            at INFO on the ``rvai_sdk.sinks.dummy`` logger). An exception fails the batch,
+            at INFO on the ``rvai_sdk.sinks.dummy`` logger: the outputs as JSON, or the error;
+            ``rvai-sdk stream --sink dummy:`` shows these lines on stderr). An exception fails the batch,
             which the driver retries.
         params: :meth:`DummySink.parameters` (batching, buffer, retries).
 
