@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from multiprocessing import connection
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, TextIO
 
@@ -170,7 +171,8 @@ class LogReceiver:
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.authkey = secrets.token_bytes(32)
-        self._listener = Listener((host, 0), authkey=self.authkey)
+        # authenticated on the reader's thread, so a stranger that connects and stalls holds up no child
+        self._listener = Listener((host, 0))
         address = self._listener.address
         self.address: tuple[str, int] = (str(address[0]), int(address[1]))
         self._closed = threading.Event()
@@ -180,16 +182,19 @@ class LogReceiver:
         while not self._closed.is_set():
             try:
                 conn = self._listener.accept()
-            except (OSError, EOFError):  # closed, or a client that failed authentication
+            except (OSError, EOFError):
                 if self._closed.is_set():
                     return
-                continue
-            except Exception:  # AuthenticationError and the like: a stranger, not ours
                 continue
             threading.Thread(target=self._read, args=(conn,), name="rvai-log-reader", daemon=True).start()
 
     def _read(self, conn: Connection) -> None:
         with conn:
+            try:
+                connection.deliver_challenge(conn, self.authkey)
+                connection.answer_challenge(conn, self.authkey)
+            except Exception:  # not one of our children
+                return
             while True:
                 try:
                     data = conn.recv_bytes()

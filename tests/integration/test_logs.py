@@ -118,3 +118,30 @@ def test_importing_the_library_configures_no_logging() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_receiver_takes_records_only_from_holders_of_its_key_and_a_stalled_stranger_holds_up_no_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import json
+    import socket
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client
+
+    from rvai_sdk._logging import LogReceiver
+
+    caplog.set_level(logging.INFO)
+    receiver = LogReceiver()
+    stranger = socket.create_connection(receiver.address)  # connects, never answers the challenge
+    try:
+        with pytest.raises(AuthenticationError):
+            Client(receiver.address, authkey=b"not the key")
+        with Client(receiver.address, authkey=receiver.authkey) as conn:
+            record = {"name": "tests.forwarded", "msg": "from a child", "levelno": logging.INFO, "levelname": "INFO",
+                      "processName": "driver[x]"}
+            conn.send_bytes(json.dumps(record).encode())
+            got = wait_for(caplog.records, lambda r: r.name == "tests.forwarded", "the forwarded record")
+        assert got[0].getMessage() == "from a child" and got[0].processName == "driver[x]"
+    finally:
+        stranger.close()
+        receiver.close()
