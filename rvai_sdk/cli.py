@@ -350,7 +350,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535 (0: any free port), got {args.port}")
     pipeline, inference = _start(args)
-    with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
+    # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
+    with init(args.runtime) as rt, _stop_on_signals() as stop, rt.start_inference(inference) as proc:
         try:
             http = proc.add_driver("http", FastAPIDriver, {"host": args.host, "listen_port": args.port, "api_key": args.api_key})
         except DriverError as exc:
@@ -443,7 +444,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     metrics = _MetricsServer(args.metrics_port) if args.metrics_port is not None else None
     try:
-        with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
+        # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
+        with init(args.runtime) as rt, _stop_on_signals() as stop, rt.start_inference(inference) as proc:
             stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks, parameters={"limit": args.frames})
             names = ", ".join(f"{ref} ({url})" for ref, url in _named(args.source, "source").items())
             print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
