@@ -224,3 +224,25 @@ def test_serve_on_a_port_another_server_holds_says_so_and_how_to_fix_it(project:
 def test_bad_model_and_log_options_fail_with_one_clear_line(project: Path, args: list[str], message: str) -> None:
     result = cli("serve", "picky_pipelines:pipeline", "--runtime", "debug", "--duration", "1", *args, cwd=project)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_serve_on_ray_forwards_the_replicas_records_and_stops_cleanly_on_sigterm(project: Path) -> None:
+    from tests.conftest import require_extra
+
+    require_extra("ray")
+    httpx = pytest.importorskip("httpx")
+    process, url, lines = start_serving("picky_pipelines:pipeline", "--runtime", "ray", "--port", "0", cwd=project)
+    try:
+        ok = httpx.post(f"{url}/predict", json={"inputs": {"x": 5}, "sid": "cam-1"}, timeout=60)
+        assert ok.status_code == 200, ok.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=120)
+    text = "".join(lines) + out
+    assert process.returncode == 0, text  # Ray's own SIGTERM handler used to abort the process here
+    assert text.rstrip().endswith("stopped")
+    assert "INFO    inference[picky] my_cells: picky saw x=5" in text  # from the replica actor, once
+    assert text.count("picky saw x=5") == 1
+    assert "INFO    driver[http] rvai_sdk.http.access: POST /predict 200" in text
