@@ -13,10 +13,13 @@ On embedded defaults, with nothing to configure:
    same state) and another starts a new one;
 5. a **summary** is read back from the database;
 
-and it ends by itself. ``--serve`` keeps the HTTP endpoint up until Ctrl-C.
+and it ends by itself, saying when it closes the HTTP endpoint (the URL works until
+then). ``--serve`` keeps the endpoint up until Ctrl-C (or SIGTERM), and so does
+``--serve-seconds N`` for N seconds; either way the demo says when it closes it.
 
     python examples/demo.py                      # local runtime, ends by itself
     python examples/demo.py --serve              # ... then keeps serving: curl the printed URL
+    python examples/demo.py --serve-seconds 60   # ... for a minute
     python examples/demo.py --runtime debug --database sqlite:///demo.db --source rtsp://10.0.0.5/stream1
 """
 
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", default="local", help="debug, local (default) or ray")
     parser.add_argument("--serve", action="store_true", help="keep the HTTP endpoint up until Ctrl-C")
+    parser.add_argument(
+        "--serve-seconds", type=float, default=None, metavar="N", help="keep the HTTP endpoint up N seconds more (or until Ctrl-C)"
+    )
     parser.add_argument("--port", type=int, default=0, help="HTTP port (default: any free port)")
     parser.add_argument("--source", action="append", default=[], help="a camera URL or video file instead of the clip; repeat")
     parser.add_argument("--database", default=None, help="a sqlite:/// URL (default: in a temporary folder)")
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         http = proc.add_driver("http", FastAPIDriver, {"listen_port": args.port})
         client = FastAPIClient(process=http)
         client.wait(timeout=60)
-        print(f"HTTP endpoint: {client.base_url}  (POST /predict, docs at /docs, metrics at /metrics)")
+        keeps = "until Ctrl-C" if args.serve else "until the demo says it closes it"
+        print(f"HTTP endpoint: {client.base_url}  (POST /predict, docs at /docs, metrics at /metrics; up {keeps})", flush=True)
 
         stream = proc.add_driver("cameras", SourceSinkDriver, sources=sources, sinks={"db": DatabaseSink(database, table="frames")})
         print(f"streaming into {database}")
@@ -207,13 +214,22 @@ def main(argv: list[str] | None = None) -> None:
         requests = proc.stats()["requests"]
         print(f"{requests['succeeded']} requests served, {requests['failed']} failed")
 
-        if args.serve:
+        if args.serve or args.serve_seconds is not None:
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            print(f"serving at {client.base_url} until Ctrl-C", flush=True)
-            while not stop.wait(1.0):
-                pass
+            until = "Ctrl-C" if args.serve_seconds is None else f"Ctrl-C, or for {args.serve_seconds:g} s"
+            print(f"serving at {client.base_url} until {until}", flush=True)
+            deadline = None if args.serve_seconds is None else time.monotonic() + args.serve_seconds
+            while not stop.wait(0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if http.status.name != "RUNNING":
+                    print(f"the HTTP endpoint stopped: {http.failure or http.status.name}", flush=True)
+                    break
+        else:
+            print("(run with --serve to keep the HTTP endpoint up)", flush=True)
+        print(f"closing the HTTP endpoint at {client.base_url}", flush=True)
         client.close()
         proc.remove_driver(http.pid)
     print("done")

@@ -30,6 +30,14 @@ driver suffix (``postgresql+psycopg``) is looked up whole, then without the suff
 The drivers ``serve`` and ``stream`` run are found the same way, under
 ``rvai_sdk.cli_drivers`` (names ``serve`` and ``stream``). The lookups live in
 ``rvai_sdk._entry_points``; their public names are importable from here.
+
+Logging: ``--log-level`` (default ``info``, or ``$RVAI_SDK_LOG_LEVEL``) and ``--log-format
+text|json`` (or ``$RVAI_SDK_LOG_FORMAT``) configure the standard library's root logger on
+stderr, before or after the command (``rvai-sdk --log-level debug serve ...`` or
+``rvai-sdk serve ... --log-level debug``); the inference and driver processes' records
+arrive there too, named ``inference[PIPELINE]`` and ``driver[REF]``. ``serve`` logs an
+access line per request; the ``dummy:`` sink logs every result. ``rvai-sdk --version``
+prints the version; ``python -m rvai_sdk`` is ``rvai-sdk``.
 """
 
 from __future__ import annotations
@@ -48,7 +56,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rvai_sdk import __version__
 from rvai_sdk import types as _types
+from rvai_sdk._logging import LOG_FORMATS, LOG_LEVELS, configure
 from rvai_sdk._entry_points import (
     DRIVERS_GROUP,
     ENTRY_POINT_GROUP,
@@ -75,6 +85,7 @@ __all__ = [
     "load_sink",
     "command_driver",
     "parse_params",
+    "parse_models",
     "progress_line",
     "stream_metrics_text",
     "ENTRY_POINT_GROUP",
@@ -183,6 +194,47 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
+def parse_models(items: Sequence[str], pipeline: Pipeline | None = None) -> dict[str, str]:
+    """Turn ``REF=PATH`` strings into ``Inference(models=...)``: cell ref → model path.
+
+    A path that exists is made absolute (the inference process may run elsewhere);
+    another (a model name a cell understands) is passed on as given.
+
+    Args:
+        items: the ``--model`` values.
+        pipeline: when given, each ref must be one of its cells that loads a model.
+
+    Raises:
+        UsageError: an item is not ``REF=PATH``, a ref is given twice, is not a cell of
+            the pipeline, or names a cell without ``load_model``.
+
+    Example:
+        >>> parse_models(["detect=yolo-tiny"])
+        {'detect': 'yolo-tiny'}
+    """
+    models: dict[str, str] = {}
+    for item in items:
+        ref, equals, path = item.partition("=")
+        ref = ref.strip()
+        if not equals or not ref or not path:
+            raise UsageError(f"--model {item!r} is not REF=PATH (e.g. --model detect=weights/yolo.pt)")
+        if ref in models:
+            raise UsageError(f"two --model options name cell {ref!r}; give one path per cell")
+        if pipeline is not None:
+            if ref not in pipeline.cells:
+                raise UsageError(
+                    f"--model {item!r}: pipeline {pipeline.name!r} has no cell {ref!r}; its cells are: "
+                    f"{', '.join(pipeline.order)}"
+                )
+            if not pipeline.spec(ref).has_load_model:
+                raise UsageError(
+                    f"--model {item!r}: cell {ref!r} ({pipeline.spec(ref).name}) has no load_model, so it would "
+                    "never see the path; name a cell that loads a model (rvai-sdk info shows them)"
+                )
+        models[ref] = str(Path(path).resolve()) if Path(path).exists() else path
+    return models
+
+
 def _named(items: Sequence[str], prefix: str) -> dict[str, str]:
     """``NAME=URL`` or ``URL`` items → ref → URL (unnamed ones are ``prefix-1``, ``prefix-2``...)."""
     named: dict[str, str] = {}
@@ -227,7 +279,8 @@ def _start(args: argparse.Namespace) -> tuple[Pipeline, Any]:
     from rvai_sdk.runtime import Inference
 
     pipeline = load_pipeline(args.target)
-    return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param))
+    models = parse_models(args.model, pipeline)
+    return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param), models=models)
 
 
 def _check_driver(handle: PipelineDriverProcess) -> None:
@@ -238,25 +291,47 @@ def _check_driver(handle: PipelineDriverProcess) -> None:
         raise DriverError(f"driver {handle.ref!r} stopped while running: {failure}")
 
 
-def _wait_ready(handle: PipelineDriverProcess, url: str, api_key: str | None, timeout: float = 60.0) -> None:
-    """Wait until ``GET {url}/ready`` answers 200; fails at once when the driver fails or stops.
+def _port_in_use(port: int) -> UsageError:
+    return UsageError(f"port {port} is in use; pick another with --port, or --port 0 for any free port")
+
+
+def _wait_ready(
+    handle: PipelineDriverProcess, url: str, api_key: str | None, timeout: float = 60.0, instance: str | None = None
+) -> None:
+    """Wait until ``GET {url}/ready`` answers 200 from this driver; fails at once when the driver fails or stops.
+
+    With ``instance`` (the driver's id, from its service record), only an answer naming
+    it counts: any other answer comes from another server holding the port.
 
     Raises:
+        UsageError: another server answers on the port, or the driver could not bind it.
         DriverError: the driver stopped, or was not ready within ``timeout`` seconds.
     """
+    port = int(url.rsplit(":", 1)[1])
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     pause = threading.Event()
     deadline = time.monotonic() + timeout
     last = "no answer"
     for attempt in range(10_000):  # bounded by the deadline long before
-        _check_driver(handle)
+        try:
+            _check_driver(handle)
+        except DriverError as exc:
+            if "is in use" in str(exc):
+                raise _port_in_use(port) from exc
+            raise
+        answered: str | None = None
         try:
             with urllib.request.urlopen(urllib.request.Request(f"{url}/ready", headers=headers), timeout=5.0) as response:
+                answered = response.headers.get("X-Rvai-Instance")
+                if instance is not None and answered != instance:
+                    raise _port_in_use(port)
                 if response.status == 200:
                     return
                 last = f"HTTP {response.status}"
         except urllib.error.HTTPError as exc:
             last = f"HTTP {exc.code}"
+            if instance is not None and exc.headers.get("X-Rvai-Instance") != instance:
+                raise _port_in_use(port) from None
             if exc.code != 503:
                 break
         except OSError as exc:
@@ -275,12 +350,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535 (0: any free port), got {args.port}")
     pipeline, inference = _start(args)
-    with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
-        http = proc.add_driver("http", FastAPIDriver, {"host": args.host, "listen_port": args.port, "api_key": args.api_key})
+    # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
+    with init(args.runtime) as rt, _stop_on_signals() as stop, rt.start_inference(inference) as proc:
+        try:
+            http = proc.add_driver("http", FastAPIDriver, {"host": args.host, "listen_port": args.port, "api_key": args.api_key})
+        except DriverError as exc:
+            if "is in use" in str(exc):
+                raise _port_in_use(args.port) from exc
+            raise
         service = http.get_service("http")
         host = service["address"]
         url = f"http://{'[' + host + ']' if ':' in host else host}:{service['port']}"
-        _wait_ready(http, url, args.api_key)
+        _wait_ready(http, url, args.api_key, instance=service.get("instance"))
         bound = f" (for {args.duration:g} s)" if args.duration is not None else " (Ctrl-C to stop)"
         print(f"serving pipeline {pipeline.name!r} on the {args.runtime} runtime at {url}{bound}", flush=True)
         print(f"  POST {url}/predict   docs {url}/docs   metrics {url}/metrics", flush=True)
@@ -363,7 +444,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     metrics = _MetricsServer(args.metrics_port) if args.metrics_port is not None else None
     try:
-        with _stop_on_signals() as stop, init(args.runtime) as rt, rt.start_inference(inference) as proc:
+        # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
+        with init(args.runtime) as rt, _stop_on_signals() as stop, rt.start_inference(inference) as proc:
             stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks, parameters={"limit": args.frames})
             names = ", ".join(f"{ref} ({url})" for ref, url in _named(args.source, "source").items())
             print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
@@ -449,6 +531,8 @@ def _summary(last: Mapping[str, Any]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rvai-sdk``."""
     parser = argparse.ArgumentParser(prog="rvai-sdk", description="Inspect, draw, serve and stream rvai_sdk pipelines.")
+    parser.add_argument("--version", action="version", version=f"rvai-sdk {__version__}")
+    _log_options(parser, None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     target_help = "module:attribute (a Pipeline, PipelineFactory or function returning one) or a registered name"
 
@@ -472,7 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--param", action="append", default=[], metavar="REF.NAME=VALUE",
             help="a cell parameter (the value as JSON, else a string); repeat for more",
         )
+        sub.add_argument(
+            "--model", action="append", default=[], metavar="REF=PATH",
+            help="the model path handed to cell REF's load_model (else it gets None); repeat for more cells",
+        )
         sub.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+        _log_options(sub, argparse.SUPPRESS)
 
     serve = commands.add_parser("serve", help="serve a pipeline over HTTP until Ctrl-C (FastAPIDriver)")
     common(serve)
@@ -506,6 +595,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """``--log-level`` and ``--log-format`` (on the main parser with defaults; on a command, without, so
+    that a value given before the command stays)."""
+    parser.add_argument(
+        "--log-level", type=str.lower, choices=LOG_LEVELS,
+        default=default if default is not None else (os.environ.get("RVAI_SDK_LOG_LEVEL") or "info").lower(),
+        help="log records at this level and above on stderr (default: info, or $RVAI_SDK_LOG_LEVEL)",
+    )
+    parser.add_argument(
+        "--log-format", type=str.lower, choices=LOG_FORMATS,
+        default=default if default is not None else (os.environ.get("RVAI_SDK_LOG_FORMAT") or "text").lower(),
+        help="text lines, or one JSON object per line (default: text, or $RVAI_SDK_LOG_FORMAT)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``rvai-sdk``; returns the exit status.
 
@@ -513,6 +617,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``stream`` gives 1 when a source failed or a sink lost records.
     """
     args = build_parser().parse_args(argv)
+    try:
+        configure(args.log_level, args.log_format)
+    except ValueError as exc:  # $RVAI_SDK_LOG_LEVEL or $RVAI_SDK_LOG_FORMAT not one of the choices
+        print(f"rvai-sdk: {exc}", file=sys.stderr)
+        return 2
     try:
         status: int = args.run(args)
     except RvaiError as exc:

@@ -75,3 +75,10 @@ def test_streams_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     assert "memory per kept idle state:" in result.stdout
     text = out.read_text()
     assert "<!-- bench:streams -->" in text and "| local | batched | 256 |" in text
+
+
+@pytest.mark.timeout(120)
+def test_access_log_benchmark_runs_and_reports_the_cost_per_request() -> None:
+    result = _run_benchmark("bench_logging.py", "--quick", timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert "log off" in result.stdout and "us/request" in result.stdout

@@ -359,6 +359,28 @@ class Stream:
             self.waiting_since = None
             self.cond.notify_all()
 
+    def _log_failure(self, request: Pending, exc: BaseException, error: str) -> None:
+        """One record per failed frame, with the traceback (the cell's, from the inference process), source, index, sid, cell."""
+        if not logger.isEnabledFor(logging.ERROR):
+            return
+        cell = getattr(exc, "ref", None)
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            0,
+            "source %r: frame %d (sid %r) failed%s (%d so far): %s",
+            (self.ref, request.index, request.sid, f" in cell {cell!r}" if cell else "", self.failed, error),
+            None,
+            extra={"source": self.ref, "index": request.index, "sid": request.sid, "cell": cell, "request_id": f"{self.ref}#{request.index}"},
+        )
+        remote = getattr(exc, "remote_traceback", "")
+        if remote:
+            record.exc_text = str(remote).rstrip()
+        elif exc.__traceback__ is not None:
+            record.exc_info = (type(exc), exc, exc.__traceback__)
+        logger.handle(record)
+
     def _abandon(self) -> None:
         """At shutdown past the drain deadline: count requests still in flight as unfinished (never written)."""
         while self.pending:
@@ -379,8 +401,7 @@ class Stream:
                 return
             error = error_text(exc)
             self.failed += 1
-            if self.failed == 1 or self.failed % LOG_EVERY == 0:
-                logger.warning("source %r: request %d (sid %r) failed (%d so far): %s", self.ref, request.index, request.sid, self.failed, error)
+            self._log_failure(request, exc, error)
         else:
             self.processed += 1
             if self.outage_since is not None and self.waiting_since is None:

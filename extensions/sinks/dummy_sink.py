@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,7 +15,18 @@ logger = logging.getLogger("rvai_sdk.sinks.dummy")
 
 
 def _log(record: Record) -> None:
-    logger.info("%s #%d (sid %s) %s: %s", record.source, record.index, record.sid, record.status, record.to_json()["outputs"])
+    if logger.isEnabledFor(logging.INFO):
+        outputs = record.to_json()["outputs"]
+        shown = json.dumps(outputs, default=str) if record.error is None else record.error.splitlines()[0]
+        logger.info(
+            "%s #%d (sid %s) %s: %s",
+            record.source,
+            record.index,
+            record.sid,
+            record.status,
+            shown,
+            extra={"source": record.source, "index": record.index, "sid": record.sid, "outputs": outputs, "error": record.error},
+        )
 
 
 class DummySink(Sink):
@@ -26,7 +38,8 @@ class DummySink(Sink):
 
     Args:
         drain: the callable taking each :class:`~rvai_sdk.drivers.Record` (default: log it
-            at INFO on the ``rvai_sdk.sinks.dummy`` logger). An exception fails the batch,
+            at INFO on the ``rvai_sdk.sinks.dummy`` logger: the outputs as JSON, or the error;
+            ``rvai-sdk stream --sink dummy:`` shows these lines on stderr). An exception fails the batch,
             which the driver retries.
         params: :meth:`DummySink.parameters` (batching, buffer, retries).
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from rvai_sdk._logging import ChildLogConfig, child_log_config, forward_logs
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.drivers.port import RestrictedInferenceProcess
 from rvai_sdk.exc import DriverError, ProcessError
@@ -116,9 +117,11 @@ def _exit_text(exitcode: int | None) -> str:
 # -- in the children ------------------------------------------------------------------------------
 
 
-def _child_setup(env: Mapping[str, str]) -> None:
-    """First thing in every child: environment, no Ctrl-C from the terminal, and die with the parent."""
+def _child_setup(env: Mapping[str, str], log: ChildLogConfig | None = None) -> None:
+    """First thing in every child: environment, logs to the parent's handlers, no Ctrl-C from the
+    terminal, and die with the parent."""
     os.environ.update(env)
+    forward_logs(log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import multiprocess
 
@@ -137,9 +140,15 @@ def _child_setup(env: Mapping[str, str]) -> None:
 
 
 def _inference_main(
-    blob: bytes, params_blob: bytes, address: str, authkey: bytes, conn: Any, env: dict[str, str]
+    blob: bytes,
+    params_blob: bytes,
+    address: str,
+    authkey: bytes,
+    conn: Any,
+    env: dict[str, str],
+    log: ChildLogConfig | None = None,
 ) -> None:
-    _child_setup(env)
+    _child_setup(env, log)
     import dill
 
     try:
@@ -186,8 +195,9 @@ def _driver_main(
     conn: Any,
     env: dict[str, str],
     limits: tuple[int, float | None],
+    log: ChildLogConfig | None = None,
 ) -> None:
-    _child_setup(env)
+    _child_setup(env, log)
     import dill
 
     send_lock = threading.Lock()
@@ -292,7 +302,15 @@ class LocalBackend(ProcessBackend):
         params_blob = _dumps(dict(parameters), f"the parameters of pipeline {self.name!r}")
         process = ctx.Process(
             target=_inference_main,
-            args=(self._blob, params_blob, self.address, self._authkey, child_conn, self._env),
+            args=(
+                self._blob,
+                params_blob,
+                self.address,
+                self._authkey,
+                child_conn,
+                self._env,
+                child_log_config(f"inference[{self.name}]"),
+            ),
             name=f"rvai-inference-{self.name}",
             daemon=True,
         )
@@ -413,7 +431,10 @@ class LocalDriverProcess(PipelineDriverProcess):
         parent_conn, child_conn = ctx.Pipe()
         process = ctx.Process(
             target=_driver_main,
-            args=(self.ref, blob, pipeline_blob, address, authkey, child_conn, env, limits),
+            args=(
+                self.ref, blob, pipeline_blob, address, authkey, child_conn, env, limits,
+                child_log_config(f"driver[{self.ref}]"),
+            ),
             name=f"rvai-driver-{self.ref}",
             daemon=True,
         )

@@ -26,11 +26,12 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk._compat import require
+from rvai_sdk._logging import ChildLogConfig, child_log_config, forward_logs
 from rvai_sdk.drivers.driver import DriverParameters
 from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiError
 from rvai_sdk.runtime._backend import Runtime
@@ -52,6 +53,25 @@ _MAX_RESTARTS = 5
 
 def _ray() -> Any:
     return require("ray", extra="ray")
+
+
+def _forwarding_logs(log: ChildLogConfig, build: Callable[[], Any]) -> Any:
+    """In a replica actor: forward its log records to the parent (same machine only), then build."""
+    forward_logs(log)
+    return build()
+
+
+class _LoggedFactory:
+    """A driver factory that first forwards the driver actor's log records to the parent (same machine only)."""
+
+    def __init__(self, log: ChildLogConfig, factory: DriverFactory) -> None:
+        self.log = log
+        self.factory = factory
+        self.__qualname__ = str(getattr(factory, "__qualname__", None) or getattr(factory, "__name__", None) or factory)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        forward_logs(self.log)
+        return self.factory(*args, **kwargs)
 
 
 class RayRuntime(Runtime):
@@ -202,7 +222,11 @@ class RayBackend(ProcessBackend):
         """Start replicas at ``indices`` at once; all ready, or none (the started ones are killed)."""
         ray = _ray()
         actor_cls = ray.remote(ReplicaActor).options(**self._options)
-        build = functools.partial(build_executor, self.inference, parameters=dict(self._parameters), on_broken=exit_process)
+        build = functools.partial(
+            _forwarding_logs,
+            child_log_config(f"inference[{self.name}]"),
+            functools.partial(build_executor, self.inference, parameters=dict(self._parameters), on_broken=exit_process),
+        )
         handles = {i: actor_cls.remote(i, build) for i in indices}
         refs = {i: handles[i].start.remote() for i in indices}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.runtime.start_timeout)
@@ -361,6 +385,7 @@ class RayBackend(ProcessBackend):
         options.update(self.runtime.driver_options)
         options.update(self.driver_options.get(ref, {}))
         handle = RayDriverProcess(ref, self)
+        factory = _LoggedFactory(child_log_config(f"driver[{ref}]"), factory)
         handle._launch(factory, args, kwargs, options, self.link.routes())
         with self._lock:
             self._drivers = [d for d in self._drivers if d.status is ProcessStatus.RUNNING] + [handle]

@@ -38,6 +38,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .logs import note_sid
+
 if TYPE_CHECKING:
     from rvai_sdk.drivers import RestrictedInferenceProcess
 
@@ -99,6 +101,7 @@ class Dispatcher:
             InputValidationError, DeadlineExceededError, CellError, ProcessError: as ``predict`` does.
         """
         assert self.loop is not None
+        note_sid(sid)  # for the access log line
         self.in_flight += 1
         try:
             future = self.loop.create_future()
@@ -121,6 +124,8 @@ class Dispatcher:
             return await self._outputs(future), sid[0]
         finally:
             self.in_flight -= 1
+            if sid:
+                note_sid(sid[0])  # for the access log line
 
     # -- threads -----------------------------------------------------------------------------------
 

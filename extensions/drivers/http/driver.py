@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import secrets
 import socket
 from collections.abc import Awaitable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,8 @@ class FastAPIDriver(PipelineDriver):
         self._last_error: str | None = None
         self._resources = DriverResources()
         self._bound_port = 0
+        self.instance = secrets.token_hex(8)
+        """This driver's id: in its ``"http"`` service record (``instance``) and in ``/health`` and ``/ready``."""
 
     def resources_request(self) -> DriverResourcesRequest:
         """One port, named ``"http"``."""
@@ -65,7 +69,7 @@ class FastAPIDriver(PipelineDriver):
         """The ``"http"`` service record: where clients reach the server."""
         host = str(self._state.parameters.host)
         address = resources.host if host in ("0.0.0.0", "::", "") else host
-        return [service_record("http", self._port(resources), address=address)]
+        return [{**service_record("http", self._port(resources), address=address), "instance": self.instance}]
 
     def _port(self, resources: DriverResources) -> int:
         """The port to listen on: the ``listen_port`` parameter, else the one the runtime allocated."""
@@ -105,7 +109,7 @@ class FastAPIDriver(PipelineDriver):
         """
         self._resources = resources
         port = self._port(resources)
-        service = Service(self._state, inference)
+        service = Service(self._state, inference, self.instance)
         self._service = service
         config = uvicorn.Config(
             service.asgi,
@@ -182,6 +186,11 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DriverError(
+                f"FastAPIDriver cannot listen on {host}:{port}: port {port} is in use (another server holds it); "
+                "pick another listen_port, or 0 for any free port"
+            ) from exc
         raise DriverError(
             f"FastAPIDriver cannot listen on {host}:{port}: {exc}; check the 'host' parameter "
             "(an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)"

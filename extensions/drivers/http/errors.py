@@ -100,7 +100,16 @@ class ErrorMapper:
         self.pipeline = pipeline
 
     def map(self, exc: BaseException, path: str = "") -> HTTPError:
-        """The :class:`HTTPError` that answers ``exc`` (raised while serving ``path``)."""
+        """The :class:`HTTPError` that answers ``exc`` (raised while serving ``path``); a failure on the
+        server's side (5xx) is logged once, with its traceback (:func:`~.logs.log_failure`)."""
+        error = self._map(exc, path)
+        if error.status >= 500 and not isinstance(exc, HTTPError):
+            from .logs import log_failure
+
+            log_failure(exc, path, error.status)
+        return error
+
+    def _map(self, exc: BaseException, path: str) -> HTTPError:
         if isinstance(exc, HTTPError):
             return exc
         if isinstance(exc, InputValidationError):

@@ -36,11 +36,15 @@ def route_label(path: str) -> str:
     Example:
         >>> route_label("/tasks/0a1b"), route_label("/predict"), route_label("/wp-admin")
         ('/tasks/{task_id}', '/predict', 'other')
+        >>> route_label("/docs/assets/swagger-ui.css")
+        '/docs/assets/{name}'
     """
     if path in _ROUTES:
         return path
     if path.startswith("/tasks/") and "/" not in path[len("/tasks/") :]:
         return "/tasks/{task_id}"
+    if path.startswith("/docs/assets/") and "/" not in path[len("/docs/assets/") :]:
+        return "/docs/assets/{name}"
     return "other"
 
 

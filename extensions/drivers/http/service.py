@@ -2,7 +2,13 @@
 
 What uvicorn serves (:attr:`Service.asgi`) is::
 
-    CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
+    AccessLogMiddleware → CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
+
+``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from this server
+(``/docs/assets/...``, the files the ``fastapi-offline`` package ships), never from a CDN,
+so they work on a machine without internet. Every answer names the server's instance
+(the ``X-Rvai-Instance`` header; ``/health`` and ``/ready`` also in the body), so that a
+caller can tell its own server from another one on the same port.
 
 The FastAPI app serves every other route (and the 404/405 answers); each of its routes
 turns a failure into an answer through the one mapping (:class:`~.errors.ErrorMapper`).
@@ -11,6 +17,7 @@ turns a failure into an answer through the one mapping (:class:`~.errors.ErrorMa
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +29,7 @@ from .codec import Codec
 from .dispatch import Dispatcher
 from .errors import ErrorMapper, HTTPError, json_response, json_type, unprocessable
 from .home import home_page
+from .logs import AccessLogMiddleware
 from .middleware import TIMEOUT_KEY, CountingMiddleware, GuardMiddleware
 from .models import models, openapi_document, request_body
 from .predict import PredictEndpoint, read_body, unsupported_media_type
@@ -33,6 +41,7 @@ if TYPE_CHECKING:
     import fastapi.openapi.docs as fastapi_docs
     import fastapi.responses as fastapi_responses
     import fastapi.routing as fastapi_routing
+    import fastapi_offline
     import starlette.routing as starlette_routing
     from fastapi import FastAPI, Request, Response
 
@@ -44,6 +53,7 @@ else:
     fastapi_docs = require("fastapi.openapi.docs", extra="fastapi")
     fastapi_responses = require("fastapi.responses", extra="fastapi")
     fastapi_routing = require("fastapi.routing", extra="fastapi")
+    fastapi_offline = require("fastapi_offline", extra="fastapi")
     starlette_routing = require("starlette.routing", extra="fastapi")
     # FastAPI reads the routes' annotations at run time
     FastAPI, Request, Response = fastapi.FastAPI, fastapi.Request, fastapi.Response
@@ -52,6 +62,19 @@ __all__ = ["Service"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+DOCS_ASSETS: dict[str, str] = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "redoc.standalone.js": "text/javascript",
+    "favicon.png": "image/png",
+}
+"""The files ``/docs/assets/NAME`` serves (from the ``fastapi-offline`` package), with their media types."""
+
+
+def docs_assets_dir() -> Path:
+    """The folder of the Swagger UI and ReDoc files the ``fastapi-offline`` package ships."""
+    return Path(fastapi_offline.__file__).parent / "static"
+
 
 class Service:
     """The routes of one running driver, and what they share (lives on the event loop).
@@ -59,10 +82,12 @@ class Service:
     Args:
         state: the driver's live state (parameters, bound host, counters).
         inference: the driver's port onto the inference process.
+        instance: the running driver's id, named by ``/health`` and ``/ready``.
     """
 
-    def __init__(self, state: LiveState, inference: RestrictedInferenceProcess) -> None:
+    def __init__(self, state: LiveState, inference: RestrictedInferenceProcess, instance: str = "") -> None:
         self.state = state
+        self.instance = instance
         self.inference = inference
         self.codec = Codec(inference.pipeline)
         self.models = models(self.codec)
@@ -73,7 +98,9 @@ class Service:
         self._openapi: dict[str, Any] | None = None
         self._predict_doc: Any = None
         self.app = self._build_app()
-        self.asgi = CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state)
+        self.asgi = AccessLogMiddleware(
+            CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state), instance=instance
+        )
 
     async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
@@ -190,8 +217,8 @@ class Service:
             app.add_api_route(path, self._guard(endpoint), response_model=None, **kwargs)
 
         async def health(request: Request) -> Response:
-            """The server is up (needs no API key)."""
-            return json_response({"status": "ok"})
+            """The server is up (needs no API key); ``instance`` names this running server."""
+            return json_response({"status": "ok", "instance": self.instance})
 
         async def ready(request: Request) -> Response:
             """The inference process is reachable and warmed up; 503 when not."""
@@ -201,7 +228,7 @@ class Service:
                 ok = False
             if not ok:
                 raise HTTPError(503, "NotReady", "the inference process is not ready", headers={"Retry-After": "1"})
-            return json_response({"status": "ready"})
+            return json_response({"status": "ready", "instance": self.instance})
 
         async def pipeline(request: Request) -> Response:
             """The pipeline: name, cells, inputs and outputs with their JSON schemas and field metadata."""
@@ -297,10 +324,32 @@ class Service:
             return json_response(self.openapi())
 
         async def swagger(request: Request) -> Response:
-            return fastapi_docs.get_swagger_ui_html(openapi_url="/openapi.json", title=f"{name} - Swagger UI")
+            return fastapi_docs.get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title=f"{name} - Swagger UI",
+                swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                swagger_css_url="/docs/assets/swagger-ui.css",
+                swagger_favicon_url="/docs/assets/favicon.png",
+            )
 
         async def redoc(request: Request) -> Response:
-            return fastapi_docs.get_redoc_html(openapi_url="/openapi.json", title=f"{name} - ReDoc")
+            return fastapi_docs.get_redoc_html(
+                openapi_url="/openapi.json",
+                title=f"{name} - ReDoc",
+                redoc_js_url="/docs/assets/redoc.standalone.js",
+                redoc_favicon_url="/docs/assets/favicon.png",
+                with_google_fonts=False,
+            )
+
+        assets = docs_assets_dir()
+
+        async def docs_asset(request: Request) -> Response:
+            asset = request.path_params["name"]
+            if asset not in DOCS_ASSETS:
+                raise HTTPError(404, "NotFound", f"no docs asset {asset!r}; the assets are: {', '.join(DOCS_ASSETS)}")
+            return fastapi_responses.FileResponse(
+                assets / asset, media_type=DOCS_ASSETS[asset], headers={"Cache-Control": "public, max-age=86400"}
+            )
 
         task_id = [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}]
         wait = [{"name": "wait", "in": "query", "required": False, "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT}}]
@@ -363,6 +412,7 @@ class Service:
         route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)
         route("/docs", swagger, methods=["GET"], include_in_schema=False)
         route("/redoc", redoc, methods=["GET"], include_in_schema=False)
+        route("/docs/assets/{name}", docs_asset, methods=["GET"], include_in_schema=False)
 
         async def http_error(request: Request, exc: Exception) -> Response:
             return self.errors.response(exc, request.url.path)

@@ -68,8 +68,8 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 def test_predict_routes_answer_typed_values_keep_sids_apart_and_map_errors_to_statuses(runtime: Runtime) -> None:
     with serving(runtime, http_pipeline()) as (proc, handle, url), httpx.Client(base_url=url) as http:
-        assert http.get("/health").json() == {"status": "ok"}
-        assert http.get("/ready").json() == {"status": "ready"}
+        assert http.get("/health").json() == {"status": "ok", "instance": handle.get_service("http")["instance"]}
+        assert http.get("/ready").json() == {"status": "ready", "instance": handle.get_service("http")["instance"]}
 
         described = http.get("/pipeline").json()
         assert described["name"] == "http-test"
