@@ -15,13 +15,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.drivers.metrics import CONTENT_TYPE, inference_metrics_text
+from rvai_sdk.drivers.metrics import CONTENT_TYPE, LatencyHistogram, inference_metrics_text
 
 from . import security
 from .codec import Codec
 from .dispatch import Dispatcher
 from .errors import ErrorMapper, HTTPError, json_response, json_type, unprocessable
 from .home import home_page
+from .latency import LatencyMiddleware
 from .middleware import TIMEOUT_KEY, CountingMiddleware, GuardMiddleware
 from .models import models, openapi_document, request_body
 from .predict import PredictEndpoint, read_body, unsupported_media_type
@@ -73,7 +74,8 @@ class Service:
         self._openapi: dict[str, Any] | None = None
         self._predict_doc: Any = None
         self.app = self._build_app()
-        self.asgi = CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state)
+        self.latency = LatencyHistogram()  # request durations by route, for GET /metrics
+        self.asgi = LatencyMiddleware(CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state), self.latency)
 
     async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
@@ -285,8 +287,8 @@ class Service:
             except Exception:
                 stats = None
             # the counters are copied here, on the event loop that updates them
-            http_counts, counters = dict(self.state.http_counts), self.counters()
-            body = await self.dispatcher.offload(inference_metrics_text, name, stats, http_counts, counters)
+            http_counts, counters, latency = dict(self.state.http_counts), self.counters(), self.latency.snapshot()
+            body = await self.dispatcher.offload(inference_metrics_text, name, stats, http_counts, counters, latency)
             return fastapi.Response(content=body, media_type=CONTENT_TYPE)
 
         async def home(request: Request) -> Response:
