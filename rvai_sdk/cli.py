@@ -512,8 +512,8 @@ def _detach(args: argparse.Namespace, argv: Sequence[str]) -> int:
         registry=registry, wait=args.start_timeout,
     )
     if record.status == "running":
-        where = record.url or ", ".join(f"{k} port {v}" for k, v in record.ports.items()) or "no port"
-        print(f"started service {name!r} (pid {record.pid}): {where}")
+        where = record.url or ", ".join(f"{k} port {v}" for k, v in record.ports.items())
+        print(f"started service {name!r} (pid {record.pid})" + (f": {where}" if where else ""))
         print(f"  rvai-sdk ps | rvai-sdk logs {name} -f | rvai-sdk stop {name}")
         return 0
     if record.status == "starting":

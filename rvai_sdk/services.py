@@ -634,7 +634,8 @@ def format_uptime(seconds: float | None) -> str:
 
 def _details(record: ServiceRecord) -> str:
     if record.status in LIVE:
-        return ", ".join(f"{v} {k.replace('_', '-')}" for k, v in record.counters.items())
+        counts = ", ".join(f"{v} {k.replace('_', ' ' if record.kind == 'serve' else '-')}" for k, v in record.counters.items())
+        return f"requests: {counts}" if record.kind == "serve" and counts else counts
     return record.reason or ""
 
 
