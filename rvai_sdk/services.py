@@ -466,9 +466,10 @@ def start_detached(
     """
     registry = registry or Registry()
     log = registry.log_path(name)
+    me = os.getpid()  # the supervisor until there is one: a live process, so ps shows the row as starting
     record = ServiceRecord(
         name=name, kind=kind, target=target, runtime=runtime, argv=list(argv), cwd=os.getcwd(), log=str(log),
-        status="starting", created=time.time(),
+        status="starting", created=time.time(), supervisor_pid=me, supervisor_start=_process_start(me),
     )
     registry.create(record)
     env = {**os.environ, SERVICE_ENV: name, HOME_ENV: str(registry.root), "PYTHONUNBUFFERED": "1"}
@@ -524,20 +525,27 @@ def supervise(name: str, argv: Sequence[str], registry: Registry | None = None) 
         0 (the service's own status is in the registry).
     """
     registry = registry or Registry()
-    env = dict(os.environ)
+    started: list[subprocess.Popen[bytes]] = []
+    asked: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        asked.append(signum)
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the start: no signal is lost
+        signal.signal(sig, forward)
     try:
-        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, start_new_session=True)
     except OSError as exc:
         registry.update(name, status="failed", reason=f"could not start {argv[0]!r}: {exc}", ended=time.time())
         return 0
+    started.append(child)
     registry.update(name, pid=child.pid, pid_start=_process_start(child.pid))
-
-    def forward(signum: int, frame: object) -> None:
+    if asked:  # told to stop while starting it
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
     code = child.wait()
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)  # whatever the command left in its group

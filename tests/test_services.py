@@ -83,6 +83,15 @@ def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
         pause.wait(0.1)
 
 
+def gone(pid: int) -> bool:
+    """No process ``pid`` runs (none, or a zombie not reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
 def test_a_detached_server_is_listed_scraped_stopped_and_removed_from_other_processes(cli: Cli) -> None:
     httpx = pytest.importorskip("httpx")
     parser = pytest.importorskip("prometheus_client.parser")
@@ -146,7 +155,7 @@ def test_a_service_whose_supervisor_died_too_shows_failed_saying_no_status_was_r
     os.kill(record["supervisor_pid"], signal.SIGKILL)
     os.kill(record["pid"], signal.SIGKILL)
     # the service process is not our child: wait until it is gone (reaped by init) before asking
-    until(lambda: not Path(f"/proc/{record['pid']}").exists() or "Z" in Path(f"/proc/{record['pid']}/stat").read_text().split(")")[-1][:3], "the process is gone")
+    until(lambda: gone(record["pid"]), "the process is gone")
     after = cli.ps()["orphan"]
     assert after["status"] == "failed", after
     assert "no exit status was recorded" in after["reason"] and str(record["pid"]) in after["reason"], after
