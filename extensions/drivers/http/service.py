@@ -2,7 +2,7 @@
 
 What uvicorn serves (:attr:`Service.asgi`) is::
 
-    CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
+    LatencyMiddleware → CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
 
 The FastAPI app serves every other route (and the 404/405 answers); each of its routes
 turns a failure into an answer through the one mapping (:class:`~.errors.ErrorMapper`).
