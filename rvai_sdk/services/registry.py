@@ -1,28 +1,7 @@
-"""Named background services: what ``rvai-sdk serve|stream --detach`` starts and ``ps``, ``logs``, ``stop``, ``rm`` see.
+"""The registry of named services: a SQLite file in a per-user directory, rows checked against live processes.
 
-A service is one ``rvai-sdk serve`` or ``stream`` command running in the background
-under a name. Three pieces keep track of it:
-
-- the **registry** (:class:`Registry`): a small SQLite file, ``services.db``, in the
-  per-user directory :func:`home` (``$RVAI_SDK_HOME``, else ``$XDG_RUNTIME_DIR/rvai-sdk``,
-  else ``~/.local/state/rvai-sdk``), with one row per service, and each service's log
-  file under ``logs/``;
-- the **supervisor** (:func:`supervise`): a small process, started in a session of its
-  own, that starts the command, waits for it and records how it ended (exit status,
-  signal, the command's last error line);
-- the **service process** itself reports that it is up, its ports and its counters
-  through a :class:`ServiceReporter` (a no-op outside a service).
-
-A row is never trusted alone: :meth:`Registry.refresh` checks that the service's
-process is alive (and is the same process, not a reused pid) and turns a row whose
-processes are gone into ``failed`` with the reason, so ``ps`` never shows a dead
-service as running.
-
-Example:
-    >>> import tempfile
-    >>> registry = Registry(Path(tempfile.mkdtemp()))
-    >>> registry.all()
-    []
+See :mod:`rvai_sdk.services`. The service process reports itself through
+:class:`ServiceReporter`.
 """
 
 from __future__ import annotations
@@ -31,11 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -54,12 +29,9 @@ __all__ = [
     "ServiceReporter",
     "home",
     "reporter",
-    "default_name",
-    "start_detached",
-    "stop_service",
-    "supervise",
-    "format_table",
-    "format_uptime",
+    "process_start",
+    "alive",
+    "uptime",
 ]
 
 HOME_ENV = "RVAI_SDK_HOME"
@@ -71,7 +43,6 @@ STATUSES = ("starting", "running", "failed", "stopped")
 LIVE = ("starting", "running")
 """The statuses of a service whose process should be alive."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY,
@@ -175,7 +146,14 @@ class ServiceRecord:
 _JSON_FIELDS = ("argv", "ports", "counters")
 
 
-def _process_start(pid: int) -> int | None:
+def uptime(record: ServiceRecord) -> float | None:
+    """Seconds since the service answered (``starting``: since it was started); ``None`` once it ended."""
+    if record.status not in LIVE:
+        return None
+    return max(0.0, time.time() - (record.started or record.created))
+
+
+def process_start(pid: int) -> int | None:
     """The start time (clock ticks since boot) of a live process, ``None`` when there is none or it is a zombie.
 
     Without ``/proc`` (not Linux) any live pid counts and its start time is ``0``.
@@ -199,11 +177,11 @@ def _process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
-def _alive(pid: int | None, start: int | None) -> bool:
+def alive(pid: int | None, start: int | None) -> bool:
     """The process ``pid`` runs, and is the one that started at ``start`` (not a reused pid)."""
     if pid is None:
         return False
-    ticks = _process_start(pid)
+    ticks = process_start(pid)
     return ticks is not None and (start is None or ticks == 0 or ticks == start)
 
 
@@ -317,9 +295,9 @@ class Registry:
         """
         if record.status not in LIVE:
             return record
-        if _alive(record.pid, record.pid_start):
+        if alive(record.pid, record.pid_start):
             return record
-        supervisor = _alive(record.supervisor_pid, record.supervisor_start)
+        supervisor = alive(record.supervisor_pid, record.supervisor_start)
         if supervisor and record.pid is None:
             return record  # the supervisor is starting the command
         if supervisor:  # the command ended: its supervisor records how in a moment
@@ -379,7 +357,7 @@ class ServiceReporter:
         pid = os.getpid()
         self._reg().update(
             self.name, only_if=LIVE, status="running", started=time.time(), ports=dict(ports or {}), url=url,
-            pid=pid, pid_start=_process_start(pid),
+            pid=pid, pid_start=process_start(pid),
         )
 
     def counters(self, counters: Mapping[str, Any], *, force: bool = False) -> None:
@@ -400,289 +378,3 @@ def reporter() -> ServiceReporter:
     The variable is removed from the environment, so processes this one starts are no services.
     """
     return ServiceReporter(os.environ.pop(SERVICE_ENV, None) or None)
-
-
-# -- starting, supervising, stopping --------------------------------------------------------------
-
-
-def default_name(kind: str, target: str, registry: Registry) -> str:
-    """``kind-target`` made into a name, with ``-2``, ``-3``... when it is taken.
-
-    Example:
-        >>> import tempfile
-        >>> default_name("serve", "my_pipelines:pipeline", Registry(Path(tempfile.mkdtemp())))
-        'serve-my_pipelines-pipeline'
-    """
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{kind}-{target}").strip("-.")[:56]
-    taken = {r.name for r in registry.all(check=False)}
-    for n in range(1, 1000):
-        name = base if n == 1 else f"{base}-{n}"
-        if name not in taken:
-            return name
-    raise UsageError(f"too many services named {base!r}; pass --name, or remove old ones with rvai-sdk rm")
-
-
-def check_name(name: str) -> str:
-    """``name`` when it can name a service.
-
-    Raises:
-        UsageError: it is empty, too long, or has characters other than letters, digits, ``_``, ``.``, ``-``.
-    """
-    if not _NAME.match(name):
-        raise UsageError(
-            f"--name {name!r} cannot name a service: use 1-63 letters, digits, '_', '.' or '-', starting with a "
-            "letter or digit"
-        )
-    return name
-
-
-def start_detached(
-    *,
-    name: str,
-    kind: str,
-    target: str,
-    runtime: str,
-    argv: Sequence[str],
-    registry: Registry | None = None,
-    wait: float = 120.0,
-) -> ServiceRecord:
-    """Register ``name`` and start ``rvai-sdk ARGV`` under a supervisor in the background; wait until it answers.
-
-    Args:
-        name: the service's name (free in the registry).
-        kind: ``serve`` or ``stream``.
-        target: the pipeline target (shown by ``ps``).
-        runtime: the runtime it runs on (shown by ``ps``).
-        argv: the ``rvai-sdk`` arguments to run (``--detach`` is ignored inside the service).
-        registry: the registry (default: :func:`home`'s).
-        wait: the most seconds to wait for the service to be ``running`` (or to fail).
-
-    Returns:
-        The service as it stands after the wait: ``running``, ``failed``, ``stopped``, or
-        still ``starting`` when ``wait`` ran out.
-
-    Raises:
-        UsageError: the name is taken.
-    """
-    registry = registry or Registry()
-    log = registry.log_path(name)
-    me = os.getpid()  # the supervisor until there is one: a live process, so ps shows the row as starting
-    record = ServiceRecord(
-        name=name, kind=kind, target=target, runtime=runtime, argv=list(argv), cwd=os.getcwd(), log=str(log),
-        status="starting", created=time.time(), supervisor_pid=me, supervisor_start=_process_start(me),
-    )
-    registry.create(record)
-    env = {**os.environ, SERVICE_ENV: name, HOME_ENV: str(registry.root), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "rvai_sdk.services", "supervise", name, "--", sys.executable, "-m", "rvai_sdk.cli", *argv]
-    try:
-        with open(log, "wb") as out:
-            supervisor = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
-    except OSError as exc:
-        registry.update(name, status="failed", reason=f"could not start: {exc}", ended=time.time())
-        return registry.get(name)
-    registry.update(name, supervisor_pid=supervisor.pid, supervisor_start=_process_start(supervisor.pid))
-    deadline = time.monotonic() + wait
-    pause = threading.Event()
-    current = registry.get(name)
-    while current.status == "starting" and time.monotonic() < deadline:
-        supervisor.poll()  # reap it, should it end
-        pause.wait(0.05)
-        current = registry.get(name)
-    return current
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _last_error(log: str) -> str | None:
-    """The last ``rvai-sdk: ...`` error line (or last line) of a log, for a failure's reason."""
-    try:
-        with open(log, "rb") as file:
-            file.seek(0, os.SEEK_END)
-            file.seek(max(0, file.tell() - 16384))
-            lines = [line.strip() for line in file.read().decode("utf-8", "replace").splitlines() if line.strip()]
-    except OSError:
-        return None
-    errors = [line for line in lines if line.startswith("rvai-sdk:")]
-    return errors[-1] if errors else (lines[-1][:300] if lines else None)
-
-
-def supervise(name: str, argv: Sequence[str], registry: Registry | None = None) -> int:
-    """Run ``argv`` as the service ``name`` and record how it ends; what ``start_detached`` starts.
-
-    The command runs in a process group of its own; a SIGTERM, SIGINT or SIGHUP to the
-    supervisor is passed on to it as SIGTERM. When the command ends, what is left of its
-    group is killed and the row gets ``stopped`` (``rvai-sdk stop``, or it ended by itself
-    with status 0) or ``failed`` (another status, or a signal) with the reason.
-
-    Returns:
-        0 (the service's own status is in the registry).
-    """
-    registry = registry or Registry()
-    started: list[subprocess.Popen[bytes]] = []
-    asked: list[int] = []
-
-    def forward(signum: int, frame: object) -> None:
-        asked.append(signum)
-        for process in started:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the start: no signal is lost
-        signal.signal(sig, forward)
-    try:
-        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, start_new_session=True)
-    except OSError as exc:
-        registry.update(name, status="failed", reason=f"could not start {argv[0]!r}: {exc}", ended=time.time())
-        return 0
-    started.append(child)
-    registry.update(name, pid=child.pid, pid_start=_process_start(child.pid))
-    if asked:  # told to stop while starting it
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGTERM)
-    code = child.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signal.SIGKILL)  # whatever the command left in its group
-    record = registry.find(name)
-    if record is None:  # removed while running
-        return 0
-    if code < 0:
-        how = f"killed by {_signal_name(-code)}"
-    elif code == 0:
-        how = "exited with status 0"
-    else:
-        error = _last_error(record.log)
-        how = f"exited with status {code}" + (f": {error}" if error else "")
-    if record.stop_requested is not None:
-        status = "stopped"
-        reason = "stopped by rvai-sdk stop" + (
-            f" (forced with SIGKILL after the graceful stop timed out)" if record.forced else f" ({how})"
-        )
-    elif code == 0:
-        status, reason = "stopped", "ended by itself (exited with status 0)"
-    else:
-        status, reason = "failed", how
-    registry.update(name, status=status, reason=reason, exit_code=code, ended=time.time())
-    return 0
-
-
-def stop_service(name: str, *, timeout: float = 10.0, registry: Registry | None = None) -> ServiceRecord:
-    """Stop the service ``name``: SIGTERM (a graceful stop), then SIGKILL of its process group after ``timeout`` seconds.
-
-    A service that is not running is left as it is.
-
-    Returns:
-        The service's record once it ended (``forced`` says whether SIGKILL was needed).
-
-    Raises:
-        ServiceNotFoundError: no service has that name.
-    """
-    registry = registry or Registry()
-    record = registry.get(name)
-    if record.status not in LIVE:
-        return record
-    registry.update(name, stop_requested=time.time())
-    pid, start = record.pid, record.pid_start
-    if not _alive(pid, start):  # still being started: the supervisor passes the signal on
-        pid, start = record.supervisor_pid, record.supervisor_start
-    if pid is None:
-        return registry.get(name)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout
-    while _alive(pid, start) and time.monotonic() < deadline:
-        pause.wait(0.05)
-    if _alive(pid, start):
-        registry.update(name, forced=1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-    for _ in range(200):  # up to 10 s for the supervisor to record the end
-        current = registry.get(name)
-        if current.status not in LIVE:
-            return current
-        pause.wait(0.05)
-    return registry.get(name)
-
-
-# -- showing ----------------------------------------------------------------------------------
-
-
-def uptime(record: ServiceRecord) -> float | None:
-    """Seconds since the service answered (``starting``: since it was started); ``None`` once it ended."""
-    if record.status not in LIVE:
-        return None
-    return max(0.0, time.time() - (record.started or record.created))
-
-
-def format_uptime(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h07m``, ``3d04h``; ``-`` for ``None``.
-
-    Example:
-        >>> format_uptime(5), format_uptime(185), format_uptime(7620), format_uptime(None)
-        ('5s', '3m05s', '2h07m', '-')
-    """
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def _details(record: ServiceRecord) -> str:
-    if record.status in LIVE:
-        counts = ", ".join(f"{v} {k.replace('_', ' ' if record.kind == 'serve' else '-')}" for k, v in record.counters.items())
-        return f"requests: {counts}" if record.kind == "serve" and counts else counts
-    return record.reason or ""
-
-
-def format_table(records: Sequence[ServiceRecord]) -> str:
-    """The ``rvai-sdk ps`` table: name, status, pid, ports, uptime, command, runtime, then counters or why it ended.
-
-    Example:
-        >>> r = ServiceRecord(name="web", kind="serve", target="app:pipeline", runtime="local", argv=[], cwd="/",
-        ...                   log="web.log", status="failed", created=0.0, pid=41, reason="killed by SIGKILL")
-        >>> print(format_table([r]))
-        NAME  STATUS  PID  PORTS  UPTIME  COMMAND                     DETAILS
-        web   failed  41   -      -       serve app:pipeline (local)  killed by SIGKILL
-    """
-    header = ("NAME", "STATUS", "PID", "PORTS", "UPTIME", "COMMAND", "DETAILS")
-    rows = [header] + [
-        (
-            r.name,
-            r.status,
-            "-" if r.pid is None else str(r.pid),
-            ",".join(f"{k}:{v}" for k, v in r.ports.items()) or "-",
-            format_uptime(uptime(r)),
-            f"{r.kind} {r.target} ({r.runtime})",
-            _details(r),
-        )
-        for r in records
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1] for row in rows
-    ).rstrip()
-
-
-def _main(argv: Sequence[str]) -> int:
-    """``python -m rvai_sdk.services supervise NAME -- COMMAND...`` (started by :func:`start_detached`)."""
-    if len(argv) < 4 or argv[0] != "supervise" or argv[2] != "--":
-        print("usage: python -m rvai_sdk.services supervise NAME -- COMMAND [ARG...]", file=sys.stderr)
-        return 2
-    return supervise(argv[1], argv[3:])
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
