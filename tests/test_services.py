@@ -161,6 +161,16 @@ def test_a_service_whose_supervisor_died_too_shows_failed_saying_no_status_was_r
     assert "no exit status was recorded" in after["reason"] and str(record["pid"]) in after["reason"], after
 
 
+def test_a_service_that_fails_to_start_says_why_and_shows_failed(cli: Cli) -> None:
+    result = cli("serve", "no_such_module:pipeline", "--runtime", "debug", "--detach", "--name", "broken")
+    assert result.returncode == 1
+    why = "exited with status 2: rvai-sdk: TargetError: cannot import module 'no_such_module'"
+    assert f"rvai-sdk: service 'broken' failed while starting: {why}" in result.stderr, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    record = cli.ps()["broken"]
+    assert record["status"] == "failed" and record["exit_code"] == 2 and record["reason"].startswith(why), record
+
+
 def test_stop_forces_a_service_that_does_not_end_within_the_timeout(cli: Cli) -> None:
     cli.ok("serve", "my_pipelines:pipeline", "--runtime", "debug", "--port", "0", "--detach", "--name", "slow")
     out = cli.ok("stop", "slow", "--timeout", "0")

@@ -1,7 +1,7 @@
 """Starting a service under its supervisor, the supervisor itself, and stopping a service.
 
 See :mod:`rvai_sdk.services`. The supervisor runs as
-``python -m rvai_sdk.services.supervisor supervise NAME -- COMMAND...``.
+``python -m rvai_sdk.services supervise NAME -- COMMAND...``.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def start_detached(
     )
     registry.create(record)
     env = {**os.environ, SERVICE_ENV: name, HOME_ENV: str(registry.root), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "rvai_sdk.services.supervisor", "supervise", name, "--", sys.executable, "-m", "rvai_sdk.cli", *argv]
+    command = [sys.executable, "-m", "rvai_sdk.services", "supervise", name, "--", sys.executable, "-m", "rvai_sdk.cli", *argv]
     try:
         with open(log, "wb") as out:
             supervisor = subprocess.Popen(
@@ -230,14 +230,3 @@ def stop_service(name: str, *, timeout: float = 10.0, registry: Registry | None 
         pause.wait(0.05)
     return registry.get(name)
 
-
-def _main(argv: Sequence[str]) -> int:
-    """``python -m rvai_sdk.services.supervisor supervise NAME -- COMMAND...`` (started by :func:`start_detached`)."""
-    if len(argv) < 4 or argv[0] != "supervise" or argv[2] != "--":
-        print("usage: python -m rvai_sdk.services.supervisor supervise NAME -- COMMAND [ARG...]", file=sys.stderr)
-        return 2
-    return supervise(argv[1], argv[3:])
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
