@@ -42,6 +42,7 @@ class Cli:
 
     def __init__(self, cwd: Path, home: Path) -> None:
         self.cwd = cwd
+        self.home = home
         self.env = {**os.environ, "RVAI_SDK_HOME": str(home)}
         self.env.pop("RVAI_SDK_SERVICE", None)
 
@@ -66,8 +67,14 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     runner = Cli(tmp_path, tmp_path / "home")
     try:
         yield runner
-    finally:  # whatever a test left running
-        runner("stop", "--all", "--timeout", "5")
+    finally:  # whatever a test left running (in-process: a CLI start costs a second)
+        from rvai_sdk.services import LIVE, Registry, stop_service
+
+        if runner.home.exists():
+            registry = Registry(runner.home)
+            for record in registry.all():
+                if record.status in LIVE:
+                    stop_service(record.name, timeout=5, registry=registry)
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -171,15 +178,7 @@ def test_a_service_that_fails_to_start_says_why_and_shows_failed(cli: Cli) -> No
     assert record["status"] == "failed" and record["exit_code"] == 2 and record["reason"].startswith(why), record
 
 
-def test_stop_forces_a_service_that_does_not_end_within_the_timeout(cli: Cli) -> None:
-    cli.ok("serve", "my_pipelines:pipeline", "--runtime", "debug", "--port", "0", "--detach", "--name", "slow")
-    out = cli.ok("stop", "slow", "--timeout", "0")
-    assert "slow: stopped (forced with SIGKILL after the graceful stop timed out" in out, out
-    record = cli.ps()["slow"]
-    assert record["status"] == "stopped" and record["exit_code"] == -9, record
-
-
-def test_names_are_checked_and_a_running_service_is_not_removed(cli: Cli) -> None:
+def test_names_are_checked_a_running_service_is_not_removed_and_stop_forces_one_past_its_timeout(cli: Cli) -> None:
     result = cli("logs", "nope")
     assert result.returncode == 2
     assert "ServiceNotFoundError: no service named 'nope' (known: none); rvai-sdk ps lists them" in result.stderr
@@ -194,7 +193,12 @@ def test_names_are_checked_and_a_running_service_is_not_removed(cli: Cli) -> Non
     refused = cli("rm", name)
     assert refused.returncode == 2 and f"stop them first (rvai-sdk stop {name})" in refused.stderr
     assert cli.ps()[name]["status"] == "running"
-    assert cli.ok("rm", "--force", name).strip() == f"removed {name}"
+
+    out = cli.ok("stop", name, "--timeout", "0")  # no time for a graceful stop: SIGKILL
+    assert f"{name}: stopped (forced with SIGKILL after the graceful stop timed out" in out, out
+    record = cli.ps()[name]
+    assert record["status"] == "stopped" and record["exit_code"] == -9, record
+    assert cli.ok("rm", name).strip() == f"removed {name}"
     assert cli.ps() == {}
 
 
