@@ -302,7 +302,7 @@ class Registry:
             return record  # the supervisor is starting the command
         if supervisor:  # the command ended: its supervisor records how in a moment
             pause = threading.Event()
-            for _ in range(40):  # 2 s at most
+            for _ in range(200):  # 10 s at most (a busy machine); only in the moment between the end and the record
                 pause.wait(0.05)
                 latest = self.find(record.name)
                 if latest is None or latest.status not in LIVE:
