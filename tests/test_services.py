@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -257,6 +258,8 @@ def test_stream_progress_on_a_terminal_is_a_live_table_per_source(cli: Cli) -> N
     chunks: list[bytes] = []
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the terminal closes (the command ended); bounded
+        if not select.select([main], [], [], 1.0)[0]:
+            continue
         try:
             chunk = os.read(main, 65536)
         except OSError:  # EIO: no writer left
