@@ -4,7 +4,10 @@
 parameters with their schemas; ``rvai-sdk show TARGET -o graph.svg`` draws it;
 ``rvai-sdk serve TARGET`` serves it over HTTP (:class:`FastAPIDriver`) until
 Ctrl-C; ``rvai-sdk stream TARGET --source URL --sink URL`` feeds it from sources
-into sinks (:class:`SourceSinkDriver`) with a live progress line per source.
+into sinks (:class:`SourceSinkDriver`) with a live progress table per source.
+``serve`` and ``stream`` with ``--detach`` run in the background as a named service
+(:mod:`rvai_sdk.services`) that ``rvai-sdk ps`` lists, ``logs NAME [-f]`` shows,
+``stop NAME`` stops (SIGTERM, then SIGKILL after ``--timeout``) and ``rm NAME`` forgets.
 TARGET is ``module:attribute`` (a ``Pipeline``, a ``PipelineFactory``, or a
 function returning either; the current directory is importable) or a name
 registered by an installed package under the ``rvai_sdk.pipelines`` entry-point
@@ -350,6 +353,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535 (0: any free port), got {args.port}")
     pipeline, inference = _start(args)
+    reporter = _service_reporter()
     # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
     with init(args.runtime) as rt, _stop_on_signals() as stop, rt.start_inference(inference) as proc:
         try:
@@ -365,12 +369,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         bound = f" (for {args.duration:g} s)" if args.duration is not None else " (Ctrl-C to stop)"
         print(f"serving pipeline {pipeline.name!r} on the {args.runtime} runtime at {url}{bound}", flush=True)
         print(f"  POST {url}/predict   docs {url}/docs   metrics {url}/metrics", flush=True)
+        reporter.running(ports={"http": int(service["port"])}, url=url)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while not stop.is_set():
             remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if remaining <= 0 or stop.wait(remaining):
                 break
             _check_driver(http)
+            if reporter.active:
+                reporter.counters(_serve_counters(proc))
         print("stopping", flush=True)
         proc.remove_driver(http.pid)
     print("stopped", flush=True)
@@ -378,7 +385,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: float) -> str:
-    """One line for a :class:`SourceSinkDriver`'s stats: per source, frames/s since the last line, dropped, written.
+    """One line for a :class:`SourceSinkDriver`'s stats: per source, frames/s since the last line, dropped, written, processed.
 
     ``written`` counts only rows the sinks newly stored; rows a sink already held
     (a replay) show as ``already present``, rejected ones as ``dead-lettered``.
@@ -391,7 +398,7 @@ def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: f
     Example:
         >>> stats = {"sources": {"cam-1": {"processed": 50, "failed": 0, "dropped": 2, "written": 48, "state": "running"}}}
         >>> progress_line(stats, {"cam-1": 25}, 1.0)
-        'cam-1: 25.0 frames/s, 2 dropped, 48 written'
+        'cam-1: 25.0 frames/s, 2 dropped, 48 written, 50 processed'
     """
     parts = []
     for ref, entry in stats["sources"].items():
@@ -406,7 +413,10 @@ def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: f
             for key, label in (("present", "already present"), ("dead_lettered", "dead-lettered"), ("failed", "failed"))
             if entry.get(key)
         )
-        parts.append(f"{ref}: {rate:.1f} frames/s, {entry['dropped']} dropped, {entry['written']} written{extra}{state}")
+        parts.append(
+            f"{ref}: {rate:.1f} frames/s, {entry['dropped']} dropped, {entry['written']} written, "
+            f"{entry['processed']} processed{extra}{state}"
+        )
     for ref, sink in stats.get("sinks", {}).items():
         if sink.get("last_error") and sink.get("buffered"):
             parts.append(f"sink {ref}: {sink['buffered']} buffered, retrying: {str(sink['last_error']).splitlines()[0]}")
@@ -441,7 +451,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     pipeline, inference = _start(args)
     sources = {ref: load_source(url) for ref, url in _named(args.source, "source").items()}
     sinks = {ref: load_sink(url) for ref, url in _named(args.sink, "sink").items()}
-    tty = sys.stdout.isatty()
+    from rvai_sdk._progress import ProgressDisplay
+
+    display = ProgressDisplay(sys.stdout)  # a live table on a terminal (rich), else a line per interval
+    reporter = _service_reporter()
     metrics = _MetricsServer(args.metrics_port) if args.metrics_port is not None else None
     try:
         # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
@@ -451,6 +464,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
             print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
             if metrics is not None:
                 print(f"  metrics {metrics.url}", flush=True)
+            reporter.running(
+                ports={} if metrics is None else {"metrics": int(metrics.url.rsplit(":", 1)[1].split("/")[0])},
+                url=None if metrics is None else metrics.url,
+            )
             started = last = time.monotonic()
             deadline = None if args.duration is None else started + args.duration
             previous: dict[str, int] = {}
@@ -466,20 +483,22 @@ def _cmd_stream(args: argparse.Namespace) -> int:
                 now = time.monotonic()
                 before = dict(previous)
                 line = f"[{now - started:6.1f} s] {progress_line(stats, previous, now - last)}"
-                print(f"\r{line}\x1b[K" if tty else line, end="" if tty else "\n", flush=True)
+                elapsed = max(now - last, 1e-9)
+                rates = {ref: (done - before.get(ref, 0)) / elapsed for ref, done in previous.items()}
+                display.show(line, stats, rates, now - started)
                 if metrics is not None:
-                    elapsed = max(now - last, 1e-9)
-                    rates = {ref: (done - before.get(ref, 0)) / elapsed for ref, done in previous.items()}
                     metrics.update(stream_metrics_text(pipeline.name, stats, rates))
+                reporter.counters(_stream_counters(stats))
                 last = now
                 if _stream_done(stats) or (deadline is not None and now >= deadline):
                     break
-            if tty:
-                print()
+            display.close()
             print("stopping: finishing requests in flight and writing buffered results", flush=True)
             stats = _drain(stream, stats)
+            reporter.counters(_stream_counters(stats), force=True)
             proc.remove_driver(stream.pid)
     finally:
+        display.close()
         if metrics is not None:
             metrics.close()
     return _summary(stats)
@@ -528,6 +547,216 @@ def _summary(last: Mapping[str, Any]) -> int:
     return status
 
 
+# -- named background services: --detach, ps, logs, stop, rm ------------------------------------
+
+
+def _service_reporter() -> Any:
+    """This command's :class:`~rvai_sdk.services.ServiceReporter` (a no-op unless it runs as a detached service)."""
+    from rvai_sdk import services
+
+    return services.reporter()
+
+
+def _serve_counters(proc: InferenceProcess) -> dict[str, int]:
+    """What ``rvai-sdk ps`` shows for a running ``serve``: the inference process's requests by outcome."""
+    try:
+        requests = proc.stats()["requests"]
+    except RvaiError:
+        return {}
+    return {key: int(requests[key]) for key in ("succeeded", "failed", "in_flight")}
+
+
+def _stream_counters(stats: Mapping[str, Any]) -> dict[str, int]:
+    """What ``rvai-sdk ps`` shows for a running ``stream``: its sources' counters, summed."""
+    sources = list(stats["sources"].values())
+    return {
+        key: sum(int(entry.get(key, 0)) for entry in sources)
+        for key in ("processed", "dropped", "written", "dead_lettered", "failed")
+    }
+
+
+def _wants_detach(args: argparse.Namespace) -> bool:
+    """``--detach`` was given, and this is not already the detached service itself."""
+    from rvai_sdk.services import SERVICE_ENV
+
+    inside = os.environ.get(SERVICE_ENV)
+    return bool(getattr(args, "detach", False)) and (inside is None or inside != args.name)
+
+
+def _detach(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``serve|stream ... --detach``: start the same command as a named background service; 0 once it answers."""
+    from rvai_sdk import services
+
+    registry = services.Registry()
+    name = services.check_name(args.name) if args.name else services.default_name(args.command, args.target, registry)
+    record = services.start_detached(
+        name=name, kind=args.command, target=args.target, runtime=args.runtime, argv=[*argv, "--name", name],
+        registry=registry, wait=args.start_timeout,
+    )
+    if record.status == "running":
+        where = record.url or ", ".join(f"{k} port {v}" for k, v in record.ports.items())
+        print(f"started service {name!r} (pid {record.pid})" + (f": {where}" if where else ""))
+        print(f"  rvai-sdk ps | rvai-sdk logs {name} -f | rvai-sdk stop {name}")
+        return 0
+    if record.status == "starting":
+        print(f"service {name!r} (pid {record.pid}) is still starting after {args.start_timeout:g} s; "
+              f"follow it with: rvai-sdk logs {name} -f")
+        return 0
+    print(f"rvai-sdk: service {name!r} {record.status} while starting: {record.reason}", file=sys.stderr)
+    tail = _tail(Path(record.log), 20)
+    if tail:
+        print(f"last lines of its log ({record.log}):\n{tail}", file=sys.stderr)
+    return 1
+
+
+def _tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a text file ('' when it cannot be read)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 65536))
+            text = file.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _cmd_ps(args: argparse.Namespace) -> int:
+    from rvai_sdk import services
+
+    registry = services.Registry()
+    records = [registry.get(name) for name in args.names] if args.names else registry.all()
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+    elif not records:
+        print(f"no services (start one with: rvai-sdk serve TARGET --detach); registry {registry.path}")
+    else:
+        print(services.format_table(records))
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from rvai_sdk import services
+
+    registry = services.Registry()
+    record = registry.get(args.name)
+    path = Path(record.log)
+    if not path.exists():
+        print(f"rvai-sdk: service {args.name!r} has no log yet ({path})", file=sys.stderr)
+        return 1
+    with open(path, "rb") as file:
+        if args.lines is not None:
+            text = _tail(path, args.lines)
+            sys.stdout.write(text + ("\n" if text else ""))
+            file.seek(0, os.SEEK_END)
+        else:
+            sys.stdout.write(file.read().decode("utf-8", "replace"))
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        pause = threading.Event()
+        checked = time.monotonic()
+        try:
+            while True:  # until the service ended and its log is read to the end (or Ctrl-C)
+                chunk = file.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                    continue
+                if time.monotonic() - checked >= 0.5:
+                    checked = time.monotonic()
+                    if registry.get(args.name).status not in services.LIVE:
+                        rest = file.read()
+                        sys.stdout.write(rest.decode("utf-8", "replace"))
+                        sys.stdout.flush()
+                        return 0
+                pause.wait(0.1)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from rvai_sdk import services
+
+    if args.timeout < 0:
+        raise UsageError(f"--timeout must be at least 0 seconds, got {args.timeout:g}")
+    registry = services.Registry()
+    names = [r.name for r in registry.all() if r.status in services.LIVE] if args.all else args.names
+    if not names and not args.all:
+        raise UsageError("name the services to stop (rvai-sdk ps lists them), or pass --all")
+    for record in [registry.get(name) for name in names]:  # every name checked before anything stops
+        if record.status not in services.LIVE:
+            print(f"{record.name}: not running ({record.status}{': ' + record.reason if record.reason else ''})")
+            continue
+        began = time.monotonic()
+        ended = services.stop_service(record.name, timeout=args.timeout, registry=registry)
+        how = "forced with SIGKILL after the graceful stop timed out" if ended.forced else "graceful"
+        print(f"{record.name}: {ended.status} ({how}, {time.monotonic() - began:.1f} s)")
+    return 0
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    from rvai_sdk import services
+
+    registry = services.Registry()
+    records = [registry.get(name) for name in args.names]  # every name checked before anything is removed
+    running = [r.name for r in records if r.status in services.LIVE]
+    if running and not args.force:
+        names = " ".join(running)
+        raise UsageError(
+            f"service(s) {', '.join(map(repr, running))} still running; stop them first (rvai-sdk stop {names}), "
+            f"or remove them with rm --force (which stops them)"
+        )
+    for record in records:
+        if record.status in services.LIVE:
+            services.stop_service(record.name, timeout=args.timeout, registry=registry)
+        registry.delete(record.name)
+        print(f"removed {record.name}")
+    return 0
+
+
+def _service_options(sub: argparse.ArgumentParser) -> None:
+    """``--detach``, ``--name`` and ``--start-timeout`` of ``serve`` and ``stream``."""
+    sub.add_argument(
+        "--detach", action="store_true",
+        help="run in the background as a named service (see rvai-sdk ps, logs, stop, rm); returns once it answers",
+    )
+    sub.add_argument("--name", default=None, help="the service's name with --detach (default: COMMAND-TARGET)")
+    sub.add_argument(
+        "--start-timeout", type=float, default=120.0, metavar="SECONDS",
+        help="with --detach, wait at most this long for the service to answer (default: 120)",
+    )
+
+
+def _add_service_commands(commands: Any) -> None:
+    """The ``ps``, ``logs``, ``stop`` and ``rm`` subcommands."""
+    ps = commands.add_parser("ps", help="list background services: status, pid, ports, uptime, counters")
+    ps.add_argument("names", nargs="*", metavar="NAME", help="only these services")
+    ps.add_argument("--json", action="store_true", help="print every detail as JSON")
+    ps.set_defaults(run=_cmd_ps)
+
+    logs = commands.add_parser("logs", help="print a background service's log")
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing what it writes, until it ends")
+    logs.add_argument("-n", "--lines", type=int, default=None, metavar="N", help="only the last N lines")
+    logs.set_defaults(run=_cmd_logs)
+
+    stop = commands.add_parser("stop", help="stop background services: SIGTERM, then SIGKILL after --timeout")
+    stop.add_argument("names", nargs="*", metavar="NAME")
+    stop.add_argument("--all", action="store_true", help="stop every running service")
+    stop.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        help="seconds for a graceful stop before it is killed (default: 10)",
+    )
+    stop.set_defaults(run=_cmd_stop)
+
+    rm = commands.add_parser("rm", help="forget stopped or failed services and delete their logs")
+    rm.add_argument("names", nargs="+", metavar="NAME")
+    rm.add_argument("-f", "--force", action="store_true", help="stop running ones first")
+    rm.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="graceful stop timeout with --force")
+    rm.set_defaults(run=_cmd_rm)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``rvai-sdk``."""
     parser = argparse.ArgumentParser(prog="rvai-sdk", description="Inspect, draw, serve and stream rvai_sdk pipelines.")
@@ -571,6 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", default=os.environ.get("RVAI_SDK_API_KEY") or None,
         help="require 'Authorization: Bearer KEY' on every route but /health (default: $RVAI_SDK_API_KEY, else none)",
     )
+    _service_options(serve)
     serve.set_defaults(run=_cmd_serve)
 
     stream = commands.add_parser(
@@ -591,7 +821,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=None, metavar="PORT",
         help="serve per-source and per-sink Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)",
     )
+    _service_options(stream)
     stream.set_defaults(run=_cmd_stream)
+    _add_service_commands(commands)
     return parser
 
 
@@ -623,7 +855,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rvai-sdk: {exc}", file=sys.stderr)
         return 2
     try:
-        status: int = args.run(args)
+        if _wants_detach(args):
+            status: int = _detach(args, sys.argv[1:] if argv is None else list(argv))
+        else:
+            status = args.run(args)
     except RvaiError as exc:
         message = str(exc).split("\nTraceback (most recent call last)", 1)[0].rstrip()
         print(f"rvai-sdk: {type(exc).__name__}: {message}", file=sys.stderr)

@@ -21,7 +21,8 @@ without parsing strings::
     ├── MissingExtraError            also ImportError
     ├── TargetError                  also LookupError: rvai-sdk found no pipeline at that module:attribute or name
     └── UsageError                   also ValueError: a malformed command-line argument, source URL or sink URL
-        └── UnknownSchemeError       also LookupError: no installed package handles a URL's scheme
+        ├── UnknownSchemeError       also LookupError: no installed package handles a URL's scheme
+        └── ServiceNotFoundError     also LookupError: rvai-sdk ps/logs/stop/rm got a name no service has
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "TargetError",
     "UsageError",
     "UnknownSchemeError",
+    "ServiceNotFoundError",
     "FastAPIClientError",
 ]
 
@@ -265,6 +267,10 @@ class UsageError(RvaiError, ValueError):
 
 class UnknownSchemeError(UsageError, LookupError):
     """No installed package handles a source or sink URL's scheme; the message lists those that are handled."""
+
+
+class ServiceNotFoundError(UsageError, LookupError):
+    """``rvai-sdk logs``, ``stop`` or ``rm`` (or :mod:`rvai_sdk.services`) got a name no service has."""
 
 
 class FastAPIClientError(DriverError):

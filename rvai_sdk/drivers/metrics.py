@@ -8,6 +8,12 @@
   sink), what ``rvai-sdk stream --metrics-port`` serves.
 - :class:`MetricsServer`: the small HTTP server behind ``--metrics-port``: ``GET /metrics``
   answers the latest text, from a thread of its own.
+- :class:`LatencyHistogram`: HTTP request durations by method and route (the
+  ``rvai_http_request_duration_seconds`` histogram of ``GET /metrics``).
+
+Both texts end with the standard process metrics of the process that serves them
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, open file
+descriptors...: prometheus-client's process, platform and GC collectors).
 
 prometheus-client (the ``fastapi`` extra) is imported only when a text is made, so
 importing this module needs nothing beyond the core.
@@ -27,6 +33,7 @@ __all__ = [
     "stream_metrics_text",
     "rebucket",
     "MetricsServer",
+    "LatencyHistogram",
     "CONTENT_TYPE",
     "SECONDS_EDGES",
     "SIZE_EDGES",
@@ -76,7 +83,7 @@ class _Families:
         self.families.append(family)
         return family
 
-    def text(self) -> bytes:
+    def text(self, *, process: bool = True) -> bytes:
         client = require("prometheus_client", extra="fastapi")
         families = self.families
 
@@ -86,8 +93,51 @@ class _Families:
 
         registry = client.CollectorRegistry(auto_describe=False)
         registry.register(_Collector())
+        if process:  # the standard ones: CPU, memory, file descriptors, start time; Python version; GC
+            client.ProcessCollector(registry=registry)
+            client.PlatformCollector(registry=registry)
+            client.GCCollector(registry=registry)
         text: bytes = client.generate_latest(registry)
         return text
+
+
+class LatencyHistogram:
+    """Durations of HTTP requests by ``(method, route)``, counted in the buckets of :data:`SECONDS_EDGES`.
+
+    :meth:`observe` is called for each request on the server's event loop; :meth:`snapshot`
+    copies the counts for a scrape (Prometheus's cumulative buckets).
+
+    Example:
+        >>> histogram = LatencyHistogram()
+        >>> histogram.observe("GET", "/health", 0.0003); histogram.observe("GET", "/health", 0.2)
+        >>> buckets, total = histogram.snapshot()[("GET", "/health")]
+        >>> buckets[0], buckets[-1], round(total, 4)
+        (('0.0005', 1.0), ('+Inf', 2.0), 0.2003)
+    """
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+
+    def observe(self, method: str, route: str, seconds: float) -> None:
+        """Count one request of ``method`` on ``route`` that took ``seconds``."""
+        entry = self.series.get((method, route))
+        if entry is None:
+            entry = self.series[(method, route)] = ([0] * (len(SECONDS_EDGES) + 1), [0.0])
+        entry[0][bisect.bisect_left(SECONDS_EDGES, seconds)] += 1
+        entry[1][0] += seconds
+
+    def snapshot(self) -> dict[tuple[str, str], tuple[list[tuple[str, float]], float]]:
+        """``(method, route)`` → (cumulative ``(le, count)`` buckets ending in ``+Inf``, sum of seconds)."""
+        labels = [*(repr(float(edge)) for edge in SECONDS_EDGES), "+Inf"]
+        result: dict[tuple[str, str], tuple[list[tuple[str, float]], float]] = {}
+        for key, (counts, total) in list(self.series.items()):
+            running = 0
+            buckets = []
+            for label, count in zip(labels, list(counts)):
+                running += count
+                buckets.append((label, float(running)))
+            result[key] = (buckets, total[0])
+        return result
 
 
 def inference_metrics_text(
@@ -95,6 +145,9 @@ def inference_metrics_text(
     stats: Mapping[str, Any] | None,
     http: Mapping[tuple[str, str, str], int],
     driver_counters: Mapping[str, Any],
+    latency: Mapping[tuple[str, str], tuple[Sequence[tuple[str, float]], float]] | None = None,
+    *,
+    process: bool = True,
 ) -> bytes:
     """The Prometheus text exposition of the executor's ``stats()`` and an HTTP driver's counters.
 
@@ -104,6 +157,9 @@ def inference_metrics_text(
             cannot be reached (``rvai_inference_up`` is then 0 and its series are left out).
         http: ``(method, route, status)`` → responses sent.
         driver_counters: the driver's ``stats()`` (``tasks_*`` counters become ``rvai_http_tasks``).
+        latency: :meth:`LatencyHistogram.snapshot` of the driver's requests, exported as the
+            ``rvai_http_request_duration_seconds`` histogram by method and route.
+        process: add the standard process metrics of this process (``process_*``, ``python_*``).
 
     Raises:
         MissingExtraError: prometheus-client is not installed (``pip install 'rvai_sdk[fastapi]'``).
@@ -124,7 +180,12 @@ def inference_metrics_text(
     for key, value in sorted(driver_counters.items()):
         if key.startswith("tasks_") and key not in ("tasks_active", "tasks_kept") and isinstance(value, int):
             outcomes.add_metric([pipeline, key[len("tasks_") :]], float(value))
-    return out.text()
+    durations = out.add(
+        "Histogram", "rvai_http_request_duration_seconds", "HTTP requests, first byte in to last byte out", ["method", "route"]
+    )
+    for (method, route), (buckets, total) in sorted((latency or {}).items()):
+        durations.add_metric([pipeline, method, route], list(buckets), float(total))
+    return out.text(process=process)
 
 
 def _executor_series(out: _Families, pipeline: str, stats: Mapping[str, Any]) -> None:
@@ -174,13 +235,16 @@ def _executor_series(out: _Families, pipeline: str, stats: Mapping[str, Any]) ->
         batch.add_metric(labels, rebucket(sizes.items(), SIZE_EDGES), float(sum(size * n for size, n in sizes.items())))
 
 
-def stream_metrics_text(pipeline: str, stats: Mapping[str, Any], rates: Mapping[str, float]) -> bytes:
+def stream_metrics_text(
+    pipeline: str, stats: Mapping[str, Any], rates: Mapping[str, float], *, process: bool = True
+) -> bytes:
     """The Prometheus text exposition of a :class:`SourceSinkDriver`'s ``stats()``.
 
     Args:
         pipeline: the pipeline's name (the ``pipeline`` label of every series).
         stats: ``SourceSinkDriver.stats()``.
         rates: source ref → results per second over the last interval.
+        process: add the standard process metrics of this process (``process_*``, ``python_*``).
 
     Returns:
         ``rvai_source_*`` series per source (frames/s, produced, processed, failed, dropped,
@@ -228,7 +292,7 @@ def stream_metrics_text(pipeline: str, stats: Mapping[str, Any], rates: Mapping[
         for key, metric in sink_metrics.items():
             metric.add_metric([pipeline, ref], float(entry.get(key, 0)))
         buffered.add_metric([pipeline, ref], float(entry["buffered"]))
-    return out.text()
+    return out.text(process=process)
 
 
 class MetricsServer:

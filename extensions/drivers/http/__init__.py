@@ -2,7 +2,7 @@
 
 Serving a request (see ``service.py`` for the ASGI stack)::
 
-    uvicorn → middleware.CountingMiddleware → middleware.GuardMiddleware
+    uvicorn → latency.LatencyMiddleware → middleware.CountingMiddleware → middleware.GuardMiddleware
             → POST /predict: predict.PredictEndpoint   (codec.Codec decodes and validates once,
                                                         dispatch.Dispatcher submits and brings results back)
             → anything else: the FastAPI app of service.Service (tasks.TaskStore, home, models' OpenAPI)
@@ -14,6 +14,7 @@ Serving a request (see ``service.py`` for the ASGI stack)::
 - ``errors``: ``HTTPError`` and the one mapping.
 - ``security``: Host, Origin, content type, bearer token and callback destination checks.
 - ``middleware``: counting and the checks before any work, as ASGI middleware.
+- ``latency``: timing each request by route for the ``GET /metrics`` histogram.
 - ``predict``: the ``POST /predict`` endpoint.
 - ``dispatch``: submitting to the inference process with few thread hops.
 - ``tasks``: asynchronous tasks and their callbacks.

@@ -2,7 +2,7 @@
 
 What uvicorn serves (:attr:`Service.asgi`) is::
 
-    AccessLogMiddleware → CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
+    AccessLogMiddleware → LatencyMiddleware → CountingMiddleware → GuardMiddleware → POST /predict ? PredictEndpoint : FastAPI app
 
 ``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from this server
 (``/docs/assets/...``, the files the ``fastapi-offline`` package ships), never from a CDN,
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.drivers.metrics import CONTENT_TYPE, inference_metrics_text
+from rvai_sdk.drivers.metrics import CONTENT_TYPE, LatencyHistogram, inference_metrics_text
 
 from . import security
 from .codec import Codec
@@ -30,6 +30,7 @@ from .dispatch import Dispatcher
 from .errors import ErrorMapper, HTTPError, json_response, json_type, unprocessable
 from .home import home_page
 from .logs import AccessLogMiddleware
+from .latency import LatencyMiddleware
 from .middleware import TIMEOUT_KEY, CountingMiddleware, GuardMiddleware
 from .models import models, openapi_document, request_body
 from .predict import PredictEndpoint, read_body, unsupported_media_type
@@ -98,8 +99,10 @@ class Service:
         self._openapi: dict[str, Any] | None = None
         self._predict_doc: Any = None
         self.app = self._build_app()
+        self.latency = LatencyHistogram()  # request durations by route, for GET /metrics
         self.asgi = AccessLogMiddleware(
-            CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state), instance=instance
+            LatencyMiddleware(CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state), self.latency),
+            instance=instance,
         )
 
     async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -312,8 +315,8 @@ class Service:
             except Exception:
                 stats = None
             # the counters are copied here, on the event loop that updates them
-            http_counts, counters = dict(self.state.http_counts), self.counters()
-            body = await self.dispatcher.offload(inference_metrics_text, name, stats, http_counts, counters)
+            http_counts, counters, latency = dict(self.state.http_counts), self.counters(), self.latency.snapshot()
+            body = await self.dispatcher.offload(inference_metrics_text, name, stats, http_counts, counters, latency)
             return fastapi.Response(content=body, media_type=CONTENT_TYPE)
 
         async def home(request: Request) -> Response:

@@ -123,3 +123,22 @@ def test_a_listen_port_parameter_overrides_the_runtime_allocated_port() -> None:
         assert handle.get_service("http")["port"] == port
         assert url.endswith(f":{port}")
         assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+
+
+def test_metrics_time_each_request_by_route_and_add_the_process_metrics() -> None:
+    with init("debug") as rt, serving(rt, http_pipeline()) as (proc, handle, url):
+        for i in range(3):
+            assert httpx.post(f"{url}/predict", json=body(i), timeout=30).status_code == 200
+        assert httpx.get(f"{url}/no-such-page", timeout=30).status_code == 404
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        samples = scrape(url)
+    p = {"pipeline": "http-test"}
+    duration = "rvai_http_request_duration_seconds"
+    assert value(samples, f"{duration}_count", method="POST", route="/predict", **p) == 3
+    assert value(samples, f"{duration}_bucket", method="POST", route="/predict", le="+Inf", **p) == 3
+    assert value(samples, f"{duration}_sum", method="POST", route="/predict", **p) > 0
+    assert value(samples, f"{duration}_count", method="GET", route="other", **p) == 1  # unknown paths share a label
+    assert value(samples, f"{duration}_count", method="GET", route="/health", **p) == 1
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_open_fds") > 0
+    assert value(samples, "process_start_time_seconds") > 0
