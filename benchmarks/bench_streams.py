@@ -138,6 +138,11 @@ class Window:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
+    def stream_means(self) -> tuple[float, float]:
+        """The lowest and highest mean latency of one stream (equal when every stream is served alike)."""
+        means = [sum(v) / len(v) for v in self.by_sid.values() if v]
+        return (min(means), max(means)) if means else (float("nan"), float("nan"))
+
     @property
     def little(self) -> float:
         """The mean latency Little's law gives for N streams in flight at the measured rate."""
@@ -461,6 +466,7 @@ def row_text(series: Series, w: Window) -> str:
         f"{series.runtime:5} {series.cell:7} {w.streams:>6} streams: {w.rate:>8.0f} req/s  "
         f"p50 {1e3 * w.percentile(50):7.1f} ms  p99 {1e3 * w.percentile(99):7.1f} ms  "
         f"Little {1e3 * w.little:7.1f} ms (p99/L {w.percentile(99) / w.little:4.2f})  "
+        f"stream means {1e3 * w.stream_means()[0]:.1f}-{1e3 * w.stream_means()[1]:.1f} ms  "
         f"CPU us/req: {cpu}  RSS MiB: {rss}"
     )
 
@@ -488,8 +494,9 @@ def markdown(all_series: list[Series], command: str) -> str:
     lines = [
         f"Measured by `{command}` on {machine()} (one run; the machine is shared, so compare rows of one run).",
         "",
-        "| runtime | cell | streams | req/s | p50 ms | p99 ms | Little ms | p99 / Little | CPU µs/req (per process) | RSS MiB (per process) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+        "| runtime | cell | streams | req/s | p50 ms | p99 ms | Little ms | p99 / Little | one stream's mean ms (lowest-highest) "
+        "| CPU µs/req (per process) | RSS MiB (per process) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for s in all_series:
         for w in s.windows:
@@ -497,7 +504,8 @@ def markdown(all_series: list[Series], command: str) -> str:
             rss = ", ".join(f"{n} {m:.0f}" for n, m in w.rss.items())
             lines.append(
                 f"| {s.runtime} | {s.cell} | {w.streams:,} | {w.rate:,.0f} | {1e3 * w.percentile(50):.1f} | "
-                f"{1e3 * w.percentile(99):.1f} | {1e3 * w.little:.1f} | {w.percentile(99) / w.little:.2f} | {cpu} | {rss} |"
+                f"{1e3 * w.percentile(99):.1f} | {1e3 * w.little:.1f} | {w.percentile(99) / w.little:.2f} | "
+                f"{1e3 * w.stream_means()[0]:.1f}-{1e3 * w.stream_means()[1]:.1f} | {cpu} | {rss} |"
             )
     per_replica = [(s, n, text) for s in all_series for n, text in s.per_replica.items() if n >= 1024]
     if per_replica:
