@@ -94,9 +94,8 @@ def test_the_cpu_smoke_run_measures_every_configuration_in_one_common_window_eac
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "self-check: OK" in out
-    for streams in (4, 8):
-        for concurrency in (1, 2):
-            assert f"{streams} streams from 2 driver processes, concurrency {concurrency}" in out
+    for concurrency in (1, 2):
+        assert f"4 streams from 2 driver processes, concurrency {concurrency}" in out
     assert "of (a)" in out and "of (b)" in out  # ratios against both raw references
 
 
