@@ -50,6 +50,7 @@ deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import struct
@@ -652,9 +653,7 @@ class V2Routes:
         error = service.errors.map(exc, path)
         status = 400 if error.status == 422 else error.status
         service.state.count(f"http_{status}")
-        message = str(error.error.get("message", ""))
-        if "cell" in error.error and error.error["cell"]:
-            message = f"cell {error.error['cell']!r} failed: {error.error.get('type')}: {message}"
+        message = str(error.error.get("message", ""))  # a cell's failure names the cell already
         return v2_answer(status, {"error": message}, error.headers)
 
     def _check(self, request: Request) -> None:
@@ -742,7 +741,8 @@ class V2Routes:
         timeout = decoded.timeout if decoded.timeout is not None else service.timeout(request.scope.get(TIMEOUT_KEY))
         try:
             if large:
-                future = await service.dispatcher.offload(service.inference.submit, decoded.inputs, decoded.sid, timeout)
+                submit = functools.partial(service.inference.submit, timeout=timeout)
+                future = await service.dispatcher.offload(submit, decoded.inputs, decoded.sid)
             else:
                 future = service.inference.submit(decoded.inputs, decoded.sid, timeout=timeout)
             outputs = await asyncio.wrap_future(future)
