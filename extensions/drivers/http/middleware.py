@@ -42,7 +42,7 @@ def route_label(path: str) -> str:
     if path in _ROUTES:
         return path
     if path == "/v2" or path.startswith("/v2/"):
-        from .v2 import route_label as v2_label
+        from .oip import route_label as v2_label
 
         return v2_label(path)
     if path.startswith("/tasks/") and "/" not in path[len("/tasks/") :]:

@@ -1,56 +1,10 @@
-"""The Open Inference Protocol (KServe "V2", spoken by Triton) over HTTP/REST, beside the FastAPIDriver's own routes.
+"""The pipeline as an Open Inference Protocol model: the type mapping, decoding requests, encoding answers.
 
-Triton's and KServe's clients (``tritonclient.http``, ``InferenceRESTClient``) work against
-a pipeline unchanged: the model is the pipeline (its name; version ``"1"``), its inputs
-and outputs are tensors, described from the pipeline's types.
-
-=====================================  =====================================================
-route                                  answer
-=====================================  =====================================================
-``GET /v2``                            server metadata: name, version, extensions
-``GET /v2/health/live``                200 while the server is up (no API key needed)
-``GET /v2/health/ready``               200 when the inference process is ready, else 400
-``GET /v2/models/{name}``              model metadata: inputs and outputs as tensors
-``GET /v2/models/{name}/ready``        as ``/v2/health/ready``
-``GET /v2/models/{name}/config``       a Triton-style model configuration
-``POST /v2/models/{name}/infer``       inference: JSON tensors, or the binary-data extension
-=====================================  =====================================================
-
-Each model route also answers under ``/v2/models/{name}/versions/1/...``.
-
-Type mapping (a pipeline port ↔ a V2 tensor):
-
-==========================================  ======================  ==============================
-rvai_sdk type                               V2 datatype             shape
-==========================================  ======================  ==============================
-``Tensor[dtype, shape]``                    the dtype's             the shape, ``-1`` for ``None``
-``Tensor`` (any dtype)                      any numeric one         any (metadata: ``[-1]``)
-``Image``                                   UINT8 (or BYTES: a      ``[H, W, C]`` (``[H, W]``,
-                                            PNG/JPEG file, input)   ``[1, H, W, C]`` accepted)
-``Integer``, ``IntegerRange``               INT64 (inputs: any int) ``[1]``
-``Float``, ``FloatRange``                   FP64 (inputs: any num)  ``[1]``
-``Boolean``                                 BOOL                    ``[1]``
-``String``                                  BYTES (UTF-8)           ``[1]``
-anything else (``BoundingBox``,             BYTES holding the       ``[1]``
-``Detections``, ``List``, ``Dict``, enums)  value's JSON form
-==========================================  ======================  ==============================
-
-An optional input (``T | None``) may be left out (it is ``None``); an output that is
-``None`` is left out of the answer. Request parameters: ``sequence_id`` (or ``sid``, a
-string) is the request's sid; ``sequence_start`` first drops any state kept for it,
-``sequence_end`` drops it once the request is answered; a request without one is one-off.
-``timeout`` (microseconds, as Triton's) is the request's deadline.
-
-Errors answer ``{"error": "<message>"}`` naming the input or output: 400 for a bad
-request, 404 for an unknown model, version or route, 413 for a body too large, 500
-when a cell failed, 503 when the inference process cannot be reached, 504 past the
-deadline.
+See the package docstring for the mapping table.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import math
 import struct
@@ -62,27 +16,15 @@ import numpy as np
 
 import rvai_sdk
 from rvai_sdk import types as rtypes
-from rvai_sdk._compat import require
-from rvai_sdk.exc import InputValidationError, UnknownSidError
+from rvai_sdk.exc import InputValidationError
 
-from .codec import check_sid
-from .errors import HTTPError, json_bytes, json_type
-from .logs import note_sid
-from .middleware import TIMEOUT_KEY
-from .predict import OFF_LOOP_BYTES, read_body
+from ..codec import check_sid
+from ..errors import HTTPError, json_bytes, json_type
 
 if TYPE_CHECKING:
-    import fastapi
-    from fastapi import FastAPI, Request, Response
-
     from rvai_sdk.pipeline.graph import Pipeline
 
-    from .service import Service
-else:
-    fastapi = require("fastapi", extra="fastapi")
-    FastAPI, Request, Response = fastapi.FastAPI, fastapi.Request, fastapi.Response
-
-__all__ = ["V2Codec", "V2Request", "mount", "DATATYPES", "datatype_of", "route_label"]
+__all__ = ["V2Codec", "V2Request", "DATATYPES", "VERSION", "datatype_of"]
 
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
@@ -603,175 +545,3 @@ def _encode(ref: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes |
     return {"name": ref, "datatype": datatype, "shape": [1], "parameters": {"binary_data_size": len(data)}}, data
 
 
-# -- routes ---------------------------------------------------------------------------------------------
-
-_MODEL = "/v2/models/{name}"
-_VERSIONED = "/v2/models/{name}/versions/{version}"
-
-
-def route_label(path: str) -> str:
-    """The route template of a ``/v2`` path, for a bounded ``route`` label (``other`` for unknown ones).
-
-    Example:
-        >>> route_label("/v2/models/cam/infer"), route_label("/v2/models/cam/versions/1/ready"), route_label("/v2/x")
-        ('/v2/models/{name}/infer', '/v2/models/{name}/versions/{version}/ready', 'other')
-    """
-    parts = path.rstrip("/").split("/")
-    if path in ("/v2", "/v2/health/live", "/v2/health/ready"):
-        return path
-    if len(parts) >= 4 and parts[:3] == ["", "v2", "models"] and parts[3]:
-        rest = parts[4:]
-        template = _MODEL
-        if len(rest) >= 2 and rest[0] == "versions" and rest[1]:
-            template, rest = _VERSIONED, rest[2:]
-        if not rest:
-            return template
-        if len(rest) == 1 and rest[0] in ("ready", "config", "infer"):
-            return f"{template}/{rest[0]}"
-    return "other"
-
-
-def v2_answer(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Response:
-    """A JSON answer of a ``/v2`` route."""
-    return fastapi.Response(content=json_bytes(obj), status_code=status, media_type="application/json", headers=headers)
-
-
-class V2Routes:
-    """The ``/v2`` routes of one running driver (see the module docstring).
-
-    Args:
-        service: the driver's app and what its routes share.
-    """
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.codec = V2Codec(service.inference.pipeline)
-
-    def error(self, exc: BaseException, path: str) -> Response:
-        """The protocol's error answer ``{"error": "<message>"}``, through the driver's one mapping (422 → 400)."""
-        service = self.service
-        error = service.errors.map(exc, path)
-        status = 400 if error.status == 422 else error.status
-        service.state.count(f"http_{status}")
-        message = str(error.error.get("message", ""))  # a cell's failure names the cell already
-        return v2_answer(status, {"error": message}, error.headers)
-
-    def _check(self, request: Request) -> None:
-        """404 for another model or version, or when the protocol is off."""
-        service = self.service
-        if not bool(service.state.parameters.open_inference_protocol):
-            raise HTTPError(
-                404, "NotFound", "the Open Inference Protocol is off on this server; set the FastAPIDriver parameter "
-                "open_inference_protocol to True"
-            )
-        name = request.path_params.get("name")
-        if name is not None and name != self.codec.name:
-            raise HTTPError(404, "NotFound", f"no model {name!r}; this server serves the model {self.codec.name!r}")
-        version = request.path_params.get("version")
-        if version is not None and version != VERSION:
-            raise HTTPError(404, "NotFound", f"model {self.codec.name!r} has no version {version!r}; its one version is {VERSION!r}")
-
-    def mount(self, app: FastAPI) -> None:
-        """Add the ``/v2`` routes to ``app`` (left out of the OpenAPI document: the protocol documents them)."""
-        codec = self.codec
-        service = self.service
-
-        def route(path: str, endpoint: Any, method: str) -> None:
-            async def guarded(request: Request) -> Response:
-                try:
-                    self._check(request)
-                    return await endpoint(request)  # type: ignore[no-any-return]
-                except Exception as exc:
-                    return self.error(exc, request.url.path)
-
-            app.add_api_route(path, guarded, methods=[method], response_model=None, include_in_schema=False)
-
-        async def server_metadata(request: Request) -> Response:
-            return v2_answer(200, codec.server_metadata())
-
-        async def live(request: Request) -> Response:
-            return v2_answer(200, {"live": True})
-
-        async def ready(request: Request) -> Response:
-            try:  # may try to connect: off the event loop
-                ok = bool(await service.dispatcher.offload(service.inference.is_ready))
-            except Exception:
-                ok = False
-            return v2_answer(200 if ok else 400, {"ready": ok})
-
-        async def model_metadata(request: Request) -> Response:
-            return v2_answer(200, codec.model_metadata())
-
-        async def model_config(request: Request) -> Response:
-            return v2_answer(200, codec.model_config())
-
-        async def unknown(request: Request) -> Response:
-            raise HTTPError(404, "NotFound", f"no route {request.method} {request.url.path!r} in the Open Inference Protocol")
-
-        route("/v2", server_metadata, "GET")
-        route("/v2/health/live", live, "GET")
-        route("/v2/health/ready", ready, "GET")
-        for base in (_MODEL, _VERSIONED):
-            route(base, model_metadata, "GET")
-            route(f"{base}/ready", ready, "GET")
-            route(f"{base}/config", model_config, "GET")
-            route(f"{base}/infer", self.infer, "POST")
-        for method in ("GET", "POST"):
-            route("/v2/{rest:path}", unknown, method)
-
-    async def infer(self, request: Request) -> Response:
-        """``POST /v2/models/{name}/infer``: decode, run the pipeline, answer the requested outputs."""
-        service = self.service
-        parameters = service.state.parameters
-        declared = request.headers.get("content-length", "")
-        body = await read_body(request.receive, int(declared) if declared.isdigit() else -1, int(parameters.max_body_bytes))
-        service.state.count("v2_infer")
-        header_length = request.headers.get("inference-header-content-length")
-        sid_limit, pixels = int(parameters.max_sid_length), service.pixel_limit()
-        codec = self.codec
-
-        def parse() -> V2Request:
-            return codec.request(body, header_length, max_sid_length=sid_limit, max_image_pixels=pixels)
-
-        large = len(body) > OFF_LOOP_BYTES
-        decoded = await service.dispatcher.offload(parse) if large else parse()  # big bodies: off the event loop
-        note_sid(decoded.sid)  # for the access log line
-        if decoded.start and decoded.sid is not None:
-            await service.dispatcher.offload(self._drop, decoded.sid)
-        timeout = decoded.timeout if decoded.timeout is not None else service.timeout(request.scope.get(TIMEOUT_KEY))
-        try:
-            if large:
-                submit = functools.partial(service.inference.submit, timeout=timeout)
-                future = await service.dispatcher.offload(submit, decoded.inputs, decoded.sid)
-            else:
-                future = service.inference.submit(decoded.inputs, decoded.sid, timeout=timeout)
-            outputs = await asyncio.wrap_future(future)
-        finally:
-            if decoded.end and decoded.sid is not None:
-                await service.dispatcher.offload(self._drop, decoded.sid)
-        arrays = any(isinstance(v, np.ndarray) for v in outputs.values())
-        if arrays:
-            content, head = await service.dispatcher.offload(codec.response, decoded, outputs)
-        else:
-            content, head = codec.response(decoded, outputs)
-        if head is None:
-            return fastapi.Response(content=content, media_type="application/json")
-        return fastapi.Response(
-            content=content,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(head)},
-        )
-
-    def _drop(self, sid: str) -> None:
-        """Forget ``sid``'s state (a sequence that starts or ends); none kept is fine."""
-        try:
-            self.service.inference.drop_state(sid)
-        except UnknownSidError:
-            pass
-
-
-def mount(service: Service, app: FastAPI) -> V2Routes:
-    """Add the Open Inference Protocol's ``/v2`` routes of ``service`` to ``app``."""
-    routes = V2Routes(service)
-    routes.mount(app)
-    return routes
