@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,3 +328,67 @@ def test_health_routes_and_the_catch_all_answer_in_the_protocol_form(server: str
     assert httpx.get(f"http://{server}/v2/models/{MODEL}/ready").status_code == 200
     missing = httpx.get(f"http://{server}/v2/models/other/ready")
     assert missing.status_code == 404 and "no model 'other'" in missing.json()["error"]
+
+
+# -- the guide's Triton client script, and the debug runtime -----------------------------------------
+
+
+@dataclass
+class MyInputs(Inputs):
+    integer: Integer = Inputs.field(name="Dummy input")
+
+
+@dataclass
+class MyOutputs(Outputs):
+    integer: Integer = Outputs.field(name="Dummy output", description="input plus this stream's count")
+
+
+@dataclass
+class MyState(State):
+    counter: Integer = State.field(default=Integer(0))
+
+
+@cell(state=MyState)
+class MyCell(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: MyInputs) -> MyOutputs:
+        context.state.counter = Integer(context.state.counter + 1)
+        return MyOutputs(integer=inputs.integer + context.state.counter)
+
+
+def quickstart_pipeline() -> Pipeline:
+    """The README's quickstart pipeline."""
+    pf = PipelineFactory(name="MyPipeline")
+    my_cell = MyCell()
+    pf.add_cell(ref="my-cell", cell=my_cell)
+    pf.declare_input(ref="input", input=my_cell.inputs.integer)
+    pf.declare_output(ref="output", output=my_cell.outputs.integer)
+    return pf.build()
+
+
+GUIDE = Path(__file__).parents[3] / "docs" / "guides" / "open_inference_protocol.md"
+
+
+def guide_script() -> str:
+    text = GUIDE.read_text()
+    start = text.index("<!-- triton-client-script -->\n```python\n") + len("<!-- triton-client-script -->\n```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_guides_triton_client_script_runs_unchanged_but_for_its_url_on_the_debug_runtime(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    script = guide_script()
+    assert 'url="localhost:8000"' in script
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=quickstart_pipeline())) as proc:
+        handle = proc.add_driver("webapi", FastAPIDriver)
+        with FastAPIClient(process=handle) as client:
+            client.wait(timeout=30)
+            url = client.base_url.removeprefix("http://")
+        exec(compile(script.replace("localhost:8000", url), str(GUIDE), "exec"), {"__name__": "guide"})
+        assert "'datatype': 'INT64'" in capsys.readouterr().out
+
+        # the protocol can be turned off while the driver runs
+        handle.set_parameters({"open_inference_protocol": False})
+        off = httpx.get(f"http://{url}/v2/models/MyPipeline")
+        assert off.status_code == 404 and "open_inference_protocol" in off.json()["error"]
