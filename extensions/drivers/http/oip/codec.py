@@ -336,7 +336,10 @@ class V2Codec:
         start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
         if sid is None and (start or end):
             raise _bad("sequence_start or sequence_end needs a 'sequence_id' (or 'sid') that is not 0")
-        check_sid(sid, "parameters.sequence_id", max_sid_length)
+        try:
+            check_sid(sid, "parameters.sequence_id", max_sid_length)
+        except HTTPError as exc:  # the protocol answers 400 for every bad request
+            raise _bad(str(exc)) from exc
         return sid, start, end
 
     def _requested(self, outputs: Any, binary_default: bool) -> dict[str, bool]:
