@@ -211,10 +211,12 @@ def _numeric_json(data: Any, datatype: str, where: str) -> np.ndarray[Any, Any]:
     if kind not in allowed:
         expected = {"b": "booleans", "iu": "integers", "iuf": "numbers"}[allowed]
         raise _bad(f"{where}: {datatype} data are {expected}, got {loose.dtype.kind!r}-kind values such as {loose.flat[0]!r}")
-    try:
-        return np.asarray(data, dtype=dtype).reshape(-1)
-    except (ValueError, OverflowError, TypeError) as exc:
-        raise _bad(f"{where}: a value does not fit {datatype}: {exc}") from exc
+    if dtype.kind in "iu" and loose.dtype != dtype:  # converted once, from the array: its range checked first
+        info = np.iinfo(dtype)
+        low, high = loose.min(), loose.max()
+        if low < info.min or high > info.max:
+            raise _bad(f"{where}: a value does not fit {datatype} ({info.min}..{info.max}): {low if low < info.min else high}")
+    return loose.astype(dtype, copy=False).reshape(-1)
 
 
 class V2Codec:
