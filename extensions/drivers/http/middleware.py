@@ -98,7 +98,13 @@ class GuardMiddleware:
         try:
             scope[TIMEOUT_KEY] = self.check(scope["headers"], scope["method"], scope["path"])
         except HTTPError as exc:
-            await send_json(send, *self.errors.answer(exc, scope["path"]))
+            path = scope["path"]
+            if path == "/v2" or path.startswith("/v2/"):  # Triton's and KServe's clients read {"error": "..."}
+                from .oip.routes import error_answer
+
+                await send_json(send, *error_answer(self.errors, exc, path))
+                return
+            await send_json(send, *self.errors.answer(exc, path))
             return
         await self.app(scope, receive, send)
 

@@ -399,3 +399,24 @@ def test_the_guides_triton_client_script_runs_unchanged_but_for_its_url_on_the_d
         handle.set_parameters({"open_inference_protocol": False})
         off = httpx.get(f"http://{url}/v2/models/MyPipeline")
         assert off.status_code == 404 and "open_inference_protocol" in off.json()["error"]
+
+
+def test_with_an_api_key_only_liveness_is_open_and_triton_clients_send_the_bearer_token() -> None:
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=quickstart_pipeline())) as proc:
+        handle = proc.add_driver("webapi", FastAPIDriver, {"api_key": "s3cret"})
+        with FastAPIClient(process=handle, api_key="s3cret") as client:
+            client.wait(timeout=30)
+            url = client.base_url.removeprefix("http://")
+        triton = tritonclient_http.InferenceServerClient(url=url)
+        try:
+            assert triton.is_server_live()  # a probe needs no token
+            assert not triton.is_server_ready()  # 401: not without the token
+            with pytest.raises(InferenceServerException, match="Bearer"):
+                triton.get_model_metadata("MyPipeline")
+            token = {"Authorization": "Bearer s3cret"}
+            assert triton.is_server_ready(headers=token)
+            value = tritonclient_http.InferInput("input", [1], "INT64")
+            value.set_data_from_numpy(np.array([5], np.int64))
+            assert triton.infer("MyPipeline", [value], headers=token).as_numpy("output").tolist() == [6]
+        finally:
+            triton.close()

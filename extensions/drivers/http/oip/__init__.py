@@ -53,6 +53,6 @@ deadline.
 from __future__ import annotations
 
 from .codec import DATATYPES, VERSION, V2Codec, V2Request, datatype_of
-from .routes import V2Routes, mount, route_label
+from .routes import V2Routes, error_answer, is_v2, mount, route_label
 
-__all__ = ["DATATYPES", "VERSION", "V2Codec", "V2Request", "V2Routes", "datatype_of", "mount", "route_label"]
+__all__ = ["DATATYPES", "VERSION", "V2Codec", "V2Request", "V2Routes", "datatype_of", "error_answer", "is_v2", "mount", "route_label"]

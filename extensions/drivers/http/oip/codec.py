@@ -447,7 +447,7 @@ class V2Codec:
                     f"{where}: shape {list(shape)} of {datatype} is {count * dtype.itemsize} bytes, "
                     f"binary_data_size is {len(raw)}"
                 )
-            array = np.frombuffer(raw, dtype)
+            array = np.frombuffer(raw, dtype).copy()  # writable, as a value from any other route is
         else:
             array = _numeric_json(tensor["data"], str(datatype), where)
             if array.size != count:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -10,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rvai_sdk._compat import require
-from rvai_sdk.exc import UnknownSidError
+from rvai_sdk.exc import ProcessError, UnknownSidError
 
-from ..errors import HTTPError, json_bytes
+from ..errors import ErrorMapper, HTTPError, json_bytes
 from ..logs import note_sid
 from ..middleware import TIMEOUT_KEY
 from ..predict import OFF_LOOP_BYTES, read_body
@@ -27,7 +28,7 @@ else:
     fastapi = require("fastapi", extra="fastapi")
     FastAPI, Request, Response = fastapi.FastAPI, fastapi.Request, fastapi.Response
 
-__all__ = ["V2Routes", "mount", "route_label", "v2_answer"]
+__all__ = ["V2Routes", "mount", "route_label", "v2_answer", "is_v2", "error_answer"]
 
 
 # -- routes ---------------------------------------------------------------------------------------------
@@ -58,6 +59,30 @@ def route_label(path: str) -> str:
     return "other"
 
 
+def is_v2(path: str) -> bool:
+    """Whether ``path`` is one of the protocol's (its refusals answer in the protocol's error form).
+
+    Example:
+        >>> is_v2("/v2"), is_v2("/v2/health/live"), is_v2("/v20"), is_v2("/predict")
+        (True, True, False, False)
+    """
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_answer(errors: ErrorMapper, exc: BaseException, path: str) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The protocol's error answer ``{"error": "<message>"}`` to ``exc``, through the driver's one mapping.
+
+    The status is the mapping's, but 400 where the driver answers 422 (the protocol's
+    status for a bad request); ``http_<status>`` is counted. A cell's failure names the cell
+    in its message already.
+    """
+    error = errors.map(exc, path)
+    status = 400 if error.status == 422 else error.status
+    errors.state.count(f"http_{status}")
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()]
+    return status, json_bytes({"error": str(error.error.get("message", ""))}), headers
+
+
 def v2_answer(status: int, obj: Any, headers: Mapping[str, str] | None = None) -> Response:
     """A JSON answer of a ``/v2`` route."""
     return fastapi.Response(content=json_bytes(obj), status_code=status, media_type="application/json", headers=headers)
@@ -75,13 +100,12 @@ class V2Routes:
         self.codec = V2Codec(service.inference.pipeline)
 
     def error(self, exc: BaseException, path: str) -> Response:
-        """The protocol's error answer ``{"error": "<message>"}``, through the driver's one mapping (422 → 400)."""
-        service = self.service
-        error = service.errors.map(exc, path)
-        status = 400 if error.status == 422 else error.status
-        service.state.count(f"http_{status}")
-        message = str(error.error.get("message", ""))  # a cell's failure names the cell already
-        return v2_answer(status, {"error": message}, error.headers)
+        """The protocol's error answer to ``exc`` (see :func:`error_answer`)."""
+        status, body, headers = error_answer(self.service.errors, exc, path)
+        response = fastapi.Response(content=body, status_code=status, media_type="application/json")
+        for name, value in headers:
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return response
 
     def _check(self, request: Request) -> None:
         """404 for another model or version, or when the protocol is off."""
@@ -143,7 +167,7 @@ class V2Routes:
             route(f"{base}/ready", ready, "GET")
             route(f"{base}/config", model_config, "GET")
             route(f"{base}/infer", self.infer, "POST")
-        for method in ("GET", "POST"):
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             route("/v2/{rest:path}", unknown, method)
 
     async def infer(self, request: Request) -> Response:
@@ -175,7 +199,8 @@ class V2Routes:
             outputs = await asyncio.wrap_future(future)
         finally:
             if decoded.end and decoded.sid is not None:
-                await service.dispatcher.offload(self._drop, decoded.sid)
+                with contextlib.suppress(ProcessError):  # unreachable: its state is gone with it; answer the request
+                    await service.dispatcher.offload(self._drop, decoded.sid)
         arrays = any(isinstance(v, np.ndarray) for v in outputs.values())
         if arrays:
             content, head = await service.dispatcher.offload(codec.response, decoded, outputs)
