@@ -188,6 +188,13 @@ def test_triton_client_infers_with_json_tensors_and_with_binary_data(triton: Any
     assert result.as_numpy("total") is None  # not requested
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_from_the_triton_client_are_inflated(triton: Any, algorithm: str) -> None:
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    result = triton.infer(MODEL, frame_inputs(image, 1, binary=True), request_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("flipped"), image[:, ::-1])
+
+
 def test_a_1080p_frame_travels_as_binary_data_both_ways(triton: Any) -> None:
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
@@ -283,6 +290,13 @@ def test_the_json_wire_format_of_infer_and_errors(server: str) -> None:
     assert "no model 'other'" in error({"inputs": inputs}, "/v2/models/other/infer", 404)
     assert "no version '2'" in error({"inputs": inputs}, f"/v2/models/{MODEL}/versions/2/infer", 404)
     assert "no route" in error({}, "/v2/repository/index", 404)
+    unknown = httpx.post(url, content=b"{}", headers={"Content-Encoding": "br"})
+    assert unknown.status_code == 415 and "Content-Encoding 'br'" in unknown.json()["error"]
+
+    # /metrics counts them under their route templates, not under each model name
+    metrics = httpx.get(f"http://{server}/metrics", timeout=30).text
+    assert 'route="/v2/models/{name}/versions/{version}/infer",status="200"' in metrics
+    assert 'route="/v2/models/{name}/infer",status="400"' in metrics
 
 
 def test_the_binary_data_extension_on_the_wire(server: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -175,16 +176,23 @@ class V2Routes:
         service = self.service
         parameters = service.state.parameters
         declared = request.headers.get("content-length", "")
-        body = await read_body(request.receive, int(declared) if declared.isdigit() else -1, int(parameters.max_body_bytes))
+        limit = int(parameters.max_body_bytes)
+        body = await read_body(request.receive, int(declared) if declared.isdigit() else -1, limit)
         service.state.count("v2_infer")
         header_length = request.headers.get("inference-header-content-length")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "deflate"):
+            raise HTTPError(
+                415, "UnsupportedMediaType", f"Content-Encoding {encoding!r} is not taken; send gzip, deflate or none"
+            )
         sid_limit, pixels = int(parameters.max_sid_length), service.pixel_limit()
         codec = self.codec
 
         def parse() -> V2Request:
-            return codec.request(body, header_length, max_sid_length=sid_limit, max_image_pixels=pixels)
+            content = body if encoding == "identity" else inflate(body, encoding, limit)
+            return codec.request(content, header_length, max_sid_length=sid_limit, max_image_pixels=pixels)
 
-        large = len(body) > OFF_LOOP_BYTES
+        large = len(body) > OFF_LOOP_BYTES or encoding != "identity"
         decoded = await service.dispatcher.offload(parse) if large else parse()  # big bodies: off the event loop
         note_sid(decoded.sid)  # for the access log line
         if decoded.start and decoded.sid is not None:
@@ -220,6 +228,30 @@ class V2Routes:
             self.service.inference.drop_state(sid)
         except UnknownSidError:
             pass
+
+
+def inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """A ``gzip`` or ``deflate`` (zlib) request body, decompressed to at most ``limit`` bytes.
+
+    Raises:
+        HTTPError: 413 past ``limit`` (a small body cannot become gigabytes), 400 when it is not
+            that encoding's data or is cut off.
+
+    Example:
+        >>> import zlib
+        >>> inflate(zlib.compress(b"{}"), "deflate", 10)
+        b'{}'
+    """
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        content = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise HTTPError(400, "InvalidInput", f"the body is not {encoding} data: {exc}") from exc
+    if len(content) > limit or inflater.unconsumed_tail:
+        raise HTTPError(413, "PayloadTooLarge", f"the {encoding} body inflates past {limit} bytes, the most this server takes")
+    if not inflater.eof:
+        raise HTTPError(400, "InvalidInput", f"the {encoding} body is cut off")
+    return content
 
 
 def mount(service: Service, app: FastAPI) -> V2Routes:
