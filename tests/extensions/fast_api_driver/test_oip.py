@@ -434,3 +434,30 @@ def test_with_an_api_key_only_liveness_is_open_and_triton_clients_send_the_beare
             assert triton.infer("MyPipeline", [value], headers=token).as_numpy("output").tolist() == [6]
         finally:
             triton.close()
+
+
+@pytest.mark.parametrize("name", ["debug", pytest.param("ray", marks=pytest.mark.ray)])
+def test_sequences_behave_on_debug_and_ray_as_on_the_local_runtime(name: str, request: pytest.FixtureRequest) -> None:
+    """The module's server covers the local runtime; here the same sequences on the other two."""
+    if name == "ray":
+        request.getfixturevalue("ray_instance")  # the session's Ray instance
+    with init(name) as runtime, runtime.start_inference(Inference(pipeline=quickstart_pipeline())) as proc:
+        handle = proc.add_driver("webapi", FastAPIDriver)
+        with FastAPIClient(process=handle) as client:
+            client.wait(timeout=60)
+            url = client.base_url.removeprefix("http://")
+        triton = tritonclient_http.InferenceServerClient(url=url, network_timeout=60.0)
+        try:
+
+            def infer(x: int, **sequence: Any) -> int:
+                value = tritonclient_http.InferInput("input", [1], "INT64")
+                value.set_data_from_numpy(np.array([x], np.int64))
+                return int(triton.infer("MyPipeline", [value], **sequence).as_numpy("output")[0])
+
+            assert triton.is_model_ready("MyPipeline")
+            assert [infer(10, sequence_id=5, sequence_start=True), infer(10, sequence_id=5)] == [11, 12]
+            assert infer(10, sequence_id=6) == 11
+            assert infer(10, sequence_id=5, sequence_end=True) == 13
+            assert infer(10, sequence_id=5) == 11 and infer(10) == 11
+        finally:
+            triton.close()
