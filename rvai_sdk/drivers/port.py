@@ -188,6 +188,17 @@ class RestrictedInferenceProcess:
         """Whether the inference process is reachable, with every model loaded."""
         return self._link.is_ready()
 
+    def drop_state(self, sid: str) -> None:
+        """Forget the state kept for ``sid`` (a stream that ended), as ``InferenceProcess.drop_state``.
+
+        Raises:
+            InputValidationError: a bad or too long sid.
+            UnknownSidError: no state is kept for ``sid``.
+            ProcessError: the inference process cannot be reached.
+        """
+        check_sid(sid, self.max_sid_length)
+        self._link.call("drop_state", sid)
+
     def stats(self) -> dict[str, Any]:
         """The inference process's counters (see ``InferenceProcess.stats``).
 

@@ -22,6 +22,7 @@ Serving a request (see ``service.py`` for the ASGI stack)::
 - ``service``: the app of one running driver, its routes.
 - ``driver``: ``FastAPIDriver``: uvicorn on the runtime's port, re-binding on a host change.
 - ``client``: ``FastAPIClient``.
+- ``oip``: the Open Inference Protocol (KServe V2, Triton's HTTP API) under ``/v2``: type mapping and routes.
 
 The Prometheus text of ``GET /metrics`` is made by ``rvai_sdk.drivers.metrics``, shared
 with the stream driver and the CLI.

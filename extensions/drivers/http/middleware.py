@@ -41,6 +41,10 @@ def route_label(path: str) -> str:
     """
     if path in _ROUTES:
         return path
+    if path == "/v2" or path.startswith("/v2/"):
+        from .oip import route_label as v2_label
+
+        return v2_label(path)
     if path.startswith("/tasks/") and "/" not in path[len("/tasks/") :]:
         return "/tasks/{task_id}"
     if path.startswith("/docs/assets/") and "/" not in path[len("/docs/assets/") :]:
@@ -78,7 +82,7 @@ class GuardMiddleware:
       address or one of ``allowed_hosts`` is refused with 400 (DNS rebinding);
     - a request that changes something (not GET/HEAD/OPTIONS) with an ``Origin`` other
       than the server's own is refused with 403 (a cross-site form or page);
-    - with ``api_key`` set, every route but ``/health`` needs the bearer token (401);
+    - with ``api_key`` set, every route but ``/health`` and ``/v2/health/live`` needs the bearer token (401);
     - an ``X-Request-Timeout`` that is not a number of seconds > 0 is refused with 422.
     """
 
@@ -94,7 +98,13 @@ class GuardMiddleware:
         try:
             scope[TIMEOUT_KEY] = self.check(scope["headers"], scope["method"], scope["path"])
         except HTTPError as exc:
-            await send_json(send, *self.errors.answer(exc, scope["path"]))
+            path = scope["path"]
+            if path == "/v2" or path.startswith("/v2/"):  # Triton's and KServe's clients read {"error": "..."}
+                from .oip.routes import error_answer
+
+                await send_json(send, *error_answer(self.errors, exc, path))
+                return
+            await send_json(send, *self.errors.answer(exc, path))
             return
         await self.app(scope, receive, send)
 
@@ -137,7 +147,7 @@ class GuardMiddleware:
                     "requests that do work; call it from the server side, or from a page it serves",
                 )
         key = parameters.api_key
-        if key and path != "/health":
+        if key and path not in ("/health", "/v2/health/live"):
             given = authorization or b""
             if not security.bearer_matches(given, str(key)):
                 message = "this server needs 'Authorization: Bearer <api_key>'" + (

@@ -45,6 +45,8 @@ class FastAPIDriverParameters(DriverParameters):
         max_image_pixels: the most pixels (width x height) an image input may have, read from
             its header before it is decoded; ``None`` (the default): ``Image.max_pixels``.
         max_sid_length: the longest sid accepted, in characters, in the body or ``X-State-Id``.
+        open_inference_protocol: serve the Open Inference Protocol (KServe V2, Triton's HTTP
+            API) under ``/v2`` beside the driver's own routes; on by default.
     """
 
     host: String = DriverParameters.field(default=String("127.0.0.1"), description="address to listen on")
@@ -68,6 +70,9 @@ class FastAPIDriverParameters(DriverParameters):
         default=None, description="most pixels of an image input; None: Image.max_pixels"
     )
     max_sid_length: Integer = DriverParameters.field(default=Integer(256), description="longest sid, in characters")
+    open_inference_protocol: Boolean = DriverParameters.field(
+        default=Boolean(True), description="serve the Open Inference Protocol (KServe V2) under /v2"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

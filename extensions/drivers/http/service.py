@@ -36,6 +36,7 @@ from .models import models, openapi_document, request_body
 from .predict import PredictEndpoint, read_body, unsupported_media_type
 from .parameters import MAX_WAIT
 from .tasks import TaskStore
+from . import oip
 
 if TYPE_CHECKING:
     import fastapi
@@ -421,6 +422,7 @@ class Service:
             return self.errors.response(exc, request.url.path)
 
         app.add_exception_handler(require("starlette.exceptions", extra="fastapi").HTTPException, http_error)
+        oip.mount(self, app)  # the Open Inference Protocol (KServe V2) under /v2, beside these routes
         return app
 
     def counters(self) -> dict[str, Any]:
