@@ -35,6 +35,7 @@ from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import QUEUED, TAKEN, Request, Work, set_exception, set_result
 from rvai_sdk.execution.sidqueue import SidQueue
 from rvai_sdk.execution.state import StateStore
+from rvai_sdk.execution.state_store import Checkpointer
 from rvai_sdk.execution.stats import CellCounters
 
 __all__ = ["Scheduler"]
@@ -105,6 +106,7 @@ class Scheduler:
         self.failed = 0
         self._latencies: list[float] = []
         self._latency_hist = Histogram()
+        self._durable: Checkpointer | None = None  # a durable state store (the executor sets it at start)
 
     # -- admitting and failing requests (caller holds the lock) ---------------------------------
 
@@ -248,9 +250,15 @@ class Scheduler:
         else:
             results = [call_one(plan, reqs[0])]
         del self._calls[key]
+        durable = self._durable
+        if durable is not None and plan.state_cls is not None:
+            durable.snapshot(plan.ref, reqs, results)  # the sids are still held: their states are as this call left them
         now = self._clock()
+        checkpoints = None
         with self._lock:
             done, errors, interrupt = self._settle(stage, reqs, results, started, now)
+            if durable is not None and done:
+                checkpoints = durable.collect(done)
             resolving = bool(self._batched and (done or errors))
             if resolving:
                 self._resolving += 1  # before dispatching: this thread's callbacks may send more
@@ -273,6 +281,8 @@ class Scheduler:
                     keep.append(candidate)
                 else:
                     rest.append(candidate)
+        if checkpoints:
+            done = self._checkpoint(plan, checkpoints, done, errors)
         if done or errors:
             self._resolve(plan, done, errors)
         if resolving:
@@ -367,6 +377,34 @@ class Scheduler:
             self._latency_hist.add(self._latencies)
             self._latencies = []
         return done, errors, interrupt
+
+    def _checkpoint(self, plan: CellPlan, checkpoints: list[Any], done: list[Request], errors: list[tuple[Request, BaseException]]) -> list[Request]:
+        """Write the checkpoints of the requests a call completed, before their futures resolve.
+
+        Returns the requests still done; when the store fails they move to ``errors`` instead.
+        """
+        durable = self._durable
+        assert durable is not None
+        try:
+            durable.commit(checkpoints)
+        except Exception as exc:
+            sids = {cp[0] for cp in checkpoints}
+            failed: list[Request] = []
+            kept: list[Request] = []
+            for req in done:
+                (failed if req.sid in sids else kept).append(req)
+            for req in failed:
+                errors.append(
+                    (
+                        req,
+                        RuntimeError(
+                            f"checkpointing the state of sid {req.sid!r} to {durable.store.describe()} failed "
+                            f"({type(exc).__name__}: {exc}); the update is kept in memory but not durable: check the store"
+                        ),
+                    )
+                )
+            return kept
+        return done
 
     def _resolve(self, plan: CellPlan, done: list[Request], errors: list[tuple[Request, BaseException]]) -> None:
         """Resolve the futures of the requests a call of ``plan``'s cell completed or failed (runs their callbacks)."""
