@@ -14,7 +14,7 @@ state since it started fresh. A write whose sequence number is not greater than 
 stored one is ignored, so an older checkpoint never overwrites a newer one.
 
 With ``checkpoint="every"`` (default) the requests a call completed are checkpointed in
-one transaction (one Redis pipeline) *before* their futures resolve: a caller that got a
+one transaction (one Redis script call) *before* their futures resolve: a caller that got a
 result has its state update on disk. With ``checkpoint=<seconds>`` states are written in
 the background at that interval (and when the process stops): cheaper, but a crash loses
 up to that many seconds of updates. See docs/guides/durability.md for the full guarantee.
@@ -240,12 +240,20 @@ class _OpenSqlite(OpenStateStore):
 # -- Redis ----------------------------------------------------------------------------------------
 
 _SAVE_SCRIPT = """
-local cur = redis.call('HGET', KEYS[1], 'seq')
-if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'states', ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) else redis.call('PERSIST', KEYS[1]) end
-return 1
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local seq = tonumber(ARGV[2 * i])
+  local cur = redis.call('HGET', key, 'seq')
+  if not cur or tonumber(cur) < seq then
+    redis.call('HSET', key, 'seq', seq, 'states', ARGV[2 * i + 1])
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    written = written + 1
+  end
+end
+return written
 """
+"""Writes a batch of checkpoints in one call (atomic in Redis): ``KEYS`` the sids' keys, ``ARGV`` the TTL in ms, then (seq, states) per key."""
 
 
 class RedisStateStore(DurableStateStore):
@@ -306,13 +314,13 @@ class _OpenRedis(OpenStateStore):
         return int(seq), pickle.loads(states)
 
     def save(self, checkpoints: Iterable[Checkpoint]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        n = 0
+        keys: list[str] = []
+        args: list[Any] = [self._ttl_ms]
         for sid, seq, states in checkpoints:
-            self._save(keys=[self._prefix + sid], args=[seq, _encode(states), self._ttl_ms], client=pipe)
-            n += 1
-        if n:
-            pipe.execute()
+            keys.append(self._prefix + sid)
+            args += (seq, _encode(states))
+        if keys:
+            self._save(keys=keys, args=args)
 
     def delete(self, sid: str) -> bool:
         return bool(self._client.delete(self._prefix + sid))
