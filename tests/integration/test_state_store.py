@@ -124,7 +124,9 @@ def test_fifty_sids_survive_three_sigkills_on_local_with_sqlite(tmp_path: Path) 
     for sid in sids:
         _check_witnesses(sid, events[sid], final[sid])
     successes = sum(kind == "ok" for evs in events.values() for kind, _ in evs)
+    doubts = sum(kind == "doubt" for evs in events.values() for kind, _ in evs)
     assert successes >= 50 * 4 * 3  # most rounds ran untouched by a kill
+    assert doubts >= 1, "no request was in flight at any of the kills: the test did not test a crash under load"
 
 
 def test_restart_and_the_supervisors_restart_continue_every_sid_from_redis(redis_store: RedisStateStore) -> None:
