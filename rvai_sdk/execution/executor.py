@@ -23,6 +23,7 @@ import copy
 import functools
 import heapq
 import itertools
+import sys
 import threading
 import time
 import traceback
@@ -215,7 +216,15 @@ class Executor(Scheduler):
         self._threads = []
         durable, self._durable = self._durable, None
         if durable is not None:
-            durable.close()  # the interval policy writes what it queued
+            try:
+                durable.close()  # the interval policy writes what it queued
+            except Exception as exc:  # stopping goes on; say what was not written
+                print(
+                    f"rvai: the last checkpoints of pipeline {self.pipeline.name!r} were not written to "
+                    f"{durable.store.describe()}: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def _open_state_store(self, store: DurableStateStore) -> None:
         classes = {c.ref: c.state_cls for c in self._plan.cells if c.state_cls is not None}
@@ -311,7 +320,13 @@ class Executor(Scheduler):
         with self._lock:
             kept = self._states.drop(sid)
             if durable is not None:
-                kept = durable.delete(sid) or kept
+                try:
+                    kept = durable.delete(sid) or kept
+                except Exception as exc:
+                    raise ProcessError(
+                        f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
+                        f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
+                    ) from exc
             if not kept:
                 raise UnknownSidError(
                     f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)"

@@ -206,8 +206,10 @@ class _OpenSqlite(OpenStateStore):
         return int(row[0]), pickle.loads(row[1])
 
     def save(self, checkpoints: Iterable[Checkpoint]) -> None:
-        expires = None if self._ttl is None else time.time() + self._ttl
-        rows = [(sid, seq, _encode(states), expires) for sid, seq, states in checkpoints]
+        now = time.time()
+        expires = None if self._ttl is None else now + self._ttl
+        # An expired row that is not purged yet counts as absent: a sid that started fresh overwrites it.
+        rows = [(sid, seq, _encode(states), expires, now) for sid, seq, states in checkpoints]
         if not rows:
             return
         with self._lock:
@@ -215,9 +217,10 @@ class _OpenSqlite(OpenStateStore):
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
-                    "INSERT INTO rvai_state (sid, seq, states, expires) VALUES (?, ?, ?, ?) "
+                    "INSERT INTO rvai_state (sid, seq, states, expires) VALUES (?1, ?2, ?3, ?4) "
                     "ON CONFLICT(sid) DO UPDATE SET seq = excluded.seq, states = excluded.states, "
-                    "expires = excluded.expires WHERE excluded.seq > rvai_state.seq",
+                    "expires = excluded.expires WHERE excluded.seq > rvai_state.seq "
+                    "OR (rvai_state.expires IS NOT NULL AND rvai_state.expires < ?5)",
                     rows,
                 )
                 db.execute("COMMIT")

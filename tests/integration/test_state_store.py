@@ -30,7 +30,7 @@ from rvai_sdk.exc import CellError, ParameterError, ProcessError, RvaiError, Unk
 from rvai_sdk.execution.state_store import RedisStateStore, SqliteStateStore
 from rvai_sdk.runtime import Inference, ProcessStatus, init
 from rvai_sdk.types import Integer
-from tests.conftest import Count, XIn, YOut, require_extra, single
+from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, require_extra, single
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -184,7 +184,9 @@ def test_state_ttl_expires_checkpoints(store: Any) -> None:
             assert _wait_for(lambda: opened.load("a") is None, timeout=30), "the checkpoint outlived its TTL"
         finally:
             opened.close()
-        assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(1)}
+        assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(1)}  # started fresh
+        proc.restart()
+        assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(2)}  # and its new checkpoint counts
 
 
 def test_a_state_that_cannot_be_serialised_fails_naming_cell_and_sid(tmp_path: Path) -> None:
@@ -229,3 +231,15 @@ def test_interval_checkpoints_are_written_on_stop(tmp_path: Path) -> None:
                 proc.predict({"x": 1}, sid="a").result()
         with rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
             assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(4)}
+
+
+def test_a_batched_cell_continues_every_sid_after_restart(tmp_path: Path, batches: BatchLog) -> None:
+    sids = [f"s{i}" for i in range(6)]
+    inference = Inference(pipeline=single(BatchRemember), state_store=tmp_path / "s.db")
+    with init("debug") as rt, rt.start_inference(inference) as proc:
+        for x in range(3):
+            futures = [proc.predict({"x": x}, sid=sid) for sid in sids]  # one batch of several sids per round
+            assert all(f.result(timeout=30)["seen"] == list(range(x + 1)) for f in futures)
+        proc.restart()
+        futures = [proc.predict({"x": 3}, sid=sid) for sid in sids]
+        assert [f.result(timeout=30)["seen"] for f in futures] == [[0, 1, 2, 3]] * len(sids)
