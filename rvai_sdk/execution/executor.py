@@ -214,8 +214,10 @@ class Executor(Scheduler):
             if t is not current:
                 t.join(timeout=max(0.0, grace - time.monotonic()))
         self._threads = []
-        durable, self._durable = self._durable, None
+        durable = self._durable
         if durable is not None:
+            durable.wait_written(max(0.0, grace - time.monotonic()) + 5.0)  # requests done but still writing
+            self._durable = None
             try:
                 durable.close()  # the interval policy writes what it queued
             except Exception as exc:  # stopping goes on; say what was not written

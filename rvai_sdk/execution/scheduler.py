@@ -257,8 +257,11 @@ class Scheduler:
         checkpoints = None
         with self._lock:
             done, errors, interrupt = self._settle(stage, reqs, results, started, now)
+            held: list[Request] = []
             if durable is not None and done:
-                checkpoints = durable.collect(done)
+                held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
+                if held:
+                    checkpoints = durable.collect(held)
             resolving = bool(self._batched and (done or errors))
             if resolving:
                 self._resolving += 1  # before dispatching: this thread's callbacks may send more
@@ -281,8 +284,8 @@ class Scheduler:
                     keep.append(candidate)
                 else:
                     rest.append(candidate)
-        if checkpoints:
-            done = self._checkpoint(plan, checkpoints, done, errors)
+        if held and durable is not None:
+            done = self._checkpoint(durable, checkpoints or [], held, done, errors)
         if done or errors:
             self._resolve(plan, done, errors)
         if resolving:
@@ -368,7 +371,8 @@ class Scheduler:
                 req.works = []
                 done.append(req)
                 del self._inflight[req.rid]
-                self._states.release(req.entry, now)
+                if req.snaps is None:  # else (a durable store) its sid stays held until its checkpoint is written
+                    self._states.release(req.entry, now)
                 self.succeeded += 1
                 if record:  # sampled with the timings of the request's last cell
                     self._latencies.append(now - req.t0)
@@ -378,32 +382,48 @@ class Scheduler:
             self._latencies = []
         return done, errors, interrupt
 
-    def _checkpoint(self, plan: CellPlan, checkpoints: list[Any], done: list[Request], errors: list[tuple[Request, BaseException]]) -> list[Request]:
+    def _checkpoint(
+        self,
+        durable: Checkpointer,
+        checkpoints: list[Any],
+        held: list[Request],
+        done: list[Request],
+        errors: list[tuple[Request, BaseException]],
+    ) -> list[Request]:
         """Write the checkpoints of the requests a call completed, before their futures resolve.
 
-        Returns the requests still done; when the store fails they move to ``errors`` instead.
+        ``held``: the completed requests whose sids stay held (not idle, so never expired or
+        evicted) until this write is done: a sid read back from the store is never older than
+        its last write. Returns the requests still done; when the store fails, those it could
+        not checkpoint move to ``errors`` instead.
         """
-        durable = self._durable
-        assert durable is not None
         try:
-            durable.commit(checkpoints)
+            if checkpoints:
+                durable.commit(checkpoints)
         except Exception as exc:
             sids = {cp[0] for cp in checkpoints}
-            failed: list[Request] = []
             kept: list[Request] = []
             for req in done:
-                (failed if req.sid in sids else kept).append(req)
-            for req in failed:
-                errors.append(
-                    (
-                        req,
-                        RuntimeError(
-                            f"checkpointing the state of sid {req.sid!r} to {durable.store.describe()} failed "
-                            f"({type(exc).__name__}: {exc}); the update is kept in memory but not durable: check the store"
-                        ),
+                if req.sid in sids:
+                    errors.append(
+                        (
+                            req,
+                            RuntimeError(
+                                f"checkpointing the state of sid {req.sid!r} to {durable.store.describe()} failed "
+                                f"({type(exc).__name__}: {exc}); the update is kept in memory but not durable: "
+                                "check the store"
+                            ),
+                        )
                     )
-                )
-            return kept
+                else:
+                    kept.append(req)
+            done = kept
+        finally:
+            with self._lock:
+                now = self._clock()
+                for req in held:
+                    self._states.release(req.entry, now)
+            durable.end(len(held))
         return done
 
     def _resolve(self, plan: CellPlan, done: list[Request], errors: list[tuple[Request, BaseException]]) -> None:

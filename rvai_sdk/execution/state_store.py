@@ -381,6 +381,8 @@ class Checkpointer:
         self._dirty_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending = 0  # requests collected whose checkpoints are not written yet
+        self._pending_cv = threading.Condition(threading.Lock())
         self.written = 0
         """Checkpoints written so far (a sid's checkpoint counts once per write)."""
         if not self.every:
@@ -423,9 +425,13 @@ class Checkpointer:
         return err
 
     # Called by the scheduler under its lock, for the requests a call completed.
-    @staticmethod
-    def collect(done: list[Any]) -> list[Checkpoint]:
-        """The checkpoints of the completed requests ``done`` (each advances its sid's sequence number)."""
+    def collect(self, done: list[Any]) -> list[Checkpoint]:
+        """The checkpoints of the completed requests ``done`` (each advances its sid's sequence number).
+
+        The caller calls :meth:`end` with ``len(done)`` once they are written (or failed).
+        """
+        with self._pending_cv:
+            self._pending += len(done)
         out: list[Checkpoint] = []
         for req in done:
             entry = req.entry
@@ -452,6 +458,18 @@ class Checkpointer:
                 old = dirty.get(sid)
                 if old is None or old[0] < seq:
                     dirty[sid] = (seq, states)
+
+    def end(self, n: int) -> None:
+        """``n`` requests from :meth:`collect` are checkpointed (or failed)."""
+        with self._pending_cv:
+            self._pending -= n
+            if not self._pending:
+                self._pending_cv.notify_all()
+
+    def wait_written(self, timeout: float | None) -> bool:
+        """Wait until every collected request is checkpointed; whether that happened within ``timeout`` seconds."""
+        with self._pending_cv:
+            return self._pending_cv.wait_for(lambda: not self._pending, timeout)
 
     def flush(self) -> None:
         """Write the checkpoints queued by the interval policy (one transaction)."""

@@ -243,3 +243,13 @@ def test_a_batched_cell_continues_every_sid_after_restart(tmp_path: Path, batche
         proc.restart()
         futures = [proc.predict({"x": 3}, sid=sid) for sid in sids]
         assert [f.result(timeout=30)["seen"] for f in futures] == [[0, 1, 2, 3]] * len(sids)
+
+
+def test_with_a_store_max_states_bounds_memory_only_and_evicted_sids_continue(tmp_path: Path) -> None:
+    sids = [f"s{i}" for i in range(30)]
+    inference = Inference(pipeline=single(Count), state_store=tmp_path / "s.db", max_states=4)
+    with init("debug") as rt, rt.start_inference(inference) as proc:
+        for n in range(1, 6):
+            futures = {sid: proc.predict({"x": 1}, sid=sid) for sid in sids}  # 30 sids through 4 kept in memory
+            assert {sid: f.result(timeout=30)["y"] for sid, f in futures.items()} == {sid: Integer(n) for sid in sids}
+        assert proc.stats()["sids"]["evicted"] > 0  # so the counts above came back from the store
