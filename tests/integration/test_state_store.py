@@ -250,6 +250,7 @@ def test_with_a_store_max_states_bounds_memory_only_and_evicted_sids_continue(tm
     inference = Inference(pipeline=single(Count), state_store=tmp_path / "s.db", max_states=4)
     with init("debug") as rt, rt.start_inference(inference) as proc:
         for n in range(1, 6):
-            futures = {sid: proc.predict({"x": 1}, sid=sid) for sid in sids}  # 30 sids through 4 kept in memory
-            assert {sid: f.result(timeout=30)["y"] for sid, f in futures.items()} == {sid: Integer(n) for sid in sids}
+            replies = {sid: proc.predict({"x": 1}, sid=sid).result(timeout=30)["y"] for sid in sids}  # 30 sids, 4 kept
+            assert replies == {sid: Integer(n) for sid in sids}
+        assert len(proc.sids()) <= 4
         assert proc.stats()["sids"]["evicted"] > 0  # so the counts above came back from the store
