@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         f"Restore: one request for each of {sids:,} sids in a fresh process, each restoring its sid's checkpoint "
-        "(memory: every sid starts fresh):",
+        "and writing its new one (memory: every sid starts fresh, nothing is written):",
         "",
         "| store | seconds | µs per sid | vs memory |",
         "| --- | ---: | ---: | ---: |",
@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        write_section(args.write, "state_store", "## Durable state (issue 15)\n\n" + text)
+        name = "state_store" if args.runtime == "debug" else f"state_store_{args.runtime}"
+        title = "## Durable state (issue 15)" if args.runtime == "debug" else f"### Durable state on `{args.runtime}`"
+        write_section(args.write, name, f"{title}\n\n{text}")
     return 0
 
 

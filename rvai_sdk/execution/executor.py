@@ -160,6 +160,8 @@ class Executor(Scheduler):
         self._config = Config(self._config.params, tuple(models))
         self._model_deps = deps
         workers = sum(c.concurrency for c in self._plan.cells) if self._workers is None else self._workers
+        if self._durable is not None and self._workers is None:
+            workers += 1  # a call runs while another thread writes the checkpoints of the one before
         self._nworkers = workers
         name = self.pipeline.name
         for n in range(workers):

@@ -285,6 +285,12 @@ class Scheduler:
                 else:
                     rest.append(candidate)
         if held and durable is not None:
+            if (keep or rest) and self._nworkers > 1:
+                # Hand the next calls to other workers first: they run while this thread writes the checkpoint.
+                for left in keep:
+                    left.unclaim()
+                self._post(keep + rest)
+                keep, rest = [], []
             done = self._checkpoint(durable, checkpoints or [], held, done, errors)
         if done or errors:
             self._resolve(plan, done, errors)
