@@ -82,3 +82,13 @@ def test_access_log_benchmark_runs_and_reports_the_cost_per_request() -> None:
     result = _run_benchmark("bench_logging.py", "--quick", timeout=100)
     assert result.returncode == 0, result.stderr
     assert "log off" in result.stdout and "us/request" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_state_store_benchmark_runs_and_reports_ratios_against_memory(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_state_store.py", "--quick", "--write", str(out), timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert "| sqlite |" in result.stdout and "| redis |" in result.stdout and "vs memory" in result.stdout
+    assert "<!-- bench:state_store -->" in out.read_text()

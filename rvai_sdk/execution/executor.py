@@ -23,6 +23,7 @@ import copy
 import functools
 import heapq
 import itertools
+import sys
 import threading
 import time
 import traceback
@@ -34,7 +35,15 @@ from typing import Any
 
 from rvai_sdk.context import ModelContext
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import CellError, DeadlineExceededError, ParameterError, ProcessError, ProcessStateError, UnknownSidError
+from rvai_sdk.exc import (
+    CellError,
+    DeadlineExceededError,
+    ParameterError,
+    ProcessError,
+    ProcessStateError,
+    RvaiError,
+    UnknownSidError,
+)
 from rvai_sdk.execution.batching import BatchingPolicy
 from rvai_sdk.execution.calls import OutputCheckError
 from rvai_sdk.execution.parameters import coerce_parameters, differs, recording, resolve_parameters
@@ -42,6 +51,7 @@ from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import Config, Request, Work, set_exception
 from rvai_sdk.execution.scheduler import _FAST_AFTER_CALLS, _FAST_CALL_SECONDS, _FAST_SAMPLE, _FOLD_EVERY, Scheduler
 from rvai_sdk.execution.state import StateEntry, StateStore
+from rvai_sdk.execution.state_store import Checkpointer, DurableStateStore
 from rvai_sdk.execution.stats import ExecutorStats, StuckCall, timing_summary
 from rvai_sdk.pipeline.graph import Pipeline
 
@@ -83,6 +93,9 @@ class Executor(Scheduler):
         on_broken: called once, with the reason, if the executor can no longer serve (a
             worker thread died); every pending request has failed by then. Runtimes end
             the inference process so that it turns FAILED.
+        state_store: a durable store (:mod:`rvai_sdk.execution.state_store`) that per-sid
+            state is checkpointed to and restored from; ``None`` keeps state in memory only.
+            Connected in :meth:`start`, disconnected in :meth:`stop`.
     """
 
     def __init__(
@@ -99,6 +112,7 @@ class Executor(Scheduler):
         clock: Callable[[], float] = time.monotonic,
         stuck_after: float | None = 60.0,
         on_broken: Callable[[str], None] | None = None,
+        state_store: DurableStateStore | None = None,
     ) -> None:
         plan = Plan(pipeline, batching=batching, devices=devices)
         super().__init__(plan, states=StateStore(ttl=state_ttl, max_states=max_states), clock=clock)
@@ -124,6 +138,7 @@ class Executor(Scheduler):
         self._deadline_cv = threading.Condition(threading.Lock())
         self._deadline_thread: threading.Thread | None = None
         self.expired_deadlines = 0
+        self._state_store = state_store
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -135,6 +150,8 @@ class Executor(Scheduler):
         """
         if self._started:
             return
+        if self._state_store is not None and self._durable is None:
+            self._open_state_store(self._state_store)
         models = list(self._config.models)
         deps = list(self._model_deps)
         for cell in self._plan.cells:
@@ -143,6 +160,8 @@ class Executor(Scheduler):
         self._config = Config(self._config.params, tuple(models))
         self._model_deps = deps
         workers = sum(c.concurrency for c in self._plan.cells) if self._workers is None else self._workers
+        if self._durable is not None and self._workers is None:
+            workers += 1  # a call runs while another thread writes the checkpoints of the one before
         self._nworkers = workers
         name = self.pipeline.name
         for n in range(workers):
@@ -197,6 +216,48 @@ class Executor(Scheduler):
             if t is not current:
                 t.join(timeout=max(0.0, grace - time.monotonic()))
         self._threads = []
+        durable = self._durable
+        if durable is not None:
+            durable.wait_written(max(0.0, grace - time.monotonic()) + 5.0)  # requests done but still writing
+            self._durable = None
+            try:
+                durable.close()  # the interval policy writes what it queued
+            except Exception as exc:  # stopping goes on; say what was not written
+                print(
+                    f"rvai: the last checkpoints of pipeline {self.pipeline.name!r} were not written to "
+                    f"{durable.store.describe()}: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def _open_state_store(self, store: DurableStateStore) -> None:
+        classes = {c.ref: c.state_cls for c in self._plan.cells if c.state_cls is not None}
+        try:
+            durable = Checkpointer(store, classes, self._states.ttl)
+        except RvaiError:
+            raise
+        except Exception as exc:
+            raise ProcessError(
+                f"pipeline {self.pipeline.name!r} cannot open {store.describe()}: {type(exc).__name__}: {exc}; "
+                "check that the store is reachable (or leave Inference(state_store=...) out to keep state in memory)"
+            ) from exc
+        self._durable = durable
+
+        def restore(sid: str, now: float) -> StateEntry | None:
+            try:
+                found = durable.restore(sid)
+            except Exception as exc:
+                raise ProcessError(
+                    f"cannot restore the state of sid {sid!r} from {store.describe()}: {type(exc).__name__}: {exc}; "
+                    "check that the store is reachable, then send the request again"
+                ) from exc
+            if found is None:
+                return None
+            entry = StateEntry(sid, now)
+            entry.seq, entry.states = found
+            return entry
+
+        self._states.loader = restore
 
     @property
     def closed(self) -> bool:
@@ -254,13 +315,23 @@ class Executor(Scheduler):
         return req.future
 
     def drop_state(self, sid: str) -> None:
-        """Forget the state of ``sid``; its next request starts fresh.
+        """Forget the state of ``sid`` (in the durable store too); its next request starts fresh.
 
         Raises:
             UnknownSidError: no state is kept for ``sid``.
         """
+        durable = self._durable
         with self._lock:
-            if not self._states.drop(sid):
+            kept = self._states.drop(sid)
+            if durable is not None:
+                try:
+                    kept = durable.delete(sid) or kept
+                except Exception as exc:
+                    raise ProcessError(
+                        f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
+                        f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
+                    ) from exc
+            if not kept:
                 raise UnknownSidError(
                     f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)"
                 )
@@ -268,12 +339,18 @@ class Executor(Scheduler):
     def get_state(self, sid: str) -> dict[str, Any]:
         """A deep copy of ``sid``'s state: cell ref to State instance, for the stateful cells that ran.
 
+        A sid that is not in memory is read from the durable store, if there is one.
+
         Raises:
             UnknownSidError: no state is kept for ``sid``.
         """
         with self._lock:
             self._states.expire(self._clock())
             entry = self._states.get(sid)
+            if entry is None and self._durable is not None:
+                found = self._durable.restore(sid)
+                if found is not None:
+                    return found[1]
             if entry is None:
                 raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped)")
             return copy.deepcopy(entry.states)

@@ -103,6 +103,7 @@ class Request:
         "works",
         "t0",
         "timeout",
+        "snaps",
         "__weakref__",
     )
 
@@ -131,6 +132,7 @@ class Request:
         self.works: list[Work] = []
         self.t0 = t0
         self.timeout: float | None = None
+        self.snaps: dict[str, bytes] | None = None  # pickled states after this request's calls (durable store only)
 
 
 def set_result(future: Future[dict[str, Any]], value: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import QUEUED, TAKEN, Request, Work, set_exception, set_result
 from rvai_sdk.execution.sidqueue import SidQueue
 from rvai_sdk.execution.state import StateStore
+from rvai_sdk.execution.state_store import Checkpointer
 from rvai_sdk.execution.stats import CellCounters
 
 __all__ = ["Scheduler"]
@@ -105,6 +106,7 @@ class Scheduler:
         self.failed = 0
         self._latencies: list[float] = []
         self._latency_hist = Histogram()
+        self._durable: Checkpointer | None = None  # a durable state store (the executor sets it at start)
 
     # -- admitting and failing requests (caller holds the lock) ---------------------------------
 
@@ -248,9 +250,18 @@ class Scheduler:
         else:
             results = [call_one(plan, reqs[0])]
         del self._calls[key]
+        durable = self._durable
+        if durable is not None and plan.state_cls is not None:
+            durable.snapshot(plan.ref, reqs, results)  # the sids are still held: their states are as this call left them
         now = self._clock()
+        checkpoints = None
         with self._lock:
             done, errors, interrupt = self._settle(stage, reqs, results, started, now)
+            held: list[Request] = []
+            if durable is not None and done:
+                held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
+                if held:
+                    checkpoints = durable.collect(held)
             resolving = bool(self._batched and (done or errors))
             if resolving:
                 self._resolving += 1  # before dispatching: this thread's callbacks may send more
@@ -273,6 +284,14 @@ class Scheduler:
                     keep.append(candidate)
                 else:
                     rest.append(candidate)
+        if held and durable is not None:
+            if (keep or rest) and self._nworkers > 1:
+                # Hand the next calls to other workers first: they run while this thread writes the checkpoint.
+                for left in keep:
+                    left.unclaim()
+                self._post(keep + rest)
+                keep, rest = [], []
+            done = self._checkpoint(durable, checkpoints or [], held, done, errors)
         if done or errors:
             self._resolve(plan, done, errors)
         if resolving:
@@ -358,7 +377,8 @@ class Scheduler:
                 req.works = []
                 done.append(req)
                 del self._inflight[req.rid]
-                self._states.release(req.entry, now)
+                if req.snaps is None:  # else (a durable store) its sid stays held until its checkpoint is written
+                    self._states.release(req.entry, now)
                 self.succeeded += 1
                 if record:  # sampled with the timings of the request's last cell
                     self._latencies.append(now - req.t0)
@@ -367,6 +387,50 @@ class Scheduler:
             self._latency_hist.add(self._latencies)
             self._latencies = []
         return done, errors, interrupt
+
+    def _checkpoint(
+        self,
+        durable: Checkpointer,
+        checkpoints: list[Any],
+        held: list[Request],
+        done: list[Request],
+        errors: list[tuple[Request, BaseException]],
+    ) -> list[Request]:
+        """Write the checkpoints of the requests a call completed, before their futures resolve.
+
+        ``held``: the completed requests whose sids stay held (not idle, so never expired or
+        evicted) until this write is done: a sid read back from the store is never older than
+        its last write. Returns the requests still done; when the store fails, those it could
+        not checkpoint move to ``errors`` instead.
+        """
+        try:
+            if checkpoints:
+                durable.commit(checkpoints)
+        except Exception as exc:
+            sids = {cp[0] for cp in checkpoints}
+            kept: list[Request] = []
+            for req in done:
+                if req.sid in sids:
+                    errors.append(
+                        (
+                            req,
+                            RuntimeError(
+                                f"checkpointing the state of sid {req.sid!r} to {durable.store.describe()} failed "
+                                f"({type(exc).__name__}: {exc}); the update is kept in memory but not durable: "
+                                "check the store"
+                            ),
+                        )
+                    )
+                else:
+                    kept.append(req)
+            done = kept
+        finally:
+            with self._lock:
+                now = self._clock()
+                for req in held:
+                    self._states.release(req.entry, now)
+            durable.end(len(held))
+        return done
 
     def _resolve(self, plan: CellPlan, done: list[Request], errors: list[tuple[Request, BaseException]]) -> None:
         """Resolve the futures of the requests a call of ``plan``'s cell completed or failed (runs their callbacks)."""

@@ -13,6 +13,7 @@ never looked at, never expired and never evicted.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["StateEntry", "StateStore"]
@@ -21,13 +22,17 @@ __all__ = ["StateEntry", "StateStore"]
 class StateEntry:
     """The cell states of one sid: one State instance per stateful cell ref, made on first use."""
 
-    __slots__ = ("sid", "states", "inflight", "last_used")
+    __slots__ = ("sid", "states", "inflight", "last_used", "seq", "dropped")
 
     def __init__(self, sid: str | None, now: float) -> None:
         self.sid = sid
         self.states: dict[str, Any] = {}
         self.inflight = 0
         self.last_used = now
+        self.seq = 0
+        """Requests that completed with this state since it started fresh (the checkpoint's sequence number)."""
+        self.dropped = False
+        """Set by :meth:`StateStore.drop`: requests still in flight do not checkpoint it again."""
 
     def state_for(self, ref: str, factory: Any) -> Any:
         """This sid's state for the cell ``ref``, created with ``factory()`` on first use."""
@@ -44,6 +49,8 @@ class StateStore:
         ttl: seconds a sid with no request in flight is kept after its last request; ``None`` keeps it forever.
         max_states: most sids kept; beyond it the least recently used idle sid is dropped when a new sid
             arrives (sids with a request in flight are always kept, so the bound can be exceeded by them).
+        loader: restores a sid that is not kept in memory from a durable store (one lookup per sid
+            that arrives; ``None``: every new sid starts fresh). Memory is then a cache of the store.
 
     Attributes:
         expired: sids dropped by the TTL so far.
@@ -51,10 +58,14 @@ class StateStore:
         examined: entries that expiry and eviction looked at, in total (each one was dropped: a measure of work).
     """
 
-    __slots__ = ("ttl", "max_states", "_idle", "_busy", "expired", "evicted", "examined")
+    __slots__ = ("ttl", "max_states", "_idle", "_busy", "expired", "evicted", "examined", "loader")
 
-    def __init__(self, *, ttl: float | None, max_states: int) -> None:
+    def __init__(
+        self, *, ttl: float | None, max_states: int, loader: Callable[[str, float], StateEntry | None] | None = None
+    ) -> None:
         self.ttl = ttl
+        self.loader = loader
+        """Called with a sid that is not kept here (and the time): its entry restored from a durable store, or ``None``."""
         self.max_states = max_states
         self._idle: OrderedDict[str, StateEntry] = OrderedDict()  # no request in flight; oldest last_used first
         self._busy: dict[str, StateEntry] = {}  # a request in flight
@@ -76,7 +87,8 @@ class StateStore:
                 if idle is not None:
                     entry = busy[sid] = idle
                 else:
-                    entry = busy[sid] = StateEntry(sid, now)
+                    loaded = None if self.loader is None else self.loader(sid, now)
+                    entry = busy[sid] = StateEntry(sid, now) if loaded is None else loaded
                     if len(busy) + len(self._idle) > self.max_states:
                         self._evict()
                 self.expire(now)
@@ -123,7 +135,13 @@ class StateStore:
 
     def drop(self, sid: str) -> bool:
         """Forget ``sid``'s state; requests in flight finish with it. Returns whether it was kept."""
-        return self._busy.pop(sid, None) is not None or self._idle.pop(sid, None) is not None
+        entry = self._busy.pop(sid, None)
+        if entry is None:
+            entry = self._idle.pop(sid, None)
+        if entry is None:
+            return False
+        entry.dropped = True
+        return True
 
     def sids(self) -> list[str]:
         """The sids whose state is kept: the idle ones least recently used first, then those in use."""

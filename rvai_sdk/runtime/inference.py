@@ -12,6 +12,7 @@ import attrs
 
 from rvai_sdk.exc import ParameterError
 from rvai_sdk.execution.executor import BatchingPolicy, Executor, resolve_parameters
+from rvai_sdk.execution.state_store import DurableStateStore, resolve_state_store
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import CellResources
 from rvai_sdk.runtime._devices import resolve_devices
@@ -52,8 +53,15 @@ class Inference:
             drivers, sources); a longer one is an :class:`~rvai_sdk.exc.InputValidationError`.
         supervise: on the local and ray runtimes, restart the inference process by itself
             when a call has been stuck for ``stuck_after`` seconds or the process died
-            (requests in flight fail; kept state is lost, as with ``restart()``). Off by
+            (requests in flight fail; kept state is lost, as with ``restart()``, unless a
+            ``state_store`` keeps it). Off by
             default: the process reports, you decide.
+        state_store: where per-sid state is checkpointed so that it survives ``restart()``,
+            a crash and the supervisor's restart: ``None`` (default, memory only), a
+            :class:`~rvai_sdk.execution.state_store.SqliteStateStore` (or a plain file path),
+            a :class:`~rvai_sdk.execution.state_store.RedisStateStore` (or a ``redis://`` URL).
+            ``state_ttl`` and ``drop_state`` apply to the store too. See
+            docs/guides/durability.md for what survives what.
 
     Raises:
         ParameterError: an unknown ref or a rejected parameter value.
@@ -77,6 +85,7 @@ class Inference:
     stuck_after: float | None = 60.0
     max_sid_length: int = 256
     supervise: bool = False
+    state_store: DurableStateStore | None = attrs.field(default=None, converter=resolve_state_store)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.pipeline, Pipeline):
@@ -152,6 +161,7 @@ def build_executor(
         max_states=inference.max_states,
         stuck_after=inference.stuck_after,
         on_broken=on_broken,
+        state_store=inference.state_store,
     )
 
 

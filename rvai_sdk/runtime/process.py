@@ -217,7 +217,8 @@ class InferenceProcess:
             self._backend.release()
 
     def restart(self, timeout: float | None = 10.0) -> None:
-        """Replace the inference process by a fresh one (models loaded again, all sid state gone).
+        """Replace the inference process by a fresh one (models loaded again; sid state gone, unless
+        ``Inference(state_store=...)`` keeps it: then every sid continues from its last checkpoint).
 
         Requests in flight fail with :class:`~rvai_sdk.exc.ProcessError`; attached drivers
         stay attached and send to the new process once it is ready; parameters set with

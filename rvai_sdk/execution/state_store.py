@@ -1,0 +1,517 @@
+"""Durable per-sid state: where ``Inference(state_store=...)`` checkpoints cell states.
+
+Three stores, one contract:
+
+- :class:`MemoryStateStore` (the default, also ``state_store=None``): state lives only in
+  the inference process's memory; ``restart()`` and a crash start every sid fresh.
+- :class:`SqliteStateStore`: an embedded SQLite file (WAL mode), for one machine. Every
+  process that opens the same file sees the same states.
+- :class:`RedisStateStore`: a Redis server (extra ``redis``), for a cluster.
+
+A checkpoint of a sid holds the fields of each stateful cell's State after one request
+(pickled) and the sid's *sequence number*: how many requests have changed that sid's
+state since it started fresh. A write whose sequence number is not greater than the
+stored one is ignored, so an older checkpoint never overwrites a newer one.
+
+With ``checkpoint="every"`` (default) the requests a call completed are checkpointed in
+one transaction (one Redis script call) *before* their futures resolve: a caller that got a
+result has its state update on disk. With ``checkpoint=<seconds>`` states are written in
+the background at that interval (and when the process stops): cheaper, but a crash loses
+up to that many seconds of updates. See docs/guides/durability.md for the full guarantee.
+
+Stores are cheap, picklable descriptions; the connection is made in :meth:`open` inside
+the inference process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from rvai_sdk.exc import ParameterError
+
+__all__ = [
+    "Checkpoint",
+    "DurableStateStore",
+    "MemoryStateStore",
+    "OpenStateStore",
+    "RedisStateStore",
+    "SqliteStateStore",
+    "dump_state",
+    "load_state",
+    "resolve_state_store",
+    "Checkpointer",
+    "StateSerialisationError",
+]
+
+Checkpoint = tuple[str, int, dict[str, bytes]]
+"""One sid's checkpoint: ``(sid, sequence number, cell ref -> pickled State fields)``."""
+
+
+def dump_state(state: Any) -> bytes:
+    """The fields of one State instance, pickled (the State class itself is made again from the cell on restore).
+
+    Raises:
+        Exception: whatever pickle raises for a field value it cannot serialise.
+    """
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_state(factory: Any, blob: bytes) -> Any:
+    """A State made by ``factory()`` with the fields of ``blob`` (from :func:`dump_state`) set on it."""
+    state = factory()
+    known = {f.name for f in dataclasses.fields(state)}
+    for name, value in pickle.loads(blob).items():
+        if name in known:  # a field removed since the checkpoint is dropped; a new one keeps its default
+            setattr(state, name, value)
+    return state
+
+
+def _encode(states: dict[str, bytes]) -> bytes:
+    return pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _check_checkpoint(checkpoint: Any, what: str) -> None:
+    if checkpoint == "every":
+        return
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, float)) or checkpoint <= 0:
+        raise ParameterError(
+            f"{what}(checkpoint=...) must be 'every' (after every request) or an interval > 0 in seconds, "
+            f"got {checkpoint!r}",
+            field="checkpoint",
+        )
+
+
+class OpenStateStore:
+    """A store's connection inside one inference process (made by :meth:`DurableStateStore.open`).
+
+    Thread-safe: the executor calls it from worker threads and caller threads.
+    """
+
+    def load(self, sid: str) -> tuple[int, dict[str, bytes]] | None:
+        """The last checkpoint of ``sid`` (sequence number, cell ref to pickled fields), or ``None``."""
+        raise NotImplementedError
+
+    def save(self, checkpoints: Iterable[Checkpoint]) -> None:
+        """Write ``checkpoints`` in one transaction; a sid's write with a sequence number not above the stored one is ignored."""
+        raise NotImplementedError
+
+    def delete(self, sid: str) -> bool:
+        """Forget ``sid``'s checkpoint; whether there was one."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class DurableStateStore:
+    """Base of the stores that keep per-sid state outside the inference process.
+
+    Args (of every subclass):
+        checkpoint: ``"every"``: checkpoint after every request, before its result is
+            delivered; or seconds between background checkpoints.
+    """
+
+    checkpoint: float | Literal["every"]
+
+    def open(self, ttl: float | None) -> OpenStateStore:
+        """Connect (in the inference process); ``ttl``: seconds a checkpoint is kept after its last write."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """A short human name of the store, for error messages."""
+        raise NotImplementedError
+
+
+class MemoryStateStore:
+    """State kept only in the inference process's memory (the default): lost on ``restart()`` and crashes."""
+
+    def __repr__(self) -> str:
+        return "MemoryStateStore()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MemoryStateStore)
+
+    def __hash__(self) -> int:
+        return hash(MemoryStateStore)
+
+
+# -- SQLite ---------------------------------------------------------------------------------------
+
+
+class SqliteStateStore(DurableStateStore):
+    """Per-sid state checkpointed in an SQLite file (embedded; no server).
+
+    Args:
+        path: the database file; made (with its folder) if missing. Several processes on
+            one machine may share it (WAL mode).
+        checkpoint: ``"every"`` (default) or an interval in seconds (see the module docstring).
+
+    Example:
+        >>> SqliteStateStore("/tmp/states.db")
+        SqliteStateStore('/tmp/states.db', checkpoint='every')
+    """
+
+    def __init__(self, path: str | Path, *, checkpoint: float | Literal["every"] = "every") -> None:
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise ParameterError(f"SqliteStateStore(path=...) must be a file path, got {path!r}", field="path")
+        _check_checkpoint(checkpoint, "SqliteStateStore")
+        self.path = str(path)
+        self.checkpoint = checkpoint
+
+    def __repr__(self) -> str:
+        return f"SqliteStateStore({self.path!r}, checkpoint={self.checkpoint!r})"
+
+    def describe(self) -> str:
+        return f"the SQLite state store {self.path!r}"
+
+    def open(self, ttl: float | None) -> OpenStateStore:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        return _OpenSqlite(self.path, ttl)
+
+
+class _OpenSqlite(OpenStateStore):
+    _PURGE_EVERY = 1000
+
+    def __init__(self, path: str, ttl: float | None) -> None:
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS rvai_state "
+            "(sid TEXT PRIMARY KEY, seq INTEGER NOT NULL, states BLOB NOT NULL, expires REAL)"
+        )
+        self._saves = 0
+        self._purge()
+
+    def _purge(self) -> None:
+        if self._ttl is not None:
+            with self._lock:
+                self._db.execute("DELETE FROM rvai_state WHERE expires IS NOT NULL AND expires < ?", (time.time(),))
+
+    def load(self, sid: str) -> tuple[int, dict[str, bytes]] | None:
+        with self._lock:
+            row = self._db.execute("SELECT seq, states, expires FROM rvai_state WHERE sid = ?", (sid,)).fetchone()
+        if row is None or (row[2] is not None and row[2] < time.time()):
+            return None
+        return int(row[0]), pickle.loads(row[1])
+
+    def save(self, checkpoints: Iterable[Checkpoint]) -> None:
+        now = time.time()
+        expires = None if self._ttl is None else now + self._ttl
+        # An expired row that is not purged yet counts as absent: a sid that started fresh overwrites it.
+        rows = [(sid, seq, _encode(states), expires, now) for sid, seq, states in checkpoints]
+        if not rows:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO rvai_state (sid, seq, states, expires) VALUES (?1, ?2, ?3, ?4) "
+                    "ON CONFLICT(sid) DO UPDATE SET seq = excluded.seq, states = excluded.states, "
+                    "expires = excluded.expires WHERE excluded.seq > rvai_state.seq "
+                    "OR (rvai_state.expires IS NOT NULL AND rvai_state.expires < ?5)",
+                    rows,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._saves += 1
+        if self._saves % self._PURGE_EVERY == 0:
+            self._purge()
+
+    def delete(self, sid: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM rvai_state WHERE sid = ?", (sid,)).rowcount > 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+_SAVE_SCRIPT = """
+local ttl = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local seq = tonumber(ARGV[2 * i])
+  local cur = redis.call('HGET', key, 'seq')
+  if not cur or tonumber(cur) < seq then
+    redis.call('HSET', key, 'seq', seq, 'states', ARGV[2 * i + 1])
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    written = written + 1
+  end
+end
+return written
+"""
+"""Writes a batch of checkpoints in one call (atomic in Redis): ``KEYS`` the sids' keys, ``ARGV`` the TTL in ms, then (seq, states) per key."""
+
+
+class RedisStateStore(DurableStateStore):
+    """Per-sid state checkpointed in Redis (extra ``redis``): one hash per sid, expired by Redis itself.
+
+    Args:
+        url: the server, e.g. ``"redis://127.0.0.1:6379/0"``.
+        prefix: the key prefix; a sid's key is ``prefix + sid``. Give each pipeline its own.
+        checkpoint: ``"every"`` (default) or an interval in seconds (see the module docstring).
+
+    Example:
+        >>> RedisStateStore("redis://127.0.0.1:6379/0", prefix="counting:")
+        RedisStateStore('redis://127.0.0.1:6379/0', prefix='counting:', checkpoint='every')
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "rvai:state:",
+        checkpoint: float | Literal["every"] = "every",
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ParameterError(
+                f"RedisStateStore(url=...) must be a redis:// URL such as 'redis://127.0.0.1:6379/0', got {url!r}",
+                field="url",
+            )
+        _check_checkpoint(checkpoint, "RedisStateStore")
+        self.url = url
+        self.prefix = prefix
+        self.checkpoint = checkpoint
+
+    def __repr__(self) -> str:
+        return f"RedisStateStore({self.url!r}, prefix={self.prefix!r}, checkpoint={self.checkpoint!r})"
+
+    def describe(self) -> str:
+        return f"the Redis state store {self.url} (prefix {self.prefix!r})"
+
+    def open(self, ttl: float | None) -> OpenStateStore:
+        from rvai_sdk._compat import require
+
+        redis = require("redis", extra="redis")
+        return _OpenRedis(redis.Redis.from_url(self.url), self.prefix, ttl)
+
+
+class _OpenRedis(OpenStateStore):
+    def __init__(self, client: Any, prefix: str, ttl: float | None) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        self._save = client.register_script(_SAVE_SCRIPT)
+        client.ping()  # fail at start, not at the first request
+
+    def load(self, sid: str) -> tuple[int, dict[str, bytes]] | None:
+        seq, states = self._client.hmget(self._prefix + sid, "seq", "states")
+        if seq is None or states is None:
+            return None
+        return int(seq), pickle.loads(states)
+
+    def save(self, checkpoints: Iterable[Checkpoint]) -> None:
+        keys: list[str] = []
+        args: list[Any] = [self._ttl_ms]
+        for sid, seq, states in checkpoints:
+            keys.append(self._prefix + sid)
+            args += (seq, _encode(states))
+        if keys:
+            self._save(keys=keys, args=args)
+
+    def delete(self, sid: str) -> bool:
+        return bool(self._client.delete(self._prefix + sid))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def resolve_state_store(value: Any) -> DurableStateStore | None:
+    """``Inference(state_store=...)`` as a durable store, or ``None`` for memory.
+
+    Accepts ``None`` or a :class:`MemoryStateStore` (memory), a store instance, a
+    ``redis://`` URL, or a file path (SQLite).
+
+    Raises:
+        ParameterError: anything else.
+    """
+    if value is None or isinstance(value, MemoryStateStore):
+        return None
+    if isinstance(value, DurableStateStore):
+        return value
+    if isinstance(value, str) and value.startswith(("redis://", "rediss://")):
+        return RedisStateStore(value)
+    if isinstance(value, (str, Path)) and str(value):
+        return SqliteStateStore(value)
+    raise ParameterError(
+        "Inference(state_store=...) takes None (memory), a file path (SQLite), a redis:// URL, "
+        f"or a SqliteStateStore/RedisStateStore/MemoryStateStore; got {type(value).__name__}",
+        field="state_store",
+    )
+
+
+# -- the executor's side: snapshots, checkpoints, restores -------------------------------------------
+
+
+class StateSerialisationError(TypeError):
+    """A cell's State holds a value that cannot be pickled for the state store (the request fails with it)."""
+
+
+class Checkpointer:
+    """Connects an executor to a durable store: snapshots states after calls, checkpoints requests, restores sids.
+
+    Args:
+        store: the durable store.
+        state_classes: cell ref to its State class, for the stateful cells.
+        ttl: ``Inference(state_ttl=...)``, applied to checkpoints too.
+    """
+
+    def __init__(self, store: DurableStateStore, state_classes: dict[str, Any], ttl: float | None) -> None:
+        self.store = store
+        self.every = store.checkpoint == "every"
+        self._classes = state_classes
+        self._open = store.open(ttl)
+        self._dirty: dict[str, tuple[int, dict[str, bytes]]] = {}  # interval policy: written at the next flush
+        self._dirty_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending = 0  # requests collected whose checkpoints are not written yet
+        self._pending_cv = threading.Condition(threading.Lock())
+        self.written = 0
+        """Checkpoints written so far (a sid's checkpoint counts once per write)."""
+        if not self.every:
+            self._thread = threading.Thread(target=self._flush_loop, name="rvai-state-checkpoints", daemon=True)
+            self._thread.start()
+
+    # Called by the scheduler, outside its lock, right after a call of a stateful cell (the sid is still held).
+    def snapshot(self, ref: str, reqs: list[Any], results: list[Any]) -> None:
+        """Pickle ``ref``'s state of every request of a call into ``req.snaps``; a failure replaces its result."""
+        for i, req in enumerate(reqs):
+            if req.sid is None or isinstance(results[i], BaseException):
+                continue
+            state = req.entry.states.get(ref)
+            if state is None:
+                continue
+            try:
+                blob = dump_state(state)
+            except Exception as exc:
+                results[i] = self._unserialisable(ref, req.sid, state, exc)
+                continue
+            if req.snaps is None:
+                req.snaps = {}
+            req.snaps[ref] = blob
+
+    @staticmethod
+    def _unserialisable(ref: str, sid: str, state: Any, exc: Exception) -> StateSerialisationError:
+        field = "?"
+        for f in dataclasses.fields(state):
+            try:
+                pickle.dumps(getattr(state, f.name))
+            except Exception:
+                field = f.name
+                break
+        err = StateSerialisationError(
+            f"the state of cell {ref!r} for sid {sid!r} cannot be saved in the state store: field {field!r} holds "
+            f"{type(getattr(state, field, None)).__name__}, which pickle refuses ({type(exc).__name__}: {exc}); keep "
+            "State fields to picklable values (rvai_sdk.types, numpy arrays, plain Python data)"
+        )
+        err.__cause__ = exc
+        return err
+
+    # Called by the scheduler under its lock, for the requests a call completed.
+    def collect(self, done: list[Any]) -> list[Checkpoint]:
+        """The checkpoints of the completed requests ``done`` (each advances its sid's sequence number).
+
+        The caller calls :meth:`end` with ``len(done)`` once they are written (or failed).
+        """
+        with self._pending_cv:
+            self._pending += len(done)
+        out: list[Checkpoint] = []
+        for req in done:
+            entry = req.entry
+            if req.snaps is None or req.sid is None or entry.dropped:
+                continue
+            entry.seq += 1
+            out.append((req.sid, entry.seq, req.snaps))
+        return out
+
+    # Called by the scheduler outside its lock, before the futures of those requests resolve.
+    def commit(self, checkpoints: list[Checkpoint]) -> None:
+        """Write ``checkpoints`` now (policy ``"every"``: one transaction) or queue them for the next flush.
+
+        Raises:
+            Exception: the store failed (policy ``"every"``): the caller fails the requests.
+        """
+        if self.every:
+            self._open.save(checkpoints)
+            self.written += len(checkpoints)
+            return
+        with self._dirty_lock:
+            dirty = self._dirty
+            for sid, seq, states in checkpoints:
+                old = dirty.get(sid)
+                if old is None or old[0] < seq:
+                    dirty[sid] = (seq, states)
+
+    def end(self, n: int) -> None:
+        """``n`` requests from :meth:`collect` are checkpointed (or failed)."""
+        with self._pending_cv:
+            self._pending -= n
+            if not self._pending:
+                self._pending_cv.notify_all()
+
+    def wait_written(self, timeout: float | None) -> bool:
+        """Wait until every collected request is checkpointed; whether that happened within ``timeout`` seconds."""
+        with self._pending_cv:
+            return self._pending_cv.wait_for(lambda: not self._pending, timeout)
+
+    def flush(self) -> None:
+        """Write the checkpoints queued by the interval policy (one transaction)."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, {}
+        if dirty:
+            self._open.save([(sid, seq, states) for sid, (seq, states) in dirty.items()])
+            self.written += len(dirty)
+
+    def _flush_loop(self) -> None:
+        interval = float(self.store.checkpoint)
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception as exc:  # the store is down: keep the states, try again at the next interval
+                print(f"rvai: checkpointing to {self.store.describe()} failed: {type(exc).__name__}: {exc}", flush=True)
+
+    # Restores (under the executor's lock: one lookup per sid that arrives and is not in memory).
+    def restore(self, sid: str) -> tuple[int, dict[str, Any]] | None:
+        """``sid``'s sequence number and cell ref to State instance from its last checkpoint, or ``None``."""
+        with self._dirty_lock:
+            found = self._dirty.get(sid)
+        if found is None:
+            found = self._open.load(sid)
+        if found is None:
+            return None
+        seq, blobs = found
+        states = {ref: load_state(self._classes[ref], blob) for ref, blob in blobs.items() if ref in self._classes}
+        return seq, states
+
+    def delete(self, sid: str) -> bool:
+        """Forget ``sid``'s checkpoint (queued and stored)."""
+        with self._dirty_lock:
+            queued = self._dirty.pop(sid, None) is not None
+        return self._open.delete(sid) or queued
+
+    def close(self) -> None:
+        """Write what is queued and disconnect."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        try:
+            self.flush()
+        finally:
+            self._open.close()
