@@ -23,7 +23,7 @@ import copy
 import functools
 import heapq
 import itertools
-import sys
+import logging
 import threading
 import time
 import traceback
@@ -223,11 +223,9 @@ class Executor(Scheduler):
             try:
                 durable.close()  # the interval policy writes what it queued
             except Exception as exc:  # stopping goes on; say what was not written
-                print(
-                    f"rvai: the last checkpoints of pipeline {self.pipeline.name!r} were not written to "
-                    f"{durable.store.describe()}: {type(exc).__name__}: {exc}",
-                    file=sys.stderr,
-                    flush=True,
+                logging.getLogger(__name__).error(
+                    "the last checkpoints of pipeline %r were not written to %s: %s: %s",
+                    self.pipeline.name, durable.store.describe(), type(exc).__name__, exc,
                 )
 
     def _open_state_store(self, store: DurableStateStore) -> None:

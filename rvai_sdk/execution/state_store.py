@@ -26,6 +26,7 @@ the inference process.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import pickle
 import sqlite3
 import threading
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rvai_sdk.exc import ParameterError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Checkpoint",
@@ -485,7 +488,8 @@ class Checkpointer:
             try:
                 self.flush()
             except Exception as exc:  # the store is down: keep the states, try again at the next interval
-                print(f"rvai: checkpointing to {self.store.describe()} failed: {type(exc).__name__}: {exc}", flush=True)
+                logger.warning("checkpointing to %s failed (kept in memory, tried again in %g s): %s: %s",
+                               self.store.describe(), interval, type(exc).__name__, exc)
 
     # Restores (under the executor's lock: one lookup per sid that arrives and is not in memory).
     def restore(self, sid: str) -> tuple[int, dict[str, Any]] | None:
