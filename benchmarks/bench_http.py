@@ -387,7 +387,29 @@ def asgi_overhead(requests: int) -> float:
     def predict(inputs: dict[str, Any], sid: str | None, timeout: float | None) -> concurrent.futures.Future[Any]:
         return reader.submit(lambda: {"y": Integer(inputs["x"] + 1)})
 
-    port = RestrictedInferenceProcess(bench.pipeline(), predict, lambda: True, dict)
+    import inspect
+
+    if "link" in inspect.signature(RestrictedInferenceProcess).parameters:  # since the Link rework
+        from rvai_sdk.transport.link import Link
+
+        class ThreadLink(Link):
+            """Answers from the reader thread; no inference process."""
+
+            def submit(self, inputs: dict[str, Any], sid: str | None, timeout: float | None = None) -> Any:
+                return predict(inputs, sid, timeout)
+
+            def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:
+                return {}
+
+            def is_ready(self) -> bool:
+                return True
+
+            def close(self) -> None:
+                pass
+
+        port = RestrictedInferenceProcess(bench.pipeline(), ThreadLink())
+    else:  # before: the port was wired from callables
+        port = RestrictedInferenceProcess(bench.pipeline(), predict, lambda: True, dict)
     driver = module.FastAPIDriver()
     if hasattr(module, "_Service"):  # before: one module
         service: Any = module._Service(driver, port)  # type: ignore[attr-defined]
