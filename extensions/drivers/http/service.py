@@ -94,7 +94,7 @@ class Service:
         self.models = models(self.codec)
         self.errors = ErrorMapper(state, inference.pipeline.name)
         self.dispatcher = Dispatcher(inference, self.codec)
-        self.tasks = TaskStore(state, self.errors, self.dispatcher.run)
+        self.tasks = TaskStore(state, self.errors, self.dispatcher.run, inference.pipeline.name, instance)
         self.predict = PredictEndpoint(self)
         self._openapi: dict[str, Any] | None = None
         self._predict_doc: Any = None
@@ -286,8 +286,7 @@ class Service:
 
         async def list_tasks(request: Request) -> Response:
             """Every task not yet expired, oldest first."""
-            tasks.sweep()
-            return json_response({"tasks": [t.to_json(tasks.ttl) for t in tasks.tasks.values()]})
+            return json_response({"tasks": [t.to_json(tasks.ttl) for t in tasks.listing()]})
 
         async def get_task(request: Request) -> Response:
             """A task's status, timestamps, and result or error; `?wait=` seconds waits for it to finish."""
@@ -300,7 +299,7 @@ class Service:
                     raise unprocessable("wait must be a number of seconds", "wait") from None
                 if not 0 <= wait <= MAX_WAIT:
                     raise unprocessable(f"wait must be between 0 and {MAX_WAIT:g} seconds", "wait")
-                await tasks.wait(task, wait)
+                task = await tasks.wait(task, wait)
             return json_response(task.to_json(tasks.ttl))
 
         async def delete_task(request: Request) -> Response:
@@ -424,10 +423,13 @@ class Service:
         return app
 
     def counters(self) -> dict[str, Any]:
-        """The driver's counters with the task gauges (``tasks_active``, ``tasks_kept``)."""
+        """The driver's counters with the task gauges (``tasks_active``: pending or running here;
+        ``tasks_kept``: in the task store)."""
         counters: dict[str, Any] = dict(self.state.counters)
-        kept = list(self.tasks.tasks.values())
-        counters["tasks_active"] = sum(1 for t in kept if t.finished is None)
-        counters["tasks_kept"] = len(kept)
+        counters["tasks_active"] = self.tasks.active()
+        try:
+            counters["tasks_kept"] = self.tasks.kept()
+        except Exception:  # the store is down: the gauge is left out
+            pass
         return counters
 
