@@ -129,7 +129,7 @@ class FastAPIDriverParameters(DriverParameters):
                 field="max_task_result_bytes",
             )
         if self.task_store is not None and not (
-            str(self.task_store) == "memory" or re.match(r"^(sqlite|redis|rediss|unix|postgresql|postgres)://", str(self.task_store))
+            str(self.task_store) == "memory" or re.match(r"^(sqlite|redis|rediss|unix|postgresql|postgres|postgresql\+psycopg)://", str(self.task_store))
         ):
             raise ParameterError(
                 f"FastAPIDriverParameters.task_store {str(self.task_store)!r} is not a store: use 'memory', "

@@ -165,12 +165,12 @@ class SqlTaskBackend:
     def __init__(self, url: str, namespace: str) -> None:
         self.url = url
         self.ns = namespace
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self.postgres = url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
         self.q = "%s" if self.postgres else "?"
         self._lock = threading.Lock()  # one connection; calls come from the loop, tests may call from elsewhere
         if self.postgres:
             psycopg = require("psycopg", extra="sql")
-            self.conn: Any = psycopg.connect(url, autocommit=True)
+            self.conn: Any = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True)
             blob = "BYTEA"
         else:
             path = url[len("sqlite:///") :]
@@ -415,7 +415,7 @@ def open_task_backend(url: str | None, namespace: str) -> TaskBackend:
             return MemoryTaskBackend()
         if scheme == "sqlite":
             return SqlTaskBackend(url, namespace)
-        if scheme in ("postgresql", "postgres"):
+        if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
             return SqlTaskBackend(url, namespace)
         if scheme in ("redis", "rediss", "unix"):
             return RedisTaskBackend(url, namespace)
