@@ -19,6 +19,7 @@ import pytest
 from rvai_sdk.exc import ParameterError
 from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPIDriver, FastAPIDriverParameters
 from rvai_sdk.runtime import Inference, PipelineDriverProcess, ProcessStatus, init
+from rvai_sdk.types import Float, String
 from tests.conftest import IN_CI, require_extra
 from tests.extensions.fast_api_driver._task_pipelines import GATE_ENV, held_pipeline
 
@@ -139,9 +140,9 @@ def test_an_unknown_or_unreachable_store_is_refused_naming_task_store() -> None:
     from rvai_sdk.extensions.drivers.http.task_store import open_task_backend
 
     with pytest.raises(ParameterError, match="task_store 'mysql://db/tasks' is not a store"):
-        FastAPIDriverParameters(task_store="mysql://db/tasks")
+        FastAPIDriverParameters(task_store=String("mysql://db/tasks"))
     with pytest.raises(ParameterError, match="task_lease must be > 0"):
-        FastAPIDriverParameters(task_lease=0.0)
+        FastAPIDriverParameters(task_lease=Float(0.0))
     with pytest.raises(ParameterError, match="task_store 'redis://127.0.0.1:1/0' cannot be opened"):
         open_task_backend("redis://127.0.0.1:1/0", "x")
 
@@ -199,7 +200,7 @@ def test_a_task_outlives_its_driver_killed_with_sigkill_and_a_running_one_is_rep
             held = client.predict_task({"x": -1}, sid="s")
             until(lambda: client.task(held)["status"] == "running", "the held task to run")
 
-        os.kill(driver.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(driver.pid, signal.SIGKILL)
         until(lambda: driver.status is ProcessStatus.FAILED, "the driver handle to see the driver die")
         proc.remove_driver("webapi")
         again = proc.add_driver("webapi", FastAPIDriver, parameters)
