@@ -9,6 +9,8 @@ from rvai_sdk.drivers import DriverParameters
 from rvai_sdk.exc import ParameterError
 from rvai_sdk.types import Boolean, Float, Integer, List, String
 
+from .task_store import redacted
+
 __all__ = ["FastAPIDriverParameters", "LiveState", "MAX_WAIT", "MAX_TASK_RESULT_BYTES"]
 
 MAX_WAIT = 30.0
@@ -132,7 +134,7 @@ class FastAPIDriverParameters(DriverParameters):
             str(self.task_store) == "memory" or re.match(r"^(sqlite|redis|rediss|unix|postgresql|postgres|postgresql\+psycopg)://", str(self.task_store))
         ):
             raise ParameterError(
-                f"FastAPIDriverParameters.task_store {str(self.task_store)!r} is not a store: use 'memory', "
+                f"FastAPIDriverParameters.task_store {redacted(str(self.task_store))!r} is not a store: use 'memory', "
                 "'sqlite:///PATH', 'redis://HOST:PORT/DB' or 'postgresql://USER@HOST:PORT/DB' (None: the default SQLite file)",
                 field="task_store",
             )

@@ -114,9 +114,13 @@ class Service:
     # -- lifecycle (on the loop) ---------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the dispatch threads and the tasks' background work."""
-        self.dispatcher.start(loop)
+        """Open the task store, start the tasks' background work and the dispatch threads.
+
+        Raises:
+            ParameterError: the task store cannot be opened (nothing is left started).
+        """
         self.tasks.start()
+        self.dispatcher.start(loop)
 
     async def close(self) -> None:
         """Stop tasks, callbacks and dispatch threads."""

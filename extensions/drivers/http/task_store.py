@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from rvai_sdk._compat import require
 from rvai_sdk.exc import ParameterError
 
-__all__ = ["TaskBackend", "MemoryTaskBackend", "SqlTaskBackend", "RedisTaskBackend", "open_task_backend", "default_task_store"]
+__all__ = ["redacted", "TaskBackend", "MemoryTaskBackend", "SqlTaskBackend", "RedisTaskBackend", "open_task_backend", "default_task_store"]
 
 Record = dict[str, Any]
 """A task's record: ``id``, ``status``, ``sid``, ``received``, ``started``, ``finished``, ``result``, ``error``,
@@ -45,6 +45,15 @@ def default_task_store() -> str:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         folder = str(Path(base) / "rvai_sdk")
     return f"sqlite:///{Path(folder) / 'tasks.sqlite3'}"
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def pack(record: Record) -> bytes:
@@ -423,12 +432,12 @@ def open_task_backend(url: str | None, namespace: str) -> TaskBackend:
         raise
     except Exception as exc:
         raise ParameterError(
-            f"FastAPIDriverParameters.task_store {url!r} cannot be opened: {type(exc).__name__}: {exc}; "
+            f"FastAPIDriverParameters.task_store {redacted(url)!r} cannot be opened: {type(exc).__name__}: {exc}; "
             "check that the store is reachable, or use 'memory' or 'sqlite:///PATH'",
             field="task_store",
         ) from exc
     raise ParameterError(
-        f"FastAPIDriverParameters.task_store {url!r} is not a store: use 'memory', 'sqlite:///PATH', "
+        f"FastAPIDriverParameters.task_store {redacted(url)!r} is not a store: use 'memory', 'sqlite:///PATH', "
         "'redis://HOST:PORT/DB' or 'postgresql://USER@HOST:PORT/DB'",
         field="task_store",
     )

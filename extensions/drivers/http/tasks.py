@@ -15,13 +15,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rvai_sdk._compat import require
 
 from . import security
 from .errors import ErrorMapper, HTTPError, json_bytes, unprocessable
-from .task_store import MemoryTaskBackend, Record, TaskBackend, default_task_store, open_task_backend
+from .task_store import MemoryTaskBackend, Record, TaskBackend, default_task_store, open_task_backend, redacted
 
 if TYPE_CHECKING:
     import httpx
@@ -31,6 +31,8 @@ else:
     httpx = require("httpx", extra="fastapi")
 
 __all__ = ["Task", "TaskStore"]
+
+T = TypeVar("T")
 
 Run = Callable[[dict[str, Any], "str | None", "float | None"], Awaitable[dict[str, Any]]]
 """How a task runs its request: (inputs, sid, timeout) -> the JSON form of the outputs."""
@@ -204,11 +206,11 @@ class TaskStore:
 
     def listing(self) -> list[Task]:
         """Every task in the store not yet expired, oldest first."""
-        return [self._view(Task.from_record(r)) for r in self.backend.kept_records(self.ttl)]
+        return [self._view(Task.from_record(r)) for r in self._ask(self.backend.kept_records, self.ttl)]
 
     def kept(self) -> int:
         """Tasks in the store (this driver's and others')."""
-        return self.backend.count()
+        return self._ask(self.backend.count)
 
     def _view(self, task: Task) -> Task:
         """This driver's live copy of a task it runs, else the stored one."""
@@ -216,9 +218,9 @@ class TaskStore:
 
     def find(self, task_id: str) -> Task:
         """The task ``task_id`` (404 when unknown, deleted or expired)."""
-        record = self.backend.get(task_id, self.ttl) if TASK_ID.match(task_id) else None
+        record = self._ask(self.backend.get, task_id, self.ttl) if TASK_ID.match(task_id) else None
         if record is None:
-            self.sweep()  # it may have just expired: count it
+            self._ask(self.sweep)  # it may have just expired: count it
             shown = task_id if len(task_id) <= 64 else task_id[:64] + "..."
             raise HTTPError(404, "TaskNotFound", f"no task {shown!r}: it never existed, was deleted or expired")
         return self._view(Task.from_record(record))
@@ -226,7 +228,7 @@ class TaskStore:
     def delete(self, task_id: str) -> None:
         """Forget a task (a running one still runs, its result is dropped)."""
         task = self.find(task_id)
-        self.backend.delete(task.id)
+        self._ask(self.backend.delete, task.id)
         self.tasks.pop(task.id, None)
 
     async def create(self, inputs: dict[str, Any], sid: str | None, callback_url: Any, timeout: float | None) -> Task:
@@ -253,7 +255,10 @@ class TaskStore:
         )
         if callback_url is not None:
             task.callback = {"url": callback_url, "status": "pending", "attempts": 0, "last_error": None}
-        self.backend.insert(task.to_record())
+        # it is handed to the dispatch at once: stored as running, one write fewer per task
+        task.status = "running"
+        task.started = task.received
+        self._ask(self.backend.insert, task.to_record())
         self.tasks[task.id] = task
         self.state.count("tasks")
         self.spawn(self._execute(task))
@@ -274,12 +279,25 @@ class TaskStore:
         while True:  # another driver runs it: poll the store, backing off to 0.25 s
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.25)
-            record = self.backend.get(task.id, self.ttl)
+            record = self._ask(self.backend.get, task.id, self.ttl)
             if record is None:
                 return task
             task = Task.from_record(record)
             if task.finished is not None or time.monotonic() >= deadline:
                 return task
+
+    def _ask(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the store; a store that fails answers 503 ``TaskStoreUnavailable``."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            self.state.count("task_store_errors")
+            raise HTTPError(
+                503,
+                "TaskStoreUnavailable",
+                f"the task store {redacted(self.store_url)} failed: {type(exc).__name__}: {exc}; retry later",
+                headers={"Retry-After": "1"},
+            ) from exc
 
     def _save(self, task: Task) -> bool:
         """Write ``task`` to the store; False when it was deleted (or expired) meanwhile."""
@@ -303,9 +321,6 @@ class TaskStore:
         self.state.count("tasks_interrupted")
 
     async def _execute(self, task: Task) -> None:
-        task.status = "running"
-        task.started = time.time()
-        kept = self._save(task)
         try:
             result = await self.run(task.inputs, task.sid, task.timeout)
             size = len(json_bytes(result))
@@ -325,7 +340,7 @@ class TaskStore:
         task.inputs = {}
         task.finished = time.time()
         self.state.count(f"tasks_{task.status}")
-        kept = self._save(task) and kept
+        kept = self._save(task)
         task.done.set()
         if not kept:  # deleted meanwhile: its result is dropped
             self.tasks.pop(task.id, None)

@@ -7,6 +7,7 @@ import base64
 import os
 import signal
 import socket
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -145,6 +146,11 @@ def test_an_unknown_or_unreachable_store_is_refused_naming_task_store() -> None:
         FastAPIDriverParameters(task_lease=Float(0.0))
     with pytest.raises(ParameterError, match="task_store 'redis://127.0.0.1:1/0' cannot be opened"):
         open_task_backend("redis://127.0.0.1:1/0", "x")
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
+        driver = proc.add_driver("webapi", FastAPIDriver, {"task_store": "redis://app:hunter2@127.0.0.1:1/0"})
+        until(lambda: driver.status is ProcessStatus.FAILED, "the driver to fail on its store")
+        assert driver.failure is not None and "task_store 'redis://app:***@127.0.0.1:1/0' cannot be opened" in driver.failure
+        assert "hunter2" not in driver.failure
 
 
 # -- drivers on a store ---------------------------------------------------------------------------
@@ -241,3 +247,10 @@ def test_garbage_task_ids_are_404_and_a_result_over_the_limit_fails_its_task_wit
             failed = client.task(large, wait=20)
             assert failed["status"] == "failed" and failed["result"] is None
             assert failed["error"]["type"] == "TaskResultTooLarge" and "max_task_result_bytes (2000)" in failed["error"]["message"]
+
+            # the store fails under the driver (its table dropped): 503, naming the store, never a 500
+            with sqlite3.connect(tmp_path / "tasks.sqlite3") as db:
+                db.execute("DROP TABLE rvai_tasks")
+            for answer in (http.get(f"/tasks/{small}"), http.post("/tasks", json={"inputs": {"x": 1}}), http.get("/tasks")):
+                assert answer.status_code == 503 and answer.json()["error"]["type"] == "TaskStoreUnavailable"
+                assert "tasks.sqlite3" in answer.json()["error"]["message"] and answer.headers["retry-after"] == "1"
