@@ -84,7 +84,8 @@ class TaskBackend(Protocol):
         """Keep a new record."""
 
     def update(self, record: Record) -> bool:
-        """Replace a kept record; False (and nothing kept) when it was deleted or expired meanwhile."""
+        """Replace a kept record if its owner is still ``record["owner"]``; False (and nothing written) when it
+        was deleted or expired meanwhile, or another driver took it over."""
 
     def get(self, task_id: str, ttl: float) -> Record | None:
         """The record ``task_id`` unless unknown or expired (finished ``ttl`` seconds ago or more)."""
@@ -124,7 +125,8 @@ class MemoryTaskBackend:
         self.records[record["id"]] = record
 
     def update(self, record: Record) -> bool:
-        if record["id"] not in self.records:
+        kept = self.records.get(record["id"])
+        if kept is None or kept["owner"] != record["owner"]:
             return False
         self.records[record["id"]] = record
         return True
@@ -214,8 +216,8 @@ class SqlTaskBackend:
 
     def update(self, record: Record) -> bool:
         changed = self._run(
-            "UPDATE rvai_tasks SET finished = ?, open = ?, owner = ?, data = ? WHERE ns = ? AND id = ?",
-            (record["finished"], int(is_open(record)), record["owner"], pack(record), self.ns, record["id"]),
+            "UPDATE rvai_tasks SET finished = ?, open = ?, data = ? WHERE ns = ? AND id = ? AND owner = ?",
+            (record["finished"], int(is_open(record)), pack(record), self.ns, record["id"], record["owner"]),
         )
         return bool(changed)
 
@@ -315,13 +317,14 @@ class RedisTaskBackend:
         with self.redis.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                if not pipe.exists(key):
+                blob = pipe.get(key)
+                if blob is None or unpack(blob)["owner"] != record["owner"]:
                     return False
                 pipe.multi()
                 self._write(pipe, record)
                 pipe.execute()
                 return True
-            except self.watch_error:  # deleted meanwhile (or written by its claimer): this write loses
+            except self.watch_error:  # deleted or taken over meanwhile: this write loses
                 return False
 
     def get(self, task_id: str, ttl: float) -> Record | None:

@@ -300,7 +300,8 @@ class TaskStore:
             ) from exc
 
     def _save(self, task: Task) -> bool:
-        """Write ``task`` to the store; False when it was deleted (or expired) meanwhile."""
+        """Write ``task`` to the store; False when it was deleted (or expired) meanwhile, or another driver
+        took it over (this driver's heartbeat lapsed: the task was reported failed, and that stands)."""
         try:
             return self.backend.update(task.to_record())
         except Exception as exc:  # the store is down: the task goes on here; say so in the counters
@@ -342,7 +343,7 @@ class TaskStore:
         self.state.count(f"tasks_{task.status}")
         kept = self._save(task)
         task.done.set()
-        if not kept:  # deleted meanwhile: its result is dropped
+        if not kept:  # deleted or taken over meanwhile: its result is dropped
             self.tasks.pop(task.id, None)
             return
         if task.callback_url is not None:

@@ -121,6 +121,11 @@ def test_a_store_keeps_records_until_their_ttl_and_hands_an_orphan_to_one_claime
         assert two.claim(dict(orphans[0]), "two") is True
         assert one.claim(dict(orphans[0]), "one") is False
         assert one.get("b" * 32, ttl=600)["owner"] == "two"  # type: ignore[index]
+        # the late write of the driver it was taken from loses: the claimer's answer stands
+        assert one.update(record("b" * 32, owner="dead", finished=time.time())) is False
+        assert one.get("b" * 32, ttl=600)["status"] == "running"  # type: ignore[index]
+        assert two.update(record("b" * 32, owner="two", finished=time.time(), status="failed")) is True
+        assert one.get("b" * 32, ttl=600)["status"] == "failed"  # type: ignore[index]
 
         # TTL: a task finished 100 s ago is kept under task_ttl 600, gone under 50
         assert {r["id"] for r in two.kept_records(ttl=600)} == {"a" * 32, "b" * 32, "c" * 32}
