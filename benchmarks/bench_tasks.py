@@ -7,7 +7,10 @@ alternated rounds (medians reported), from this process with one keep-alive conn
 
 - **submit+wait**: ``POST /tasks`` then ``GET /tasks/{id}?wait=5`` until done, ``--tasks`` times;
 - **burst**: ``--tasks`` ``POST /tasks`` back to back, then each polled (``?wait=5``) until done;
-- **poll**: ``GET /tasks/{id}`` of a finished task, ``--polls`` times.
+- **poll**: ``GET /tasks/{id}`` of a finished task, ``--polls`` times;
+
+and then each store alone, in this process: microseconds per task of its two writes and per poll
+(the least noisy figure on a busy machine).
 
 Prints tasks/s (polls/s) per store and each store's ratio to ``memory``.
 
@@ -22,12 +25,13 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from _report import machine, write_section  # noqa: E402
+from _report import machine, per_call_seconds, write_section  # noqa: E402
 from _toys import inc_chain  # noqa: E402
 
 from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPIDriver  # noqa: E402
@@ -78,6 +82,34 @@ def poll(http: httpx.Client, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def store_costs(urls: dict[str, str], n: int) -> dict[str, tuple[float, float]]:
+    """Per store, microseconds per task of its writes (insert when accepted + update when finished) and per poll
+    (one read), measured on the store alone, in this process (median of 5 rounds of ``n``)."""
+    from rvai_sdk.extensions.drivers.http.task_store import open_task_backend
+
+    costs: dict[str, tuple[float, float]] = {}
+    result = {"y": 1}
+    for name, url in urls.items():
+        backend = open_task_backend(url, f"bench-{uuid.uuid4().hex[:8]}")
+        counter = iter(range(10**9))
+        ids: list[str] = []
+
+        def write() -> None:
+            task_id = f"{next(counter):032x}"
+            record = {"id": task_id, "status": "running", "sid": None, "received": time.time(), "started": time.time(),
+                      "finished": None, "result": None, "error": None, "callback": None, "callback_url": None, "owner": "b"}
+            backend.insert(record)
+            backend.update({**record, "status": "done", "finished": time.time(), "result": result})
+            ids.append(task_id)
+
+        writes = per_call_seconds(write, number=n)
+        reads = per_call_seconds(lambda: backend.get(ids[-1], 600.0), number=n)
+        backend.sweep(0.0)
+        backend.close()
+        costs[name] = (writes * 1e6, reads * 1e6)
+    return costs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=300)
@@ -109,6 +141,8 @@ def main() -> None:
                     proc.remove_driver(ref)
                 print(f"round {round_ + 1}/{args.rounds}: {name} done", file=sys.stderr)
 
+        costs = store_costs(urls, args.polls // 2)
+
     base = {k: statistics.median(v) for k, v in rates["memory"].items()}
     lines = [
         f"Machine: {machine()}; runtime `{args.runtime}`; {args.tasks} tasks, {args.polls} polls, "
@@ -121,6 +155,15 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in row.items()}
         ratio = " / ".join(f"{med[k] / base[k]:.2f}x" for k in ("submit+wait", "burst", "poll"))
         lines.append(f"| {name} | {med['submit+wait']:.0f} | {med['burst']:.0f} | {med['poll']:.0f} | {ratio} |")
+    lines += [
+        "",
+        "The store alone (in one process, no HTTP; median of 5 rounds): microseconds per task for its two writes "
+        "(accepted, finished) and per poll (one read).",
+        "",
+        "| store | writes per task, us | read per poll, us |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {w:.0f} | {r:.0f} |" for name, (w, r) in costs.items()]
     table = "\n".join(lines)
     print(table)
     if args.write:
