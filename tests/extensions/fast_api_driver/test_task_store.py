@@ -259,3 +259,23 @@ def test_garbage_task_ids_are_404_and_a_result_over_the_limit_fails_its_task_wit
             for answer in (http.get(f"/tasks/{small}"), http.post("/tasks", json={"inputs": {"x": 1}}), http.get("/tasks")):
                 assert answer.status_code == 503 and answer.json()["error"]["type"] == "TaskStoreUnavailable"
                 assert "tasks.sqlite3" in answer.json()["error"]["message"] and answer.headers["retry-after"] == "1"
+
+
+def test_by_default_tasks_are_kept_in_the_sqlite_file_under_rvai_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rvai_sdk.extensions.drivers.http.task_store import default_task_store
+
+    monkeypatch.setenv("RVAI_STATE_DIR", str(tmp_path / "state"))
+    assert default_task_store() == f"sqlite:///{tmp_path / 'state' / 'tasks.sqlite3'}"
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
+        driver = proc.add_driver("webapi", FastAPIDriver)
+        with FastAPIClient(process=driver) as client:
+            client.wait(timeout=30)
+            task_id = client.predict_task({"x": 2}, sid="s")
+            assert client.task(task_id, wait=20)["status"] == "done"
+    with sqlite3.connect(tmp_path / "state" / "tasks.sqlite3") as db:
+        assert db.execute("SELECT id FROM rvai_tasks WHERE ns = 'task-store-test'").fetchall() == [(task_id,)]
+    monkeypatch.delenv("RVAI_STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_task_store() == f"sqlite:///{tmp_path / 'xdg' / 'rvai_sdk' / 'tasks.sqlite3'}"
