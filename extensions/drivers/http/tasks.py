@@ -374,6 +374,8 @@ class TaskStore:
         """Claim orphaned tasks: report unfinished ones failed (``TaskInterrupted``); deliver pending callbacks."""
         for record in self.backend.orphans():
             dead = record["owner"]
+            if dead == self.instance or record["id"] in self.tasks:
+                continue  # its own (its heartbeat came late, e.g. a stalled loop): it is still at work on it
             if not self.backend.claim(record, self.instance):
                 continue  # another driver claimed it first
             task = Task.from_record(record)

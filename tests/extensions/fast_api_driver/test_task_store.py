@@ -4,10 +4,13 @@ processes SIGKILLed on the local runtime, two drivers on one store."""
 from __future__ import annotations
 
 import base64
+import http.server
+import json
 import os
 import signal
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -196,22 +199,63 @@ def test_two_drivers_on_one_store_answer_for_each_others_tasks_and_run_each_once
             assert b.stats()["tasks_expired"] == 1
 
 
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Answers 503 until ``server.open`` is set, then 200; records the bodies it answered 200."""
+
+    server: _HookServer
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = 200 if self.server.open.is_set() else 503
+        if status == 200:
+            self.server.bodies.append(payload)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _HookServer(http.server.ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Hook)
+        self.open = threading.Event()
+        self.bodies: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def hook() -> Iterator[_HookServer]:
+    server = _HookServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
 def test_a_task_outlives_its_driver_killed_with_sigkill_and_a_running_one_is_reported_interrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: _HookServer
 ) -> None:
     gate = tmp_path / "open"
     monkeypatch.setenv(GATE_ENV, str(gate))  # the inference process inherits it
-    parameters = {"task_store": f"sqlite:///{tmp_path / 'tasks.sqlite3'}", "task_lease": 1.0}
+    parameters: dict[str, Any] = {"task_store": f"sqlite:///{tmp_path / 'tasks.sqlite3'}", "task_lease": 1.0}
+    parameters.update(callback_allow=["127.0.0.1"], callback_retries=3, callback_backoff=60.0)
     with init("local") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
         driver: PipelineDriverProcess = proc.add_driver("webapi", FastAPIDriver, parameters)
         with FastAPIClient(process=driver) as client:
             client.wait(timeout=30)
-            done = client.predict_task({"x": 4}, sid="s")
+            hook_url = f"http://127.0.0.1:{hook.server_port}/done"
+            done = client.predict_task({"x": 4}, sid="s", callback_url=hook_url)
             assert client.task(done, wait=20)["status"] == "done"
+            # its callback got 503 once; the next attempt is 60 s away when the driver dies
+            until(lambda: client.task(done)["callback"]["attempts"] == 1, "the first callback attempt")
             held = client.predict_task({"x": -1}, sid="s")
             until(lambda: client.task(held)["status"] == "running", "the held task to run")
 
         os.kill(driver.pid, signal.SIGKILL)
+        hook.open.set()
         until(lambda: driver.status is ProcessStatus.FAILED, "the driver handle to see the driver die")
         proc.remove_driver("webapi")
         again = proc.add_driver("webapi", FastAPIDriver, parameters)
@@ -226,6 +270,9 @@ def test_a_task_outlives_its_driver_killed_with_sigkill_and_a_running_one_is_rep
             assert interrupted["status"] == "failed" and interrupted["error"]["type"] == "TaskInterrupted"
             assert "submit it again" in interrupted["error"]["message"] and interrupted["finished"]
             assert again.stats()["tasks_interrupted"] == 1
+            # the callback the dead driver had not delivered is delivered by the driver that took the task over
+            until(lambda: client.task(done)["callback"]["status"] == "delivered", "the callback to be delivered")
+            assert [(b["id"], b["status"], b["result"]["count"]) for b in hook.bodies] == [(done, "done", 1)], (client.task(done), again.stats())
             gate.touch()  # let the inference process finish the abandoned request
             # a clean restart keeps them too
             proc.remove_driver("webapi")
