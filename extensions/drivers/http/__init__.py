@@ -17,7 +17,8 @@ Serving a request (see ``service.py`` for the ASGI stack)::
 - ``latency``: timing each request by route for the ``GET /metrics`` histogram.
 - ``predict``: the ``POST /predict`` endpoint.
 - ``dispatch``: submitting to the inference process with few thread hops.
-- ``tasks``: asynchronous tasks and their callbacks.
+- ``tasks``: asynchronous tasks and their callbacks; taking over the tasks of a driver that died.
+- ``task_store``: where tasks are kept: memory, an SQLite file (the default), Redis or PostgreSQL.
 - ``home``: the ``GET /`` page.
 - ``service``: the app of one running driver, its routes.
 - ``driver``: ``FastAPIDriver``: uvicorn on the runtime's port, re-binding on a host change.

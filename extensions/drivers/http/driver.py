@@ -128,7 +128,11 @@ class FastAPIDriver(PipelineDriver):
 
     async def _serve(self, config: Any, sock: socket.socket, port: int, service: Service) -> None:
         """Serve on ``sock``; after a ``host`` change, on a new socket, on the same loop (tasks go on)."""
-        service.start(asyncio.get_running_loop())
+        try:
+            service.start(asyncio.get_running_loop())
+        except BaseException:  # e.g. the task store cannot be opened: the driver fails, naming it
+            sock.close()
+            raise
         try:
             while True:
                 server = _Server(config)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from rvai_sdk.drivers import DriverParameters
 from rvai_sdk.exc import ParameterError
 from rvai_sdk.types import Boolean, Float, Integer, List, String
 
-__all__ = ["FastAPIDriverParameters", "LiveState", "MAX_WAIT"]
+from .task_store import redacted
+
+__all__ = ["FastAPIDriverParameters", "LiveState", "MAX_WAIT", "MAX_TASK_RESULT_BYTES"]
 
 MAX_WAIT = 30.0
 """Longest a ``GET /tasks/{id}?wait=`` long-poll is held open, in seconds."""
+
+MAX_TASK_RESULT_BYTES = 16 * 1024 * 1024
+"""The default ``max_task_result_bytes``: the largest task result kept (its JSON form), 16 MiB."""
 
 
 @dataclasses.dataclass
@@ -27,7 +33,19 @@ class FastAPIDriverParameters(DriverParameters):
             Changing it re-binds, like ``host``.
         api_key: when set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``.
         task_ttl: seconds a finished task stays readable before it expires.
-        max_pending_tasks: most tasks pending or running at once; more are refused with 429.
+        max_pending_tasks: most tasks pending or running at once on this driver; more are refused with 429.
+        task_store: where tasks are kept: ``"memory"`` (this driver only, lost with it),
+            ``"sqlite:///PATH"`` (a file; ``sqlite:////abs/path``), ``"redis://HOST:PORT/DB"`` (the
+            ``redis`` extra) or ``"postgresql://USER@HOST:PORT/DB"`` (the ``sql`` extra). ``None`` (the
+            default): the SQLite file ``tasks.sqlite3`` in ``$RVAI_STATE_DIR``, else
+            ``$XDG_STATE_HOME/rvai_sdk``, else ``~/.local/state/rvai_sdk``. Drivers of the same pipeline
+            on one store answer for each other's tasks. Read when the driver starts (a change applies
+            at its next start).
+        task_lease: seconds a driver's hold on its running tasks lasts without a heartbeat (renewed every
+            third of it); once lapsed, a driver on the same store reports them failed (``TaskInterrupted``)
+            and delivers their pending callbacks.
+        max_task_result_bytes: the largest task result kept, in bytes of its JSON form (arrays in base64);
+            a larger result fails its task with ``TaskResultTooLarge`` (status 413).
         max_body_bytes: largest request body accepted; larger ones get 413.
         max_batch_items: most requests in one ``POST /predict/batch``.
         include_traceback: add the cell's original traceback to 500 errors (off: no traceback leaks).
@@ -54,6 +72,13 @@ class FastAPIDriverParameters(DriverParameters):
     api_key: String | None = DriverParameters.field(default=None, description="bearer token; None: no auth")
     task_ttl: Integer = DriverParameters.field(default=Integer(600), description="seconds a finished task is kept")
     max_pending_tasks: Integer = DriverParameters.field(default=Integer(1024), description="429 beyond this")
+    task_store: String | None = DriverParameters.field(
+        default=None, description="memory, sqlite:///PATH, redis://..., postgresql://...; None: the default SQLite file"
+    )
+    task_lease: Float = DriverParameters.field(default=Float(10.0), description="seconds a dead driver's tasks stay held")
+    max_task_result_bytes: Integer = DriverParameters.field(
+        default=Integer(MAX_TASK_RESULT_BYTES), description="largest task result kept (JSON bytes); 413 beyond"
+    )
     max_body_bytes: Integer = DriverParameters.field(default=Integer(32 * 1024 * 1024), description="413 beyond this")
     max_batch_items: Integer = DriverParameters.field(default=Integer(1024), description="most items per batch")
     include_traceback: Boolean = DriverParameters.field(default=Boolean(False), description="tracebacks in 500s")
@@ -101,6 +126,23 @@ class FastAPIDriverParameters(DriverParameters):
                     "FastAPIDriverParameters.callback_allow takes host names, addresses or networks, got an empty one",
                     field="callback_allow",
                 )
+        if not float(self.task_lease) > 0:
+            raise ParameterError(
+                f"FastAPIDriverParameters.task_lease must be > 0 seconds, got {self.task_lease}", field="task_lease"
+            )
+        if int(self.max_task_result_bytes) < 1:
+            raise ParameterError(
+                f"FastAPIDriverParameters.max_task_result_bytes must be >= 1, got {self.max_task_result_bytes}",
+                field="max_task_result_bytes",
+            )
+        if self.task_store is not None and not (
+            str(self.task_store) == "memory" or re.match(r"^(sqlite|redis|rediss|unix|postgresql|postgres|postgresql\+psycopg)://", str(self.task_store))
+        ):
+            raise ParameterError(
+                f"FastAPIDriverParameters.task_store {redacted(str(self.task_store))!r} is not a store: use 'memory', "
+                "'sqlite:///PATH', 'redis://HOST:PORT/DB' or 'postgresql://USER@HOST:PORT/DB' (None: the default SQLite file)",
+                field="task_store",
+            )
         if self.request_timeout is not None and not float(self.request_timeout) > 0:
             raise ParameterError(
                 f"FastAPIDriverParameters.request_timeout must be > 0 seconds or None, got {self.request_timeout}",

@@ -95,7 +95,7 @@ class Service:
         self.models = models(self.codec)
         self.errors = ErrorMapper(state, inference.pipeline.name)
         self.dispatcher = Dispatcher(inference, self.codec)
-        self.tasks = TaskStore(state, self.errors, self.dispatcher.run)
+        self.tasks = TaskStore(state, self.errors, self.dispatcher.run, inference.pipeline.name, instance)
         self.predict = PredictEndpoint(self)
         self._openapi: dict[str, Any] | None = None
         self._predict_doc: Any = None
@@ -115,9 +115,13 @@ class Service:
     # -- lifecycle (on the loop) ---------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the dispatch threads and the tasks' background work."""
-        self.dispatcher.start(loop)
+        """Open the task store, start the tasks' background work and the dispatch threads.
+
+        Raises:
+            ParameterError: the task store cannot be opened (nothing is left started).
+        """
         self.tasks.start()
+        self.dispatcher.start(loop)
 
     async def close(self) -> None:
         """Stop tasks, callbacks and dispatch threads."""
@@ -287,8 +291,7 @@ class Service:
 
         async def list_tasks(request: Request) -> Response:
             """Every task not yet expired, oldest first."""
-            tasks.sweep()
-            return json_response({"tasks": [t.to_json(tasks.ttl) for t in tasks.tasks.values()]})
+            return json_response({"tasks": [t.to_json(tasks.ttl) for t in tasks.listing()]})
 
         async def get_task(request: Request) -> Response:
             """A task's status, timestamps, and result or error; `?wait=` seconds waits for it to finish."""
@@ -301,7 +304,7 @@ class Service:
                     raise unprocessable("wait must be a number of seconds", "wait") from None
                 if not 0 <= wait <= MAX_WAIT:
                     raise unprocessable(f"wait must be between 0 and {MAX_WAIT:g} seconds", "wait")
-                await tasks.wait(task, wait)
+                task = await tasks.wait(task, wait)
             return json_response(task.to_json(tasks.ttl))
 
         async def delete_task(request: Request) -> Response:
@@ -426,10 +429,13 @@ class Service:
         return app
 
     def counters(self) -> dict[str, Any]:
-        """The driver's counters with the task gauges (``tasks_active``, ``tasks_kept``)."""
+        """The driver's counters with the task gauges (``tasks_active``: pending or running here;
+        ``tasks_kept``: in the task store)."""
         counters: dict[str, Any] = dict(self.state.counters)
-        kept = list(self.tasks.tasks.values())
-        counters["tasks_active"] = sum(1 for t in kept if t.finished is None)
-        counters["tasks_kept"] = len(kept)
+        counters["tasks_active"] = self.tasks.active()
+        try:
+            counters["tasks_kept"] = self.tasks.kept()
+        except Exception:  # the store is down: the gauge is left out
+            pass
         return counters
 

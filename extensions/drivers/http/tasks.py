@@ -15,12 +15,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rvai_sdk._compat import require
 
 from . import security
-from .errors import ErrorMapper, HTTPError, unprocessable
+from .errors import ErrorMapper, HTTPError, json_bytes, unprocessable
+from .task_store import MemoryTaskBackend, Record, TaskBackend, default_task_store, open_task_backend, redacted
 
 if TYPE_CHECKING:
     import httpx
@@ -30,6 +31,8 @@ else:
     httpx = require("httpx", extra="fastapi")
 
 __all__ = ["Task", "TaskStore"]
+
+T = TypeVar("T")
 
 Run = Callable[[dict[str, Any], "str | None", "float | None"], Awaitable[dict[str, Any]]]
 """How a task runs its request: (inputs, sid, timeout) -> the JSON form of the outputs."""
@@ -52,10 +55,10 @@ class Task:
     status: str = "pending"
     started: float | None = None
     finished: float | None = None
-    finished_mono: float | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     callback: dict[str, Any] | None = None
+    owner: str = ""
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def to_json(self, ttl: float) -> dict[str, Any]:
@@ -73,39 +76,104 @@ class Task:
             "callback": None if self.callback is None else dict(self.callback),
         }
 
+    def to_record(self) -> Record:
+        """What the task store keeps (not the inputs: a task is never re-run from its record)."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "sid": self.sid,
+            "received": self.received,
+            "started": self.started,
+            "finished": self.finished,
+            "result": self.result,
+            "error": self.error,
+            "callback": self.callback,
+            "callback_url": self.callback_url,
+            "owner": self.owner,
+        }
+
+    @classmethod
+    def from_record(cls, record: Record) -> Task:
+        """A task read back from the store."""
+        return cls(
+            id=record["id"],
+            sid=record["sid"],
+            inputs={},
+            callback_url=record.get("callback_url"),
+            received=record["received"],
+            status=record["status"],
+            started=record.get("started"),
+            finished=record.get("finished"),
+            result=record.get("result"),
+            error=record.get("error"),
+            callback=record.get("callback"),
+            owner=record.get("owner", ""),
+        )
+
+
+TASK_ID = re.compile(r"^[0-9a-f]{32}$")
+"""What a task id looks like (``uuid4().hex``); anything else is answered 404 without asking the store."""
+
 
 class TaskStore:
-    """The tasks of one running driver: create, run, find, expire, and deliver callbacks.
+    """The tasks of one running driver: create, run, find, expire, and deliver callbacks; kept in the
+    store ``task_store`` names (see :mod:`.task_store`), where other drivers on that store see them too.
+
+    A task runs on the driver that accepted it (its *owner*), once. The owner renews a heartbeat in
+    the store every ``task_lease / 3`` seconds. When the heartbeat lapses (the driver was killed or
+    lost the store), any driver on the store claims its open tasks: one that was pending or running
+    is reported ``failed`` with the error ``TaskInterrupted`` (never re-run: a request may already
+    have changed its stream's state), and a callback not yet delivered is delivered by the claimer.
 
     Args:
         state: the driver's live state (``task_ttl``, ``max_pending_tasks``, callback parameters; counters).
         errors: the driver's error mapping.
         run: runs one request (the ``/predict`` dispatch).
+        namespace: tasks of other namespaces in the same store are not seen (the pipeline's name).
+        instance: this driver's id, the owner of the tasks it accepts.
     """
 
-    def __init__(self, state: LiveState, errors: ErrorMapper, run: Run) -> None:
+    def __init__(self, state: LiveState, errors: ErrorMapper, run: Run, namespace: str = "", instance: str = "") -> None:
         self.state = state
         self.errors = errors
         self.run = run
-        self.tasks: dict[str, Task] = {}
+        self.namespace = namespace
+        self.instance = instance or uuid.uuid4().hex[:16]
+        self.tasks: dict[str, Task] = {}  # the tasks this driver is running or delivering a callback for
         self.background: set[asyncio.Task[None]] = set()
         self.http: Any = None  # httpx.AsyncClient for callbacks, made on the loop by start()
+        self.backend: TaskBackend = MemoryTaskBackend()
+        self.store_url = "memory"
 
     # -- lifecycle (on the loop) ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Make the callback client and start expiring finished tasks."""
+        """Open the store, make the callback client, and start expiring tasks, beating and recovering orphans.
+
+        Raises:
+            ParameterError: the store ``task_store`` names cannot be opened.
+        """
+        url = self.state.parameters.task_store
+        self.store_url = default_task_store() if url is None else str(url)
+        self.backend = open_task_backend(self.store_url, self.namespace)
+        self.backend.beat(self.instance, self.lease)
         self.http = httpx.AsyncClient(timeout=10.0)
         self.spawn(self._sweep_forever())
+        self.spawn(self._beat_forever())
 
     async def close(self) -> None:
-        """Cancel running tasks and deliveries; close the callback client."""
+        """Report this driver's unfinished tasks failed, cancel deliveries, close the callback client and store."""
+        for task in list(self.tasks.values()):
+            if task.finished is None:
+                self._interrupt(task, "the driver stopped before the task finished")
+                self._save(task)
         for job in list(self.background):
             job.cancel()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         if self.http is not None:
             await self.http.aclose()
+        self.backend.close()
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background; cancelled by :meth:`close`."""
@@ -119,36 +187,54 @@ class TaskStore:
     def ttl(self) -> float:
         return float(self.state.parameters.task_ttl)
 
+    @property
+    def lease(self) -> float:
+        return float(self.state.parameters.task_lease)
+
     def active(self) -> int:
-        """Tasks pending or running."""
+        """Tasks this driver has pending or running."""
         return sum(1 for t in self.tasks.values() if t.finished is None)
 
     def sweep(self) -> None:
         """Forget finished tasks older than ``task_ttl``."""
-        now = time.monotonic()
         ttl = self.ttl
-        expired = [t.id for t in self.tasks.values() if t.finished_mono is not None and now - t.finished_mono >= ttl]
-        for task_id in expired:
-            del self.tasks[task_id]
+        now = time.time()
+        for task in [t for t in self.tasks.values() if t.finished is not None and now - t.finished >= ttl]:
+            self.tasks.pop(task.id, None)
+        for _ in range(self.backend.sweep(ttl)):
             self.state.count("tasks_expired")
+
+    def listing(self) -> list[Task]:
+        """Every task in the store not yet expired, oldest first."""
+        return [self._view(Task.from_record(r)) for r in self._ask(self.backend.kept_records, self.ttl)]
+
+    def kept(self) -> int:
+        """Tasks in the store (this driver's and others')."""
+        return self._ask(self.backend.count)
+
+    def _view(self, task: Task) -> Task:
+        """This driver's live copy of a task it runs, else the stored one."""
+        return self.tasks.get(task.id, task)
 
     def find(self, task_id: str) -> Task:
         """The task ``task_id`` (404 when unknown, deleted or expired)."""
-        self.sweep()
-        task = self.tasks.get(task_id)
-        if task is None:
-            raise HTTPError(404, "TaskNotFound", f"no task {task_id!r}: it never existed, was deleted or expired")
-        return task
+        record = self._ask(self.backend.get, task_id, self.ttl) if TASK_ID.match(task_id) else None
+        if record is None:
+            self._ask(self.sweep)  # it may have just expired: count it
+            shown = task_id if len(task_id) <= 64 else task_id[:64] + "..."
+            raise HTTPError(404, "TaskNotFound", f"no task {shown!r}: it never existed, was deleted or expired")
+        return self._view(Task.from_record(record))
 
     def delete(self, task_id: str) -> None:
         """Forget a task (a running one still runs, its result is dropped)."""
-        del self.tasks[self.find(task_id).id]
+        task = self.find(task_id)
+        self._ask(self.backend.delete, task.id)
+        self.tasks.pop(task.id, None)
 
     async def create(self, inputs: dict[str, Any], sid: str | None, callback_url: Any, timeout: float | None) -> Task:
         """Queue a decoded request; the new task (429 beyond ``max_pending_tasks``, 422 for a bad callback)."""
         if callback_url is not None:
             await self._check_callback(callback_url)
-        self.sweep()
         active = self.active()
         limit = int(self.state.parameters.max_pending_tasks)
         if active >= limit:
@@ -159,45 +245,148 @@ class TaskStore:
                 headers={"Retry-After": "1"},
             )
         task = Task(
-            id=uuid.uuid4().hex, sid=sid, inputs=inputs, callback_url=callback_url, received=time.time(), timeout=timeout
+            id=uuid.uuid4().hex,
+            sid=sid,
+            inputs=inputs,
+            callback_url=callback_url,
+            received=time.time(),
+            timeout=timeout,
+            owner=self.instance,
         )
         if callback_url is not None:
             task.callback = {"url": callback_url, "status": "pending", "attempts": 0, "last_error": None}
+        # it is handed to the dispatch at once: stored as running, one write fewer per task
+        task.status = "running"
+        task.started = task.received
+        self._ask(self.backend.insert, task.to_record())
         self.tasks[task.id] = task
         self.state.count("tasks")
         self.spawn(self._execute(task))
         return task
 
-    async def wait(self, task: Task, seconds: float) -> None:
-        """Wait up to ``seconds`` for ``task`` to finish."""
-        if seconds > 0 and not task.done.is_set():
+    async def wait(self, task: Task, seconds: float) -> Task:
+        """Wait up to ``seconds`` for ``task`` to finish; the task as it is then (run here or by another driver)."""
+        if seconds <= 0 or task.finished is not None:
+            return task
+        if task.id in self.tasks:
             try:
                 await asyncio.wait_for(task.done.wait(), seconds)
             except asyncio.TimeoutError:
                 pass
+            return task
+        deadline = time.monotonic() + seconds
+        pause = 0.01
+        while True:  # another driver runs it: poll the store, backing off to 0.25 s
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.25)
+            record = self._ask(self.backend.get, task.id, self.ttl)
+            if record is None:
+                return task
+            task = Task.from_record(record)
+            if task.finished is not None or time.monotonic() >= deadline:
+                return task
+
+    def _ask(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the store; a store that fails answers 503 ``TaskStoreUnavailable``."""
+        try:
+            return call(*args)
+        except Exception as exc:
+            self.state.count("task_store_errors")
+            raise HTTPError(
+                503,
+                "TaskStoreUnavailable",
+                f"the task store {redacted(self.store_url)} failed: {type(exc).__name__}: {exc}; retry later",
+                headers={"Retry-After": "1"},
+            ) from exc
+
+    def _save(self, task: Task) -> bool:
+        """Write ``task`` to the store; False when it was deleted (or expired) meanwhile, or another driver
+        took it over (this driver's heartbeat lapsed: the task was reported failed, and that stands)."""
+        try:
+            return self.backend.update(task.to_record())
+        except Exception as exc:  # the store is down: the task goes on here; say so in the counters
+            self.state.count("task_store_errors")
+            from .logs import log_failure
+
+            log_failure(exc, "/tasks", 500)
+            return True
+
+    def _interrupt(self, task: Task, why: str) -> None:
+        task.status = "failed"
+        task.error = {
+            "type": "TaskInterrupted",
+            "message": f"task {task.id} was not finished: {why}; it was not re-run (its request may have changed "
+            "its stream's state): submit it again",
+        }
+        task.finished = time.time()
+        self.state.count("tasks_interrupted")
 
     async def _execute(self, task: Task) -> None:
-        task.status = "running"
-        task.started = time.time()
         try:
-            task.result = await self.run(task.inputs, task.sid, task.timeout)
+            result = await self.run(task.inputs, task.sid, task.timeout)
+            size = len(json_bytes(result))
+            limit = int(self.state.parameters.max_task_result_bytes)
+            if size > limit:
+                raise HTTPError(
+                    413,
+                    "TaskResultTooLarge",
+                    f"the result of task {task.id} is {size} bytes of JSON, more than max_task_result_bytes "
+                    f"({limit}); POST /predict answers it directly, or raise max_task_result_bytes",
+                )
+            task.result = result
             task.status = "done"
         except Exception as exc:  # the same answer a POST /predict would have got
             task.error = self.errors.map(exc, "/tasks").error
             task.status = "failed"
         task.inputs = {}
         task.finished = time.time()
-        task.finished_mono = time.monotonic()
         self.state.count(f"tasks_{task.status}")
+        kept = self._save(task)
         task.done.set()
+        if not kept:  # deleted or taken over meanwhile: its result is dropped
+            self.tasks.pop(task.id, None)
+            return
         if task.callback_url is not None:
             await self._deliver(task)
+        else:
+            self.tasks.pop(task.id, None)  # the store answers for it from now on
 
     async def _sweep_forever(self) -> None:
         """Expire finished tasks even when nobody asks about them."""
         while True:
             await asyncio.sleep(max(0.05, min(1.0, self.ttl / 4)))
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:
+                self.state.count("task_store_errors")
+
+    async def _beat_forever(self) -> None:
+        """Renew this driver's heartbeat, and take over the open tasks of drivers whose heartbeat lapsed."""
+        while True:
+            try:
+                self.backend.beat(self.instance, self.lease)
+                self.recover()
+            except Exception:
+                self.state.count("task_store_errors")
+            await asyncio.sleep(max(0.05, self.lease / 3))
+
+    def recover(self) -> None:
+        """Claim orphaned tasks: report unfinished ones failed (``TaskInterrupted``); deliver pending callbacks."""
+        for record in self.backend.orphans():
+            dead = record["owner"]
+            if dead == self.instance or record["id"] in self.tasks:
+                continue  # its own (its heartbeat came late, e.g. a stalled loop): it is still at work on it
+            if not self.backend.claim(record, self.instance):
+                continue  # another driver claimed it first
+            task = Task.from_record(record)
+            self.state.count("tasks_recovered")
+            if task.finished is None:
+                self._interrupt(task, f"the driver that ran it (instance {dead}) stopped or lost the task store")
+            if not self._save(task):
+                continue
+            if task.callback_url is not None and task.callback is not None and task.callback["status"] == "pending":
+                self.tasks[task.id] = task
+                self.spawn(self._deliver(task))
 
     # -- callbacks -----------------------------------------------------------------------------
 
@@ -240,7 +429,14 @@ class TaskStore:
         raise security.CallbackRefused(f"callback_url {url!r} redirected more than 5 times")
 
     async def _deliver(self, task: Task) -> None:
-        """POST the final status to the task's callback URL, retrying with exponential backoff."""
+        """POST the final status to the task's callback URL, retrying with exponential backoff; the delivery
+        state is written to the store after every attempt."""
+        try:
+            await self._deliver_attempts(task)
+        finally:
+            self.tasks.pop(task.id, None)
+
+    async def _deliver_attempts(self, task: Task) -> None:
         assert task.callback is not None and task.callback_url is not None
         params = self.state.parameters
         retries = int(params.callback_retries)
@@ -255,6 +451,7 @@ class TaskStore:
                     task.callback["status"] = "delivered"
                     task.callback["last_error"] = None
                     self.state.count("callbacks_delivered")
+                    self._save(task)
                     return
                 task.callback["last_error"] = f"HTTP {response.status_code}"
             except security.CallbackUnresolved as exc:  # DNS may answer later: retried
@@ -265,6 +462,9 @@ class TaskStore:
             except Exception as exc:  # connection refused, timeout, bad URL...
                 task.callback["last_error"] = f"{type(exc).__name__}: {exc}"
             if attempt < retries:
+                if not self._save(task):  # deleted meanwhile: stop calling back
+                    return
                 await asyncio.sleep(min(delay * 2**attempt, 30.0))  # backoff between attempts
         task.callback["status"] = "failed"
         self.state.count("callbacks_failed")
+        self._save(task)

@@ -224,8 +224,9 @@ def callback_server() -> contextlib.AbstractContextManager[_CallbackServer]:
     return serve_in_thread(_CallbackServer())
 
 
-def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limited(runtime: Runtime) -> None:
+def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limited(runtime: Runtime, tmp_path: Path) -> None:
     parameters = {"callback_backoff": 0.01, "callback_retries": 3, "callback_allow": ["127.0.0.1"]}
+    parameters["task_store"] = f"sqlite:///{tmp_path / 'tasks.sqlite3'}"  # this test's own store: it lists every task
     with serving(runtime, http_pipeline(), parameters) as (proc, handle, url), httpx.Client(
         base_url=url
     ) as http, callback_server() as receiver, FastAPIClient(process=handle) as client:
