@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +19,15 @@ from rvai_sdk.runtime import RUNTIMES, Runtime, init
 from rvai_sdk.types import Float, FloatRange, Integer, List, String
 
 IN_CI = bool(os.environ.get("RVAI_CI"))
+
+# The SDK's per-user directory (services registry and logs, the FastAPIDriver's default task store) is this
+# run's own temporary folder, inherited by every process the tests start, never the user's ~/.local/state.
+_SDK_HOME = tempfile.mkdtemp(prefix="rvai-sdk-home-")
+os.environ["RVAI_SDK_HOME"] = _SDK_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SDK_HOME, ignore_errors=True)
 
 
 def require_extra(module: str) -> None:

@@ -4,7 +4,7 @@ A service is one ``rvai-sdk serve`` or ``stream`` command running in the backgro
 under a name. Three pieces keep track of it:
 
 - the **registry** (:class:`Registry`): a small SQLite file, ``services.db``, in the
-  per-user directory :func:`home` (``$RVAI_SDK_HOME``, else ``$XDG_RUNTIME_DIR/rvai-sdk``,
+  per-user directory :func:`home` (``$RVAI_SDK_HOME``, else ``$XDG_STATE_HOME/rvai-sdk``,
   else ``~/.local/state/rvai-sdk``), with one row per service, and each service's log
   file under ``logs/``;
 - the **supervisor** (:func:`supervise`): a small process, started in a session of its

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rvai_sdk._paths import HOME_ENV, state_home
 from rvai_sdk.exc import ServiceNotFoundError, UsageError
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
     "uptime",
 ]
 
-HOME_ENV = "RVAI_SDK_HOME"
-"""Environment variable naming the directory of the registry and logs (tests point it at a temporary one)."""
 SERVICE_ENV = "RVAI_SDK_SERVICE"
 """Set by the supervisor in the service's environment: the service's name."""
 STATUSES = ("starting", "running", "failed", "stopped")
@@ -74,15 +73,10 @@ CREATE TABLE IF NOT EXISTS services (
 def home() -> Path:
     """The per-user directory of the registry and the logs (created, mode 0700).
 
-    ``$RVAI_SDK_HOME`` when set, else ``$XDG_RUNTIME_DIR/rvai-sdk``, else
-    ``~/.local/state/rvai-sdk``.
+    ``$RVAI_SDK_HOME`` when set, else ``$XDG_STATE_HOME/rvai-sdk``, else
+    ``~/.local/state/rvai-sdk`` (:func:`rvai_sdk._paths.state_home`).
     """
-    if os.environ.get(HOME_ENV):
-        root = Path(os.environ[HOME_ENV])
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        root = Path(os.environ["XDG_RUNTIME_DIR"]) / "rvai-sdk"
-    else:
-        root = Path.home() / ".local" / "state" / "rvai-sdk"
+    root = state_home()
     (root / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
     return root
 

@@ -24,13 +24,13 @@ def record(name: str, **fields: object) -> ServiceRecord:
     return ServiceRecord(**base)  # type: ignore[arg-type]
 
 
-def test_home_is_rvai_sdk_home_else_the_runtime_dir_else_local_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_home_is_rvai_sdk_home_else_the_xdg_state_dir_else_local_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RVAI_SDK_HOME", str(tmp_path / "mine"))
     assert home() == tmp_path / "mine" and (tmp_path / "mine" / "logs").is_dir()
     monkeypatch.delenv("RVAI_SDK_HOME")
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    assert home() == tmp_path / "run" / "rvai-sdk"
-    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert home() == tmp_path / "xdg" / "rvai-sdk"
+    monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert home() == tmp_path / "user" / ".local" / "state" / "rvai-sdk"
 

@@ -37,8 +37,8 @@ class FastAPIDriverParameters(DriverParameters):
         task_store: where tasks are kept: ``"memory"`` (this driver only, lost with it),
             ``"sqlite:///PATH"`` (a file; ``sqlite:////abs/path``), ``"redis://HOST:PORT/DB"`` (the
             ``redis`` extra) or ``"postgresql://USER@HOST:PORT/DB"`` (the ``sql`` extra). ``None`` (the
-            default): the SQLite file ``tasks.sqlite3`` in ``$RVAI_STATE_DIR``, else
-            ``$XDG_STATE_HOME/rvai_sdk``, else ``~/.local/state/rvai_sdk``. Drivers of the same pipeline
+            default): the SQLite file ``tasks.sqlite3`` in ``$RVAI_SDK_HOME``, else
+            ``$XDG_STATE_HOME/rvai-sdk``, else ``~/.local/state/rvai-sdk``. Drivers of the same pipeline
             on one store answer for each other's tasks. Read when the driver starts (a change applies
             at its next start).
         task_lease: seconds a driver's hold on its running tasks lasts without a heartbeat (renewed every

@@ -18,7 +18,6 @@ trip, made from the driver's event loop.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from rvai_sdk._paths import state_home
 from rvai_sdk._compat import require
 from rvai_sdk.exc import ParameterError
 
@@ -38,13 +38,9 @@ Record = dict[str, Any]
 
 
 def default_task_store() -> str:
-    """The store used when ``task_store`` is not set: the SQLite file ``tasks.sqlite3`` in ``$RVAI_STATE_DIR``,
-    else ``$XDG_STATE_HOME/rvai_sdk``, else ``~/.local/state/rvai_sdk``."""
-    folder = os.environ.get("RVAI_STATE_DIR")
-    if not folder:
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        folder = str(Path(base) / "rvai_sdk")
-    return f"sqlite:///{Path(folder) / 'tasks.sqlite3'}"
+    """The store used when ``task_store`` is not set: the SQLite file ``tasks.sqlite3`` in the SDK's per-user
+    directory: ``$RVAI_SDK_HOME``, else ``$XDG_STATE_HOME/rvai-sdk``, else ``~/.local/state/rvai-sdk``."""
+    return f"sqlite:///{state_home() / 'tasks.sqlite3'}"
 
 
 def redacted(url: str) -> str:

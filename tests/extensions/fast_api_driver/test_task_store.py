@@ -308,12 +308,12 @@ def test_garbage_task_ids_are_404_and_a_result_over_the_limit_fails_its_task_wit
                 assert "tasks.sqlite3" in answer.json()["error"]["message"] and answer.headers["retry-after"] == "1"
 
 
-def test_by_default_tasks_are_kept_in_the_sqlite_file_under_rvai_state_dir(
+def test_by_default_tasks_are_kept_in_the_sqlite_file_under_rvai_sdk_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rvai_sdk.extensions.drivers.http.task_store import default_task_store
 
-    monkeypatch.setenv("RVAI_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RVAI_SDK_HOME", str(tmp_path / "state"))
     assert default_task_store() == f"sqlite:///{tmp_path / 'state' / 'tasks.sqlite3'}"
     with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
         driver = proc.add_driver("webapi", FastAPIDriver)
@@ -323,6 +323,6 @@ def test_by_default_tasks_are_kept_in_the_sqlite_file_under_rvai_state_dir(
             assert client.task(task_id, wait=20)["status"] == "done"
     with sqlite3.connect(tmp_path / "state" / "tasks.sqlite3") as db:
         assert db.execute("SELECT id FROM rvai_tasks WHERE ns = 'task-store-test'").fetchall() == [(task_id,)]
-    monkeypatch.delenv("RVAI_STATE_DIR")
+    monkeypatch.delenv("RVAI_SDK_HOME")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert default_task_store() == f"sqlite:///{tmp_path / 'xdg' / 'rvai_sdk' / 'tasks.sqlite3'}"
+    assert default_task_store() == f"sqlite:///{tmp_path / 'xdg' / 'rvai-sdk' / 'tasks.sqlite3'}"
