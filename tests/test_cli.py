@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._serving import start_serving
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,26 +158,6 @@ def _installed(project: Path, name: str, entry_points_txt: str) -> dict[str, str
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "site"), str(project)])}
 
 
-def _start_serving(*args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """Start ``rvai-sdk serve``; returns the process, the URL it printed and the lines read so far."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rvai_sdk.cli", "serve", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    for _ in range(50):  # the banner comes within a few lines; pytest-timeout bounds a hang
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("serving pipeline"):
-            return process, line.split(" at ", 1)[1].split()[0], lines
-    process.kill()
-    process.wait(timeout=30)
-    raise AssertionError("rvai-sdk serve printed no URL:\n" + "".join(lines))
-
-
 def _finish(process: subprocess.Popen[str], lines: list[str]) -> str:
     out, _ = process.communicate(timeout=60)
     return "".join(lines) + out
@@ -185,7 +166,7 @@ def _finish(process: subprocess.Popen[str], lines: list[str]) -> str:
 @pytest.mark.timeout(120)
 def test_serve_answers_http_until_sigterm_then_stops_cleanly(project: Path) -> None:
     httpx = pytest.importorskip("httpx")
-    process, url, lines = _start_serving(
+    process, url, lines = start_serving(
         "my_pipelines:pipeline", "--runtime", "debug", "--port", "0", "--param", "mean.alarm_above=0.5", cwd=project
     )
     try:
@@ -210,7 +191,7 @@ def test_serve_a_registered_name_on_the_local_runtime_for_a_duration_with_an_api
     httpx = pytest.importorskip("httpx")
     env = _installed(project, "my_pipelines_pkg", "[rvai_sdk.pipelines]\ncounting = my_pipelines:build_pipeline\n")
     env["RVAI_SDK_API_KEY"] = "s3cret"
-    process, url, lines = _start_serving("counting", "--runtime", "local", "--port", "0", "--duration", "5", cwd=project, env=env)
+    process, url, lines = start_serving("counting", "--runtime", "local", "--port", "0", "--duration", "5", cwd=project, env=env)
     try:
         assert httpx.post(f"{url}/predict", json={"inputs": {"count": 2}}, timeout=30).status_code == 401
         response = httpx.post(

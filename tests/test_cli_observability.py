@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import rvai_sdk
+from tests._serving import start_serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,26 +86,6 @@ def project(tmp_path: Path) -> Path:
 
 def cli(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rvai_sdk", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
-def start_serving(*args: str, cwd: Path) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """``python -m rvai_sdk serve ...``: the process, the URL of its banner, the lines read so far (stderr in stdout)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rvai_sdk", "serve", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    for _ in range(200):  # the banner comes within a few lines; pytest-timeout bounds a hang
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith("serving pipeline"):
-            return process, line.split(" at ", 1)[1].split()[0], lines
-    process.kill()
-    process.wait(timeout=30)
-    raise AssertionError("rvai-sdk serve printed no URL:\n" + "".join(lines))
 
 
 def json_records(text: str) -> list[dict[str, Any]]:
