@@ -103,6 +103,11 @@ bench: venv
 	$(PY) benchmarks/bench_http.py
 	$(PY) benchmarks/bench_ray.py --write docs/performance.md
 	$(PY) benchmarks/bench_streams.py --write docs/performance.md
+	$(PY) benchmarks/bench_state_store.py --write docs/performance.md
+	$(PY) benchmarks/bench_tasks.py --write
+	$(PY) benchmarks/bench_oip.py
+	$(PY) benchmarks/bench_async.py
+	$(PY) benchmarks/bench_logging.py
 	@if [ -n "$$(ls /dev/nvidia[0-9]* 2>/dev/null)" ]; then $(PY) benchmarks/bench_gpu.py --write docs/performance.md; \
 	else echo "bench_gpu.py not run: no NVIDIA GPU here (make gpu-check on a GPU machine; --cpu-smoke checks the script)"; fi
 
