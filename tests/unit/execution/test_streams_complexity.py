@@ -165,7 +165,10 @@ def test_each_of_10000_interleaved_sids_sees_its_requests_in_order_through_a_con
     try:
         futures = [executor.submit({"x": Integer(X0 + r * sids + s)}, f"s{s}") for r in range(rounds) for s in range(sids)]
         _, pending = wait(futures, timeout=BOUND)
-        assert not pending, f"{len(pending)} requests unfinished after {BOUND} s: {executor.stats()['cells']}"
+        assert not pending, (
+            f"{len(pending)} requests unfinished after {BOUND} s: {executor.stats()['cells']}; "
+            f"threads of this process: {sorted(t.name for t in threading.enumerate())}"
+        )
         for future in futures:
             future.result()
         wanted = {f"s{s}": [X0 + r * sids + s for r in range(rounds)] for s in range(sids)}
