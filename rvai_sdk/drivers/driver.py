@@ -116,6 +116,28 @@ class PipelineDriver(abc.ABC):
             self._parameters = new
         self.parameters_changed(old, new)
 
+    def take_back_parameters(self, changes: Mapping[str, Any]) -> DriverParameters:
+        """Change fields of the parameters in force without calling :meth:`parameters_changed`.
+
+        For a driver that could not apply part of a change it accepted (a host it cannot
+        bind, say) and must put those fields back, so that :meth:`get_parameters` never
+        claims what is not in force.
+
+        Args:
+            changes: field to value, validated like :meth:`set_parameters`.
+
+        Returns:
+            The parameters now in force.
+
+        Raises:
+            ParameterError: an unknown field or a rejected value; nothing changes.
+        """
+        with self._parameters_lock:
+            self._parameters = self.parameters_class.coerce(
+                changes, self._parameters, owner=f"driver {type(self).__name__}"
+            )
+            return self._parameters
+
     def parameters_changed(self, old: DriverParameters, new: DriverParameters) -> None:
         """Hook: called after :meth:`set_parameters` took effect; override to react (e.g. reopen)."""
 

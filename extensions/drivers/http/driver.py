@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import secrets
 import socket
@@ -15,7 +14,6 @@ from rvai_sdk._compat import require
 from rvai_sdk.drivers import DriverParameters, PipelineDriver, service_record
 from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
-from rvai_sdk.types import Integer, String
 
 from .parameters import FastAPIDriverParameters, LiveState
 from .service import Service
@@ -160,10 +158,10 @@ class FastAPIDriver(PipelineDriver):
         except DriverError as exc:
             self._state.count("host_changes_refused")
             self._last_error = str(exc)
-            with self._parameters_lock:
-                kept = 0 if port == self._resources.ports.get("http") else port
-                reverted = dataclasses.replace(self._state.parameters, host=String(previous), listen_port=Integer(kept))
-                self._parameters = self._state.parameters = reverted
+            kept = 0 if port == self._resources.ports.get("http") else port
+            reverted = self.take_back_parameters({"host": previous, "listen_port": kept})
+            assert isinstance(reverted, FastAPIDriverParameters)
+            self._state.parameters = reverted
             sock = _bind(previous, port)
             host, wanted = previous, port
         self._state.bound_host = host
