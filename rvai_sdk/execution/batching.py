@@ -12,8 +12,8 @@ Rules (the same on every runtime):
   sid, and none of a sid that the cell is still running (a sid's state is never
   used by two calls at once, and a sid's items reach the cell in arrival order).
   Items without a sid are independent of each other.
-- A batch that is not full waits for more items at most ``max_batch_wait``,
-  counted from when the cell is free to take it, and goes at once when nothing
+- A batch that is not full waits for more items at most ``max_batch_wait``
+  (never, when it is 0), counted from when the cell is free to take it, and goes at once when nothing
   could still join it: no item expected from upstream, no completion callbacks
   running, and, if the batch holds fewer streams than the cell's last two batches,
   none of those streams between requests (so closed-loop streams, which send
@@ -210,6 +210,7 @@ class BatchFormer(Generic[T]):
         limit = self.max_batch_size
         if (
             ready < limit
+            and self.max_batch_wait > 0  # no wait: a batch goes now, whatever clock its caller read
             and not closed
             and (self.queued < self.expected or resolving or (ready < self.recent_count and self._recent_idle()))
         ):

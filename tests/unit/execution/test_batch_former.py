@@ -99,6 +99,20 @@ def test_the_wait_counts_from_when_the_cell_was_free() -> None:
     assert names(take(f, 3.5)) == [("b", 1)]
 
 
+def test_with_no_wait_a_batch_goes_even_when_the_callers_clock_is_behind_the_cells() -> None:
+    # The scheduler reads the clock before it takes its lock: a thread that read 9.0 can dispatch
+    # after another recorded the cell free at 10.0. With max_batch_wait=0 no batch timer runs, so
+    # answering "ask again at 10.0" left the batch waiting for ever (a hang seen under load).
+    f = former(size=8, wait=0.0)
+    feed(f, [Item("a", 1)])
+    batch = take(f, 0.0)
+    for _ in range(3):
+        f.expect()  # more on their way: a batch with a wait would wait for them
+    f.add(Item("b", 1), 10.0)
+    f.finished(batch, now=10.0)
+    assert names(take(f, 9.0)) == [("b", 1)]
+
+
 def test_a_batch_goes_at_once_when_nothing_could_join_it() -> None:
     f = former(size=8, wait=600)
     feed(f, [Item("a", 1), Item("b", 1)])  # everything expected has arrived; no recent streams
