@@ -41,6 +41,7 @@ __all__ = [
     "uninstall",
     "child_config",
     "apply_child_config",
+    "flush",
     "current",
     "carry",
     "predict",
@@ -61,26 +62,45 @@ TRACER: Tracer | None = None
 CONFIG: TracingConfig | None = None
 """The configuration this process traces with (what child processes get), or ``None``."""
 
-_SCOPE = "rvai_sdk"
 _propagator: Any = None
+_flush: Callable[[int], Any] | None = None
 _lock = threading.Lock()
 
 
-def install(tracer: Tracer, config: TracingConfig | None) -> None:
-    """Turn tracing on in this process with ``tracer`` (``config``: what child processes get, if anything)."""
-    global TRACER, CONFIG, _propagator
+def install(tracer: Tracer, config: TracingConfig | None, flush: Callable[[int], Any] | None = None) -> None:
+    """Turn tracing on in this process with ``tracer`` (``config``: what child processes get, if anything;
+    ``flush(timeout_millis)``: exports what is held, see :func:`flush`)."""
+    global TRACER, CONFIG, _propagator, _flush
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     _propagator = TraceContextTextMapPropagator()
     CONFIG = config
+    _flush = flush
     TRACER = tracer
 
 
 def uninstall() -> None:
     """Turn tracing off in this process (hooks go back to their ``is None`` check)."""
-    global TRACER, CONFIG
+    global TRACER, CONFIG, _flush
     TRACER = None
     CONFIG = None
+    _flush = None
+
+
+def flush(timeout: float = 5.0) -> None:
+    """Export the spans a batching exporter (OTLP) still holds, waiting at most ``timeout`` seconds.
+
+    Called where a process stops serving (the inference server closes, a driver's link
+    closes, a Ray replica stops): child processes end with ``os._exit``, which runs no
+    ``atexit`` handler, so this is their last chance. Never raises.
+    """
+    function = _flush
+    if function is None:
+        return
+    try:
+        function(int(timeout * 1000))
+    except Exception:
+        pass
 
 
 def child_config() -> TracingConfig | None:

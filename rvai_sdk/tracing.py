@@ -140,7 +140,7 @@ def configure_tracing(
     global _provider
     with _lock:
         old, _provider = _provider, provider
-        _tracing.install(provider.get_tracer("rvai_sdk"), config)
+        _tracing.install(provider.get_tracer("rvai_sdk"), config, provider.force_flush)
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             # spans users make in their cells (trace.get_tracer(...)) go to the same exporter
             trace.set_tracer_provider(provider)

@@ -189,3 +189,5 @@ class UnixLink(Link):
             channel = self._channel
         if channel is not None:
             channel.shutdown()
+        if _tracing.TRACER is not None:  # a driver process closes its link just before it ends: export its last spans
+            _tracing.flush()

@@ -175,6 +175,8 @@ class ReplicaActor:
         finally:
             if self._stopped is not None:
                 self._stopped.set()
+            if _tracing.TRACER is not None:  # the replica is about to go: export its last spans
+                _tracing.flush()
         return (True, None)
 
     # -- requests -------------------------------------------------------------------------

@@ -120,6 +120,8 @@ class InferenceServer:
         for channel in channels:
             channel.shutdown()
         self._control.shutdown(wait=False, cancel_futures=True)
+        if _tracing.TRACER is not None:  # the process is about to end (os._exit): export its last spans
+            _tracing.flush()
 
 
 def _reply(
