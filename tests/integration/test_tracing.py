@@ -68,7 +68,7 @@ def by_name(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [s for s in spans if s["name"] == name]
 
 
-def process(span: dict[str, Any]) -> str:
+def process_of(span: dict[str, Any]) -> str:
     return str(span["resource"]["attributes"]["rvai.process"])
 
 
@@ -134,18 +134,19 @@ def test_one_http_request_on_local_is_one_trace_through_the_driver_the_inference
         assert client.predict({"x": 1}, sid="cam-1") == {"y": Integer(4)}
     spans, root = spans_until(folder, complete_http_trace(), "the request's spans from both processes")
     assert root["parent_id"] is None, "the HTTP span is the root when the caller sends no traceparent"
-    assert process(root) == "driver[web]"
+    assert process_of(root) == "driver[web]"
     for cell in ("c0", "c1"):
         (span,) = by_name(spans, f"rvai.cell {cell}")
         assert chain(spans, span) == [f"rvai.cell {cell}", "rvai.serve", "rvai.send", "rvai.predict", "POST /predict"]
-        assert process(span) == "inference[chain]"
+        assert process_of(span) == "inference[chain]"
         assert span["attributes"]["rvai.sid"] == "cam-1"
     (serve,) = by_name(spans, "rvai.serve")
     (send,) = by_name(spans, "rvai.send")
-    assert (process(serve), serve["kind"]) == ("inference[chain]", "SpanKind.SERVER")
-    assert (process(send), send["kind"]) == ("driver[web]", "SpanKind.CLIENT")
+    assert (process_of(serve), serve["kind"]) == ("inference[chain]", "SpanKind.SERVER")
+    assert (process_of(send), send["kind"]) == ("driver[web]", "SpanKind.CLIENT")
     assert root["attributes"]["http.response.status_code"] == 200
     assert root["attributes"]["http.route"] == "/predict"
+    assert root["attributes"]["rvai.request_id"], "the access log's request id"
 
 
 def test_an_incoming_traceparent_is_the_parent_of_the_http_span(local_http: tuple[Any, Path]) -> None:
@@ -158,7 +159,8 @@ def test_an_incoming_traceparent_is_the_parent_of_the_http_span(local_http: tupl
     assert answer.status_code == 200, answer.text
     spans, root = spans_until(folder, complete_http_trace(TRACE_ID), "the spans of the caller's trace")
     assert hex_id(root["parent_id"]) == PARENT_ID
-    assert {process(s) for s in spans} == {"driver[web]", "inference[chain]"}
+    assert root["attributes"]["rvai.request_id"] == answer.headers["x-request-id"], "logs and traces meet on the request id"
+    assert {process_of(s) for s in spans} == {"driver[web]", "inference[chain]"}
     assert len(by_name(spans, "rvai.cell c1")) == 1
 
 
@@ -177,7 +179,7 @@ def test_a_failing_request_marks_its_spans_failed(spans_dir: Path) -> None:
     assert cells[0]["status"]["status_code"] == "ERROR"
     (predict,) = by_name(spans, "rvai.predict")
     assert predict["status"]["status_code"] == "ERROR"
-    assert process(predict) == "main"
+    assert process_of(predict) == "main"
 
 
 # -- batching ---------------------------------------------------------------------------------------
@@ -230,13 +232,13 @@ def test_a_stream_frame_is_one_trace_with_its_sink_write(spans_dir: Path) -> Non
 
         spans = spans_until(spans_dir, frames, "three frames with their sink writes")
     for root in by_name(spans, "rvai.frame cam"):
-        assert root["parent_id"] is None and process(root) == "driver[stream]"
+        assert root["parent_id"] is None and process_of(root) == "driver[stream]"
         mine = trace_of(spans, hex_id(root["context"]["trace_id"]) or "")
         (write,) = by_name(mine, "rvai.sink.write log")
         assert chain(mine, write) == ["rvai.sink.write log", "rvai.frame cam"]
         (cell,) = by_name(mine, "rvai.cell c1")
         assert chain(mine, cell) == ["rvai.cell c1", "rvai.serve", "rvai.send", "rvai.predict", "rvai.frame cam"]
-        assert process(cell) == "inference[chain]"
+        assert process_of(cell) == "inference[chain]"
 
 
 # -- debug and ray ----------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def test_on_the_debug_runtime_a_predict_and_its_cells_are_one_trace(spans_dir: P
     for cell in ("c0", "c1"):
         (span,) = by_name(spans, f"rvai.cell {cell}")
         assert chain(spans, span) == [f"rvai.cell {cell}", "rvai.predict"]
-    assert {process(s) for s in spans} == {"main"}
+    assert {process_of(s) for s in spans} == {"main"}
 
 
 @pytest.mark.ray
@@ -266,7 +268,7 @@ def test_on_ray_the_context_crosses_to_the_replica(spans_dir: Path, ray_instance
     assert chain(mine, cell) == ["rvai.cell c1", "rvai.serve", "rvai.send", "rvai.predict"]
     (send,) = by_name(mine, "rvai.send")
     assert send["attributes"]["rpc.system"] == "rvai.ray"
-    assert process(cell) == "inference[chain]" and process(predict) == "main"
+    assert process_of(cell) == "inference[chain]" and process_of(predict) == "main"
 
 
 # -- off by default, and the configuration ---------------------------------------------------------
@@ -307,3 +309,42 @@ def test_the_console_exporter_writes_each_span_as_json_on_stderr(capsys: pytest.
         shutdown_tracing()
     err = capsys.readouterr().err
     assert '"name": "rvai.cell c0"' in err and '"name": "rvai.predict"' in err
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_rvai_sdk_serve_with_trace_file_writes_one_trace_per_request_from_every_process(tmp_path: Path) -> None:
+    import signal
+
+    require_extra("opentelemetry.sdk.trace")
+    require_extra("fastapi")
+    import httpx
+
+    from tests._serving import start_serving
+
+    folder = tmp_path / "spans"
+    root = Path(__file__).resolve().parents[2]
+    process, url, lines = start_serving(
+        "examples.quickstart:build_pipeline", "--runtime", "local", "--port", "0",
+        "--trace", "file", "--trace-path", str(folder), cwd=root,
+    )
+    try:
+        answer = httpx.post(f"{url}/predict", json={"inputs": {"count": 3}, "sid": "cam-1"},
+                            headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+
+        def complete(spans: list[dict[str, Any]]) -> Any:
+            mine = trace_of(spans, TRACE_ID)
+            return by_name(mine, "POST /predict") and by_name(mine, "rvai.cell mean") and mine
+
+        spans = spans_until(folder, complete, "the request's spans from the driver and inference processes")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, "".join(lines) + out
+    (http,) = by_name(spans, "POST /predict")
+    assert hex_id(http["parent_id"]) == PARENT_ID and process_of(http) == "driver[http]"
+    (cell,) = by_name(spans, "rvai.cell mean")
+    assert chain(spans, cell) == ["rvai.cell mean", "rvai.serve", "rvai.send", "rvai.predict", "POST /predict"]
+    assert process_of(cell) == "inference[Quickstart]"

@@ -5,6 +5,7 @@
 HTTP request gets one SERVER span named ``METHOD ROUTE`` (``POST /predict``), a child of
 the caller's W3C ``traceparent`` header when one is sent; the span is current while the
 request is served, so ``rvai.predict`` and the rest of the request's spans are its children.
+Its ``rvai.request_id`` attribute is the request id of the access log line.
 """
 
 from __future__ import annotations
@@ -37,16 +38,12 @@ class TracingMiddleware:
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         traceparent = None
-        request_id = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 traceparent = value.decode("latin-1")
-            elif name == b"x-request-id":
-                request_id = value.decode("latin-1")
+                break
         method, route = scope["method"], route_label(scope["path"])
         attributes: dict[str, Any] = {"http.request.method": method, "http.route": route, "url.path": scope["path"]}
-        if request_id is not None:
-            attributes["rvai.request_id"] = request_id
         span = tracer.start_span(
             f"{method} {route}", context=_tracing.extract(traceparent), kind=SpanKind.SERVER, attributes=attributes
         )
@@ -56,6 +53,9 @@ class TracingMiddleware:
             if message["type"] == "http.response.start":
                 status = int(message["status"])
                 span.set_attribute("http.response.status_code", status)
+                for name, value in message.get("headers", ()):
+                    if name == b"x-request-id":  # the access log's request id (set by AccessLogMiddleware, inside)
+                        span.set_attribute("rvai.request_id", value.decode("latin-1"))
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
             await send(message)
