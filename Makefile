@@ -108,6 +108,7 @@ bench: venv
 	$(PY) benchmarks/bench_oip.py
 	$(PY) benchmarks/bench_async.py
 	$(PY) benchmarks/bench_logging.py
+	$(PY) benchmarks/bench_tracing.py
 	@if [ -n "$$(ls /dev/nvidia[0-9]* 2>/dev/null)" ]; then $(PY) benchmarks/bench_gpu.py --write docs/performance.md; \
 	else echo "bench_gpu.py not run: no NVIDIA GPU here (make gpu-check on a GPU machine; --cpu-smoke checks the script)"; fi
 

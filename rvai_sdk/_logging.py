@@ -28,6 +28,8 @@ from multiprocessing import connection
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, TextIO
 
+from rvai_sdk import _tracing
+
 __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
@@ -147,6 +149,7 @@ class ChildLogConfig:
         disable: the parent's ``logging.disable`` level.
         node: the parent's host name: a child on another machine (a Ray node) does not
             forward (Ray shows its output on the parent's terminal itself).
+        tracing: the parent's :class:`~rvai_sdk.tracing.TracingConfig` (``None``: not traced).
     """
 
     address: tuple[str, int]
@@ -155,6 +158,7 @@ class ChildLogConfig:
     levels: Mapping[str, int] = field(default_factory=dict)
     disable: int = 0
     node: str = field(default_factory=socket.gethostname)
+    tracing: Any = None
 
 
 class LogReceiver:
@@ -215,7 +219,10 @@ class LogReceiver:
         for name, logger in list(logging.root.manager.loggerDict.items()):
             if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
                 levels[name] = logger.level
-        return ChildLogConfig(self.address, self.authkey, process, levels, logging.root.manager.disable, socket.gethostname())
+        return ChildLogConfig(
+            self.address, self.authkey, process, levels, logging.root.manager.disable, socket.gethostname(),
+            tracing=_tracing.child_config(),
+        )
 
     def close(self) -> None:
         """Stop accepting (connections already open are read until their child closes them)."""
@@ -280,9 +287,13 @@ def forward_logs(config: ChildLogConfig | None) -> bool:
     logger's handlers with one that forwards (so nothing is printed twice) and names the
     process. A child that cannot reach the parent keeps logging as it was.
 
+    Also sets tracing up as the parent's (:attr:`ChildLogConfig.tracing`), on any node.
+
     Returns:
         Whether the child now forwards.
     """
+    if config is not None and config.tracing is not None:
+        _tracing.apply_child_config(config.tracing, config.process)
     if config is None or config.node != socket.gethostname():
         return False
     try:

@@ -38,7 +38,8 @@ Logging: ``--log-level`` (default ``info``, or ``$RVAI_SDK_LOG_LEVEL``) and ``--
 text|json`` (or ``$RVAI_SDK_LOG_FORMAT``) configure the standard library's root logger on
 stderr, before or after the command (``rvai-sdk --log-level debug serve ...`` or
 ``rvai-sdk serve ... --log-level debug``); the inference and driver processes' records
-arrive there too, named ``inference[PIPELINE]`` and ``driver[REF]``. ``serve`` logs an
+arrive there too, named ``inference[PIPELINE]`` and ``driver[REF]``. Tracing: ``serve`` and
+``stream`` take ``--trace otlp|console|file`` (:mod:`rvai_sdk.tracing`). ``serve`` logs an
 access line per request; the ``dummy:`` sink logs every result. ``rvai-sdk --version``
 prints the version; ``python -m rvai_sdk`` is ``rvai-sdk``.
 """
@@ -283,6 +284,13 @@ def _start(args: argparse.Namespace) -> tuple[Pipeline, Any]:
 
     pipeline = load_pipeline(args.target)
     models = parse_models(args.model, pipeline)
+    if args.trace is not None:  # before the runtime starts: its processes trace the same way
+        from rvai_sdk.tracing import configure_tracing
+
+        try:
+            configure_tracing(args.trace, endpoint=args.trace_endpoint, path=args.trace_path)
+        except ValueError as exc:
+            raise UsageError(f"--trace: {exc}") from exc
     return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param), models=models)
 
 
@@ -791,6 +799,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
         _log_options(sub, argparse.SUPPRESS)
+        sub.add_argument(
+            "--trace", type=str.lower, choices=("otlp", "console", "file", "none"),
+            default=(os.environ.get("RVAI_SDK_TRACE") or "").lower() or None,
+            help="OpenTelemetry traces of every request/frame from every process: OTLP/HTTP (--trace-endpoint, else the "
+            "OTEL_EXPORTER_OTLP_* variables), JSON on stderr, or JSON lines in --trace-path (default: off, or $RVAI_SDK_TRACE)",
+        )
+        sub.add_argument("--trace-endpoint", default=None, metavar="URL", help="the OTLP/HTTP traces URL with --trace otlp")
+        sub.add_argument("--trace-path", default=None, metavar="DIR", help="the folder of --trace file (spans-PID.jsonl per process)")
 
     serve = commands.add_parser("serve", help="serve a pipeline over HTTP until Ctrl-C (FastAPIDriver)")
     common(serve)

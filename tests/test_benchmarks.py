@@ -92,3 +92,11 @@ def test_the_state_store_benchmark_runs_and_reports_ratios_against_memory(tmp_pa
     assert result.returncode == 0, result.stderr
     assert "| sqlite |" in result.stdout and "| redis |" in result.stdout and "vs memory" in result.stdout
     assert "<!-- bench:state_store -->" in out.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_tracing_benchmark_runs_and_reports_on_over_off() -> None:
+    result = _run_benchmark("bench_tracing.py", "--requests", "100", "--rounds", "1", timeout=220)
+    assert result.returncode == 0, result.stderr
+    assert "on/off" in result.stdout and "local, 3-cell chain" in result.stdout

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, WriteResult
 from rvai_sdk.drivers.sink import FAILED
 from rvai_sdk.exc import SinkError
@@ -239,7 +240,10 @@ class Outlet:
         """
         try:
             with self.io:
-                result = self.sink.write(batch)
+                if _tracing.TRACER is None:
+                    result = self.sink.write(batch)
+                else:  # traced: an rvai.sink.write span in the records' frames' traces
+                    result = _tracing.sink_write(self.ref, batch, lambda: self.sink.write(batch))
         except RecordError as exc:
             if len(batch) > 1:
                 middle = len(batch) // 2

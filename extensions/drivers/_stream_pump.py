@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from rvai_sdk import _tracing
 from rvai_sdk.drivers import Record, Source, SourceContext, SourceItem
 from rvai_sdk.drivers.sink import COMPLETE, FAILED
 from rvai_sdk.exc import MissingExtraError, ProcessError, SinkError, SourceError
@@ -45,7 +46,7 @@ class Host(Protocol):
 class Pending:
     """One request of a stream: its item, sid, future and how often it was sent."""
 
-    __slots__ = ("item", "index", "sid", "future", "tries", "final")
+    __slots__ = ("item", "index", "sid", "future", "tries", "final", "span")
 
     def __init__(self, item: SourceItem, index: int, sid: str, future: Future[dict[str, Any]]) -> None:
         self.item = item
@@ -54,6 +55,7 @@ class Pending:
         self.future = future
         self.tries = 1
         self.final = False  # past the give-up time: its ProcessError is its result
+        self.span: Any = None  # the frame's span, while tracing (rvai_sdk._tracing)
 
 
 def _unreachable(future: Future[dict[str, Any]]) -> bool:
@@ -290,8 +292,10 @@ class Stream:
         """A done request that could not reach the inference process and is to be sent again once it is back."""
         return not self.stopped.is_set() and not request.final and _unreachable(request.future)
 
-    def _send(self, item: SourceItem, sid: str) -> Future[dict[str, Any]]:
+    def _send(self, item: SourceItem, sid: str, span: Any = None) -> Future[dict[str, Any]]:
         try:
+            if span is not None:  # traced: the predict is a child of the frame's span
+                return _tracing.send_frame(span, self.host.require_inference().predict, item.inputs, sid)
             return self.host.require_inference().predict(item.inputs, sid)
         except Exception as exc:  # bad inputs, unreachable process: a failed future, handled in order
             future: Future[dict[str, Any]] = Future()
@@ -300,8 +304,10 @@ class Stream:
 
     def _submit(self, item: SourceItem, index: int) -> None:
         sid = item.sid or self.sid
-        future = self._send(item, sid)
+        span = None if _tracing.TRACER is None else _tracing.start_frame(self.ref, index, sid)  # a frame: one trace
+        future = self._send(item, sid, span)
         request = Pending(item, index, sid, future)
+        request.span = span
         with self.cond:
             self.pending.append(request)
             self.submitting -= 1
@@ -345,7 +351,7 @@ class Stream:
         for request in list(self.pending):
             if request.future.done() and self._must_resend(request):
                 request.tries += 1
-                request.future = self._send(request.item, request.sid)
+                request.future = self._send(request.item, request.sid, request.span)
                 request.future.add_done_callback(self._wake)
                 resent += 1
         with self.cond:
@@ -417,6 +423,9 @@ class Stream:
             status=COMPLETE if error is None else FAILED,
             error=error,
         )
+        if request.span is not None:  # traced: the sinks' writes join the frame's trace; the frame ends here
+            _tracing.note_record(request.span, self.ref, request.index)
+            _tracing.end_frame(request.span, request.future.exception() if error is not None else None)
         for outlet in self.host.outlets_for(self.ref):
             outlet.put(record)
         with self.cond:

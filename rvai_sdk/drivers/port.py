@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.exc import InputValidationError
 from rvai_sdk.pipeline.graph import InputSpec, OutputSpec, Pipeline
 from rvai_sdk.transport.link import Link
@@ -149,6 +150,8 @@ class RestrictedInferenceProcess:
         """
         check_timeout(timeout)
         checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
+        if _tracing.TRACER is not None:  # traced: an rvai.predict span around the request
+            return _tracing.predict(self._link.submit, checked, sid, self.request_timeout if timeout is None else timeout)
         return self._link.submit(checked, sid, self.request_timeout if timeout is None else timeout)
 
     async def apredict(
@@ -182,6 +185,8 @@ class RestrictedInferenceProcess:
         """
         check_timeout(timeout)
         check_sid(sid, self.max_sid_length)
+        if _tracing.TRACER is not None:  # traced: an rvai.predict span around the request
+            return _tracing.predict(self._link.submit, inputs, sid, self.request_timeout if timeout is None else timeout)
         return self._link.submit(inputs, sid, self.request_timeout if timeout is None else timeout)
 
     def is_ready(self) -> bool:

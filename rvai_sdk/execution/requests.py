@@ -104,8 +104,10 @@ class Request:
         "t0",
         "timeout",
         "snaps",
+        "trace",  # the submitter's tracing context, set only while tracing (rvai_sdk._tracing)
         "__weakref__",
     )
+    trace: Any  # unset unless tracing: read it with getattr(req, "trace", None)
 
     def __init__(
         self,

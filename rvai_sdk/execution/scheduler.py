@@ -28,6 +28,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.execution.batching import BatchFormer
 from rvai_sdk.execution.calls import call_batch, call_one, cell_error
 from rvai_sdk.execution.metrics import Histogram
@@ -113,6 +114,8 @@ class Scheduler:
     def _admit(self, req: Request, now: float) -> list[Work]:
         """Put a new request in flight: queue it at the root cells; the works that can start now."""
         self._inflight[req.rid] = req
+        if _tracing.TRACER is not None:  # traced: the submitter's context (its span) parents the cell spans
+            req.trace = _tracing.current()
         for stage in self._batched:
             stage.former.expect()  # type: ignore[union-attr]  # requests that will still reach this cell
         works: list[Work] = []
@@ -243,12 +246,15 @@ class Scheduler:
         work.started = started = self._clock()
         key = id(work)
         self._calls[key] = work  # seen by stuck-call detection and deadlines while it runs
+        span = None if _tracing.TRACER is None else _tracing.start_cell(plan, reqs)
         if plan.batched:
             results = call_batch(plan, reqs)
         elif reqs[0].failed:  # its deadline passed while it was queued: do not run it
             results = [None]
         else:
             results = [call_one(plan, reqs[0])]
+        if span is not None:
+            _tracing.end_cell(span, results)
         del self._calls[key]
         durable = self._durable
         if durable is not None and plan.state_cls is not None:

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.port import RestrictedInferenceProcess, await_result, check_request, check_timeout
 from rvai_sdk.exc import ProcessStateError, RvaiError
@@ -271,6 +272,8 @@ class InferenceProcess:
         self._require_running("predict")
         check_timeout(timeout)
         checked = check_request(self.pipeline, inputs, sid, self.max_sid_length)
+        if _tracing.TRACER is not None:  # traced: an rvai.predict span around the request
+            return _tracing.predict(self._link.submit, checked, sid, self.request_timeout if timeout is None else timeout)
         return self._link.submit(checked, sid, self.request_timeout if timeout is None else timeout)
 
     async def apredict(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.exc import ProcessError
 from rvai_sdk.transport.channel import Channel, connect
 from rvai_sdk.transport.link import Link
@@ -110,7 +111,11 @@ class UnixLink(Link):
             ProcessError: the inference process cannot be reached.
         """
         channel, rid, future = self._register()
-        op = ("p", rid, sid, inputs) if timeout is None else ("p", rid, sid, inputs, timeout)
+        op: tuple[Any, ...]
+        if _tracing.TRACER is None:
+            op = ("p", rid, sid, inputs) if timeout is None else ("p", rid, sid, inputs, timeout)
+        else:  # traced: the hop's span; its traceparent rides in the frame
+            op = ("p", rid, sid, inputs, timeout, _tracing.hop(future, "unix", self.name, sid))
         if len(self._pending) > 1:
             channel.post_soon(op)  # others in flight: coalesce through the writer
         else:
@@ -184,3 +189,5 @@ class UnixLink(Link):
             channel = self._channel
         if channel is not None:
             channel.shutdown()
+        if _tracing.TRACER is not None:  # a driver process closes its link just before it ends: export its last spans
+            _tracing.flush()

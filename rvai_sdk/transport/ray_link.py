@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.exc import ProcessError, RvaiError
 from rvai_sdk.execution.stats import merge_stats
 from rvai_sdk.transport.link import CONTROL_METHODS, Link
@@ -86,7 +87,7 @@ class Route:
         self.seq = itertools.count()
         self.pending: dict[int, tuple[Future[dict[str, Any]], str | None]] = {}
         """Request id → (its future, its sid), from send until its result arrives."""
-        self.outbox: list[tuple[int, dict[str, Any], str | None, float | None]] = []
+        self.outbox: list[tuple[Any, ...]] = []  # (rid, inputs, sid, timeout[, traceparent])
         """Requests waiting to be sent with the next batch."""
         self.sending = 0
         self.polling = False
@@ -270,13 +271,14 @@ class RayLink(Link):
         """
         out: Future[dict[str, Any]] = Future()
         out.set_running_or_notify_cancel()
+        trace = None if _tracing.TRACER is None else _tracing.hop(out, "ray", self.pipeline_name, sid)
         with self._lock:
             route = self._route_for(sid)
             if route.dead is not None:
                 raise self._death(route, route.dead, sid)
             rid = next(self._rids)
             route.pending[rid] = (out, sid)
-            route.outbox.append((rid, inputs, sid, timeout))
+            route.outbox.append((rid, inputs, sid, timeout) if trace is None else (rid, inputs, sid, timeout, trace))
             sends = self._flush(route) if route.sending < MAX_SENDS else None
             poll = self._start_poll(route)
         if sends is not None:

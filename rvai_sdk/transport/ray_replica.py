@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.exc import ProcessError
 from rvai_sdk.execution.gc_tuning import tune_for_serving
 
@@ -174,6 +175,8 @@ class ReplicaActor:
         finally:
             if self._stopped is not None:
                 self._stopped.set()
+            if _tracing.TRACER is not None:  # the replica is about to go: export its last spans
+                _tracing.flush()
         return (True, None)
 
     # -- requests -------------------------------------------------------------------------
@@ -185,9 +188,9 @@ class ReplicaActor:
         return (True, None)
 
     async def submit_many(
-        self, caller: str, seq: int, batch: list[tuple[int, dict[str, Any], str | None, float | None]]
+        self, caller: str, seq: int, batch: list[tuple[Any, ...]]
     ) -> Outcome:
-        """Submit a batch of requests ``(request id, inputs, sid, timeout)`` in order; their results come from :meth:`poll`.
+        """Submit a batch of requests ``(request id, inputs, sid, timeout[, traceparent])`` in order; their results come from :meth:`poll`.
 
         Returns as soon as the batch is submitted, so one slow request never holds back another's result.
         """
@@ -195,11 +198,14 @@ class ReplicaActor:
         try:
             box = self._outbox(caller)
             executor = self._executor
-            for rid, inputs, sid, timeout in batch:
+            for rid, inputs, sid, timeout, *trace in batch:
                 try:
                     if executor is None:
                         raise ProcessError(f"replica {self.index} is not started")
-                    future = executor.submit(inputs, sid, timeout)
+                    if not trace:
+                        future = executor.submit(inputs, sid, timeout)
+                    else:  # traced by the caller: its traceparent
+                        future = _tracing.serve(executor.submit, inputs, sid, timeout, trace[0], "ray")
                 except BaseException as exc:
                     box.put(rid, failed(exc))
                     continue

@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from rvai_sdk import _tracing
 from rvai_sdk.execution.executor import Executor
 from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.transport.channel import Channel, Listener
@@ -76,7 +77,10 @@ class InferenceServer:
                     if kind == "p":
                         rid, sid, inputs = op[1], op[2], op[3]
                         try:
-                            future = submit(inputs, sid, op[4] if len(op) > 4 else None)
+                            if len(op) < 6:
+                                future = submit(inputs, sid, op[4] if len(op) > 4 else None)
+                            else:  # traced by the caller: op[5] is its traceparent
+                                future = _tracing.serve(submit, inputs, sid, op[4], op[5], "unix")
                         except Exception as exc:
                             post(("r", rid, False, exc))
                             continue
@@ -116,6 +120,8 @@ class InferenceServer:
         for channel in channels:
             channel.shutdown()
         self._control.shutdown(wait=False, cancel_futures=True)
+        if _tracing.TRACER is not None:  # the process is about to end (os._exit): export its last spans
+            _tracing.flush()
 
 
 def _reply(

@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from rvai_sdk import _tracing
 
 from .logs import note_sid
 
@@ -50,7 +53,7 @@ __all__ = ["Dispatcher"]
 Parse = Callable[[], "tuple[dict[str, Any], str | None]"]
 """Parses and decodes a request body: () -> (typed inputs, sid)."""
 
-_Job = tuple[dict[str, Any], "str | None", "float | None", "asyncio.Future[Any]"]
+_Job = tuple[dict[str, Any], "str | None", "float | None", "asyncio.Future[Any]", "contextvars.Context | None"]
 
 
 class Dispatcher:
@@ -108,7 +111,8 @@ class Dispatcher:
             if self.in_flight == 1:  # idle: send from here, the lowest latency
                 self._chain(self._submit(inputs, sid, timeout), future)
             else:  # busy: the submitting thread sends, in arrival order, while the loop goes on
-                self._queue.put((inputs, sid, timeout, future))
+                # (traced: with the request's context, for its spans on the submitting thread)
+                self._queue.put((inputs, sid, timeout, future, None if _tracing.TRACER is None else contextvars.copy_context()))
             return await self._outputs(future)
         finally:
             self.in_flight -= 1
@@ -120,7 +124,8 @@ class Dispatcher:
         try:
             future = self.loop.create_future()
             sid: list[str | None] = []  # set by the worker before it submits
-            self._workers.submit(self._parse_and_submit, parse, timeout, future, sid)
+            work = self._parse_and_submit if _tracing.TRACER is None else _tracing.carry(self._parse_and_submit)
+            self._workers.submit(work, parse, timeout, future, sid)
             return await self._outputs(future), sid[0]
         finally:
             self.in_flight -= 1
@@ -162,9 +167,9 @@ class Dispatcher:
             job = get()
             if job is None:
                 return
-            inputs, sid, timeout, future = job
+            inputs, sid, timeout, future, context = job
             try:
-                done = submit(inputs, sid, timeout)
+                done = submit(inputs, sid, timeout) if context is None else context.run(submit, inputs, sid, timeout)
             except BaseException as exc:
                 self._wake(_settle_error, future, exc)
                 continue

@@ -21,6 +21,7 @@ from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from rvai_sdk import _tracing
 from rvai_sdk._compat import require
 from rvai_sdk.drivers.metrics import CONTENT_TYPE, LatencyHistogram, inference_metrics_text
 
@@ -101,10 +102,14 @@ class Service:
         self._predict_doc: Any = None
         self.app = self._build_app()
         self.latency = LatencyHistogram()  # request durations by route, for GET /metrics
-        self.asgi = AccessLogMiddleware(
+        self.asgi: Any = AccessLogMiddleware(
             LatencyMiddleware(CountingMiddleware(GuardMiddleware(self._route, state, self.errors), state), self.latency),
             instance=instance,
         )
+        if _tracing.TRACER is not None:  # a traced process: one span per request, outermost
+            from .tracing import TracingMiddleware
+
+            self.asgi = TracingMiddleware(self.asgi)
 
     async def _route(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
