@@ -257,3 +257,19 @@ def paced_count_pipeline() -> Pipeline:
     pf.declare_output(ref="y", output=c.outputs.y)
     pf.declare_output(ref="count", output=c.outputs.count)
     return pf.build()
+
+
+class TaggedFileSink(Sink):
+    """Appends each record as a JSON line tagged with ``run``, fsynced per batch; keeps no positions (like MQTT, HTTP)."""
+
+    def __init__(self, path: str, run: str, params: Any = None) -> None:
+        super().__init__(params)
+        self.path = path
+        self.run = run
+
+    def write(self, records: Sequence[Record]) -> None:
+        with open(self.path, "a") as f:
+            for record in records:
+                f.write(json.dumps({**record.to_json(), "run": self.run}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
