@@ -127,7 +127,7 @@ class _SqlitePositions(PositionStore):
         self._db = sqlite3.connect(path, timeout=30.0, check_same_thread=False, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # batched writes: a recorded position survives a power loss
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS rvai_stream_positions (pipeline TEXT NOT NULL, driver TEXT NOT NULL, "
                 "source TEXT NOT NULL, position INTEGER NOT NULL, updated REAL NOT NULL, "
