@@ -284,16 +284,24 @@ class Tracker:
 
     def settle(self, record: Record, acknowledged: bool) -> None:
         """One sink acknowledged ``record`` (written, already held, dead-lettered), or gave it up (``acknowledged=False``)."""
+        self.settle_many((record,), acknowledged)
+
+    def settle_many(self, records: Sequence[Record], acknowledged: bool) -> None:
+        """:meth:`settle` for each of ``records`` (one sink's batch), under one hold of the lock."""
+        wake = False
         with self.lock:
-            entry = self.entries.get(id(record))
-            if entry is None or entry[0] is not record or entry[1] <= 0:
-                return
-            if acknowledged:
-                entry[1] -= 1
-            else:
-                entry[1] = _HOLE
-                del self.entries[id(record)]
-            wake = entry[1] <= 0 and bool(self.order) and self.order[0] is entry and self._advance()
+            entries = self.entries
+            for record in records:
+                entry = entries.get(id(record))
+                if entry is None or entry[0] is not record or entry[1] <= 0:
+                    continue
+                if acknowledged:
+                    entry[1] -= 1
+                else:
+                    entry[1] = _HOLE
+                    del entries[id(record)]
+                if entry[1] <= 0 and self.order and self.order[0] is entry:
+                    wake = self._advance() or wake
         if wake:
             self._wake()
 
@@ -426,15 +434,19 @@ class Recorder:
         return tracker
 
     def settle(self, records: Sequence[Record], acknowledged: bool) -> None:
-        """A sink acknowledged ``records`` (or gave them up): route each to its stream's tracker."""
-        trackers = self.trackers
+        """A sink acknowledged ``records`` (or gave them up): route them to their streams' trackers, a batch at a time."""
+        by_source: dict[str, list[Record]] = {}
         for record in records:
-            tracker = trackers.get(record.source)
+            by_source.setdefault(record.source, []).append(record)
+        trackers = self.trackers
+        earlier = self.earlier
+        for source, batch in by_source.items():
+            tracker = trackers.get(source)
             if tracker is not None:
-                tracker.settle(record, acknowledged)
-            for earlier in self.earlier:
-                if earlier.ref == record.source:
-                    earlier.settle(record, acknowledged)
+                tracker.settle_many(batch, acknowledged)
+            for old in earlier:
+                if old.ref == source:
+                    old.settle_many(batch, acknowledged)
 
     def _wake(self) -> None:
         with self.cond:
