@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(text)
     print("ratios: " + ", ".join(f"{v} {result[f'ratio_{v}']:.2f}" for v in variants))
     if args.write is not None:
-        write_section(args.write, "stream_positions", f"## Stream positions (issue 15)\n\n{text}")
+        write_section(args.write, "stream_positions", f"## Stream positions\n\nThe cost of a position store (issue 15, item 6).\n\n{text}")
     return result
 
 

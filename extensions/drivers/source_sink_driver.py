@@ -9,8 +9,9 @@ a writer thread that writes batches, retrying with backoff; a full buffer makes 
 pumps wait, so sources feel back-pressure instead of accepted results being dropped.
 
 Nothing accepted is lost across the ordinary life of a service: a stream starts after
-what its position-keeping sinks hold (a new run numbers on, a file resumes:
-``_stream_pump``); it waits for an inference process that cannot be reached and
+what its position-keeping sinks hold, or what its ``position_store`` recorded as
+acknowledged by every sink (a new run numbers on, a file resumes: ``_stream_pump``,
+``_stream_positions``); it waits for an inference process that cannot be reached and
 sends the cut-off requests again; a poison record is narrowed down and dead-lettered
 while the rest is written (``_stream_outlet``); and a stop finishes what is in flight,
 counting what it cuts off as ``unfinished`` instead of writing it as failed.
