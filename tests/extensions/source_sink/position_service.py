@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--every", type=int, required=True)
     parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds the sink takes per batch (a slow receiver)")
     args = parser.parse_args()
 
     from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
@@ -44,7 +45,9 @@ def main() -> None:
             "stream",
             SourceSinkDriver,
             sources={"file": source(7), "cam": source(None)},
-            sinks={"out": TaggedFileSink(args.out, args.run, params={"batch_size": args.batch, "batch_wait": 0.0})},
+            sinks={"out": TaggedFileSink(
+                args.out, args.run, params={"batch_size": args.batch, "batch_wait": 0.0, "buffer": 64}, delay=args.delay
+            )},
             position_store=args.store,
             parameters={"position_every": args.every, "position_interval": 0.2},
         )
