@@ -324,19 +324,19 @@ class Tracker:
             advanced = True
         return advanced and self.unrecorded >= self.every
 
-    def due(self) -> int | None:
-        """The acknowledged position, when it is above the recorded one."""
+    def due(self) -> tuple[int, int] | None:
+        """The acknowledged position when it is above the recorded one, and how many items it covers since then."""
         with self.lock:
             if self.acknowledged is not None and (self.recorded is None or self.acknowledged > self.recorded):
-                return self.acknowledged
+                return self.acknowledged, self.unrecorded
             return None
 
-    def mark(self, position: int) -> None:
-        """``position`` is in the store now."""
+    def mark(self, position: int, covered: int) -> None:
+        """``position`` (covering ``covered`` items, as :meth:`due` said) is in the store now."""
         with self.lock:
             if self.recorded is None or position > self.recorded:
                 self.recorded = position
-            self.unrecorded = 0 if self.acknowledged == self.recorded else self.unrecorded
+            self.unrecorded = max(0, self.unrecorded - covered)
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -411,7 +411,9 @@ class Recorder:
             try:
                 store = self._connection()
                 with self.io:
-                    return store.load(ref)
+                    position = store.load(ref)
+                self.failing_since = None  # it answers (again)
+                return position
             except MissingExtraError:
                 raise
             except Exception as exc:
@@ -460,8 +462,8 @@ class Recorder:
             self.cond.notify_all()
         self.thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
 
-    def _due(self) -> dict[Tracker, int]:
-        due: dict[Tracker, int] = {}
+    def _due(self) -> dict[Tracker, tuple[int, int]]:
+        due: dict[Tracker, tuple[int, int]] = {}
         with self.cond:
             trackers = self.earlier + list(self.trackers.values())
             self.earlier = [t for t in self.earlier if t.order or t.due() is not None]
@@ -499,9 +501,9 @@ class Recorder:
         finally:
             self._drop_connection()
 
-    def _write(self, due: dict[Tracker, int], *, final: bool, backoff: Backoff) -> None:
+    def _write(self, due: dict[Tracker, tuple[int, int]], *, final: bool, backoff: Backoff) -> None:
         positions: dict[str, int] = {}
-        for tracker, position in due.items():
+        for tracker, (position, _) in due.items():
             positions[tracker.ref] = max(position, positions.get(tracker.ref, position))
         try:
             store = self._connection()
@@ -518,8 +520,8 @@ class Recorder:
                 logger.warning("%s; the streams go on, positions kept in memory, retrying in %.1f s (error %d)",
                                message, delay, self.errors)
             return
-        for tracker, position in due.items():
-            tracker.mark(position)
+        for tracker, (position, covered) in due.items():
+            tracker.mark(position, covered)
         with self.cond:
             self.writes += 1
             if self.failing_since is not None:

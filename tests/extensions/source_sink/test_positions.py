@@ -122,9 +122,9 @@ def test_a_record_cut_off_by_a_stop_holds_the_position_before_it() -> None:
     tracker.issue(later, 1)
     tracker.settle(later, True)
     tracker.settle(first, True)
-    assert tracker.acknowledged == 10 and tracker.due() == 10
-    tracker.mark(10)
-    assert tracker.due() is None and tracker.recorded == 10
+    assert tracker.acknowledged == 10 and tracker.due() == (10, 1)
+    tracker.mark(10, 1)
+    assert tracker.due() is None and tracker.recorded == 10 and tracker.unrecorded == 0
 
 
 def test_a_record_without_sinks_and_an_unknown_record_are_handled() -> None:
