@@ -238,6 +238,33 @@ def test_a_driver_added_again_on_the_same_store_resumes_its_file_and_numbers_its
     assert stored(positions, name, "stream", "file") == 69 and stored(positions, name, "stream", "cam") == 59
 
 
+def test_a_stream_starts_after_the_larger_of_the_stores_position_and_what_its_database_sink_holds(tmp_path: Path) -> None:
+    require_extra("sqlalchemy")
+    from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
+
+    out = str(tmp_path / "out.jsonl")
+    positions = str(tmp_path / "positions.db")
+    database = f"sqlite:///{tmp_path / 'results.db'}"
+    firsts = []
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+        runs = [
+            {"out": TaggedFileSink(out, "1")},  # the store records 29
+            {"out": TaggedFileSink(out, "2"), "db": DatabaseSink(database)},  # the new table holds nothing: the store wins
+        ]
+        for sinks, count in zip(runs, (30, 50)):
+            handle = proc.add_driver("stream", SourceSinkDriver, sources={"file": counting(count, seed=2)}, sinks=sinks,
+                                     position_store=positions)
+            firsts.append(SourceSinkDriver.wait(handle, timeout=60)["sources"]["file"]["first_index"])
+            proc.remove_driver(handle.pid)
+        # A third run without the store: the table alone says 49.
+        handle = proc.add_driver("stream", SourceSinkDriver, sources={"file": counting(60, seed=2)},
+                                 sinks={"db": DatabaseSink(database)})
+        firsts.append(SourceSinkDriver.wait(handle, timeout=60)["sources"]["file"]["first_index"])
+        proc.remove_driver(handle.pid)
+    assert firsts == [0, 30, 50]
+    assert [r["index"] for r in read_jsonl(out)] == list(range(50))
+
+
 # -- 5. a crash of the whole machine --------------------------------------------------------------------
 
 
