@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -42,7 +43,7 @@ from ._stream_outlet import LOG_EVERY, Backoff, error_text
 
 logger = logging.getLogger("rvai_sdk.extensions.source_sink")
 
-__all__ = ["check_position_store", "position_store_url", "open_position_store", "redacted", "PositionStore", "Recorder", "Tracker"]
+__all__ = ["absolute_position_store", "check_position_store", "position_store_url", "open_position_store", "redacted", "PositionStore", "Recorder", "Tracker"]
 
 _FORMS = "a file path or 'sqlite:///PATH' (SQLite), or a 'redis://HOST:PORT/DB' URL (Redis)"
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -75,6 +76,25 @@ def check_position_store(value: Any) -> None:
             "or None to keep no positions",
             field="position_store",
         )
+
+
+def absolute_position_store(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (against this process's working directory).
+
+    The driver may run in another process with another working directory (a Ray actor),
+    so a relative path is fixed where the parameters are made.
+
+    Example:
+        >>> absolute_position_store("redis://127.0.0.1:6379/0")
+        'redis://127.0.0.1:6379/0'
+        >>> absolute_position_store("sqlite:////var/lib/positions.db")
+        'sqlite:////var/lib/positions.db'
+    """
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return url
+    if url.startswith("sqlite:///"):
+        return "sqlite:///" + os.path.abspath(os.path.expanduser(url[len("sqlite:///"):]))
+    return os.path.abspath(os.path.expanduser(url))
 
 
 def position_store_url(value: Any) -> str | None:

@@ -61,7 +61,7 @@ from rvai_sdk.drivers import RestrictedInferenceProcess
 from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, IntegerRange, List, String
 
 from ._stream_outlet import Outlet
-from ._stream_positions import Recorder, check_position_store, position_store_url
+from ._stream_positions import Recorder, absolute_position_store, check_position_store, position_store_url
 from ._stream_pump import Stream
 
 __all__ = ["SourceSinkDriver", "SourceSinkDriverParameters"]
@@ -138,6 +138,10 @@ class SourceSinkDriverParameters(DriverParameters):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_position_store(self.position_store)
+        if self.position_store is not None:  # a relative path means this process's working directory, not the driver's
+            absolute = absolute_position_store(str(self.position_store))
+            if absolute != str(self.position_store):
+                self.position_store = String(absolute)
 
 
 class _Handle(Protocol):

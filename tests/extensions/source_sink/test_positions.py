@@ -58,11 +58,22 @@ def _redis_up(url: str) -> bool:
         client.close()
 
 
+_NAMES: list[str] = []
+"""The pipeline names the tests used (their keys are deleted from the shared Redis afterwards)."""
+
+
+def unique_name(kind: str) -> str:
+    name = f"{kind}-{uuid.uuid4().hex[:8]}"
+    _NAMES.append(name)
+    return name
+
+
 @pytest.fixture(params=["sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A position store: an SQLite file, or the Redis server on 127.0.0.1:6379 (each test uses its own pipeline name)."""
     if request.param == "sqlite":
-        return str(tmp_path / "positions.db")
+        yield str(tmp_path / "positions.db")
+        return
     require_extra("redis")
     if not _redis_up(REDIS_URL):
         from tests.conftest import IN_CI
@@ -70,7 +81,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         if IN_CI:
             pytest.fail(f"Redis at {REDIS_URL} is not available, but CI must provide it")
         pytest.skip(f"Redis at {REDIS_URL} is not available")
-    return REDIS_URL
+    yield REDIS_URL
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for name in _NAMES:
+            for key in list(client.scan_iter(f"rvai:positions:{name}:*")):
+                client.delete(key)
+    finally:
+        client.close()
+        _NAMES.clear()
 
 
 def stored(url: str, pipeline: str, driver: str, source: str) -> int | None:
@@ -139,7 +160,7 @@ def test_a_record_without_sinks_and_an_unknown_record_are_handled() -> None:
 
 
 def test_a_store_keeps_positions_per_pipeline_driver_and_source_and_never_moves_one_back(store: str) -> None:
-    name = f"p-{uuid.uuid4().hex[:8]}"
+    name = unique_name("p")
     one = open_position_store(store, pipeline=name, driver="stream")
     other = open_position_store(store, pipeline=name, driver="other")
     try:
@@ -172,6 +193,11 @@ def test_a_position_store_of_the_wrong_kind_is_refused_and_state_stores_are_take
     assert SourceSinkDriver(position_store=SqliteStateStore(tmp_path / "s.db")).get_parameters().position_store == str(tmp_path / "s.db")
     assert SourceSinkDriver(position_store=RedisStateStore("redis://h:1/0")).get_parameters().position_store == "redis://h:1/0"
     assert SourceSinkDriver(position_store=f"sqlite:///{tmp_path}/p.db").get_parameters().position_store == f"sqlite:///{tmp_path}/p.db"
+    here = os.getcwd()
+    assert SourceSinkDriver(position_store="p.db").get_parameters().position_store == os.path.join(here, "p.db"), (
+        "a relative path means the working directory of the process that made the driver, not the driver process's"
+    )
+    assert SourceSinkDriver(parameters={"position_store": "sqlite:///p.db"}).get_parameters().position_store == f"sqlite:///{here}/p.db"
 
 
 def test_a_bad_position_store_on_the_command_line_is_one_clear_line(tmp_path: Path) -> None:
@@ -298,7 +324,7 @@ def test_a_service_killed_with_all_its_processes_resumes_its_file_and_numbers_on
     store: str, tmp_path: Path
 ) -> None:
     out = str(tmp_path / "out.jsonl")
-    name = f"crash-{uuid.uuid4().hex[:8]}"
+    name = unique_name("crash")
     count = 400
     first = _start_service(store, out, "1", name, count)
     try:
