@@ -448,11 +448,12 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames must be at least 1, got {args.frames}")
-    if args.position_store is not None:  # a store that is not one fails here, before anything starts
+    if args.position_store is not None:  # a store that is not one fails here, before anything starts; a path made absolute
         try:
-            SourceSinkDriver.parameters_class.coerce({"position_store": args.position_store}, owner="driver SourceSinkDriver")
+            checked = SourceSinkDriver.parameters_class.coerce({"position_store": args.position_store}, owner="driver SourceSinkDriver")
         except RvaiError as exc:
             raise UsageError(f"--position-store: {exc}") from exc
+        args.position_store = str(checked.position_store)
     pipeline, inference = _start(args)
     sources = {ref: load_source(url) for ref, url in _named(args.source, "source").items()}
     sinks = {ref: load_sink(url) for ref, url in _named(args.sink, "sink").items()}
