@@ -264,6 +264,34 @@ def test_a_driver_added_again_on_the_same_store_resumes_its_file_and_numbers_its
     assert stored(positions, name, "stream", "file") == 69 and stored(positions, name, "stream", "cam") == 59
 
 
+def test_a_stream_into_mqtt_run_twice_on_a_position_store_resumes_its_file_and_numbers_its_camera_on(
+    mqtt_broker: tuple[str, int], tmp_path: Path
+) -> None:
+    from rvai_sdk.extensions.sinks.mqtt_sink import MqttSink
+    from tests.extensions.source_sink.test_mqtt import Subscriber
+
+    host, port = mqtt_broker
+    base = f"rvai-test/{uuid.uuid4().hex[:12]}"
+    sub = Subscriber(host, port, topic=f"{base}/#")
+    try:
+        with init("local") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+            for count in (40, 70):
+                handle = proc.add_driver(
+                    "stream", SourceSinkDriver,
+                    sources={"file": counting(count, seed=4), "cam": counting(30)},
+                    sinks={"broker": MqttSink(f"{base}/{{source}}", host=host, port=port)},
+                    position_store=str(tmp_path / "positions.db"),
+                )
+                SourceSinkDriver.wait(handle, timeout=120)
+                proc.remove_driver(handle.pid)
+        wait_until(lambda: len(sub.received()) >= 130, what="130 messages", explain=lambda: len(sub.received()))
+        messages = sub.received()
+    finally:
+        sub.close()
+    assert sorted(m["index"] for topic, m in messages if topic == f"{base}/file") == list(range(70)), "each frame once"
+    assert sorted(m["index"] for topic, m in messages if topic == f"{base}/cam") == list(range(60)), "the camera numbered on"
+
+
 def test_a_stream_starts_after_the_larger_of_the_stores_position_and_what_its_database_sink_holds(tmp_path: Path) -> None:
     require_extra("sqlalchemy")
     from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
