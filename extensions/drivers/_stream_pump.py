@@ -136,17 +136,22 @@ class Stream:
         if recorder is not None:
             stored = recorder.position(self.ref, self.stopped)
             self.tracker = recorder.track(self.ref, stored)
+            if stored is not None:  # in force even if a sink below cannot say (it was removed meanwhile)
+                if self.config.replayable:
+                    self.first_index = stored + 1
+                else:
+                    self.offset = stored + 1
         held = [o.position(self.ref, self.stopped) for o in outlets]
         positions = [-1 if p is None else int(p) for p in held]
         if self.config.replayable:
             after = min(positions) if positions else -1
             self.first_index = max(after, -1 if stored is None else stored) + 1
             if self.first_index:
-                logger.info("source %r: its sinks hold up to index %d; resuming after it", self.ref, self.first_index - 1)
+                logger.info("source %r: its sinks (or its position store) hold up to index %d; resuming after it", self.ref, self.first_index - 1)
         else:
             self.offset = max(positions + [-1 if stored is None else stored]) + 1
             if self.offset:
-                logger.info("source %r: its sinks hold up to index %d; numbering on from %d", self.ref, self.offset - 1, self.offset)
+                logger.info("source %r: its sinks (or its position store) hold up to index %d; numbering on from %d", self.ref, self.offset - 1, self.offset)
 
     # -- reader ------------------------------------------------------------------------
 

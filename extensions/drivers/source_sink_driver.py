@@ -48,13 +48,13 @@ from typing import Any, Protocol
 from rvai_sdk.drivers import (
     DriverParameters,
     PipelineDriver,
+    Record,
     Sink,
     SinkContext,
     SinkMap,
     Source,
     SourceMap,
 )
-from rvai_sdk.drivers import Record
 from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.drivers import RestrictedInferenceProcess
