@@ -104,6 +104,7 @@ bench: venv
 	$(PY) benchmarks/bench_ray.py --write docs/performance.md
 	$(PY) benchmarks/bench_streams.py --write docs/performance.md
 	$(PY) benchmarks/bench_state_store.py --write docs/performance.md
+	$(PY) benchmarks/bench_stream_positions.py --write docs/performance.md
 	$(PY) benchmarks/bench_tasks.py --write
 	$(PY) benchmarks/bench_oip.py
 	$(PY) benchmarks/bench_async.py

@@ -456,6 +456,12 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    if args.position_store is not None:  # a store that is not one fails here, before anything starts; a path made absolute
+        try:
+            checked = SourceSinkDriver.parameters_class.coerce({"position_store": args.position_store}, owner="driver SourceSinkDriver")
+        except RvaiError as exc:
+            raise UsageError(f"--position-store: {exc}") from exc
+        args.position_store = str(checked.position_store)
     pipeline, inference = _start(args)
     sources = {ref: load_source(url) for ref, url in _named(args.source, "source").items()}
     sinks = {ref: load_sink(url) for ref, url in _named(args.sink, "sink").items()}
@@ -467,7 +473,10 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     try:
         # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
         with init(args.runtime) as rt, _stop_on_signals() as stop, rt.start_inference(inference) as proc:
-            stream = proc.add_driver("stream", SourceSinkDriver, sources=sources, sinks=sinks, parameters={"limit": args.frames})
+            stream = proc.add_driver(
+                "stream", SourceSinkDriver, sources=sources, sinks=sinks,
+                parameters={"limit": args.frames, "position_store": args.position_store},
+            )
             names = ", ".join(f"{ref} ({url})" for ref, url in _named(args.source, "source").items())
             print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
             if metrics is not None:
@@ -833,6 +842,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument("--frames", type=int, default=None, help="each source ends after exactly this many results")
     stream.add_argument("--interval", type=float, default=1.0, metavar="SECONDS", help="seconds between progress lines")
+    stream.add_argument(
+        "--position-store", default=None, metavar="PATH|URL",
+        help="record each source's position (what every sink acknowledged) in an SQLite file or redis://HOST:PORT/DB, "
+        "so a restart after a crash resumes files and numbers live sources on",
+    )
     stream.add_argument(
         "--metrics-port", type=int, default=None, metavar="PORT",
         help="serve per-source and per-sink Prometheus metrics on 127.0.0.1:PORT/metrics (0: any free port)",

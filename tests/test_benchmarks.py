@@ -54,6 +54,16 @@ def test_stream_benchmark_runs_and_reports_its_goal(tmp_path: Path) -> None:
     assert "<!-- bench:stream -->" in out.read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_stream_positions_benchmark_runs_and_reports_its_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_stream_positions.py", "--quick", "--runtime", "debug", "--write", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "ratios: none 1.00, sqlite " in result.stdout
+    assert "<!-- bench:stream_positions -->" in out.read_text()
+
+
 @pytest.mark.timeout(120)
 def test_gpu_benchmark_refuses_to_run_without_cuda_and_says_why() -> None:
     from rvai_sdk.runtime._devices import gpu_ids

@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rvai_sdk import _tracing
@@ -56,8 +56,16 @@ def error_text(exc: BaseException) -> str:
 class Outlet:
     """One running sink: a bounded buffer of records and a writer thread."""
 
-    def __init__(self, ref: str, config: Sink, context: SinkContext, abort: threading.Event) -> None:
+    def __init__(
+        self,
+        ref: str,
+        config: Sink,
+        context: SinkContext,
+        abort: threading.Event,
+        settle: Callable[[Sequence[Record], bool], None] | None = None,
+    ) -> None:
         self.ref = ref
+        self.settle = settle  # told of each record acknowledged (True) or given up (False): the stream positions
         self.config = config
         self.sink = copy.copy(config)
         self.params = config.params
@@ -91,17 +99,29 @@ class Outlet:
     def put(self, record: Record) -> bool:
         """Queue a record, waiting while the buffer is full; False if it was given up (abort)."""
         if record.status == FAILED and not bool(self.params.failed):
+            self._settle([record], True)  # this sink takes no failed records: nothing to write
             return True
         capacity = int(self.params.buffer)
         with self.cond:
             while len(self.buffer) >= capacity and not self._give_up() and self.thread.is_alive():
                 self.cond.wait(0.25)
-            if len(self.buffer) >= capacity or (self.closing and not self.thread.is_alive()):
+            lost = len(self.buffer) >= capacity or (self.closing and not self.thread.is_alive())
+            if lost:
                 self.lost += 1
-                return False
-            self.buffer.append(record)
-            self.cond.notify_all()
+            else:
+                self.buffer.append(record)
+                self.cond.notify_all()
+        if lost:
+            self._settle([record], False)
+            return False
         return True
+
+    def _settle(self, records: Sequence[Record], acknowledged: bool) -> None:
+        if self.settle is not None and records:
+            try:
+                self.settle(records, acknowledged)
+            except Exception as exc:  # a bug in the bookkeeping must not stop the writes
+                logger.exception("sink %r: recording acknowledgements failed: %s", self.ref, error_text(exc))
 
     def close(self, deadline: float | None = None) -> None:
         """No more records will come: write what is buffered until ``deadline`` (monotonic), then close."""
@@ -157,8 +177,10 @@ class Outlet:
             with self.cond:
                 self.state = "failed"
                 self.lost += len(self.buffer)
+                given_up = list(self.buffer)
                 self.buffer.clear()
                 self.cond.notify_all()
+            self._settle(given_up, False)
 
     def _open(self) -> None:
         with self.io:
@@ -186,8 +208,10 @@ class Outlet:
                     with self.cond:
                         self.lost += len(self.buffer)
                         left = len(self.buffer)
+                        given_up = list(self.buffer)
                         self.buffer.clear()
                         self.cond.notify_all()
+                    self._settle(given_up, False)
                     if left:
                         logger.error("sink %r: gave up on %d buffered records at shutdown (%s)", self.ref, left, self.last_error)
                     break
@@ -276,6 +300,7 @@ class Outlet:
                     self.written += 1
                     self.written_by_source[record.source] += 1
             self.cond.notify_all()
+        self._settle(batch, True)
 
     def _close_sink(self) -> None:
         with self.cond:

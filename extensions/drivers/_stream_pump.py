@@ -22,10 +22,11 @@ from typing import Any, Protocol
 from rvai_sdk import _tracing
 from rvai_sdk.drivers import Record, Source, SourceContext, SourceItem
 from rvai_sdk.drivers.sink import COMPLETE, FAILED
-from rvai_sdk.exc import MissingExtraError, ProcessError, SinkError, SourceError
+from rvai_sdk.exc import DriverError, MissingExtraError, ProcessError, SinkError, SourceError
 from rvai_sdk.drivers import RestrictedInferenceProcess
 
 from ._stream_outlet import LOG_EVERY, Backoff, Outlet, error_text
+from ._stream_positions import Recorder, Tracker
 
 logger = logging.getLogger("rvai_sdk.extensions.source_sink")
 
@@ -37,6 +38,7 @@ class Host(Protocol):
     abort: threading.Event
     keep_inputs: bool
     limit: int | None
+    positions: Recorder | None
 
     def require_inference(self) -> RestrictedInferenceProcess: ...
 
@@ -93,6 +95,7 @@ class Stream:
         self.skipped = 0
         self.first_index = 0
         self.offset = 0
+        self.tracker: Tracker | None = None  # with a position store: what every sink acknowledged
         self.waiting_since: float | None = None  # while waiting for the process (stats show "waiting")
         self.outage_since: float | None = None  # since the first request cut off, until one gets through again
         self.outage_backoff = Backoff(0.1, 5.0)  # between resends while the process is not back for real
@@ -116,25 +119,41 @@ class Stream:
     # -- where to start ------------------------------------------------------------------
 
     def _resume(self) -> None:
-        """Ask the sinks that keep positions what they hold of this source, and start after it.
+        """Find where this source stopped, and start after it.
 
-        A replayable source skips the items already held (resume); any other numbers its
-        items on after them (a new run never collides with an old run's records).
+        Two proofs of where it stopped: each sink that keeps positions says the highest
+        index it holds of this source, and the driver's position store (if any) says the
+        highest index up to which every sink acknowledged every record. A replayable
+        source skips the items below the larger of the store's position and the lowest
+        sink position (both prove that those items reached the sinks: it resumes); any
+        other source numbers its items on after the highest of them all (a new run never
+        collides with an old run's records).
         """
+        recorder = self.host.positions
         outlets = [o for o in self.host.outlets_for(self.ref) if o.keeps_positions]
-        if not outlets:
+        if not outlets and recorder is None:
             return
         self.state = "resuming"
+        stored: int | None = None
+        if recorder is not None:
+            stored = recorder.position(self.ref, self.stopped)
+            self.tracker = recorder.track(self.ref, stored)
+            if stored is not None:  # in force even if a sink below cannot say (it was removed meanwhile)
+                if self.config.replayable:
+                    self.first_index = stored + 1
+                else:
+                    self.offset = stored + 1
         held = [o.position(self.ref, self.stopped) for o in outlets]
         positions = [-1 if p is None else int(p) for p in held]
         if self.config.replayable:
-            self.first_index = min(positions) + 1
+            after = min(positions) if positions else -1
+            self.first_index = max(after, -1 if stored is None else stored) + 1
             if self.first_index:
-                logger.info("source %r: its sinks hold up to index %d; resuming after it", self.ref, self.first_index - 1)
+                logger.info("source %r: its sinks (or its position store) hold up to index %d; resuming after it", self.ref, self.first_index - 1)
         else:
-            self.offset = max(positions) + 1
+            self.offset = max(positions + [-1 if stored is None else stored]) + 1
             if self.offset:
-                logger.info("source %r: its sinks hold up to index %d; numbering on from %d", self.ref, self.offset - 1, self.offset)
+                logger.info("source %r: its sinks (or its position store) hold up to index %d; numbering on from %d", self.ref, self.offset - 1, self.offset)
 
     # -- reader ------------------------------------------------------------------------
 
@@ -143,8 +162,14 @@ class Stream:
         try:
             try:
                 self._resume()
-            except SinkError as exc:
-                if self.stopped.is_set():  # stopped before the sinks could say
+            except MissingExtraError as exc:  # the position store needs an extra: retrying cannot install it
+                self.errors += 1
+                self.last_error = f"source {self.ref!r}: the position store cannot be used: {exc}"
+                self.state = "failed"
+                logger.error("%s", self.last_error)
+                return
+            except (SinkError, DriverError) as exc:
+                if self.stopped.is_set():  # stopped before the sinks or the position store could say
                     return
                 logger.warning("source %r: %s; starting without a position", self.ref, exc)  # its sink was removed
             context = SourceContext(
@@ -392,6 +417,8 @@ class Stream:
         while self.pending:
             self.pending.popleft()
             self.unfinished += 1
+            if self.tracker is not None:
+                self.tracker.hole()
 
     def _deliver(self, request: Pending) -> None:
         item = request.item
@@ -401,6 +428,8 @@ class Stream:
             outputs = request.future.result()
         except Exception as exc:
             if isinstance(exc, ProcessError) and self.stopped.is_set() and not request.final:
+                if self.tracker is not None:
+                    self.tracker.hole()  # never reaches the sinks: no position may pass it
                 with self.cond:  # cut off by the stop, not by its own error: counted, never written as failed
                     self.unfinished += 1
                     self.delivering -= 1
@@ -426,7 +455,10 @@ class Stream:
         if request.span is not None:  # traced: the sinks' writes join the frame's trace; the frame ends here
             _tracing.note_record(request.span, self.ref, request.index)
             _tracing.end_frame(request.span, request.future.exception() if error is not None else None)
-        for outlet in self.host.outlets_for(self.ref):
+        outlets = self.host.outlets_for(self.ref)
+        if self.tracker is not None:
+            self.tracker.issue(record, len(outlets))  # before any sink can acknowledge it
+        for outlet in outlets:
             outlet.put(record)
         with self.cond:
             self.delivering -= 1

@@ -9,8 +9,9 @@ a writer thread that writes batches, retrying with backoff; a full buffer makes 
 pumps wait, so sources feel back-pressure instead of accepted results being dropped.
 
 Nothing accepted is lost across the ordinary life of a service: a stream starts after
-what its position-keeping sinks hold (a new run numbers on, a file resumes:
-``_stream_pump``); it waits for an inference process that cannot be reached and
+what its position-keeping sinks hold, or what its ``position_store`` recorded as
+acknowledged by every sink (a new run numbers on, a file resumes: ``_stream_pump``,
+``_stream_positions``); it waits for an inference process that cannot be reached and
 sends the cut-off requests again; a poison record is narrowed down and dead-lettered
 while the rest is written (``_stream_outlet``); and a stop finishes what is in flight,
 counting what it cuts off as ``unfinished`` instead of writing it as failed.
@@ -47,6 +48,7 @@ from typing import Any, Protocol
 from rvai_sdk.drivers import (
     DriverParameters,
     PipelineDriver,
+    Record,
     Sink,
     SinkContext,
     SinkMap,
@@ -56,9 +58,10 @@ from rvai_sdk.drivers import (
 from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.drivers import RestrictedInferenceProcess
-from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, List, String
+from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, IntegerRange, List, String
 
 from ._stream_outlet import Outlet
+from ._stream_positions import Recorder, absolute_position_store, check_position_store, position_store_url
 from ._stream_pump import Stream
 
 __all__ = ["SourceSinkDriver", "SourceSinkDriverParameters"]
@@ -83,6 +86,16 @@ class SourceSinkDriverParameters(DriverParameters):
             changeable while running: setting ``0`` ends every stream after what it has
             taken, which then finishes and is written (a graceful stop that keeps
             ``stats()`` readable).
+        position_store: where the driver records, per source, the highest index up to
+            which every sink acknowledged every record, so that a service restarted after
+            a crash of the whole machine resumes its files and numbers its live sources on
+            (see "Stream positions" in the durability guide): a file path or
+            ``sqlite:///PATH`` (SQLite), or ``redis://HOST:PORT/DB`` (Redis); ``None`` (the
+            default): only sinks that keep positions say where a stream stopped. Read when
+            the driver starts (a change applies to its next start).
+        position_every: record a stream's position once this many of its items were
+            acknowledged since the last record (the replay window after a machine crash).
+        position_interval: and at least this often, in seconds, while positions advance.
     """
 
     sources: SourceMap = DriverParameters.field(name="Sources", description="Source ref to source", default_factory=SourceMap)
@@ -106,6 +119,29 @@ class SourceSinkDriverParameters(DriverParameters):
     limit: Integer | None = DriverParameters.field(
         name="Limit", description="Results per source before it ends (empty: until the source ends)", default=None
     )
+    position_store: String | None = DriverParameters.field(
+        name="Position store",
+        description="SQLite file path or sqlite:///PATH, or redis://HOST:PORT/DB, where stream positions are recorded (empty: none)",
+        default=None,
+    )
+    position_every: IntegerRange = DriverParameters.field(
+        name="Record positions every",
+        description="Items acknowledged by every sink between two records of a stream's position",
+        default=IntegerRange(100, min=1, max=1_000_000),
+    )
+    position_interval: FloatRange = DriverParameters.field(
+        name="Position interval",
+        description="Seconds between records of the positions while they advance",
+        default=FloatRange(1.0, min=0.01, max=3600.0),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_position_store(self.position_store)
+        if self.position_store is not None:  # a relative path means this process's working directory, not the driver's
+            absolute = absolute_position_store(str(self.position_store))
+            if absolute != str(self.position_store):
+                self.position_store = String(absolute)
 
 
 class _Handle(Protocol):
@@ -131,6 +167,13 @@ class _Wiring:
         self.limit: int | None = None
         self.inference: RestrictedInferenceProcess | None = None
         self.routes: dict[str, tuple[Outlet, ...]] = {}
+        self.positions: Recorder | None = None
+
+    def settle(self, records: Sequence[Record], acknowledged: bool) -> None:
+        """A sink acknowledged ``records`` (or gave them up): tell the position store's trackers."""
+        positions = self.positions
+        if positions is not None:
+            positions.settle(records, acknowledged)
 
     def require_inference(self) -> RestrictedInferenceProcess:
         inference = self.inference
@@ -165,6 +208,13 @@ class SourceSinkDriver(PipelineDriver):
         sources: source ref → source.
         sinks: sink ref → sink (each takes every source; see :meth:`add_sink`).
         parameters: a :class:`SourceSinkDriverParameters` or a mapping of its fields.
+        position_store: where stream positions are recorded (sets the parameter of that
+            name): a file path (SQLite), a ``redis://`` URL, or a ``SqliteStateStore`` /
+            ``RedisStateStore`` (its file or server), as ``Inference(state_store=...)`` takes.
+
+    Raises:
+        ParameterError: a parameter is rejected, e.g. a ``position_store`` that is not a
+            store (the message names ``SourceSinkDriverParameters.position_store``).
 
     Example:
         >>> from rvai_sdk.extensions.sources.dummy_source import DummySource
@@ -182,6 +232,7 @@ class SourceSinkDriver(PipelineDriver):
         sources: Mapping[str, Source] | None = None,
         sinks: Mapping[str, Sink] | None = None,
         parameters: SourceSinkDriverParameters | Mapping[str, Any] | None = None,
+        position_store: Any = None,
     ) -> None:
         super().__init__(parameters)
         self._lock = threading.RLock()
@@ -191,6 +242,8 @@ class SourceSinkDriver(PipelineDriver):
         self._outlets: dict[str, Outlet] = {}
         self._retired_streams: list[Stream] = []
         self._retired_outlets: list[Outlet] = []
+        if position_store is not None:
+            self.set_parameters({"position_store": position_store_url(position_store)})
         for ref, source in (sources or {}).items():
             self.add_source(ref=ref, source=source)
         for ref, sink in (sinks or {}).items():
@@ -322,8 +375,20 @@ class SourceSinkDriver(PipelineDriver):
 
     def run(self, inference: RestrictedInferenceProcess, resources: DriverResources) -> None:
         """Run every stream and sink until :meth:`stop`, then drain within ``drain_timeout``."""
+        params = self._current()
+        recorder: Recorder | None = None
+        if params.position_store is not None:
+            recorder = Recorder(
+                str(params.position_store),
+                pipeline=inference.name,
+                driver=resources.ref or type(self).__name__,
+                every=int(params.position_every),
+                interval=float(params.position_interval),
+            )
+            recorder.start()
         with self._lock:
             self._wiring.inference = inference
+            self._wiring.positions = recorder
         try:
             self._reconcile()
             self.wait_stopped()
@@ -348,7 +413,7 @@ class SourceSinkDriver(PipelineDriver):
             for ref, sink in params.sinks.items():
                 if ref not in self._outlets:
                     context = SinkContext(ref=ref, outputs=inference.outputs, inputs=inference.inputs, stopped=self.stopped)
-                    outlet = Outlet(ref, sink, context, wiring.abort)
+                    outlet = Outlet(ref, sink, context, wiring.abort, settle=wiring.settle)
                     self._outlets[ref] = outlet
                     started.append(outlet)
             self._route(params)
@@ -399,7 +464,12 @@ class SourceSinkDriver(PipelineDriver):
         grace = time.monotonic() + 1.0  # readers blocked in I/O (a camera's open timeout) get one second in all
         for thread in [s.pump for s in streams] + [o.thread for o in outlets] + [s.reader for s in streams]:
             thread.join(max(0.0, grace - time.monotonic()))
+        recorder = self._wiring.positions
+        if recorder is not None:  # after the sinks: the positions of what they wrote, one last time
+            recorder.close(time.monotonic() + 5.0)
         stuck = [t.name for t in [s.reader for s in streams] + [s.pump for s in streams] + [o.thread for o in outlets] if t.is_alive()]
+        if recorder is not None and recorder.thread.is_alive():
+            stuck.append(recorder.thread.name)
         if stuck:
             logger.error("SourceSinkDriver: threads still running after stop: %s", ", ".join(stuck))
 
@@ -413,7 +483,7 @@ class SourceSinkDriver(PipelineDriver):
             "processed", "failed", "dropped", "unfinished", "resent", "skipped", "first_index",
             "written", "present", "dead_lettered", "errors", "last_error", "source"}},
             "sinks": {ref: {"state", "buffered", "written", "present", "dead_lettered",
-            "write_failures", "lost", "last_error", "sink"}}}``.
+            "write_failures", "lost", "last_error", "sink"}}, "positions": ...}``.
 
             Per source: ``written`` counts its records newly stored by every sink (a record
             written by two sinks counts twice), ``present`` those a sink found it already
@@ -424,6 +494,13 @@ class SourceSinkDriver(PipelineDriver):
             because its sinks held them; ``first_index`` the index this run started at;
             ``state`` is ``waiting`` while the inference process cannot be reached.
             ``source``/``sink`` hold the component's own counters (e.g. a camera's ``reconnects``).
+
+            ``positions`` is ``None`` without a ``position_store``; else ``{"store", "state"
+            ("running", "failing" while writes fail, "closed"), "writes", "errors",
+            "last_error", "sources": {ref: {"acknowledged", "recorded", "unrecorded",
+            "stuck"}}}``: per source the highest index every sink acknowledged, the one in
+            the store, how many acknowledged items are not recorded yet, and whether a
+            record cut off by a stop holds the position back for the rest of this run.
         """
         with self._lock:
             streams = dict(self._streams)
@@ -447,7 +524,8 @@ class SourceSinkDriver(PipelineDriver):
             entry["dead_lettered"] = dead.get(ref, 0)
             sources[ref] = entry
         sinks = {ref: outlets[ref].stats() if ref in outlets else _pending_sink() for ref in params.sinks}
-        return {"sources": sources, "sinks": sinks}
+        recorder = self._wiring.positions
+        return {"sources": sources, "sinks": sinks, "positions": None if recorder is None else recorder.stats()}
 
     @staticmethod
     def finished(stats: Mapping[str, Any]) -> bool:

@@ -209,7 +209,9 @@ class Sink(Configurable, abc.ABC):
     A sink that can say which records it holds (:attr:`keeps_positions`, e.g. a
     database table) lets the driver continue a stream where it stopped: a new run of
     a live source numbers on after the last index held, and a replayable source (a
-    file) skips what is already written instead of inferring it again.
+    file) skips what is already written instead of inferring it again. For a sink that
+    cannot say it, give the driver a ``position_store``: the driver then records what
+    every sink acknowledged (a :meth:`write` that returned, or a dead letter).
 
     Attributes:
         parameters_class: the :class:`SinkParameters` subclass this sink takes.

@@ -228,10 +228,10 @@ class Source(Configurable, abc.ABC):
     def replayable(self) -> bool:
         """Whether every open yields the same items under the same indexes (a file); default: not :attr:`live`.
 
-        The driver uses it when a stream starts on a sink that keeps positions: a
-        replayable source skips the items its sinks already hold (it resumes, so no
-        item is inferred twice); any other source numbers its items on after them (a
-        new run never collides with an old run's records).
+        The driver uses it when a stream starts on a sink that keeps positions, or with
+        a ``position_store``: a replayable source skips the items its sinks already
+        hold (it resumes, so no item is inferred twice); any other source numbers its
+        items on after them (a new run never collides with an old run's records).
         """
         return not self.live
 

@@ -257,3 +257,25 @@ def paced_count_pipeline() -> Pipeline:
     pf.declare_output(ref="y", output=c.outputs.y)
     pf.declare_output(ref="count", output=c.outputs.count)
     return pf.build()
+
+
+class TaggedFileSink(Sink):
+    """Appends each record as a JSON line tagged with ``run``, fsynced per batch; keeps no positions (like MQTT, HTTP).
+
+    ``delay`` seconds per batch make it a slow sink (records wait in its buffer, unacknowledged).
+    """
+
+    def __init__(self, path: str, run: str, params: Any = None, delay: float = 0.0) -> None:
+        super().__init__(params)
+        self.path = path
+        self.run = run
+        self.delay = delay
+
+    def write(self, records: Sequence[Record]) -> None:
+        if self.delay:
+            time.sleep(self.delay)  # a slow receiver, not synchronisation
+        with open(self.path, "a") as f:
+            for record in records:
+                f.write(json.dumps({**record.to_json(), "run": self.run}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
