@@ -180,12 +180,18 @@ def _sid_attributes(sid: str | None) -> dict[str, Any]:
 
 def predict(submit: Callable[..., Future[Any]], inputs: dict[str, Any], sid: str | None, timeout: float | None) -> Future[Any]:
     """``submit(inputs, sid, timeout)`` inside an ``rvai.predict`` span that ends when the request does."""
-    from opentelemetry import context, trace
-
     tracer = TRACER
     if tracer is None:
         return submit(inputs, sid, timeout)
-    span = tracer.start_span("rvai.predict", attributes=_sid_attributes(sid))
+    return _submit_in(tracer.start_span("rvai.predict", attributes=_sid_attributes(sid)), submit, inputs, sid, timeout)
+
+
+def _submit_in(
+    span: Any, submit: Callable[..., Future[Any]], inputs: dict[str, Any], sid: str | None, timeout: float | None
+) -> Future[Any]:
+    """``submit(inputs, sid, timeout)`` with ``span`` current; the span ends with the request (at once if it raises)."""
+    from opentelemetry import context, trace
+
     token = context.attach(trace.set_span_in_context(span))
     try:
         future = submit(inputs, sid, timeout)
@@ -230,24 +236,13 @@ def serve(
     tracer = TRACER
     if tracer is None:
         return submit(inputs, sid, timeout)
-    from opentelemetry import context, trace
     from opentelemetry.trace import SpanKind
 
     span = tracer.start_span(
         "rvai.serve", context=extract(traceparent), kind=SpanKind.SERVER,
         attributes={"rpc.system": f"rvai.{transport}", **_sid_attributes(sid)},
     )
-    token = context.attach(trace.set_span_in_context(span))
-    try:
-        future = submit(inputs, sid, timeout)
-    except BaseException as exc:
-        _fail(span, exc)
-        span.end()
-        raise
-    finally:
-        context.detach(token)
-    future.add_done_callback(functools.partial(_end, span))
-    return future
+    return _submit_in(span, submit, inputs, sid, timeout)
 
 
 # -- cells --------------------------------------------------------------------------------------------
