@@ -102,11 +102,13 @@ bench: venv
 	$(PY) benchmarks/bench_stream.py --write docs/performance.md
 	$(PY) benchmarks/bench_http.py
 	$(PY) benchmarks/bench_ray.py --write docs/performance.md
+	$(PY) benchmarks/bench_rescale.py --write docs/performance.md
 	$(PY) benchmarks/bench_streams.py --write docs/performance.md
 	$(PY) benchmarks/bench_state_store.py --write docs/performance.md
+	$(PY) benchmarks/bench_model_swap.py --write docs/performance.md
 	$(PY) benchmarks/bench_stream_positions.py --write docs/performance.md
 	$(PY) benchmarks/bench_tasks.py --write
-	$(PY) benchmarks/bench_oip.py
+	$(PY) benchmarks/bench_oip.py --write docs/performance.md
 	$(PY) benchmarks/bench_async.py
 	$(PY) benchmarks/bench_logging.py
 	$(PY) benchmarks/bench_tracing.py

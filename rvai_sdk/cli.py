@@ -360,6 +360,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be 0..65535 (0: any free port), got {args.port}")
+    if args.grpc_port is not None and not 0 <= args.grpc_port <= 65535:
+        raise UsageError(f"--grpc-port must be 0..65535 (0: any free port), got {args.grpc_port}")
     pipeline, inference = _start(args)
     reporter = _service_reporter()
     # the signal handlers go in after init: Ray sets its own for SIGTERM, which would abort the process
@@ -377,19 +379,65 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         bound = f" (for {args.duration:g} s)" if args.duration is not None else " (Ctrl-C to stop)"
         print(f"serving pipeline {pipeline.name!r} on the {args.runtime} runtime at {url}{bound}", flush=True)
         print(f"  POST {url}/predict   docs {url}/docs   metrics {url}/metrics", flush=True)
-        reporter.running(ports={"http": int(service["port"])}, url=url)
+        grpc = None if args.grpc_port is None else _add_grpc(proc, args)  # GrpcDriver: the V2 protocol over gRPC
+        ports = {"http": int(service["port"])} | ({} if grpc is None else {"grpc": int(grpc.get_service("grpc")["port"])})
+        reporter.running(ports=ports, url=url)
         deadline = None if args.duration is None else time.monotonic() + args.duration
         while not stop.is_set():
             remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if remaining <= 0 or stop.wait(remaining):
                 break
             _check_driver(http)
+            if grpc is not None:
+                _check_driver(grpc)
             if reporter.active:
                 reporter.counters(_serve_counters(proc))
         print("stopping", flush=True)
+        if grpc is not None:
+            proc.remove_driver(grpc.pid)
         proc.remove_driver(http.pid)
     print("stopped", flush=True)
     return 0
+
+
+def _add_grpc(proc: InferenceProcess, args: argparse.Namespace, timeout: float = 60.0) -> PipelineDriverProcess:
+    """``serve --grpc-port``: a :class:`GrpcDriver` beside the HTTP one, once it accepts connections; prints its address.
+
+    Raises:
+        UsageError: the driver could not listen on ``--grpc-port``.
+        DriverError: the driver stopped, or did not listen within ``timeout`` seconds.
+    """
+    import socket
+
+    if args.grpc_port:  # a port another server holds: said now (a connection to it would look like ours)
+        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((args.host, args.grpc_port))
+            except OSError as exc:
+                raise UsageError(
+                    f"--grpc-port {args.grpc_port} cannot be used on {args.host}: {exc.strerror}; pick another, "
+                    "or --grpc-port 0 for any free port"
+                ) from exc
+    handle = proc.add_driver("grpc", command_driver("serve-grpc"), {"host": args.host, "listen_port": args.grpc_port, "api_key": args.api_key})
+    service = handle.get_service("grpc")
+    host, port = str(service["address"]), int(service["port"])
+    pause, deadline = threading.Event(), time.monotonic() + timeout
+    for attempt in range(10_000):  # bounded by the deadline long before
+        try:
+            _check_driver(handle)
+        except DriverError as exc:
+            raise UsageError(f"--grpc-port {args.grpc_port}: {exc}; pick another, or --grpc-port 0 for any free port") from exc
+        try:
+            socket.create_connection((host, port), timeout=5.0).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise DriverError(f"driver 'grpc' did not listen on {host}:{port} within {timeout:g} s") from None
+        pause.wait(min(0.01 * 2 ** min(attempt, 5), max(0.0, deadline - time.monotonic())))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"  gRPC (Open Inference Protocol, e.g. tritonclient.grpc) at {address}", flush=True)
+    return handle
 
 
 def progress_line(stats: Mapping[str, Any], previous: dict[str, int], elapsed: float) -> str:
@@ -821,6 +869,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free port)")
+    serve.add_argument(
+        "--grpc-port", type=int, default=None, metavar="PORT",
+        help="also serve the Open Inference Protocol over gRPC (GrpcDriver, the grpc extra) on PORT (0: any free port)",
+    )
     serve.add_argument(
         "--api-key", default=os.environ.get("RVAI_SDK_API_KEY") or None,
         help="require 'Authorization: Bearer KEY' on every route but /health (default: $RVAI_SDK_API_KEY, else none)",

@@ -105,6 +105,16 @@ def test_the_state_store_benchmark_runs_and_reports_ratios_against_memory(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_model_swap_benchmark_runs_and_reports_ratios_against_steady_state(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_model_swap.py", "--quick", "--write", str(out), timeout=100)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rate vs steady" in result.stdout and "Failed requests: 0; sids whose counter skipped or repeated: 0" in result.stdout
+    assert "<!-- bench:model_swap_debug -->" in out.read_text()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_tracing_benchmark_runs_and_reports_on_over_off() -> None:
     result = _run_benchmark("bench_tracing.py", "--requests", "100", "--rounds", "1", timeout=220)

@@ -90,10 +90,17 @@ def _unwrap_single(result: Any) -> Any:
 def call_batch(cell: CellPlan, reqs: list[Request]) -> list[Any]:
     """Run one ``call_batch`` of ``cell`` for ``reqs``: per request, its checked outputs or an exception.
 
-    The items of one batch use the parameters and model of the first item's configuration snapshot.
+    Each item runs with the parameters and model of its own request's configuration snapshot:
+    around a parameter or model change (``Executor.set_parameters`` / ``set_models``) a
+    batch whose requests straddle the change is split into one call per configuration, so a
+    request submitted after the change never runs with the old model.
     """
     index = cell.index
     config = reqs[0].config
+    for req in reqs:
+        other = req.config
+        if other is not config and (other.models[index] is not config.models[index] or other.params[index] is not config.params[index]):
+            return _call_split(cell, reqs)
     model = config.models[index]
     try:
         inputs_list = [inputs_for(cell, req) for req in reqs]
@@ -125,6 +132,21 @@ def call_batch(cell: CellPlan, reqs: list[Request]) -> list[Any]:
             results.append(
                 TypeError(f"call_batch() returned a {type(out).__name__} item; items must be {outputs_cls.__name__} or an exception")
             )
+    return results
+
+
+def _call_split(cell: CellPlan, reqs: list[Request]) -> list[Any]:
+    """:func:`call_batch` for a batch whose requests carry different parameters or models for ``cell``:
+    one call per (parameters, model) pair, results back in the batch's order."""
+    index = cell.index
+    groups: dict[tuple[int, int], list[int]] = {}
+    for n, req in enumerate(reqs):
+        key = (id(req.config.params[index]), id(req.config.models[index]))
+        groups.setdefault(key, []).append(n)
+    results: list[Any] = [None] * len(reqs)
+    for positions in groups.values():
+        for n, out in zip(positions, call_batch(cell, [reqs[n] for n in positions])):
+            results[n] = out
     return results
 
 

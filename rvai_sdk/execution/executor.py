@@ -46,12 +46,18 @@ from rvai_sdk.exc import (
 )
 from rvai_sdk.execution.batching import BatchingPolicy
 from rvai_sdk.execution.calls import OutputCheckError
-from rvai_sdk.execution.parameters import coerce_parameters, differs, recording, resolve_parameters
+from rvai_sdk.execution.parameters import (
+    check_model_paths,
+    coerce_parameters,
+    differs,
+    recording,
+    resolve_parameters,
+)
 from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import Config, Request, Work, set_exception
 from rvai_sdk.execution.scheduler import _FAST_AFTER_CALLS, _FAST_CALL_SECONDS, _FAST_SAMPLE, _FOLD_EVERY, Scheduler
 from rvai_sdk.execution.state import StateEntry, StateStore
-from rvai_sdk.execution.state_store import Checkpointer, DurableStateStore
+from rvai_sdk.execution.state_store import Checkpointer, DurableStateStore, dump_state, load_state
 from rvai_sdk.execution.stats import ExecutorStats, StuckCall, timing_summary
 from rvai_sdk.pipeline.graph import Pipeline
 
@@ -122,10 +128,7 @@ class Executor(Scheduler):
         self.broken: str | None = None
         """Why the executor can no longer serve (a worker thread died), or ``None``."""
         self._workers = workers
-        self._model_paths = dict(models or {})
-        for ref in self._model_paths:
-            if ref not in pipeline.cells:
-                raise ParameterError(f"model path given for unknown cell ref {ref!r}", ref=ref)
+        self._model_paths = check_model_paths(pipeline, models or {}, where="models=")
         params = resolve_parameters(pipeline, parameters)
         cells = plan.cells
         self._config = Config(tuple(params[c.ref] for c in cells), (None,) * len(cells))
@@ -359,18 +362,121 @@ class Executor(Scheduler):
             self._states.expire(self._clock())
             return self._states.sids()
 
+    # -- hand-over (a sid moving to another executor, e.g. another Ray replica) ------------
+
+    def export_state(self, sid: str) -> tuple[int, dict[str, bytes]] | None:
+        """Take ``sid``'s state out of this executor, for another executor's :meth:`import_state`.
+
+        The state leaves memory (a checkpoint in the durable store stays: the importer
+        continues from it or from the exported copy, whichever it gets); a request of
+        ``sid`` still in flight here finishes with the old state and writes no checkpoint.
+        Callers wait for the sid's requests to finish first.
+
+        Returns:
+            ``(sequence number, cell ref -> pickled State fields)``, or ``None`` when no state
+            of ``sid`` is in memory here.
+
+        Raises:
+            StateSerialisationError: a State field cannot be pickled (the state is dropped here all the same).
+        """
+        with self._lock:
+            entry = self._states.get(sid)
+            if entry is None:
+                return None
+            self._states.drop(sid)
+        blobs: dict[str, bytes] = {}
+        for ref, state in entry.states.items():
+            try:
+                blobs[ref] = dump_state(state)
+            except Exception as exc:
+                raise Checkpointer._unserialisable(ref, sid, state, exc) from exc
+        return entry.seq, blobs
+
+    def import_state(self, sid: str, seq: int, blobs: Mapping[str, bytes]) -> None:
+        """Keep the state exported by another executor's :meth:`export_state` as ``sid``'s state here.
+
+        Raises:
+            ProcessStateError: a request of ``sid`` is in flight here.
+        """
+        classes = {c.ref: c.state_cls for c in self._plan.cells if c.state_cls is not None}
+        entry = StateEntry(sid, 0.0)
+        entry.seq = seq
+        entry.states = {ref: load_state(classes[ref], blob) for ref, blob in blobs.items() if ref in classes}
+        with self._lock:
+            try:
+                self._states.put(entry, self._clock())
+            except ValueError as exc:
+                raise ProcessStateError(f"cannot import the state of sid {sid!r}: {exc}") from exc
+
+    def flush_checkpoints(self) -> None:
+        """Write the checkpoints queued by an interval policy now (nothing to do without one)."""
+        durable = self._durable
+        if durable is not None and not durable.every:
+            durable.flush()
+
     # -- parameters and models -----------------------------------------------------------
 
     def get_parameters(self) -> dict[str, Parameters]:
         """Cell ref to a copy of the cell's current Parameters."""
         return {c.ref: copy.deepcopy(self._config.params[c.index]) for c in self._plan.cells}
 
+    def get_models(self) -> dict[str, str]:
+        """Cell ref to the model path its ``load_model`` was given, for the cells that have one."""
+        with self._params_lock:
+            return {ref: path for ref, path in self._model_paths.items() if path is not None}
+
+    def set_models(self, models: Mapping[str, Any]) -> None:
+        """Give cells new model paths: each named cell's ``load_model`` runs again with its path.
+
+        Drain-then-swap, as :meth:`set_parameters`: the new models are loaded first, in this
+        thread, while requests keep running with the old ones; then one atomic swap makes
+        them the models of every request submitted after this returns. Requests already
+        submitted finish with the old models (a batch that straddles the swap is split per
+        model). Per-sid state is not touched.
+
+        Args:
+            models: cell ref to a model path (``str`` or ``os.PathLike``), or ``None`` for no
+                path (``load_model`` then gets ``None``, as for a cell ``models=`` does not name).
+
+        Raises:
+            ParameterError: an unknown ref, a cell without ``load_model``, or a path that is
+                not a ``str``, path or ``None``; nothing changes.
+            CellError: a ``load_model`` raised (names the cell); nothing changes, the old
+                models keep serving.
+        """
+        paths = check_model_paths(self.pipeline, models, where="set_models(...)")
+        for ref in paths:
+            if not self._plan.refs[ref].spec.has_load_model:
+                raise ParameterError(
+                    f"set_models(...) names cell {ref!r}, which has no load_model(); a model path would not be used",
+                    ref=ref,
+                )
+        with self._params_lock:  # one change at a time: none is lost
+            config = self._config
+            models_now = list(config.models)
+            deps = list(self._model_deps)
+            old_paths = self._model_paths
+            self._model_paths = {**old_paths, **paths}
+            try:
+                for ref in paths:
+                    cell = self._plan.refs[ref]
+                    models_now[cell.index], deps[cell.index] = self._load_model(cell, config.params[cell.index])
+            except BaseException:
+                self._model_paths = old_paths
+                raise
+            with self._lock:
+                self._config = Config(config.params, tuple(models_now))
+                self._model_deps = deps
+
     def set_parameters(self, parameters: Mapping[str, Any]) -> None:
         """Change cell parameters for the requests submitted from now on.
 
         All values are validated before any takes effect. A cell whose
         ``load_model`` read a changed field gets its model reloaded first
-        (in this thread); requests in flight finish with the old model.
+        (in this thread) while requests keep running with the old one; then one
+        atomic swap makes the new parameters and models those of every request
+        submitted after this returns. Requests already submitted finish with the
+        old ones (a batch that straddles the swap is split). Per-sid state is not touched.
 
         Args:
             parameters: cell ref to a Parameters instance or a mapping of changed fields.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -11,7 +12,7 @@ from rvai_sdk.data import Parameters
 from rvai_sdk.exc import ParameterError
 from rvai_sdk.pipeline.graph import Pipeline
 
-__all__ = ["coerce_parameters", "differs", "recording", "resolve_parameters"]
+__all__ = ["check_model_paths", "coerce_parameters", "differs", "recording", "resolve_parameters"]
 
 
 def resolve_parameters(pipeline: Pipeline, given: Mapping[str, Any] | None) -> dict[str, Parameters]:
@@ -41,6 +42,38 @@ def resolve_parameters(pipeline: Pipeline, given: Mapping[str, Any] | None) -> d
         value = given.get(ref)
         resolved[ref] = coerce_parameters(ref, cls, value, None)
     return resolved
+
+
+def check_model_paths(pipeline: Pipeline, models: Mapping[str, Any], *, where: str) -> dict[str, str | None]:
+    """Cell ref to model path as ``str``, checked: every ref a cell of ``pipeline``, every path a ``str`` or path.
+
+    Args:
+        pipeline: the pipeline the refs must name cells of.
+        models: cell ref to a model path (``str`` or ``os.PathLike``), or ``None`` for no path
+            (what ``load_model`` gets for a cell that ``Inference(models=...)`` does not name).
+        where: how the caller names the argument in messages (``"set_models(...)"``).
+
+    Raises:
+        ParameterError: an unknown ref or a path of another type (names both).
+    """
+    if not isinstance(models, Mapping):
+        raise ParameterError(f"{where} takes a mapping of cell ref to model path, got {type(models).__name__}")
+    checked: dict[str, str | None] = {}
+    for ref, path in models.items():
+        if ref not in pipeline.cells:
+            raise ParameterError(
+                f"{where} names unknown cell ref {ref!r}; the pipeline's cells are: {', '.join(pipeline.order)}",
+                ref=str(ref),
+            )
+        if path is None:
+            checked[ref] = None
+            continue
+        if not isinstance(path, (str, os.PathLike)):
+            raise ParameterError(
+                f"{where}[{ref!r}] must be a model path (str or pathlib.Path), got {type(path).__name__}", ref=str(ref)
+            )
+        checked[ref] = str(os.fspath(path))
+    return checked
 
 
 def coerce_parameters(ref: str, cls: type[Parameters], value: Any, current: Parameters | None) -> Parameters:

@@ -143,6 +143,24 @@ class StateStore:
         entry.dropped = True
         return True
 
+    def put(self, entry: StateEntry, now: float) -> None:
+        """Keep ``entry`` as its sid's state (replacing an idle one), most recently used; for a hand-over.
+
+        Raises:
+            ValueError: the sid has a request in flight here (its state cannot be replaced under it).
+        """
+        sid = entry.sid
+        if sid is None:
+            raise ValueError("a state without a sid cannot be kept")
+        if sid in self._busy:
+            raise ValueError(f"sid {sid!r} has a request in flight; its state cannot be replaced")
+        self._idle.pop(sid, None)
+        entry.inflight = 0
+        entry.last_used = now
+        self._idle[sid] = entry
+        if len(self._idle) + len(self._busy) > self.max_states:
+            self._evict()
+
     def sids(self) -> list[str]:
         """The sids whose state is kept: the idle ones least recently used first, then those in use."""
         return [*self._idle, *self._busy]

@@ -34,15 +34,22 @@ class DriverActor:
         ref: the driver's ref.
         pipeline: the pipeline of the inference process it feeds.
         routes: the inference process's replicas.
+        limits: the inference's ``max_sid_length`` and ``request_timeout``.
+        epoch: the epoch of ``routes`` (see :class:`~rvai_sdk.transport.ray_link.RayLink`).
     """
 
     def __init__(
-        self, ref: str, pipeline: Pipeline, routes: Sequence[Route], limits: tuple[int, float | None] = (256, None)
+        self,
+        ref: str,
+        pipeline: Pipeline,
+        routes: Sequence[Route],
+        limits: tuple[int, float | None] = (256, None),
+        epoch: int = 0,
     ) -> None:
         self.limits = limits
         self.ref = ref
         self.pipeline = pipeline
-        self.router = RayLink(pipeline.name, routes)
+        self.router = RayLink(pipeline.name, routes, epoch)
         self.driver: PipelineDriver | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
@@ -114,9 +121,9 @@ class DriverActor:
         finally:
             self.router.close(f"driver {self.ref!r} is stopped")
 
-    def update_routes(self, routes: Sequence[Route]) -> Outcome:
-        """The inference process's replica set changed (scaling, restart)."""
-        self.router.update(routes)
+    def update_routes(self, routes: Sequence[Route], epoch: int | None = None) -> Outcome:
+        """The inference process's replica set (of ``epoch``) changed (scaling, restart)."""
+        self.router.update(routes, epoch)
         return (True, None)
 
     def close_routes(self, reason: str) -> Outcome:

@@ -39,7 +39,9 @@ class DebugBackend(ProcessBackend):
         self._executor: Executor | None = None
 
     def launch(self, parameters: Mapping[str, Any]) -> Link:
-        executor = build_executor(self.inference, parameters=parameters, on_broken=self._broken)
+        executor = build_executor(
+            self.inference, parameters=parameters, models=self.process.get_models(), on_broken=self._broken
+        )
         executor.start()
         self._executor = executor
         return InProcessLink(executor, self.inference.pipeline.name)

@@ -137,6 +137,7 @@ def build_executor(
     inference: Inference,
     *,
     parameters: Mapping[str, Any] | None = None,
+    models: Mapping[str, str] | None = None,
     on_broken: Callable[[str], None] | None = None,
 ) -> Executor:
     """The executor for ``inference``, not started: the one place every runtime builds it.
@@ -145,6 +146,8 @@ def build_executor(
         inference: what to run.
         parameters: the parameters in force (they may have changed since ``inference`` was
             made); ``None`` takes ``inference.parameters``.
+        models: the model paths in force (``InferenceProcess.set_models`` may have changed
+            them); ``None`` takes ``inference.models``.
         on_broken: called with the reason when the executor cannot serve any more (a
             worker thread died); :func:`exit_process` in a child process.
 
@@ -154,7 +157,7 @@ def build_executor(
     return Executor(
         inference.pipeline,
         parameters=inference.parameters if parameters is None else parameters,
-        models={ref: str(path) for ref, path in inference.models.items()},
+        models={ref: str(path) for ref, path in inference.models.items()} if models is None else dict(models),
         devices=resolve_devices(inference.pipeline.order, inference.resources),
         batching=inference.batching,
         state_ttl=inference.state_ttl,

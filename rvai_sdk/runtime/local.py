@@ -153,7 +153,8 @@ def _inference_main(
 
     try:
         inference: Inference = dill.loads(blob)
-        executor = build_executor(inference, parameters=dill.loads(params_blob), on_broken=exit_process)
+        parameters, models = dill.loads(params_blob)
+        executor = build_executor(inference, parameters=parameters, models=models, on_broken=exit_process)
         devices = resolve_devices(inference.pipeline.order, inference.resources)
         if any(device.startswith("cuda") for device in devices.values()):
             pin_with_cuda()  # frames arriving in shared memory copy to the GPU by DMA
@@ -271,6 +272,7 @@ class LocalBackend(ProcessBackend):
         self.name = inference.pipeline.name
         self._runtime = runtime
         self._start_timeout = start_timeout
+        self.load_timeout = start_timeout  # a model swap may take as long as loading at start
         self._blob = _dumps(inference, f"the inference of pipeline {self.name!r} (its cells and parameters)")
         self._pipeline_blob: bytes | None = None  # made on the first add_driver: drivers need the pipeline alone
         self.address = new_address()
@@ -299,7 +301,9 @@ class LocalBackend(ProcessBackend):
     def launch(self, parameters: Mapping[str, Any]) -> Link:
         ctx = _context()
         parent_conn, child_conn = ctx.Pipe()
-        params_blob = _dumps(dict(parameters), f"the parameters of pipeline {self.name!r}")
+        params_blob = _dumps(
+            (dict(parameters), self.process.get_models()), f"the parameters and models of pipeline {self.name!r}"
+        )
         process = ctx.Process(
             target=_inference_main,
             args=(

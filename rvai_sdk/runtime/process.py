@@ -12,6 +12,7 @@ goes through :meth:`InferenceProcess._transition` and the table in
 from __future__ import annotations
 
 import abc
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from rvai_sdk import _tracing
 from rvai_sdk.data import Parameters
 from rvai_sdk.drivers.port import RestrictedInferenceProcess, await_result, check_request, check_timeout
 from rvai_sdk.exc import ProcessStateError, RvaiError
+from rvai_sdk.execution.parameters import check_model_paths
 from rvai_sdk.runtime.driver_process import DriverFactory, DriverRegistry, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference
 from rvai_sdk.runtime.status import ProcessStatus, check_transition
@@ -65,8 +67,25 @@ class ProcessBackend(abc.ABC):
         """The inference process's pid, where it is one process of this machine (``None`` otherwise)."""
         return None
 
+    load_timeout: float | None = None
+    """Most seconds :meth:`reconfigure` waits for the process to load new models (``None``: no limit)."""
+
     def watch(self) -> None:
         """Start watching the process just launched; report its death with ``process._lost(reason)``."""
+
+    def reconfigure(self, method: str, value: Mapping[str, Any]) -> None:
+        """Run ``set_parameters`` or ``set_models`` in the launched process (drain-then-swap there).
+
+        The handle calls it with its configuration lock held, one change at a time; a backend
+        with replicas reconfigures them one after the other (see the ray backend). A backend
+        launches later processes with :meth:`InferenceProcess.get_models` as their model paths.
+
+        Raises:
+            ParameterError: a rejected value; nothing changed.
+            CellError: a ``load_model`` failed; nothing changed, the old models serve on.
+            ProcessError: the process could not be reached or did not answer within ``load_timeout``.
+        """
+        self.process._link.call(method, dict(value), timeout=self.load_timeout)
 
     @abc.abstractmethod
     def shutdown(self, timeout: float | None) -> None:
@@ -153,6 +172,8 @@ class InferenceProcess:
         self.supervisor_restarts: list[str] = []
         """Why the opt-in supervisor (``Inference(supervise=True)``) restarted the process, oldest first."""
         self._parameters: Mapping[str, Any] = dict(inference.parameters)
+        self._models: dict[str, str] = {ref: str(path) for ref, path in inference.models.items()}
+        self._config_lock = threading.Lock()  # one parameter or model change, or restart, at a time
         self._link: Link = _ClosedLink(self.pipeline.name)
         self._lock = threading.RLock()
         self._backend = backend
@@ -223,7 +244,7 @@ class InferenceProcess:
 
         Requests in flight fail with :class:`~rvai_sdk.exc.ProcessError`; attached drivers
         stay attached and send to the new process once it is ready; parameters set with
-        :meth:`set_parameters` are kept. Use it after the process failed (``status`` is FAILED).
+        :meth:`set_parameters` and model paths set with :meth:`set_models` are kept. Use it after the process failed (``status`` is FAILED).
 
         Raises:
             ProcessStateError: the process was stopped, or is starting.
@@ -237,8 +258,9 @@ class InferenceProcess:
                     state=self._status.name,
                 )
             self._transition(ProcessStatus.STARTING)
-        self._backend.shutdown(timeout)
-        self._start()
+        with self._config_lock:  # a change in progress completes first: the new process gets it
+            self._backend.shutdown(timeout)
+            self._start()
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -324,16 +346,70 @@ class InferenceProcess:
         return result
 
     def set_parameters(self, parameters: Mapping[str, Any]) -> None:
-        """Change parameters for requests submitted from now on; see ``Executor.set_parameters``.
+        """Change parameters for every request submitted after this returns; kept across ``restart()``.
 
-        They are kept across ``restart()``.
+        A cell whose ``load_model`` read a changed field gets its model reloaded, without
+        stopping: drain-then-swap (docs/guides/durability.md, "Model update"). The new
+        model loads while requests keep running with the old one; then the swap is atomic:
+        requests submitted before the call finish with the old parameters and model, every
+        request submitted after it returns runs with the new ones. No request fails
+        because of the swap and per-sid state is kept. On the ray runtime the replicas
+        reload one after the other, each serving with its old model while it loads; a
+        replica restarted later starts with the new parameters.
+
+        Args:
+            parameters: cell ref to a Parameters instance or a mapping of changed fields.
 
         Raises:
             ParameterError: an unknown ref or field, or a rejected value; nothing changes.
+            CellError: a reloading ``load_model`` failed (names the cell); nothing changes,
+                the old model keeps serving (on ray, replicas already swapped are swapped back).
+            ProcessStateError: the process is not running.
         """
-        with self._lock:
-            self._control("set_parameters", dict(parameters))
+        with self._config_lock:
+            self._require_running("set parameters")
+            self._backend.reconfigure("set_parameters", dict(parameters))
             self._parameters = self._link.call("get_parameters")
+
+    def get_models(self) -> dict[str, str]:
+        """Cell ref → the model path its ``load_model`` gets: ``Inference(models=...)`` as changed by :meth:`set_models`.
+
+        This is what the process runs with, and what ``restart()`` (and the supervisor, and
+        a ray replica started again) loads; answered by the handle, in any status.
+        """
+        return dict(self._models)
+
+    def set_models(self, models: Mapping[str, str | os.PathLike[str] | None]) -> None:
+        """Swap cells' models for new model paths without stopping; kept across ``restart()``.
+
+        Each named cell's ``load_model`` runs again with its new path (and the parameters
+        in force). Drain-then-swap, as :meth:`set_parameters`: the new models load while
+        requests keep running with the old ones; requests submitted before the call finish
+        with the old models, every request submitted after it returns uses the new ones;
+        no request fails because of the swap; per-sid state is kept. On the ray runtime
+        the replicas swap one after the other.
+
+        Args:
+            models: cell ref → model path (``str`` or ``pathlib.Path``); ``None`` gives that
+                cell's ``load_model`` no path, as when ``Inference(models=...)`` leaves it out.
+
+        Raises:
+            ParameterError: an unknown ref, a cell without ``load_model``, or a path of
+                another type; nothing changes.
+            CellError: a ``load_model`` failed with its new path (names the cell); nothing
+                changes, the old models keep serving.
+            ProcessStateError: the process is not running.
+
+        Example::
+
+            proc.set_models({"detect": "/models/yolo-v2.onnx"})
+        """
+        paths = check_model_paths(self.pipeline, models, where="set_models(...)")
+        with self._config_lock:
+            self._require_running("set models")
+            self._backend.reconfigure("set_models", paths)
+            merged: dict[str, str | None] = {**self._models, **paths}
+            self._models = {ref: path for ref, path in merged.items() if path is not None}
 
     def drop_state(self, sid: str) -> None:
         """Forget the state kept for ``sid``.

@@ -12,9 +12,15 @@ started it.
   (rendezvous hashing), ``sid=None`` to the least busy one.
 - Requests go straight from the caller (your process, or a driver actor) to
   the replica; arrays above 100 kB travel through Ray's object store.
+- ``proc.set_replicas(n)`` hands the sids that move over to their new replica,
+  state included (see :mod:`~rvai_sdk.transport.ray_replica`): no sid starts fresh
+  because of a rescale, and each sid's requests keep their order.
 - A replica that dies fails its pending requests at once with
   :class:`~rvai_sdk.exc.ProcessError` and is started again, with fresh state for
-  its sids; the other replicas go on serving.
+  its sids (or their last checkpoints, with a durable state store) and the parameters
+  and models in force; the other replicas go on serving.
+- ``proc.set_parameters`` and ``proc.set_models`` roll across the replicas, one at
+  a time (:meth:`RayBackend.reconfigure`).
 - ``add_driver`` starts the driver in its own Ray actor; its ports are allocated
   on that actor's node and its services carry that node's address.
 
@@ -25,8 +31,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -41,7 +49,7 @@ from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
 from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus, first_line
 from rvai_sdk.transport.link import Link
-from rvai_sdk.transport.ray_link import RayLink, Route, rendezvous, translate_ray_error, unwrap
+from rvai_sdk.transport.ray_link import RayLink, Route, translate_ray_error, unwrap
 from rvai_sdk.transport.ray_replica import ReplicaActor
 
 __all__ = ["RayRuntime", "RayBackend", "RayInferenceProcess", "RayDriverProcess", "create"]
@@ -174,6 +182,8 @@ class RayBackend(ProcessBackend):
         self.name = inference.pipeline.name
         self.count = runtime.replicas
         self._parameters: Mapping[str, Any] = dict(inference.parameters)
+        self._models: dict[str, str] = {ref: str(path) for ref, path in inference.models.items()}
+        self.load_timeout = runtime.start_timeout
         self.link = RayLink(self.name)
         self._replicas: dict[int, _Replica] = {}
         self._generations = itertools.count(1)
@@ -184,6 +194,11 @@ class RayBackend(ProcessBackend):
         self.driver_options: dict[str, dict[str, Any]] = {}
         self._options = self._actor_options()
         self._drivers: list[RayDriverProcess] = []
+        self._epoch = 0
+        """The replica set's epoch: counted up each time the set (or a replica's incarnation) changes."""
+        self.last_rescale: dict[str, float] = {}
+        """Timings of the last :meth:`set_replicas` (seconds: ``launch``, ``hand_over``, ``stop``; and
+        ``hand_over_began``/``hand_over_ended``, ``time.perf_counter()`` stamps): for benchmarks."""
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -225,7 +240,13 @@ class RayBackend(ProcessBackend):
         build = functools.partial(
             _forwarding_logs,
             child_log_config(f"inference[{self.name}]"),
-            functools.partial(build_executor, self.inference, parameters=dict(self._parameters), on_broken=exit_process),
+            functools.partial(
+                build_executor,
+                self.inference,
+                parameters=dict(self._parameters),
+                models=dict(self._models),
+                on_broken=exit_process,
+            ),
         )
         handles = {i: actor_cls.remote(i, build) for i in indices}
         refs = {i: handles[i].start.remote() for i in indices}
@@ -259,6 +280,7 @@ class RayBackend(ProcessBackend):
     def launch(self, parameters: Mapping[str, Any]) -> Link:
         with self._lock:
             self._parameters = dict(parameters)
+            self._models = self.process.get_models()
             self._restarts = 0
             try:
                 for replica in self._launch(list(range(self.count))):
@@ -274,12 +296,28 @@ class RayBackend(ProcessBackend):
             self._monitor = threading.Thread(target=self._watch, name=f"rvai-ray-{self.name}-monitor", daemon=True)
             self._monitor.start()
 
-    def _publish_routes(self) -> None:
+    def _publish_routes(
+        self, previous: list[Route] | None = None, leaving: Sequence[_Replica] = (), drain_wait: float | None = 10.0
+    ) -> int:
+        """Give the replica set, with a new epoch, to every replica (``leaving`` ones too), then to every link.
+
+        Replicas learn it first, so that a caller holding the new set never reaches a replica
+        that does not know it yet for long. ``previous``: the set before, when sids move
+        (their new replicas pull their state from there). Returns the epoch.
+        """
+        ray = _ray()
         with self._lock:
-            routes = [self._replicas[i].route() for i in sorted(self._replicas)]
-        self.link.update(routes)
+            self._epoch += 1
+            epoch = self._epoch
+            replicas = [self._replicas[i] for i in sorted(self._replicas)]
+            routes = [r.route() for r in replicas]
+            refs = [r.handle.set_routes.remote(epoch, routes, previous, drain_wait) for r in [*replicas, *leaving]]
+            # A replica that died does not answer: the monitor replaces it (and publishes again).
+            ray.wait(refs, num_returns=len(refs), timeout=30.0)
+        self.link.update(routes, epoch)
         for driver in list(self._drivers):
-            driver._update_routes(routes)
+            driver._update_routes(routes, epoch)
+        return epoch
 
     def _watch(self) -> None:
         """Restart replicas whose actor died, until the process stops."""
@@ -312,6 +350,56 @@ class RayBackend(ProcessBackend):
                 return
             self._replicas[dead.index] = fresh
             self._publish_routes()  # under the lock: whoever sees the new replica can reach it
+
+    def reconfigure(self, method: str, value: Mapping[str, Any]) -> None:
+        """Rolling update: reconfigure the replicas one after the other, in index order.
+
+        Each replica loads its new model while it (and every other replica) keeps serving
+        with the old one, then swaps; the next starts only once it has. So at most one
+        replica holds two models at a time, and the fleet never stops serving. While it
+        runs, requests of sids on replicas already swapped see the new models, the others
+        the old; once it returns, every request submitted runs with the new ones. If a
+        replica fails (its ``load_model`` raised, or it died), the replicas already
+        swapped are swapped back and the error is raised: nothing changes. Replicas
+        started later (after a crash, or by ``set_replicas``) start with what is in force.
+        The backend lock is held throughout: a dead replica is started again only after.
+        """
+        with self._lock:
+            replicas = [self._replicas[i] for i in sorted(self._replicas)]
+            if not replicas:
+                raise ProcessError(f"the inference process of pipeline {self.name!r} has no replica")
+            if method == "set_parameters":
+                undo: Mapping[str, Any] = self.link.call_route(replicas[0].route(), "get_parameters")
+            else:
+                undo = {ref: self._models.get(ref) for ref in value}
+            done: list[_Replica] = []
+            try:
+                for replica in replicas:
+                    self.link.call_route(replica.route(), method, dict(value), timeout=self.load_timeout)
+                    done.append(replica)
+            except BaseException as exc:
+                self._undo(method, undo, done, exc)
+                raise
+            if method == "set_parameters":
+                self._parameters = self.link.call_route(replicas[0].route(), "get_parameters")
+            else:
+                merged: dict[str, str | None] = {**self._models, **value}
+                self._models = {ref: path for ref, path in merged.items() if path is not None}
+
+    def _undo(self, method: str, undo: Mapping[str, Any], done: list[_Replica], error: BaseException) -> None:
+        """Swap the replicas in ``done`` back after a rolling update failed with ``error``."""
+        for replica in reversed(done):
+            try:
+                self.link.call_route(replica.route(), method, dict(undo), timeout=self.load_timeout)
+            except Exception as exc:  # it keeps the new configuration: restart it so that it takes the old one
+                logging.getLogger(__name__).error(
+                    "%s could not be swapped back after %s failed (%s): %s: %s; restarting it",
+                    self._where(replica.index), method, first_line(error), type(exc).__name__, exc,
+                )
+                try:
+                    _ray().kill(replica.handle, no_restart=True)  # the monitor starts it again with the old one
+                except Exception:
+                    pass
 
     def _lose(self, failure: str) -> None:
         self.process._lost(failure)
@@ -346,35 +434,50 @@ class RayBackend(ProcessBackend):
             ]
 
     def set_replicas(self, n: int, timeout: float | None) -> None:
+        """Scale to ``n`` replicas, handing the sids that move over to their new replica (see the module docstring).
+
+        1. start the added replicas; 2. give every replica, then every link, the new set
+        with the previous one (from then on a replica refuses a sid it does not own, and
+        the new owner of a sid pulls its state before its first request there);
+        3. every replica takes over the sids it now owns that are still in memory elsewhere
+        (idle ones too); 4. the hand-over ends (:meth:`ReplicaActor.settle`);
+        5. the removed replicas, empty now, stop.
+        """
+        ray = _ray()
         with self._lock:
             current = sorted(self._replicas)
+            if n == len(current):
+                return
+            began = time.perf_counter()
+            previous = [self._replicas[i].route() for i in current]
             added = self._launch([i for i in range(n) if i not in self._replicas]) if n > len(current) else []
+            launched = time.perf_counter()
             removed = [self._replicas[i] for i in current if i >= n]
             for replica in added:
                 self._replicas[replica.index] = replica
             for replica in removed:
                 del self._replicas[replica.index]
-            keep = [self._replicas[i] for i in sorted(self._replicas) if i not in {r.index for r in added}]
-            self._publish_routes()
-            indices = sorted(self._replicas)
-        # Sids that now belong elsewhere lose their state on the replica they left (requests
-        # of theirs still in flight there when the routes changed may leave a fresh entry
-        # behind; it expires with the state TTL).
-        for replica in keep:
-            try:
-                sids = self.link.call_route(replica.route(), "sids")
-                moved = [sid for sid in sids if rendezvous(sid, indices) != replica.index]
-                if moved:
-                    self.link.call_route(replica.route(), "drop_states", moved)
-            except ProcessError:  # it died meanwhile: the monitor restarts it with fresh state
-                pass
-        ray = _ray()
+            epoch = self._publish_routes(previous, removed, timeout)
+            replicas = [self._replicas[i] for i in sorted(self._replicas)]
+            wait = None if timeout is None else timeout + 60.0
+            for method, args in (("take_over", ()), ("settle", (epoch,))):
+                refs = [getattr(r.handle, method).remote(*args) for r in replicas]
+                # A replica that dies meanwhile is replaced by the monitor (its sids: from the store, or fresh).
+                ray.wait(refs, num_returns=len(refs), timeout=wait)
+            handed = time.perf_counter()
         for replica in removed:
             try:
                 ray.get(replica.handle.stop.remote(timeout), timeout=None if timeout is None else timeout + 10)
             except Exception:  # dead or stuck: it is killed below either way
                 pass
             ray.kill(replica.handle, no_restart=True)
+        self.last_rescale = {
+            "launch": launched - began,
+            "hand_over": handed - launched,
+            "stop": time.perf_counter() - handed,
+            "hand_over_began": launched,
+            "hand_over_ended": handed,
+        }
 
     # -- drivers -----------------------------------------------------------------------------
 
@@ -386,7 +489,7 @@ class RayBackend(ProcessBackend):
         options.update(self.driver_options.get(ref, {}))
         handle = RayDriverProcess(ref, self)
         factory = _LoggedFactory(child_log_config(f"driver[{ref}]"), factory)
-        handle._launch(factory, args, kwargs, options, self.link.routes())
+        handle._launch(factory, args, kwargs, options, self.link.routes(), self.link.epoch)
         with self._lock:
             self._drivers = [d for d in self._drivers if d.status is ProcessStatus.RUNNING] + [handle]
         return handle
@@ -395,11 +498,13 @@ class RayBackend(ProcessBackend):
 class RayInferenceProcess(InferenceProcess):
     """An inference process made of Ray actor replicas (see :class:`InferenceProcess`).
 
-    Beyond the common contract it can scale: :meth:`set_replicas` / :meth:`get_replicas`.
+    Beyond the common contract it can scale: :meth:`set_replicas` / :meth:`get_replicas`;
+    :meth:`set_parameters` and :meth:`set_models` update the replicas one at a time.
     Each sid is served by one replica, chosen by rendezvous hashing on the sid; its
     state lives there. When the replica set changes, the sids that move to another
-    replica start over with fresh state there (their old state is dropped), and a
-    replica that dies is started again with fresh state for its sids.
+    replica are handed over with their state (see :meth:`set_replicas`); a replica
+    that dies is started again with fresh state for its sids (or their checkpoints,
+    with a durable state store).
     """
 
     _backend: RayBackend
@@ -413,15 +518,22 @@ class RayInferenceProcess(InferenceProcess):
         return self._backend.replicas()
 
     def set_replicas(self, n: int, timeout: float | None = 10.0) -> None:
-        """Scale to ``n`` replicas; returns once the new ones are ready and the removed ones stopped.
+        """Scale to ``n`` replicas; returns once the new ones are ready, every moved sid is handed over and the removed ones stopped.
 
         Sids keep their replica unless it is removed or a new replica now owns them
         (rendezvous hashing moves about ``1/n`` of them when one is added). A sid that
-        moves starts over with fresh state on its new replica: its old state is dropped.
+        moves is handed over with its state, in memory or in a durable store alike: its
+        requests in flight finish on the old replica, its state moves to the new one,
+        and its next request runs there with that state, after every earlier request of
+        the same caller (your process or a driver). Requests keep flowing meanwhile; a
+        moved sid pauses for about one hand-over. If the old replica dies during the
+        hand-over, its sids continue from the durable store, or fresh without one.
+        See docs/guides/durability.md, "Rescaling Ray replicas".
 
         Args:
             n: the number of replicas, at least 1.
-            timeout: seconds a removed replica may take to finish its requests in flight.
+            timeout: seconds a replica waits for a moved sid's requests in flight there before
+                handing it over, and a removed replica may take to finish its requests in flight.
 
         Raises:
             ParameterError: ``n`` is not an int >= 1.
@@ -474,6 +586,7 @@ class RayDriverProcess(PipelineDriverProcess):
         kwargs: dict[str, Any],
         options: dict[str, Any],
         routes: list[Route],
+        epoch: int = 0,
     ) -> None:
         from rvai_sdk.exc import DriverError
 
@@ -485,6 +598,7 @@ class RayDriverProcess(PipelineDriverProcess):
                 self._process.inference.pipeline,
                 routes,
                 (self._process.inference.max_sid_length, self._process.inference.request_timeout),
+                epoch,
             )
             ref = self._actor.start.remote(factory, args, kwargs)
             info = unwrap(ray.get(ref, timeout=timeout))
@@ -526,11 +640,11 @@ class RayDriverProcess(PipelineDriverProcess):
         if self._actor is not None:
             _ray().kill(self._actor, no_restart=True)
 
-    def _update_routes(self, routes: list[Route]) -> None:
+    def _update_routes(self, routes: list[Route], epoch: int | None = None) -> None:
         if self._actor is None or self._status is not ProcessStatus.RUNNING:
             return
         try:
-            _ray().get(self._actor.update_routes.remote(routes), timeout=10)
+            _ray().get(self._actor.update_routes.remote(routes, epoch), timeout=10)
         except Exception:  # a dead driver is reported by _ended
             pass
 

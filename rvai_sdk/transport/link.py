@@ -27,6 +27,7 @@ __all__ = ["Link", "CONTROL_METHODS"]
 
 CONTROL_METHODS = frozenset(
     {"get_parameters", "set_parameters", "drop_state", "get_state", "sids", "stats", "ping", "ready"}
+    | {"get_models", "set_models"}
 )
 """The control calls every link answers besides ``submit`` (the executor's methods of those names).
 

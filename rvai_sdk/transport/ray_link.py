@@ -23,11 +23,21 @@ Ordering: every batch carries this caller's sequence number for that replica;
 the replica submits batches in that order (see :mod:`~rvai_sdk.transport.ray_replica`), because Ray
 does not promise that an async actor starts calls in the order they were sent.
 
+Rescaling (``set_replicas``) hands sids over without breaking their order. Every
+replica set has an *epoch*; batches carry the caller's. When a sid's owner changes,
+this link holds the sid's new requests until its requests still in flight on the old
+replica have finished (a client-side drain), then sends them to the new owner. A
+replica that receives a request for a sid it no longer owns (a caller that has not
+heard of the change yet) refuses it with :class:`SidMoved`, which carries the new
+routes: the link takes them and sends the request again, before any later request
+of that sid. The new owner pulls the sid's state from the old one before running it.
+
 Ray imports only happen in functions, so this module can be imported without Ray.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import threading
@@ -41,7 +51,7 @@ from rvai_sdk.exc import ProcessError, RvaiError
 from rvai_sdk.execution.stats import merge_stats
 from rvai_sdk.transport.link import CONTROL_METHODS, Link
 
-__all__ = ["Route", "RayLink", "rendezvous", "translate_ray_error", "unwrap"]
+__all__ = ["Route", "RayLink", "SidMoved", "rendezvous", "translate_ray_error", "unwrap"]
 
 MAX_SENDS = 2
 """Batches of requests on their way to one replica at once; more requests wait and leave together."""
@@ -49,6 +59,52 @@ POLL_SECONDS = 10.0
 """Longest a result poll waits on the replica before it is renewed."""
 _CACHE_LIMIT = 100_000
 """Most sids whose replica a router remembers (the cache is cleared when it is full)."""
+MAX_MOVES = 16
+"""Times one request may be refused by a replica that no longer owns its sid before it fails."""
+
+
+class SidMoved(ProcessError):
+    """A replica refused a request: under the replica set it knows, another replica owns the sid.
+
+    The link that sent it takes ``routes`` (when ``epoch`` is newer than its own) and sends the
+    request again; users see it only when a request was refused :data:`MAX_MOVES` times.
+
+    Attributes:
+        epoch: the epoch of the replica set the refusing replica knows.
+        routes: that replica set.
+    """
+
+    def __init__(self, message: str, epoch: int = 0, routes: Sequence[Route] = ()) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.routes = list(routes)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SidMoved, (str(self), self.epoch, self.routes))
+
+
+class _Req:
+    """A request from submit until its result arrives (kept whole so that it can be sent again)."""
+
+    __slots__ = ("rid", "out", "sid", "inputs", "timeout", "trace", "moves")
+
+    def __init__(
+        self,
+        rid: int,
+        out: Future[dict[str, Any]],
+        sid: str | None,
+        inputs: dict[str, Any],
+        timeout: float | None,
+        trace: str | None = None,
+    ) -> None:
+        self.rid = rid
+        self.out = out
+        self.sid = sid
+        self.inputs = inputs
+        self.timeout = timeout
+        self.trace = trace
+        """The W3C traceparent of the caller's span when traced (sent as a fifth element), else ``None``."""
+        self.moves = 0
 
 
 def _score(sid: str, index: int) -> int:
@@ -85,8 +141,8 @@ class Route:
         self.generation = generation
         self.node = node
         self.seq = itertools.count()
-        self.pending: dict[int, tuple[Future[dict[str, Any]], str | None]] = {}
-        """Request id → (its future, its sid), from send until its result arrives."""
+        self.pending: dict[int, _Req] = {}
+        """Request id → the request, from send until its result arrives."""
         self.outbox: list[tuple[Any, ...]] = []  # (rid, inputs, sid, timeout[, traceparent])
         """Requests waiting to be sent with the next batch."""
         self.sending = 0
@@ -175,7 +231,7 @@ class RayLink(Link):
         routes: the replicas, one :class:`Route` per index.
     """
 
-    def __init__(self, pipeline_name: str, routes: Sequence[Route] = ()) -> None:
+    def __init__(self, pipeline_name: str, routes: Sequence[Route] = (), epoch: int = 0) -> None:
         self.pipeline_name = pipeline_name
         self.caller = uuid.uuid4().hex
         self._rids = itertools.count(1)
@@ -184,25 +240,48 @@ class RayLink(Link):
         self._indices: tuple[int, ...] = ()
         self._owner: dict[str, Route] = {}
         self._closed_reason: str | None = None
-        self.update(routes)
+        self._epoch = 0
+        self._flying: dict[str, list[Any]] = {}
+        """Sid → [the route its requests in flight went to, how many]."""
+        self._held: dict[str, list[_Req]] = {}
+        """Sid → its requests waiting for those in flight on its previous replica (request id order)."""
+        self.update(routes, epoch)
 
     # -- the replica set ----------------------------------------------------------------
 
-    def update(self, routes: Sequence[Route]) -> None:
-        """Replace the replica set; a replica whose generation changed starts a fresh sequence."""
+    @property
+    def epoch(self) -> int:
+        """The epoch of the replica set this link sends to (0 until one was given)."""
+        return self._epoch
+
+    def update(self, routes: Sequence[Route], epoch: int | None = None) -> None:
+        """Replace the replica set; a replica whose generation changed starts a fresh sequence.
+
+        Args:
+            routes: the replicas.
+            epoch: the replica set's epoch; a set older than the one in use is ignored.
+                ``None``: take it whatever it is.
+        """
         with self._lock:
-            fresh: dict[int, Route] = {}
-            for route in routes:
-                current = self._routes.get(route.index)
-                if current is not None and current.generation == route.generation:
-                    fresh[route.index] = current
-                else:
-                    fresh[route.index] = Route(route.index, route.handle, route.generation, route.node)
-            self._routes = fresh
-            self._indices = tuple(sorted(fresh))
-            self._owner = {}
-            if fresh:
-                self._closed_reason = None
+            self._update(routes, epoch)
+
+    def _update(self, routes: Sequence[Route], epoch: int | None) -> None:
+        if epoch is not None:
+            if epoch < self._epoch:
+                return
+            self._epoch = epoch
+        fresh: dict[int, Route] = {}
+        for route in routes:
+            current = self._routes.get(route.index)
+            if current is not None and current.generation == route.generation:
+                fresh[route.index] = current
+            else:
+                fresh[route.index] = Route(route.index, route.handle, route.generation, route.node)
+        self._routes = fresh
+        self._indices = tuple(sorted(fresh))
+        self._owner = {}
+        if fresh:
+            self._closed_reason = None
 
     def close(self, reason: str | None = None) -> None:
         """Refuse requests from now on with a :class:`ProcessError` saying ``reason``."""
@@ -264,7 +343,8 @@ class RayLink(Link):
         Requests are coalesced: at most :data:`MAX_SENDS` batches per replica are on
         their way at once; requests made meanwhile leave together in the next batch.
         Results come back, also coalesced, through one long poll per replica, so a
-        slow request never holds back another's result.
+        slow request never holds back another's result. A request of a sid whose
+        replica changed waits until the sid's requests on the old replica finished.
 
         Raises:
             ProcessError: there is no replica to send to.
@@ -276,16 +356,91 @@ class RayLink(Link):
             route = self._route_for(sid)
             if route.dead is not None:
                 raise self._death(route, route.dead, sid)
-            rid = next(self._rids)
-            route.pending[rid] = (out, sid)
-            route.outbox.append((rid, inputs, sid, timeout) if trace is None else (rid, inputs, sid, timeout, trace))
-            sends = self._flush(route) if route.sending < MAX_SENDS else None
-            poll = self._start_poll(route)
+            req = _Req(next(self._rids), out, sid, inputs, timeout, trace)
+            if sid is not None:
+                held = self._held.get(sid)
+                if held is not None:
+                    held.append(req)
+                    return out
+                flying = self._flying.get(sid)
+                if flying is not None and flying[0] is not route:  # the sid moved: drain the old replica first
+                    self._held[sid] = [req]
+                    return out
+            self._put(route, req)
+            sends, poll = self._kick(route)
+        self._act(route, sends, poll)
+        return out
+
+    def _put(self, route: Route, req: _Req) -> None:
+        """Add ``req`` to ``route``'s outbox (caller holds the lock)."""
+        route.pending[req.rid] = req
+        if req.trace is None:
+            route.outbox.append((req.rid, req.inputs, req.sid, req.timeout))
+        else:
+            route.outbox.append((req.rid, req.inputs, req.sid, req.timeout, req.trace))
+        sid = req.sid
+        if sid is not None:
+            flying = self._flying.get(sid)
+            if flying is None:
+                self._flying[sid] = [route, 1]
+            else:
+                flying[1] += 1
+
+    def _landed(self, req: _Req, release: set[str]) -> None:
+        """``req`` left its route (result, failure or refusal; caller holds the lock); ``release`` gets its
+        sid when held requests of it may go now."""
+        sid = req.sid
+        if sid is None:
+            return
+        flying = self._flying.get(sid)
+        if flying is None:
+            return
+        flying[1] -= 1
+        if flying[1] <= 0:
+            del self._flying[sid]
+            if sid in self._held:
+                release.add(sid)
+
+    def _kick(self, route: Route) -> tuple[tuple[Future[Any], int, list[int]] | None, Future[Any] | None]:
+        """Send a batch if fewer than :data:`MAX_SENDS` are on their way, and start the poll (caller holds the lock)."""
+        sends = self._flush(route) if route.sending < MAX_SENDS else None
+        return sends, self._start_poll(route)
+
+    def _act(
+        self, route: Route, sends: tuple[Future[Any], int, list[int]] | None, poll: Future[Any] | None
+    ) -> None:
         if sends is not None:
             self._watch_send(route, sends)
         if poll is not None:
             poll.add_done_callback(lambda done: self._polled(route, done))
-        return out
+
+    def _release(self, sids: set[str]) -> None:
+        """Send the held requests of ``sids`` (none in flight any more) to the sids' replicas now."""
+        for sid in sorted(sids):
+            failures: list[tuple[_Req, RvaiError]] = []
+            route: Route | None = None
+            sends: tuple[Future[Any], int, list[int]] | None = None
+            poll: Future[Any] | None = None
+            with self._lock:
+                if sid in self._flying or sid not in self._held:
+                    continue
+                held = self._held.pop(sid)
+                try:
+                    route = self._route_for(sid)
+                except ProcessError as exc:
+                    failures = [(req, exc) for req in held]
+                else:
+                    if route.dead is not None:
+                        failures = [(req, self._death(route, route.dead, sid)) for req in held]
+                    else:
+                        for req in held:
+                            self._put(route, req)
+                        sends, poll = self._kick(route)
+            for req, error in failures:
+                if not req.out.done():
+                    req.out.set_exception(error)
+            if route is not None:
+                self._act(route, sends, poll)
 
     def _watch_send(self, route: Route, sends: tuple[Future[Any], int, list[int]]) -> None:
         future, seq, rids = sends
@@ -299,16 +454,20 @@ class RayLink(Link):
         seq = next(route.seq)
         route.sending += 1
         try:
-            ref = route.handle.submit_many.remote(self.caller, seq, batch)
+            ref = route.handle.submit_many.remote(self.caller, seq, batch, self._epoch)
         except BaseException as exc:  # e.g. inputs Ray cannot serialise: fail this batch, keep the sequence whole
             route.sending -= 1
             self._skip(route, seq)
             error = translate_ray_error(exc, self._where(route), "sending requests")
             error.__cause__ = exc
+            release: set[str] = set()
             for rid, *_ in batch:
-                entry = route.pending.pop(rid, None)
-                if entry is not None:
-                    entry[0].set_exception(error)
+                req = route.pending.pop(rid, None)
+                if req is not None:
+                    self._landed(req, release)
+                    req.out.set_exception(error)
+            if release:  # the lock is held: the held requests leave from a thread of their own
+                threading.Thread(target=self._release, args=(release,), daemon=True).start()
             return None
         future: Future[Any] = ref.future()
         return future, seq, [item[0] for item in batch]
@@ -326,16 +485,25 @@ class RayLink(Link):
         if error is not None and _is_death(error):
             self._bury(route, error)
             return
+        release: set[str] = set()
+        failed: list[_Req] = []
         with self._lock:
             route.sending -= 1
-            failed = [route.pending.pop(rid) for rid in rids if rid in route.pending] if error is not None else []
+            if error is not None:
+                for rid in rids:
+                    req = route.pending.pop(rid, None)
+                    if req is not None:
+                        failed.append(req)
+                        self._landed(req, release)
             sends = self._flush(route) if route.sending < MAX_SENDS else None
         if error is not None:  # the batch never ran (e.g. an input the replica could not unpickle)
             self._skip(route, seq)
-            for out, sid in failed:
-                out.set_exception(self._death(route, error, sid))
+            for req in failed:
+                req.out.set_exception(self._death(route, error, req.sid))
         if sends is not None:
             self._watch_send(route, sends)
+        if release:
+            self._release(release)
 
     def _polled(self, route: Route, done: Future[Any]) -> None:
         error = done.exception()
@@ -343,19 +511,42 @@ class RayLink(Link):
             if _is_death(error):
                 self._bury(route, error)
             else:
+                release: set[str] = set()
                 with self._lock:
                     route.polling = False
                     pending, route.pending = route.pending, {}
-                for out, sid in pending.values():
-                    out.set_exception(self._death(route, error, sid))
+                    for req in pending.values():
+                        self._landed(req, release)
+                for req in pending.values():
+                    req.out.set_exception(self._death(route, error, req.sid))
+                self._release(release)
             return
         _, results = done.result()
-        delivered = []
+        delivered: list[tuple[Future[dict[str, Any]], tuple[bool, Any]]] = []
+        refused: list[tuple[_Req, SidMoved]] = []
+        release = set()
         with self._lock:
             for rid, outcome in results:
-                entry = route.pending.pop(rid, None)
-                if entry is not None:
-                    delivered.append((entry[0], outcome))
+                got = route.pending.pop(rid, None)
+                if got is None:
+                    continue
+                self._landed(got, release)
+                if not outcome[0] and isinstance(outcome[1], SidMoved) and got.sid is not None:
+                    refused.append((got, outcome[1]))
+                else:
+                    delivered.append((got.out, outcome))
+            for req, moved in refused:
+                if moved.epoch > self._epoch:
+                    self._update(moved.routes, moved.epoch)
+                req.moves += 1
+                if req.moves > MAX_MOVES:
+                    delivered.append((req.out, (False, moved)))
+                    continue
+                assert req.sid is not None
+                held = self._held.setdefault(req.sid, [])
+                bisect.insort(held, req, key=lambda r: r.rid)  # before the requests made after it
+                if req.sid not in self._flying:
+                    release.add(req.sid)
             route.polling = False
             poll = self._start_poll(route)
         if poll is not None:
@@ -365,16 +556,23 @@ class RayLink(Link):
                 out.set_result(value)
             else:
                 out.set_exception(value)
+        if release:
+            self._release(release)
 
     def _bury(self, route: Route, error: BaseException) -> None:
         """The replica is gone: fail every request sent to it, now and later."""
+        release: set[str] = set()
         with self._lock:
             route.dead = route.dead or error
             pending, route.pending = route.pending, {}
             route.outbox = []
-        for out, sid in pending.values():
-            if not out.done():
-                out.set_exception(self._death(route, error, sid))
+            for req in pending.values():
+                self._landed(req, release)
+        for req in pending.values():
+            if not req.out.done():
+                req.out.set_exception(self._death(route, error, req.sid))
+        if release:
+            self._release(release)
 
     def _death(self, route: Route, error: BaseException, sid: str | None) -> RvaiError:
         death = translate_ray_error(error, self._where(route), f"a request (sid {sid!r})")

@@ -276,7 +276,7 @@ def test_sid_none_requests_spread_over_the_replicas(rt: Any) -> None:
         assert proc.sids() == []
 
 
-def test_scaling_moves_few_sids_and_a_moved_sid_starts_over_with_fresh_state(rt: Any) -> None:
+def test_scaling_moves_few_sids_and_a_moved_sid_keeps_its_state(rt: Any) -> None:
     sids = [f"s{i}" for i in range(60)]
     with rt.start_inference(Inference(pipeline=counting())) as proc:
         proc.set_replicas(3)
@@ -289,15 +289,18 @@ def test_scaling_moves_few_sids_and_a_moved_sid_starts_over_with_fresh_state(rt:
         assert moved, "no sid moved to the new replica"
         assert all(after[sid] == 3 for sid in moved), "a sid moved between two old replicas"
         assert len(moved) < len(sids) / 2
+        pids = {r["index"]: r["pid"] for r in proc.replicas()}
         outs = {sid: proc.predict({"x": 0}, sid=sid) for sid in sids}
         for sid, future in outs.items():
-            assert int(future.result(timeout=60)["count"]) == (1 if sid in moved else 3), sid
+            out = future.result(timeout=60)
+            assert int(out["count"]) == 3, sid  # handed over with its state: no fresh start
+            assert int(out["pid"]) == pids[after[sid]], sid
         proc.set_replicas(1)
         assert proc.get_replicas() == 1
+        assert sorted(proc.sids()) == sorted(sids)  # the removed replicas handed every sid over before stopping
         outs = {sid: proc.predict({"x": 0}, sid=sid) for sid in sids}
         for sid, future in outs.items():
-            expected = 4 if before[sid] == 0 and sid not in moved else 1
-            assert int(future.result(timeout=60)["count"]) == expected, sid
+            assert int(future.result(timeout=60)["count"]) == 4, sid
         assert len(proc.replicas()) == 1
 
 
