@@ -85,8 +85,13 @@ demo: demo-venv
 	$(call install_debs,ffmpeg)
 	$(DEMO_PY) examples/demo.py $(DEMO_ARGS)
 
+# The suite runs on $(TEST_WORKERS) pytest-xdist workers: most of its time is spent waiting on real processes,
+# servers and Ray, so two workers keep both CPU cores of a CI machine busy. Every test owns what it touches
+# (its ports, tables, Redis keys, MQTT topics, Ray instance per worker, and a PostgreSQL server of its own
+# where it stops one), so tests may run side by side. TEST_WORKERS=0 runs them in this process, one by one.
+TEST_WORKERS ?= 2
 test: venv services
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 	$(MAKE) --no-print-directory typecheck
 
 typecheck: venv

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,12 +283,16 @@ class WaitOut(Outputs):
     seconds: Integer = Outputs.field(name="Seconds")
 
 
+RELEASE_HOLDS = threading.Event()
+
+
 class Hold(Cell):
-    """Holds a request ``seconds`` (the subject of the deadline tests: a slow model, not a synchronisation)."""
+    """Holds a request ``seconds``, or until the test sets ``RELEASE_HOLDS`` (the debug runtime calls it in the
+    test's own process): a slow model for the deadline tests, released once they have seen the deadline pass."""
 
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: WaitIn) -> WaitOut:
-        __import__("threading").Event().wait(int(inputs.seconds))
+        RELEASE_HOLDS.wait(int(inputs.seconds))
         return WaitOut(seconds=inputs.seconds)
 
 
@@ -306,6 +311,7 @@ def seconds(value: int) -> list[Any]:
 
 
 def test_the_grpc_deadline_and_the_timeout_parameter_bound_a_request() -> None:
+    RELEASE_HOLDS.clear()
     with init("debug") as rt, rt.start_inference(Inference(pipeline=hold_pipeline())) as proc:
         handle = proc.add_driver("grpc", GrpcDriver)
         client = grpcclient.InferenceServerClient(url=serving(handle))
@@ -316,8 +322,10 @@ def test_the_grpc_deadline_and_the_timeout_parameter_bound_a_request() -> None:
             with pytest.raises(InferenceServerException) as caught:
                 client.infer("Hold", seconds(30), client_timeout=0.3)  # the call's own gRPC deadline
             assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+            RELEASE_HOLDS.set()  # the abandoned calls end; the cell serves the next request
             assert client.infer("Hold", seconds(0), client_timeout=60).as_numpy("seconds").tolist() == [0]
         finally:
+            RELEASE_HOLDS.set()
             client.close()
         stats = proc.stats()
         assert stats["requests"]["deadline_exceeded"] >= 2, stats["requests"]  # the server gave both up, not only the client

@@ -5,8 +5,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +20,8 @@ from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
 from rvai_sdk.extensions.sources.dummy_source import DummySource
 from rvai_sdk.runtime import Inference, Runtime
 from rvai_sdk.types import FloatRange, Integer, List
-from tests.conftest import IN_CI, Count, Remember, single
-from tests.extensions.source_sink.conftest import rows
+from tests.conftest import IN_CI, Count, Remember, require_extra, single
+from tests.extensions.source_sink.conftest import free_port, rows
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -99,36 +102,63 @@ def test_postgres_rows_are_idempotent(pg_table: tuple[str, str]) -> None:
 # -- PostgreSQL outage ------------------------------------------------------------------------
 
 
-def _pg_ctl(action: str) -> None:
-    clusters = [os.path.basename(p) for p in glob.glob("/etc/postgresql/*")]
-    if len(clusters) != 1:
-        pytest.fail(f"expected one PostgreSQL version under /etc/postgresql, found {clusters}")
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", clusters[0], "main", action], check=True, timeout=60, capture_output=True)
+class PrivatePostgres:
+    """A PostgreSQL server of this test's own (initdb in a temporary folder, a free port), so that stopping it
+    for an outage disturbs no other test: the shared server on 5432 stays up for everybody, tests run in
+    parallel included."""
+
+    def __init__(self, folder: Path) -> None:
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not bins:
+            pytest.fail("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+        self.bin = Path(bins[-1])
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        shutil.chown(folder, user="postgres")
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    def _as_postgres(self, tool: str, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / tool), *args], check=True, timeout=60, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def running(self) -> bool:
+        return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port)], timeout=30).returncode == 0
 
 
 @pytest.fixture
-def pg_outage(pg_table: tuple[str, str]) -> Iterator[tuple[str, str]]:
-    """The PostgreSQL table fixture, making sure the server is running again afterwards."""
-    import shutil
-
-    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+def pg_outage() -> Iterator[PrivatePostgres]:
+    """A private PostgreSQL server, running; stopped for good afterwards."""
+    require_extra("sqlalchemy")
+    require_extra("psycopg")
+    if shutil.which("runuser") is None or os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
         if IN_CI:
-            pytest.fail("the PostgreSQL outage test needs pg_ctlcluster as root, and CI must run it")
-        pytest.skip("stopping PostgreSQL needs pg_ctlcluster as root")
+            pytest.fail("the PostgreSQL outage test needs PostgreSQL's server binaries and root (runuser), and CI must run it")
+        pytest.skip("the PostgreSQL outage test needs PostgreSQL's server binaries and root (runuser)")
+    server = PrivatePostgres(Path(tempfile.mkdtemp(prefix="rvai-pg-")))  # short: the socket path has a length limit
+    server.start()
     try:
-        yield pg_table
+        yield server
     finally:
-        if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], timeout=30).returncode != 0:
-            _pg_ctl("start")
+        if server.running():
+            server.stop()
+        shutil.rmtree(server.folder, ignore_errors=True)
 
 
-def test_postgres_outage_loses_and_duplicates_no_row(runtime: Runtime, pg_outage: tuple[str, str]) -> None:
-    url, table = pg_outage
+def test_postgres_outage_loses_and_duplicates_no_row(runtime: Runtime, pg_outage: PrivatePostgres) -> None:
+    url, table = pg_outage.url, "frames"
     sink = DatabaseSink(url, table=table, params={"buffer": 20, "batch_size": 8, "retry_initial": 0.05, "retry_max": 0.5, "connect_timeout": 1.0})
     with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
         handle = proc.add_driver("stream", SourceSinkDriver, sources={"cam": counting(150, rate=100)}, sinks={"db": sink})
         wait_until(lambda: len(rows(url, table)) >= 20, what="rows before the outage")
-        _pg_ctl("stop")
+        pg_outage.stop()
         try:
             stats = wait_until(
                 lambda: (s := handle.stats())["sinks"]["db"]["write_failures"] >= 2 and s["sinks"]["db"]["buffered"] == 20 and s,
@@ -136,7 +166,7 @@ def test_postgres_outage_loses_and_duplicates_no_row(runtime: Runtime, pg_outage
             )
             assert stats["sources"]["cam"]["produced"] < 150
         finally:
-            _pg_ctl("start")
+            pg_outage.start()
         wait_until(lambda: len(rows(url, table)) == 150, timeout=60, what="all 150 rows after the outage")
         final = handle.stats()
         handle.stop()
