@@ -57,6 +57,16 @@ def json_bytes(obj: Any) -> bytes:
     """Compact JSON, no NaN."""
     return _ENCODER.encode(obj).encode()
 
+
+_TENSOR_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
+
+
+def tensor_json_bytes(obj: Any) -> bytes:
+    """Compact JSON of an answer with tensor data: a non-finite float is written as the token ``NaN``,
+    ``Infinity`` or ``-Infinity``, as Triton writes it (its clients, and Python's ``json``, read them back);
+    JSON has no number for them."""
+    return _TENSOR_ENCODER.encode(obj).encode()
+
 DATATYPES: dict[str, np.dtype[Any]] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype("<u1"),
@@ -588,7 +598,7 @@ class V2Codec:
             answer["id"] = request.id
         if request.sid is not None:
             answer["parameters"] = {"sequence_id": request.sid}
-        head = json_bytes(answer)
+        head = tensor_json_bytes(answer)
         if not chunks:
             return head, None
         return b"".join([head, *chunks]), len(head)

@@ -188,6 +188,27 @@ def test_triton_client_infers_with_json_tensors_and_with_binary_data(triton: Any
     assert result.as_numpy("total") is None  # not requested
 
 
+def test_nan_and_infinity_in_json_tensors_travel_both_ways_as_triton_writes_them(triton: Any, server: str) -> None:
+    """JSON has no number for NaN or ±Infinity: the answer writes the tokens Triton writes (never a 500)."""
+    tensors = frame_inputs(np.zeros((2, 2, 3), np.uint8), 1, binary=False)
+    features = np.array([[np.nan, np.inf, -np.inf, 1.5]], np.float32)
+    tensors[1] = tritonclient_http.InferInput("features", [1, 4], "FP32")
+    tensors[1].set_data_from_numpy(features, binary_data=False)
+    result = triton.infer(MODEL, tensors, outputs=[tritonclient_http.InferRequestedOutput("doubled", binary_data=False)])
+    np.testing.assert_array_equal(result.as_numpy("doubled"), features * 2)  # NaN compares equal here
+
+    body = (
+        b'{"inputs":[{"name":"image","datatype":"UINT8","shape":[1,1,1],"data":[7]},'
+        b'{"name":"features","datatype":"FP32","shape":[1,4],"data":[NaN,Infinity,-Infinity,2]},'
+        b'{"name":"x","datatype":"INT64","shape":[1],"data":[1]},{"name":"label","datatype":"BYTES","shape":[1],"data":["a"]},'
+        b'{"name":"box","datatype":"BYTES","shape":[1],"data":[' + json.dumps(json.dumps(BOX.to_json())).encode() + b"]}],"
+        b'"outputs":[{"name":"doubled"}]}'
+    )
+    answer = httpx.post(f"http://{server}/v2/models/{MODEL}/infer", content=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert b'"data":[NaN,Infinity,-Infinity,4.0]' in answer.content
+
+
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_compressed_requests_from_the_triton_client_are_inflated(triton: Any, algorithm: str) -> None:
     image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
