@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pickle
 import sqlite3
 import threading
@@ -154,7 +155,9 @@ class SqliteStateStore(DurableStateStore):
 
     Args:
         path: the database file; made (with its folder) if missing. Several processes on
-            one machine may share it (WAL mode).
+            one machine may share it (WAL mode). A relative path (or ``~``) is resolved here,
+            in the process that makes the store, so that every process it is sent to (an
+            inference process, a Ray replica with another working directory) opens that file.
         checkpoint: ``"every"`` (default) or an interval in seconds (see the module docstring).
 
     Example:
@@ -166,7 +169,7 @@ class SqliteStateStore(DurableStateStore):
         if not isinstance(path, (str, Path)) or not str(path):
             raise ParameterError(f"SqliteStateStore(path=...) must be a file path, got {path!r}", field="path")
         _check_checkpoint(checkpoint, "SqliteStateStore")
-        self.path = str(path)
+        self.path = os.path.abspath(os.path.expanduser(path))
         self.checkpoint = checkpoint
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -143,11 +144,18 @@ def test_restart_and_the_supervisors_restart_continue_every_sid_from_redis(redis
 
 
 @pytest.mark.ray
-def test_restart_on_ray_continues_from_sqlite(tmp_path: Path, ray_instance: None) -> None:
-    with init("ray") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=tmp_path / "s.db")) as proc:
+def test_restart_on_ray_continues_from_sqlite_at_a_path_relative_to_the_callers_directory(
+    tmp_path: Path, ray_instance: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the replicas' working directory is Ray's, not this one
+    inference = Inference(pipeline=single(Count), state_store="states/s.db")
+    assert inference.state_store.path == str(tmp_path / "states" / "s.db")  # type: ignore[union-attr]
+    with init("ray") as rt, rt.start_inference(inference) as proc:
         assert [proc.predict({"x": 1}, sid="a").result(timeout=60)["y"] for _ in range(3)] == [Integer(n) for n in (1, 2, 3)]
         proc.restart()
         assert proc.predict({"x": 1}, sid="a").result(timeout=60) == {"y": Integer(4)}
+    with sqlite3.connect(tmp_path / "states" / "s.db") as db:  # the file the caller named holds the checkpoint
+        assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] >= 1
 
 
 # -- drop_state, TTL, errors (debug runtime: the executor in this process) ------------------------------
