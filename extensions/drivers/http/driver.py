@@ -94,7 +94,7 @@ class FastAPIDriver(PipelineDriver):
     def stats(self) -> dict[str, Any]:
         """Counters: requests per route, error responses per status, tasks by outcome, callbacks."""
         service = self._service
-        counters: dict[str, Any] = dict(self._state.counters) if service is None else service.counters()
+        counters: dict[str, Any] = dict(self._state.counters) if service is None else service.counters(service.tasks.kept_blocking())
         if self._last_error is not None:
             counters["last_error"] = self._last_error
         return counters

@@ -296,11 +296,11 @@ class Service:
 
         async def list_tasks(request: Request) -> Response:
             """Every task not yet expired, oldest first."""
-            return json_response({"tasks": [t.to_json(tasks.ttl) for t in tasks.listing()]})
+            return json_response({"tasks": [t.to_json(tasks.ttl) for t in await tasks.listing()]})
 
         async def get_task(request: Request) -> Response:
             """A task's status, timestamps, and result or error; `?wait=` seconds waits for it to finish."""
-            task = tasks.find(request.path_params["task_id"])
+            task = await tasks.find(request.path_params["task_id"])
             wait_text = request.query_params.get("wait")
             if wait_text is not None:
                 try:
@@ -314,7 +314,7 @@ class Service:
 
         async def delete_task(request: Request) -> Response:
             """Forget a task (a running one still runs, its result is dropped)."""
-            tasks.delete(request.path_params["task_id"])
+            await tasks.delete(request.path_params["task_id"])
             return fastapi.Response(status_code=204)
 
         async def metrics(request: Request) -> Response:
@@ -324,7 +324,8 @@ class Service:
             except Exception:
                 stats = None
             # the counters are copied here, on the event loop that updates them
-            http_counts, counters, latency = dict(self.state.http_counts), self.counters(), self.latency.snapshot()
+            kept = await tasks.kept()
+            http_counts, counters, latency = dict(self.state.http_counts), self.counters(kept), self.latency.snapshot()
             body = await self.dispatcher.offload(inference_metrics_text, name, stats, http_counts, counters, latency)
             return fastapi.Response(content=body, media_type=CONTENT_TYPE)
 
@@ -433,14 +434,12 @@ class Service:
         oip.mount(self, app)  # the Open Inference Protocol (KServe V2) under /v2, beside these routes
         return app
 
-    def counters(self) -> dict[str, Any]:
+    def counters(self, kept: int | None) -> dict[str, Any]:
         """The driver's counters with the task gauges (``tasks_active``: pending or running here;
-        ``tasks_kept``: in the task store)."""
+        ``tasks_kept``: ``kept``, the tasks in the task store, left out when the store did not answer)."""
         counters: dict[str, Any] = dict(self.state.counters)
         counters["tasks_active"] = self.tasks.active()
-        try:
-            counters["tasks_kept"] = self.tasks.kept()
-        except Exception:  # the store is down: the gauge is left out
-            pass
+        if kept is not None:
+            counters["tasks_kept"] = kept
         return counters
 

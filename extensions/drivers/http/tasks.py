@@ -1,15 +1,20 @@
 """Asynchronous tasks: ``POST /tasks`` queues a request, ``GET /tasks/{id}`` reads (or waits for) its end,
 and a ``callback_url`` receives the final status by POST, retried with exponential backoff.
 
-Everything here lives on the driver's event loop. A task's failure is answered by the
-same mapping as a route's (:class:`~.errors.ErrorMapper`), so its ``error`` object is the
-body a ``POST /predict`` of the same request would have got.
+Everything here lives on the driver's event loop, but for the task store's calls: they run on a
+thread of the store's own (one, so they keep their order), so a slow or hung store (a Redis or
+PostgreSQL server that stopped answering, a busy disk) delays only the task routes that need it,
+never ``/predict`` or the health routes. A task's failure is answered by the same mapping as a
+route's (:class:`~.errors.ErrorMapper`), so its ``error`` object is the body a ``POST /predict``
+of the same request would have got.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import functools
 import re
 import time
 import uuid
@@ -144,6 +149,7 @@ class TaskStore:
         self.http: Any = None  # httpx.AsyncClient for callbacks, made on the loop by start()
         self.backend: TaskBackend = MemoryTaskBackend()
         self.store_url = "memory"
+        self._io: concurrent.futures.ThreadPoolExecutor | None = None  # the store's thread, made by start()
 
     # -- lifecycle (on the loop) ---------------------------------------------------------------
 
@@ -157,6 +163,7 @@ class TaskStore:
         self.store_url = default_task_store() if url is None else str(url)
         self.backend = open_task_backend(self.store_url, self.namespace)
         self.backend.beat(self.instance, self.lease)
+        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvai-task-store")
         self.http = httpx.AsyncClient(timeout=10.0)
         self.spawn(self._sweep_forever())
         self.spawn(self._beat_forever())
@@ -166,14 +173,18 @@ class TaskStore:
         for task in list(self.tasks.values()):
             if task.finished is None:
                 self._interrupt(task, "the driver stopped before the task finished")
-                self._save(task)
+                await self._save(task)
         for job in list(self.background):
             job.cancel()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         if self.http is not None:
             await self.http.aclose()
-        self.backend.close()
+        try:
+            await self._call(self.backend.close)  # after every call queued before it
+        finally:
+            if self._io is not None:
+                self._io.shutdown(wait=False)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` in the background; cancelled by :meth:`close`."""
@@ -193,42 +204,59 @@ class TaskStore:
 
     def active(self) -> int:
         """Tasks this driver has pending or running."""
-        return sum(1 for t in self.tasks.values() if t.finished is None)
+        return sum(1 for t in list(self.tasks.values()) if t.finished is None)
 
-    def sweep(self) -> None:
+    async def sweep(self) -> None:
         """Forget finished tasks older than ``task_ttl``."""
         ttl = self.ttl
         now = time.time()
         for task in [t for t in self.tasks.values() if t.finished is not None and now - t.finished >= ttl]:
             self.tasks.pop(task.id, None)
-        for _ in range(self.backend.sweep(ttl)):
+        for _ in range(await self._call(self.backend.sweep, ttl)):
             self.state.count("tasks_expired")
 
-    def listing(self) -> list[Task]:
+    async def listing(self) -> list[Task]:
         """Every task in the store not yet expired, oldest first."""
-        return [self._view(Task.from_record(r)) for r in self._ask(self.backend.kept_records, self.ttl)]
+        return [self._view(Task.from_record(r)) for r in await self._ask(self.backend.kept_records, self.ttl)]
 
-    def kept(self) -> int:
-        """Tasks in the store (this driver's and others')."""
-        return self._ask(self.backend.count)
+    async def kept(self, timeout: float = 2.0) -> int | None:
+        """Tasks in the store (this driver's and others'); ``None`` when the store fails or does not
+        answer within ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self._call(self.backend.count), timeout)
+        except Exception:
+            return None
+
+    def kept_blocking(self, timeout: float = 2.0) -> int | None:
+        """:meth:`kept`, from a thread other than the event loop's; ``None`` when the store fails or does
+        not answer within ``timeout`` seconds."""
+        if self._io is None:
+            return None
+        try:
+            return self._io.submit(self.backend.count).result(timeout)
+        except Exception:
+            return None
 
     def _view(self, task: Task) -> Task:
         """This driver's live copy of a task it runs, else the stored one."""
         return self.tasks.get(task.id, task)
 
-    def find(self, task_id: str) -> Task:
+    async def find(self, task_id: str) -> Task:
         """The task ``task_id`` (404 when unknown, deleted or expired)."""
-        record = self._ask(self.backend.get, task_id, self.ttl) if TASK_ID.match(task_id) else None
+        record = await self._ask(self.backend.get, task_id, self.ttl) if TASK_ID.match(task_id) else None
         if record is None:
-            self._ask(self.sweep)  # it may have just expired: count it
+            try:
+                await self.sweep()  # it may have just expired: count it
+            except Exception as exc:
+                raise self._unavailable(exc) from exc
             shown = task_id if len(task_id) <= 64 else task_id[:64] + "..."
             raise HTTPError(404, "TaskNotFound", f"no task {shown!r}: it never existed, was deleted or expired")
         return self._view(Task.from_record(record))
 
-    def delete(self, task_id: str) -> None:
+    async def delete(self, task_id: str) -> None:
         """Forget a task (a running one still runs, its result is dropped)."""
-        task = self.find(task_id)
-        self._ask(self.backend.delete, task.id)
+        task = await self.find(task_id)
+        await self._ask(self.backend.delete, task.id)
         self.tasks.pop(task.id, None)
 
     async def create(self, inputs: dict[str, Any], sid: str | None, callback_url: Any, timeout: float | None) -> Task:
@@ -258,8 +286,12 @@ class TaskStore:
         # it is handed to the dispatch at once: stored as running, one write fewer per task
         task.status = "running"
         task.started = task.received
-        self._ask(self.backend.insert, task.to_record())
-        self.tasks[task.id] = task
+        self.tasks[task.id] = task  # counted as active while the store writes it
+        try:
+            await self._ask(self.backend.insert, task.to_record())
+        except BaseException:
+            self.tasks.pop(task.id, None)
+            raise
         self.state.count("tasks")
         self.spawn(self._execute(task))
         return task
@@ -279,31 +311,40 @@ class TaskStore:
         while True:  # another driver runs it: poll the store, backing off to 0.25 s
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.25)
-            record = self._ask(self.backend.get, task.id, self.ttl)
+            record = await self._ask(self.backend.get, task.id, self.ttl)
             if record is None:
                 return task
             task = Task.from_record(record)
             if task.finished is not None or time.monotonic() >= deadline:
                 return task
 
-    def _ask(self, call: Callable[..., T], *args: Any) -> T:
+    async def _call(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the store's thread (in this process's memory, before :meth:`start`, here)."""
+        if self._io is None:
+            return call(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(call, *args))
+
+    async def _ask(self, call: Callable[..., T], *args: Any) -> T:
         """``call(*args)`` on the store; a store that fails answers 503 ``TaskStoreUnavailable``."""
         try:
-            return call(*args)
+            return await self._call(call, *args)
         except Exception as exc:
-            self.state.count("task_store_errors")
-            raise HTTPError(
-                503,
-                "TaskStoreUnavailable",
-                f"the task store {redacted(self.store_url)} failed: {type(exc).__name__}: {exc}; retry later",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise self._unavailable(exc) from exc
 
-    def _save(self, task: Task) -> bool:
+    def _unavailable(self, exc: BaseException) -> HTTPError:
+        self.state.count("task_store_errors")
+        return HTTPError(
+            503,
+            "TaskStoreUnavailable",
+            f"the task store {redacted(self.store_url)} failed: {type(exc).__name__}: {exc}; retry later",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _save(self, task: Task) -> bool:
         """Write ``task`` to the store; False when it was deleted (or expired) meanwhile, or another driver
         took it over (this driver's heartbeat lapsed: the task was reported failed, and that stands)."""
         try:
-            return self.backend.update(task.to_record())
+            return await self._call(self.backend.update, task.to_record())
         except Exception as exc:  # the store is down: the task goes on here; say so in the counters
             self.state.count("task_store_errors")
             from .logs import log_failure
@@ -341,7 +382,7 @@ class TaskStore:
         task.inputs = {}
         task.finished = time.time()
         self.state.count(f"tasks_{task.status}")
-        kept = self._save(task)
+        kept = await self._save(task)
         task.done.set()
         if not kept:  # deleted or taken over meanwhile: its result is dropped
             self.tasks.pop(task.id, None)
@@ -356,7 +397,7 @@ class TaskStore:
         while True:
             await asyncio.sleep(max(0.05, min(1.0, self.ttl / 4)))
             try:
-                self.sweep()
+                await self.sweep()
             except Exception:
                 self.state.count("task_store_errors")
 
@@ -364,25 +405,25 @@ class TaskStore:
         """Renew this driver's heartbeat, and take over the open tasks of drivers whose heartbeat lapsed."""
         while True:
             try:
-                self.backend.beat(self.instance, self.lease)
-                self.recover()
+                await self._call(self.backend.beat, self.instance, self.lease)
+                await self.recover()
             except Exception:
                 self.state.count("task_store_errors")
             await asyncio.sleep(max(0.05, self.lease / 3))
 
-    def recover(self) -> None:
+    async def recover(self) -> None:
         """Claim orphaned tasks: report unfinished ones failed (``TaskInterrupted``); deliver pending callbacks."""
-        for record in self.backend.orphans():
+        for record in await self._call(self.backend.orphans):
             dead = record["owner"]
             if dead == self.instance or record["id"] in self.tasks:
                 continue  # its own (its heartbeat came late, e.g. a stalled loop): it is still at work on it
-            if not self.backend.claim(record, self.instance):
+            if not await self._call(self.backend.claim, record, self.instance):
                 continue  # another driver claimed it first
             task = Task.from_record(record)
             self.state.count("tasks_recovered")
             if task.finished is None:
                 self._interrupt(task, f"the driver that ran it (instance {dead}) stopped or lost the task store")
-            if not self._save(task):
+            if not await self._save(task):
                 continue
             if task.callback_url is not None and task.callback is not None and task.callback["status"] == "pending":
                 self.tasks[task.id] = task
@@ -451,7 +492,7 @@ class TaskStore:
                     task.callback["status"] = "delivered"
                     task.callback["last_error"] = None
                     self.state.count("callbacks_delivered")
-                    self._save(task)
+                    await self._save(task)
                     return
                 task.callback["last_error"] = f"HTTP {response.status_code}"
             except security.CallbackUnresolved as exc:  # DNS may answer later: retried
@@ -462,9 +503,9 @@ class TaskStore:
             except Exception as exc:  # connection refused, timeout, bad URL...
                 task.callback["last_error"] = f"{type(exc).__name__}: {exc}"
             if attempt < retries:
-                if not self._save(task):  # deleted meanwhile: stop calling back
+                if not await self._save(task):  # deleted meanwhile: stop calling back
                     return
                 await asyncio.sleep(min(delay * 2**attempt, 30.0))  # backoff between attempts
         task.callback["status"] = "failed"
         self.state.count("callbacks_failed")
-        self._save(task)
+        await self._save(task)

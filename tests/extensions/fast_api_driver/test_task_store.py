@@ -4,6 +4,7 @@ processes SIGKILLed on the local runtime, two drivers on one store."""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import http.server
 import json
 import os
@@ -24,6 +25,7 @@ from rvai_sdk.exc import ParameterError
 from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPIDriver, FastAPIDriverParameters
 from rvai_sdk.runtime import Inference, PipelineDriverProcess, ProcessStatus, init
 from rvai_sdk.types import Float, String
+from tests._servers import RedisServer, own_redis  # noqa: F401 (own_redis: a fixture)
 from tests.conftest import IN_CI, require_extra
 from tests.extensions.fast_api_driver._task_pipelines import GATE_ENV, held_pipeline
 
@@ -280,6 +282,40 @@ def test_a_task_outlives_its_driver_killed_with_sigkill_and_a_running_one_is_rep
             with FastAPIClient(process=third) as client3:
                 client3.wait(timeout=30)
                 assert {t["id"]: t["status"] for t in client3.tasks()} == {done: "done", held: "failed"}
+
+
+def test_a_hung_task_store_holds_up_only_the_task_routes_never_predict_health_or_stats(own_redis: RedisServer) -> None:
+    """A Redis task store that stops answering (SIGSTOP: its connections stay open, nothing comes back):
+    a task route that needs it waits on it (503 once the store's socket timeout passes), while /predict,
+    the health routes and the driver's stats go on answering; once it answers again, so do the tasks."""
+    own_redis.start()
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
+        driver = proc.add_driver("webapi", FastAPIDriver, {"task_store": own_redis.url})
+        with FastAPIClient(process=driver) as client, httpx.Client(base_url=client.base_url, timeout=60) as http:
+            client.wait(timeout=30)
+            done = client.predict_task({"x": 1}, sid="s")
+            assert client.task(done, wait=20)["status"] == "done"
+            assert driver.stats()["tasks_kept"] == 1
+            own_redis.freeze()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                try:
+                    stuck = pool.submit(http.get, f"/tasks/{done}")  # waits on the frozen store
+                    for x in range(5):
+                        assert int(client.predict({"x": x}, sid="p")["count"]) == x + 1
+                        assert http.get("/health").status_code == 200 and http.get("/ready").status_code == 200
+                    assert "rvai_http_requests_total" in http.get("/metrics").text
+                    stats = driver.stats()  # the store's gauge is left out, not made up
+                    assert "tasks_kept" not in stats and stats["tasks_active"] == 0
+                    assert not stuck.done(), "the task read answered although the store is frozen"
+                finally:
+                    own_redis.thaw()
+                answer = stuck.result(timeout=60)
+            assert answer.status_code in (200, 503), answer.text
+            if answer.status_code == 503:
+                assert answer.json()["error"]["type"] == "TaskStoreUnavailable"
+            again = client.predict_task({"x": 2}, sid="s")
+            assert client.task(again, wait=20)["status"] == "done"
+            assert client.task(done)["status"] == "done"
 
 
 def test_garbage_task_ids_are_404_and_a_result_over_the_limit_fails_its_task_with_413(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -33,6 +32,7 @@ from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
 from rvai_sdk.extensions.sources.dummy_source import DummySource
 from rvai_sdk.runtime import Inference, Runtime, init
 from rvai_sdk.types import FloatRange
+from tests._servers import RedisServer, own_redis, redis_up  # noqa: F401 (own_redis: a fixture)
 from tests.conftest import Count, require_extra, single
 from tests.extensions.source_sink.conftest import free_port
 from tests.extensions.source_sink.support import TaggedFileSink, read_jsonl, wait_until
@@ -42,20 +42,6 @@ pytestmark = pytest.mark.timeout(300)
 SERVICE = Path(__file__).with_name("position_service.py")
 ROOT = Path(__file__).resolve().parents[3]
 REDIS_URL = os.environ.get("RVAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _redis_up(url: str) -> bool:
-    try:
-        import redis
-    except ImportError:
-        return False
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0)
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
-    finally:
-        client.close()
 
 
 _NAMES: list[str] = []
@@ -75,7 +61,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield str(tmp_path / "positions.db")
         return
     require_extra("redis")
-    if not _redis_up(REDIS_URL):
+    if not redis_up(REDIS_URL):
         from tests.conftest import IN_CI
 
         if IN_CI:
@@ -402,47 +388,6 @@ def test_a_service_killed_with_all_its_processes_resumes_its_file_and_numbers_on
 # -- 6. the store down at start and gone mid-run -----------------------------------------------------------
 
 
-class RedisServer:
-    """A redis-server of this test's own on a free port (the shared one must stay up for everybody)."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _redis_up(self.url), timeout=30, what=f"redis-server on port {self.port}")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    require_extra("redis")
-    if shutil.which("redis-server") is None:
-        from tests.conftest import IN_CI
-
-        if IN_CI:
-            pytest.fail("redis-server is not installed, but CI must provide it")
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(free_port(), tmp_path)
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def test_a_store_down_at_start_holds_the_stream_and_one_gone_mid_run_lets_it_flow_and_catches_up(
