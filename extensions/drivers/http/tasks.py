@@ -163,7 +163,8 @@ class TaskStore:
         self.store_url = default_task_store() if url is None else str(url)
         self.backend = open_task_backend(self.store_url, self.namespace)
         self.backend.beat(self.instance, self.lease)
-        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvai-task-store")
+        if not isinstance(self.backend, MemoryTaskBackend):  # memory cannot hang: called on the loop
+            self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rvai-task-store")
         self.http = httpx.AsyncClient(timeout=10.0)
         self.spawn(self._sweep_forever())
         self.spawn(self._beat_forever())
@@ -230,9 +231,9 @@ class TaskStore:
     def kept_blocking(self, timeout: float = 2.0) -> int | None:
         """:meth:`kept`, from a thread other than the event loop's; ``None`` when the store fails or does
         not answer within ``timeout`` seconds."""
-        if self._io is None:
-            return None
         try:
+            if self._io is None:
+                return self.backend.count()
             return self._io.submit(self.backend.count).result(timeout)
         except Exception:
             return None
@@ -319,7 +320,7 @@ class TaskStore:
                 return task
 
     async def _call(self, call: Callable[..., T], *args: Any) -> T:
-        """``call(*args)`` on the store's thread (in this process's memory, before :meth:`start`, here)."""
+        """``call(*args)`` on the store's thread (here for the ``memory`` store, and before :meth:`start`)."""
         if self._io is None:
             return call(*args)
         return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(call, *args))
