@@ -36,6 +36,7 @@ from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Detections, Integer
 
 from tests.extensions.fast_api_driver.test_oip import BOX, MODEL, oip_pipeline, quickstart_pipeline
+from tests.extensions._sequences import check_sequences
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -212,16 +213,7 @@ def test_sequences_keep_per_stream_state_and_sequence_end_drops_it(triton: Any) 
         result = triton.infer(MODEL, frame_inputs(image, x), outputs=outputs, **sequence)
         return int(result.as_numpy("count")[0]), int(result.as_numpy("total")[0])
 
-    assert infer(10, sequence_id=701, sequence_start=True) == (1, 10)
-    assert infer(5, sequence_id=702, sequence_start=True) == (1, 5)  # another stream, its own state
-    assert infer(1, sequence_id=701) == (2, 11)
-    assert infer(2, sequence_id=701, sequence_end=True) == (3, 13)  # answered, then 701's state is dropped
-    assert infer(4, sequence_id=701) == (1, 4)  # a fresh sequence
-    assert infer(1, sequence_id=702) == (2, 6)
-    assert infer(3, sequence_id=702, sequence_start=True) == (1, 3)  # a new start forgets what was kept
-    assert infer(7, sequence_id="camera-9", sequence_start=True) == (1, 7)  # string sequence ids
-    assert infer(7, parameters={"sid": "camera-9"}) == (2, 14)  # the same stream, named by a sid parameter
-    assert infer(1) == (1, 1) and infer(1) == (1, 1)  # no sequence: one-off requests
+    check_sequences(infer)
 
 
 def test_a_stream_of_requests_answers_in_order_with_the_sequences_state(triton: Any) -> None:

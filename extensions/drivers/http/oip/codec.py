@@ -30,14 +30,7 @@ class V2Codec(_v2.V2Codec):
         max_sid_length: int,
         max_image_pixels: int | None,
     ) -> V2Request:
-        """An inference request's body → its typed inputs and parameters.
-
-        Args:
-            body: the whole body.
-            header_length: the ``Inference-Header-Content-Length`` header: the JSON part's
-                size, the rest being the inputs' binary data (``None``: all JSON).
-            max_sid_length: the longest sid accepted.
-            max_image_pixels: the most pixels of an image input (``None``: ``Image.max_pixels``).
+        """:meth:`_v2.V2Codec.request <rvai_sdk.extensions.drivers._v2.V2Codec.request>`, its refusal raised as HTTP.
 
         Raises:
             HTTPError: 400 naming the offending input, output or parameter.
