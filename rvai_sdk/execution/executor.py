@@ -298,6 +298,13 @@ class Executor(Scheduler):
             # return from a cell that hangs.
             req.timeout = timeout
         req.future.set_running_or_notify_cancel()
+        restored = None
+        loader = self._states.loader
+        if loader is not None and sid is not None and self._states.get(sid) is None:
+            # A sid not in memory: its state is read from the durable store here, outside the lock, so
+            # that a slow (or hung) store delays this request only, never every other sid's. (The look
+            # above is a hint; acquire() decides under the lock, by the generation, whether it still holds.)
+            restored = (self._states.generation, loader(sid, now))
         with self._lock:
             if self._closed or not self._started or self.broken is not None:
                 state = "FAILED" if self.broken is not None else "STOPPED" if self._closed else "STARTING"
@@ -307,7 +314,7 @@ class Executor(Scheduler):
                     state=state,
                 )
             req.rid = next(self._ids)
-            req.entry = self._states.acquire(sid, now)
+            req.entry = self._states.acquire(sid, now, restored)
             self.submitted += 1
             works = self._admit(req, now)
         if timeout is not None:

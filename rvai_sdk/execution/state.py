@@ -56,9 +56,12 @@ class StateStore:
         expired: sids dropped by the TTL so far.
         evicted: sids dropped by ``max_states`` so far.
         examined: entries that expiry and eviction looked at, in total (each one was dropped: a measure of work).
+        generation: counted up whenever a sid's state may leave memory (expiry, eviction, a drop): a
+            state restored from the durable store while the generation stayed the same is still current
+            (see :meth:`acquire`).
     """
 
-    __slots__ = ("ttl", "max_states", "_idle", "_busy", "expired", "evicted", "examined", "loader")
+    __slots__ = ("ttl", "max_states", "_idle", "_busy", "expired", "evicted", "examined", "loader", "generation")
 
     def __init__(
         self, *, ttl: float | None, max_states: int, loader: Callable[[str, float], StateEntry | None] | None = None
@@ -72,9 +75,21 @@ class StateStore:
         self.expired = 0
         self.evicted = 0
         self.examined = 0
+        self.generation = 0
 
-    def acquire(self, sid: str | None, now: float) -> StateEntry:
-        """The entry of ``sid`` (a fresh, unkept one for ``None``), marked in use by one more request."""
+    def acquire(
+        self, sid: str | None, now: float, restored: tuple[int, StateEntry | None] | None = None
+    ) -> StateEntry:
+        """The entry of ``sid`` (a fresh, unkept one for ``None``), marked in use by one more request.
+
+        Args:
+            sid: the state id.
+            now: the time.
+            restored: ``(generation, entry or None)``: what :attr:`loader` gave for ``sid`` when it was
+                asked outside the caller's lock at that :attr:`generation`. Used when ``sid`` is still not
+                kept here and the generation has not moved since (no state left memory meanwhile, so the
+                store held nothing newer); otherwise the loader is asked again, here.
+        """
         if sid is None:
             entry = StateEntry(None, now)
         else:
@@ -87,7 +102,10 @@ class StateStore:
                 if idle is not None:
                     entry = busy[sid] = idle
                 else:
-                    loaded = None if self.loader is None else self.loader(sid, now)
+                    if restored is not None and restored[0] == self.generation:
+                        loaded = restored[1]
+                    else:
+                        loaded = None if self.loader is None else self.loader(sid, now)
                     entry = busy[sid] = StateEntry(sid, now) if loaded is None else loaded
                     if len(busy) + len(self._idle) > self.max_states:
                         self._evict()
@@ -120,6 +138,7 @@ class StateStore:
             self.examined += 1
             del idle[sid]
             self.expired += 1
+            self.generation += 1
 
     def _evict(self) -> None:
         idle = self._idle
@@ -127,6 +146,7 @@ class StateStore:
             self.examined += 1
             idle.popitem(last=False)
             self.evicted += 1
+            self.generation += 1
 
     def get(self, sid: str) -> StateEntry | None:
         """The entry of ``sid``, or ``None`` when no state is kept for it."""
@@ -135,6 +155,7 @@ class StateStore:
 
     def drop(self, sid: str) -> bool:
         """Forget ``sid``'s state; requests in flight finish with it. Returns whether it was kept."""
+        self.generation += 1  # kept here or not: its durable copy may be going too
         entry = self._busy.pop(sid, None)
         if entry is None:
             entry = self._idle.pop(sid, None)

@@ -11,6 +11,7 @@ update applied twice, or a request applied that nobody sent).
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import sqlite3
@@ -31,6 +32,7 @@ from rvai_sdk.exc import CellError, ParameterError, ProcessError, RvaiError, Unk
 from rvai_sdk.execution.state_store import RedisStateStore, SqliteStateStore
 from rvai_sdk.runtime import Inference, ProcessStatus, init
 from rvai_sdk.types import Integer
+from tests._servers import RedisServer, own_redis  # noqa: F401 (own_redis: a fixture)
 from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, require_extra, single
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -156,6 +158,25 @@ def test_restart_on_ray_continues_from_sqlite_at_a_path_relative_to_the_callers_
         assert proc.predict({"x": 1}, sid="a").result(timeout=60) == {"y": Integer(4)}
     with sqlite3.connect(tmp_path / "states" / "s.db") as db:  # the file the caller named holds the checkpoint
         assert db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] >= 1
+
+
+def test_a_sid_restoring_from_a_hung_store_holds_up_only_itself(own_redis: RedisServer) -> None:
+    """A new sid's checkpoint is read outside the executor's lock: while the store hangs (SIGSTOP), a sid
+    kept in memory goes on being served; the new one is served, from its checkpoint, once the store answers."""
+    own_redis.start()
+    store = RedisStateStore(own_redis.url, prefix="hung:", checkpoint=3600.0)  # interval: only restores touch it
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+        assert proc.predict({"x": 1}, sid="warm").result(timeout=30) == {"y": Integer(1)}
+        own_redis.freeze()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                cold = pool.submit(lambda: proc.predict({"x": 1}, sid="cold").result(timeout=60))
+                for n in range(2, 6):
+                    assert proc.predict({"x": 1}, sid="warm").result(timeout=30) == {"y": Integer(n)}
+                assert not cold.done(), "the new sid was served although its checkpoint could not be read"
+            finally:
+                own_redis.thaw()
+            assert cold.result(timeout=60) == {"y": Integer(1)}
 
 
 # -- drop_state, TTL, errors (debug runtime: the executor in this process) ------------------------------

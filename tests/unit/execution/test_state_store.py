@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rvai_sdk.execution.state import StateStore
+from rvai_sdk.execution.state import StateEntry, StateStore
 
 
 def test_idle_sids_expire_after_the_ttl() -> None:
@@ -51,3 +51,35 @@ def test_state_for_creates_each_cell_state_once() -> None:
     first = entry.state_for("cell", dict)
     assert entry.state_for("cell", dict) is first
     assert store.drop("s") and not store.drop("s")
+
+
+def test_a_state_restored_outside_the_lock_is_used_only_while_no_state_left_memory_meanwhile() -> None:
+    """The executor reads a new sid's checkpoint before taking its lock; acquire() takes that reading only if
+    the sid is still not kept and no state left memory since (else the store may hold something newer)."""
+    asked: list[str] = []
+
+    def loader(sid: str, now: float) -> StateEntry | None:
+        asked.append(sid)
+        entry = StateEntry(sid, now)
+        entry.seq = 7
+        return entry
+
+    store = StateStore(ttl=None, max_states=2, loader=loader)
+    early = StateEntry("a", 0.0)
+    early.seq = 3
+    assert store.acquire("a", now=0.0, restored=(store.generation, early)) is early and asked == []
+
+    read_at = store.generation  # "b" is read now; meanwhile a state leaves memory (a drop), so the reading is stale
+    store.drop("x")
+    stale = StateEntry("b", 0.0)
+    assert store.acquire("b", now=0.0, restored=(read_at, stale)).seq == 7 and asked == ["b"]
+
+    unused = StateEntry("a", 1.0)  # "a" is kept (in flight): a reading of the store is never used over it
+    assert store.acquire("a", now=1.0, restored=(store.generation, unused)) is early
+
+    generation = store.generation
+    store.release(store.acquire("c", now=2.0), now=2.0)  # a third sid: an eviction moves the generation
+    store.release(early, now=2.0)
+    store.release(early, now=2.0)
+    store.release(store.acquire("d", now=3.0), now=3.0)
+    assert store.evicted >= 1 and store.generation > generation
