@@ -167,6 +167,9 @@ class ReplicaActor:
         self._settled: set[str] = set()
         """Sids that need no pull any more in this hand-over."""
         self.handed = {"exported": 0, "imported": 0, "refused": 0, "pull_failures": 0}
+        """Hand-over counters of this replica since it started: states it exported to and imported from
+        other replicas, requests it refused for a sid it no longer owns (``SidMoved``), sids whose pull
+        failed (they continued from the durable store, or fresh); in ``stats()["handover"]``."""
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -618,7 +621,7 @@ class ReplicaActor:
 
     async def stats(self) -> Outcome:
         """This replica's executor counters."""
-        return await self._blocking(lambda: self._require().stats())
+        return await self._blocking(lambda: {**self._require().stats(), "handover": dict(self.handed)})
 
     async def ready(self) -> Outcome:
         """Whether this replica serves: its executor is running, not broken, with no stuck call."""

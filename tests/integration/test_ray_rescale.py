@@ -233,6 +233,9 @@ def test_idle_sids_move_with_their_state_and_removed_replicas_hand_over_before_s
         assert sorted(proc.sids()) == sorted(sids)
         owners = {sid: proc.replica_for(sid) for sid in sids}
         assert set(owners.values()) == {0, 1, 2}
+        moved = sum(1 for owner in owners.values() if owner != 0)
+        # what the replicas say they handed over: replica 0 exported each moved sid, its new owner imported it
+        assert proc.stats()["handover"] == {"exported": moved, "imported": moved, "refused": 0, "pull_failures": 0}
         for sid in sids[:10]:
             assert int(proc.get_state(sid)["c0"].n) == 2, sid
         outs = {sid: proc.predict({"x": 0}, sid=sid).result(timeout=60) for sid in sids}
@@ -240,6 +243,8 @@ def test_idle_sids_move_with_their_state_and_removed_replicas_hand_over_before_s
             assert (int(out["count"]), int(out["pid"])) == (3, by_replica[owners[sid]]), sid
         proc.set_replicas(1)
         assert sorted(proc.sids()) == sorted(sids)
+        # the removed replicas' counters went with them; replica 0 imported every sid they held
+        assert proc.stats()["handover"] == {"exported": moved, "imported": moved, "refused": 0, "pull_failures": 0}
         outs = {sid: proc.predict({"x": 0}, sid=sid).result(timeout=60) for sid in sids}
         assert {sid: int(out["count"]) for sid, out in outs.items()} == {sid: 4 for sid in sids}
 
