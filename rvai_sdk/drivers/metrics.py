@@ -249,7 +249,13 @@ def stream_metrics_text(
     Returns:
         ``rvai_source_*`` series per source (frames/s, produced, processed, failed, dropped,
         written, queued, in flight, state) and ``rvai_sink_*`` series per sink (written,
-        buffered, write failures, lost), in the text format Prometheus scrapes.
+        buffered, write failures, lost), in the text format Prometheus scrapes. With a position
+        store (``stats()["positions"]``), also ``rvai_position_writes_total``,
+        ``rvai_position_write_errors_total``, ``rvai_position_store_failing`` and per source
+        ``rvai_source_position_acknowledged`` (the highest index every sink acknowledged, in
+        order), ``rvai_source_position_recorded`` (the highest one in the store: a restart
+        resumes after it; left out while none is) and ``rvai_source_position_unrecorded``
+        (items acknowledged since: what a crash now would replay).
 
     Raises:
         MissingExtraError: prometheus-client is not installed (``pip install 'rvai_sdk[fastapi]'``).
@@ -292,7 +298,33 @@ def stream_metrics_text(
         for key, metric in sink_metrics.items():
             metric.add_metric([pipeline, ref], float(entry.get(key, 0)))
         buffered.add_metric([pipeline, ref], float(entry["buffered"]))
+    positions = stats.get("positions")
+    if positions:
+        _position_metrics(out, pipeline, positions)
     return out.text(process=process)
+
+
+def _position_metrics(out: _Families, pipeline: str, positions: Mapping[str, Any]) -> None:
+    """The series of a stream driver's position store (see :func:`stream_metrics_text`)."""
+    out.add("Counter", "rvai_position_writes", "Writes of the stream positions to their store").add_metric(
+        [pipeline], float(positions["writes"])
+    )
+    out.add("Counter", "rvai_position_write_errors", "Writes of the stream positions that failed (retried)").add_metric(
+        [pipeline], float(positions["errors"])
+    )
+    out.add("Gauge", "rvai_position_store_failing", "1 while the position store fails").add_metric(
+        [pipeline], 1.0 if positions["state"] == "failing" else 0.0
+    )
+    gauges = {
+        "acknowledged": "Highest index every sink acknowledged, in order",
+        "recorded": "Highest index recorded in the position store: a restart resumes after it",
+        "unrecorded": "Items acknowledged since the last recorded position: what a crash now would replay",
+    }
+    families = {key: out.add("Gauge", f"rvai_source_position_{key}", doc, ["source"]) for key, doc in gauges.items()}
+    for ref, entry in positions["sources"].items():
+        for key, family in families.items():
+            if entry.get(key) is not None:  # no position yet: no sample, rather than a made-up one
+                family.add_metric([pipeline, ref], float(entry[key]))
 
 
 class MetricsServer:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from rvai_sdk.drivers import Record
+from rvai_sdk.drivers.metrics import stream_metrics_text
 from rvai_sdk.exc import ParameterError
 from rvai_sdk.execution.state_store import RedisStateStore, SqliteStateStore
 from rvai_sdk.extensions.drivers._stream_positions import Tracker, open_position_store
@@ -42,6 +43,17 @@ pytestmark = pytest.mark.timeout(300)
 SERVICE = Path(__file__).with_name("position_service.py")
 ROOT = Path(__file__).resolve().parents[3]
 REDIS_URL = os.environ.get("RVAI_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def scraped(text: bytes) -> dict[tuple[str, str], float]:
+    """(sample name, its source label or '') -> value, as Prometheus reads the text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, sample.labels.get("source", "")): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+    }
 
 
 _NAMES: list[str] = []
@@ -418,10 +430,19 @@ def test_a_store_down_at_start_holds_the_stream_and_one_gone_mid_run_lets_it_flo
                    what="a failed write", explain=stats)
         wait_until(lambda: len(read_jsonl(out)) >= written + 50, what="the stream to go on without its store", explain=stats)
         assert stats()["positions"]["sources"]["file"]["unrecorded"] >= 40
+        seen = stats()  # Prometheus says the same (the series --metrics-port serves)
+        metrics = scraped(stream_metrics_text("outage", seen, {}, process=False))
+        assert metrics[("rvai_position_store_failing", "")] == 1.0
+        assert metrics[("rvai_source_position_unrecorded", "file")] == seen["positions"]["sources"]["file"]["unrecorded"]
+        assert metrics[("rvai_position_write_errors_total", "")] == seen["positions"]["errors"] > errors
         own_redis.start()  # back, empty (no persistence): the next write records the position again
         wait_until(lambda: stats()["positions"]["state"] == "running"
                    and (stored(own_redis.url, "outage", "stream", "file") or -1) >= written + 40,
                    timeout=60, what="the position recorded again", explain=stats)
+        seen = stats()
+        metrics = scraped(stream_metrics_text("outage", seen, {}, process=False))
+        assert metrics[("rvai_position_store_failing", "")] == 0.0
+        assert metrics[("rvai_source_position_recorded", "file")] == seen["positions"]["sources"]["file"]["recorded"]
         proc.remove_driver(handle.pid)
     lines = read_jsonl(out)
     assert [r["index"] for r in lines] == list(range(len(lines))), "the stream lost and repeated nothing meanwhile"
