@@ -272,6 +272,10 @@ class RedisStateStore(DurableStateStore):
         url: the server, e.g. ``"redis://127.0.0.1:6379/0"``.
         prefix: the key prefix; a sid's key is ``prefix + sid``. Give each pipeline its own.
         checkpoint: ``"every"`` (default) or an interval in seconds (see the module docstring).
+        timeout: seconds a call to the server (connecting included) may take before it fails. A
+            server that stops answering then fails the requests that need it, naming the store (a
+            restore: ``ProcessError``; a checkpoint: the request fails, its update kept in memory
+            only), instead of holding them, and the sids behind them, for ever.
 
     Example:
         >>> RedisStateStore("redis://127.0.0.1:6379/0", prefix="counting:")
@@ -284,6 +288,7 @@ class RedisStateStore(DurableStateStore):
         *,
         prefix: str = "rvai:state:",
         checkpoint: float | Literal["every"] = "every",
+        timeout: float = 10.0,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ParameterError(
@@ -291,12 +296,18 @@ class RedisStateStore(DurableStateStore):
                 field="url",
             )
         _check_checkpoint(checkpoint, "RedisStateStore")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+            raise ParameterError(
+                f"RedisStateStore(timeout=...) must be a number of seconds > 0, got {timeout!r}", field="timeout"
+            )
         self.url = url
         self.prefix = prefix
         self.checkpoint = checkpoint
+        self.timeout = float(timeout)
 
     def __repr__(self) -> str:
-        return f"RedisStateStore({self.url!r}, prefix={self.prefix!r}, checkpoint={self.checkpoint!r})"
+        more = "" if self.timeout == 10.0 else f", timeout={self.timeout!r}"
+        return f"RedisStateStore({self.url!r}, prefix={self.prefix!r}, checkpoint={self.checkpoint!r}{more})"
 
     def describe(self) -> str:
         return f"the Redis state store {self.url} (prefix {self.prefix!r})"
@@ -305,7 +316,8 @@ class RedisStateStore(DurableStateStore):
         from rvai_sdk._compat import require
 
         redis = require("redis", extra="redis")
-        return _OpenRedis(redis.Redis.from_url(self.url), self.prefix, ttl)
+        client = redis.Redis.from_url(self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+        return _OpenRedis(client, self.prefix, ttl)
 
 
 class _OpenRedis(OpenStateStore):

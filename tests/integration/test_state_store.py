@@ -179,6 +179,27 @@ def test_a_sid_restoring_from_a_hung_store_holds_up_only_itself(own_redis: Redis
             assert cold.result(timeout=60) == {"y": Integer(1)}
 
 
+def test_a_store_that_stops_answering_fails_the_requests_that_need_it_within_its_timeout(own_redis: RedisServer) -> None:
+    """A frozen Redis (SIGSTOP) fails, within the store's timeout, the checkpoint of a kept sid (its update stays in
+    memory) and the restore of a new one, naming the store; once it answers, the kept update is checkpointed."""
+    own_redis.start()
+    store = RedisStateStore(own_redis.url, prefix="frozen:", timeout=1.0)
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+        assert proc.predict({"x": 1}, sid="warm").result(timeout=30) == {"y": Integer(1)}
+        own_redis.freeze()
+        try:
+            with pytest.raises(RvaiError, match=r"checkpointing the state of sid 'warm' to the Redis state store .* kept in memory"):
+                proc.predict({"x": 1}, sid="warm").result(timeout=60)
+            with pytest.raises(ProcessError, match=r"cannot restore the state of sid 'cold' from the Redis state store"):
+                proc.predict({"x": 1}, sid="cold").result(timeout=60)
+        finally:
+            own_redis.thaw()
+        assert proc.predict({"x": 1}, sid="warm").result(timeout=30) == {"y": Integer(3)}
+        proc.restart()  # from the store: the update the failed checkpoint kept in memory was written with this one
+        assert proc.predict({"x": 1}, sid="warm").result(timeout=30) == {"y": Integer(4)}
+        assert proc.predict({"x": 1}, sid="cold").result(timeout=30) == {"y": Integer(1)}
+
+
 # -- drop_state, TTL, errors (debug runtime: the executor in this process) ------------------------------
 
 
