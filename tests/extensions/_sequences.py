@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -23,3 +24,13 @@ def check_sequences(infer: Infer) -> None:
     assert infer(7, sequence_id="camera-9", sequence_start=True) == (1, 7)  # string sequence ids
     assert infer(7, parameters={"sid": "camera-9"}) == (2, 14)  # the same stream, named by a sid parameter
     assert infer(1) == (1, 1) and infer(1) == (1, 1)  # no sequence: one-off requests
+
+
+def check_quickstart_sequences(ready: bool, infer: Callable[..., int]) -> None:
+    """The same rules on the quickstart pipeline (output = input + its stream's count), as the debug and ray
+    runtimes are checked: ``infer(x, **sequence)`` is the pipeline's output; ``ready``, its model readiness."""
+    assert ready
+    assert [infer(10, sequence_id=5, sequence_start=True), infer(10, sequence_id=5)] == [11, 12]
+    assert infer(10, sequence_id=6) == 11
+    assert infer(10, sequence_id=5, sequence_end=True) == 13
+    assert infer(10, sequence_id=5) == 11 and infer(10) == 11

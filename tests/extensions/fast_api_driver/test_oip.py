@@ -27,7 +27,7 @@ from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import BoundingBox, Detections, Dict, Float, Image, Integer, String, Tensor
 
 from tests.conftest import IN_CI
-from tests.extensions._sequences import check_sequences
+from tests.extensions._sequences import check_quickstart_sequences, check_sequences
 
 try:  # the test extra; CI installs it, and a missing one fails there
     import tritonclient.http as tritonclient_http
@@ -467,10 +467,6 @@ def test_sequences_behave_on_debug_and_ray_as_on_the_local_runtime(name: str, re
                 value.set_data_from_numpy(np.array([x], np.int64))
                 return int(triton.infer("MyPipeline", [value], **sequence).as_numpy("output")[0])
 
-            assert triton.is_model_ready("MyPipeline")
-            assert [infer(10, sequence_id=5, sequence_start=True), infer(10, sequence_id=5)] == [11, 12]
-            assert infer(10, sequence_id=6) == 11
-            assert infer(10, sequence_id=5, sequence_end=True) == 13
-            assert infer(10, sequence_id=5) == 11 and infer(10) == 11
+            check_quickstart_sequences(triton.is_model_ready("MyPipeline"), infer)
         finally:
             triton.close()

@@ -36,7 +36,7 @@ from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Detections, Integer
 
 from tests.extensions.fast_api_driver.test_oip import BOX, MODEL, oip_pipeline, quickstart_pipeline
-from tests.extensions._sequences import check_sequences
+from tests.extensions._sequences import check_quickstart_sequences, check_sequences
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -402,11 +402,7 @@ def test_sequences_behave_on_debug_and_ray_as_on_the_local_runtime(name: str, re
                 value.set_data_from_numpy(np.array([x], np.int64))
                 return int(client.infer("MyPipeline", [value], **sequence).as_numpy("output")[0])
 
-            assert client.is_model_ready("MyPipeline")
-            assert [infer(10, sequence_id=5, sequence_start=True), infer(10, sequence_id=5)] == [11, 12]
-            assert infer(10, sequence_id=6) == 11
-            assert infer(10, sequence_id=5, sequence_end=True) == 13
-            assert infer(10, sequence_id=5) == 11 and infer(10) == 11
+            check_quickstart_sequences(client.is_model_ready("MyPipeline"), infer)
             with pytest.raises(InferenceServerException, match="input 'input'"):
                 bad = grpcclient.InferInput("input", [1], "FP32")
                 bad.set_data_from_numpy(np.array([1], np.float32))
