@@ -18,10 +18,13 @@ nothing was dropped; the run stops at the first N not held, or when ``--budget``
 seconds would be exceeded, and reports the largest N held.
 
 First, a decode probe (in a child process, so that this one never creates a CUDA
-context): PyAV on the CPU, PyAV's CUDA hardware acceleration, torchcodec and
-PyNvVideoCodec, each decoding the clip: works or not (and why), CPU ms per frame.
+context): PyAV on the CPU, PyAV's CUDA hardware acceleration (with its RGB conversion, with
+none, with the NV12 array), torchcodec and PyNvVideoCodec (NV12 or RGB in device memory,
+copied to host or not), one decoder and eight at once, each decoding the clip three times
+in a row: works or not (and why), and in steady state (past each decoder's first frames)
+CPU ms per frame and frames/s.
 
-    python benchmarks/bench_cameras.py [--streams 16,32,48,64,80,96,128] [--seconds 5] [--write docs/performance.md]
+    python benchmarks/bench_cameras.py [--streams 8,16,24,32,48,64,80,96,128] [--seconds 5] [--write docs/performance.md]
     python benchmarks/bench_cameras.py --cpu-smoke      # a tiny model and clip on the CPU: the self-check only
 """
 
@@ -72,87 +75,198 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def probe_decoders(clip: str) -> list[dict[str, Any]]:
-    """Each decode option on the clip: ``{"name", "ok", "why", "frames", "cpu_ms", "fps"}``; never raises."""
+WARM = 10  # frames per decoder left out of the probe's figures: opening a GPU decoder (a CUDA context, a session) is paid once per camera, not per frame
+
+
+def probe_decoders(clip: str, passes: int = 3) -> list[dict[str, Any]]:
+    """Each decode option on the clip: ``{"name", "ok", "why", "frames", "cpu_ms", "fps"}``; never raises.
+
+    Each option decodes the clip ``passes`` times in a row with one decoder (as a looped camera
+    does); its figures are the steady state: CPU ms per frame and frames/s counted from the
+    ``WARM``-th frame of each decoder, so that opening it (a CUDA context, an NVDEC session)
+    is left out. Options that run several decoders at once (threads) give their sum.
+    """
     results: list[dict[str, Any]] = []
 
-    def attempt(name: str, decode: Any) -> None:
-        c0, t0 = _cpu(), time.perf_counter()
+    class Meter:
+        """Counts frames; notes CPU and wall time once every decoder of an option is past its warm-up."""
+
+        def __init__(self, decoders: int) -> None:
+            self.lock = threading.Lock()
+            self.warm_left, self.frames, self.at = decoders, 0, None  # type: ignore[var-annotated]
+            self.seen: dict[int, int] = {}
+
+        def tick(self) -> None:
+            me = threading.get_ident()
+            with self.lock:
+                n = self.seen[me] = self.seen.get(me, 0) + 1
+                if self.at is not None:
+                    self.frames += 1
+                elif n == WARM:
+                    self.warm_left -= 1
+                    if self.warm_left == 0:
+                        self.at = (_cpu(), time.perf_counter())
+
+    def attempt(name: str, decode: Any, decoders: int = 1) -> None:
+        meter = Meter(decoders)
         try:
-            frames, note = decode()
+            note = decode(meter.tick)
         except BaseException as exc:  # noqa: BLE001 - a probe reports every failure
             results.append({"name": name, "ok": False, "why": f"{type(exc).__name__}: {str(exc)[:300]}"})
             return
+        if meter.at is None or not meter.frames:
+            results.append({"name": name, "ok": False, "why": f"decoded fewer than {WARM} frames per decoder ({note})"})
+            return
+        c0, t0 = meter.at
         wall = time.perf_counter() - t0
         results.append(
-            {"name": name, "ok": True, "why": note, "frames": frames, "cpu_ms": 1000 * (_cpu() - c0) / max(1, frames),
-             "fps": frames / wall if wall else 0.0}
+            {"name": name, "ok": True, "why": note, "frames": meter.frames, "cpu_ms": 1000 * (_cpu() - c0) / meter.frames,
+             "fps": meter.frames / wall if wall else 0.0}
         )
 
-    def pyav(hwaccel: Any = None, threads: bool = True) -> tuple[int, str]:
+    def pyav(tick: Any, hwaccel: Any = None, threads: bool = True, convert: str | None = "rgb24") -> str:
         import av
 
-        n = 0
         with av.open(clip, hwaccel=hwaccel) as container:
             stream = container.streams.video[0]
             if threads:
                 stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                frame.to_ndarray(format="rgb24")
-                n += 1
+            for i in range(passes):
+                if i:
+                    container.seek(0)
+                for frame in container.decode(stream):
+                    if convert == "native":
+                        frame.to_ndarray()
+                    elif convert:
+                        frame.to_ndarray(format=convert)
+                    tick()
             hw = stream.codec_context.is_hwaccel
         if hwaccel is not None and not hw:
             raise RuntimeError("opened, but FFmpeg decoded on the CPU (no CUDA decoder for this codec here)")
-        return n, f"PyAV {av.__version__}" + (", decoded by NVDEC" if hw else "")
+        return f"PyAV {av.__version__}" + (", decoded by NVDEC" if hw else "")
 
-    def pyav_cuda(primary: bool) -> tuple[int, str]:
+    def pyav_cuda(tick: Any, primary: bool, convert: str | None = "rgb24") -> str:
         from av.codec.hwaccel import HWAccel, hwdevices_available
 
         if "cuda" not in hwdevices_available():
             raise RuntimeError(f"this PyAV's FFmpeg has no CUDA device type (has {hwdevices_available()})")
         options: dict[str, object] = {"primary_ctx": "1"} if primary else {}
-        return pyav(HWAccel("cuda", allow_software_fallback=False, options=options), threads=False)
+        return pyav(tick, HWAccel("cuda", allow_software_fallback=False, options=options), threads=False, convert=convert)
 
-    def torchcodec(device: str) -> tuple[int, str]:
+    def torchcodec(tick: Any, device: str) -> str:
         import torchcodec  # type: ignore[import-not-found]
         from torchcodec.decoders import VideoDecoder  # type: ignore[import-not-found]
 
         decoder = VideoDecoder(clip, device=device)
-        n = 0
-        for i in range(len(decoder)):
-            decoder[i]
-            n += 1
-        return n, f"torchcodec {torchcodec.__version__}"
+        for _ in range(passes):
+            for i in range(len(decoder)):
+                decoder[i]
+                tick()
+        return f"torchcodec {torchcodec.__version__}"
 
-    def nvvideocodec() -> tuple[int, str]:
+    def nvvideocodec(tick: Any, color: str = "NATIVE", to_host: bool = False, decoders: int = 1) -> str:
+        """PyNvVideoCodec's demuxer and decoder (the API that takes a live URL too), frames in device memory;
+        ``to_host``: each frame copied into page-locked host memory (what a driver process then sends)."""
         import PyNvVideoCodec as nvc  # type: ignore[import-not-found]
 
-        decoder = nvc.SimpleDecoder(clip, gpu_id=0)
-        n = sum(1 for _ in decoder)
-        return n, f"PyNvVideoCodec {getattr(nvc, '__version__', '?')}"
+        def one() -> None:
+            host = None
+            for _ in range(passes):
+                demuxer = nvc.CreateDemuxer(filename=clip)
+                decoder = nvc.CreateDecoder(
+                    gpuid=0, codec=demuxer.GetNvCodecId(), cudacontext=0, cudastream=0, usedevicememory=True,
+                    outputColorType=getattr(nvc.OutputColorType, color),
+                )
+                for packet in demuxer:
+                    for frame in decoder.Decode(packet):
+                        if to_host:
+                            device = torch.from_dlpack(frame)
+                            if host is None:
+                                host = torch.empty(device.shape, dtype=device.dtype, pin_memory=True)
+                            host.copy_(device)  # synchronous: the decoder may reuse the surface after this
+                            host.numpy()
+                        tick()
+
+        errors: list[BaseException] = []
+
+        def guarded() -> None:
+            try:
+                one()
+            except BaseException as exc:  # noqa: BLE001 - reported by the probe
+                errors.append(exc)
+
+        workers = [threading.Thread(target=guarded) for _ in range(decoders)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        if errors:
+            raise errors[0]
+        return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')}"
 
     attempt("PyAV, CPU (codec threads)", pyav)
-    attempt("PyAV, CPU (one thread)", lambda: pyav(threads=False))
-    attempt("PyAV, CUDA hwaccel (primary context)", lambda: pyav_cuda(True))
-    attempt("PyAV, CUDA hwaccel (own context)", lambda: pyav_cuda(False))
-    attempt("VideoSource(decode='auto')", lambda: _video_source(clip))
-    attempt("torchcodec, CUDA", lambda: torchcodec("cuda"))
-    attempt("PyNvVideoCodec", nvvideocodec)
+    attempt("PyAV, CPU (one thread)", lambda tick: pyav(tick, threads=False))
+    attempt("PyAV, CUDA hwaccel (primary context)", lambda tick: pyav_cuda(tick, True))
+    attempt("PyAV, CUDA hwaccel (own context)", lambda tick: pyav_cuda(tick, False))
+    attempt("PyAV, CUDA hwaccel, frames to host, no array", lambda tick: pyav_cuda(tick, True, convert=None))
+    attempt("PyAV, CUDA hwaccel, NV12 array (no RGB conversion)", lambda tick: pyav_cuda(tick, True, convert="native"))
+    attempt("VideoSource(decode='auto')", lambda tick: _video_source(clip, tick, passes))
+    attempt("torchcodec, CUDA", lambda tick: torchcodec(tick, "cuda"))
+    attempt("PyNvVideoCodec, NV12 on the GPU", nvvideocodec)
+    attempt("PyNvVideoCodec, RGB on the GPU", lambda tick: nvvideocodec(tick, "RGB"))
+    attempt("PyNvVideoCodec, RGB on the GPU, copied to host", lambda tick: nvvideocodec(tick, "RGB", to_host=True))
+    attempt("PyNvVideoCodec x8 decoders at once, RGB, copied to host", lambda tick: nvvideocodec(tick, "RGB", True, 8), 8)
+    attempt("PyAV x8 CUDA hwaccel decoders at once, RGB array", lambda tick: _threads(8, lambda: pyav_cuda(tick, True)), 8)
     return results
 
 
-def _video_source(clip: str) -> tuple[int, str]:
+def _threads(n: int, work: Any) -> str:
+    """Run ``work`` on ``n`` threads at once; its note, or its first error raised."""
+    notes: list[str] = []
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            notes.append(work())
+        except BaseException as exc:  # noqa: BLE001 - reported by the probe
+            errors.append(exc)
+
+    workers = [threading.Thread(target=guarded) for _ in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    return notes[0]
+
+
+def _video_source(clip: str, tick: Any, passes: int) -> str:
     from rvai_sdk.drivers import SourceContext
     from rvai_sdk.extensions.sources.video_source import VideoSource
 
-    source = VideoSource(clip)
+    source = VideoSource(clip, params={"loop": passes > 1})
     source.open(SourceContext(ref="probe", inputs=pipeline(tiny=True).inputs))
+    frames = 0
     try:
-        n = sum(1 for _ in source.items())
+        for _ in source.items():
+            tick()
+            frames += 1
+            if frames >= passes * source_frames(clip):
+                break
     finally:
         source.close()
     stats = source.stats()
-    return n, f"decoder {stats['decoder']}" + (f" ({stats['decode_fallback']})" if stats["decode_fallback"] else "")
+    return f"decoder {stats['decoder']}" + (f" ({stats['decode_fallback']})" if stats["decode_fallback"] else "")
+
+
+def source_frames(clip: str) -> int:
+    """Frames in the clip (its stream's count, else decoded once on the CPU)."""
+    import av
+
+    with av.open(clip) as container:
+        stream = container.streams.video[0]
+        return int(stream.frames) or sum(1 for _ in container.decode(stream))
 
 
 def run_probe(clip: str) -> list[dict[str, Any]]:
@@ -308,7 +422,7 @@ def latencies(dbs: Sequence[str], start: float, end: float) -> list[float]:
 
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="16,32,48,64,80,96,128", help="camera counts to try, growing")
+    parser.add_argument("--streams", default="8,16,24,32,48,64,80,96,128", help="camera counts to try, growing")
     parser.add_argument("--seconds", type=float, default=5.0, help="window per N")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after every new camera wrote a row")
     parser.add_argument("--per-driver", type=int, default=4, help="cameras per SourceSinkDriver process")

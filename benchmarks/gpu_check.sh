@@ -13,10 +13,12 @@
 #   GPU_PYTHON     the Python holding torch with CUDA (default python3)
 #   GPU_VENV       virtualenv made from it with --system-site-packages (default /tmp/rvai-gpu-venv)
 #   GPU_WHEELS     folder of wheels for what that Python lacks (default .whl: multiprocess, dill; av,
-#                  sqlalchemy, greenlet, typing_extensions, nvidia-ml-py for the many-camera benchmark)
+#                  sqlalchemy, greenlet, typing_extensions, nvidia-ml-py for the many-camera benchmark;
+#                  pynvvideocodec, optional, for its rows in the decode probe)
 #   GPU_OUT        if set, the log and docs/performance.md are copied there at the end
 #   GPU_SECONDS    length of each bench_gpu.py window (default 6)
-#   CAMERAS_BUDGET seconds bench_cameras.py may take (default 100)
+#   CAMERAS_BUDGET seconds bench_cameras.py may take (default 150)
+#   CAMERAS_STREAMS camera counts bench_cameras.py tries, growing (default 8,16,24,32,48,64)
 #   GPU_LIST_CMD   how GPUs are listed (default: /dev/nvidia<N> device files, else nvidia-smi -L)
 #
 # `gpu_check.sh --torch-only` (what `make venv` runs) stops after the first step, and passes where no GPU is listed.
@@ -28,7 +30,8 @@ GPU_PYTHON=${GPU_PYTHON:-python3}
 GPU_VENV=${GPU_VENV:-/tmp/rvai-gpu-venv}
 GPU_WHEELS=${GPU_WHEELS:-.whl}
 GPU_SECONDS=${GPU_SECONDS:-6}
-CAMERAS_BUDGET=${CAMERAS_BUDGET:-100}
+CAMERAS_BUDGET=${CAMERAS_BUDGET:-150}
+CAMERAS_STREAMS=${CAMERAS_STREAMS:-8,16,24,32,48,64}
 LATE=()  # steps after bench_gpu.py that failed: reported, the check goes on
 GPU_LIST_CMD=${GPU_LIST_CMD:-'ls /dev/nvidia[0-9]* 2>/dev/null || nvidia-smi -L 2>/dev/null'}
 LOG=$(mktemp /tmp/gpu-check.XXXXXX.log)
@@ -92,8 +95,9 @@ if ! "$PY" -m pip install -q --no-index --no-deps --no-build-isolation -e . >>"$
     echo "editable install not possible offline here: rvai_sdk taken from the checkout through PYTHONPATH" | tee -a "$LOG"
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# what the many-camera benchmark needs (PyAV, SQLAlchemy, NVML): a failure here only skips that benchmark
-for mod_pkg in av:av sqlalchemy:sqlalchemy pynvml:nvidia-ml-py; do
+# what the many-camera benchmark needs (PyAV, SQLAlchemy, NVML; PyNvVideoCodec for its probe rows): a failure here
+# only skips that benchmark (or those rows)
+for mod_pkg in av:av sqlalchemy:sqlalchemy pynvml:nvidia-ml-py PyNvVideoCodec:pynvvideocodec; do
     if ! "$PY" -c "import ${mod_pkg%%:*}" 2>/dev/null; then
         if "$PY" -m pip install -q --no-index "${find_links[@]}" "${mod_pkg##*:}" >>"$LOG" 2>&1; then
             echo "installed ${mod_pkg##*:} from $GPU_WHEELS" | tee -a "$LOG"
@@ -140,7 +144,7 @@ fi
 
 step "bench_cameras.py: decode probe, then 1080p30 cameras -> GPU -> SQLite for growing N (budget ${CAMERAS_BUDGET} s)"
 if "$PY" -c "import av, sqlalchemy" 2>>"$LOG"; then
-    timeout $(( CAMERAS_BUDGET + 60 )) "$PY" benchmarks/bench_cameras.py --budget "$CAMERAS_BUDGET" \
+    timeout $(( CAMERAS_BUDGET + 60 )) "$PY" benchmarks/bench_cameras.py --budget "$CAMERAS_BUDGET" --streams "$CAMERAS_STREAMS" \
         --write docs/performance.md 2>&1 | tee -a "$LOG"
     [ "${PIPESTATUS[0]}" -eq 0 ] || LATE+=("bench_cameras.py (or its self-check)")
 else
