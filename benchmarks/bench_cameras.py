@@ -257,7 +257,8 @@ def _video_source(clip: str, tick: Any, passes: int) -> str:
     finally:
         source.close()
     stats = source.stats()
-    return f"decoder {stats['decoder']}" + (f" ({stats['decode_fallback']})" if stats["decode_fallback"] else "")
+    why = "; ".join(str(stats[k]) for k in ("decode_fallback", "convert_fallback") if stats.get(k))
+    return f"decoder {stats['decoder']}, RGB on the {stats.get('convert', 'cpu')}" + (f" ({why})" if why else "")
 
 
 def source_frames(clip: str) -> int:
@@ -541,9 +542,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
             decoders: dict[str, int] = {}
             for r in cams:
                 inner = after[r].get("source") or {}
-                decoders[str(inner.get("decoder", "?"))] = decoders.get(str(inner.get("decoder", "?")), 0) + 1
-                if inner.get("decode_fallback"):
-                    fallbacks.add(str(inner["decode_fallback"]))
+                key = f"{inner.get('decoder', '?')} (RGB on the {inner.get('convert', 'cpu')})"
+                decoders[key] = decoders.get(key, 0) + 1
+                for why in ("decode_fallback", "convert_fallback"):
+                    if inner.get(why):
+                        fallbacks.add(str(inner[why]))
             time.sleep(0.5)  # rows of the window's last frames reach SQLite (the sinks write in batches)
             lat = latencies(dbs, w0, w1)
             pct = lambda q: 1000 * lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")  # noqa: E731

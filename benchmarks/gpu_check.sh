@@ -22,6 +22,7 @@
 #   GPU_LIST_CMD   how GPUs are listed (default: /dev/nvidia<N> device files, else nvidia-smi -L)
 #
 # `gpu_check.sh --torch-only` (what `make venv` runs) stops after the first step, and passes where no GPU is listed.
+# `gpu_check.sh --decode` runs only the decode steps (the GPU decode tests and bench_cameras.py), about 3 minutes.
 set -uo pipefail
 MODE=${1:-all}
 cd "$(dirname "$0")/.."
@@ -113,6 +114,7 @@ done
 # turn any warning of that machine's newer torch into a failure: neither is what this check is about
 PYTEST=("$PY" -m pytest -o addopts= -p no:cacheprovider -W default --strict-markers -q -rs --timeout 400)
 
+if [ "$MODE" != --decode ]; then
 step "GPU-marked tests: page-locking probe, the example against the model, torch cells on the GPU"
 "${PYTEST[@]}" -m gpu tests/integration/test_gpu_pinning.py tests/examples/test_gpu_classifier.py \
     tests/integration/test_local_runtime.py 2>&1 | tee -a "$LOG" | tee /tmp/gpu-check-tests.txt
@@ -133,6 +135,8 @@ step "bench_gpu.py: 64 and 128 streams at concurrency 1 and 2, one common window
 timeout 330 "$PY" benchmarks/bench_gpu.py --seconds "$GPU_SECONDS" --write docs/performance.md \
     --example-output "$EXAMPLE_OUT" 2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "bench_gpu.py failed (or its self-check did)"
+
+fi  # --decode: only the steps below
 
 step "VideoSource on the GPU: decode='cuda' gives the CPU's frames, or falls back with the reason (reported, not fatal)"
 if "$PY" -c "import av" 2>/dev/null; then

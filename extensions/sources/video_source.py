@@ -195,6 +195,8 @@ class VideoSource(Source):
         self._discarded = getattr(self, "_discarded", 0)
         self._decoder = "cpu"
         self._decode_fallback: str | None = None
+        self._cuda_frames: Any = None  # converts frames left on the GPU (CudaFrames), once tried
+        self._convert_fallback: str | None = None
         self._skip_frame: str | None = None
         self._container: Any = None
         self._connect()
@@ -210,12 +212,15 @@ class VideoSource(Source):
         container: Any = None
         hwaccel: Any = None
         refused: list[str] = []
-        for hwaccel in self._hwaccels():
+        for i, hwaccel in enumerate(self._hwaccels()):
             try:
                 container = av.open(self.url, options=options, timeout=timeout, hwaccel=hwaccel)
-                break
             except Exception as exc:
                 refused.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if i and self._cuda_frames is not None:  # the first try, frames left on the GPU, was refused
+                self._fall_back_convert(f"the CUDA decoder could not leave frames on the GPU: {refused[0]}")
+            break
         else:
             hwaccel = None
             if refused:
@@ -248,9 +253,40 @@ class VideoSource(Source):
         if "cuda" not in hwdevices_available():
             self._fall_back(f"this PyAV's FFmpeg has no CUDA device support (it has: {', '.join(hwdevices_available()) or 'none'})")
             return []
-        # first the device's primary context (one CUDA context per driver process, not one per stream)
+        on_gpu = self._frames_stay_on_gpu()
+        # first the device's primary context (one CUDA context per driver process, not one per stream; torch
+        # uses it too, so the frames that stay on the GPU are valid for it)
         tries: list[dict[str, object]] = [{"primary_ctx": "1"}, {}]
-        return [HWAccel("cuda", allow_software_fallback=True, options=options) for options in tries]
+        accels = [HWAccel("cuda", allow_software_fallback=True, options=options) for options in tries]
+        if on_gpu:
+            accels.insert(0, HWAccel("cuda", allow_software_fallback=True, options=tries[0], is_hw_owned=True))
+        return accels
+
+    def _frames_stay_on_gpu(self) -> bool:
+        """Whether decoded frames stay on the GPU and get their colours converted there (decided once)."""
+        if self._convert_fallback is not None:
+            return False
+        if self._cuda_frames is None:
+            from av.codec.hwaccel import HWAccel
+
+            from ._cuda_frames import CudaFrames
+
+            try:
+                try:
+                    HWAccel("cuda", is_hw_owned=True)  # settings only: opens nothing
+                except TypeError:
+                    raise RuntimeError(f"PyAV {self._av.__version__} cannot leave decoded frames on the GPU (PyAV >= 17 can)") from None
+                self._cuda_frames = CudaFrames()
+            except (RuntimeError, ValueError, TypeError) as exc:
+                self._fall_back_convert(str(exc))
+                return False
+        return True
+
+    def _fall_back_convert(self, reason: str) -> None:
+        """Download decoded frames and convert their colours on the CPU from now on; say why."""
+        self._cuda_frames = None
+        self._convert_fallback = reason
+        self.context.logger.info("%s: %s; frames downloaded from the GPU and converted on the CPU", self._where(), reason)
 
     def _fall_back(self, reason: str) -> None:
         """Decode on the CPU from now on, and say why where it is seen (log, :meth:`stats`)."""
@@ -317,6 +353,7 @@ class VideoSource(Source):
             failure: str | None = None
             produced = 0
             last = 0.0
+            at_open = (next_time, clock)
             try:
                 for packet in container.demux(stream):
                     if context.stopped.is_set():
@@ -351,21 +388,38 @@ class VideoSource(Source):
                             wait = clock + offset + t - time.monotonic()
                             if wait > 0 and context.stopped.wait(wait):
                                 return
-                        array = frame.to_ndarray(format="rgb24", **_size(frame.width, frame.height, width, height))
+                        if self._cuda_frames is not None and frame.format.name == "cuda":
+                            try:
+                                size = _size(frame.width, frame.height, width, height)
+                                array = self._cuda_frames.to_rgb(frame, (size["width"], size["height"]) if size else None)
+                            except Exception as exc:  # noqa: BLE001 - any failure of the GPU path is reported, then avoided
+                                self._fall_back_convert(f"converting a frame on the GPU failed: {type(exc).__name__}: {exc}")
+                                failure = "" if produced == 0 else f"{type(exc).__name__}: {exc}"
+                                break
+                        else:
+                            array = frame.to_ndarray(format="rgb24", **_size(frame.width, frame.height, width, height))
                         produced += 1
                         yield SourceItem(inputs={self._target: Image(array)}, index=self._index, timestamp=time.time())
                         self._index += 1
+                    if failure is not None:
+                        break
             except self._av.error.FFmpegError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
+            rate = float(stream.average_rate or stream.guessed_rate or 30)  # read before closing: PyAV >= 19 refuses after
             self._disconnect()
+            if failure == "":
+                # the GPU could not convert the first frame: the same frames again, converted on the CPU (and the
+                # plan relearnt, since it saw them once already)
+                next_time, clock = at_open
+                plan = None
+                continue
             if failure is not None and self._decoder == "cuda" and produced == 0:
                 # the GPU decoder opened but could not decode (a codec or profile NVDEC lacks, no
                 # free decoder session...): the same frames again from the CPU, none lost
                 self._fall_back(f"the CUDA decoder failed before its first frame: {failure}")
                 continue
-            rate = float(stream.average_rate or stream.guessed_rate or 30)
             offset += last + 1.0 / rate
             if failure is not None:
                 self._last_error = f"{self._where()}: stream lost: {failure}"
@@ -390,7 +444,10 @@ class VideoSource(Source):
         ``frames`` produced, ``decoded`` (frames out of the decoder), ``skipped`` (decoded,
         then left out by ``fps``), ``discarded`` (packets not decoded at all because ``fps``
         needs key frames only), ``decoder`` (``cuda`` or ``cpu``), ``decode_fallback`` (why
-        not ``cuda``, or None), ``skip_frame`` (what ``fps`` let the decoder skip),
+        not ``cuda``, or None), ``convert`` (where colours are converted to RGB and frames
+        resized: ``cuda`` when decoded frames stay on the GPU, else ``cpu``),
+        ``convert_fallback`` (why not ``cuda`` while decoding on the GPU, or None),
+        ``skip_frame`` (what ``fps`` let the decoder skip),
         ``reconnects``, ``connected``, ``last_error``.
         """
         return {
@@ -400,6 +457,8 @@ class VideoSource(Source):
             "discarded": getattr(self, "_discarded", 0),
             "decoder": getattr(self, "_decoder", "cpu"),
             "decode_fallback": getattr(self, "_decode_fallback", None),
+            "convert": "cuda" if getattr(self, "_cuda_frames", None) is not None and getattr(self, "_decoder", "cpu") == "cuda" else "cpu",
+            "convert_fallback": getattr(self, "_convert_fallback", None),
             "skip_frame": getattr(self, "_skip_frame", None),
             "reconnects": getattr(self, "_reconnects", 0),
             "connected": getattr(self, "_connected", False),
