@@ -121,10 +121,11 @@ class CudaFrames:
         planes = frame.planes
         if len(planes) != 2:
             raise ValueError(f"a CUDA frame with {len(planes)} planes ({getattr(frame, 'sw_format', '?')}): only NV12 and P010 convert on the GPU")
-        y = torch.from_dlpack(planes[0])
-        uv = torch.from_dlpack(planes[1])
-        # FFmpeg copies the decoded surface on its own stream: wait for it before reading
-        torch.cuda.synchronize(y.device)
+        # FFmpeg copies the decoded surface on a stream of its own: wait for the device before taking the planes,
+        # whose DLPack export takes no stream to order against (PyAV refuses one, which torch.from_dlpack passes)
+        torch.cuda.synchronize()
+        y = torch.utils.dlpack.from_dlpack(planes[0].__dlpack__())
+        uv = torch.utils.dlpack.from_dlpack(planes[1].__dlpack__())
         matrix = "bt709" if int(getattr(frame, "colorspace", 0) or 0) == _BT709 else "bt601"
         full = int(getattr(frame, "color_range", 0) or 0) == _FULL_RANGE
         rgb = nv12_to_rgb(y[: frame.height, : frame.width], uv, matrix=matrix, full_range=full, size=size)
