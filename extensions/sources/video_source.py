@@ -354,6 +354,7 @@ class VideoSource(Source):
             produced = 0
             last = 0.0
             at_open = (next_time, clock)
+            decoded_before = self._decoded
             try:
                 for packet in container.demux(stream):
                     if context.stopped.is_set():
@@ -408,6 +409,9 @@ class VideoSource(Source):
             except OSError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             rate = float(stream.average_rate or stream.guessed_rate or 30)  # read before closing: PyAV >= 19 refuses after
+            if failure is None and not self.live and bool(self.params.loop) and self._decoded > decoded_before and self._rewind():
+                offset += last + 1.0 / rate
+                continue
             self._disconnect()
             if failure == "":
                 # the GPU could not convert the first frame: the same frames again, converted on the CPU (and the
@@ -432,6 +436,16 @@ class VideoSource(Source):
             next_time = None
             offset = 0.0
             context.logger.warning("%s: stream ended (%s); reconnecting", self._where(), failure or "end of stream")
+
+    def _rewind(self) -> bool:
+        """Seek a looping file back to its start, keeping its decoder (a GPU decoder's session is costly to
+        open again); False when the file cannot seek (it is opened again instead)."""
+        try:
+            self._container.seek(0)  # PyAV flushes the decoders too
+        except (self._av.error.FFmpegError, OSError, ValueError) as exc:
+            self.context.logger.debug("%s: cannot seek to the start (%s); opening it again", self._where(), exc)
+            return False
+        return True
 
     def close(self) -> None:
         """Close the video (idempotent)."""
