@@ -182,6 +182,9 @@ def test_the_cuda_decoder_falls_back_to_the_cpu_with_the_reason_and_the_same_fra
     assert cpu.stats()["decoder"] == "cpu" and cpu.stats()["decode_fallback"] is None
     stats = cuda.stats()
     assert stats["decoder"] == "cpu" and "CUDA" in stats["decode_fallback"], stats
+    assert cpu.stats()["convert"] == stats["convert"] == "cpu"
+    if stats["convert_fallback"] is not None:  # the GPU conversion was considered first: why it was not used
+        assert "torch" in stats["convert_fallback"] or "PyAV" in stats["convert_fallback"], stats
     assert len(asked_cuda) == len(on_cpu) == 60
     assert all(np.array_equal(a, b) for a, b in zip(asked_cuda, on_cpu))
 
