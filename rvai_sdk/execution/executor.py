@@ -432,7 +432,7 @@ class Executor(Scheduler):
         with self._params_lock:
             return {ref: path for ref, path in self._model_paths.items() if path is not None}
 
-    def set_models(self, models: Mapping[str, Any]) -> None:
+    def set_models(self, models: Mapping[str, Any], timeout: float | None = None) -> None:
         """Give cells new model paths: each named cell's ``load_model`` runs again with its path.
 
         Drain-then-swap, as :meth:`set_parameters`: the new models are loaded first, in this
@@ -444,12 +444,17 @@ class Executor(Scheduler):
         Args:
             models: cell ref to a model path (``str`` or ``os.PathLike``), or ``None`` for no
                 path (``load_model`` then gets ``None``, as for a cell ``models=`` does not name).
+            timeout: seconds the caller waits for the change (from now, waiting for an earlier
+                change included); models loaded later than that are discarded, not swapped in,
+                so that a caller that gave up never sees its change happen afterwards.
+                ``None``: no limit.
 
         Raises:
             ParameterError: an unknown ref, a cell without ``load_model``, or a path that is
                 not a ``str``, path or ``None``; nothing changes.
             CellError: a ``load_model`` raised (names the cell); nothing changes, the old
                 models keep serving.
+            ProcessError: loading took longer than ``timeout``; nothing changes.
         """
         paths = check_model_paths(self.pipeline, models, where="set_models(...)")
         for ref in paths:
@@ -458,6 +463,7 @@ class Executor(Scheduler):
                     f"set_models(...) names cell {ref!r}, which has no load_model(); a model path would not be used",
                     ref=ref,
                 )
+        deadline = None if timeout is None else self._clock() + timeout
         with self._params_lock:  # one change at a time: none is lost
             config = self._config
             models_now = list(config.models)
@@ -468,6 +474,7 @@ class Executor(Scheduler):
                 for ref in paths:
                     cell = self._plan.refs[ref]
                     models_now[cell.index], deps[cell.index] = self._load_model(cell, config.params[cell.index])
+                self._check_deadline("set_models", deadline, timeout)
             except BaseException:
                 self._model_paths = old_paths
                 raise
@@ -475,7 +482,7 @@ class Executor(Scheduler):
                 self._config = Config(config.params, tuple(models_now))
                 self._model_deps = deps
 
-    def set_parameters(self, parameters: Mapping[str, Any]) -> None:
+    def set_parameters(self, parameters: Mapping[str, Any], timeout: float | None = None) -> None:
         """Change cell parameters for the requests submitted from now on.
 
         All values are validated before any takes effect. A cell whose
@@ -487,15 +494,28 @@ class Executor(Scheduler):
 
         Args:
             parameters: cell ref to a Parameters instance or a mapping of changed fields.
+            timeout: as for :meth:`set_models`: a change whose models load later than that is
+                discarded. ``None``: no limit.
 
         Raises:
             ParameterError: an unknown ref or field, or a rejected value; nothing changes.
             CellError: a reloading ``load_model`` raised; nothing changes.
+            ProcessError: reloading took longer than ``timeout``; nothing changes.
         """
+        deadline = None if timeout is None else self._clock() + timeout
         with self._params_lock:  # one change at a time: none is lost
-            self._set_parameters(parameters)
+            self._set_parameters(parameters, deadline, timeout)
 
-    def _set_parameters(self, parameters: Mapping[str, Any]) -> None:
+    def _check_deadline(self, method: str, deadline: float | None, timeout: float | None) -> None:
+        """Refuse to swap in what was loaded past the caller's ``timeout`` (the caller has given up by now)."""
+        if deadline is not None and self._clock() > deadline:
+            raise ProcessError(
+                f"{method}(...) on pipeline {self.pipeline.name!r}: loading the new models took longer than the "
+                f"{timeout:g} s the caller waits for them; they were discarded: nothing changed, the old models "
+                "serve on (a runtime's start_timeout bounds model loads: give it more time, or make load_model faster)"
+            )
+
+    def _set_parameters(self, parameters: Mapping[str, Any], deadline: float | None = None, timeout: float | None = None) -> None:
         refs = self._plan.refs
         config = self._config
         new_params = list(config.params)
@@ -515,6 +535,7 @@ class Executor(Scheduler):
             changed = {f.name for f in type(new).fields_info() if differs(getattr(old, f.name), getattr(new, f.name))}
             if changed & self._model_deps[cell.index]:
                 models[cell.index], deps[cell.index] = self._load_model(cell, new)
+        self._check_deadline("set_parameters", deadline, timeout)
         with self._lock:
             self._config = Config(tuple(new_params), tuple(models))
             self._model_deps = deps

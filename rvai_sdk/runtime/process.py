@@ -39,6 +39,10 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+RECONFIGURE_GRACE = 10.0
+"""Seconds a backend waits, past ``load_timeout``, for a process to say whether a change was made or discarded."""
+
+
 class ProcessBackend(abc.ABC):
     """How one runtime launches, watches, stops and restarts an inference process, and hosts drivers.
 
@@ -80,12 +84,19 @@ class ProcessBackend(abc.ABC):
         with replicas reconfigures them one after the other (see the ray backend). A backend
         launches later processes with :meth:`InferenceProcess.get_models` as their model paths.
 
+        The process is given ``load_timeout`` too: models it loads later than that are
+        discarded rather than swapped in, so that a change reported as failed never takes
+        effect afterwards. This waits ``RECONFIGURE_GRACE`` seconds longer for the process's
+        own answer (swapped, or discarded) before giving up on an unresponsive process.
+
         Raises:
             ParameterError: a rejected value; nothing changed.
             CellError: a ``load_model`` failed; nothing changed, the old models serve on.
-            ProcessError: the process could not be reached or did not answer within ``load_timeout``.
+            ProcessError: loading took longer than ``load_timeout`` (nothing changed), or the
+                process could not be reached or did not answer at all.
         """
-        self.process._link.call(method, dict(value), timeout=self.load_timeout)
+        timeout = self.load_timeout
+        self.process._link.call(method, dict(value), timeout, timeout=None if timeout is None else timeout + RECONFIGURE_GRACE)
 
     @abc.abstractmethod
     def shutdown(self, timeout: float | None) -> None:
@@ -364,6 +375,8 @@ class InferenceProcess:
             ParameterError: an unknown ref or field, or a rejected value; nothing changes.
             CellError: a reloading ``load_model`` failed (names the cell); nothing changes,
                 the old model keeps serving (on ray, replicas already swapped are swapped back).
+            ProcessError: a reloading ``load_model`` took longer than the runtime's
+                ``start_timeout``: its models are discarded, not swapped in later; nothing changes.
             ProcessStateError: the process is not running.
         """
         with self._config_lock:
@@ -398,6 +411,8 @@ class InferenceProcess:
                 another type; nothing changes.
             CellError: a ``load_model`` failed with its new path (names the cell); nothing
                 changes, the old models keep serving.
+            ProcessError: loading took longer than the runtime's ``start_timeout``: the new
+                models are discarded, not swapped in later; nothing changes.
             ProcessStateError: the process is not running.
 
         Example::

@@ -47,7 +47,7 @@ from rvai_sdk.runtime._devices import gpu_need
 from rvai_sdk.runtime._ray_driver import DriverActor
 from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
-from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus, first_line
+from rvai_sdk.runtime.process import RECONFIGURE_GRACE, InferenceProcess, ProcessBackend, ProcessStatus, first_line
 from rvai_sdk.transport.link import Link
 from rvai_sdk.transport.ray_link import RayLink, Route, translate_ray_error, unwrap
 from rvai_sdk.transport.ray_replica import ReplicaActor
@@ -375,7 +375,7 @@ class RayBackend(ProcessBackend):
             done: list[_Replica] = []
             try:
                 for replica in replicas:
-                    self.link.call_route(replica.route(), method, dict(value), timeout=self.load_timeout)
+                    self._reconfigure_one(replica, method, value)
                     done.append(replica)
             except BaseException as exc:
                 self._undo(method, undo, done, exc)
@@ -386,11 +386,17 @@ class RayBackend(ProcessBackend):
                 merged: dict[str, str | None] = {**self._models, **value}
                 self._models = {ref: path for ref, path in merged.items() if path is not None}
 
+    def _reconfigure_one(self, replica: _Replica, method: str, value: Mapping[str, Any]) -> None:
+        """``method`` on one replica, which discards models loaded past ``load_timeout`` (see ``ProcessBackend.reconfigure``)."""
+        timeout = self.load_timeout
+        wait = None if timeout is None else timeout + RECONFIGURE_GRACE
+        self.link.call_route(replica.route(), method, dict(value), timeout, timeout=wait)
+
     def _undo(self, method: str, undo: Mapping[str, Any], done: list[_Replica], error: BaseException) -> None:
         """Swap the replicas in ``done`` back after a rolling update failed with ``error``."""
         for replica in reversed(done):
             try:
-                self.link.call_route(replica.route(), method, dict(undo), timeout=self.load_timeout)
+                self._reconfigure_one(replica, method, undo)
             except Exception as exc:  # it keeps the new configuration: restart it so that it takes the old one
                 logging.getLogger(__name__).error(
                     "%s could not be swapped back after %s failed (%s): %s: %s; restarting it",

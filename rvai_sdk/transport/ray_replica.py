@@ -577,17 +577,17 @@ class ReplicaActor:
         """Cell ref → the parameters in force."""
         return await self._blocking(lambda: self._require().get_parameters())
 
-    async def set_parameters(self, parameters: Mapping[str, Any]) -> Outcome:
-        """Change parameters (reloading models whose ``load_model`` read a changed field)."""
-        return await self._blocking(lambda: self._require().set_parameters(parameters))
+    async def set_parameters(self, parameters: Mapping[str, Any], timeout: float | None = None) -> Outcome:
+        """Change parameters (reloading models whose ``load_model`` read a changed field; see ``Executor.set_parameters``)."""
+        return await self._blocking(lambda: self._require().set_parameters(parameters, timeout))
 
     async def get_models(self) -> Outcome:
         """Cell ref → the model path in force."""
         return await self._blocking(lambda: self._require().get_models())
 
-    async def set_models(self, models: Mapping[str, Any]) -> Outcome:
+    async def set_models(self, models: Mapping[str, Any], timeout: float | None = None) -> Outcome:
         """Give cells new model paths (their ``load_model`` runs again; see ``Executor.set_models``)."""
-        return await self._blocking(lambda: self._require().set_models(models))
+        return await self._blocking(lambda: self._require().set_models(models, timeout))
 
     async def drop_state(self, sid: str) -> Outcome:
         """Forget ``sid``'s state (``UnknownSidError`` when none is kept)."""

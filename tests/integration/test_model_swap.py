@@ -5,12 +5,14 @@ The cell's model is named by its model path (``<sync address>|<log file>|<tag>``
 ``version`` parameter (read by ``load_model``). A tag or version containing ``gated`` makes
 ``load_model`` announce itself and wait for the test's go (so requests are seen flowing while
 the new model loads); ``fail`` makes it raise; ``once`` loads once and fails after that (on
-the second ray replica). Every load is logged (start and end, with the pid).
+the second ray replica); ``slow<N>`` makes it take N seconds. Every load is logged (start and end,
+with the pid).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +28,7 @@ import pytest
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Outputs, Parameters
-from rvai_sdk.exc import CellError, ParameterError, ProcessStateError
+from rvai_sdk.exc import CellError, ParameterError, ProcessError, ProcessStateError
 from rvai_sdk.runtime import Inference, ProcessStatus, Runtime, init
 from rvai_sdk.types import Integer, String
 from tests._sync import Sync, SyncServer
@@ -65,6 +67,9 @@ class Swappable(Cell):
             if marker.exists():
                 raise FileNotFoundError(f"{name} loads only once")
             marker.touch()
+        slow = re.search(r"slow(\d+)", name)
+        if slow:  # a load that takes that many seconds (longer than the runtime's start_timeout, in the test)
+            Sync(address).wait(f"never-{name}", timeout=float(slow.group(1)))
         if "gated" in name:
             sync = Sync(address)
             sync.set(f"loading-{name}")
@@ -428,3 +433,39 @@ def test_with_a_state_store_every_sid_continues_across_a_swap_and_a_restart(runt
         proc.restart()
         outs = [proc.predict({"x": 0}, sid=sid).result(timeout=LIMIT) for sid in sids]
         assert [(int(o["n"]), str(o["model"])) for o in outs] == [(3, "m2/p1")] * 5
+
+
+SLOW_START = 15.0
+"""The runtime's start_timeout in the slow-load test: it bounds a model swap too."""
+
+
+@pytest.mark.parametrize(("kind", "how"), [("local", "path"), ("local", "parameter"), ("ray", "path")])
+def test_a_swap_that_outlasts_the_load_timeout_fails_and_never_takes_effect_later(
+    kind: str, how: str, models: Models, request: pytest.FixtureRequest
+) -> None:
+    """The caller gives up after start_timeout; the models that finish loading after that are discarded, so the
+    failure it was told about stays true: the old model serves on, now and after a restart, and the next change works."""
+    if kind == "ray":
+        request.getfixturevalue("ray_instance")
+    rt = init(kind, start_timeout=SLOW_START)
+    try:
+        inference = Inference(pipeline=single(Swappable), models={"c0": models.path("m1")})
+        with rt.start_inference(inference) as proc:
+            assert proc.predict({"x": 0}, sid="a").result(timeout=LIMIT)["model"] == "m1/p1"
+            slow = f"slow{int(SLOW_START) + 2}"  # loads for 2 s longer than the caller waits
+            with pytest.raises(ProcessError, match="discarded: nothing changed"):
+                if how == "path":
+                    proc.set_models({"c0": models.path(slow)})
+                else:
+                    proc.set_parameters({"c0": {"version": slow}})
+            assert "end" in models.loads()[-1] and slow in models.loads()[-1]  # the load did finish: it was refused
+            assert proc.get_models() == {"c0": models.path("m1")}
+            assert str(proc.get_parameters()["c0"].version) == "p1"
+            out = proc.predict({"x": 0}, sid="a").result(timeout=LIMIT)
+            assert (out["model"], int(out["n"])) == ("m1/p1", 2)
+            proc.restart()
+            assert proc.predict({"x": 0}, sid="b").result(timeout=LIMIT)["model"] == "m1/p1"
+            proc.set_models({"c0": models.path("m2")})  # the next change goes through
+            assert proc.predict({"x": 0}, sid="b").result(timeout=LIMIT)["model"] == "m2/p1"
+    finally:
+        rt.stop()

@@ -11,13 +11,14 @@ import pytest
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import CellError
+from rvai_sdk.exc import CellError, ProcessError
 from rvai_sdk.execution import Executor
 from rvai_sdk.types import Integer
 from tests.conftest import XIn, YOut, single
 from tests.unit.execution.test_executor import FrozenClock
 
 RELEASE = threading.Event()
+CLOCK = FrozenClock()
 CALLS: list[tuple[str, list[int]]] = []
 
 
@@ -29,6 +30,8 @@ class Tagged(Cell):
     def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
         if model_path == "broken":
             raise FileNotFoundError("no weights at 'broken'")
+        if model_path == "slow":  # loading takes 10 s of the executor's clock
+            CLOCK.now += 10.0
         return model_path
 
     @classmethod
@@ -71,3 +74,23 @@ def test_a_failing_set_models_changes_nothing() -> None:
         assert executor.get_models() == {}
     finally:
         executor.stop()
+
+
+def test_models_loaded_past_the_callers_timeout_are_discarded_not_swapped_in() -> None:
+    """A caller that gave up on a change (its timeout passed while the models loaded) never sees it happen later."""
+    CALLS.clear()
+    RELEASE.set()
+    executor = Executor(single(Tagged), models={"c0": "old"}, clock=CLOCK)
+    executor.start()
+    try:
+        with pytest.raises(ProcessError, match=r"took longer than the 5 s the caller waits .*discarded: nothing changed"):
+            executor.set_models({"c0": "slow"}, timeout=5.0)
+        assert executor.get_models() == {"c0": "old"}
+        assert int(executor.submit({"x": Integer(1)}, "s").result(timeout=30)["y"]) == 1  # the old model serves
+        executor.set_models({"c0": "slow"}, timeout=15.0)  # within its timeout: swapped in
+        assert executor.get_models() == {"c0": "slow"}
+        executor.set_models({"c0": "new"}, timeout=0.0)  # a load that takes no time meets even a zero timeout
+        assert int(executor.submit({"x": Integer(1)}, "s").result(timeout=30)["y"]) == 1001
+    finally:
+        executor.stop()
+    assert CALLS == [("old", [1]), ("new", [1])]
