@@ -11,10 +11,13 @@ from parts, each in a module of its own:
   (:class:`BatchingPolicy`, :class:`~rvai_sdk.execution.batching.BatchFormer`).
 - :mod:`~rvai_sdk.execution.calls`: calling a cell and checking its outputs.
 - :mod:`~rvai_sdk.execution.stats`: the typed stats schema and merging.
-- :mod:`~rvai_sdk.execution.parameters`: parameters and model reloads.
+- :mod:`~rvai_sdk.execution.parameters`: resolving and validating parameters and model paths.
+- :mod:`~rvai_sdk.execution.reconfigure`: reading and changing parameters and models
+  (drain-then-swap; :class:`~rvai_sdk.execution.reconfigure.Reconfiguration`, a base of
+  :class:`Executor`).
 
 This module holds the control plane: the lifecycle (start, stop, broken), submit,
-per-sid state access, parameters and models, deadlines and stuck calls, and stats.
+per-sid state access, deadlines and stuck calls, and stats.
 """
 
 from __future__ import annotations
@@ -26,19 +29,14 @@ import itertools
 import logging
 import threading
 import time
-import traceback
 import typing
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from rvai_sdk.context import ModelContext
-from rvai_sdk.data import Parameters
 from rvai_sdk.exc import (
-    CellError,
     DeadlineExceededError,
-    ParameterError,
     ProcessError,
     ProcessStateError,
     RvaiError,
@@ -46,14 +44,9 @@ from rvai_sdk.exc import (
 )
 from rvai_sdk.execution.batching import BatchingPolicy
 from rvai_sdk.execution.calls import OutputCheckError
-from rvai_sdk.execution.parameters import (
-    check_model_paths,
-    coerce_parameters,
-    differs,
-    recording,
-    resolve_parameters,
-)
-from rvai_sdk.execution.plan import CellPlan, Plan
+from rvai_sdk.execution.parameters import check_model_paths, resolve_parameters
+from rvai_sdk.execution.plan import Plan
+from rvai_sdk.execution.reconfigure import Reconfiguration
 from rvai_sdk.execution.requests import Config, Request, Work, set_exception
 from rvai_sdk.execution.scheduler import _FAST_AFTER_CALLS, _FAST_CALL_SECONDS, _FAST_SAMPLE, _FOLD_EVERY, Scheduler
 from rvai_sdk.execution.state import StateEntry, StateStore
@@ -73,7 +66,7 @@ _Config = Config
 __reexported__ = (_FAST_AFTER_CALLS, _FAST_CALL_SECONDS, _FAST_SAMPLE, _FOLD_EVERY)
 
 
-class Executor(Scheduler):
+class Executor(Reconfiguration, Scheduler):
     """Runs one pipeline for many concurrent requests inside the current process.
 
     Runtimes construct one per inference process; users reach it through
@@ -420,140 +413,6 @@ class Executor(Scheduler):
         durable = self._durable
         if durable is not None and not durable.every:
             durable.flush()
-
-    # -- parameters and models -----------------------------------------------------------
-
-    def get_parameters(self) -> dict[str, Parameters]:
-        """Cell ref to a copy of the cell's current Parameters."""
-        return {c.ref: copy.deepcopy(self._config.params[c.index]) for c in self._plan.cells}
-
-    def get_models(self) -> dict[str, str]:
-        """Cell ref to the model path its ``load_model`` was given, for the cells that have one."""
-        with self._params_lock:
-            return {ref: path for ref, path in self._model_paths.items() if path is not None}
-
-    def set_models(self, models: Mapping[str, Any], timeout: float | None = None) -> None:
-        """Give cells new model paths: each named cell's ``load_model`` runs again with its path.
-
-        Drain-then-swap, as :meth:`set_parameters`: the new models are loaded first, in this
-        thread, while requests keep running with the old ones; then one atomic swap makes
-        them the models of every request submitted after this returns. Requests already
-        submitted finish with the old models (a batch that straddles the swap is split per
-        model). Per-sid state is not touched.
-
-        Args:
-            models: cell ref to a model path (``str`` or ``os.PathLike``), or ``None`` for no
-                path (``load_model`` then gets ``None``, as for a cell ``models=`` does not name).
-            timeout: seconds the caller waits for the change (from now, waiting for an earlier
-                change included); models loaded later than that are discarded, not swapped in,
-                so that a caller that gave up never sees its change happen afterwards.
-                ``None``: no limit.
-
-        Raises:
-            ParameterError: an unknown ref, a cell without ``load_model``, or a path that is
-                not a ``str``, path or ``None``; nothing changes.
-            CellError: a ``load_model`` raised (names the cell); nothing changes, the old
-                models keep serving.
-            ProcessError: loading took longer than ``timeout``; nothing changes.
-        """
-        paths = check_model_paths(self.pipeline, models, where="set_models(...)")
-        for ref in paths:
-            if not self._plan.refs[ref].spec.has_load_model:
-                raise ParameterError(
-                    f"set_models(...) names cell {ref!r}, which has no load_model(); a model path would not be used",
-                    ref=ref,
-                )
-        deadline = None if timeout is None else self._clock() + timeout
-        with self._params_lock:  # one change at a time: none is lost
-            config = self._config
-            models_now = list(config.models)
-            deps = list(self._model_deps)
-            old_paths = self._model_paths
-            self._model_paths = {**old_paths, **paths}
-            try:
-                for ref in paths:
-                    cell = self._plan.refs[ref]
-                    models_now[cell.index], deps[cell.index] = self._load_model(cell, config.params[cell.index])
-                self._check_deadline("set_models", deadline, timeout)
-            except BaseException:
-                self._model_paths = old_paths
-                raise
-            with self._lock:
-                self._config = Config(config.params, tuple(models_now))
-                self._model_deps = deps
-
-    def set_parameters(self, parameters: Mapping[str, Any], timeout: float | None = None) -> None:
-        """Change cell parameters for the requests submitted from now on.
-
-        All values are validated before any takes effect. A cell whose
-        ``load_model`` read a changed field gets its model reloaded first
-        (in this thread) while requests keep running with the old one; then one
-        atomic swap makes the new parameters and models those of every request
-        submitted after this returns. Requests already submitted finish with the
-        old ones (a batch that straddles the swap is split). Per-sid state is not touched.
-
-        Args:
-            parameters: cell ref to a Parameters instance or a mapping of changed fields.
-            timeout: as for :meth:`set_models`: a change whose models load later than that is
-                discarded. ``None``: no limit.
-
-        Raises:
-            ParameterError: an unknown ref or field, or a rejected value; nothing changes.
-            CellError: a reloading ``load_model`` raised; nothing changes.
-            ProcessError: reloading took longer than ``timeout``; nothing changes.
-        """
-        deadline = None if timeout is None else self._clock() + timeout
-        with self._params_lock:  # one change at a time: none is lost
-            self._set_parameters(parameters, deadline, timeout)
-
-    def _check_deadline(self, method: str, deadline: float | None, timeout: float | None) -> None:
-        """Refuse to swap in what was loaded past the caller's ``timeout`` (the caller has given up by now)."""
-        if deadline is not None and self._clock() > deadline:
-            raise ProcessError(
-                f"{method}(...) on pipeline {self.pipeline.name!r}: loading the new models took longer than the "
-                f"{timeout:g} s the caller waits for them; they were discarded: nothing changed, the old models "
-                "serve on (a runtime's start_timeout bounds model loads: give it more time, or make load_model faster)"
-            )
-
-    def _set_parameters(self, parameters: Mapping[str, Any], deadline: float | None = None, timeout: float | None = None) -> None:
-        refs = self._plan.refs
-        config = self._config
-        new_params = list(config.params)
-        for ref, value in parameters.items():
-            cell = refs.get(ref)
-            if cell is None:
-                raise ParameterError(
-                    f"unknown cell ref {ref!r}; the pipeline's cells are: {', '.join(refs)}", ref=str(ref)
-                )
-            new_params[cell.index] = coerce_parameters(ref, cell.spec.parameters, value, config.params[cell.index])
-        models = list(config.models)
-        deps = list(self._model_deps)
-        for cell in self._plan.cells:
-            old, new = config.params[cell.index], new_params[cell.index]
-            if not cell.spec.has_load_model or old is new:
-                continue
-            changed = {f.name for f in type(new).fields_info() if differs(getattr(old, f.name), getattr(new, f.name))}
-            if changed & self._model_deps[cell.index]:
-                models[cell.index], deps[cell.index] = self._load_model(cell, new)
-        self._check_deadline("set_parameters", deadline, timeout)
-        with self._lock:
-            self._config = Config(tuple(new_params), tuple(models))
-            self._model_deps = deps
-
-    def _load_model(self, cell: CellPlan, params: Parameters) -> tuple[Any, frozenset[str]]:
-        recorded, read = recording(params)
-        context = ModelContext(cell.ref, cell.device, self.pipeline.name)
-        try:
-            model = cell.spec.cell_class.load_model(context, recorded, self._model_paths.get(cell.ref))
-        except Exception as exc:
-            raise CellError(
-                f"load_model of cell {cell.ref!r} ({cell.spec.name}) failed: {type(exc).__name__}: {exc}",
-                ref=cell.ref,
-                sid=None,
-                cause_type=type(exc).__name__,
-                remote_traceback="".join(traceback.format_exception(exc)),
-            ) from exc
-        return model, frozenset(read)
 
     # -- statistics -----------------------------------------------------------------------
 

@@ -1,9 +1,13 @@
-"""A driver of a ray inference process: a threaded Ray actor running ``PipelineDriver.run``.
+"""A driver of a ray inference process: both sides of it.
 
-The class is plain Python; ``rvai_sdk.runtime.ray`` turns it into a Ray actor, so
-this module imports without Ray. The driver's ports are allocated on the node the
-actor runs on, and its :class:`~rvai_sdk.resources.DriverResources` carry that
-node's address, so the services it publishes are reachable from other machines.
+- :class:`DriverActor`: a threaded Ray actor running ``PipelineDriver.run``. The class is
+  plain Python; :class:`RayDriverProcess` turns it into a Ray actor, so this module imports
+  without Ray. The driver's ports are allocated on the node the actor runs on, and its
+  :class:`~rvai_sdk.resources.DriverResources` carry that node's address, so the services
+  it publishes are reachable from other machines.
+- :class:`RayDriverProcess`: the handle ``proc.add_driver`` returns on the ray runtime
+  (start, watch, stop, parameters and stats of the actor), re-exported by
+  :mod:`rvai_sdk.runtime.ray`.
 """
 
 from __future__ import annotations
@@ -12,19 +16,25 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
+from rvai_sdk._compat import require
 from rvai_sdk.drivers.driver import DriverParameters, PipelineDriver
-from rvai_sdk.exc import DriverError
+from rvai_sdk.exc import DriverError, RvaiError
 from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.drivers.port import RestrictedInferenceProcess
-from rvai_sdk.runtime.driver_process import DriverFactory, allocate_ports, failure_text, make_driver
-from rvai_sdk.transport.ray_link import RayLink, Route
+from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess, allocate_ports, failure_text, make_driver
+from rvai_sdk.runtime.status import ProcessStatus
+from rvai_sdk.transport.ray_link import RayLink, Route, translate_ray_error, unwrap
 from rvai_sdk.transport.ray_replica import Outcome, failed, node_ip
 
-__all__ = ["DriverActor"]
+if TYPE_CHECKING:
+    from rvai_sdk.runtime.ray import RayBackend
+
+__all__ = ["DriverActor", "RayDriverProcess"]
 
 
 class DriverActor:
@@ -157,3 +167,136 @@ class DriverActor:
             return (True, self._require().stats())
         except BaseException as exc:
             return failed(exc)
+
+
+def _ray() -> Any:
+    return require("ray", extra="ray")
+
+
+class RayDriverProcess(PipelineDriverProcess):
+    """A driver running in its own Ray actor, possibly on another node.
+
+    Attributes:
+        node: the Ray node id the driver runs on.
+        host: that node's address (the services' address).
+    """
+
+    def __init__(self, ref: str, process: RayBackend) -> None:
+        super().__init__(ref)
+        self._process = process
+        self._actor: Any = None
+        self.node = ""
+        self.host = ""
+        self._done: Future[Any] | None = None
+
+    def _what(self) -> str:
+        return f"driver {self.ref!r}"
+
+    def _launch(
+        self,
+        factory: DriverFactory,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: dict[str, Any],
+        routes: list[Route],
+        epoch: int = 0,
+    ) -> None:
+        ray = _ray()
+        timeout = self._process.runtime.start_timeout
+        try:
+            self._actor = ray.remote(DriverActor).options(**options).remote(
+                self.ref,
+                self._process.inference.pipeline,
+                routes,
+                (self._process.inference.max_sid_length, self._process.inference.request_timeout),
+                epoch,
+            )
+            ref = self._actor.start.remote(factory, args, kwargs)
+            info = unwrap(ray.get(ref, timeout=timeout))
+        except DriverError:
+            self._kill()
+            raise
+        except Exception as exc:
+            self._kill()
+            if isinstance(exc, ray.exceptions.GetTimeoutError):
+                raise DriverError(
+                    f"driver {self.ref!r} was not placed and started within {timeout:g} s with options {options}; "
+                    f"the cluster has {self._process.runtime.cluster_resources()}"
+                ) from exc
+            error = translate_ray_error(exc, self._what(), "start")
+            raise DriverError(f"driver {self.ref!r} failed to start: {error}") from exc
+        self.pid = int(info["pid"])
+        self.node = str(info["node"])
+        self.host = str(info["host"])
+        self._services = list(info["services"])
+        self._transition(ProcessStatus.RUNNING)
+        done: Future[Any] = self._actor.wait_done.remote().future()
+        self._done = done
+        done.add_done_callback(self._ended)
+
+    def _ended(self, done: Future[Any]) -> None:
+        try:
+            _, failure = done.result()
+        except BaseException as exc:
+            if self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):
+                return
+            self._fail(f"driver {self.ref!r}: {translate_ray_error(exc, 'its actor', 'run()')}")
+            return
+        if failure is not None:
+            self._fail(failure)
+        else:
+            self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
+
+    def _kill(self) -> None:
+        if self._actor is not None:
+            _ray().kill(self._actor, no_restart=True)
+
+    def _update_routes(self, routes: list[Route], epoch: int | None = None) -> None:
+        if self._actor is None or self._status is not ProcessStatus.RUNNING:
+            return
+        try:
+            _ray().get(self._actor.update_routes.remote(routes, epoch), timeout=10)
+        except Exception:  # a dead driver is reported by _ended
+            pass
+
+    def is_alive(self) -> bool:
+        return self._done is not None and not self._done.done()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        if self._status in (ProcessStatus.STOPPED,) and not self.is_alive():
+            self._kill()
+            return
+        self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
+        ray = _ray()
+        if self._actor is not None and self.is_alive():
+            try:
+                ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 0.5)
+            except Exception:  # dead or stuck: killed below
+                pass
+        self._kill()
+        if self._done is not None:
+            try:
+                self._done.exception(timeout=1.0)
+            except Exception:
+                pass
+        self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return unwrap(_ray().get(getattr(self._actor, method).remote(*args), timeout=30))
+        except RvaiError:
+            raise
+        except Exception as exc:
+            raise DriverError(f"driver {self.ref!r}: {translate_ray_error(exc, 'its actor', method + '()')}") from exc
+
+    def get_parameters(self) -> DriverParameters:
+        self._require_running("get parameters")
+        return self._call("get_parameters")  # type: ignore[no-any-return]
+
+    def set_parameters(self, parameters: DriverParameters | dict[str, Any]) -> None:
+        self._require_running("set parameters")
+        self._call("set_parameters", parameters)
+
+    def stats(self) -> dict[str, Any]:
+        self._require_running("get stats")
+        return self._call("stats")  # type: ignore[no-any-return]

@@ -22,7 +22,9 @@ started it.
 - ``proc.set_parameters`` and ``proc.set_models`` roll across the replicas, one at
   a time (:meth:`RayBackend.reconfigure`).
 - ``add_driver`` starts the driver in its own Ray actor; its ports are allocated
-  on that actor's node and its services carry that node's address.
+  on that actor's node and its services carry that node's address. The actor and
+  its handle (:class:`RayDriverProcess`, re-exported here) are in
+  :mod:`rvai_sdk.runtime._ray_driver`.
 
 Ray is imported when a runtime is created, never when ``rvai_sdk`` is imported.
 """
@@ -35,16 +37,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk._compat import require
 from rvai_sdk._logging import ChildLogConfig, child_log_config, forward_logs
-from rvai_sdk.drivers.driver import DriverParameters
-from rvai_sdk.exc import ParameterError, ProcessError, ProcessStateError, RvaiError
+from rvai_sdk.exc import ParameterError, ProcessError, RvaiError
 from rvai_sdk.runtime._backend import Runtime
 from rvai_sdk.runtime._devices import gpu_need
-from rvai_sdk.runtime._ray_driver import DriverActor
+from rvai_sdk.runtime._ray_driver import RayDriverProcess
 from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
 from rvai_sdk.runtime.process import RECONFIGURE_GRACE, InferenceProcess, ProcessBackend, ProcessStatus, first_line
@@ -564,139 +564,6 @@ class RayInferenceProcess(InferenceProcess):
             proc.add_driver("webapi", FastAPIDriver)
         """
         self._backend.driver_options[ref] = dict(ray_actor_options)
-
-
-class RayDriverProcess(PipelineDriverProcess):
-    """A driver running in its own Ray actor, possibly on another node.
-
-    Attributes:
-        node: the Ray node id the driver runs on.
-        host: that node's address (the services' address).
-    """
-
-    def __init__(self, ref: str, process: RayBackend) -> None:
-        super().__init__(ref)
-        self._process = process
-        self._actor: Any = None
-        self.node = ""
-        self.host = ""
-        self._done: Future[Any] | None = None
-
-    def _what(self) -> str:
-        return f"driver {self.ref!r}"
-
-    def _launch(
-        self,
-        factory: DriverFactory,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: dict[str, Any],
-        routes: list[Route],
-        epoch: int = 0,
-    ) -> None:
-        from rvai_sdk.exc import DriverError
-
-        ray = _ray()
-        timeout = self._process.runtime.start_timeout
-        try:
-            self._actor = ray.remote(DriverActor).options(**options).remote(
-                self.ref,
-                self._process.inference.pipeline,
-                routes,
-                (self._process.inference.max_sid_length, self._process.inference.request_timeout),
-                epoch,
-            )
-            ref = self._actor.start.remote(factory, args, kwargs)
-            info = unwrap(ray.get(ref, timeout=timeout))
-        except DriverError:
-            self._kill()
-            raise
-        except Exception as exc:
-            self._kill()
-            if isinstance(exc, ray.exceptions.GetTimeoutError):
-                raise DriverError(
-                    f"driver {self.ref!r} was not placed and started within {timeout:g} s with options {options}; "
-                    f"the cluster has {self._process.runtime.cluster_resources()}"
-                ) from exc
-            error = translate_ray_error(exc, self._what(), "start")
-            raise DriverError(f"driver {self.ref!r} failed to start: {error}") from exc
-        self.pid = int(info["pid"])
-        self.node = str(info["node"])
-        self.host = str(info["host"])
-        self._services = list(info["services"])
-        self._transition(ProcessStatus.RUNNING)
-        done: Future[Any] = self._actor.wait_done.remote().future()
-        self._done = done
-        done.add_done_callback(self._ended)
-
-    def _ended(self, done: Future[Any]) -> None:
-        try:
-            _, failure = done.result()
-        except BaseException as exc:
-            if self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):
-                return
-            self._fail(f"driver {self.ref!r}: {translate_ray_error(exc, 'its actor', 'run()')}")
-            return
-        if failure is not None:
-            self._fail(failure)
-        else:
-            self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
-
-    def _kill(self) -> None:
-        if self._actor is not None:
-            _ray().kill(self._actor, no_restart=True)
-
-    def _update_routes(self, routes: list[Route], epoch: int | None = None) -> None:
-        if self._actor is None or self._status is not ProcessStatus.RUNNING:
-            return
-        try:
-            _ray().get(self._actor.update_routes.remote(routes, epoch), timeout=10)
-        except Exception:  # a dead driver is reported by _ended
-            pass
-
-    def is_alive(self) -> bool:
-        return self._done is not None and not self._done.done()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        if self._status in (ProcessStatus.STOPPED,) and not self.is_alive():
-            self._kill()
-            return
-        self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
-        ray = _ray()
-        if self._actor is not None and self.is_alive():
-            try:
-                ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 0.5)
-            except Exception:  # dead or stuck: killed below
-                pass
-        self._kill()
-        if self._done is not None:
-            try:
-                self._done.exception(timeout=1.0)
-            except Exception:
-                pass
-        self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
-
-    def _call(self, method: str, *args: Any) -> Any:
-        from rvai_sdk.exc import DriverError
-
-        try:
-            return unwrap(_ray().get(getattr(self._actor, method).remote(*args), timeout=30))
-        except RvaiError:
-            raise
-        except Exception as exc:
-            raise DriverError(f"driver {self.ref!r}: {translate_ray_error(exc, 'its actor', method + '()')}") from exc
-
-    def get_parameters(self) -> DriverParameters:
-        self._require_running("get parameters")
-        return self._call("get_parameters")  # type: ignore[no-any-return]
-
-    def set_parameters(self, parameters: DriverParameters | dict[str, Any]) -> None:
-        self._require_running("set parameters")
-        self._call("set_parameters", parameters)
-
-    def stats(self) -> dict[str, Any]:
-        self._require_running("get stats")
-        return self._call("stats")  # type: ignore[no-any-return]
 
 
 def create(address: str | None = None, **options: Any) -> Runtime:
