@@ -93,7 +93,8 @@ def probe_decoders(clip: str, passes: int = 3) -> list[dict[str, Any]]:
 
         def __init__(self, decoders: int) -> None:
             self.lock = threading.Lock()
-            self.warm_left, self.frames, self.at = decoders, 0, None  # type: ignore[var-annotated]
+            self.warm_left, self.frames = decoders, 0
+            self.at: tuple[float, float] | None = None
             self.seen: dict[int, int] = {}
 
         def tick(self) -> None:
@@ -169,7 +170,7 @@ def probe_decoders(clip: str, passes: int = 3) -> list[dict[str, Any]]:
         ``to_host``: each frame copied into page-locked host memory (what a driver process then sends)."""
         import PyNvVideoCodec as nvc  # type: ignore[import-not-found]
 
-        def one() -> None:
+        def one() -> str:
             host = None
             for _ in range(passes):
                 demuxer = nvc.CreateDemuxer(filename=clip)
@@ -186,23 +187,9 @@ def probe_decoders(clip: str, passes: int = 3) -> list[dict[str, Any]]:
                             host.copy_(device)  # synchronous: the decoder may reuse the surface after this
                             host.numpy()
                         tick()
+            return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')}"
 
-        errors: list[BaseException] = []
-
-        def guarded() -> None:
-            try:
-                one()
-            except BaseException as exc:  # noqa: BLE001 - reported by the probe
-                errors.append(exc)
-
-        workers = [threading.Thread(target=guarded) for _ in range(decoders)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        if errors:
-            raise errors[0]
-        return f"PyNvVideoCodec {getattr(nvc, '__version__', '?')}"
+        return _threads(decoders, one)
 
     attempt("PyAV, CPU (codec threads)", pyav)
     attempt("PyAV, CPU (one thread)", lambda tick: pyav(tick, threads=False))
