@@ -10,5 +10,8 @@
   (a reusable pool of anonymous shared-memory slots for large arrays, freed by the kernel
   whatever crashes).
 - :mod:`~rvai_sdk.transport.ray_link` / :mod:`~rvai_sdk.transport.ray_replica`: ``RayLink``
-  and the replica actor's side of it (ray runtime). Ray is imported only inside functions.
+  and the replica actor's side of it (ray runtime), over :mod:`~rvai_sdk.transport._ray_routes`
+  (routing and Ray's errors, shared by both sides) and :mod:`~rvai_sdk.transport._ray_outbox`
+  (an actor's ``(ok, value)`` outcomes and the outbox a poll empties). Ray is imported only
+  inside functions.
 """

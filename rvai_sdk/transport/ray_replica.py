@@ -5,7 +5,12 @@ The class is plain Python; ``rvai_sdk.runtime.ray`` turns it into a Ray actor
 
 Every method returns an ``(ok, value)`` pair instead of raising, so that a
 :class:`~rvai_sdk.exc.CellError` reaches the caller as itself, not wrapped in a
-``RayTaskError``.
+``RayTaskError``. That pair (``Outcome``, :func:`failed`), the per-caller outbox that holds
+finished results until the caller's next :meth:`ReplicaActor.poll` (``_Outbox``) and
+:func:`node_ip` live in :mod:`~rvai_sdk.transport._ray_outbox`; this module re-exports
+``Outcome``, ``failed`` and ``node_ip``, which the driver actor imports from here. The routing it
+shares with the caller's link (:func:`~rvai_sdk.transport.ray_link.rendezvous`, ``Route``,
+``SidMoved``, ``unwrap``) comes from :mod:`~rvai_sdk.transport._ray_routes`.
 
 Hand-over (``set_replicas``): the runtime gives every replica the new replica set and
 its epoch (:meth:`ReplicaActor.set_routes`). From then on a replica refuses a request of
@@ -26,17 +31,15 @@ import functools
 import logging
 import os
 import socket
-import threading
 import time
-import traceback
-from concurrent.futures import Future
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk import _tracing
 from rvai_sdk.exc import ProcessError
 from rvai_sdk.execution.gc_tuning import tune_for_serving
-from rvai_sdk.transport.ray_link import Route, SidMoved, rendezvous, unwrap
+from rvai_sdk.transport._ray_outbox import Outcome, _Outbox, failed, node_ip
+from rvai_sdk.transport._ray_routes import Route, SidMoved, rendezvous, unwrap
 
 if TYPE_CHECKING:
     from rvai_sdk.execution.executor import Executor
@@ -52,77 +55,10 @@ EPOCH_WAIT = 30.0
 HANDOFF_CHUNK = 256
 """Most sids pulled from one replica in one call while taking over."""
 
-Outcome = tuple[bool, Any]
-
-
-def node_ip() -> str:
-    """This node's address as Ray knows it."""
-    import ray.util
-
-    get: Any = ray.util.get_node_ip_address
-    return str(get())
-
-
-def failed(exc: BaseException) -> Outcome:
-    """The ``(False, error)`` outcome of ``exc`` (a non-``Exception`` becomes a ``ProcessError`` with its traceback)."""
-    if isinstance(exc, Exception):
-        return (False, exc)
-    return (False, ProcessError(f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}"))
-
-
 _DRAIN_SECONDS = 5.0
 """Seconds ``stop`` waits for callers to collect results that are ready."""
 _CALLER_TTL = 600.0
 """Seconds after its last poll a caller's (empty) outbox is forgotten."""
-
-
-class _Outbox:
-    """Finished results of one caller, waiting for its next :meth:`ReplicaActor.poll`.
-
-    Executor futures finish on worker threads; ``done`` hands results to the event
-    loop with one wake-up per burst, not one per result.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, finished: Callable[[str], None]) -> None:
-        self.loop = loop
-        self.results: list[tuple[int, Outcome]] = []
-        self.ready = asyncio.Event()
-        self.polled = time.monotonic()
-        self._finished = finished
-        self._lock = threading.Lock()
-        self._incoming: list[tuple[int, Outcome, str | None]] = []
-
-    def pending(self) -> bool:
-        """Whether results wait for the caller to collect them."""
-        return bool(self.results or self._incoming)
-
-    def put(self, rid: int, outcome: Outcome) -> None:
-        """Add a result (on the event loop)."""
-        self.results.append((rid, outcome))
-        self.ready.set()
-
-    def done(self, rid: int, sid: str | None, future: Future[Any]) -> None:
-        """Executor callback (any thread): queue the request's outcome."""
-        try:
-            outcome: Outcome = (True, future.result())
-        except BaseException as exc:
-            outcome = failed(exc)
-        with self._lock:
-            self._incoming.append((rid, outcome, sid))
-            first = len(self._incoming) == 1
-        if first:
-            self.loop.call_soon_threadsafe(self._move)
-
-    def _move(self) -> None:
-        with self._lock:
-            incoming, self._incoming = self._incoming, []
-        if incoming:
-            finished = self._finished
-            for rid, outcome, sid in incoming:
-                self.results.append((rid, outcome))
-                if sid is not None:
-                    finished(sid)
-            self.ready.set()
 
 
 class ReplicaActor:
