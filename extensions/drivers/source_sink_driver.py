@@ -18,7 +18,10 @@ counting what it cuts off as ``unfinished`` instead of writing it as failed.
 
 The sources and sinks live in the driver's parameters, so they can be changed on a
 running driver from any process through ``set_parameters`` (see
-:meth:`SourceSinkDriver.add_source_to`).
+:meth:`SourceSinkDriver.add_source_to`). Those parameters
+(:class:`SourceSinkDriverParameters`, re-exported here) and what the streams of a running
+driver share (``Wiring``: the inference process, the routes to the sinks, the position
+recorder) live in ``_stream_wiring``.
 
 Example::
 
@@ -38,110 +41,25 @@ Example::
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from rvai_sdk.drivers import (
-    DriverParameters,
-    PipelineDriver,
-    Record,
-    Sink,
-    SinkContext,
-    SinkMap,
-    Source,
-    SourceMap,
-)
+from rvai_sdk.drivers import DriverParameters, PipelineDriver, Sink, SinkContext, Source
 from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.drivers import RestrictedInferenceProcess
-from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, IntegerRange, List, String
 
 from ._stream_outlet import Outlet
-from ._stream_positions import Recorder, absolute_position_store, check_position_store, position_store_url
+from ._stream_positions import Recorder, position_store_url
 from ._stream_pump import Stream
+from ._stream_wiring import SourceSinkDriverParameters, Wiring
 
 __all__ = ["SourceSinkDriver", "SourceSinkDriverParameters"]
 
 logger = logging.getLogger("rvai_sdk.extensions.source_sink")
-
-
-@dataclasses.dataclass
-class SourceSinkDriverParameters(DriverParameters):
-    """The parameters of a :class:`SourceSinkDriver`; all changeable while it runs.
-
-    Attributes:
-        sources: source ref → :class:`~rvai_sdk.drivers.Source`.
-        sinks: sink ref → :class:`~rvai_sdk.drivers.Sink`.
-        sids: source ref → the sid its requests use (default: the source ref).
-        subscriptions: sink ref → the source refs it takes (default: every source).
-        keep_inputs: attach each request's inputs to its record (for sinks that store them).
-        drain_timeout: seconds ``stop()`` spends finishing requests in flight and writing
-            buffered records before giving up (what is then unfinished or unwritten is
-            counted, as ``unfinished`` per source and ``lost`` per sink, never written as failed).
-        limit: each source ends after this many results (``None``: when the source ends);
-            changeable while running: setting ``0`` ends every stream after what it has
-            taken, which then finishes and is written (a graceful stop that keeps
-            ``stats()`` readable).
-        position_store: where the driver records, per source, the highest index up to
-            which every sink acknowledged every record, so that a service restarted after
-            a crash of the whole machine resumes its files and numbers its live sources on
-            (see "Stream positions" in the durability guide): a file path or
-            ``sqlite:///PATH`` (SQLite), or ``redis://HOST:PORT/DB`` (Redis); ``None`` (the
-            default): only sinks that keep positions say where a stream stopped. Read when
-            the driver starts (a change applies to its next start).
-        position_every: record a stream's position once this many of its items were
-            acknowledged since the last record (the replay window after a machine crash).
-        position_interval: and at least this often, in seconds, while positions advance.
-    """
-
-    sources: SourceMap = DriverParameters.field(name="Sources", description="Source ref to source", default_factory=SourceMap)
-    sinks: SinkMap = DriverParameters.field(name="Sinks", description="Sink ref to sink", default_factory=SinkMap)
-    sids: Dict[String, String] = DriverParameters.field(
-        name="Sids", description="Source ref to the sid of its stream (default: the ref)", default_factory=Dict[String, String]
-    )
-    subscriptions: Dict[String, List[String]] = DriverParameters.field(
-        name="Subscriptions",
-        description="Sink ref to the source refs it takes (default: all)",
-        default_factory=Dict[String, List[String]],
-    )
-    keep_inputs: Boolean = DriverParameters.field(
-        name="Keep inputs", description="Attach the inputs to each record", default=Boolean(False)
-    )
-    drain_timeout: FloatRange = DriverParameters.field(
-        name="Drain timeout",
-        description="Seconds stop() spends finishing requests and writing buffered records",
-        default=FloatRange(5.0, min=0.0, max=600.0),
-    )
-    limit: Integer | None = DriverParameters.field(
-        name="Limit", description="Results per source before it ends (empty: until the source ends)", default=None
-    )
-    position_store: String | None = DriverParameters.field(
-        name="Position store",
-        description="SQLite file path or sqlite:///PATH, or redis://HOST:PORT/DB, where stream positions are recorded (empty: none)",
-        default=None,
-    )
-    position_every: IntegerRange = DriverParameters.field(
-        name="Record positions every",
-        description="Items acknowledged by every sink between two records of a stream's position",
-        default=IntegerRange(100, min=1, max=1_000_000),
-    )
-    position_interval: FloatRange = DriverParameters.field(
-        name="Position interval",
-        description="Seconds between records of the positions while they advance",
-        default=FloatRange(1.0, min=0.01, max=3600.0),
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_position_store(self.position_store)
-        if self.position_store is not None:  # a relative path means this process's working directory, not the driver's
-            absolute = absolute_position_store(str(self.position_store))
-            if absolute != str(self.position_store):
-                self.position_store = String(absolute)
 
 
 class _Handle(Protocol):
@@ -156,33 +74,6 @@ class _Observed(Protocol):
     """What :meth:`SourceSinkDriver.wait` needs: a driver or its process handle."""
 
     def stats(self) -> dict[str, Any]: ...
-
-
-class _Wiring:
-    """What the streams of one driver share (see ``_stream_pump.Host``): the inference process and the routes to the sinks."""
-
-    def __init__(self) -> None:
-        self.abort = threading.Event()
-        self.keep_inputs = False
-        self.limit: int | None = None
-        self.inference: RestrictedInferenceProcess | None = None
-        self.routes: dict[str, tuple[Outlet, ...]] = {}
-        self.positions: Recorder | None = None
-
-    def settle(self, records: Sequence[Record], acknowledged: bool) -> None:
-        """A sink acknowledged ``records`` (or gave them up): tell the position store's trackers."""
-        positions = self.positions
-        if positions is not None:
-            positions.settle(records, acknowledged)
-
-    def require_inference(self) -> RestrictedInferenceProcess:
-        inference = self.inference
-        if inference is None:
-            raise DriverError("the SourceSinkDriver is not running")
-        return inference
-
-    def outlets_for(self, source: str) -> tuple[Outlet, ...]:
-        return self.routes.get(source) or self.routes.get("", ())
 
 
 class SourceSinkDriver(PipelineDriver):
@@ -237,7 +128,7 @@ class SourceSinkDriver(PipelineDriver):
         super().__init__(parameters)
         self._lock = threading.RLock()
         self._edit_lock = threading.Lock()
-        self._wiring = _Wiring()
+        self._wiring = Wiring()
         self._streams: dict[str, Stream] = {}
         self._outlets: dict[str, Outlet] = {}
         self._retired_streams: list[Stream] = []
