@@ -60,17 +60,25 @@ def test_target_fps_skips_frames_by_timestamp_and_size_resizes(clip: Path) -> No
     assert [i.index for i in items] == list(range(len(items)))
 
 
-def test_a_looping_file_keeps_counting(clip: Path) -> None:
+def test_a_looping_file_keeps_counting_and_gives_its_frames_again(clip: Path) -> None:
+    import numpy as np
+
     source = _open(VideoSource(str(clip), params={"loop": True}))
-    indexes = []
+    indexes, frames = [], []
     try:
         for item in source.items():
             indexes.append(item.index)
+            frames.append(item.inputs["frame"])
             if len(indexes) == FRAMES * 2 + 10:
                 break
     finally:
         source.close()
     assert indexes == list(range(FRAMES * 2 + 10))
+    # each pass (the file seeks back to its start, keeping its decoder) gives the same frames, from the first
+    reference = _reference(clip)
+    assert len(reference) == FRAMES
+    assert all(np.array_equal(frames[i], reference[i % FRAMES]) for i in range(len(frames)))
+    assert source.stats()["decoded"] == len(frames) and source.stats()["reconnects"] == 0
 
 
 def test_clear_errors_name_the_source(clip: Path, tmp_path: Path) -> None:
