@@ -435,7 +435,7 @@ def test_with_a_state_store_every_sid_continues_across_a_swap_and_a_restart(runt
         assert [(int(o["n"]), str(o["model"])) for o in outs] == [(3, "m2/p1")] * 5
 
 
-SLOW_START = 15.0
+SLOW_START = 25.0
 """The runtime's start_timeout in the slow-load test: it bounds a model swap too."""
 
 
