@@ -176,6 +176,10 @@ def inference_metrics_text(
     out.add("Gauge", "rvai_http_tasks_active", "Tasks pending or running").add_metric(
         [pipeline], float(driver_counters.get("tasks_active", 0))
     )
+    if "task_store_stalled" in driver_counters:
+        out.add(
+            "Gauge", "rvai_http_task_store_stalled", "1 while the task store has been stuck in one call for over 2 s"
+        ).add_metric([pipeline], float(driver_counters["task_store_stalled"]))
     outcomes = out.add("Counter", "rvai_http_tasks", "Tasks finished, by outcome", ["outcome"])
     for key, value in sorted(driver_counters.items()):
         if key.startswith("tasks_") and key not in ("tasks_active", "tasks_kept") and isinstance(value, int):

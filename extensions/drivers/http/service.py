@@ -436,9 +436,12 @@ class Service:
 
     def counters(self, kept: int | None) -> dict[str, Any]:
         """The driver's counters with the task gauges (``tasks_active``: pending or running here;
-        ``tasks_kept``: ``kept``, the tasks in the task store, left out when the store did not answer)."""
+        ``tasks_kept``: ``kept``, the tasks in the task store, left out when the store did not answer;
+        ``task_store_stalled``: 1 while the store has been stuck in one call for over 2 s, the task routes
+        then answering 503 at once, else 0)."""
         counters: dict[str, Any] = dict(self.state.counters)
         counters["tasks_active"] = self.tasks.active()
+        counters["task_store_stalled"] = int(self.tasks.stalled() is not None)
         if kept is not None:
             counters["tasks_kept"] = kept
         return counters

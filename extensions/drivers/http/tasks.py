@@ -42,6 +42,9 @@ T = TypeVar("T")
 Run = Callable[[dict[str, Any], "str | None", "float | None"], Awaitable[dict[str, Any]]]
 """How a task runs its request: (inputs, sid, timeout) -> the JSON form of the outputs."""
 
+STALLED_AFTER = 2.0
+"""Seconds the task store may spend in one call before task routes stop waiting behind it (503 at once)."""
+
 
 def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).isoformat()
@@ -150,6 +153,7 @@ class TaskStore:
         self.backend: TaskBackend = MemoryTaskBackend()
         self.store_url = "memory"
         self._io: concurrent.futures.ThreadPoolExecutor | None = None  # the store's thread, made by start()
+        self._busy_since: float | None = None  # monotonic start of the call the store's thread is in, if any
 
     # -- lifecycle (on the loop) ---------------------------------------------------------------
 
@@ -223,6 +227,8 @@ class TaskStore:
     async def kept(self, timeout: float = 2.0) -> int | None:
         """Tasks in the store (this driver's and others'); ``None`` when the store fails or does not
         answer within ``timeout`` seconds."""
+        if self.stalled() is not None:
+            return None  # not one more call queued behind the one the store is not answering
         try:
             return await asyncio.wait_for(self._call(self.backend.count), timeout)
         except Exception:
@@ -231,12 +237,27 @@ class TaskStore:
     def kept_blocking(self, timeout: float = 2.0) -> int | None:
         """:meth:`kept`, from a thread other than the event loop's; ``None`` when the store fails or does
         not answer within ``timeout`` seconds."""
+        if self.stalled() is not None:
+            return None
         try:
             if self._io is None:
                 return self.backend.count()
             return self._io.submit(self.backend.count).result(timeout)
         except Exception:
             return None
+
+    def stalled(self) -> float | None:
+        """Seconds the store has been in its current call, once that is over :data:`STALLED_AFTER`; else ``None``.
+
+        The store is called on one thread, so a store that stops answering (a frozen server, a
+        partition) holds every call behind the one it is in, each until the client's own timeout
+        (Redis: 10 s). Past ``STALLED_AFTER`` the task routes answer 503 at once instead of queueing.
+        """
+        since = self._busy_since
+        if since is None:
+            return None
+        busy = time.monotonic() - since
+        return busy if busy > STALLED_AFTER else None
 
     def _view(self, task: Task) -> Task:
         """This driver's live copy of a task it runs, else the stored one."""
@@ -323,10 +344,28 @@ class TaskStore:
         """``call(*args)`` on the store's thread (here for the ``memory`` store, and before :meth:`start`)."""
         if self._io is None:
             return call(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(call, *args))
+        return await asyncio.get_running_loop().run_in_executor(self._io, functools.partial(self._timed, call, *args))
+
+    def _timed(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the store's thread, noting when it started (see :meth:`stalled`)."""
+        self._busy_since = time.monotonic()
+        try:
+            return call(*args)
+        finally:
+            self._busy_since = None
 
     async def _ask(self, call: Callable[..., T], *args: Any) -> T:
-        """``call(*args)`` on the store; a store that fails answers 503 ``TaskStoreUnavailable``."""
+        """``call(*args)`` on the store, for a request; a store that fails, or has been stuck in a call for over
+        :data:`STALLED_AFTER` seconds, answers 503 ``TaskStoreUnavailable`` (the latter at once)."""
+        busy = self.stalled()
+        if busy is not None:
+            self.state.count("task_store_errors")
+            raise HTTPError(
+                503,
+                "TaskStoreUnavailable",
+                f"the task store {redacted(self.store_url)} has not answered for {busy:.0f} s; retry later",
+                headers={"Retry-After": "1"},
+            )
         try:
             return await self._call(call, *args)
         except Exception as exc:

@@ -287,7 +287,9 @@ def test_a_task_outlives_its_driver_killed_with_sigkill_and_a_running_one_is_rep
 def test_a_hung_task_store_holds_up_only_the_task_routes_never_predict_health_or_stats(own_redis: RedisServer) -> None:
     """A Redis task store that stops answering (SIGSTOP: its connections stay open, nothing comes back):
     a task route that needs it waits on it (503 once the store's socket timeout passes), while /predict,
-    the health routes and the driver's stats go on answering; once it answers again, so do the tasks."""
+    the health routes and the driver's stats go on answering; once the store has been stuck for over 2 s,
+    other task requests do not queue behind it but answer 503 at once, and the driver says it is stalled;
+    once it answers again, so do the tasks."""
     own_redis.start()
     with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
         driver = proc.add_driver("webapi", FastAPIDriver, {"task_store": own_redis.url})
@@ -306,6 +308,17 @@ def test_a_hung_task_store_holds_up_only_the_task_routes_never_predict_health_or
                     assert "rvai_http_requests_total" in http.get("/metrics").text
                     stats = driver.stats()  # the store's gauge is left out, not made up
                     assert "tasks_kept" not in stats and stats["tasks_active"] == 0
+                    until(lambda: driver.stats()["task_store_stalled"] == 1, "the driver to see the store stalled")
+                    with concurrent.futures.ThreadPoolExecutor(6) as many:  # none of them waits for the store
+                        answers = list(many.map(lambda call: call(), [
+                            lambda: http.get(f"/tasks/{done}"), lambda: http.get("/tasks"),
+                            lambda: http.post("/tasks", json={"inputs": {"x": 1}}), lambda: http.delete(f"/tasks/{done}"),
+                        ] * 3))
+                    for answer in answers:
+                        assert answer.status_code == 503 and answer.headers["retry-after"] == "1", answer.text
+                        assert answer.json()["error"]["type"] == "TaskStoreUnavailable"
+                        assert "has not answered for" in answer.json()["error"]["message"]
+                    assert "rvai_http_task_store_stalled{" in http.get("/metrics").text
                     assert not stuck.done(), "the task read answered although the store is frozen"
                 finally:
                     own_redis.thaw()
@@ -313,6 +326,7 @@ def test_a_hung_task_store_holds_up_only_the_task_routes_never_predict_health_or
             assert answer.status_code in (200, 503), answer.text
             if answer.status_code == 503:
                 assert answer.json()["error"]["type"] == "TaskStoreUnavailable"
+            until(lambda: driver.stats()["task_store_stalled"] == 0, "the driver to see the store answer again")
             again = client.predict_task({"x": 2}, sid="s")
             assert client.task(again, wait=20)["status"] == "done"
             assert client.task(done)["status"] == "done"
