@@ -38,9 +38,15 @@ class FastAPIDriverParameters(DriverParameters):
             ``"sqlite:///PATH"`` (a file; ``sqlite:////abs/path``), ``"redis://HOST:PORT/DB"`` (the
             ``redis`` extra) or ``"postgresql://USER@HOST:PORT/DB"`` (the ``sql`` extra). ``None`` (the
             default): the SQLite file ``tasks.sqlite3`` in ``$RVAI_SDK_HOME``, else
-            ``$XDG_STATE_HOME/rvai-sdk``, else ``~/.local/state/rvai-sdk``. Drivers of the same pipeline
-            on one store answer for each other's tasks. Read when the driver starts (a change applies
-            at its next start).
+            ``$XDG_STATE_HOME/rvai-sdk``, else ``~/.local/state/rvai-sdk``. Drivers of the same
+            ``task_namespace`` on one store answer for each other's tasks. Read when the driver starts
+            (a change applies at its next start).
+        task_namespace: which tasks of the store are this driver's to see, answer for and recover:
+            those of drivers with the same namespace (a deployment's replicas behind one load
+            balancer); ``None`` (the default): the pipeline's name. Give deployments that share a
+            store and a pipeline name (staging and production on one Redis) namespaces of their
+            own, or each would read, list and take over the other's tasks. Letters, digits and
+            ``_ . : -``, at most 128. Read when the driver starts.
         task_lease: seconds a driver's hold on its running tasks lasts without a heartbeat (renewed every
             third of it); once lapsed, a driver on the same store reports them failed (``TaskInterrupted``)
             and delivers their pending callbacks.
@@ -74,6 +80,9 @@ class FastAPIDriverParameters(DriverParameters):
     max_pending_tasks: Integer = DriverParameters.field(default=Integer(1024), description="429 beyond this")
     task_store: String | None = DriverParameters.field(
         default=None, description="memory, sqlite:///PATH, redis://..., postgresql://...; None: the default SQLite file"
+    )
+    task_namespace: String | None = DriverParameters.field(
+        default=None, description="whose tasks this driver sees in its store; None: the pipeline's name"
     )
     task_lease: Float = DriverParameters.field(default=Float(10.0), description="seconds a dead driver's tasks stay held")
     max_task_result_bytes: Integer = DriverParameters.field(
@@ -142,6 +151,12 @@ class FastAPIDriverParameters(DriverParameters):
                 f"FastAPIDriverParameters.task_store {redacted(str(self.task_store))!r} is not a store: use 'memory', "
                 "'sqlite:///PATH', 'redis://HOST:PORT/DB' or 'postgresql://USER@HOST:PORT/DB' (None: the default SQLite file)",
                 field="task_store",
+            )
+        if self.task_namespace is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,128}", str(self.task_namespace)):
+            raise ParameterError(
+                f"FastAPIDriverParameters.task_namespace {str(self.task_namespace)[:40]!r} must be 1 to 128 letters, "
+                "digits or '_.:-' (None: the pipeline's name)",
+                field="task_namespace",
             )
         if self.request_timeout is not None and not float(self.request_timeout) > 0:
             raise ParameterError(

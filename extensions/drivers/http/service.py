@@ -96,7 +96,10 @@ class Service:
         self.models = models(self.codec)
         self.errors = ErrorMapper(state, inference.pipeline.name)
         self.dispatcher = Dispatcher(inference, self.codec)
-        self.tasks = TaskStore(state, self.errors, self.dispatcher.run, inference.pipeline.name, instance)
+        namespace = state.parameters.task_namespace
+        self.tasks = TaskStore(
+            state, self.errors, self.dispatcher.run, inference.pipeline.name if namespace is None else str(namespace), instance
+        )
         self.predict = PredictEndpoint(self)
         self._openapi: dict[str, Any] | None = None
         self._predict_doc: Any = None

@@ -201,6 +201,40 @@ def test_two_drivers_on_one_store_answer_for_each_others_tasks_and_run_each_once
             assert b.stats()["tasks_expired"] == 1
 
 
+def test_deployments_sharing_a_store_and_a_pipeline_name_see_only_their_own_namespaces_tasks(tmp_path: Path) -> None:
+    """Staging and production on one store, one pipeline name: each reads, lists and deletes only its own
+    tasks (``task_namespace``); replicas of one deployment (same namespace) answer for each other's."""
+    url = f"sqlite:///{tmp_path / 'tasks.sqlite3'}"
+    pipeline = held_pipeline()
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=pipeline)) as proc:
+        staging = proc.add_driver("staging", FastAPIDriver, {"task_store": url, "task_namespace": "staging"})
+        replica = proc.add_driver("staging-2", FastAPIDriver, {"task_store": url, "task_namespace": "staging"})
+        prod = proc.add_driver("prod", FastAPIDriver, {"task_store": url, "task_namespace": "prod"})
+        default = proc.add_driver("default", FastAPIDriver, {"task_store": url})  # the pipeline's name
+        clients = [FastAPIClient(process=d) for d in (staging, replica, prod, default)]
+        try:
+            for client in clients:
+                client.wait(timeout=30)
+            on_staging, on_replica, on_prod, on_default = clients
+            ours = on_staging.predict_task({"x": 1}, sid="s")
+            theirs = on_prod.predict_task({"x": 2}, sid="p")
+            assert on_replica.task(ours, wait=20)["status"] == "done"  # same namespace: answers for it
+            assert on_prod.task(theirs, wait=20)["status"] == "done"
+            for client, mine, other in ((on_staging, ours, theirs), (on_prod, theirs, ours)):
+                assert [t["id"] for t in client.tasks()] == [mine]
+                answer = httpx.get(f"{client.base_url}/tasks/{other}")
+                assert answer.status_code == 404 and answer.json()["error"]["type"] == "TaskNotFound"
+                assert httpx.delete(f"{client.base_url}/tasks/{other}").status_code == 404
+            assert on_default.tasks() == []
+            assert on_prod.task(theirs)["status"] == "done"  # staging's delete attempt left it alone
+        finally:
+            for client in clients:
+                client.close()
+    with pytest.raises(ParameterError, match="task_namespace") as info:
+        FastAPIDriverParameters(task_namespace=String("prod tasks; DROP"))
+    assert info.value.field == "task_namespace"
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     """Answers 503 until ``server.open`` is set, then 200; records the bodies it answered 200."""
 
