@@ -120,3 +120,16 @@ def test_the_tracing_benchmark_runs_and_reports_on_over_off() -> None:
     result = _run_benchmark("bench_tracing.py", "--requests", "100", "--rounds", "1", timeout=220)
     assert result.returncode == 0, result.stderr
     assert "on/off" in result.stdout and "local, 3-cell chain" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_rescale_benchmark_runs_on_ray_and_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_rescale.py", "--quick", "--write", str(out), timeout=220)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    text = out.read_text()
+    assert "<!-- bench:rescale -->" in text
+    for state in ("memory", "SQLite"):  # both state stores, each 1 -> 3 -> 1 with and without idle sids
+        row = next((line for line in text.splitlines() if line.startswith(f"| {state} |")), None)
+        assert row is not None and row.count("hand-over") == 4, row
