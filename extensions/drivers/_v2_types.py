@@ -56,7 +56,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def json_bytes(obj: Any) -> bytes:
-    """Compact JSON, no NaN."""
+    """Compact JSON, no NaN (one encoder for every answer: ``json.dumps`` with options makes one per call)."""
     return _ENCODER.encode(obj).encode()
 
 

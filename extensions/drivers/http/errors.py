@@ -18,12 +18,13 @@ anything else (a bug)                 500     ``InternalServerError``, no detail
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
 from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError, ProcessError
+
+from .._v2_types import json_bytes, json_type
 
 if TYPE_CHECKING:
     import fastapi
@@ -54,19 +55,6 @@ def unprocessable(message: str, field: str | None) -> HTTPError:
     return HTTPError(422, "InputValidationError", message, field=field)
 
 
-def json_type(obj: Any) -> str:
-    """How a JSON value is named in messages: ``an object``, ``an array``, ``a string``..."""
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(obj), "a number"
-    )
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-def json_bytes(obj: Any) -> bytes:
-    """Compact JSON, no NaN (one encoder for every answer: ``json.dumps`` with options makes one per call)."""
-    return _ENCODER.encode(obj).encode()
 
 
 def json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> fastapi.Response:

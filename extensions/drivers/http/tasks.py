@@ -359,25 +359,18 @@ class TaskStore:
         :data:`STALLED_AFTER` seconds, answers 503 ``TaskStoreUnavailable`` (the latter at once)."""
         busy = self.stalled()
         if busy is not None:
-            self.state.count("task_store_errors")
-            raise HTTPError(
-                503,
-                "TaskStoreUnavailable",
-                f"the task store {redacted(self.store_url)} has not answered for {busy:.0f} s; retry later",
-                headers={"Retry-After": "1"},
-            )
+            raise self._unavailable(f"has not answered for {busy:.0f} s")
         try:
             return await self._call(call, *args)
         except Exception as exc:
             raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: BaseException) -> HTTPError:
+    def _unavailable(self, why: BaseException | str) -> HTTPError:
+        """503 ``TaskStoreUnavailable`` naming the store and ``why`` (an error it raised, or what it did not do)."""
         self.state.count("task_store_errors")
+        what = why if isinstance(why, str) else f"failed: {type(why).__name__}: {why}"
         return HTTPError(
-            503,
-            "TaskStoreUnavailable",
-            f"the task store {redacted(self.store_url)} failed: {type(exc).__name__}: {exc}; retry later",
-            headers={"Retry-After": "1"},
+            503, "TaskStoreUnavailable", f"the task store {redacted(self.store_url)} {what}; retry later", headers={"Retry-After": "1"}
         )
 
     async def _save(self, task: Task) -> bool:
