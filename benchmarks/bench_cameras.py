@@ -232,6 +232,7 @@ def _video_source(clip: str, tick: Any, passes: int) -> str:
     from rvai_sdk.drivers import SourceContext
     from rvai_sdk.extensions.sources.video_source import VideoSource
 
+    wanted = passes * source_frames(clip)  # counted once, before the measured frames
     source = VideoSource(clip, params={"loop": passes > 1})
     source.open(SourceContext(ref="probe", inputs=pipeline(tiny=True).inputs))
     frames = 0
@@ -239,7 +240,7 @@ def _video_source(clip: str, tick: Any, passes: int) -> str:
         for _ in source.items():
             tick()
             frames += 1
-            if frames >= passes * source_frames(clip):
+            if frames >= wanted:
                 break
     finally:
         source.close()
