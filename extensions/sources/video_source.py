@@ -351,6 +351,7 @@ class VideoSource(Source):
                 plan.apply(stream)
                 self._skip_frame = plan.describe()
             failure: str | None = None
+            again_on_cpu = False  # the GPU could not convert the first frame: the same frames again, on the CPU
             produced = 0
             last = 0.0
             at_open = (next_time, clock)
@@ -389,33 +390,35 @@ class VideoSource(Source):
                             wait = clock + offset + t - time.monotonic()
                             if wait > 0 and context.stopped.wait(wait):
                                 return
+                        size = _size(frame.width, frame.height, width, height)
                         if self._cuda_frames is not None and frame.format.name == "cuda":
                             try:
-                                size = _size(frame.width, frame.height, width, height)
                                 array = self._cuda_frames.to_rgb(frame, (size["width"], size["height"]) if size else None)
                             except Exception as exc:  # noqa: BLE001 - any failure of the GPU path is reported, then avoided
                                 self._fall_back_convert(f"converting a frame on the GPU failed: {type(exc).__name__}: {exc}")
-                                failure = "" if produced == 0 else f"{type(exc).__name__}: {exc}"
+                                if produced == 0:
+                                    again_on_cpu = True
+                                else:
+                                    failure = f"{type(exc).__name__}: {exc}"
                                 break
                         else:
-                            array = frame.to_ndarray(format="rgb24", **_size(frame.width, frame.height, width, height))
+                            array = frame.to_ndarray(format="rgb24", **size)
                         produced += 1
                         yield SourceItem(inputs={self._target: Image(array)}, index=self._index, timestamp=time.time())
                         self._index += 1
-                    if failure is not None:
+                    if failure is not None or again_on_cpu:
                         break
             except self._av.error.FFmpegError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             rate = float(stream.average_rate or stream.guessed_rate or 30)  # read before closing: PyAV >= 19 refuses after
-            if failure is None and not self.live and bool(self.params.loop) and self._decoded > decoded_before and self._rewind():
+            loops = failure is None and not again_on_cpu and not self.live and bool(self.params.loop)
+            if loops and self._decoded > decoded_before and self._rewind():
                 offset += last + 1.0 / rate
                 continue
             self._disconnect()
-            if failure == "":
-                # the GPU could not convert the first frame: the same frames again, converted on the CPU (and the
-                # plan relearnt, since it saw them once already)
+            if again_on_cpu:  # the plan is relearnt: it saw these frames once already
                 next_time, clock = at_open
                 plan = None
                 continue
