@@ -95,8 +95,12 @@ class ProcessBackend(abc.ABC):
             ProcessError: loading took longer than ``load_timeout`` (nothing changed), or the
                 process could not be reached or did not answer at all.
         """
-        timeout = self.load_timeout
-        self.process._link.call(method, dict(value), timeout, timeout=None if timeout is None else timeout + RECONFIGURE_GRACE)
+        self.process._link.call(method, dict(value), self.load_timeout, timeout=self.reconfigure_wait)
+
+    @property
+    def reconfigure_wait(self) -> float | None:
+        """Seconds to wait for a process's answer to a change: ``load_timeout`` + ``RECONFIGURE_GRACE`` (``None``: no limit)."""
+        return None if self.load_timeout is None else self.load_timeout + RECONFIGURE_GRACE
 
     @abc.abstractmethod
     def shutdown(self, timeout: float | None) -> None:

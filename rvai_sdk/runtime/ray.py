@@ -47,7 +47,7 @@ from rvai_sdk.runtime._devices import gpu_need
 from rvai_sdk.runtime._ray_driver import RayDriverProcess
 from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
-from rvai_sdk.runtime.process import RECONFIGURE_GRACE, InferenceProcess, ProcessBackend, ProcessStatus, first_line
+from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus, first_line
 from rvai_sdk.transport.link import Link
 from rvai_sdk.transport.ray_link import RayLink, Route, translate_ray_error, unwrap
 from rvai_sdk.transport.ray_replica import ReplicaActor
@@ -388,9 +388,7 @@ class RayBackend(ProcessBackend):
 
     def _reconfigure_one(self, replica: _Replica, method: str, value: Mapping[str, Any]) -> None:
         """``method`` on one replica, which discards models loaded past ``load_timeout`` (see ``ProcessBackend.reconfigure``)."""
-        timeout = self.load_timeout
-        wait = None if timeout is None else timeout + RECONFIGURE_GRACE
-        self.link.call_route(replica.route(), method, dict(value), timeout, timeout=wait)
+        self.link.call_route(replica.route(), method, dict(value), self.load_timeout, timeout=self.reconfigure_wait)
 
     def _undo(self, method: str, undo: Mapping[str, Any], done: list[_Replica], error: BaseException) -> None:
         """Swap the replicas in ``done`` back after a rolling update failed with ``error``."""
