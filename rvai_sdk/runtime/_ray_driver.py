@@ -34,7 +34,7 @@ from rvai_sdk.transport.ray_replica import Outcome, failed, node_ip
 if TYPE_CHECKING:
     from rvai_sdk.runtime.ray import RayBackend
 
-__all__ = ["DriverActor", "RayDriverProcess"]
+__all__ = ["DriverActor", "RayDriverProcess", "ray_module"]
 
 
 class DriverActor:
@@ -169,7 +169,8 @@ class DriverActor:
             return failed(exc)
 
 
-def _ray() -> Any:
+def ray_module() -> Any:
+    """The ``ray`` module, imported on first use (``MissingExtraError`` naming the ``ray`` extra without it)."""
     return require("ray", extra="ray")
 
 
@@ -201,7 +202,7 @@ class RayDriverProcess(PipelineDriverProcess):
         routes: list[Route],
         epoch: int = 0,
     ) -> None:
-        ray = _ray()
+        ray = ray_module()
         timeout = self._process.runtime.start_timeout
         try:
             self._actor = ray.remote(DriverActor).options(**options).remote(
@@ -249,13 +250,13 @@ class RayDriverProcess(PipelineDriverProcess):
 
     def _kill(self) -> None:
         if self._actor is not None:
-            _ray().kill(self._actor, no_restart=True)
+            ray_module().kill(self._actor, no_restart=True)
 
     def _update_routes(self, routes: list[Route], epoch: int | None = None) -> None:
         if self._actor is None or self._status is not ProcessStatus.RUNNING:
             return
         try:
-            _ray().get(self._actor.update_routes.remote(routes, epoch), timeout=10)
+            ray_module().get(self._actor.update_routes.remote(routes, epoch), timeout=10)
         except Exception:  # a dead driver is reported by _ended
             pass
 
@@ -267,7 +268,7 @@ class RayDriverProcess(PipelineDriverProcess):
             self._kill()
             return
         self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
-        ray = _ray()
+        ray = ray_module()
         if self._actor is not None and self.is_alive():
             try:
                 ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 0.5)
@@ -283,7 +284,7 @@ class RayDriverProcess(PipelineDriverProcess):
 
     def _call(self, method: str, *args: Any) -> Any:
         try:
-            return unwrap(_ray().get(getattr(self._actor, method).remote(*args), timeout=30))
+            return unwrap(ray_module().get(getattr(self._actor, method).remote(*args), timeout=30))
         except RvaiError:
             raise
         except Exception as exc:

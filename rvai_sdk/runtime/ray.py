@@ -39,12 +39,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rvai_sdk._compat import require
 from rvai_sdk._logging import ChildLogConfig, child_log_config, forward_logs
 from rvai_sdk.exc import ParameterError, ProcessError, RvaiError
 from rvai_sdk.runtime._backend import Runtime
 from rvai_sdk.runtime._devices import gpu_need
-from rvai_sdk.runtime._ray_driver import RayDriverProcess
+from rvai_sdk.runtime._ray_driver import RayDriverProcess, ray_module as _ray
 from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess
 from rvai_sdk.runtime.inference import Inference, build_executor, exit_process
 from rvai_sdk.runtime.process import InferenceProcess, ProcessBackend, ProcessStatus, first_line
@@ -57,10 +56,6 @@ __all__ = ["RayRuntime", "RayBackend", "RayInferenceProcess", "RayDriverProcess"
 _RUNTIME_OPTIONS = ("replicas", "replica_options", "driver_options", "start_timeout")
 _MAX_RESTARTS = 5
 """Attempts at restarting a dead replica before the inference process is marked FAILED."""
-
-
-def _ray() -> Any:
-    return require("ray", extra="ray")
 
 
 def _forwarding_logs(log: ChildLogConfig, build: Callable[[], Any]) -> Any:
