@@ -10,6 +10,13 @@ slot (:mod:`rvai_sdk.transport.shm`) and arrive as views of it.
 Sends coalesce: while one thread writes a frame, operations posted by others
 queue up and go together in the next frame, so many requests in flight cost few
 system calls.
+
+The thread that reads a channel never blocks writing to it. Both ends' readers
+send (replies, requests made from completion callbacks); if each blocked on a
+full socket while the other did the same, neither would read again and the
+connection would wedge. So a reader's sends do not wait: what the socket does not
+take at once goes to the channel's writer thread, which may wait, since it never
+reads.
 """
 
 from __future__ import annotations
@@ -135,6 +142,8 @@ class Channel:
         self._writer: threading.Thread | None = None
         self._writer_signalled = False
         self._wake: SimpleQueue[bool] = SimpleQueue()
+        self._reader: int | None = None  # the thread in recv(): its sends never block
+        self._backlog: tuple[list[Any], int, list[Any]] | None = None  # what the socket did not take; the writer's
         self.broken = False
         start_release_thread()
 
@@ -163,18 +172,33 @@ class Channel:
             if self._flushing or self._writer_signalled:
                 return
             self._writer_signalled = True
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="rvai-channel-writer", daemon=True)
-                self._writer.start()
+            self._start_writer()
         self._wake.put(True)
+
+    def _start_writer(self) -> None:
+        """Start the writer thread if it is not running (caller holds the lock)."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="rvai-channel-writer", daemon=True)
+            self._writer.start()
 
     def _write_loop(self) -> None:
         while self._wake.get():
             with self._lock:
-                self._writer_signalled = False
-                if self._flushing or not self._pending:
-                    continue
-                self._flushing = True
+                backlog, self._backlog = self._backlog, None
+                if backlog is None:
+                    self._writer_signalled = False
+                    if self._flushing or not self._pending:
+                        continue
+                    self._flushing = True
+            if backlog is not None:  # a reader's frame the socket did not take: the flush is ours now
+                parts, sent, ancillary = backlog
+                try:
+                    if sent == 0:  # nothing left: the descriptors go with the first byte
+                        sent = self.sock.sendmsg(parts, ancillary)
+                    self._send_rest(parts, sent)
+                except OSError:
+                    self.broken = True
+                    self.shutdown()
             self._flush()
 
     def cork(self) -> None:
@@ -195,6 +219,12 @@ class Channel:
         self._flush()
 
     def _flush(self) -> None:
+        """Send what is pending until nothing is (this thread set ``_flushing``).
+
+        The reader's sends do not wait: when the socket is full, the writer thread takes
+        over the flush with what is left (see the module docstring).
+        """
+        wait = threading.get_ident() != self._reader
         while True:
             with self._lock:
                 if not self._pending or self.broken:
@@ -204,17 +234,29 @@ class Channel:
                 ops = list(self._pending)
                 self._pending.clear()
             try:
-                self._send(ops)
+                left = self._send(ops, wait)
             except OSError:
                 self.broken = True
                 self.shutdown()
+                continue
+            if left is not None:
+                with self._lock:
+                    self._backlog = left  # the writer owns the flush (and _flushing) from here
+                    self._start_writer()
+                self._wake.put(True)
+                return
 
     def send_release(self, slot_ids: list[int]) -> None:
         """Give slots of the peer's pool back to it."""
         if not self.broken:
             self.post(("x", slot_ids))
 
-    def _send(self, ops: list[Any]) -> None:
+    def _send(self, ops: list[Any], wait: bool = True) -> tuple[list[Any], int, list[Any]] | None:
+        """Write one frame of ``ops``; without ``wait``, what the socket did not take at once.
+
+        Returns:
+            ``None`` once all is sent, else ``(parts, bytes sent, descriptors not sent yet)``.
+        """
         oob: list[Any] = []
         fds: list[int] = []
         self._encoding.fds = fds
@@ -243,10 +285,19 @@ class Channel:
         parts.append(payload)
         parts.extend(oob)
         ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
-        sent = self.sock.sendmsg(parts, ancillary)
+        if wait:
+            sent = self.sock.sendmsg(parts, ancillary)
+        else:
+            try:
+                sent = self.sock.sendmsg(parts, ancillary, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return parts, 0, ancillary
         total = sum(memoryview(p).nbytes for p in parts)
         if sent < total:
+            if not wait:
+                return parts, sent, ancillary if sent == 0 else []
             self._send_rest(parts, sent)
+        return None
 
     def _send_rest(self, parts: list[Any], sent: int) -> None:
         for part in parts:
@@ -263,8 +314,9 @@ class Channel:
         """The next frame's operations; ``None`` once the peer closed the connection.
 
         Reads into a buffer, so a small frame (the common case) costs one system call.
-        Only one thread may call it.
+        Only one thread may call it; from then on its sends on this channel never block.
         """
+        self._reader = threading.get_ident()
         fds: list[int] = []
         try:
             header = self._take(_HEADER.size)

@@ -167,6 +167,56 @@ def test_posts_from_many_threads_all_arrive_exactly_once(pair: tuple[Channel, Ch
     assert sorted(op[1] for op in got) == sorted(t * 100 + i for t in range(8) for i in range(100))
 
 
+def test_both_readers_answering_every_frame_never_wedge_on_full_sockets() -> None:
+    # Both ends' readers send while they read (replies; requests made from completion
+    # callbacks), corked per frame as the link and the server do. Here each reader, told to
+    # start, sends a burst larger than the sockets hold, then answers every message it gets.
+    # If a reader waited for room to write, both would wait on each other and never read
+    # again (this wedged a 4,096-stream benchmark). Every chain must reach its end.
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    for sock in (a, b):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    left, right = Channel(a, None), Channel(b, None)
+    chains, hops = 100, 20
+    finished: list[tuple[str, int]] = []
+    all_done = threading.Event()
+
+    def answer(channel: Channel, side: str) -> None:
+        while True:
+            frame = channel.recv()
+            if frame is None:
+                return
+            channel.cork()
+            for op in frame:
+                if op[0] == "start":
+                    for chain in range(chains):
+                        channel.post(("hop", f"{side}{chain}", 0, os.urandom(4096)))  # distinct: not memoised
+                elif op[2] < hops:
+                    channel.post(("hop", op[1], op[2] + 1, os.urandom(4096)))
+                else:
+                    finished.append(op[1])
+                    if len(finished) == 2 * chains:
+                        all_done.set()
+            channel.uncork()
+
+    left.post(("start",))  # sent before the readers run: from then on only they write
+    right.post(("start",))
+    readers = [threading.Thread(target=answer, args=pair, daemon=True) for pair in ((left, "L"), (right, "R"))]
+    for reader in readers:
+        reader.start()
+    try:
+        assert all_done.wait(60), (
+            f"{2 * chains - len(finished)} of {2 * chains} chains stuck: the readers wedged, each waiting to write"
+        )
+        assert sorted(finished) == sorted(f"{side}{chain}" for side in "LR" for chain in range(chains))
+    finally:
+        left.close()
+        right.close()
+        for reader in readers:
+            reader.join(10)
+
+
 def test_a_closed_peer_ends_recv_and_posting_to_it_never_raises(pair: tuple[Channel, Channel]) -> None:
     left, right = pair
     left.close()
