@@ -225,6 +225,19 @@ class ProcessStateError(ProcessError):
         self.state = state
 
 
+class DeadlockError(RvaiError, RuntimeError):
+    """A wait that could never end was refused: a completion callback waited on its own deliverer.
+
+    Raised at once (every runtime alike) when a callback added with
+    ``add_done_callback`` calls ``result()`` or ``exception()`` on a request of the
+    same inference process that has not finished, or makes a control call
+    (``get_parameters``, ``stats``...) on it: the callback runs on the thread that
+    delivers that process's results, so the answer could only arrive once the
+    callback returned. Send from a callback (``predict`` without waiting) and chain
+    with ``add_done_callback``, or hand the wait to another thread.
+    """
+
+
 class DriverError(RvaiError):
     """A driver failed or was used wrongly."""
 

@@ -284,6 +284,8 @@ class Executor(Reconfiguration, Scheduler):
         # Build the request before taking the lock: many client threads submit at once (a batch's
         # callers all wake together), and every microsecond under the lock is one they queue for.
         req = Request(0, sid, _NO_ENTRY, inputs, self._config, self._plan.preds, now, bool(self._batched))
+        future = req.future
+        future._token, future._name = self, self.pipeline.name  # a wait for it in one of our callbacks is refused
         if timeout is None:
             req.future._help = functools.partial(self._help, weakref.ref(req))
         else:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
+from rvai_sdk._delivery import LinkFuture, refuse_wait
 from rvai_sdk.data import Parameters
 from rvai_sdk.execution.state import StateEntry
 
@@ -67,16 +68,23 @@ class Work:
         return bool(self._token)
 
 
-class RequestFuture(Future):  # type: ignore[type-arg]
-    """A request's future: waiting on it with ``result()`` runs the request's unstarted cells in the waiting thread."""
+class RequestFuture(LinkFuture):
+    """A request's future: waiting on it with ``result()`` runs the request's unstarted cells in the waiting thread.
+
+    Waiting on it from a completion callback of its own executor raises
+    :class:`~rvai_sdk.exc.DeadlockError` (:class:`~rvai_sdk._delivery.LinkFuture`), as on every runtime.
+    """
 
     _help: Callable[[], None] | None = None
 
     def result(self, timeout: float | None = None) -> Any:
-        help_ = self._help
-        if help_ is not None and timeout is None and not self.done():
-            help_()
-        return super().result(timeout)
+        if not self.done():
+            if self._token is not None:
+                refuse_wait(self._token, "result()", self._name)
+            help_ = self._help
+            if help_ is not None and timeout is None:
+                help_()
+        return Future.result(self, timeout)
 
 
 class Request:

@@ -29,6 +29,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from rvai_sdk import _tracing
+from rvai_sdk._delivery import delivered, delivering
 from rvai_sdk.execution.batching import BatchFormer
 from rvai_sdk.execution.calls import call_batch, call_one, cell_error
 from rvai_sdk.execution.metrics import Histogram
@@ -441,16 +442,20 @@ class Scheduler:
     def _resolve(self, plan: CellPlan, done: list[Request], errors: list[tuple[Request, BaseException]]) -> None:
         """Resolve the futures of the requests a call of ``plan``'s cell completed or failed (runs their callbacks)."""
         outputs = self._outputs
-        for req in done:
-            results = req.results
-            try:
-                value = {ref: getattr(results[i], port) for ref, i, port in outputs}
-            except Exception as lost:  # cannot happen after the output checks; fail this request, not the thread
-                set_exception(req.future, cell_error(plan, req, lost))
-                continue
-            set_result(req.future, value)
-        for req, exc in errors:
-            set_exception(req.future, cell_error(plan, req, exc))
+        previous = delivering(self)  # callbacks run here: a wait in one for this executor is refused
+        try:
+            for req in done:
+                results = req.results
+                try:
+                    value = {ref: getattr(results[i], port) for ref, i, port in outputs}
+                except Exception as lost:  # cannot happen after the output checks; fail this request, not the thread
+                    set_exception(req.future, cell_error(plan, req, lost))
+                    continue
+                set_result(req.future, value)
+            for req, exc in errors:
+                set_exception(req.future, cell_error(plan, req, exc))
+        finally:
+            delivered(previous)
 
     # -- threads that run cells ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from rvai_sdk import _tracing
+from rvai_sdk._delivery import LinkFuture, delivering, refuse_wait
 from rvai_sdk.exc import ProcessError
 from rvai_sdk.transport.channel import Channel, connect
 from rvai_sdk.transport.link import Link
@@ -91,7 +92,8 @@ class UnixLink(Link):
 
     def _register(self) -> tuple[Channel, int, Future[Any]]:
         channel = self._channel or self.connect()
-        future: Future[Any] = Future()
+        future: Future[Any] = LinkFuture()
+        future._token, future._name = self, self.name  # type: ignore[attr-defined]  # our reader delivers it
         with self._lock:
             if self._channel is not channel:  # lost in between: the reader already failed what was pending
                 raise ProcessError(f"lost the connection to the inference process of pipeline {self.name!r}; retry")
@@ -129,6 +131,7 @@ class UnixLink(Link):
             ProcessError: the inference process cannot be reached or did not answer in time.
             Exception: whatever the method raised there (e.g. ParameterError).
         """
+        refuse_wait(self, f"{method}()", self.name)  # from our reader (a callback), no answer could come
         channel, rid, future = self._register()
         channel.post(("c", rid, method, args))
         try:
@@ -141,6 +144,7 @@ class UnixLink(Link):
             ) from exc
 
     def _read(self, channel: Channel) -> None:
+        delivering(self)  # this thread delivers our answers: waits for them in callbacks are refused
         pending = self._pending
         pool = self.pool
         while True:

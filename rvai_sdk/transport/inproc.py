@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from rvai_sdk._delivery import refuse_wait
 from rvai_sdk.exc import ProcessError
 from rvai_sdk.transport.link import CONTROL_METHODS, Link
 
@@ -36,6 +37,8 @@ class InProcessLink(Link):
         return self.executor.submit(inputs, sid, timeout)
 
     def call(self, method: str, *args: Any, timeout: float | None = 60.0) -> Any:
+        # As on the other links (where it could never end): no control call from the executor's callbacks.
+        refuse_wait(self.executor, f"{method}()", self.name or self.executor.pipeline.name)
         if method not in CONTROL_METHODS:
             raise ValueError(f"unknown control method {method!r}; valid: {', '.join(sorted(CONTROL_METHODS))}")
         if method == "ping":

@@ -46,11 +46,12 @@ import bisect
 import itertools
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from rvai_sdk import _tracing
+from rvai_sdk._delivery import LinkFuture, delivered, delivering, refuse_wait
 from rvai_sdk.exc import ProcessError, RvaiError
 from rvai_sdk.execution.stats import merge_stats
 from rvai_sdk.transport._ray_routes import Route, SidMoved, _Req, _is_death, rendezvous, translate_ray_error, unwrap
@@ -199,7 +200,8 @@ class RayLink(Link):
         Raises:
             ProcessError: there is no replica to send to.
         """
-        out: Future[dict[str, Any]] = Future()
+        out: Future[dict[str, Any]] = LinkFuture()
+        out._token, out._name = self, self.pipeline_name  # type: ignore[attr-defined]  # see _delivered
         out.set_running_or_notify_cancel()
         trace = None if _tracing.TRACER is None else _tracing.hop(out, "ray", self.pipeline_name, sid)
         with self._lock:
@@ -262,7 +264,19 @@ class RayLink(Link):
         if sends is not None:
             self._watch_send(route, sends)
         if poll is not None:
-            poll.add_done_callback(lambda done: self._polled(route, done))
+            poll.add_done_callback(lambda done: self._delivered(self._polled, route, done))
+
+    def _delivered(self, method: Callable[..., None], *args: Any) -> None:
+        """Run ``method`` (it resolves our futures) marked as delivering our answers.
+
+        Ray runs the callbacks of its futures on its own thread: a completion callback that
+        waited there for another answer of ours would wait forever, so such a wait raises.
+        """
+        previous = delivering(self)
+        try:
+            method(*args)
+        finally:
+            delivered(previous)
 
     def _release(self, sids: set[str]) -> None:
         """Send the held requests of ``sids`` (none in flight any more) to the sids' replicas now."""
@@ -294,7 +308,7 @@ class RayLink(Link):
 
     def _watch_send(self, route: Route, sends: tuple[Future[Any], int, list[int]]) -> None:
         future, seq, rids = sends
-        future.add_done_callback(lambda done: self._sent(route, done, seq, rids))
+        future.add_done_callback(lambda done: self._delivered(self._sent, route, done, seq, rids))
 
     def _flush(self, route: Route) -> tuple[Future[Any], int, list[int]] | None:
         """Send the outbox as one batch (caller holds the lock): the send's future, sequence number and request ids."""
@@ -400,7 +414,7 @@ class RayLink(Link):
             route.polling = False
             poll = self._start_poll(route)
         if poll is not None:
-            poll.add_done_callback(lambda again: self._polled(route, again))
+            poll.add_done_callback(lambda again: self._delivered(self._polled, route, again))
         for out, (ok, value) in delivered:
             if ok:
                 out.set_result(value)
@@ -442,6 +456,7 @@ class RayLink(Link):
 
     def call(self, method: str, *args: Any, timeout: float | None = 30.0) -> Any:
         """Run a control call on the replicas that hold what it concerns (see the class docstring)."""
+        refuse_wait(self, f"{method}()", self.pipeline_name)  # from a callback we deliver: Ray's thread would wait on itself
         if method not in CONTROL_METHODS:
             raise ValueError(f"unknown control method {method!r}; valid: {', '.join(sorted(CONTROL_METHODS))}")
         if method in ("drop_state", "get_state"):

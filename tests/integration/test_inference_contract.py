@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from concurrent.futures import wait
+import threading
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Inputs, Outputs, Parameters
 from rvai_sdk.exc import (
     CellError,
+    DeadlockError,
     InputValidationError,
     ParameterError,
     ProcessStateError,
@@ -492,3 +494,51 @@ def test_context_managers_stop_process_and_runtime() -> None:
         assert proc.predict({"x": 1}, sid="cam-1").result(timeout=10) == {"y": 2}
     assert proc.status is ProcessStatus.STOPPED
     assert rt.list_inferences() == []
+
+
+class Gates(SyncCell):
+    """Passes x through; holds x == 1 until the event 'open-1' is set, and x == 99 until 'open-99' is."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x in (1, 99):
+            assert context.model.wait(f"open-{inputs.x}", timeout=30)
+        return YOut(y=inputs.x)
+
+
+def test_a_completion_callback_that_waits_on_its_own_process_raises_deadlock_error_at_once(
+    runtime: Runtime, sync: SyncServer
+) -> None:
+    # A callback runs on the thread that delivers the process's answers (the link's reader, Ray's
+    # callback thread, an executor worker): a wait there for another answer could never end on
+    # local and ray. Every runtime refuses it at once, naming the call; sending and chaining work.
+    inference = Inference(pipeline=single(Gates), models={"c0": sync.address})
+    with runtime.start_inference(inference) as proc:
+        refused: dict[str, str] = {}
+        tried = threading.Event()
+        chained: Future[Any] = Future()
+
+        def callback(first: Future[dict[str, Any]]) -> None:
+            held = proc.predict({"x": 99})  # held by the gate until the test opens it: not done here
+            for name, wait in (
+                ("result()", held.result),
+                ("exception()", held.exception),
+                ("get_parameters()", proc.get_parameters),
+                ("stats()", proc.stats),
+            ):
+                try:
+                    wait()
+                except DeadlockError as exc:
+                    refused[name] = str(exc)
+            held.add_done_callback(lambda done: chained.set_result(done.result()))
+            tried.set()
+
+        proc.predict({"x": 1}).add_done_callback(callback)  # held: the callback runs where answers arrive
+        sync.set("open-1")
+        assert tried.wait(30), "the callback never ran to its end: a wait in it hung"
+        sync.set("open-99")
+        assert chained.result(timeout=30) == {"y": 99}
+        assert proc.predict({"x": 2}).result(timeout=10) == {"y": 2}
+    assert sorted(refused) == ["exception()", "get_parameters()", "result()", "stats()"]
+    for name, message in refused.items():
+        assert message.startswith(f"{name} was called from a completion callback") and "'single'" in message
