@@ -299,8 +299,13 @@ class Scheduler:
                 self._post(keep + rest)
                 keep, rest = [], []
             done = self._checkpoint(durable, checkpoints or [], held, done, errors)
-        if done or errors:
+        finished = bool(done or errors)
+        if finished:
             self._resolve(plan, done, errors)
+        # A failed call's exception holds its traceback, whose frames reach this one (f_back): drop our
+        # references, or exception, frames and the request's inputs would form a cycle that only the
+        # garbage collector frees (a burst of failing requests with large inputs kept them all alive).
+        results = errors = None  # type: ignore[assignment]
         if resolving:
             # Callbacks may have sent requests that the batched cells held back: dispatch them now.
             with self._lock:
@@ -312,7 +317,7 @@ class Scheduler:
                             self._dispatch(batched, later, rest)
         if rest:
             self._post(rest)
-        elif not self._nworkers and (done or errors):
+        elif not self._nworkers and finished:
             self._post([])  # waiters re-check their requests
         keep.reverse()  # callers pop from the end: run in dispatch order
         if interrupt is not None and threading.get_ident() not in self._worker_idents:
