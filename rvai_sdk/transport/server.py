@@ -72,13 +72,16 @@ class InferenceServer:
                 if ops is None:
                     return
                 channel.cork()
+                # A lone request with nothing else of this connection in flight runs its fast first
+                # calls on this thread (no hand-off to a worker); with more in flight, they overlap.
+                alone = len(ops) == 1 and not in_flight[0]
                 for op in ops:
                     kind = op[0]
                     if kind == "p":
                         rid, sid, inputs = op[1], op[2], op[3]
                         try:
                             if len(op) < 6:
-                                future = submit(inputs, sid, op[4] if len(op) > 4 else None)
+                                future = submit(inputs, sid, op[4] if len(op) > 4 else None, here=alone)
                             else:  # traced by the caller: op[5] is its traceparent
                                 future = _tracing.serve(submit, inputs, sid, op[4], op[5], "unix")
                         except Exception as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from rvai_sdk.cell import Cell, cell
@@ -46,3 +48,52 @@ def test_each_sid_sees_its_requests_in_submit_order_through_a_concurrent_and_a_b
         assert [int(x) for x in states[f"s{s}"]["c0"].xs] == wanted, f"sid s{s} at the concurrent cell"
         assert [int(x) for x in states[f"s{s}"]["c1"].xs] == wanted, f"sid s{s} at the batched cell"
     assert [int(r["y"]) for r in results] == [1000 + n for n in range(sids * per_sid)]
+
+
+class Where(Cell):
+    """Passes x through and records the thread that ran it."""
+
+    threads: list[int] = []
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        cls.threads.append(threading.get_ident())
+        return YOut(y=inputs.x)
+
+
+class Held(Cell):
+    """Computes for a while (hundreds of microseconds: not a fast cell), and waits for the test's event."""
+
+    release = threading.Event()
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        sum(range(100_000))
+        assert cls.release.wait(30), "the test never released the held call"
+        return YOut(y=inputs.x)
+
+
+def test_submit_here_runs_fast_first_calls_in_the_calling_thread_and_leaves_slow_ones_to_the_workers() -> None:
+    # The inference server's connection thread submits a lone request with here=True: its fast
+    # calls run on that thread (no hand-off), a slow one goes to a worker so reading goes on.
+    Where.threads.clear()
+    Held.release.clear()
+    executor = Executor(chain_pipeline(Where, Held))
+    executor.start()
+    try:
+        Held.release.set()
+        for x in range(40):  # enough calls for the first cell to count as fast
+            assert executor.submit({"x": Integer(x)}, here=True).result(timeout=10) == {"y": x}
+        Held.release.clear()
+        Where.threads.clear()
+        future = executor.submit({"x": Integer(7)}, here=True)  # must return while the held call waits
+        assert Where.threads == [threading.get_ident()], "the fast first call did not run in the submitting thread"
+        assert not future.done()
+        Held.release.set()
+        assert future.result(timeout=10) == {"y": 7}
+        Where.threads.clear()
+        executor.submit({"x": Integer(8)}).result(timeout=10)  # without here: never in this thread
+        assert Where.threads and Where.threads != [threading.get_ident()]
+    finally:
+        Held.release.set()
+        executor.stop()
