@@ -520,14 +520,14 @@ def test_a_completion_callback_that_waits_on_its_own_process_raises_deadlock_err
 
         def callback(first: Future[dict[str, Any]]) -> None:
             held = proc.predict({"x": 99})  # held by the gate until the test opens it: not done here
-            for name, wait in (
+            for name, waits in (
                 ("result()", held.result),
                 ("exception()", held.exception),
                 ("get_parameters()", proc.get_parameters),
                 ("stats()", proc.stats),
             ):
                 try:
-                    wait()
+                    waits()
                 except DeadlockError as exc:
                     refused[name] = str(exc)
             held.add_done_callback(lambda done: chained.set_result(done.result()))
