@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -14,7 +15,26 @@ from rvai_sdk.transport.channel import Channel, Listener
 from rvai_sdk.transport.link import CONTROL_METHODS
 from rvai_sdk.transport.shm import SlotPool
 
-__all__ = ["InferenceServer", "CONTROL_METHODS"]
+__all__ = ["InferenceServer", "CONTROL_METHODS", "TAKEOVER_AFTER"]
+
+TAKEOVER_AFTER = 0.01
+"""Seconds a call may run on a connection's reading thread before another thread takes over the reading."""
+
+_WATCH_IDLE_ROUNDS = 100
+"""Checks in a row without a call on a reading thread after which the watcher sleeps until the next one."""
+
+
+class _Connection:
+    """One client's connection: its channel, the requests of it not answered yet, and who reads it."""
+
+    __slots__ = ("channel", "lock", "in_flight", "running_since", "reader")
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.lock = threading.Lock()
+        self.in_flight = 0  # requests not answered yet
+        self.running_since: float | None = None  # when the reading thread started running a call itself
+        self.reader = 0  # the generation of the thread that reads; a takeover makes a new one
 
 
 class InferenceServer:
@@ -24,6 +44,12 @@ class InferenceServer:
     completes the request, coalesced with others. Control calls (parameters,
     state, stats) run on one separate thread so a model reload never stalls
     predictions.
+
+    A lone request (nothing else of its connection in flight) whose first cells are
+    fast runs on the reading thread itself: no hand-off to a worker. Should such a call
+    run longer than :data:`TAKEOVER_AFTER` (a fast cell that hangs, say), a watcher
+    starts another thread that reads the connection from then on, so its next requests
+    (their deadlines), control calls and readiness checks are never held up by it.
     """
 
     def __init__(self, executor: Executor, address: str, authkey: bytes, pool: SlotPool | None) -> None:
@@ -31,10 +57,13 @@ class InferenceServer:
         self.pool = pool
         self._listener = Listener(address, authkey)
         self._control = ThreadPoolExecutor(1, thread_name_prefix="rvai-control")
-        self._channels: set[Channel] = set()
+        self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
         self._closed = False
         self._accepter = threading.Thread(target=self._accept_loop, name="rvai-accept", daemon=True)
+        self._watch = threading.Condition()
+        self._watch_asleep = False
+        self._watcher = threading.Thread(target=self._watch_loop, name="rvai-conn-watch", daemon=True)
 
     def start(self, *, tune_gc: bool = True) -> None:
         """Start accepting clients.
@@ -45,6 +74,7 @@ class InferenceServer:
         """
         if tune_gc:
             tune_for_serving()
+        self._watcher.start()
         self._accepter.start()
 
     def _accept_loop(self) -> None:
@@ -52,44 +82,50 @@ class InferenceServer:
             sock = self._listener.accept()
             if sock is None:
                 return
-            channel = Channel(sock, self.pool)
+            conn = _Connection(Channel(sock, self.pool))
             with self._lock:
                 if self._closed:
-                    channel.close()
+                    conn.channel.close()
                     return
-                self._channels.add(channel)
-            threading.Thread(target=self._serve, args=(channel,), name="rvai-conn", daemon=True).start()
+                self._connections.add(conn)
+            threading.Thread(target=self._serve, args=(conn, 0), name="rvai-conn", daemon=True).start()
 
-    def _serve(self, channel: Channel) -> None:
+    def _serve(self, conn: _Connection, generation: int) -> None:
+        channel = conn.channel
         submit = self.executor.submit
         post = channel.post
-        lock = threading.Lock()
-        in_flight = [0]  # this connection's requests not answered yet
         inputs: Any = None
+        reading = True  # False once another thread took the reading over (see _watch_loop)
         try:
-            while True:
+            while reading:
                 ops = channel.recv()
                 if ops is None:
                     return
                 channel.cork()
                 # A lone request with nothing else of this connection in flight runs its fast first
                 # calls on this thread (no hand-off to a worker); with more in flight, they overlap.
-                alone = len(ops) == 1 and not in_flight[0]
+                alone = len(ops) == 1 and not conn.in_flight
                 for op in ops:
                     kind = op[0]
                     if kind == "p":
                         rid, sid, inputs = op[1], op[2], op[3]
                         try:
-                            if len(op) < 6:
-                                future = submit(inputs, sid, op[4] if len(op) > 4 else None, here=alone)
-                            else:  # traced by the caller: op[5] is its traceparent
+                            if len(op) >= 6:  # traced by the caller: op[5] is its traceparent
                                 future = _tracing.serve(submit, inputs, sid, op[4], op[5], "unix")
+                            elif alone:
+                                self._running(conn)
+                                try:
+                                    future = submit(inputs, sid, op[4] if len(op) > 4 else None, here=True)
+                                finally:
+                                    reading = self._ran(conn, generation)
+                            else:
+                                future = submit(inputs, sid, op[4] if len(op) > 4 else None)
                         except Exception as exc:
                             post(("r", rid, False, exc))
                             continue
-                        with lock:
-                            in_flight[0] += 1
-                        future.add_done_callback(partial(_reply, channel, lock, in_flight, rid))
+                        with conn.lock:
+                            conn.in_flight += 1
+                        future.add_done_callback(partial(_reply, conn, rid))
                     elif kind == "x":
                         if self.pool is not None:
                             self.pool.release(op[1], channel)
@@ -100,9 +136,62 @@ class InferenceServer:
                 # Drop references before blocking: arrays leased from the client go back once unused.
                 op = ops = inputs = None
         finally:
+            if reading:  # this thread was still the reader: the connection ends with it
+                with self._lock:
+                    self._connections.discard(conn)
+                channel.close()
+
+    def _running(self, conn: _Connection) -> None:
+        """The reading thread of ``conn`` starts running a call itself: let the watcher know."""
+        conn.running_since = time.monotonic()
+        if self._watch_asleep:
+            with self._watch:
+                self._watch.notify()
+
+    def _ran(self, conn: _Connection, generation: int) -> bool:
+        """The call is over; whether this thread (of ``generation``) still reads ``conn``."""
+        with conn.lock:
+            conn.running_since = None
+            return conn.reader == generation
+
+    def _watch_loop(self) -> None:
+        """Hand a connection's reading to a new thread when its reader runs a call for too long."""
+        idle = 0
+        while True:
+            with self._watch:
+                if self._closed:
+                    return
+                if idle >= _WATCH_IDLE_ROUNDS:
+                    # Asleep until the next call on a reading thread (_running notifies). Said before
+                    # looking, so that a call starting meanwhile either is seen here or notifies.
+                    self._watch_asleep = True
+                    if not self._any_running():
+                        self._watch.wait()
+                    self._watch_asleep = False
+                    idle = 0
+                    continue
+                self._watch.wait(TAKEOVER_AFTER)
             with self._lock:
-                self._channels.discard(channel)
-            channel.close()
+                connections = list(self._connections)
+            now = time.monotonic()
+            busy = False
+            for conn in connections:
+                with conn.lock:
+                    since = conn.running_since
+                    if since is None:
+                        continue
+                    busy = True
+                    if now - since < TAKEOVER_AFTER:
+                        continue
+                    conn.running_since = None
+                    conn.reader += 1
+                    generation = conn.reader
+                threading.Thread(target=self._serve, args=(conn, generation), name="rvai-conn", daemon=True).start()
+            idle = 0 if busy else idle + 1
+
+    def _any_running(self) -> bool:
+        with self._lock:
+            return any(conn.running_since is not None for conn in self._connections)
 
     def _call(self, post: Any, rid: int, method: str, args: tuple[Any, ...]) -> None:
         try:
@@ -118,7 +207,9 @@ class InferenceServer:
         """Stop accepting and drop every connection (clients see the end)."""
         with self._lock:
             self._closed = True
-            channels = list(self._channels)
+            channels = [conn.channel for conn in self._connections]
+        with self._watch:
+            self._watch.notify()
         self._listener.close()
         for channel in channels:
             channel.shutdown()
@@ -127,15 +218,13 @@ class InferenceServer:
             _tracing.flush()
 
 
-def _reply(
-    channel: Channel, lock: threading.Lock, in_flight: list[int], rid: int, future: Future[dict[str, Any]]
-) -> None:
+def _reply(conn: _Connection, rid: int, future: Future[dict[str, Any]]) -> None:
     exc = future.exception()
     op = ("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc)
-    with lock:
-        in_flight[0] -= 1
-        last = in_flight[0] == 0
+    with conn.lock:
+        conn.in_flight -= 1
+        last = conn.in_flight == 0
     if last:
-        channel.post(op)  # nothing else is coming soon: answer now, from this thread
+        conn.channel.post(op)  # nothing else is coming soon: answer now, from this thread
     else:
-        channel.post_soon(op)  # more replies follow: let the writer send them together
+        conn.channel.post_soon(op)  # more replies follow: let the writer send them together

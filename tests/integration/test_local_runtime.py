@@ -449,3 +449,39 @@ def test_frames_reaching_a_gpu_pipeline_arrive_in_pinned_memory(local: Runtime) 
     frame = Image(np.zeros((720, 1280, 3), dtype=np.uint8))
     with local.start_inference(inference) as proc:
         assert proc.predict({"frame": frame}).result(timeout=60) == {"pinned": 1}
+
+
+class Lingers(Cell):
+    """A fast cell (x passes through), except that x == 99 blocks until the event 'release' is set."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        return Sync(model_path) if model_path else None
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 99:
+            assert context.model.wait("release", timeout=60), "the test never released the call"
+        return YOut(y=inputs.x)
+
+
+def test_a_usually_fast_cell_that_hangs_never_holds_up_the_requests_and_control_calls_behind_it(
+    local: Runtime, sync: SyncServer
+) -> None:
+    # A lone request to a fast cell runs on the server's reading thread (no hand-off). If that
+    # call hangs, the connection must still be read: the next request's deadline fires on time,
+    # stats() answers, and everything works again once the call returns.
+    from rvai_sdk.exc import DeadlineExceededError
+
+    inference = Inference(pipeline=single(Lingers), models={"c0": sync.address})
+    with local.start_inference(inference) as proc:
+        for x in range(40):  # enough calls for the cell to count as fast
+            assert proc.predict({"x": x}).result(timeout=10) == {"y": x}
+        hung = proc.predict({"x": 99})
+        with pytest.raises(DeadlineExceededError):
+            proc.predict({"x": 2}, timeout=0.5).result(timeout=30)  # queued behind the hung call
+        assert proc.stats()["requests"]["submitted"] == 42  # every request was read, the hung one too
+        assert not hung.done()
+        sync.set("release")
+        assert hung.result(timeout=30) == {"y": 99}
+        assert [proc.predict({"x": x}).result(timeout=10)["y"] for x in range(5)] == list(range(5))
