@@ -272,8 +272,8 @@ class Executor(Reconfiguration, Scheduler):
                 :class:`~rvai_sdk.exc.DeadlineExceededError` naming the cell it was in (a call
                 already running finishes in the background; its result is dropped).
                 ``None``: no deadline.
-            here: run the request's first calls in this thread before returning when their cells
-                are fast (``Scheduler._run_here``): for a thread that reads requests one at a time.
+            here: run the request's first calls in this thread before returning when their cells'
+                recent calls are quick (``Scheduler._run_here``): for the thread that reads requests.
 
         Returns:
             A future resolving to output ref → typed value, or failing with
@@ -316,7 +316,7 @@ class Executor(Reconfiguration, Scheduler):
             works = self._admit(req, now)
         if timeout is not None:
             self._add_deadline(req, now + timeout)  # once in flight: a deadline already past fails it at once
-        if here and self._durable is None and all(work.stage.fast for work in works):
+        if here and self._durable is None and all(work.stage.here for work in works):
             self._run_here(works)
         else:
             self._post(works)

@@ -43,7 +43,16 @@ from rvai_sdk.execution.stats import CellCounters
 __all__ = ["Scheduler"]
 
 _FAST_CALL_SECONDS = 50e-6
-"""A cell whose mean call is shorter than this runs on the thread that made it ready (no wake-up)."""
+"""A cell whose recent calls average less than this runs on the thread that made it ready (no wake-up)."""
+_HERE_CALL_SECONDS = 250e-6
+"""A cell whose recent calls average less than this may run on the thread that reads its requests
+(``Executor.submit(here=True)``): blocking the reading that long costs less than handing the call to a
+worker, which makes the reading thread and the workers take turns at the interpreter lock for every
+request (measured with thousands of streams in flight: docs/performance.md). A batched call of a few
+dozen cheap items takes about this long; a model's call takes far longer and goes to the workers, so
+that reading the next requests overlaps it."""
+_FAST_WEIGHT = 1 / 16
+"""Weight of the latest call in a cell's recent mean call time (an exponential moving average)."""
 _FAST_AFTER_CALLS = 16
 """Calls observed before a cell may count as fast."""
 _FAST_SAMPLE = 16
@@ -55,7 +64,7 @@ _FOLD_EVERY = 1024
 class _Stage:
     """The scheduler's record of one cell: its plan, its queue (or batch former), what runs, its counters."""
 
-    __slots__ = ("plan", "queue", "former", "running", "fast", "timer_due", "counters")
+    __slots__ = ("plan", "queue", "former", "running", "fast", "here", "recent", "timer_due", "counters")
 
     def __init__(self, plan: CellPlan) -> None:
         self.plan = plan
@@ -66,6 +75,8 @@ class _Stage:
         )
         self.running = 0
         self.fast = False
+        self.here = False  # may run on the thread that reads its requests (see _HERE_CALL_SECONDS)
+        self.recent = 0.0  # recent mean call time (seconds): what decides fast
         self.timer_due: float | None = None
         self.counters = CellCounters()
 
@@ -343,14 +354,19 @@ class Scheduler:
         stage.running -= 1
         counters.calls = calls = counters.calls + 1
         counters.items += len(reqs)
-        counters.busy_seconds += now - started
+        elapsed = now - started
+        counters.busy_seconds += elapsed
         record = not (stage.fast and calls % _FAST_SAMPLE)  # every call; one in _FAST_SAMPLE of a fast cell
         if record:
             counters.times.append(now - started)
             waits = counters.waits
             for req in reqs:
                 waits.append(started - req.results[index])  # still the ready time (see Request)
-        stage.fast = calls >= _FAST_AFTER_CALLS and counters.busy_seconds < calls * _FAST_CALL_SECONDS
+        # Fast by its recent calls, not its lifetime: a cell that turns slow (a model swap, a call that
+        # hangs) stops counting as fast at once, instead of after thousands of calls.
+        stage.recent += (elapsed - stage.recent) * _FAST_WEIGHT
+        stage.fast = calls >= _FAST_AFTER_CALLS and stage.recent < _FAST_CALL_SECONDS
+        stage.here = calls >= _FAST_AFTER_CALLS and stage.recent < _HERE_CALL_SECONDS
         if stage.former is not None:
             sizes = counters.batch_sizes
             sizes[len(reqs)] = sizes.get(len(reqs), 0) + 1
@@ -551,15 +567,16 @@ class Scheduler:
                     return
 
     def _run_here(self, works: list[Work]) -> None:
-        """Run ``works`` of fast cells in this thread as a worker would; a call that is not fast goes to the workers.
+        """Run ``works`` in this thread as a worker would, while their cells are quick; a slower call goes to the workers.
 
-        For the thread that reads a connection's requests: a lone request whose calls take
-        microseconds then costs no thread hand-off, and a slower call never holds up the reading.
+        For the thread that reads a connection's requests: a request whose calls take
+        microseconds then costs no thread hand-off, and a slower call never holds up the reading
+        (see ``_HERE_CALL_SECONDS``).
         """
         local = [work for work in works if work.claim()]
         while local:
             work = local.pop()
-            if not work.stage.fast:
+            if not work.stage.here:
                 work.unclaim()
                 self._post([work])
                 continue

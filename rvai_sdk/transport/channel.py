@@ -210,8 +210,13 @@ class Channel:
         self._corked = threading.get_ident()
 
     def uncork(self) -> None:
-        """Send what this thread posted since :meth:`cork`."""
-        self._corked = None
+        """Send what this thread posted since :meth:`cork` (and what others left pending meanwhile).
+
+        A thread that is no longer the corked one (the reading was taken over by another,
+        which corked in turn) still sends what it left, without uncorking the other.
+        """
+        if self._corked == threading.get_ident():
+            self._corked = None
         with self._lock:
             if self._flushing or not self._pending:
                 return

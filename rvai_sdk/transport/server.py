@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -20,19 +21,23 @@ __all__ = ["InferenceServer", "CONTROL_METHODS", "TAKEOVER_AFTER"]
 TAKEOVER_AFTER = 0.01
 """Seconds a call may run on a connection's reading thread before another thread takes over the reading."""
 
+ANSWER_EVERY = 128
+"""Requests of one frame answered after which their answers leave, before the rest of the frame runs."""
+
 _WATCH_IDLE_ROUNDS = 100
 """Checks in a row without a call on a reading thread after which the watcher sleeps until the next one."""
 
 
 class _Connection:
-    """One client's connection: its channel, the requests of it not answered yet, and who reads it."""
+    """One client's connection: its channel, what was read of it and not handled yet, and who reads it."""
 
-    __slots__ = ("channel", "lock", "in_flight", "running_since", "reader")
+    __slots__ = ("channel", "lock", "ops", "in_flight", "running_since", "reader")
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.lock = threading.Lock()
-        self.in_flight = 0  # requests not answered yet
+        self.ops: deque[Any] = deque()  # operations read and not handled yet, in the order they came
+        self.in_flight = 0  # requests handed to the workers and not answered yet
         self.running_since: float | None = None  # when the reading thread started running a call itself
         self.reader = 0  # the generation of the thread that reads; a takeover makes a new one
 
@@ -40,16 +45,21 @@ class _Connection:
 class InferenceServer:
     """Accepts clients on ``address`` and runs their requests on ``executor``.
 
-    Each connection has a reader thread; results go back from the thread that
-    completes the request, coalesced with others. Control calls (parameters,
-    state, stats) run on one separate thread so a model reload never stalls
-    predictions.
+    Each connection has a reading thread. A request whose first cells are fast (the
+    scheduler's mark: recent calls under 50 µs) runs on that thread as soon as it is
+    read, and its answer leaves with the others of its frame: a cell that costs
+    microseconds is not worth a thread hand-off, and one thread doing the whole
+    round (read, run, answer) costs the least CPU per request (measured with
+    thousands of streams in flight, docs/performance.md). Requests for slower cells go
+    to the executor's workers, and their results go back from the thread that
+    completes them, coalesced with others. Control calls (parameters, state, stats)
+    run on one separate thread so a model reload never stalls predictions.
 
-    A lone request (nothing else of its connection in flight) whose first cells are
-    fast runs on the reading thread itself: no hand-off to a worker. Should such a call
-    run longer than :data:`TAKEOVER_AFTER` (a fast cell that hangs, say), a watcher
-    starts another thread that reads the connection from then on, so its next requests
-    (their deadlines), control calls and readiness checks are never held up by it.
+    Should a call on the reading thread run longer than :data:`TAKEOVER_AFTER` (a fast
+    cell that hangs, say), a watcher starts another thread that reads the connection
+    from then on, beginning with the rest of the frame being handled: the requests
+    behind it keep their order, and the next ones (their deadlines), control calls and
+    readiness checks are never held up by it.
     """
 
     def __init__(self, executor: Executor, address: str, authkey: bytes, pool: SlotPool | None) -> None:
@@ -91,55 +101,77 @@ class InferenceServer:
             threading.Thread(target=self._serve, args=(conn, 0), name="rvai-conn", daemon=True).start()
 
     def _serve(self, conn: _Connection, generation: int) -> None:
+        """Read ``conn`` and handle what it sends, until it ends or another thread takes the reading over."""
         channel = conn.channel
-        submit = self.executor.submit
-        post = channel.post
-        inputs: Any = None
+        ops = conn.ops
         reading = True  # False once another thread took the reading over (see _watch_loop)
+        if generation:  # taking over from a thread stuck in a call: send the answers it had ready
+            channel.uncork()
         try:
             while reading:
-                ops = channel.recv()
-                if ops is None:
-                    return
-                channel.cork()
-                # A lone request with nothing else of this connection in flight runs its fast first
-                # calls on this thread (no hand-off to a worker); with more in flight, they overlap.
-                alone = len(ops) == 1 and not conn.in_flight
-                for op in ops:
-                    kind = op[0]
-                    if kind == "p":
-                        rid, sid, inputs = op[1], op[2], op[3]
-                        try:
-                            if len(op) >= 6:  # traced by the caller: op[5] is its traceparent
-                                future = _tracing.serve(submit, inputs, sid, op[4], op[5], "unix")
-                            elif alone:
-                                self._running(conn)
-                                try:
-                                    future = submit(inputs, sid, op[4] if len(op) > 4 else None, here=True)
-                                finally:
-                                    reading = self._ran(conn, generation)
-                            else:
-                                future = submit(inputs, sid, op[4] if len(op) > 4 else None)
-                        except Exception as exc:
-                            post(("r", rid, False, exc))
-                            continue
-                        with conn.lock:
-                            conn.in_flight += 1
-                        future.add_done_callback(partial(_reply, conn, rid))
-                    elif kind == "x":
-                        if self.pool is not None:
-                            self.pool.release(op[1], channel)
-                    elif kind == "c":
-                        _, rid, method, args = op
-                        self._control.submit(self._call, post, rid, method, args)
+                if not ops:  # (a thread taking over starts with the rest of its predecessor's frame)
+                    frame = channel.recv()
+                    if frame is None:
+                        return
+                    ops.extend(frame)
+                    frame = None
+                channel.cork()  # the answers of this frame leave together, ANSWER_EVERY at a time
+                handled = 0
+                while ops:
+                    # Only the reading thread takes from ops: a takeover happens during a call (below),
+                    # after which this thread takes nothing more.
+                    reading = self._handle(conn, ops.popleft(), generation)
+                    if not reading:
+                        break
+                    handled += 1
+                    if handled == ANSWER_EVERY and ops:
+                        # A large frame: send what is answered so far, so the client works on those
+                        # answers while this thread runs the rest (the two processes overlap).
+                        channel.uncork()
+                        channel.cork()
+                        handled = 0
                 channel.uncork()
-                # Drop references before blocking: arrays leased from the client go back once unused.
-                op = ops = inputs = None
         finally:
             if reading:  # this thread was still the reader: the connection ends with it
                 with self._lock:
                     self._connections.discard(conn)
                 channel.close()
+
+    def _handle(self, conn: _Connection, op: Any, generation: int) -> bool:
+        """Handle one operation read from ``conn``; whether this thread (of ``generation``) still reads it."""
+        kind = op[0]
+        channel = conn.channel
+        if kind == "p":
+            rid, sid, inputs = op[1], op[2], op[3]
+            timeout = op[4] if len(op) > 4 else None
+            reading = True
+            try:
+                if len(op) >= 6:  # traced by the caller: op[5] is its traceparent
+                    future = _tracing.serve(self.executor.submit, inputs, sid, timeout, op[5], "unix")
+                else:
+                    self._running(conn)
+                    try:
+                        future = self.executor.submit(inputs, sid, timeout, here=True)
+                    finally:
+                        reading = self._ran(conn, generation)
+            except Exception as exc:
+                channel.post(("r", rid, False, exc))
+                return reading
+            if future.done():  # it ran here: its answer goes with this frame's
+                exc = future.exception()
+                channel.post(("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc))
+            else:
+                with conn.lock:
+                    conn.in_flight += 1
+                future.add_done_callback(partial(_reply, conn, rid))
+            return reading
+        if kind == "x":
+            if self.pool is not None:
+                self.pool.release(op[1], channel)
+        elif kind == "c":
+            _, rid, method, args = op
+            self._control.submit(self._call, channel.post, rid, method, args)
+        return True
 
     def _running(self, conn: _Connection) -> None:
         """The reading thread of ``conn`` starts running a call itself: let the watcher know."""

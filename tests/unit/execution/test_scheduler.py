@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -11,7 +12,7 @@ from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
 from rvai_sdk.execution import BatchingPolicy, Executor
 from rvai_sdk.types import Integer, List
-from tests.conftest import BatchRemember, Seen, XIn, YOut, chain_pipeline
+from tests.conftest import BatchRemember, Seen, XIn, YOut, chain_pipeline, single
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -96,4 +97,41 @@ def test_submit_here_runs_fast_first_calls_in_the_calling_thread_and_leaves_slow
         assert Where.threads and Where.threads != [threading.get_ident()]
     finally:
         Held.release.set()
+        executor.stop()
+
+
+class Pause(Cell):
+    """Passes x through after sleeping x milliseconds (its call costs what the test asks); records the thread."""
+
+    threads: list[int] = []
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        cls.threads.append(threading.get_ident())
+        if inputs.x:
+            time.sleep(inputs.x / 1000)
+        return YOut(y=inputs.x)
+
+
+def test_a_quick_cell_that_turns_slow_stops_running_in_the_submitting_thread_at_once_and_comes_back_when_quick() -> None:
+    # What runs on the thread that reads requests is decided by a cell's recent calls, not its
+    # lifetime: after thousands of quick calls, one slow call (a model swap, a stall) must send the
+    # next ones to the workers, so that reading is not held up by a cell that became slow.
+    me = threading.get_ident()
+    executor = Executor(single(Pause))
+    executor.start()
+    try:
+        for _ in range(2000):
+            executor.submit({"x": Integer(0)}, here=True).result(timeout=10)
+        assert Pause.threads[-1] == me, "a quick cell did not run in the submitting thread"
+        executor.submit({"x": Integer(20)}, here=True).result(timeout=10)  # one call of 20 ms
+        Pause.threads.clear()
+        executor.submit({"x": Integer(0)}, here=True).result(timeout=10)
+        assert Pause.threads != [me], "the cell still ran in the submitting thread after a slow call"
+        for _ in range(200):  # quick again for a while
+            executor.submit({"x": Integer(0)}).result(timeout=10)
+        Pause.threads.clear()
+        executor.submit({"x": Integer(0)}, here=True).result(timeout=10)
+        assert Pause.threads == [me], "the cell did not come back to the submitting thread once quick again"
+    finally:
         executor.stop()
