@@ -158,8 +158,7 @@ class InferenceServer:
                 channel.post(("r", rid, False, exc))
                 return reading
             if future.done():  # it ran here: its answer goes with this frame's
-                exc = future.exception()
-                channel.post(("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc))
+                channel.post(_answer(rid, future))
             else:
                 with conn.lock:
                     conn.in_flight += 1
@@ -250,9 +249,15 @@ class InferenceServer:
             _tracing.flush()
 
 
-def _reply(conn: _Connection, rid: int, future: Future[dict[str, Any]]) -> None:
+def _answer(rid: int, future: Future[dict[str, Any]]) -> tuple[Any, ...]:
+    """The answer operation for the finished request ``rid``."""
     exc = future.exception()
-    op = ("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc)
+    return ("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc)
+
+
+def _reply(conn: _Connection, rid: int, future: Future[dict[str, Any]]) -> None:
+    """Send the answer of a request that a worker finished (its done callback)."""
+    op = _answer(rid, future)
     with conn.lock:
         conn.in_flight -= 1
         last = conn.in_flight == 0
