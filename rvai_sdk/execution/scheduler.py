@@ -43,7 +43,7 @@ from rvai_sdk.execution.stats import CellCounters
 __all__ = ["Scheduler"]
 
 _FAST_CALL_SECONDS = 50e-6
-"""A cell whose recent calls average less than this runs on the thread that made it ready (no wake-up)."""
+"""A cell whose mean call is shorter than this runs on the thread that made it ready (no wake-up)."""
 _HERE_CALL_SECONDS = 250e-6
 """A cell whose recent calls average less than this may run on the thread that reads its requests
 (``Executor.submit(here=True)``): blocking the reading that long costs less than handing the call to a
@@ -51,8 +51,15 @@ worker, which makes the reading thread and the workers take turns at the interpr
 request (measured with thousands of streams in flight: docs/performance.md). A batched call of a few
 dozen cheap items takes about this long; a model's call takes far longer and goes to the workers, so
 that reading the next requests overlaps it."""
-_FAST_WEIGHT = 1 / 16
+_HERE_WEIGHT = 1 / 16
 """Weight of the latest call in a cell's recent mean call time (an exponential moving average)."""
+_HERE_SAMPLE_CAP = 2 * _HERE_CALL_SECONDS
+"""One call counts for at most this in the recent mean: a call stretched by a descheduled thread or by
+another thread's turn at the interpreter lock must not, alone, send the cell's next calls to the workers
+(there, taking turns at the lock stretches calls more, and the cell would stay there)."""
+_HERE_SLOW_CALL = 0.005
+"""A call at least this long (a cell that turned slow, or hangs) ends running the cell where it is read
+at once, until its calls are quick again."""
 _FAST_AFTER_CALLS = 16
 """Calls observed before a cell may count as fast."""
 _FAST_SAMPLE = 16
@@ -76,7 +83,7 @@ class _Stage:
         self.running = 0
         self.fast = False
         self.here = False  # may run on the thread that reads its requests (see _HERE_CALL_SECONDS)
-        self.recent = 0.0  # recent mean call time (seconds): what decides fast
+        self.recent = 0.0  # recent mean call time (seconds, each call capped): what decides here
         self.timer_due: float | None = None
         self.counters = CellCounters()
 
@@ -362,10 +369,13 @@ class Scheduler:
             waits = counters.waits
             for req in reqs:
                 waits.append(started - req.results[index])  # still the ready time (see Request)
-        # Fast by its recent calls, not its lifetime: a cell that turns slow (a model swap, a call that
-        # hangs) stops counting as fast at once, instead of after thousands of calls.
-        stage.recent += (elapsed - stage.recent) * _FAST_WEIGHT
-        stage.fast = calls >= _FAST_AFTER_CALLS and stage.recent < _FAST_CALL_SECONDS
+        stage.fast = calls >= _FAST_AFTER_CALLS and counters.busy_seconds < calls * _FAST_CALL_SECONDS
+        # Where it is read: by its recent calls, not its lifetime, so that a cell that turns slow (a model
+        # swap, a call that hangs) leaves the reading thread at once instead of after thousands of calls.
+        if elapsed >= _HERE_SLOW_CALL:
+            stage.recent = _HERE_SAMPLE_CAP
+        else:
+            stage.recent += (min(elapsed, _HERE_SAMPLE_CAP) - stage.recent) * _HERE_WEIGHT
         stage.here = calls >= _FAST_AFTER_CALLS and stage.recent < _HERE_CALL_SECONDS
         if stage.former is not None:
             sizes = counters.batch_sizes
