@@ -261,7 +261,13 @@ class Executor(Reconfiguration, Scheduler):
     # -- requests --------------------------------------------------------------------
 
     def submit(
-        self, inputs: Mapping[str, Any], sid: str | None = None, timeout: float | None = None, *, here: bool = False
+        self,
+        inputs: Mapping[str, Any],
+        sid: str | None = None,
+        timeout: float | None = None,
+        *,
+        here: bool = False,
+        done: Callable[[Future[dict[str, Any]]], None] | None = None,
     ) -> Future[dict[str, Any]]:
         """Queue one request whose inputs were already validated.
 
@@ -274,6 +280,8 @@ class Executor(Reconfiguration, Scheduler):
                 ``None``: no deadline.
             here: run the request's first calls in this thread before returning when their cells'
                 recent calls are quick (``Scheduler._run_here``): for the thread that reads requests.
+            done: a completion callback, attached before anything runs: with ``here``, it also
+                answers a request whose deadline passes while its call hangs in this thread.
 
         Returns:
             A future resolving to output ref → typed value, or failing with
@@ -295,6 +303,8 @@ class Executor(Reconfiguration, Scheduler):
             # return from a cell that hangs.
             req.timeout = timeout
         req.future.set_running_or_notify_cancel()
+        if done is not None:
+            future.add_done_callback(done)
         restored = None
         loader = self._states.loader
         if loader is not None and sid is not None and self._states.get(sid) is None:

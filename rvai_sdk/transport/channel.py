@@ -209,6 +209,10 @@ class Channel:
         """
         self._corked = threading.get_ident()
 
+    def holding(self) -> bool:
+        """Whether this thread's posts are held back now (it corked, see :meth:`cork`)."""
+        return self._corked == threading.get_ident()
+
     def uncork(self) -> None:
         """Send what this thread posted since :meth:`cork` (and what others left pending meanwhile).
 

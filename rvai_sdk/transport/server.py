@@ -145,24 +145,24 @@ class InferenceServer:
             rid, sid, inputs = op[1], op[2], op[3]
             timeout = op[4] if len(op) > 4 else None
             reading = True
+            with conn.lock:
+                conn.in_flight += 1
             try:
                 if len(op) >= 6:  # traced by the caller: op[5] is its traceparent
                     future = _tracing.serve(self.executor.submit, inputs, sid, timeout, op[5], "unix")
+                    future.add_done_callback(partial(_reply, conn, rid))
                 else:
+                    # The answer is sent by the callback, attached before the call runs: when the call
+                    # hangs here, a deadline that passes meanwhile is answered on time all the same.
                     self._running(conn)
                     try:
-                        future = self.executor.submit(inputs, sid, timeout, here=True)
+                        self.executor.submit(inputs, sid, timeout, here=True, done=partial(_reply, conn, rid))
                     finally:
                         reading = self._ran(conn, generation)
             except Exception as exc:
-                channel.post(("r", rid, False, exc))
-                return reading
-            if future.done():  # it ran here: its answer goes with this frame's
-                channel.post(_answer(rid, future))
-            else:
                 with conn.lock:
-                    conn.in_flight += 1
-                future.add_done_callback(partial(_reply, conn, rid))
+                    conn.in_flight -= 1
+                channel.post(("r", rid, False, exc))
             return reading
         if kind == "x":
             if self.pool is not None:
@@ -249,19 +249,17 @@ class InferenceServer:
             _tracing.flush()
 
 
-def _answer(rid: int, future: Future[dict[str, Any]]) -> tuple[Any, ...]:
-    """The answer operation for the finished request ``rid``."""
-    exc = future.exception()
-    return ("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc)
-
-
 def _reply(conn: _Connection, rid: int, future: Future[dict[str, Any]]) -> None:
-    """Send the answer of a request that a worker finished (its done callback)."""
-    op = _answer(rid, future)
+    """Send the answer of a finished request (its done callback, on whichever thread finished it)."""
+    exc = future.exception()
+    op = ("r", rid, True, future.result()) if exc is None else ("r", rid, False, exc)
     with conn.lock:
         conn.in_flight -= 1
         last = conn.in_flight == 0
-    if last:
-        conn.channel.post(op)  # nothing else is coming soon: answer now, from this thread
+    channel = conn.channel
+    if last or channel.holding():
+        # Nothing else is coming soon: answer now, from this thread. Or this is the reading thread,
+        # which ran the request: the answer leaves with the others of its frame.
+        channel.post(op)
     else:
-        conn.channel.post_soon(op)  # more replies follow: let the writer send them together
+        channel.post_soon(op)  # a worker with more answers to come: let the writer send them together

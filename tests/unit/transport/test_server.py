@@ -34,20 +34,25 @@ class Gate(Cell):
 
     gate = threading.Event()
     threads: dict[int, str] = {}
+    finished: set[int] = set()
 
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         cls.threads[int(inputs.x)] = threading.current_thread().name + f"#{threading.get_ident()}"
-        if inputs.x == HANG:
-            assert cls.gate.wait(30), "the test never opened the gate"
-        context.state.xs = List[Integer]([*context.state.xs, inputs.x])
-        return YOut(y=inputs.x)
+        try:
+            if inputs.x == HANG:
+                assert cls.gate.wait(30), "the test never opened the gate"
+            context.state.xs = List[Integer]([*context.state.xs, inputs.x])
+            return YOut(y=inputs.x)
+        finally:
+            cls.finished.add(int(inputs.x))
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[Executor, Channel]]:
     Gate.gate.clear()
     Gate.threads.clear()
+    Gate.finished.clear()
     executor = Executor(single(Gate))
     executor.start()
     address, key = new_address(), b"k" * 32
@@ -143,3 +148,21 @@ def test_answers_ready_before_a_call_that_hangs_are_not_held_back_by_it(served: 
     assert executor.stats()["requests"]["in_flight"] == 1
     Gate.gate.set()
     assert answers(channel, 1) == {5000: {"y": HANG}}
+
+
+def test_a_request_whose_call_hangs_on_the_reading_thread_is_answered_at_its_deadline(
+    served: tuple[Executor, Channel],
+) -> None:
+    from rvai_sdk.exc import DeadlineExceededError
+
+    executor, channel = served
+    send_frame(channel, [("p", rid, f"warm-{rid % 4}", {"x": Integer(rid)}) for rid in range(1, 41)])
+    assert len(answers(channel, 40)) == 40
+    send_frame(channel, [("p", 500, "d", {"x": Integer(HANG)}, 0.3)])  # a deadline 0.3 s from now
+    got = answers(channel, 1)
+    assert HANG not in Gate.finished, "the deadline was answered only once the hung call ended"
+    assert isinstance(got[500], DeadlineExceededError), got
+    assert Gate.threads[HANG].startswith("rvai-conn"), "the call did not run on the reading thread"
+    Gate.gate.set()
+    send_frame(channel, [("p", 501, "d", {"x": Integer(5)})])
+    assert answers(channel, 1) == {501: {"y": 5}}  # the late result was dropped, not sent as a second answer
