@@ -37,7 +37,7 @@ class _Connection:
         self.channel = channel
         self.lock = threading.Lock()
         self.ops: deque[Any] = deque()  # operations read and not handled yet, in the order they came
-        self.in_flight = 0  # requests handed to the workers and not answered yet
+        self.in_flight = 0  # requests submitted and not answered yet
         self.running_since: float | None = None  # when the reading thread started running a call itself
         self.reader = 0  # the generation of the thread that reads; a takeover makes a new one
 
@@ -45,21 +45,25 @@ class _Connection:
 class InferenceServer:
     """Accepts clients on ``address`` and runs their requests on ``executor``.
 
-    Each connection has a reading thread. A request whose first cells are fast (the
-    scheduler's mark: recent calls under 50 µs) runs on that thread as soon as it is
-    read, and its answer leaves with the others of its frame: a cell that costs
-    microseconds is not worth a thread hand-off, and one thread doing the whole
-    round (read, run, answer) costs the least CPU per request (measured with
-    thousands of streams in flight, docs/performance.md). Requests for slower cells go
-    to the executor's workers, and their results go back from the thread that
-    completes them, coalesced with others. Control calls (parameters, state, stats)
-    run on one separate thread so a model reload never stalls predictions.
+    Each connection has a reading thread. A request whose first cells are quick (the
+    scheduler's mark: recent calls under 250 µs on average) runs on that thread as
+    soon as it is read, and its answer leaves with the others of its frame
+    (:data:`ANSWER_EVERY` at a time): such a call is not worth a thread hand-off, and
+    one thread doing the whole round (read, run, answer) costs the least CPU per
+    request, as the threads no longer take turns at the interpreter lock for every
+    request (measured with thousands of streams in flight, docs/performance.md).
+    Requests for slower cells go to the executor's workers, and their answers go back
+    from the thread that completes them, coalesced with others. Control calls
+    (parameters, state, stats) run on one separate thread so a model reload never
+    stalls predictions.
 
-    Should a call on the reading thread run longer than :data:`TAKEOVER_AFTER` (a fast
-    cell that hangs, say), a watcher starts another thread that reads the connection
-    from then on, beginning with the rest of the frame being handled: the requests
-    behind it keep their order, and the next ones (their deadlines), control calls and
-    readiness checks are never held up by it.
+    Should a call on the reading thread run longer than :data:`TAKEOVER_AFTER` (a
+    quick cell that hangs, say), a watcher starts another thread that reads the
+    connection from then on, beginning with the rest of the frame being handled: the
+    requests behind it keep their order, answers already made leave at once, and the
+    next requests, control calls and readiness checks are never held up by it. A
+    request's answer is sent by a completion callback attached before its call runs,
+    so the hung request's own deadline is answered on time too.
     """
 
     def __init__(self, executor: Executor, address: str, authkey: bytes, pool: SlotPool | None) -> None:
