@@ -32,6 +32,11 @@ Goals (issue 21), per runtime and cell, in one run:
 
     python benchmarks/bench_streams.py [--quick] [--runtimes local,ray] [--cells plain,batched]
         [--streams 1,16,256,1024,4096] [--window 3] [--profile 256,4096] [--write docs/performance.md]
+    python benchmarks/bench_streams.py --before DIR [--runtimes ray] [--rounds 3] [--before-gc default]
+
+``--before DIR`` runs another checkout (``PYTHONPATH``; on ray its replicas run it too) and this
+tree in alternating child processes and prints the medians side by side, with the serving side's
+CPU per request (the inference process, or the 4 replicas together).
 """
 
 from __future__ import annotations
@@ -539,6 +544,11 @@ def series_json(s: Series) -> dict[str, Any]:
     }
 
 
+def _server_cpu(row: dict[str, Any]) -> float:
+    """CPU seconds per request of the serving side: the inference process, or every Ray replica together."""
+    return sum(seconds for name, seconds in row["cpu"].items() if name != "client")
+
+
 def compare(args: argparse.Namespace, argv: list[str]) -> None:
     """Run the code before (``--before DIR``) and this tree side by side in alternating child processes."""
     passed: list[str] = []
@@ -547,20 +557,23 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
         if skip:
             skip = False
             continue
-        if arg in ("--before", "--rounds", "--write", "--json", "--client-gc"):
+        if arg in ("--before", "--rounds", "--write", "--json", "--before-gc"):
             skip = True
             continue
-        if arg.startswith(("--before=", "--rounds=", "--write=", "--json=", "--client-gc=")):
+        if arg.startswith(("--before=", "--rounds=", "--write=", "--json=", "--before-gc=")):
             continue
         passed.append(arg)
-    passed += ["--runtimes", "local", "--idle-states", "0"]
+    if not any(arg == "--runtimes" or arg.startswith("--runtimes=") for arg in argv):
+        passed += ["--runtimes", "local"]  # both runtimes side by side take long: ask for ray by name
+    passed += ["--idle-states", "0"]
     results: dict[str, list[list[dict[str, Any]]]] = {"before": [], "after": []}
     for round_ in range(args.rounds):
         for side in ("before", "after"):
             out = Path(tempfile.mkdtemp(prefix="bench-streams-")) / "rows.json"
             env = dict(os.environ)
-            extra = ["--client-gc", "default"] if side == "before" else []
+            extra = ["--client-gc", args.before_gc] if side == "before" and args.before_gc else []
             if side == "before":
+                # Ray's workers inherit the environment: the replicas run the before tree too.
                 env["PYTHONPATH"] = str(args.before.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
             print(f"round {round_ + 1}/{args.rounds}: {side}", flush=True)
             subprocess.run(
@@ -568,12 +581,13 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
             )
             results[side].append(json.loads(out.read_text()))
     lines = [
-        f"`python benchmarks/bench_streams.py {' '.join(argv)}` on {machine()}: before = {args.before} "
-        f"(Python's collector settings everywhere), after = this tree; {args.rounds} alternating rounds, the median of each.",
+        f"`python benchmarks/bench_streams.py {' '.join(argv)}` on {machine()}: before = {args.before}"
+        + (f" (client collector: {args.before_gc})" if args.before_gc else "")
+        + f", after = this tree; {args.rounds} alternating rounds, the median of each.",
         "",
-        "| cell | streams | req/s before | req/s after | after/before | p99/Little before | p99/Little after "
-        "| inference CPU µs/req before | after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| runtime | cell | streams | req/s before | req/s after | after/before | p99/Little before | p99/Little after "
+        "| server CPU µs/req before | after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     import statistics
 
@@ -584,10 +598,10 @@ def compare(args: argparse.Namespace, argv: list[str]) -> None:
 
             rate_b, rate_a = med("before", lambda r: r["rate"]), med("after", lambda r: r["rate"])
             lit_b, lit_a = med("before", lambda r: r["p99"] / r["little"]), med("after", lambda r: r["p99"] / r["little"])
-            cpu_b = med("before", lambda r: 1e6 * r["cpu"]["inference"])
-            cpu_a = med("after", lambda r: 1e6 * r["cpu"]["inference"])
+            cpu_b = med("before", lambda r: 1e6 * _server_cpu(r))
+            cpu_a = med("after", lambda r: 1e6 * _server_cpu(r))
             lines.append(
-                f"| {series['cell']} | {row['streams']:,} | {rate_b:,.0f} | {rate_a:,.0f} | {rate_a / rate_b:.2f} | "
+                f"| {series['runtime']} | {series['cell']} | {row['streams']:,} | {rate_b:,.0f} | {rate_a:,.0f} | {rate_a / rate_b:.2f} | "
                 f"{lit_b:.2f} | {lit_a:.2f} | {cpu_b:.0f} | {cpu_a:.0f} |"
             )
     text = "\n".join(lines)
@@ -619,8 +633,13 @@ def main(argv: list[str] | None = None) -> list[Series]:
     parser.add_argument(
         "--before",
         type=Path,
-        help="a checkout of the code before (e.g. /work/wt-base): run it (PYTHONPATH, Python's collector settings) "
-        "and this tree in alternating child processes, and print them side by side (local runtime)",
+        help="a checkout of the code before (e.g. /work/wt-base): run it (PYTHONPATH) and this tree in alternating "
+        "child processes, and print them side by side (the local runtime unless --runtimes is given)",
+    )
+    parser.add_argument(
+        "--before-gc",
+        choices=("driver", "default"),
+        help="with --before: the before side's client collector (default: as this run's --client-gc)",
     )
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side with --before")
     args = parser.parse_args(argv)

@@ -87,6 +87,21 @@ def test_streams_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     assert "<!-- bench:streams -->" in text and "| local | batched | 256 |" in text
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_streams_benchmark_runs_another_checkout_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark(
+        "bench_streams.py", "--quick", "--before", str(ROOT), "--rounds", "1", "--write", str(out), timeout=230
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("goals (issue 21):") == 2  # one child process per side
+    text = out.read_text()
+    assert "<!-- bench:streams-before-after -->" in text
+    assert "| runtime | cell | streams | req/s before | req/s after |" in text
+    assert "| local | batched | 256 |" in text
+
+
 @pytest.mark.timeout(120)
 def test_access_log_benchmark_runs_and_reports_the_cost_per_request() -> None:
     result = _run_benchmark("bench_logging.py", "--quick", timeout=100)
