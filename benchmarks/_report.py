@@ -21,6 +21,24 @@ def per_call_seconds(fn: Callable[[], object], *, number: int, repeat: int = 5) 
     return statistics.median(rounds)
 
 
+def alternating_seconds(fns: dict[str, Callable[[], object]], *, number: int, repeat: int = 5) -> dict[str, float]:
+    """Like :func:`per_call_seconds` for several functions, their rounds interleaved.
+
+    Round ``i`` of every function runs before round ``i + 1`` of any, so a change of
+    the machine's state during the measurement (another tenant, where the scheduler
+    placed the processes) reaches every side alike. Median over rounds of the mean
+    seconds per call, by name.
+    """
+    rounds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            rounds[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(values) for name, values in rounds.items()}
+
+
 def machine() -> str:
     """A one-line description of the machine the figures come from."""
     import os

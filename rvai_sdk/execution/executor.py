@@ -17,7 +17,9 @@ from parts, each in a module of its own:
   :class:`Executor`).
 
 This module holds the control plane: the lifecycle (start, stop, broken), submit,
-per-sid state access, deadlines and stuck calls, and stats.
+per-sid state access, deadlines and stuck calls, and stats. They stay together
+(about 600 lines) because each is a transition of the same lifecycle under the
+scheduler's lock: stop has to see submits, deadlines and stuck calls at once.
 """
 
 from __future__ import annotations

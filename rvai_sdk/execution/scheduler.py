@@ -16,6 +16,12 @@ never used by two calls at once (per cell, a sid is "busy" while a call holds it
 :class:`~rvai_sdk.execution.executor.Executor` (which adds the lifecycle,
 parameters, state access, deadlines and stats): everything here runs on the hot
 path, under one lock, and :meth:`Scheduler._execute` is that path.
+
+Why one module of about 600 lines: every method here takes or holds the
+scheduler's one lock and reads the same per-cell queues and per-sid marks; split
+across modules, the hot path would pay attribute lookups across objects on every
+request and its locking rules would have to be read in several places. What can
+stand alone already does (batch formation, the sid queue, calls, the plan).
 """
 
 from __future__ import annotations
