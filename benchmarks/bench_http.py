@@ -34,12 +34,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -462,8 +464,26 @@ def _overhead_of(python: str, requests: int) -> float:
 
 
 def _start(command: list[str], quiet: bool = False) -> subprocess.Popen[bytes]:
+    """Start a server in a process group of its own, so that :func:`_stop` ends its worker processes too."""
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(command, stdout=out, stderr=out, cwd=str(Path(__file__).resolve().parent))
+    return subprocess.Popen(
+        command, stdout=out, stderr=out, cwd=str(Path(__file__).resolve().parent), start_new_session=True
+    )
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """End every server and the processes it started (LitServe's workers outlived a plain terminate)."""
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # what is left of its group
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -563,14 +583,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 sum(r.errors for r in measured),
             )
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(10)
+        _stop(children)
 
     rows = []
     for connections in (1, 32):

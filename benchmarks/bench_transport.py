@@ -235,6 +235,7 @@ class LoadDriver(PipelineDriver):
         return {"done": self.done.is_set(), "count": self.count, "elapsed": self.elapsed}
 
 
+FRAME_WARMUP = 10  # frames before timing: the pools create their slots (and fault their pages in) on the first few
 COLD_BYTES = 256 << 20  # more than any CPU's last-level cache: a buffer is evicted before it comes round again
 
 
@@ -294,7 +295,7 @@ def measure_ratios(quick: bool) -> dict[str, float]:
             def sdk_frame() -> None:
                 proc.predict({"frame": frame}).result()
 
-            for _ in range(3):
+            for _ in range(FRAME_WARMUP):
                 sdk_frame(), copy_frame(), warm_copy()
             out.update(
                 alternating_seconds({"copy_s": copy_frame, "warm_copy_s": warm_copy, "frame_s": sdk_frame}, number=frames)
@@ -436,7 +437,7 @@ def main() -> None:
                 proc.predict({"frame": frame}).result()
 
             copy_frame, warm_copy = copies(frame)
-            for _ in range(3):
+            for _ in range(FRAME_WARMUP):
                 sdk_frame(), raw_frame(), copy_frame(), warm_copy()
             timed = alternating_seconds({"cold": copy_frame, "warm": warm_copy, "sdk": sdk_frame}, number=frames)
             copy, warm, sdk_f = timed["cold"], timed["warm"], timed["sdk"]
