@@ -18,6 +18,7 @@ Prints, from one run:
 
     python benchmarks/bench_transport.py [--quick] [--write docs/performance.md]
     python benchmarks/bench_transport.py --tensor-only [--quick]   # just Tensor vs Image
+    python benchmarks/bench_transport.py --own-answer [--quick]    # what the caller reading its own answer would save
     python benchmarks/bench_transport.py --before DIR [--quick]   # DIR: another checkout with its own .venv
 
 With ``--before TREE`` it measures the two ratio goals (small round trip / Pipe echo,
@@ -96,6 +97,55 @@ class TensorIdentity(Cell):
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: TensorIn) -> TensorOut:
         return TensorOut(frame=inputs.frame)
+
+
+def own_answer(quick: bool) -> str:
+    """A probe for a design not built: the waiting caller reading its own answer from the socket.
+
+    A bare :class:`~rvai_sdk.transport.channel.Channel` to the same inference process sends a
+    validated small request and reads the answer in the calling thread (no reader thread, no
+    future: one wake-up on each side, as the Pipe echo), alternating rounds with
+    ``predict().result()`` (three wake-ups) and the Pipe echo. What is left between the probe
+    and the echo is the Python of the two sides.
+    """
+    import multiprocess
+
+    from rvai_sdk.transport.channel import Channel, connect
+
+    number = 300 if quick else 2000
+    ctx = multiprocess.get_context("spawn")
+    parent, child = ctx.Pipe()
+    echo = ctx.Process(target=_echo, args=(child,), daemon=True)
+    echo.start()
+    with init("local") as rt, rt.start_inference(Inference(pipeline=inc_chain(1, "inc"))) as proc:
+        link = proc._link  # noqa: SLF001 - the probe talks to the same process on a connection of its own
+        channel = Channel(connect(link.address, link.authkey, 10.0), None)  # type: ignore[attr-defined]
+        rids = iter(range(1, 1 << 62))
+
+        def probe() -> None:
+            inputs = proc.pipeline.validate_inputs({"x": 1})
+            channel.post(("p", next(rids), None, inputs))
+            ops = channel.recv()
+            assert ops is not None and ops[0][0] == "r" and ops[0][2], ops
+
+        def sdk() -> None:
+            proc.predict({"x": 1}).result()
+
+        def raw() -> None:
+            parent.send_bytes(pickle.dumps({"x": Integer(1)}, protocol=5))
+            pickle.loads(parent.recv_bytes())
+
+        for _ in range(200):
+            probe(), sdk(), raw()
+        timed = alternating_seconds({"probe": probe, "sdk": sdk, "echo": raw}, number=number, repeat=7)
+        channel.close()
+    parent.close()
+    echo.join(5)
+    p, k, e = timed["probe"] * 1e6, timed["sdk"] * 1e6, timed["echo"] * 1e6
+    return (
+        f"small request, local runtime: predict().result() {k:.0f} µs ({k / e:.2f}x the echo); the caller reading its "
+        f"own answer (probe) {p:.0f} µs ({p / e:.2f}x the echo, {p / k:.2f}x predict); Pipe echo {e:.0f} µs"
+    )
 
 
 def tensor_vs_image(rt: Any, quick: bool) -> tuple[list[tuple[str, str]], str]:
@@ -354,6 +404,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another tree to compare the ratio goals with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each side with --before (default 3)")
     parser.add_argument("--tensor-only", action="store_true", help="only the Tensor vs Image comparison")
+    parser.add_argument("--own-answer", action="store_true", help="only the probe of the caller reading its own answer")
     parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_only:
@@ -361,6 +412,10 @@ def main() -> None:
         return
     if args.before is not None:
         compare(args.before, args.quick, args.rounds)
+        return
+    if args.own_answer:
+        print(f"machine: {machine()}")
+        print(own_answer(args.quick))
         return
     if args.tensor_only:
         with init("local") as rt:

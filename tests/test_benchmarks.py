@@ -39,6 +39,15 @@ def test_overhead_benchmarks_run_and_report_their_goals(
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_the_own_answer_probe_gets_its_answers_and_reports_all_three_paths() -> None:
+    result = _run_benchmark("bench_transport.py", "--own-answer", "--quick")
+    assert result.returncode == 0, result.stderr  # the probe asserts every answer it reads is a success
+    line = result.stdout.strip().splitlines()[-1]
+    assert "predict().result()" in line and "own answer (probe)" in line and "Pipe echo" in line
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_batching_benchmark_runs_and_reports_its_goals() -> None:
     result = _run_benchmark("bench_batching.py", "--quick", "--runtimes", "debug")
     assert result.returncode == 0, result.stderr
