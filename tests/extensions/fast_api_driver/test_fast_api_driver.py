@@ -125,15 +125,17 @@ def test_predict_routes_answer_typed_values_keep_sids_apart_and_map_errors_to_st
         assert not_an_image.status_code == 422 and error_of(not_an_image)["field"] == "inputs.image"
 
         # a cell failure is a 500 naming the cell, without a traceback unless asked for
-        failed = http.post("/predict", json=body(-1, sid="a"))
+        # (sid "f", not "a": "count" and "check" are parallel branches, so whether "count" ran for a request
+        # that "check" failed depends on timing; see docs/concepts/execution.md, "Failures")
+        failed = http.post("/predict", json=body(-1, sid="f"))
         assert failed.status_code == 500
         error = error_of(failed)
         assert error["cell"] == "check" and error["type"] == "ValueError" and "negative input -1" in error["message"]
         assert "traceback" not in error and "Traceback" not in failed.text
         handle.set_parameters({"include_traceback": True})
         assert "Traceback" in error_of(http.post("/predict", json=body(-1)))["traceback"]
-        # the failure did not disturb sid a, and another sid's state never shows
-        assert http.post("/predict", json=body(1, sid="a")).json()["outputs"]["count"] == 6
+        # another sid's failure did not disturb sid a, and another sid's state never shows
+        assert http.post("/predict", json=body(1, sid="a")).json()["outputs"]["count"] == 5
         assert http.post("/predict", json=body(1, sid="c")).json()["outputs"]["count"] == 1
 
         # batch: results in order, items fail alone
@@ -142,7 +144,7 @@ def test_predict_routes_answer_typed_values_keep_sids_apart_and_map_errors_to_st
             json={
                 "requests": [
                     body(1, sid="d"),
-                    body(-1, sid="d"),
+                    body(-1, sid="g"),  # another sid: see the failure above
                     {"inputs": {"x": "x", "image": image_json()}, "sid": "d"},
                     body(2, sid="d"),
                 ]
@@ -150,7 +152,7 @@ def test_predict_routes_answer_typed_values_keep_sids_apart_and_map_errors_to_st
         )
         assert batch.status_code == 200
         results = batch.json()["results"]
-        assert [r["outputs"]["count"] if r["outputs"] else None for r in results] == [1, None, None, 3]
+        assert [r["outputs"]["count"] if r["outputs"] else None for r in results] == [1, None, None, 2]
         assert results[1]["error"]["cell"] == "check"
         assert results[2]["error"]["field"] == "requests[2].inputs.x"
         with FastAPIClient(process=handle) as client:
@@ -242,7 +244,7 @@ def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limit
         assert finished["received"] <= finished["started"] <= finished["finished"] < finished["expires"]
         assert client.task_result(task["id"], timeout=20)["width"] == 3
 
-        failing = client.predict_task({"x": -3, "image": PICTURE}, sid="t")
+        failing = client.predict_task({"x": -3, "image": PICTURE}, sid="u")  # not "t": see the failure above
         with pytest.raises(FastAPIClientError, match="negative input -3") as failure:
             client.task_result(failing, timeout=20)
         assert failure.value.cell == "check"
@@ -254,7 +256,7 @@ def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limit
         with receiver.lock:
             bodies = list(receiver.bodies)
         assert len(bodies) == 2 and bodies[0] == bodies[1]
-        assert bodies[1]["id"] == called and bodies[1]["status"] == "done" and bodies[1]["result"]["count"] == 3
+        assert bodies[1]["id"] == called and bodies[1]["status"] == "done" and bodies[1]["result"]["count"] == 2
         callback = client.task(called, wait=20)["callback"]
         deadline = time.monotonic() + 20
         while callback["status"] == "pending" and time.monotonic() < deadline:  # the 200 was sent before the record

@@ -64,11 +64,16 @@ def test_rebucketing_is_cumulative_and_never_undercounts_an_edge() -> None:
 @pytest.mark.parametrize("runtime_name", ["debug", "local"])
 def test_metrics_count_requests_by_outcome_per_cell_and_per_route(runtime_name: str) -> None:
     with init(runtime_name) as rt, serving(rt, http_pipeline()) as (proc, handle, url):
-        for i, sid in enumerate(["a", "b", "a"]):
+        for i, sid in enumerate(["a", "b"]):
             assert httpx.post(f"{url}/predict", json=body(i, sid=sid), timeout=30).status_code == 200
         assert httpx.post(f"{url}/predict", json=body(-1, sid="b"), timeout=30).status_code == 500
+        # "count" and "info" are parallel to "check": whether they ran for the request that "check" failed
+        # depends on timing (docs/concepts/execution.md, "Failures"). Each runs one call at a time, so once
+        # the next request has passed through them, a call of theirs for the failed one has finished.
+        assert httpx.post(f"{url}/predict", json=body(2, sid="a"), timeout=30).status_code == 200
         assert httpx.post(f"{url}/predict", json={"inputs": {"x": "nope"}}, timeout=30).status_code == 422
         samples = scrape(url)
+        calls = {ref: cell["calls"] for ref, cell in proc.stats()["cells"].items()}
 
     p = {"pipeline": "http-test"}
     assert value(samples, "rvai_inference_up", **p) == 1
@@ -76,14 +81,15 @@ def test_metrics_count_requests_by_outcome_per_cell_and_per_route(runtime_name: 
     assert value(samples, "rvai_requests_total", outcome="failed", **p) == 1
     assert value(samples, "rvai_requests_in_flight", **p) == 0
     assert value(samples, "rvai_live_sids", **p) == 2
-    assert value(samples, "rvai_cell_calls_total", cell="count", **p) == 4
+    assert calls["check"] == 4 and calls["count"] in (3, 4) and calls["info"] in (3, 4)
     assert value(samples, "rvai_cell_failures_total", cell="check", **p) == 1
     for cell in ("count", "check", "info"):
+        assert value(samples, "rvai_cell_calls_total", cell=cell, **p) == calls[cell]
         assert value(samples, "rvai_cell_queue_depth", cell=cell, **p) == 0
         # unbatched cells: every call has one request
-        assert value(samples, "rvai_cell_batch_size_bucket", cell=cell, le="1.0", **p) == 4
+        assert value(samples, "rvai_cell_batch_size_bucket", cell=cell, le="1.0", **p) == calls[cell]
         # timings of very fast cells are sampled (1 call in 16), never over-counted
-        assert value(samples, "rvai_cell_call_seconds_count", cell=cell, **p) <= 4
+        assert value(samples, "rvai_cell_call_seconds_count", cell=cell, **p) <= calls[cell]
     assert value(samples, "rvai_request_latency_seconds_count", **p) <= 3
     route = {"method": "POST", "route": "/predict", **p}
     assert value(samples, "rvai_http_requests_total", status="200", **route) == 3
