@@ -477,13 +477,11 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGTERM)
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(10)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)  # what is left of its group
+            os.killpg(child.pid, signal.SIGKILL)  # the server if it outlived the 30 s, and what is left of its group
+        child.wait(10)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

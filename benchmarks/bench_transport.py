@@ -30,6 +30,7 @@ and their ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pickle
@@ -108,19 +109,14 @@ def own_answer(quick: bool) -> str:
     ``predict().result()`` (three wake-ups) and the Pipe echo. What is left between the probe
     and the echo is the Python of the two sides.
     """
-    import multiprocess
-
     from rvai_sdk.transport.channel import Channel, connect
 
     number = 300 if quick else 2000
-    ctx = multiprocess.get_context("spawn")
-    parent, child = ctx.Pipe()
-    echo = ctx.Process(target=_echo, args=(child,), daemon=True)
-    echo.start()
+    echo = EchoChild()
     with init("local") as rt, rt.start_inference(Inference(pipeline=inc_chain(1, "inc"))) as proc:
         link = proc._link  # noqa: SLF001 - the probe talks to the same process on a connection of its own
         channel = Channel(connect(link.address, link.authkey, 10.0), None)  # type: ignore[attr-defined]
-        rids = iter(range(1, 1 << 62))
+        rids = itertools.count(1)
 
         def probe() -> None:
             inputs = proc.pipeline.validate_inputs({"x": 1})
@@ -131,16 +127,11 @@ def own_answer(quick: bool) -> str:
         def sdk() -> None:
             proc.predict({"x": 1}).result()
 
-        def raw() -> None:
-            parent.send_bytes(pickle.dumps({"x": Integer(1)}, protocol=5))
-            pickle.loads(parent.recv_bytes())
-
         for _ in range(200):
-            probe(), sdk(), raw()
-        timed = alternating_seconds({"probe": probe, "sdk": sdk, "echo": raw}, number=number, repeat=7)
+            probe(), sdk(), echo.small()
+        timed = alternating_seconds({"probe": probe, "sdk": sdk, "echo": echo.small}, number=number, repeat=7)
         channel.close()
-    parent.close()
-    echo.join(5)
+    echo.close()
     p, k, e = timed["probe"] * 1e6, timed["sdk"] * 1e6, timed["echo"] * 1e6
     return (
         f"small request, local runtime: predict().result() {k:.0f} µs ({k / e:.2f}x the echo); the caller reading its "
@@ -224,6 +215,31 @@ def _echo(conn: Any) -> None:
         conn.send_bytes(data)
 
 
+class EchoChild:
+    """The reference: a spawned child that sends back every message of a ``multiprocess`` Pipe."""
+
+    def __init__(self) -> None:
+        import multiprocess
+
+        ctx = multiprocess.get_context("spawn")
+        self._parent, child = ctx.Pipe()
+        self._process = ctx.Process(target=_echo, args=(child,), daemon=True)
+        self._process.start()
+
+    def round_trip(self, obj: Any) -> Any:
+        """``obj`` pickled (protocol 5), sent, echoed back and unpickled."""
+        self._parent.send_bytes(pickle.dumps(obj, protocol=5))
+        return pickle.loads(self._parent.recv_bytes())
+
+    def small(self) -> None:
+        """The round trip of the small request's dict."""
+        self.round_trip({"x": Integer(1)})
+
+    def close(self) -> None:
+        self._parent.close()
+        self._process.join(5)
+
+
 @dataclass
 class LoadParameters(DriverParameters):
     go: Boolean = DriverParameters.field(default=Boolean(False))
@@ -298,14 +314,12 @@ def copies(frame: np.ndarray) -> tuple[Callable[[], None], Callable[[], None]]:
     into one scratch buffer again and again.
     """
     pairs = max(2, COLD_BYTES // (2 * frame.nbytes))
-    sources = [np.array(frame) for _ in range(pairs)]
-    targets = [np.ones_like(frame) for _ in range(pairs)]  # written once: its pages exist
+    # targets written once (ones_like): their pages exist before the first timed copy
+    turn = itertools.cycle([(np.ones_like(frame), np.array(frame)) for _ in range(pairs)])
     scratch = np.empty_like(frame)
-    turn = iter(range(1 << 62))
 
     def cold() -> None:
-        index = next(turn) % pairs
-        np.copyto(targets[index], sources[index])
+        np.copyto(*next(turn))
 
     def warm() -> None:
         np.copyto(scratch, frame)
@@ -315,19 +329,11 @@ def copies(frame: np.ndarray) -> tuple[Callable[[], None], Callable[[], None]]:
 
 def measure_ratios(quick: bool) -> dict[str, float]:
     """The two ratio goals in this process: seconds of each side, and the ratios."""
-    import multiprocess
-
     number, frames = (200, 5) if quick else (1000, 30)
-    ctx = multiprocess.get_context("spawn")
-    parent, child = ctx.Pipe()
-    echo = ctx.Process(target=_echo, args=(child,), daemon=True)
-    echo.start()
+    echo = EchoChild()
+    raw_small = echo.small
     frame = Image(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8))
     copy_frame, warm_copy = copies(frame)
-
-    def raw_small() -> None:
-        parent.send_bytes(pickle.dumps({"x": Integer(1)}, protocol=5))
-        pickle.loads(parent.recv_bytes())
 
     out: dict[str, float] = {}
     with init("local") as rt:
@@ -338,8 +344,7 @@ def measure_ratios(quick: bool) -> dict[str, float]:
 
             for _ in range(20):
                 raw_small(), sdk_small()
-            timed = alternating_seconds({"echo_s": raw_small, "small_s": sdk_small}, number=number)
-            out.update(timed)
+            out.update(alternating_seconds({"echo_s": raw_small, "small_s": sdk_small}, number=number))
         with rt.start_inference(Inference(pipeline=one_cell(Identity(), "identity"))) as proc:
 
             def sdk_frame() -> None:
@@ -350,8 +355,7 @@ def measure_ratios(quick: bool) -> dict[str, float]:
             out.update(
                 alternating_seconds({"copy_s": copy_frame, "warm_copy_s": warm_copy, "frame_s": sdk_frame}, number=frames)
             )
-    parent.close()
-    echo.join(5)
+    echo.close()
     out["small_ratio"] = out["small_s"] / out["echo_s"]
     out["frame_ratio"] = out["frame_s"] / out["copy_s"]
     out["frame_warm_ratio"] = out["frame_s"] / out["warm_copy_s"]
@@ -428,22 +432,12 @@ def main() -> None:
     frames = 5 if args.quick else 40
     seconds = 0.5 if args.quick else 3.0
 
-    import multiprocess
-
-    ctx = multiprocess.get_context("spawn")
-    parent, child = ctx.Pipe()
-    echo = ctx.Process(target=_echo, args=(child,), daemon=True)
-    echo.start()
-
-    def raw_small() -> None:
-        parent.send_bytes(pickle.dumps({"x": Integer(1)}, protocol=5))
-        pickle.loads(parent.recv_bytes())
-
+    echo = EchoChild()
+    raw_small = echo.small
     frame = Image(np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8))
 
     def raw_frame() -> None:
-        parent.send_bytes(pickle.dumps({"frame": frame}, protocol=5))
-        pickle.loads(parent.recv_bytes())
+        echo.round_trip({"frame": frame})
 
     rows: list[tuple[str, str]] = []
     with init("local") as rt:
@@ -509,8 +503,7 @@ def main() -> None:
             ]
         tensor_rows, tensor_summary = tensor_vs_image(rt, args.quick)
         rows += tensor_rows
-    parent.close()
-    echo.join(5)
+    echo.close()
 
     table = "| measurement | figure |\n| --- | --- |\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
     print(f"machine: {machine()}")
