@@ -271,13 +271,16 @@ class Scheduler:
         work.started = started = self._clock()
         key = id(work)
         self._calls[key] = work  # seen by stuck-call detection and deadlines while it runs
-        span = None if _tracing.TRACER is None else _tracing.start_cell(plan, reqs)
+        # A plain cell's request whose deadline passed while it was queued is not run (a batched
+        # cell's former drops such requests before it forms a batch): no call, no span, no count.
+        ran = plan.batched or not reqs[0].failed
+        span = None if _tracing.TRACER is None or not ran else _tracing.start_cell(plan, reqs)
         if plan.batched:
             results = call_batch(plan, reqs)
-        elif reqs[0].failed:  # its deadline passed while it was queued: do not run it
-            results = [None]
-        else:
+        elif ran:
             results = [call_one(plan, reqs[0])]
+        else:
+            results = [None]
         if span is not None:
             _tracing.end_cell(span, results)
         del self._calls[key]
@@ -287,7 +290,7 @@ class Scheduler:
         now = self._clock()
         checkpoints = None
         with self._lock:
-            done, errors, interrupt = self._settle(stage, reqs, results, started, now)
+            done, errors, interrupt = self._settle(stage, reqs, results, started, now, ran)
             held: list[Request] = []
             if durable is not None and done:
                 held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
@@ -354,17 +357,23 @@ class Scheduler:
         return keep
 
     def _settle(
-        self, stage: _Stage, reqs: list[Request], results: list[Any], started: float, now: float
+        self, stage: _Stage, reqs: list[Request], results: list[Any], started: float, now: float, ran: bool
     ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None]:
         """Record a finished call and hand its results on (caller holds the lock).
 
         Returns the requests now complete, those that failed with their exception, and the
         ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
+        ``ran=False``: the work was skipped (its one request had already failed); it frees its
+        slot and its sid but counts no call, time or item.
         """
         plan = stage.plan
         counters = stage.counters
         index = plan.index
         stage.running -= 1
+        if not ran:
+            if isinstance(stage.queue, SidQueue):
+                stage.queue.finished(reqs[0].sid)
+            return [], [], None
         counters.calls = calls = counters.calls + 1
         counters.items += len(reqs)
         elapsed = now - started

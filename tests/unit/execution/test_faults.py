@@ -12,7 +12,7 @@ from rvai_sdk.execution import Executor
 from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
 from tests.conftest import AddOne, XIn, YOut, chain_pipeline, single
-from rvai_sdk.cell import Cell
+from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
 
@@ -123,6 +123,42 @@ def test_a_request_whose_deadline_passed_while_queued_is_never_run() -> None:
         assert hung.result(timeout=10) == {"y": 99}
         assert executor.submit({"x": Integer(2)}, "a").result(timeout=10) == {"y": 2}
         assert calls == [99, 2]
+    finally:
+        HOLD.set()
+        executor.stop(1.0)
+
+
+def test_a_request_whose_deadline_passed_after_it_was_handed_to_a_busy_worker_is_neither_run_nor_counted() -> None:
+    HOLD.clear()
+    calls: list[Any] = []
+    holding = threading.Event()
+
+    @cell(concurrency=2)
+    class Spy(Cell):
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+            calls.append(inputs.x)
+            if inputs.x == 99:
+                holding.set()
+                assert HOLD.wait(30)
+            return YOut(y=inputs.x)
+
+    executor = Executor(single(Spy), workers=1)  # two calls allowed, one thread: the second call waits for it
+    executor.start()
+    try:
+        hung = executor.submit({"x": Integer(99)}, "a")
+        assert holding.wait(10)
+        late = executor.submit({"x": Integer(1)}, "b", timeout=0.1)  # its call is handed out, not started
+        with pytest.raises(DeadlineExceededError):
+            late.result(timeout=10)
+        HOLD.set()
+        assert hung.result(timeout=10) == {"y": 99}
+        assert executor.submit({"x": Integer(2)}, "b").result(timeout=10) == {"y": 2}
+        assert calls == [99, 2]
+        stats = executor.stats()
+        counted = stats["cells"]["c0"]
+        assert (counted["calls"], counted["items"], counted["failures"]) == (2, 2, 0)
+        assert stats["requests"]["deadline_exceeded"] == 1
     finally:
         HOLD.set()
         executor.stop(1.0)
