@@ -86,6 +86,15 @@ def test_gpu_benchmark_refuses_to_run_without_cuda_and_says_why() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
+def test_the_simulated_gpu_benchmark_passes_its_window_self_check_and_reports_the_goal() -> None:
+    result = _run_benchmark("bench_gpu_host.py", "--quick", timeout=230)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout
+    assert "self-check: OK" in result.stdout
+    assert "| this tree | 2 | 8 |" in result.stdout and "of the simulated raw rate" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_streams_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
     out = tmp_path / "performance.md"
     result = _run_benchmark("bench_streams.py", "--quick", "--write", str(out))

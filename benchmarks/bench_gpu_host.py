@@ -1,0 +1,297 @@
+"""The GPU pipeline's host cost per frame, measured on the CPU: what stands between the SDK and the raw model.
+
+``bench_gpu.py`` measured the example's ResNet-50 pipeline on an H200 at a quarter
+to a third of the raw model's rate, with full batches. This script measures, on
+any machine and without a GPU, the part of that gap the SDK owns: the
+inference process's CPU time per frame for the same pipeline shape (64 and 128
+closed-loop streams of 224x224 frames from 4 driver processes, a batched
+preprocessing cell, a batched stateful classifier with three outputs, batches of
+64, the ``local`` runtime), with cells that do no work of their own: the
+preprocessing cell hands on one constant tensor (so each frame's shared-memory
+slot is released after it, as the real cell's copy to the GPU releases it); the
+classifier counts the stream's frames in its state and answers label 0, score 0.
+
+Why CPU per frame is the figure that matters: with N closed-loop streams,
+Little's law gives frames/s = N / round trip. At 64 streams and batches of 64
+the streams move in one wave, and every frame's host work (read, admit, batch,
+answer) is serialised under the GIL, so the wave's round trip is at least the
+model's batch time plus about 64 times the host cost per frame. The script
+prints, for a raw batch-64 rate measured on a GPU (``--raw-rate``; default the
+H200's 13,748 images/s), the host cost per frame the 80% goal allows at 64
+streams (one wave) and at 128 (two waves: the host works on one while the GPU
+runs the other, so it must only keep up).
+
+``--before DIR`` runs another checkout (``PYTHONPATH``) and this tree in
+alternating child processes, round by round, and prints after/before ratios.
+
+    python benchmarks/bench_gpu_host.py [--streams 64,128] [--seconds 5] [--rounds 2] [--before DIR]
+    python benchmarks/bench_gpu_host.py --quick      # the self-check: tiny frames, short windows
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples"))
+
+import gpu_classifier as gc  # noqa: E402
+import torch  # noqa: E402
+from _report import machine  # noqa: E402
+
+from rvai_sdk.cell import Cell, cell  # noqa: E402
+from rvai_sdk.context import InferenceContext  # noqa: E402
+from rvai_sdk.data import Parameters  # noqa: E402
+from rvai_sdk.pipeline import PipelineFactory  # noqa: E402
+from rvai_sdk.runtime import BatchingPolicy, Inference  # noqa: E402
+from rvai_sdk.types import Class, Float, Integer  # noqa: E402
+
+H200_RAW_RATE = 13_748.0  # images/s, ResNet-50 fp16 batch 64 on the device (docs/performance.md, bench_gpu.py)
+H2D_GBPS = 20.0  # GB/s from page-locked host memory: PCIe Gen5 x16 in practice (H100/H200 hosts reach 20-50)
+GOAL = 0.80
+
+
+# -- the pipeline: the example's shape, a simulated GPU ----------------------------------------------
+
+
+class SimulatedGpu:
+    """One GPU's two engines as locks: a batch's work holds its engine for the time the GPU would take.
+
+    The host thread waits without the GIL (``time.sleep``), as it does on a CUDA synchronisation;
+    calls of one engine queue behind each other, as kernels on one device do.
+    """
+
+    compute = threading.Lock()
+    copy = threading.Lock()
+
+    @staticmethod
+    def run(engine: threading.Lock, seconds: float) -> None:
+        with engine:
+            time.sleep(seconds)
+
+
+@dataclass
+class GpuParameters(Parameters):
+    raw_rate: Float = Parameters.field(default=Float(H200_RAW_RATE), description="the model's images/s at full batches")
+    h2d_gbps: Float = Parameters.field(default=Float(H2D_GBPS), description="host-to-device copy rate, GB/s")
+
+
+CONSTANT = torch.zeros((1, 1, 3), dtype=torch.uint8)
+
+
+@cell(concurrency=2)
+class CopyIn(Cell):
+    """The preprocessing cell's GPU time: the frames' copy to the device (the copy engine); hands on a constant."""
+
+    @classmethod
+    def call_batch(
+        cls, contexts: Sequence[InferenceContext], parameters: GpuParameters, inputs_list: Sequence[gc.FrameIn]
+    ) -> list[gc.FrameOut]:
+        nbytes = sum(inputs.frame.nbytes for inputs in inputs_list)
+        SimulatedGpu.run(SimulatedGpu.copy, nbytes / (float(parameters.h2d_gbps) * 1e9))
+        return [gc.FrameOut(frame=gc.DeviceFrame(CONSTANT)) for _ in inputs_list]
+
+
+@cell(state=gc.StreamState, concurrency=2)
+class Classify(Cell):
+    """The classifier's GPU time (the compute engine, at the raw rate), then its host work: state and outputs."""
+
+    @classmethod
+    def call_batch(
+        cls, contexts: Sequence[InferenceContext], parameters: GpuParameters, inputs_list: Sequence[gc.DeviceFrameIn]
+    ) -> list[gc.ClassifyOut]:
+        SimulatedGpu.run(SimulatedGpu.compute, len(inputs_list) / float(parameters.raw_rate))
+        outs = []
+        for context in contexts:
+            context.state.frames = Integer(context.state.frames + 1)
+            outs.append(gc.ClassifyOut(label=Class(0, "class-0"), score=Float(0.0), frames=context.state.frames))
+        return outs
+
+
+@cell
+class CopyInSerial(CopyIn):
+    """:class:`CopyIn`, one call at a time."""
+
+
+@cell(state=gc.StreamState)
+class ClassifySerial(Classify):
+    """:class:`Classify`, one call at a time."""
+
+
+def host_inference(batch: int, max_batch_wait: float, concurrency: int, raw_rate: float, h2d_gbps: float) -> Inference:
+    """The example's pipeline (frame -> preprocess -> classify -> label, score, frames) on the simulated GPU."""
+    pf = PipelineFactory(name="gpu-classifier-simulated")
+    pre = pf.add_cell(ref="preprocess", cell=CopyIn() if concurrency == 2 else CopyInSerial())
+    net = pf.add_cell(ref="classify", cell=Classify() if concurrency == 2 else ClassifySerial())
+    pf.declare_input(ref="frame", input=pre.inputs.frame)
+    pf.connect(pre.outputs.frame, net.inputs.frame)
+    for name in ("label", "score", "frames"):
+        pf.declare_output(ref=name, output=getattr(net.outputs, name))
+    policy = BatchingPolicy(max_batch_size=batch, max_batch_wait=max_batch_wait)
+    gpu = {"raw_rate": raw_rate, "h2d_gbps": h2d_gbps}
+    return Inference(
+        pipeline=pf.build(),
+        parameters={"preprocess": gpu, "classify": gpu},
+        batching={"preprocess": policy, "classify": policy},
+    )
+
+
+@dataclasses.dataclass
+class Row:
+    streams: int
+    concurrency: int
+    frames_per_s: float
+    cpu_us_per_frame: float  # the inference process, over the frames classified while it was measured
+    p50_ms: float
+    p99_ms: float
+    mean_batch: float
+    problems: list[str]
+
+
+def measure(args: argparse.Namespace) -> list[Row]:
+    """One round in this process: every (concurrency, streams) in a common window of its own (``bench_gpu.sdk_window``)."""
+    import psutil
+
+    import bench_gpu
+    from rvai_sdk.runtime import init
+
+    rows = []
+    for concurrency in _ints(args.concurrency):
+        inference = host_inference(args.batch, args.max_batch_wait, concurrency, args.raw_rate, args.h2d_gbps)
+        with init("local") as rt, rt.start_inference(inference) as proc:
+            server = psutil.Process(int(proc.pid))
+            for streams in _ints(args.streams):
+                items = proc.stats()["cells"]["classify"]["items"]
+                cpu = sum(server.cpu_times()[:2])
+                figure, problems = bench_gpu.sdk_window(
+                    proc, streams=streams, drivers=args.drivers, side=args.side, seconds=args.seconds,
+                    warmup=args.warmup, label=f"{streams} streams, concurrency {concurrency}",
+                )
+                cpu = sum(server.cpu_times()[:2]) - cpu
+                items = proc.stats()["cells"]["classify"]["items"] - items
+                mean = float(figure.note.split("classify: mean batch ")[1].split(",")[0])
+                p50, p99 = figure.p50_ms or 0.0, figure.p99_ms or 0.0
+                rows.append(Row(streams, concurrency, figure.images_per_s, 1e6 * cpu / max(items, 1), p50, p99, mean, problems))
+    return rows
+
+
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",")]
+
+
+# -- the report --------------------------------------------------------------------------------------
+
+
+def run_child(tree: Path | None, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """One round in a child process (``tree``: another checkout, first on its ``PYTHONPATH``)."""
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree.resolve()) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, __file__, "--child", *argv], env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"a round failed ({tree or 'this tree'}):\n{done.stderr[-3000:]}")
+    rows: list[dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    return rows
+
+
+def report(results: dict[str, list[list[dict[str, Any]]]], args: argparse.Namespace) -> str:
+    """The markdown table of the rounds' medians, after/before ratios and the goal's verdict."""
+    lines = [
+        f"| side | concurrency | streams | frames/s | of the raw {args.raw_rate:,.0f} | inference CPU µs/frame "
+        "| p50 / p99 ms | Little: N / rate | mean batch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    best: dict[str, float] = {}
+    cpu: dict[tuple[str, int], float] = {}
+    for name, runs in results.items():
+        for i, row in enumerate(runs[0]):
+            pick = lambda key: statistics.median(rows[i][key] for rows in runs)  # noqa: E731
+            rate = pick("frames_per_s")
+            best[name] = max(best.get(name, 0.0), rate)
+            cpu[name, i] = pick("cpu_us_per_frame")
+            lines.append(
+                f"| {name} | {row['concurrency']} | {row['streams']} | {rate:,.0f} | {rate / args.raw_rate:.0%} | "
+                f"{cpu[name, i]:.0f} | {pick('p50_ms'):.1f} / {pick('p99_ms'):.1f} | {1e3 * row['streams'] / rate:.1f} ms | "
+                f"{pick('mean_batch'):.1f} |"
+            )
+    text = "\n".join(lines) + "\n"
+    if "before" in results:
+        text += "\nInference CPU per frame, after/before: " + ", ".join(
+            f"{row['streams']} streams at concurrency {row['concurrency']} {cpu['after', i] / cpu['before', i]:.2f}x"
+            for i, row in enumerate(results["after"][0])
+        ) + "\n"
+    for name, rate in best.items():
+        verdict = "met" if rate >= GOAL * args.raw_rate else "not met"
+        text += f"\nGoal (best row >= {GOAL:.0%} of the simulated raw rate), {name}: {rate / args.raw_rate:.1%}, {verdict}."
+    return text + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[list[dict[str, Any]]]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", default="64,128", help="closed-loop stream counts, comma-separated")
+    parser.add_argument("--concurrency", default="1,2", help="calls of each cell at once, comma-separated (1, 2)")
+    parser.add_argument("--drivers", type=int, default=4, help="driver processes the streams are spread over")
+    parser.add_argument("--side", type=int, default=224, help="frame side in pixels")
+    parser.add_argument("--batch", type=int, default=64, help="max batch size of both cells")
+    parser.add_argument("--max-batch-wait", type=float, default=0.005, help="seconds a batch may wait to fill (both cells)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each common window")
+    parser.add_argument("--warmup", type=int, default=5, help="replies per stream before the window may open")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds (alternating with --before)")
+    parser.add_argument("--before", type=Path, help="another checkout to run side by side (PYTHONPATH)")
+    parser.add_argument("--raw-rate", type=float, default=H200_RAW_RATE, help="the simulated model's images/s at full batches")
+    parser.add_argument("--h2d-gbps", type=float, default=H2D_GBPS, help="the simulated host-to-device copy rate, GB/s")
+    parser.add_argument("--quick", action="store_true", help="tiny frames, short windows, one round: the self-check")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.streams, args.concurrency, args.drivers, args.side, args.batch = "8", "2", 2, 32, 4
+        args.seconds, args.warmup, args.rounds = 1.0, 2, 1
+    if args.child:
+        print(json.dumps([dataclasses.asdict(r) for r in measure(args)]))
+        return {}
+
+    child_argv = [
+        f"--{name.replace('_', '-')}={getattr(args, name)}"
+        for name in ("streams", "concurrency", "drivers", "side", "batch", "max_batch_wait", "seconds", "warmup", "raw_rate", "h2d_gbps")
+    ]
+    sides: dict[str, Path | None] = {"before": args.before, "after": None} if args.before else {"this tree": None}
+    results: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in sides}
+    print(
+        f"The GPU pipeline on a simulated GPU (ResNet-50 at {args.raw_rate:,.0f} images/s, copies at {args.h2d_gbps:g} GB/s), "
+        f"{args.side}x{args.side} frames, batches of {args.batch}, on {machine()}",
+        flush=True,
+    )
+    for n in range(args.rounds):
+        for name, tree in sides.items():
+            started = time.monotonic()
+            rows = run_child(tree, child_argv)
+            results[name].append(rows)
+            shown = "; ".join(
+                f"c{r['concurrency']} {r['streams']} streams {r['frames_per_s']:,.0f}/s {r['cpu_us_per_frame']:.0f} µs" for r in rows
+            )
+            print(f"  round {n + 1} {name} ({time.monotonic() - started:.0f} s): {shown}", flush=True)
+    print(f"\nMedians of {args.rounds} round(s):\n\n{report(results, args)}")
+    problems = [p for runs in results.values() for rows in runs for r in rows for p in r["problems"]]
+    print("self-check: " + ("OK" if not problems else "FAILED"))
+    for problem in problems:
+        print(f"  - {problem}")
+    if problems:
+        raise SystemExit(1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
