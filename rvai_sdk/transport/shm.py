@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import mmap
 import os
 import threading
@@ -172,7 +173,7 @@ class SlotMaps:
     ) -> np.ndarray:
         """An array over the slot, without a copy; ``on_release`` runs once no view of it remains."""
         dt = np.dtype(dtype)
-        nbytes = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        nbytes = dt.itemsize * math.prod(shape)  # (numpy's prod costs microseconds per frame here)
         entry = self._table.get((pool_id, slot_id))
         try:
             holder = (ctypes.c_char * max(nbytes, 1)).from_buffer(entry.map)
