@@ -11,8 +11,9 @@ Needs an NVIDIA GPU with CUDA and torch. On the same GPU, in one run:
   for contrast.
 - the SDK: ``examples/gpu_classifier.py``'s pipeline on the ``local`` runtime,
   fed by driver processes of closed-loop streams (each sends its next frame
-  when the last is answered), at every ``--streams`` count (64 and 128) and
-  every cell ``--concurrency`` (1 and 2).
+  when the last is answered), at every ``--streams`` count (64 and 128), every
+  cell ``--concurrency`` (1 and 2), with the classifier's model replayed as a
+  CUDA graph and run eagerly (``--graphs on,off``).
 
 How a window is measured: the drivers start their streams, warm up (every
 stream answered ``--warmup`` times) and report; the parent then opens one
@@ -198,6 +199,8 @@ class Figure:
     p50_ms: float | None = None
     p99_ms: float | None = None
     note: str = ""
+    mean_batch: float = 0.0  # the classifier's, over the window
+    cpu_per_frame: dict[str, float] = dataclasses.field(default_factory=dict)  # process group -> CPU seconds per frame
 
 
 def raw_reference(device: str, side: int, batch: int, seconds: float) -> dict[str, Any]:
@@ -282,9 +285,12 @@ def sdk_window(
         time.sleep(max(0.0, start - time.monotonic()))
         before = proc.stats()["cells"]
         lag = time.monotonic() - start  # the counters are read this late after the window's edge
+        cpu = {"inference": -cpu_seconds(int(proc.pid)), "drivers": -sum(cpu_seconds(int(h.pid)) for h in handles)}
         time.sleep(max(0.0, end - time.monotonic()))
         after = proc.stats()["cells"]
         lag += time.monotonic() - end
+        cpu["inference"] += cpu_seconds(int(proc.pid))
+        cpu["drivers"] += sum(cpu_seconds(int(h.pid)) for h in handles)
         while not all(h.stats().get("done") for h in handles):
             if time.monotonic() > end + 600:
                 raise TimeoutError("the drivers did not finish within 600 s of the window's end")
@@ -312,8 +318,16 @@ def sdk_window(
         f"classify: mean batch {mean_batch(deltas['classify']):.1f}, in calls {busy:.0%} of the window (summed over "
         "concurrent calls); "
         f"preprocess: mean batch {mean_batch(deltas['preprocess']):.1f}",
+        mean_batch(deltas["classify"]),
+        {name: seconds / max(items, 1) for name, seconds in cpu.items()},
     )
     return figure, problems
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far (Linux ``/proc``: no psutil on a bare GPU host)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def render_section(figures: Sequence[Figure], *, gpu_name: str, args: argparse.Namespace, example: str = "") -> str:
@@ -346,6 +360,9 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", default="64,128", help="stream counts, comma-separated")
     parser.add_argument("--concurrency", default="1,2", help="cell concurrencies, comma-separated")
+    parser.add_argument(
+        "--graphs", default="on,off", help="the classifier's model as a CUDA graph (on), eagerly (off), or both: on,off"
+    )
     parser.add_argument("--drivers", type=int, default=4, help="driver processes the streams are spread over")
     parser.add_argument("--batch", type=int, default=64, help="max batch size (and the raw model's batch)")
     parser.add_argument("--side", type=int, default=224, help="frame side in pixels")
@@ -392,14 +409,19 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         Figure("raw model, batch 1 on the device", raw["batch_1"]),
     ]
     problems: list[str] = []
-    for concurrency in concurrencies:
+    graphs_list = [mode == "on" for mode in args.graphs.split(",")] if not args.cpu_smoke else [True]
+    for graphs, concurrency in ((g, c) for g in graphs_list for c in concurrencies):
         inference = gpu_classifier.classifier_inference(
             args.side, gpu=gpu, max_batch_size=args.batch, max_batch_wait=args.max_batch_wait,
-            concurrency=concurrency, frame_shape=(args.side, args.side),
+            concurrency=concurrency, frame_shape=(args.side, args.side), cuda_graphs=graphs,
         )
+        model = "CUDA graph" if graphs and gpu else "eager"
         with init(args.runtime) as rt, rt.start_inference(inference) as proc:
             for streams in streams_list:
-                label = f"SDK on {args.runtime}, {streams} streams from {args.drivers} driver processes, concurrency {concurrency}"
+                label = (
+                    f"SDK on {args.runtime}, {streams} streams from {args.drivers} driver processes, concurrency {concurrency}, "
+                    f"model {model}"
+                )
                 figure, found = sdk_window(
                     proc, streams=streams, drivers=args.drivers, side=args.side, seconds=args.seconds,
                     warmup=args.warmup, label=label,

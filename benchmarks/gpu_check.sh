@@ -5,8 +5,8 @@
 # downloaded and torch is not pinned. Fails loudly when a GPU is listed but that torch cannot use it.
 # Steps: the GPU-marked tests (page-locking probe: return codes, slot reuse under driver churn, frames
 # intact; placement; the example against the model), the example at full size, then bench_gpu.py, which
-# writes its figures and the GPU's name between the bench:gpu markers of docs/performance.md, then the
-# GPU decoder check and bench_cameras.py (decode probe, many cameras; bench:cameras markers). Those last two
+# writes its figures and the GPU's name between the bench:gpu markers of docs/performance.md, then
+# bench_gpu_host.py (the pipeline before a simulated GPU on this host, into the log), then the GPU decoder check and bench_cameras.py (decode probe, many cameras; bench:cameras markers). Those last two
 # never stop the check: a decoder that is absent or fails is reported (which, why) and the CPU path measured.
 #
 # Environment:
@@ -16,7 +16,8 @@
 #                  sqlalchemy, greenlet, typing_extensions, nvidia-ml-py for the many-camera benchmark;
 #                  pynvvideocodec, optional, for its rows in the decode probe)
 #   GPU_OUT        if set, the log and docs/performance.md are copied there at the end
-#   GPU_SECONDS    length of each bench_gpu.py window (default 6)
+#   GPU_SECONDS    length of each bench_gpu.py window (default 5; 8 windows: 64/128 streams, concurrency 1/2,
+#                  the model as a CUDA graph and eagerly)
 #   CAMERAS_BUDGET seconds bench_cameras.py may take (default 150)
 #   CAMERAS_STREAMS camera counts bench_cameras.py tries, growing (default 8,16,24,32,48,64)
 #   GPU_LIST_CMD   how GPUs are listed (default: /dev/nvidia<N> device files, else nvidia-smi -L)
@@ -30,7 +31,7 @@ cd "$(dirname "$0")/.."
 GPU_PYTHON=${GPU_PYTHON:-python3}
 GPU_VENV=${GPU_VENV:-/tmp/rvai-gpu-venv}
 GPU_WHEELS=${GPU_WHEELS:-.whl}
-GPU_SECONDS=${GPU_SECONDS:-6}
+GPU_SECONDS=${GPU_SECONDS:-5}
 CAMERAS_BUDGET=${CAMERAS_BUDGET:-150}
 CAMERAS_STREAMS=${CAMERAS_STREAMS:-8,16,24,32,48,64}
 LATE=()  # steps after bench_gpu.py that failed: reported, the check goes on
@@ -131,10 +132,14 @@ timeout 240 "$PY" examples/gpu_classifier.py --runtime local --streams 128 --fra
     --size 224 2>&1 | tee "$EXAMPLE_OUT" | tail -n 4 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the example failed"
 
-step "bench_gpu.py: 64 and 128 streams at concurrency 1 and 2, one common window each, written to docs/performance.md"
+step "bench_gpu.py: 64 and 128 streams at concurrency 1 and 2, CUDA graph and eager, one common window each, into docs/performance.md"
 timeout 330 "$PY" benchmarks/bench_gpu.py --seconds "$GPU_SECONDS" --write docs/performance.md \
     --example-output "$EXAMPLE_OUT" 2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "bench_gpu.py failed (or its self-check did)"
+
+step "bench_gpu_host.py: the same pipeline in front of a simulated GPU, on this host's CPUs (the SDK's share; log only)"
+timeout 120 "$PY" benchmarks/bench_gpu_host.py --streams 128 --concurrency 1 --seconds 3 --rounds 1 2>&1 | tail -n 8 | tee -a "$LOG"
+[ "${PIPESTATUS[0]}" -eq 0 ] || LATE+=("bench_gpu_host.py (or its self-check)")
 
 fi  # --decode: only the steps below
 

@@ -19,8 +19,11 @@ stream keeps its own state). Frames stay on the fast path to the GPU:
 - ``Classify`` runs ResNet-50, built here in plain torch with random weights
   (no download, no torchvision), in half precision on a GPU. ``load_model``
   builds it once on ``context.device`` and warms it up at the served shape and
-  batch size, so no kernel loads on real traffic. The normalisation (ImageNet
-  mean and std) is the first layer of the model. It keeps a per-stream count of
+  batch size, so no kernel loads on real traffic. On a GPU it then captures the
+  forward pass as a CUDA graph (:class:`GraphedModel`): eager PyTorch launches
+  ResNet-50's ~160 kernels one by one, holding the GIL for milliseconds per batch
+  that the inference process's other threads need; a replay is one launch. The
+  normalisation (ImageNet mean and std) is the first layer of the model. It keeps a per-stream count of
   frames in its state.
 
 Both cells allow two calls at once (``concurrency=2``): while the GPU runs one
@@ -39,6 +42,7 @@ and on a GPU with real ones::
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -56,7 +60,7 @@ from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.resources import CellResources
 from rvai_sdk.runtime import BatchingPolicy, Inference, init
 from rvai_sdk.exc import InputValidationError
-from rvai_sdk.types import Class, Float, Image, Integer, Value
+from rvai_sdk.types import Boolean, Class, Float, Image, Integer, Value
 
 # -- ResNet-50 in plain torch (the torchvision architecture, random weights) ---------------------
 
@@ -144,6 +148,43 @@ def build_model(device: str, *, half: bool | None = None, num_classes: int = 100
     half = device.startswith("cuda") if half is None else half
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model.half() if half else model  # type: ignore[no-any-return]
+
+
+class GraphedModel:
+    """``model`` captured as a CUDA graph at one batch size: one call replays every kernel of the forward pass.
+
+    Eager PyTorch launches ResNet-50's ~160 kernels one at a time from Python, holding the GIL for
+    milliseconds per batch while the inference process's transport and executor threads need it
+    too. A graph's replay is one launch. A smaller batch is padded up to the captured size (its
+    extra rows are computed and ignored); a batch of another shape runs eagerly. Calls from several
+    threads are safe: their copy in, replay and copy out are queued on the device's one stream
+    under a lock (microseconds), so each call's kernels follow the previous call's.
+    """
+
+    def __init__(self, model: nn.Module, device: str, batch: int, side: int) -> None:
+        self.model = model
+        self._lock = threading.Lock()
+        self._input = torch.zeros((batch, side, side, 3), dtype=torch.uint8, device=device)
+        warm = torch.cuda.Stream(device)  # warm-up on a side stream, as graph capture requires
+        warm.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(warm), torch.inference_mode():
+            for _ in range(3):
+                model(self._input)
+        torch.cuda.current_stream(device).wait_stream(warm)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self._graph, capture_error_mode="thread_local"):
+            self._output: torch.Tensor = model(self._input)
+        torch.cuda.synchronize(device)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        n = frames.shape[0]
+        if n > self._input.shape[0] or frames.shape[1:] != self._input.shape[1:]:
+            out: torch.Tensor = self.model(frames)
+            return out
+        with self._lock:
+            self._input[:n].copy_(frames)
+            self._graph.replay()
+            return self._output[:n].clone()  # queued before the next call's copy in: it reads this call's logits
 
 
 # -- a value that stays on the device ------------------------------------------------------------
@@ -324,6 +365,9 @@ class ClassifyOut(Outputs):
 class ClassifyParameters(Parameters):
     size: Integer = Parameters.field(default=Integer(224), description="input side to warm up at")
     warmup_batch: Integer = Parameters.field(default=Integer(64), description="batch size to warm up at")
+    cuda_graphs: Boolean = Parameters.field(
+        default=Boolean(True), description="on a GPU, replay the model as a CUDA graph captured at warmup_batch x size"
+    )
 
 
 @dataclass
@@ -342,9 +386,17 @@ class Classify(Cell):
         with torch.inference_mode():  # warm-up at the served shape: full batches and single frames
             for batch in (int(parameters.warmup_batch), 1, int(parameters.warmup_batch)):
                 model(torch.zeros(batch, size, size, 3, dtype=torch.uint8, device=context.device))
-        if context.device.startswith("cuda"):
+        if not context.device.startswith("cuda"):
+            return model
+        torch.cuda.synchronize(context.device)
+        if not parameters.cuda_graphs:
+            return model
+        try:
+            return GraphedModel(model, context.device, int(parameters.warmup_batch), size)
+        except Exception as exc:  # a torch or driver that cannot capture: the eager model, and why
+            logging.getLogger(__name__).warning("CUDA graph capture failed (%s: %s); running the model eagerly", type(exc).__name__, exc)
             torch.cuda.synchronize(context.device)
-        return model
+            return model
 
     @classmethod
     def call_batch(
@@ -390,6 +442,7 @@ def classifier_inference(
     *,
     concurrency: int = 2,
     frame_shape: tuple[int, int] | None = None,
+    cuda_graphs: bool = True,
 ) -> Inference:
     """The example's Inference.
 
@@ -400,6 +453,8 @@ def classifier_inference(
         max_batch_wait: most seconds a batch of either cell waits to fill.
         concurrency: calls of each cell at once (2 overlaps host work with the GPU's).
         frame_shape: ``(height, width)`` of the frames to serve, to warm preprocessing up at it.
+        cuda_graphs: on a GPU, run the model as a CUDA graph (one launch per batch instead of one per
+            kernel, see :class:`GraphedModel`); ``False``: eagerly.
     """
     gpu = torch.cuda.is_available() if gpu is None else gpu
     cells = ("preprocess", "classify")
@@ -409,7 +464,7 @@ def classifier_inference(
         pipeline=classifier_pipeline(concurrency),
         parameters={
             "preprocess": {"size": size, "warmup_height": height, "warmup_width": width, "warmup_batch": max_batch_size},
-            "classify": {"size": size, "warmup_batch": max_batch_size},
+            "classify": {"size": size, "warmup_batch": max_batch_size, "cuda_graphs": cuda_graphs},
         },
         resources={ref: CellResources(gpus=1) for ref in cells} if gpu else {},
         batching={ref: policy for ref in cells},

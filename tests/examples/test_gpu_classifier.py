@@ -113,3 +113,43 @@ def test_on_a_gpu_full_size_frames_through_pinned_slots_get_the_models_answer() 
     whole, *others = _expected(example, frames, 224, "cuda:0", batches=(0, 1, 64))
     spread = max(float(np.abs(whole - other).max()) for other in others)
     _check(served["answers"], whole, rounds=4, tolerance=max(5e-3, 2 * spread))
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(300)
+def test_on_a_gpu_the_graphed_model_answers_as_the_eager_one_from_several_threads_and_for_any_batch() -> None:
+    import threading
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs torch with a CUDA GPU")
+    example = _example()
+    model = example.build_model("cuda:0")
+    graphed = example.GraphedModel(model, "cuda:0", batch=16, side=64)
+    rng = np.random.default_rng(3)
+    batches = [torch.from_numpy(rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)).to("cuda:0") for n in (16, 5, 1, 17)]
+
+    def eager(batch: Any) -> Any:
+        # the graph runs every batch at its captured size: the eager model on the same rows padded to it
+        padded = torch.cat([batch, torch.zeros((16 - len(batch), 64, 64, 3), dtype=torch.uint8, device="cuda:0")])
+        return torch.softmax(model(padded if len(batch) < 16 else batch).float(), dim=1)[: len(batch)].cpu().numpy()
+
+    with torch.inference_mode():
+        wanted = [eager(batch) for batch in batches]
+    failures: list[str] = []
+
+    def run(seed: int) -> None:
+        order = np.random.default_rng(seed).integers(0, len(batches), 25)
+        with torch.inference_mode():
+            for k in order:
+                got = torch.softmax(graphed(batches[k]).float(), dim=1).cpu().numpy()
+                if got.shape != wanted[k].shape or not np.allclose(got, wanted[k], atol=5e-3):
+                    failures.append(f"batch {k} of {len(batches[k])} frames in thread {seed}")
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:5]
