@@ -1,30 +1,32 @@
-"""The GPU pipeline's host cost per frame, measured on the CPU: what stands between the SDK and the raw model.
+"""The GPU example's pipeline in front of a simulated GPU: the SDK's share of the gap to the raw model, on any CPU.
 
 ``bench_gpu.py`` measured the example's ResNet-50 pipeline on an H200 at a quarter
-to a third of the raw model's rate, with full batches. This script measures, on
-any machine and without a GPU, the part of that gap the SDK owns: the
-inference process's CPU time per frame for the same pipeline shape (64 and 128
-closed-loop streams of 224x224 frames from 4 driver processes, a batched
-preprocessing cell, a batched stateful classifier with three outputs, batches of
-64, the ``local`` runtime), with cells that do no work of their own: the
-preprocessing cell hands on one constant tensor (so each frame's shared-memory
-slot is released after it, as the real cell's copy to the GPU releases it); the
-classifier counts the stream's frames in its state and answers label 0, score 0.
+to a third of the raw model's rate, with full batches. This script runs the same
+pipeline shape (a batched preprocessing cell, then a batched stateful classifier
+with three outputs; batches of 64; 224x224 frames from 4 driver processes of
+closed-loop streams; the ``local`` runtime) on any machine, with a simulated GPU
+in place of the real one:
 
-Why CPU per frame is the figure that matters: with N closed-loop streams,
-Little's law gives frames/s = N / round trip. At 64 streams and batches of 64
-the streams move in one wave, and every frame's host work (read, admit, batch,
-answer) is serialised under the GIL, so the wave's round trip is at least the
-model's batch time plus about 64 times the host cost per frame. The script
-prints, for a raw batch-64 rate measured on a GPU (``--raw-rate``; default the
-H200's 13,748 images/s), the host cost per frame the 80% goal allows at 64
-streams (one wave) and at 128 (two waves: the host works on one while the GPU
-runs the other, so it must only keep up).
+- preprocessing holds the GPU's copy engine (a lock) for the time its frames take
+  to cross at ``--h2d-gbps`` (20 GB/s: 0.48 ms for 64 frames) and hands on one
+  constant tensor (each frame's shared-memory slot is let go, as after the real
+  cell's copy);
+- the classifier holds the compute engine for ``batch / --raw-rate`` seconds (the
+  H200's measured 13,748 images/s: 4.66 ms for 64), optionally spending the first
+  ``--launch-ms`` of it holding the GIL (eager PyTorch launching kernels one by
+  one), then counts the stream's frames in its state and answers label 0, score 0;
+- the host waits without the GIL, as on a CUDA synchronisation.
+
+It prints frames/s against the simulated raw rate (the goal is 80%), the CPU per
+frame of the inference process and of the drivers, and p50/p99 beside Little's
+law (N / rate): with N closed-loop streams, frames/s = N / round trip, so at 64
+streams and batches of 64 (one wave) the round trip, model included, caps the
+rate, and at 128 (two waves) the host only has to keep up.
 
 ``--before DIR`` runs another checkout (``PYTHONPATH``) and this tree in
 alternating child processes, round by round, and prints after/before ratios.
 
-    python benchmarks/bench_gpu_host.py [--streams 64,128] [--seconds 5] [--rounds 2] [--before DIR]
+    python benchmarks/bench_gpu_host.py [--streams 64,128] [--concurrency 1,2] [--launch-ms 3] [--before DIR]
     python benchmarks/bench_gpu_host.py --quick      # the self-check: tiny frames, short windows
 """
 
