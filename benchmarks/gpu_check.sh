@@ -6,8 +6,9 @@
 # Steps: the GPU-marked tests (page-locking probe: return codes, slot reuse under driver churn, frames
 # intact; placement; the example against the model), the example at full size, then bench_gpu.py, which
 # writes its figures and the GPU's name between the bench:gpu markers of docs/performance.md, then
-# bench_gpu_host.py (the pipeline before a simulated GPU on this host, into the log), then the GPU decoder check and bench_cameras.py (decode probe, many cameras; bench:cameras markers). Those last two
-# never stop the check: a decoder that is absent or fails is reported (which, why) and the CPU path measured.
+# bench_gpu_host.py (the pipeline before a simulated GPU on this host, into the log), then the GPU decoder
+# check and bench_cameras.py (decode probe, many cameras; bench:cameras markers). Those last two never stop
+# the check: a decoder that is absent or fails is reported (which, why) and the CPU path measured.
 #
 # Environment:
 #   GPU_PYTHON     the Python holding torch with CUDA (default python3)

@@ -271,8 +271,9 @@ class Scheduler:
         work.started = started = self._clock()
         key = id(work)
         self._calls[key] = work  # seen by stuck-call detection and deadlines while it runs
-        # A plain cell's request whose deadline passed while it was queued is not run (a batched
-        # cell's former drops such requests before it forms a batch): no call, no span, no count.
+        # A plain cell's request that failed after its call was handed out (its deadline passed
+        # while every worker was busy) is not run: no call, span, count or state snapshot. (Queues
+        # and batch formers drop failed requests before they hand anything out.)
         ran = plan.batched or not reqs[0].failed
         span = None if _tracing.TRACER is None or not ran else _tracing.start_cell(plan, reqs)
         if plan.batched:
@@ -285,7 +286,7 @@ class Scheduler:
             _tracing.end_cell(span, results)
         del self._calls[key]
         durable = self._durable
-        if durable is not None and plan.state_cls is not None:
+        if ran and durable is not None and plan.state_cls is not None:
             durable.snapshot(plan.ref, reqs, results)  # the sids are still held: their states are as this call left them
         now = self._clock()
         checkpoints = None
