@@ -222,6 +222,26 @@ def diamond_pipeline() -> Pipeline:
     return pf.build()
 
 
+def branches_pipeline() -> Pipeline:
+    """Three parallel branches of x: check(FailNegative) -> after(AddOne); count(Count); remember(BatchRemember).
+
+    Outputs: checked (after's y), count, seen. A negative x fails check; x == 13 fails remember's item.
+    """
+    pf = PipelineFactory(name="branches")
+    check = pf.add_cell(ref="check", cell=FailNegative())
+    after = pf.add_cell(ref="after", cell=AddOne())
+    count = pf.add_cell(ref="count", cell=Count())
+    remember = pf.add_cell(ref="remember", cell=BatchRemember())
+    pf.declare_input(ref="x", input=check.inputs.x)
+    pf.declare_input(ref="x", input=count.inputs.x)
+    pf.declare_input(ref="x", input=remember.inputs.x)
+    pf.connect(check.outputs.y, after.inputs.x)
+    pf.declare_output(ref="checked", output=after.outputs.y)
+    pf.declare_output(ref="count", output=count.outputs.y)
+    pf.declare_output(ref="seen", output=remember.outputs.seen)
+    return pf.build()
+
+
 # -- fixtures ---------------------------------------------------------------------------------
 
 

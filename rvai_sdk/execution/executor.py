@@ -527,9 +527,14 @@ class Executor(Reconfiguration, Scheduler):
         with self._lock:
             if req.failed or req.left == 0 or req.rid not in self._inflight:
                 return
+            error = req.error
             ref, where = self._whereabouts(req)
             self._mark_failed(req)
-            self.expired_deadlines += 1
+            if error is None:
+                self.expired_deadlines += 1
+        if error is not None:  # a cell failed it already; its other branches were still running: the cell's error
+            set_exception(req.future, error)
+            return
         sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"
         set_exception(
             req.future,
@@ -598,6 +603,9 @@ class Executor(Reconfiguration, Scheduler):
     def _fail_all(self, leftovers: list[Request], happened: str, advice: str) -> None:
         """Fail the futures of ``leftovers`` with ProcessError: the process ``happened`` before they finished."""
         for req in leftovers:
+            if req.error is not None:  # a cell failed it already: that is its answer
+                set_exception(req.future, req.error)
+                continue
             set_exception(
                 req.future,
                 ProcessError(

@@ -34,6 +34,7 @@ class CellPlan:
         inputs_cls, outputs_cls, state_cls: the cell's data classes (``state_cls`` may be ``None``).
         bindings: per input port: ``(port, source cell index or -1 for a pipeline input, source port)``.
         successors: indices of the cells fed by this one.
+        descendants: indices of every cell downstream of this one (its successors, theirs, and so on).
         n_preds: how many cells feed this one.
         concurrency: most concurrent calls.
         max_batch_size, max_batch_wait: batching limits (the policy given to the runtime, else the cell's own).
@@ -56,6 +57,7 @@ class CellPlan:
         "state_cls",
         "bindings",
         "successors",
+        "descendants",
         "n_preds",
         "concurrency",
         "max_batch_size",
@@ -77,6 +79,7 @@ class CellPlan:
     state_cls: Any
     bindings: tuple[tuple[str, int, str], ...]
     successors: tuple[int, ...]
+    descendants: tuple[int, ...]
     n_preds: int
     concurrency: int
     max_batch_size: int
@@ -93,6 +96,7 @@ class CellPlan:
         *,
         bindings: tuple[tuple[str, int, str], ...],
         successors: tuple[int, ...],
+        descendants: tuple[int, ...],
         n_preds: int,
         policy: BatchingPolicy | None,
         device: str,
@@ -111,6 +115,7 @@ class CellPlan:
             "state_cls": spec.state,
             "bindings": bindings,
             "successors": successors,
+            "descendants": descendants,
             "n_preds": n_preds,
             "concurrency": spec.concurrency,
             "max_batch_size": policy.max_batch_size if policy else spec.max_batch_size,
@@ -168,6 +173,12 @@ class Plan:
                     ref=ref,
                 )
         index = {ref: i for i, ref in enumerate(pipeline.order)}
+        below: dict[str, set[int]] = {}  # cell ref -> the indices of every cell downstream of it
+        for ref in reversed(pipeline.order):
+            below[ref] = set()
+            for successor in pipeline.successors(ref):
+                below[ref].add(index[successor])
+                below[ref] |= below[successor]
         cells = []
         for i, ref in enumerate(pipeline.order):
             bindings = tuple(
@@ -180,6 +191,7 @@ class Plan:
                 pipeline.spec(ref),
                 bindings=bindings,
                 successors=tuple(index[s] for s in pipeline.successors(ref)),
+                descendants=tuple(sorted(below[ref])),
                 n_preds=len(pipeline.predecessors(ref)),
                 policy=batching.get(ref),
                 device=devices.get(ref, "cpu"),

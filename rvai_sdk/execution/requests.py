@@ -94,6 +94,12 @@ class Request:
     until it holds cell ``i``'s outputs; successors read it only after cell ``i`` is done.
     ``remaining[i]``: predecessors of cell ``i`` not done yet; ``left``: cells not done yet.
     ``taken[i]``, for batched cells: :data:`UPSTREAM`, :data:`QUEUED` or :data:`TAKEN`.
+
+    ``failed``: the request is over; its cells not started yet are skipped (a deadline, a stop,
+    Ctrl-C in a cell). ``error``: the :class:`~rvai_sdk.exc.CellError` of the first of its cells
+    that raised, or ``None``: the cells downstream of a failed one never run, its other cells still
+    run (for their state changes; results dropped), so what a failure leaves behind does not depend
+    on timing; its future fails with ``error`` once they are done.
     """
 
     __slots__ = (
@@ -107,6 +113,7 @@ class Request:
         "left",
         "future",
         "failed",
+        "error",
         "taken",
         "works",
         "t0",
@@ -138,6 +145,7 @@ class Request:
         self.left = len(preds)
         self.future: RequestFuture = RequestFuture()
         self.failed = False
+        self.error: BaseException | None = None
         self.taken: list[int] = [UPSTREAM] * len(preds) if batched else preds  # read only for batched cells
         self.works: list[Work] = []
         self.t0 = t0

@@ -172,9 +172,39 @@ class Scheduler:
                 stage.former.discard(req, queued=where == QUEUED)  # type: ignore[union-attr]
         self._inflight.pop(req.rid, None)
         self._states.release(req.entry, self._clock())
-        self.failed += 1
+        if req.error is None:  # an errored request was counted when its cell raised
+            self.failed += 1
         if self._closed and not self._inflight:
             self._idle.notify_all()
+
+    def _fail_cell(self, req: Request, plan: CellPlan, exc: BaseException) -> None:
+        """``plan``'s cell raised ``exc`` for ``req``: none of its descendants will run (caller holds the lock).
+
+        The request's other cells still run (see :class:`Request`); it fails with its first
+        cell error once they are done. A later error of another branch is only counted.
+        """
+        if req.error is None:
+            req.error = cell_error(plan, req, exc)
+            self.failed += 1
+        remaining = req.remaining
+        left = req.left - 1  # the failed cell
+        stages = self._stages
+        for j in plan.descendants:
+            if remaining[j] < 0:
+                continue  # below another failed cell too: already given up
+            remaining[j] = -1  # never reaches 0: the cell never becomes ready
+            left -= 1
+            former = stages[j].former
+            if former is not None:  # it would have reached this batched cell: no longer
+                req.taken[j] = TAKEN
+                former.discard(req, queued=False)
+        req.left = left
+
+    def _end_errored(self, req: Request, now: float) -> None:
+        """The last cell of an errored request is done: it leaves (caller holds the lock); its future fails next."""
+        req.works = []
+        del self._inflight[req.rid]
+        self._states.release(req.entry, now)  # no checkpoint: a failed request writes none (docs/guides/durability.md)
 
     def _take_inflight(self) -> list[Request]:
         """Mark every request in flight failed and return them."""
@@ -408,11 +438,16 @@ class Scheduler:
             if req.failed:
                 continue
             if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    interrupt = result
                 counters.failures += 1
-                self._mark_failed(req)
-                errors.append((req, result))
+                if not isinstance(result, Exception):  # Ctrl-C or SystemExit in the cell: the whole request stops
+                    interrupt = result
+                    errors.append((req, result if req.error is None else req.error))
+                    self._mark_failed(req)
+                    continue
+                self._fail_cell(req, plan, result)
+                if req.left == 0:
+                    self._end_errored(req, now)
+                    errors.append((req, req.error))  # type: ignore[arg-type]  # set by _fail_cell
                 continue
             req.results[index] = result
             remaining = req.remaining
@@ -428,6 +463,10 @@ class Scheduler:
                         successor.former.add(req, now)
             req.left -= 1
             if req.left == 0:
+                if req.error is not None:  # another branch failed: this cell ran for its state change only
+                    self._end_errored(req, now)
+                    errors.append((req, req.error))
+                    continue
                 req.works = []
                 done.append(req)
                 del self._inflight[req.rid]
@@ -500,7 +539,7 @@ class Scheduler:
                     continue
                 set_result(req.future, value)
             for req, exc in errors:
-                set_exception(req.future, cell_error(plan, req, exc))
+                set_exception(req.future, exc if exc is req.error else cell_error(plan, req, exc))
         finally:
             delivered(previous)
 

@@ -411,8 +411,8 @@ class Checkpointer:
     def snapshot(self, ref: str, reqs: list[Any], results: list[Any]) -> None:
         """Pickle ``ref``'s state of every request of a call into ``req.snaps``; a failure replaces its result."""
         for i, req in enumerate(reqs):
-            if req.sid is None or isinstance(results[i], BaseException):
-                continue
+            if req.sid is None or req.error is not None or isinstance(results[i], BaseException):
+                continue  # an errored request writes no checkpoint
             state = req.entry.states.get(ref)
             if state is None:
                 continue

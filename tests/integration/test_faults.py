@@ -18,7 +18,7 @@ from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError,
 from rvai_sdk.runtime import Inference, ProcessStatus, Runtime
 from rvai_sdk.types import Integer
 from tests._sync import Sync, SyncServer
-from tests.conftest import AddOne, XIn, YOut, require_extra, single
+from tests.conftest import AddOne, XIn, YOut, branches_pipeline, require_extra, single
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -94,6 +94,29 @@ def test_a_cell_returning_outputs_with_a_field_never_set_fails_that_request_and_
         assert proc.status is ProcessStatus.RUNNING
         assert proc.is_ready()
         assert proc.stats()["cells"]["c0"]["failures"] == 3
+
+
+def test_a_request_failed_by_one_branch_still_runs_its_other_branches_so_their_state_never_depends_on_timing(
+    runtime: Runtime,
+) -> None:
+    # check raises for x < 0; count and remember (batched) are stateful branches beside it. Ten requests of
+    # one sid in flight at once, every other one failing: each of them reaches count and remember, in order.
+    xs = [-1 if i % 2 else i for i in range(10)]
+    with runtime.start_inference(Inference(pipeline=branches_pipeline())) as proc:
+        futures = [proc.predict({"x": x}, sid="s") for x in xs]
+        for x, future in zip(xs, futures):
+            if x < 0:
+                with pytest.raises(CellError, match="negative input -1") as info:
+                    future.result(timeout=20)
+                assert info.value.ref == "check" and info.value.sid == "s"
+            else:
+                assert future.result(timeout=20)["checked"] == Integer(x + 1)
+        last = proc.predict({"x": 100}, sid="s").result(timeout=20)
+        assert last["count"] == Integer(11)
+        assert [int(x) for x in last["seen"]] == [*xs, 100]
+        stats = proc.stats()
+        assert (stats["requests"]["failed"], stats["requests"]["succeeded"]) == (5, 6)
+        assert stats["cells"]["after"]["calls"] == 6  # the failed cell's own successor never ran for them
 
 
 def test_a_batched_cell_item_with_a_field_never_set_fails_that_item_only(runtime: Runtime) -> None:

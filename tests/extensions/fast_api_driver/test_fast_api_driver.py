@@ -125,8 +125,8 @@ def test_predict_routes_answer_typed_values_keep_sids_apart_and_map_errors_to_st
         assert not_an_image.status_code == 422 and error_of(not_an_image)["field"] == "inputs.image"
 
         # a cell failure is a 500 naming the cell, without a traceback unless asked for
-        # (sid "f", not "a": "count" and "check" are parallel branches, so whether "count" ran for a request
-        # that "check" failed depends on timing; see docs/concepts/execution.md, "Failures")
+        # (sid "f", not "a": "count" runs beside "check", so a request that "check" fails still counts;
+        # see docs/concepts/execution.md, "Failures")
         failed = http.post("/predict", json=body(-1, sid="f"))
         assert failed.status_code == 500
         error = error_of(failed)

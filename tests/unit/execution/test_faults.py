@@ -11,7 +11,8 @@ from rvai_sdk.exc import CellError, DeadlineExceededError, ProcessError, Process
 from rvai_sdk.execution import Executor
 from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
-from tests.conftest import AddOne, XIn, YOut, chain_pipeline, single
+from rvai_sdk.pipeline import PipelineFactory
+from tests.conftest import AddOne, Count, FailNegative, XIn, YOut, branches_pipeline, chain_pipeline, single
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
@@ -180,3 +181,95 @@ def test_an_output_error_is_a_cell_error_naming_cell_field_and_what_was_found() 
         assert (info.value.ref, info.value.field, info.value.cause_type) == ("c0", "y", "OutputCheckError")
     finally:
         executor.stop(1.0)
+
+
+@pytest.mark.parametrize("workers", [1, 0, None], ids=["one-worker", "caller-runs", "default-workers"])
+def test_a_failing_branch_fails_the_request_skips_its_own_successors_and_every_other_branch_still_runs(
+    workers: int | None,
+) -> None:
+    # check raises for x < 0; count (stateful) and remember (batched, stateful) are branches beside it.
+    # With one worker, check runs first: before, its failure skipped count and remember when they had
+    # not started yet, so whether a failed request changed their state depended on timing.
+    executor = Executor(branches_pipeline(), workers=workers)
+    wait = None if workers == 0 else 10.0  # without workers, the waiting caller runs the cells (no timeout)
+    executor.start()
+    try:
+        assert executor.submit({"x": Integer(1)}, "s").result(wait) == {"checked": 2, "count": 1, "seen": [1]}
+        for n, x in enumerate((-1, -2), start=2):
+            with pytest.raises(CellError, match="negative input") as failed:
+                executor.submit({"x": Integer(x)}, "s").result(wait)
+            assert failed.value.ref == "check" and failed.value.sid == "s"
+            # The error comes once the other branches are done: their state changes are there to read.
+            state = executor.get_state("s")
+            assert state["count"].n == n and state["remember"].xs[-1] == x
+        assert executor.submit({"x": Integer(5)}, "s").result(wait) == {"checked": 6, "count": 4, "seen": [1, -1, -2, 5]}
+        stats = executor.stats()
+        assert stats["requests"]["succeeded"] == 2 and stats["requests"]["failed"] == 2
+        assert stats["requests"]["in_flight"] == 0
+        cells = stats["cells"]
+        assert (cells["check"]["failures"], cells["after"]["calls"]) == (2, 2)  # after never ran for a failed request
+        assert (cells["count"]["calls"], cells["remember"]["items"]) == (4, 4)
+    finally:
+        executor.stop(5.0)
+
+
+def test_two_failing_branches_of_one_request_fail_it_once_and_the_branch_beside_them_still_runs() -> None:
+    pf = PipelineFactory(name="two-checks")
+    first = pf.add_cell(ref="first", cell=FailNegative())
+    second = pf.add_cell(ref="second", cell=FailNegative())
+    count = pf.add_cell(ref="count", cell=Count())
+    for port in (first.inputs.x, second.inputs.x, count.inputs.x):
+        pf.declare_input(ref="x", input=port)
+    pf.declare_output(ref="first", output=first.outputs.y)
+    pf.declare_output(ref="second", output=second.outputs.y)
+    pf.declare_output(ref="count", output=count.outputs.y)
+    executor = Executor(pf.build(), workers=1)
+    executor.start()
+    try:
+        with pytest.raises(CellError, match="negative input -1") as failed:
+            executor.submit({"x": Integer(-1)}, "s").result(timeout=10)
+        assert failed.value.ref in ("first", "second")
+        assert executor.submit({"x": Integer(2)}, "s").result(timeout=10) == {"first": 2, "second": 2, "count": 2}
+        stats = executor.stats()
+        assert (stats["requests"]["failed"], stats["requests"]["succeeded"], stats["requests"]["in_flight"]) == (1, 1, 0)
+        assert stats["cells"]["first"]["failures"] == 1 and stats["cells"]["second"]["failures"] == 1
+    finally:
+        executor.stop(5.0)
+
+
+class HoldNegative(Cell):
+    """Holds a negative x until RELEASE is set (at most 30 s); returns x."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x < 0:
+            assert RELEASE.wait(30)
+        return YOut(y=inputs.x)
+
+
+RELEASE = threading.Event()
+
+
+def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_while_another_branch_hangs() -> None:
+    pf = PipelineFactory(name="check-beside-hold")
+    check = pf.add_cell(ref="check", cell=FailNegative())
+    hold = pf.add_cell(ref="hold", cell=HoldNegative())
+    for port in (check.inputs.x, hold.inputs.x):
+        pf.declare_input(ref="x", input=port)
+    pf.declare_output(ref="checked", output=check.outputs.y)
+    pf.declare_output(ref="held", output=hold.outputs.y)
+    RELEASE.clear()
+    executor = Executor(pf.build())
+    executor.start()
+    try:
+        doomed = executor.submit({"x": Integer(-1)}, "s", timeout=0.5)
+        with pytest.raises(CellError, match="negative input -1") as failed:
+            doomed.result(timeout=20)
+        assert failed.value.ref == "check"  # the cause, not DeadlineExceededError
+        stats = executor.stats()["requests"]
+        assert (stats["failed"], stats["deadline_exceeded"], stats["in_flight"]) == (1, 0, 0)
+        RELEASE.set()
+        assert executor.submit({"x": Integer(3)}, "s").result(timeout=20) == {"checked": 3, "held": 3}
+    finally:
+        RELEASE.set()
+        executor.stop(5.0)
