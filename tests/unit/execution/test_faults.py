@@ -12,6 +12,7 @@ from rvai_sdk.execution import Executor
 from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
 from rvai_sdk.pipeline import PipelineFactory
+from tests.unit.execution.test_batching import eventually
 from tests.conftest import AddOne, Count, FailNegative, XIn, YOut, branches_pipeline, chain_pipeline, single
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
@@ -273,3 +274,26 @@ def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_
     finally:
         RELEASE.set()
         executor.stop(5.0)
+
+
+def test_stop_answers_a_request_failed_by_one_branch_with_that_error_while_another_branch_hangs() -> None:
+    pf = PipelineFactory(name="check-beside-hold")
+    check = pf.add_cell(ref="check", cell=FailNegative())
+    hold = pf.add_cell(ref="hold", cell=HoldNegative())
+    for port in (check.inputs.x, hold.inputs.x):
+        pf.declare_input(ref="x", input=port)
+    pf.declare_output(ref="checked", output=check.outputs.y)
+    pf.declare_output(ref="held", output=hold.outputs.y)
+    RELEASE.clear()
+    executor = Executor(pf.build())
+    executor.start()
+    try:
+        doomed = executor.submit({"x": Integer(-1)}, "s")
+        eventually(lambda: executor.stats()["cells"]["check"]["failures"] == 1, "check failed the request")
+        assert not doomed.done() and executor.stats()["requests"]["in_flight"] == 1  # hold still holds it
+        executor.stop(0.2)  # stop gives up waiting for hold
+        with pytest.raises(CellError, match="negative input -1") as failed:
+            doomed.result(timeout=20)
+        assert failed.value.ref == "check"
+    finally:
+        RELEASE.set()
