@@ -21,7 +21,7 @@ from rvai_sdk.execution import async_calls
 from rvai_sdk.execution.plan import CellPlan
 from rvai_sdk.execution.requests import Request
 
-__all__ = ["OutputCheckError", "call_batch", "call_one", "cell_error", "context", "inputs_for"]
+__all__ = ["OutputCheckError", "call_batch", "call_one", "cell_error", "cell_errors", "context", "inputs_for"]
 
 _ABSENT: Any = object()
 
@@ -178,8 +178,11 @@ def _check_output(cell: CellPlan, out: Any, where: str, name: str, tp: Any, like
         object.__setattr__(out, name, coerced)
 
 
-def cell_error(cell: CellPlan, req: Request, exc: BaseException) -> CellError:
-    """The :class:`~rvai_sdk.exc.CellError` that ``req``'s future fails with when ``cell`` raised ``exc`` for it."""
+def cell_error(cell: CellPlan, req: Request, exc: BaseException, formatted: str | None = None) -> CellError:
+    """The :class:`~rvai_sdk.exc.CellError` that ``req``'s future fails with when ``cell`` raised ``exc`` for it.
+
+    ``formatted``: ``exc``'s traceback formatted already (one exception failing a whole batch is formatted once).
+    """
     sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"
     if isinstance(exc, OutputCheckError):
         return CellError(
@@ -194,5 +197,24 @@ def cell_error(cell: CellPlan, req: Request, exc: BaseException) -> CellError:
         ref=cell.ref,
         sid=req.sid,
         cause_type=type(exc).__name__,
-        remote_traceback="".join(traceback.format_exception(exc)),
+        remote_traceback="".join(traceback.format_exception(exc)) if formatted is None else formatted,
     )
+
+
+def cell_errors(cell: CellPlan, reqs: list[Request], results: list[Any]) -> list[CellError | None]:
+    """The :class:`~rvai_sdk.exc.CellError` of each request of a call whose result is an ``Exception`` (else ``None``).
+
+    Built before the scheduler takes its lock (formatting a traceback reads source files); an
+    exception shared by a whole batch is formatted once.
+    """
+    formatted: dict[int, str] = {}
+    out: list[CellError | None] = []
+    for req, result in zip(reqs, results):
+        if not isinstance(result, Exception):
+            out.append(None)
+            continue
+        text = formatted.get(id(result))
+        if text is None and not isinstance(result, OutputCheckError):
+            text = formatted[id(result)] = "".join(traceback.format_exception(result))
+        out.append(cell_error(cell, req, result, text))
+    return out

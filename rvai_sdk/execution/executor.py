@@ -530,9 +530,8 @@ class Executor(Reconfiguration, Scheduler):
             error = req.error
             ref, where = self._whereabouts(req)
             self._mark_failed(req)
-            if error is None:
-                self.expired_deadlines += 1
-        if error is not None:  # a cell failed it already; its other branches were still running: the cell's error
+            self.expired_deadlines += 1
+        if error is not None:  # a cell failed it already and its other branches were still running: that error
             set_exception(req.future, error)
             return
         sid = "a one-off request" if req.sid is None else f"sid {req.sid!r}"

@@ -37,7 +37,7 @@ from typing import Any
 from rvai_sdk import _tracing
 from rvai_sdk._delivery import delivered, delivering
 from rvai_sdk.execution.batching import BatchFormer
-from rvai_sdk.execution.calls import call_batch, call_one, cell_error
+from rvai_sdk.execution.calls import call_batch, call_one, cell_error, cell_errors
 from rvai_sdk.execution.metrics import Histogram
 from rvai_sdk.execution.plan import CellPlan, Plan
 from rvai_sdk.execution.requests import QUEUED, TAKEN, Request, Work, set_exception, set_result
@@ -172,20 +172,18 @@ class Scheduler:
                 stage.former.discard(req, queued=where == QUEUED)  # type: ignore[union-attr]
         self._inflight.pop(req.rid, None)
         self._states.release(req.entry, self._clock())
-        if req.error is None:  # an errored request was counted when its cell raised
-            self.failed += 1
+        self.failed += 1
         if self._closed and not self._inflight:
             self._idle.notify_all()
 
-    def _fail_cell(self, req: Request, plan: CellPlan, exc: BaseException) -> None:
-        """``plan``'s cell raised ``exc`` for ``req``: none of its descendants will run (caller holds the lock).
+    def _fail_cell(self, req: Request, plan: CellPlan, error: BaseException) -> None:
+        """``plan``'s cell failed ``req`` with ``error``: none of its descendants will run (caller holds the lock).
 
         The request's other cells still run (see :class:`Request`); it fails with its first
         cell error once they are done. A later error of another branch is only counted.
         """
         if req.error is None:
-            req.error = cell_error(plan, req, exc)
-            self.failed += 1
+            req.error = error
         remaining = req.remaining
         left = req.left - 1  # the failed cell
         stages = self._stages
@@ -201,10 +199,16 @@ class Scheduler:
         req.left = left
 
     def _end_errored(self, req: Request, now: float) -> None:
-        """The last cell of an errored request is done: it leaves (caller holds the lock); its future fails next."""
+        """The last cell of an errored request is done: it leaves (caller holds the lock); its future fails next.
+
+        It writes no checkpoint: a checkpoint replaces the sid's stored states with those of
+        the cells its request ran, and the failed cell and those below it did not run. What its
+        other branches changed is checkpointed with the sid's next successful request.
+        """
         req.works = []
         del self._inflight[req.rid]
-        self._states.release(req.entry, now)  # no checkpoint: a failed request writes none (docs/guides/durability.md)
+        self.failed += 1
+        self._states.release(req.entry, now)
 
     def _take_inflight(self) -> list[Request]:
         """Mark every request in flight failed and return them."""
@@ -318,10 +322,13 @@ class Scheduler:
         durable = self._durable
         if ran and durable is not None and plan.state_cls is not None:
             durable.snapshot(plan.ref, reqs, results)  # the sids are still held: their states are as this call left them
+        # The errors of failed requests are built here, not under the lock (a traceback is formatted).
+        raised = isinstance(results[0], Exception) if len(results) == 1 else any(isinstance(r, Exception) for r in results)
+        built = cell_errors(plan, reqs, results) if raised else None
         now = self._clock()
         checkpoints = None
         with self._lock:
-            done, errors, interrupt = self._settle(stage, reqs, results, started, now, ran)
+            done, errors, interrupt = self._settle(stage, reqs, results, started, now, ran, built)
             held: list[Request] = []
             if durable is not None and done:
                 held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
@@ -388,12 +395,20 @@ class Scheduler:
         return keep
 
     def _settle(
-        self, stage: _Stage, reqs: list[Request], results: list[Any], started: float, now: float, ran: bool
+        self,
+        stage: _Stage,
+        reqs: list[Request],
+        results: list[Any],
+        started: float,
+        now: float,
+        ran: bool,
+        built: list[Any] | None = None,
     ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None]:
         """Record a finished call and hand its results on (caller holds the lock).
 
         Returns the requests now complete, those that failed with their exception, and the
         ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
+        ``built``: per request, the ``CellError`` of a result that is an ``Exception``.
         ``ran=False``: the work was skipped (its one request had already failed); it frees its
         slot and its sid but counts no call, time or item.
         """
@@ -444,7 +459,8 @@ class Scheduler:
                     errors.append((req, result if req.error is None else req.error))
                     self._mark_failed(req)
                     continue
-                self._fail_cell(req, plan, result)
+                error = built[reqs.index(req)] if built is not None else None
+                self._fail_cell(req, plan, error or cell_error(plan, req, result))
                 if req.left == 0:
                     self._end_errored(req, now)
                     errors.append((req, req.error))  # type: ignore[arg-type]  # set by _fail_cell

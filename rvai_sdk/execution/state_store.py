@@ -412,7 +412,7 @@ class Checkpointer:
         """Pickle ``ref``'s state of every request of a call into ``req.snaps``; a failure replaces its result."""
         for i, req in enumerate(reqs):
             if req.sid is None or req.error is not None or isinstance(results[i], BaseException):
-                continue  # an errored request writes no checkpoint
+                continue  # a request a cell failed writes no checkpoint (Scheduler._end_errored)
             state = req.entry.states.get(ref)
             if state is None:
                 continue

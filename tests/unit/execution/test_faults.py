@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from rvai_sdk.exc import CellError, DeadlineExceededError, ProcessError, Process
 from rvai_sdk.execution import Executor
 from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
+from rvai_sdk.execution.state_store import SqliteStateStore
 from rvai_sdk.pipeline import PipelineFactory
 from tests.unit.execution.test_batching import eventually
 from tests.conftest import AddOne, Count, FailNegative, XIn, YOut, branches_pipeline, chain_pipeline, single
@@ -268,7 +270,7 @@ def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_
             doomed.result(timeout=20)
         assert failed.value.ref == "check"  # the cause, not DeadlineExceededError
         stats = executor.stats()["requests"]
-        assert (stats["failed"], stats["deadline_exceeded"], stats["in_flight"]) == (1, 0, 0)
+        assert (stats["failed"], stats["deadline_exceeded"], stats["in_flight"]) == (1, 1, 0)
         RELEASE.set()
         assert executor.submit({"x": Integer(3)}, "s").result(timeout=20) == {"checked": 3, "held": 3}
     finally:
@@ -290,10 +292,38 @@ def test_stop_answers_a_request_failed_by_one_branch_with_that_error_while_anoth
     try:
         doomed = executor.submit({"x": Integer(-1)}, "s")
         eventually(lambda: executor.stats()["cells"]["check"]["failures"] == 1, "check failed the request")
-        assert not doomed.done() and executor.stats()["requests"]["in_flight"] == 1  # hold still holds it
+        requests = executor.stats()["requests"]  # hold still holds it: not answered, not yet counted failed
+        assert not doomed.done() and (requests["in_flight"], requests["failed"]) == (1, 0)
         executor.stop(0.2)  # stop gives up waiting for hold
         with pytest.raises(CellError, match="negative input -1") as failed:
             doomed.result(timeout=20)
         assert failed.value.ref == "check"
     finally:
         RELEASE.set()
+
+
+def test_a_failed_request_writes_no_checkpoint_and_the_next_successful_one_writes_what_its_branches_changed(
+    tmp_path: Path,
+) -> None:
+    store_path = tmp_path / "states.db"
+    executor = Executor(branches_pipeline(), workers=1, state_store=SqliteStateStore(store_path))
+    executor.start()
+    try:
+        assert executor.submit({"x": Integer(1)}, "s").result(timeout=10)["count"] == 1
+        with pytest.raises(CellError, match="negative input -4"):
+            executor.submit({"x": Integer(-4)}, "s").result(timeout=10)
+        assert executor.get_state("s")["count"].n == 2  # in memory
+        opened = SqliteStateStore(store_path).open(None)
+        stored = opened.load("s")
+        opened.close()
+        assert stored is not None and stored[0] == 1  # not written: the last checkpoint is the first request's
+        assert executor.submit({"x": Integer(2)}, "s").result(timeout=10)["count"] == 3
+    finally:
+        executor.stop(5.0)
+    # A new executor (a restarted process) reads the sid from the store: the failed request's count and remember ran.
+    again = Executor(branches_pipeline(), workers=1, state_store=SqliteStateStore(store_path))
+    again.start()
+    try:
+        assert again.submit({"x": Integer(7)}, "s").result(timeout=10) == {"checked": 8, "count": 4, "seen": [1, -4, 2, 7]}
+    finally:
+        again.stop(5.0)
