@@ -13,7 +13,7 @@ from rvai_sdk.execution import Executor
 from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
 from rvai_sdk.execution.state_store import SqliteStateStore
-from rvai_sdk.pipeline import PipelineFactory
+from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from tests.unit.execution.test_batching import eventually
 from tests.conftest import AddOne, Count, FailNegative, XIn, YOut, branches_pipeline, chain_pipeline, single
 from rvai_sdk.cell import Cell, cell
@@ -253,7 +253,8 @@ class HoldNegative(Cell):
 RELEASE = threading.Event()
 
 
-def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_while_another_branch_hangs() -> None:
+def check_beside_hold() -> Pipeline:
+    """x -> check (FailNegative) and x -> hold (HoldNegative), side by side; outputs checked, held."""
     pf = PipelineFactory(name="check-beside-hold")
     check = pf.add_cell(ref="check", cell=FailNegative())
     hold = pf.add_cell(ref="hold", cell=HoldNegative())
@@ -261,8 +262,12 @@ def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_
         pf.declare_input(ref="x", input=port)
     pf.declare_output(ref="checked", output=check.outputs.y)
     pf.declare_output(ref="held", output=hold.outputs.y)
+    return pf.build()
+
+
+def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_while_another_branch_hangs() -> None:
     RELEASE.clear()
-    executor = Executor(pf.build())
+    executor = Executor(check_beside_hold())
     executor.start()
     try:
         doomed = executor.submit({"x": Integer(-1)}, "s", timeout=0.5)
@@ -279,15 +284,8 @@ def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_
 
 
 def test_stop_answers_a_request_failed_by_one_branch_with_that_error_while_another_branch_hangs() -> None:
-    pf = PipelineFactory(name="check-beside-hold")
-    check = pf.add_cell(ref="check", cell=FailNegative())
-    hold = pf.add_cell(ref="hold", cell=HoldNegative())
-    for port in (check.inputs.x, hold.inputs.x):
-        pf.declare_input(ref="x", input=port)
-    pf.declare_output(ref="checked", output=check.outputs.y)
-    pf.declare_output(ref="held", output=hold.outputs.y)
     RELEASE.clear()
-    executor = Executor(pf.build())
+    executor = Executor(check_beside_hold())
     executor.start()
     try:
         doomed = executor.submit({"x": Integer(-1)}, "s")
