@@ -198,17 +198,22 @@ class Scheduler:
                 former.discard(req, queued=False)
         req.left = left
 
-    def _end_errored(self, req: Request, now: float) -> None:
+    def _end_errored(self, req: Request, now: float, ended: list[Request]) -> None:
         """The last cell of an errored request is done: it leaves (caller holds the lock); its future fails next.
 
-        It writes no checkpoint: a checkpoint replaces the sid's stored states with those of
-        the cells its request ran, and the failed cell and those below it did not run. What its
-        other branches changed is checkpointed with the sid's next successful request.
+        With a durable store, when the request is the only one of its sid in flight, what its
+        other branches changed is checkpointed before the error is answered (``ended`` gets it;
+        its sid stays held until then), as for a request that succeeded (``Checkpointer.complete``).
         """
         req.works = []
         del self._inflight[req.rid]
         self.failed += 1
-        self._states.release(req.entry, now)
+        durable = self._durable
+        if durable is not None and durable.complete(req):
+            ended.append(req)
+        else:
+            req.snaps = None
+            self._states.release(req.entry, now)
 
     def _take_inflight(self) -> list[Request]:
         """Mark every request in flight failed and return them."""
@@ -328,10 +333,11 @@ class Scheduler:
         now = self._clock()
         checkpoints = None
         with self._lock:
-            done, errors, interrupt = self._settle(stage, reqs, results, started, now, ran, built)
+            done, errors, interrupt, ended = self._settle(stage, reqs, results, started, now, ran, built)
             held: list[Request] = []
-            if durable is not None and done:
-                held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
+            if durable is not None and (done or ended):
+                # Still held: released once checkpointed (``ended``: requests a cell failed, see _end_errored).
+                held = [req for req in done if req.snaps is not None] + ended
                 if held:
                     checkpoints = durable.collect(held)
             resolving = bool(self._batched and (done or errors))
@@ -403,11 +409,12 @@ class Scheduler:
         now: float,
         ran: bool,
         built: list[Any] | None = None,
-    ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None]:
+    ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None, list[Request]]:
         """Record a finished call and hand its results on (caller holds the lock).
 
-        Returns the requests now complete, those that failed with their exception, and the
-        ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
+        Returns the requests now complete, those that failed with their exception, the
+        ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one, and the
+        requests a cell failed that left with a checkpoint to write (their sids stay held).
         ``built``: per request, the ``CellError`` of a result that is an ``Exception``.
         ``ran=False``: the work was skipped (its one request had already failed); it frees its
         slot and its sid but counts no call, time or item.
@@ -419,7 +426,7 @@ class Scheduler:
         if not ran:
             if isinstance(stage.queue, SidQueue):
                 stage.queue.finished(reqs[0].sid)
-            return [], [], None
+            return [], [], None, []
         counters.calls = calls = counters.calls + 1
         counters.items += len(reqs)
         elapsed = now - started
@@ -446,6 +453,7 @@ class Scheduler:
             stage.queue.finished(reqs[0].sid)
         done: list[Request] = []
         errors: list[tuple[Request, BaseException]] = []
+        ended: list[Request] = []
         interrupt: BaseException | None = None
         stages = self._stages
         successors = plan.successors
@@ -462,7 +470,7 @@ class Scheduler:
                 error = built[reqs.index(req)] if built is not None else None
                 self._fail_cell(req, plan, error or cell_error(plan, req, result))
                 if req.left == 0:
-                    self._end_errored(req, now)
+                    self._end_errored(req, now, ended)
                     errors.append((req, req.error))  # type: ignore[arg-type]  # set by _fail_cell
                 continue
             req.results[index] = result
@@ -480,7 +488,7 @@ class Scheduler:
             req.left -= 1
             if req.left == 0:
                 if req.error is not None:  # another branch failed: this cell ran for its state change only
-                    self._end_errored(req, now)
+                    self._end_errored(req, now, ended)
                     errors.append((req, req.error))
                     continue
                 req.works = []
@@ -495,7 +503,7 @@ class Scheduler:
             counters.fold()
             self._latency_hist.add(self._latencies)
             self._latencies = []
-        return done, errors, interrupt
+        return done, errors, interrupt, ended
 
     def _checkpoint(
         self,
