@@ -12,7 +12,17 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
+
+
+def eventually(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll a condition on the system's state (not a duration) until it holds; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.0005)
 
 
 class SyncServer:

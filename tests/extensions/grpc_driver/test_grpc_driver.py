@@ -35,6 +35,7 @@ from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Detections, Integer
 
+from tests._sync import eventually
 from tests.extensions.fast_api_driver.test_oip import BOX, MODEL, oip_pipeline, quickstart_pipeline
 from tests.extensions._sequences import check_quickstart_sequences, check_sequences
 
@@ -314,6 +315,8 @@ def test_the_grpc_deadline_and_the_timeout_parameter_bound_a_request() -> None:
             with pytest.raises(InferenceServerException) as caught:
                 client.infer("Hold", seconds(30), client_timeout=0.3)  # the call's own gRPC deadline
             assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+            # The server gives the request up at the same deadline, not only the client (which may see it first).
+            eventually(lambda: proc.stats()["requests"]["deadline_exceeded"] >= 2, "the server gave both requests up")
             RELEASE_HOLDS.set()  # the abandoned calls end; the cell serves the next request
             assert client.infer("Hold", seconds(0), client_timeout=60).as_numpy("seconds").tolist() == [0]
         finally:

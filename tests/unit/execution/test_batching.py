@@ -8,8 +8,7 @@ assertions are exact and no test sleeps to synchronise.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from rvai_sdk.exc import CellError
 from rvai_sdk.execution import BatchingPolicy, Executor
 from rvai_sdk.pipeline import PipelineFactory
 from rvai_sdk.types import Integer, List
+from tests._sync import eventually
 from tests.conftest import Seen, SeqOut, XIn, YOut, chain_pipeline, single
 from tests.unit.execution.test_executor import run_threads
 
@@ -43,14 +43,6 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += seconds
-
-
-def eventually(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Poll a condition on executor state (not a duration) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.0005)
 
 
 # -- cells ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
 from rvai_sdk.execution.state_store import SqliteStateStore
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
-from tests.unit.execution.test_batching import eventually
+from tests._sync import eventually
 from tests.conftest import AddOne, Count, FailNegative, XIn, YOut, branches_pipeline, chain_pipeline, single
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
