@@ -198,22 +198,17 @@ class Scheduler:
                 former.discard(req, queued=False)
         req.left = left
 
-    def _end_errored(self, req: Request, now: float, ended: list[Request]) -> None:
+    def _end_errored(self, req: Request, now: float) -> None:
         """The last cell of an errored request is done: it leaves (caller holds the lock); its future fails next.
 
-        With a durable store, when the request is the only one of its sid in flight, what its
-        other branches changed is checkpointed before the error is answered (``ended`` gets it;
-        its sid stays held until then), as for a request that succeeded (``Checkpointer.complete``).
+        It writes no checkpoint: a checkpoint replaces the sid's stored states with those of
+        the cells its request ran, and the failed cell and those below it did not run. What its
+        other branches changed is checkpointed with the sid's next successful request.
         """
         req.works = []
         del self._inflight[req.rid]
         self.failed += 1
-        durable = self._durable
-        if durable is not None and durable.complete(req):
-            ended.append(req)
-        else:
-            req.snaps = None
-            self._states.release(req.entry, now)
+        self._states.release(req.entry, now)
 
     def _take_inflight(self) -> list[Request]:
         """Mark every request in flight failed and return them."""
@@ -333,11 +328,10 @@ class Scheduler:
         now = self._clock()
         checkpoints = None
         with self._lock:
-            done, errors, interrupt, ended = self._settle(stage, reqs, results, started, now, ran, built)
+            done, errors, interrupt = self._settle(stage, reqs, results, started, now, ran, built)
             held: list[Request] = []
-            if durable is not None and (done or ended):
-                # Still held: released once checkpointed (``ended``: requests a cell failed, see _end_errored).
-                held = [req for req in done if req.snaps is not None] + ended
+            if durable is not None and done:
+                held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
                 if held:
                     checkpoints = durable.collect(held)
             resolving = bool(self._batched and (done or errors))
@@ -409,12 +403,11 @@ class Scheduler:
         now: float,
         ran: bool,
         built: list[Any] | None = None,
-    ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None, list[Request]]:
+    ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None]:
         """Record a finished call and hand its results on (caller holds the lock).
 
-        Returns the requests now complete, those that failed with their exception, the
-        ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one, and the
-        requests a cell failed that left with a checkpoint to write (their sids stay held).
+        Returns the requests now complete, those that failed with their exception, and the
+        ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
         ``built``: per request, the ``CellError`` of a result that is an ``Exception``.
         ``ran=False``: the work was skipped (its one request had already failed); it frees its
         slot and its sid but counts no call, time or item.
@@ -426,7 +419,7 @@ class Scheduler:
         if not ran:
             if isinstance(stage.queue, SidQueue):
                 stage.queue.finished(reqs[0].sid)
-            return [], [], None, []
+            return [], [], None
         counters.calls = calls = counters.calls + 1
         counters.items += len(reqs)
         elapsed = now - started
@@ -453,7 +446,6 @@ class Scheduler:
             stage.queue.finished(reqs[0].sid)
         done: list[Request] = []
         errors: list[tuple[Request, BaseException]] = []
-        ended: list[Request] = []
         interrupt: BaseException | None = None
         stages = self._stages
         successors = plan.successors
@@ -470,7 +462,7 @@ class Scheduler:
                 error = built[reqs.index(req)] if built is not None else None
                 self._fail_cell(req, plan, error or cell_error(plan, req, result))
                 if req.left == 0:
-                    self._end_errored(req, now, ended)
+                    self._end_errored(req, now)
                     errors.append((req, req.error))  # type: ignore[arg-type]  # set by _fail_cell
                 continue
             req.results[index] = result
@@ -488,7 +480,7 @@ class Scheduler:
             req.left -= 1
             if req.left == 0:
                 if req.error is not None:  # another branch failed: this cell ran for its state change only
-                    self._end_errored(req, now, ended)
+                    self._end_errored(req, now)
                     errors.append((req, req.error))
                     continue
                 req.works = []
@@ -503,7 +495,7 @@ class Scheduler:
             counters.fold()
             self._latency_hist.add(self._latencies)
             self._latencies = []
-        return done, errors, interrupt, ended
+        return done, errors, interrupt
 
     def _checkpoint(
         self,

@@ -412,7 +412,7 @@ class Checkpointer:
         """Pickle ``ref``'s state of every request of a call into ``req.snaps``; a failure replaces its result."""
         for i, req in enumerate(reqs):
             if req.sid is None or req.error is not None or isinstance(results[i], BaseException):
-                continue  # a request a cell failed: its checkpoint, if any, is taken whole (complete)
+                continue  # a request a cell failed writes no checkpoint (Scheduler._end_errored)
             state = req.entry.states.get(ref)
             if state is None:
                 continue
@@ -441,24 +441,6 @@ class Checkpointer:
         )
         err.__cause__ = exc
         return err
-
-    # Called by the scheduler under its lock, for a request a cell failed, once its other cells are done.
-    def complete(self, req: Any) -> bool:
-        """Pickle every state of ``req``'s sid as it is in memory into ``req.snaps``; whether it may be checkpointed.
-
-        A request a cell failed did not run every cell, so the snapshots of its own calls do not
-        make a whole checkpoint. When it is the only request of its sid in flight, no call can be
-        changing the sid's states (the scheduler's lock is held), so they are taken as they are.
-        Otherwise (or a state pickle refuses) it writes none; the sid's next successful request does.
-        """
-        entry = req.entry
-        if req.sid is None or entry.inflight != 1 or entry.dropped:
-            return False
-        try:
-            req.snaps = {ref: dump_state(state) for ref, state in entry.states.items() if ref in self._classes}
-        except Exception:
-            return False
-        return bool(req.snaps)
 
     # Called by the scheduler under its lock, for the requests a call completed.
     def collect(self, done: list[Any]) -> list[Checkpoint]:
