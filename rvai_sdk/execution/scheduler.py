@@ -203,7 +203,8 @@ class Scheduler:
 
         It writes no checkpoint: a checkpoint replaces the sid's stored states with those of
         the cells its request ran, and the failed cell and those below it did not run. What its
-        other branches changed is checkpointed with the sid's next successful request.
+        other branches changed is checkpointed with a later successful request of the sid
+        (docs/guides/durability.md).
         """
         req.works = []
         del self._inflight[req.rid]
