@@ -201,20 +201,19 @@ def cell_error(cell: CellPlan, req: Request, exc: BaseException, formatted: str 
     )
 
 
-def cell_errors(cell: CellPlan, reqs: list[Request], results: list[Any]) -> list[CellError | None]:
-    """The :class:`~rvai_sdk.exc.CellError` of each request of a call whose result is an ``Exception`` (else ``None``).
+def cell_errors(cell: CellPlan, reqs: list[Request], results: list[Any]) -> dict[int, CellError]:
+    """Request id to the :class:`~rvai_sdk.exc.CellError` of each request of a call whose result is an ``Exception``.
 
     Built before the scheduler takes its lock (formatting a traceback reads source files); an
     exception shared by a whole batch is formatted once.
     """
     formatted: dict[int, str] = {}
-    out: list[CellError | None] = []
+    out: dict[int, CellError] = {}
     for req, result in zip(reqs, results):
         if not isinstance(result, Exception):
-            out.append(None)
             continue
         text = formatted.get(id(result))
         if text is None and not isinstance(result, OutputCheckError):
             text = formatted[id(result)] = "".join(traceback.format_exception(result))
-        out.append(cell_error(cell, req, result, text))
+        out[req.rid] = cell_error(cell, req, result, text)
     return out

@@ -36,6 +36,7 @@ from typing import Any
 
 from rvai_sdk import _tracing
 from rvai_sdk._delivery import delivered, delivering
+from rvai_sdk.exc import CellError
 from rvai_sdk.execution.batching import BatchFormer
 from rvai_sdk.execution.calls import call_batch, call_one, cell_error, cell_errors
 from rvai_sdk.execution.metrics import Histogram
@@ -72,6 +73,8 @@ _FAST_SAMPLE = 16
 """Fast cells record the timings of one call in this many (their per-call bookkeeping would cost more than the call)."""
 _FOLD_EVERY = 1024
 """A cell's raw timings (and the request latencies) are folded into histograms, vectorised, every this many calls."""
+_NONE_BUILT: dict[int, CellError] = {}
+"""The errors built for a call whose requests all succeeded (shared, never written)."""
 
 
 class _Stage:
@@ -325,7 +328,7 @@ class Scheduler:
             durable.snapshot(plan.ref, reqs, results)  # the sids are still held: their states are as this call left them
         # The errors of failed requests are built here, not under the lock (a traceback is formatted).
         raised = isinstance(results[0], Exception) if len(results) == 1 else any(isinstance(r, Exception) for r in results)
-        built = cell_errors(plan, reqs, results) if raised else None
+        built = cell_errors(plan, reqs, results) if raised else _NONE_BUILT
         now = self._clock()
         checkpoints = None
         with self._lock:
@@ -403,13 +406,13 @@ class Scheduler:
         started: float,
         now: float,
         ran: bool,
-        built: list[Any] | None = None,
+        built: dict[int, CellError],
     ) -> tuple[list[Request], list[tuple[Request, BaseException]], BaseException | None]:
         """Record a finished call and hand its results on (caller holds the lock).
 
         Returns the requests now complete, those that failed with their exception, and the
         ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
-        ``built``: per request, the ``CellError`` of a result that is an ``Exception``.
+        ``built``: request id to the ``CellError`` of each result that is an ``Exception`` (:func:`cell_errors`).
         ``ran=False``: the work was skipped (its one request had already failed); it frees its
         slot and its sid but counts no call, time or item.
         """
@@ -460,8 +463,7 @@ class Scheduler:
                     errors.append((req, result if req.error is None else req.error))
                     self._mark_failed(req)
                     continue
-                error = built[reqs.index(req)] if built is not None else None
-                self._fail_cell(req, plan, error or cell_error(plan, req, result))
+                self._fail_cell(req, plan, built[req.rid])
                 if req.left == 0:
                     self._end_errored(req, now)
                     errors.append((req, req.error))  # type: ignore[arg-type]  # set by _fail_cell
