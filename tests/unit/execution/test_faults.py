@@ -186,6 +186,16 @@ def test_an_output_error_is_a_cell_error_naming_cell_field_and_what_was_found() 
         executor.stop(1.0)
 
 
+def side_by_side(name: str, **outputs: tuple[str, Cell]) -> Pipeline:
+    """The pipeline input x fed to every cell side by side; output name -> (cell ref, cell), each cell's y as that output."""
+    pf = PipelineFactory(name=name)
+    for output, (ref, instance) in outputs.items():
+        added = pf.add_cell(ref=ref, cell=instance)
+        pf.declare_input(ref="x", input=added.inputs.x)
+        pf.declare_output(ref=output, output=added.outputs.y)
+    return pf.build()
+
+
 @pytest.mark.parametrize("workers", [1, 0, None], ids=["one-worker", "caller-runs", "default-workers"])
 def test_a_failing_branch_fails_the_request_skips_its_own_successors_and_every_other_branch_still_runs(
     workers: int | None,
@@ -217,16 +227,10 @@ def test_a_failing_branch_fails_the_request_skips_its_own_successors_and_every_o
 
 
 def test_two_failing_branches_of_one_request_fail_it_once_and_the_branch_beside_them_still_runs() -> None:
-    pf = PipelineFactory(name="two-checks")
-    first = pf.add_cell(ref="first", cell=FailNegative())
-    second = pf.add_cell(ref="second", cell=FailNegative())
-    count = pf.add_cell(ref="count", cell=Count())
-    for port in (first.inputs.x, second.inputs.x, count.inputs.x):
-        pf.declare_input(ref="x", input=port)
-    pf.declare_output(ref="first", output=first.outputs.y)
-    pf.declare_output(ref="second", output=second.outputs.y)
-    pf.declare_output(ref="count", output=count.outputs.y)
-    executor = Executor(pf.build(), workers=1)
+    pipeline = side_by_side(
+        "two-checks", first=("first", FailNegative()), second=("second", FailNegative()), count=("count", Count())
+    )
+    executor = Executor(pipeline, workers=1)
     executor.start()
     try:
         with pytest.raises(CellError, match="negative input -1") as failed:
@@ -255,14 +259,7 @@ RELEASE = threading.Event()
 
 def check_beside_hold() -> Pipeline:
     """x -> check (FailNegative) and x -> hold (HoldNegative), side by side; outputs checked, held."""
-    pf = PipelineFactory(name="check-beside-hold")
-    check = pf.add_cell(ref="check", cell=FailNegative())
-    hold = pf.add_cell(ref="hold", cell=HoldNegative())
-    for port in (check.inputs.x, hold.inputs.x):
-        pf.declare_input(ref="x", input=port)
-    pf.declare_output(ref="checked", output=check.outputs.y)
-    pf.declare_output(ref="held", output=hold.outputs.y)
-    return pf.build()
+    return side_by_side("check-beside-hold", checked=("check", FailNegative()), held=("hold", HoldNegative()))
 
 
 def test_a_request_failed_by_one_branch_answers_with_that_error_by_its_deadline_while_another_branch_hangs() -> None:
