@@ -11,9 +11,12 @@ Needs an NVIDIA GPU with CUDA and torch. On the same GPU, in one run:
   for contrast.
 - the SDK: ``examples/gpu_classifier.py``'s pipeline on the ``local`` runtime,
   fed by driver processes of closed-loop streams (each sends its next frame
-  when the last is answered), at every ``--streams`` count (64 and 128), every
+  when the last is answered), at every ``--streams`` count (64, 128 and 64x4), every
   cell ``--concurrency`` (1 and 2), with the classifier's model replayed as a
-  CUDA graph and run eagerly (``--graphs on,off``).
+  CUDA graph and run eagerly (``--graphs on,off``). ``NxK`` in ``--streams``
+  gives each of N streams K frames in flight (``64x4``: 64 cameras pipelined
+  as ``SourceSinkDriver`` sends a camera's frames by default, its
+  ``max_in_flight`` of 4); a plain N is one frame in flight per stream.
 
 How a window is measured: the drivers start their streams, warm up (every
 stream answered ``--warmup`` times) and report; the parent then opens one
@@ -72,6 +75,7 @@ class StreamsParameters(DriverParameters):
     first: Integer = DriverParameters.field(default=Integer(0), description="number of the first stream (sid)")
     side: Integer = DriverParameters.field(default=Integer(224), description="frame side in pixels")
     warmup: Integer = DriverParameters.field(default=Integer(3), description="replies per stream before it counts as warm")
+    in_flight: Integer = DriverParameters.field(default=Integer(1), description="frames of each stream in flight at once")
     window_start: Float = DriverParameters.field(default=Float(0.0), description="the common window (time.monotonic)")
     window_end: Float = DriverParameters.field(default=Float(0.0), description="0: not opened yet")
 
@@ -95,14 +99,14 @@ class StreamsDriver(PipelineDriver):
         p = self.get_parameters()
         assert isinstance(p, StreamsParameters)
         rng = np.random.default_rng(int(p.first))
-        side, streams, warmup = int(p.side), int(p.streams), int(p.warmup)
+        side, streams, warmup, depth = int(p.side), int(p.streams), int(p.warmup), int(p.in_flight)
         frames = [Image(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(streams)]
         lock = threading.Lock()
         replies: list[tuple[float, float]] = []  # (answered at, latency)
         answered = [0] * streams
-        stopped_at = [0.0] * streams
+        stopped_at = [float("inf")] * streams  # when the stream's first lane stopped (a lane: one frame in flight)
         errors: list[str] = []
-        active = [streams]
+        active = [streams * depth]
         all_done = threading.Event()
 
         def send(i: int) -> None:
@@ -122,15 +126,16 @@ class StreamsDriver(PipelineDriver):
                     self._report = {"warm": True, "done": False, "warm_at": now}
                 finished = bool(errors) or self.stopped.is_set() or now >= self._end
                 if finished:
-                    stopped_at[i] = now
+                    stopped_at[i] = min(stopped_at[i], now)
                     active[0] -= 1
                     if not active[0]:
                         all_done.set()
             if not finished:
                 send(i)
 
-        for i in range(streams):
-            send(i)
+        for _ in range(depth):
+            for i in range(streams):
+                send(i)
         while not (all_done.wait(0.1) or self.stopped.is_set()):
             pass
         q = self.get_parameters()
@@ -146,7 +151,7 @@ class StreamsDriver(PipelineDriver):
             "latencies": inside,
             "replies_before": sum(1 for at, _ in replies if at < start),
             "replies_after": sum(1 for at, _ in replies if at > end),
-            "running_at_close": sum(1 for t in stopped_at if t >= end),
+            "running_at_close": sum(1 for t in stopped_at if end <= t < float("inf")),
             "streams": streams,
         }
         self.wait_stopped()
@@ -262,15 +267,36 @@ def cuda_in_child() -> tuple[bool, str]:
     return result.returncode == 0, f"torch {result.stdout.strip()}"
 
 
+def parse_streams(text: str) -> list[tuple[int, int]]:
+    """``--streams``: ``"64,128,64x4"`` → ``[(64, 1), (128, 1), (64, 4)]`` (streams, frames of each in flight)."""
+    specs = []
+    for part in text.split(","):
+        n, x, k = part.strip().partition("x")
+        try:
+            spec = (int(n), int(k) if x else 1)
+        except ValueError:
+            raise SystemExit(f"--streams: {part!r} is not N or NxK (N streams, K frames of each in flight), e.g. 64,128,64x4") from None
+        if min(spec) < 1:
+            raise SystemExit(f"--streams: {part!r} needs at least one stream and one frame in flight")
+        specs.append(spec)
+    return specs
+
+
+def streams_label(streams: int, in_flight: int) -> str:
+    """``64 streams`` or ``64 streams x 4 in flight``."""
+    return f"{streams} streams" + (f" x {in_flight} in flight" if in_flight > 1 else "")
+
+
 def sdk_window(
-    proc: Any, *, streams: int, drivers: int, side: int, seconds: float, warmup: int, label: str
+    proc: Any, *, streams: int, drivers: int, side: int, seconds: float, warmup: int, label: str, in_flight: int = 1
 ) -> tuple[Figure, list[str]]:
-    """Feed ``proc`` from driver processes; measure one common window; the figure and any self-check problem."""
+    """Feed ``proc`` from driver processes (``in_flight`` frames of each stream at once); measure one common
+    window; the figure and any self-check problem."""
     per_driver = [streams // drivers + (1 if d < streams % drivers else 0) for d in range(drivers)]
     handles, first = [], 0
     for d, n in enumerate(per_driver):
-        params = {"streams": n, "first": first, "side": side, "warmup": warmup}
-        handles.append(proc.add_driver(f"streams-{streams}-{d}", StreamsDriver, parameters=params))
+        params = {"streams": n, "first": first, "side": side, "warmup": warmup, "in_flight": in_flight}
+        handles.append(proc.add_driver(f"streams-{streams}x{in_flight}-{d}", StreamsDriver, parameters=params))
         first += n
     try:
         deadline = time.monotonic() + 600
@@ -306,8 +332,8 @@ def sdk_window(
     items = sum(size * n for size, n in deltas["classify"].items())
     busy = (after["classify"]["busy_seconds"] - before["classify"]["busy_seconds"]) / seconds
     # Batches and replies counted over the same window: they differ by the frames in flight at its edges
-    # (at most one per stream) and by those classified while the counters were being read.
-    if frames and abs(items - frames) > streams + frames / seconds * lag:
+    # (at most in_flight per stream) and by those classified while the counters were being read.
+    if frames and abs(items - frames) > streams * in_flight + frames / seconds * lag:
         problems.append(f"{label}: classify took {items} items in the window but {frames} replies arrived in it")
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3 if latencies else float("nan")  # noqa: E731
     figure = Figure(
@@ -358,7 +384,9 @@ def render_section(figures: Sequence[Figure], *, gpu_name: str, args: argparse.N
 
 def main(argv: list[str] | None = None) -> list[Figure]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="64,128", help="stream counts, comma-separated")
+    parser.add_argument(
+        "--streams", default="64,128,64x4", help="stream counts, comma-separated; NxK: N streams with K frames of each in flight"
+    )
     parser.add_argument("--concurrency", default="1,2", help="cell concurrencies, comma-separated")
     parser.add_argument(
         "--graphs", default="on,off", help="the classifier's model as a CUDA graph (on), eagerly (off), or both: on,off"
@@ -383,7 +411,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     if args.cpu_smoke:
         device, gpu = "cpu", False
         args.drivers, args.batch, args.side, args.seconds, args.warmup = 2, 4, 32, 2.0, 2
-        streams_list, raw_seconds = [4], 1.0  # two windows (concurrency 1 and 2): the self-check, not figures
+        streams_list, raw_seconds = [(4, 1), (4, 2)], 1.0  # the self-check, not figures
     else:
         ok, why = cuda_in_child()
         if not ok:
@@ -395,7 +423,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             )
             raise SystemExit(2)
         device, gpu = "cuda:0", True
-        streams_list, raw_seconds = [int(s) for s in args.streams.split(",")], args.seconds / 2
+        streams_list, raw_seconds = parse_streams(args.streams), args.seconds / 2
     concurrencies = [int(c) for c in args.concurrency.split(",")]
 
     import gpu_classifier
@@ -417,14 +445,14 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         )
         model = "CUDA graph" if graphs and gpu else "eager"
         with init(args.runtime) as rt, rt.start_inference(inference) as proc:
-            for streams in streams_list:
+            for streams, in_flight in streams_list:
                 label = (
-                    f"SDK on {args.runtime}, {streams} streams from {args.drivers} driver processes, concurrency {concurrency}, "
-                    f"model {model}"
+                    f"SDK on {args.runtime}, {streams_label(streams, in_flight)} from {args.drivers} driver processes, "
+                    f"concurrency {concurrency}, model {model}"
                 )
                 figure, found = sdk_window(
                     proc, streams=streams, drivers=args.drivers, side=args.side, seconds=args.seconds,
-                    warmup=args.warmup, label=label,
+                    warmup=args.warmup, label=label, in_flight=in_flight,
                 )
                 figures.append(figure)
                 problems += found

@@ -19,14 +19,17 @@ in place of the real one:
 
 It prints frames/s against the simulated raw rate (the goal is 80%), the CPU per
 frame of the inference process and of the drivers, and p50/p99 beside Little's
-law (N / rate): with N closed-loop streams, frames/s = N / round trip, so at 64
-streams and batches of 64 (one wave) the round trip, model included, caps the
-rate, and at 128 (two waves) the host only has to keep up.
+law (frames in flight / rate): with N closed-loop streams, frames/s = N / round
+trip, so at 64 streams and batches of 64 (one wave) the round trip, model
+included, caps the rate, and at 128 (two waves) the host only has to keep up.
+``64x4`` is 64 streams with 4 frames of each in flight, as ``SourceSinkDriver``
+pipelines a camera by default (``max_in_flight`` 4): 64 cameras, 256 frames in
+flight, each stream's frames still answered in order.
 
 ``--before DIR`` runs another checkout (``PYTHONPATH``) and this tree in
 alternating child processes, round by round, and prints after/before ratios.
 
-    python benchmarks/bench_gpu_host.py [--streams 64,128] [--concurrency 1,2] [--launch-ms 3] [--before DIR]
+    python benchmarks/bench_gpu_host.py [--streams 64,128,64x4] [--concurrency 1,2] [--launch-ms 3] [--before DIR]
     python benchmarks/bench_gpu_host.py --quick      # the self-check: tiny frames, short windows
 """
 
@@ -162,6 +165,7 @@ def host_inference(
 @dataclasses.dataclass
 class Row:
     streams: int
+    in_flight: int  # frames of each stream in flight at once
     concurrency: int
     frames_per_s: float
     cpu_us_per_frame: float  # the inference process, over the window's frames
@@ -181,15 +185,15 @@ def measure(args: argparse.Namespace) -> list[Row]:
     for concurrency in _ints(args.concurrency):
         inference = host_inference(args.batch, args.max_batch_wait, concurrency, args.raw_rate, args.h2d_gbps, args.launch_ms)
         with init("local") as rt, rt.start_inference(inference) as proc:
-            for streams in _ints(args.streams):
+            for streams, in_flight in bench_gpu.parse_streams(args.streams):
                 figure, problems = bench_gpu.sdk_window(
-                    proc, streams=streams, drivers=args.drivers, side=args.side, seconds=args.seconds,
-                    warmup=args.warmup, label=f"{streams} streams, concurrency {concurrency}",
+                    proc, streams=streams, drivers=args.drivers, side=args.side, seconds=args.seconds, warmup=args.warmup,
+                    label=f"{bench_gpu.streams_label(streams, in_flight)}, concurrency {concurrency}", in_flight=in_flight,
                 )
                 cpu = {name: 1e6 * seconds for name, seconds in figure.cpu_per_frame.items()}
                 p50, p99 = figure.p50_ms or 0.0, figure.p99_ms or 0.0
                 rows.append(
-                    Row(streams, concurrency, figure.images_per_s, cpu["inference"], cpu["drivers"], p50, p99, figure.mean_batch, problems)
+                    Row(streams, in_flight, concurrency, figure.images_per_s, cpu["inference"], cpu["drivers"], p50, p99, figure.mean_batch, problems)
                 )
     return rows
 
@@ -213,11 +217,15 @@ def run_child(tree: Path | None, argv: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _streams(row: dict[str, Any]) -> str:
+    return f"{row['streams']}" + (f" x {row['in_flight']}" if row["in_flight"] > 1 else "")
+
+
 def report(results: dict[str, list[list[dict[str, Any]]]], args: argparse.Namespace) -> str:
     """The markdown table of the rounds' medians, after/before ratios and the goal's verdict."""
     lines = [
         f"| side | concurrency | streams | frames/s | of the raw {args.raw_rate:,.0f} | CPU µs/frame: inference, drivers "
-        "| p50 / p99 ms | Little: N / rate | mean batch |",
+        "| p50 / p99 ms | Little: in flight / rate | mean batch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     best: dict[str, float] = {}
@@ -229,14 +237,15 @@ def report(results: dict[str, list[list[dict[str, Any]]]], args: argparse.Namesp
             best[name] = max(best.get(name, 0.0), rate)
             cpu[name, i] = pick("cpu_us_per_frame")
             lines.append(
-                f"| {name} | {row['concurrency']} | {row['streams']} | {rate:,.0f} | {rate / args.raw_rate:.0%} | "
-                f"{cpu[name, i]:.0f}, {pick('driver_cpu_us_per_frame'):.0f} | {pick('p50_ms'):.1f} / {pick('p99_ms'):.1f} | {1e3 * row['streams'] / rate:.1f} ms | "
+                f"| {name} | {row['concurrency']} | {_streams(row)} | {rate:,.0f} | {rate / args.raw_rate:.0%} | "
+                f"{cpu[name, i]:.0f}, {pick('driver_cpu_us_per_frame'):.0f} | {pick('p50_ms'):.1f} / {pick('p99_ms'):.1f} | "
+                f"{1e3 * row['streams'] * row['in_flight'] / rate:.1f} ms | "
                 f"{pick('mean_batch'):.1f} |"
             )
     text = "\n".join(lines) + "\n"
     if "before" in results:
         text += "\nInference CPU per frame, after/before: " + ", ".join(
-            f"{row['streams']} streams at concurrency {row['concurrency']} {cpu['after', i] / cpu['before', i]:.2f}x"
+            f"{_streams(row)} streams at concurrency {row['concurrency']} {cpu['after', i] / cpu['before', i]:.2f}x"
             for i, row in enumerate(results["after"][0])
         ) + "\n"
     for name, rate in best.items():
@@ -247,7 +256,10 @@ def report(results: dict[str, list[list[dict[str, Any]]]], args: argparse.Namesp
 
 def main(argv: list[str] | None = None) -> dict[str, list[list[dict[str, Any]]]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", default="64,128", help="closed-loop stream counts, comma-separated")
+    parser.add_argument(
+        "--streams", default="64,128,64x4",
+        help="closed-loop stream counts, comma-separated; NxK: N streams with K frames of each in flight",
+    )
     parser.add_argument("--concurrency", default="1,2", help="calls of each cell at once, comma-separated (1, 2)")
     parser.add_argument("--drivers", type=int, default=4, help="driver processes the streams are spread over")
     parser.add_argument("--side", type=int, default=224, help="frame side in pixels")
@@ -268,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[dict[str, Any]]]]
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.streams, args.concurrency, args.drivers, args.side, args.batch = "8", "2", 2, 32, 4
+        args.streams, args.concurrency, args.drivers, args.side, args.batch = "8,4x2", "2", 2, 32, 4
         args.seconds, args.warmup, args.rounds = 1.0, 2, 1
     if args.child:
         print(json.dumps([dataclasses.asdict(r) for r in measure(args)]))
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[list[dict[str, Any]]]]
             rows = run_child(tree, child_argv)
             results[name].append(rows)
             shown = "; ".join(
-                f"c{r['concurrency']} {r['streams']} streams {r['frames_per_s']:,.0f}/s {r['cpu_us_per_frame']:.0f} µs" for r in rows
+                f"c{r['concurrency']} {_streams(r)} streams {r['frames_per_s']:,.0f}/s {r['cpu_us_per_frame']:.0f} µs" for r in rows
             )
             print(f"  round {n + 1} {name} ({time.monotonic() - started:.0f} s): {shown}", flush=True)
     print(f"\nMedians of {args.rounds} round(s):\n\n{report(results, args)}")

@@ -17,8 +17,9 @@
 #                  sqlalchemy, greenlet, typing_extensions, nvidia-ml-py for the many-camera benchmark;
 #                  pynvvideocodec, optional, for its rows in the decode probe)
 #   GPU_OUT        if set, the log and docs/performance.md are copied there at the end
-#   GPU_SECONDS    length of each bench_gpu.py window (default 5; 8 windows: 64/128 streams, concurrency 1/2,
-#                  the model as a CUDA graph and eagerly)
+#   GPU_SECONDS    length of each bench_gpu.py window (default 5; 12 windows: 64 and 128 streams, and 64 with
+#                  4 frames of each in flight as SourceSinkDriver sends a camera's; concurrency 1/2; the model
+#                  as a CUDA graph and eagerly)
 #   CAMERAS_BUDGET seconds bench_cameras.py may take (default 150)
 #   CAMERAS_STREAMS camera counts bench_cameras.py tries, growing (default 8,16,24,32,48,64)
 #   GPU_LIST_CMD   how GPUs are listed (default: /dev/nvidia<N> device files, else nvidia-smi -L)
@@ -133,13 +134,13 @@ timeout 240 "$PY" examples/gpu_classifier.py --runtime local --streams 128 --fra
     --size 224 2>&1 | tee "$EXAMPLE_OUT" | tail -n 4 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "the example failed"
 
-step "bench_gpu.py: 64 and 128 streams at concurrency 1 and 2, CUDA graph and eager, one common window each, into docs/performance.md"
+step "bench_gpu.py: 64, 128 and 64x4 streams at concurrency 1 and 2, CUDA graph and eager, one common window each, into docs/performance.md"
 timeout 330 "$PY" benchmarks/bench_gpu.py --seconds "$GPU_SECONDS" --write docs/performance.md \
     --example-output "$EXAMPLE_OUT" 2>&1 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail "bench_gpu.py failed (or its self-check did)"
 
 step "bench_gpu_host.py: the same pipeline in front of a simulated GPU, on this host's CPUs (the SDK's share; log only)"
-timeout 120 "$PY" benchmarks/bench_gpu_host.py --streams 128 --concurrency 1 --seconds 3 --rounds 1 2>&1 | tail -n 8 | tee -a "$LOG"
+timeout 120 "$PY" benchmarks/bench_gpu_host.py --streams 128,64x4 --concurrency 1 --seconds 3 --rounds 1 2>&1 | tail -n 8 | tee -a "$LOG"
 [ "${PIPESTATUS[0]}" -eq 0 ] || LATE+=("bench_gpu_host.py (or its self-check)")
 
 fi  # --decode: only the steps below

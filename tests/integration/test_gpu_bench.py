@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import write_section  # noqa: E402
-from bench_gpu import batch_delta, check_window, mean_batch  # noqa: E402
+from bench_gpu import batch_delta, check_window, mean_batch, parse_streams, streams_label  # noqa: E402
 
 
 def _report(**changes: Any) -> dict[str, Any]:
@@ -46,6 +46,16 @@ def test_batch_statistics_are_the_calls_made_between_the_windows_two_snapshots()
     assert delta == {4: 2, 37: 1, 64: 20}
     assert mean_batch(delta) == pytest.approx((8 + 37 + 1280) / 23)
     assert mean_batch(batch_delta(after, after)) == 0.0
+
+
+@pytest.mark.timeout(30)
+def test_streams_are_given_as_counts_with_an_optional_depth_of_frames_in_flight() -> None:
+    assert parse_streams("64,128,64x4") == [(64, 1), (128, 1), (64, 4)]
+    assert streams_label(64, 1) == "64 streams"
+    assert streams_label(64, 4) == "64 streams x 4 in flight"
+    for bad in ("64x", "x4", "sixty", "64x0", "0"):
+        with pytest.raises(SystemExit, match="--streams"):
+            parse_streams(bad)
 
 
 @pytest.mark.timeout(30)
