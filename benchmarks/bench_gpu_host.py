@@ -7,15 +7,17 @@ with three outputs; batches of 64; 224x224 frames from 4 driver processes of
 closed-loop streams; the ``local`` runtime) on any machine, with a simulated GPU
 in place of the real one:
 
-- preprocessing holds the GPU's copy engine (a lock) for the time its frames take
-  to cross at ``--h2d-gbps`` (20 GB/s: 0.48 ms for 64 frames) and hands on one
+- preprocessing queues, on the GPU's copy engine, the time its frames take to
+  cross at ``--h2d-gbps`` (20 GB/s: 0.48 ms for 64 frames) and hands on one
   constant tensor (each frame's shared-memory slot is let go, as after the real
   cell's copy);
-- the classifier holds the compute engine for ``batch / --raw-rate`` seconds (the
+- the classifier queues, on the compute engine, ``batch / --raw-rate`` seconds (the
   H200's measured 13,748 images/s: 4.66 ms for 64), optionally spending the first
   ``--launch-ms`` of it holding the GIL (eager PyTorch launching kernels one by
   one), then counts the stream's frames in its state and answers label 0, score 0;
-- the host waits without the GIL, as on a CUDA synchronisation.
+- the host waits without the GIL, as on a CUDA synchronisation; an engine runs
+  queued work back to back, so it starts the next batch the moment the last is
+  done, whether or not the thread that waited for that one has woken up yet.
 
 It prints frames/s against the simulated raw rate (the goal is 80%), the CPU per
 frame of the inference process and of the drivers, and p50/p99 beside Little's
@@ -72,25 +74,37 @@ GOAL = 0.80
 # -- the pipeline: the example's shape, a simulated GPU ----------------------------------------------
 
 
-class SimulatedGpu:
-    """One GPU's two engines as locks: a batch's work holds its engine for the time the GPU would take.
+class Engine:
+    """One engine of a GPU (compute, or the copy engine) as a timeline: work runs in the order it was queued.
 
-    The host thread waits without the GIL (``time.sleep``), as it does on a CUDA synchronisation;
-    calls of one engine queue behind each other, as kernels on one device do.
+    A call books the engine from when it is free (or now) for ``seconds`` and waits, without the GIL
+    (``time.sleep``), until its work is done, as the host does on a CUDA synchronisation. The engine is
+    free again at that moment whether or not the waiting thread has woken up yet: a real GPU starts the
+    next queued batch at once (a lock released by the woken thread would add the host's wake-up and GIL
+    wait to the GPU's time).
     """
 
-    compute = threading.Lock()
-    copy = threading.Lock()
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free_at = 0.0
 
-    @staticmethod
-    def run(engine: threading.Lock, seconds: float, launch: float = 0.0) -> None:
-        """Hold ``engine`` for ``seconds`` of GPU time; the first ``launch`` seconds the host spends launching
+    def run(self, seconds: float, launch: float = 0.0) -> None:
+        """Queue ``seconds`` of GPU time and wait for it; the first ``launch`` seconds the host spends launching
         kernels, holding the GIL (as eager PyTorch does, layer by layer), while the GPU already runs them."""
-        with engine:
-            start = time.perf_counter()
-            while time.perf_counter() - start < launch:
-                pass
-            time.sleep(max(0.0, seconds - (time.perf_counter() - start)))
+        now = time.perf_counter()
+        with self._lock:
+            start = max(now, self._free_at)
+            self._free_at = end = max(start + seconds, now + launch)
+        while time.perf_counter() - now < launch:
+            pass
+        time.sleep(max(0.0, end - time.perf_counter()))
+
+
+class SimulatedGpu:
+    """One GPU's two engines: a batch's work holds its engine for the time the GPU would take."""
+
+    compute = Engine()
+    copy = Engine()
 
 
 @dataclass
@@ -112,7 +126,7 @@ class CopyIn(Cell):
         cls, contexts: Sequence[InferenceContext], parameters: GpuParameters, inputs_list: Sequence[gc.FrameIn]
     ) -> list[gc.FrameOut]:
         nbytes = sum(inputs.frame.nbytes for inputs in inputs_list)
-        SimulatedGpu.run(SimulatedGpu.copy, nbytes / (float(parameters.h2d_gbps) * 1e9))
+        SimulatedGpu.copy.run(nbytes / (float(parameters.h2d_gbps) * 1e9))
         return [gc.FrameOut(frame=gc.DeviceFrame(CONSTANT)) for _ in inputs_list]
 
 
@@ -124,7 +138,7 @@ class Classify(Cell):
     def call_batch(
         cls, contexts: Sequence[InferenceContext], parameters: GpuParameters, inputs_list: Sequence[gc.DeviceFrameIn]
     ) -> list[gc.ClassifyOut]:
-        SimulatedGpu.run(SimulatedGpu.compute, len(inputs_list) / float(parameters.raw_rate), float(parameters.launch_ms) / 1e3)
+        SimulatedGpu.compute.run(len(inputs_list) / float(parameters.raw_rate), float(parameters.launch_ms) / 1e3)
         outs = []
         for context in contexts:
             context.state.frames = Integer(context.state.frames + 1)
