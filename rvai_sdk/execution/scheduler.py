@@ -519,7 +519,7 @@ class Scheduler:
             if checkpoints:
                 durable.commit(checkpoints)
         except Exception as exc:
-            sids = {cp[0] for cp in checkpoints}
+            sids = {checkpoint[0] for checkpoint, _ in checkpoints}
             kept: list[Request] = []
             for req in done:
                 if req.sid in sids:

@@ -34,9 +34,12 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rvai_sdk.exc import ParameterError
+
+if TYPE_CHECKING:
+    from rvai_sdk.execution.state import StateEntry
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ __all__ = [
 
 Checkpoint = tuple[str, int, dict[str, bytes]]
 """One sid's checkpoint: ``(sid, sequence number, cell ref -> pickled State fields)``."""
+Collected = tuple[Checkpoint, "StateEntry"]
+"""A checkpoint with the state entry of its sid (:meth:`Checkpointer.collect`): a dropped entry's is not written."""
 
 
 def dump_state(state: Any) -> bytes:
@@ -396,7 +401,10 @@ class Checkpointer:
         self._classes = state_classes
         self._open = store.open(ttl)
         self._dirty: dict[str, tuple[int, dict[str, bytes]]] = {}  # interval policy: written at the next flush
-        self._dirty_lock = threading.Lock()
+        # Guards _dirty and _writing. A write in flight counts its sids in _writing, and delete() waits for
+        # those of its sid: a checkpoint collected before a drop_state can never land after it.
+        self._dirty_lock = threading.Condition(threading.Lock())
+        self._writing: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending = 0  # requests collected whose checkpoints are not written yet
@@ -443,39 +451,63 @@ class Checkpointer:
         return err
 
     # Called by the scheduler under its lock, for the requests a call completed.
-    def collect(self, done: list[Any]) -> list[Checkpoint]:
-        """The checkpoints of the completed requests ``done`` (each advances its sid's sequence number).
+    def collect(self, done: list[Any]) -> list[Collected]:
+        """The checkpoints of the completed requests ``done`` (each advances its sid's sequence number), each
+        with its sid's state entry.
 
         The caller calls :meth:`end` with ``len(done)`` once they are written (or failed).
         """
         with self._pending_cv:
             self._pending += len(done)
-        out: list[Checkpoint] = []
+        out: list[Collected] = []
         for req in done:
             entry = req.entry
             if req.snaps is None or req.sid is None or entry.dropped:
                 continue
             entry.seq += 1
-            out.append((req.sid, entry.seq, req.snaps))
+            out.append(((req.sid, entry.seq, req.snaps), entry))
         return out
 
     # Called by the scheduler outside its lock, before the futures of those requests resolve.
-    def commit(self, checkpoints: list[Checkpoint]) -> None:
-        """Write ``checkpoints`` now (policy ``"every"``: one transaction) or queue them for the next flush.
+    def commit(self, collected: list[Collected]) -> None:
+        """Write the checkpoints of :meth:`collect` now (policy ``"every"``: one transaction) or queue them
+        for the next flush; those of a sid dropped since (``drop_state``) are left out.
 
         Raises:
             Exception: the store failed (policy ``"every"``): the caller fails the requests.
         """
-        if self.every:
+        with self._dirty_lock:
+            checkpoints = [checkpoint for checkpoint, entry in collected if not entry.dropped]
+            if not self.every:
+                dirty = self._dirty
+                for sid, seq, states in checkpoints:
+                    old = dirty.get(sid)
+                    if old is None or old[0] < seq:
+                        dirty[sid] = (seq, states)
+                return
+            self._begin_write(checkpoints)
+        try:
             self._open.save(checkpoints)
             self.written += len(checkpoints)
-            return
+        finally:
+            self._end_write(checkpoints)
+
+    def _begin_write(self, checkpoints: list[Checkpoint]) -> None:
+        """Count ``checkpoints``' sids as being written (caller holds ``_dirty_lock``)."""
+        writing = self._writing
+        for sid, _, _ in checkpoints:
+            writing[sid] = writing.get(sid, 0) + 1
+
+    def _end_write(self, checkpoints: list[Checkpoint]) -> None:
         with self._dirty_lock:
-            dirty = self._dirty
-            for sid, seq, states in checkpoints:
-                old = dirty.get(sid)
-                if old is None or old[0] < seq:
-                    dirty[sid] = (seq, states)
+            writing = self._writing
+            for sid, _, _ in checkpoints:
+                left = writing[sid] - 1
+                if left:
+                    writing[sid] = left
+                else:
+                    del writing[sid]
+            self._dirty_lock.notify_all()
 
     def end(self, n: int) -> None:
         """``n`` requests from :meth:`collect` are checkpointed (or failed)."""
@@ -493,9 +525,14 @@ class Checkpointer:
         """Write the checkpoints queued by the interval policy (one transaction)."""
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, {}
-        if dirty:
-            self._open.save([(sid, seq, states) for sid, (seq, states) in dirty.items()])
-            self.written += len(dirty)
+            checkpoints = [(sid, seq, states) for sid, (seq, states) in dirty.items()]
+            self._begin_write(checkpoints)
+        try:
+            if checkpoints:
+                self._open.save(checkpoints)
+                self.written += len(checkpoints)
+        finally:
+            self._end_write(checkpoints)
 
     def _flush_loop(self) -> None:
         interval = float(self.store.checkpoint)
@@ -520,8 +557,13 @@ class Checkpointer:
         return seq, states
 
     def delete(self, sid: str) -> bool:
-        """Forget ``sid``'s checkpoint (queued and stored)."""
+        """Forget ``sid``'s checkpoint (queued and stored).
+
+        Call it after the sid's state entry was dropped: it first waits for the writes of ``sid``
+        already under way (collected before the drop), so that none of them lands after it.
+        """
         with self._dirty_lock:
+            self._dirty_lock.wait_for(lambda: sid not in self._writing)
             queued = self._dirty.pop(sid, None) is not None
         return self._open.delete(sid) or queued
 

@@ -15,6 +15,7 @@ import concurrent.futures
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -29,10 +30,11 @@ from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters, State
 from rvai_sdk.exc import CellError, ParameterError, ProcessError, RvaiError, UnknownSidError
-from rvai_sdk.execution.state_store import RedisStateStore, SqliteStateStore
+from rvai_sdk.execution.state_store import OpenStateStore, RedisStateStore, SqliteStateStore
 from rvai_sdk.runtime import Inference, ProcessStatus, init
 from rvai_sdk.types import Integer
 from tests._servers import RedisServer, own_redis  # noqa: F401 (own_redis: a fixture)
+from tests._sync import eventually
 from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, require_extra, single
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -221,6 +223,99 @@ def test_drop_state_forgets_the_checkpoint_too(store: Any) -> None:
         assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(1)}
         proc.restart()
         assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(2)}
+
+
+class _HeldWrite:
+    """Holds the first store write that includes ``sid`` until released (a write in flight when a drop comes)."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+        self.armed = True
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+
+_HELD: _HeldWrite | None = None
+
+
+class _HoldingOpen(OpenStateStore):
+    def __init__(self, inner: OpenStateStore) -> None:
+        self._inner = inner
+
+    def load(self, sid: str) -> Any:
+        return self._inner.load(sid)
+
+    def save(self, checkpoints: Any) -> None:
+        checkpoints = list(checkpoints)
+        held = _HELD
+        if held is not None and held.armed and any(cp[0] == held.sid for cp in checkpoints):
+            held.armed = False
+            held.held.set()
+            assert held.release.wait(60), "the held write was never released"
+        self._inner.save(checkpoints)
+
+    def delete(self, sid: str) -> bool:
+        return self._inner.delete(sid)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _HoldingSqlite(SqliteStateStore):
+    def open(self, ttl: float | None) -> OpenStateStore:
+        return _HoldingOpen(super().open(ttl))
+
+
+class _HoldingRedis(RedisStateStore):
+    def open(self, ttl: float | None) -> OpenStateStore:
+        return _HoldingOpen(super().open(ttl))
+
+
+def _waiting_in_delete(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside ``Checkpointer.delete`` now (read off its stack, no timing involved)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "delete" and frame.f_code.co_filename.endswith("state_store.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.parametrize("checkpoint", ["every", 0.05])
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_checkpoint_written_while_its_sid_is_dropped_does_not_bring_the_state_back(
+    kind: str, checkpoint: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A checkpoint collected before ``drop_state`` and written after its delete would restore the dropped
+    state at the next restart: the drop waits for that write, then deletes."""
+    global _HELD
+    if kind == "sqlite":
+        store: Any = _HoldingSqlite(tmp_path / "states.db", checkpoint=checkpoint)
+    else:
+        plain = request.getfixturevalue("redis_store")
+        store = _HoldingRedis(REDIS_URL, prefix=plain.prefix, checkpoint=checkpoint)
+    _HELD = _HeldWrite("a")
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            first = proc.predict({"x": 1}, sid="a")  # "every": its own write is held; else the next flush's
+            assert _HELD.held.wait(30), "the checkpoint of sid 'a' was never written"
+            drop = threading.Thread(target=proc.drop_state, args=("a",), daemon=True)
+            drop.start()
+            eventually(lambda: not drop.is_alive() or _waiting_in_delete(drop), "drop_state reached the store")
+            _HELD.release.set()
+            drop.join(30)
+            assert not drop.is_alive(), "drop_state never returned"
+            assert first.result(timeout=30) == {"y": Integer(1)}
+            opened = store.open(None)
+            try:
+                assert opened.load("a") is None, "the dropped sid's checkpoint is back in the store"
+            finally:
+                opened.close()
+            proc.restart()
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}  # fresh, not 2
+    finally:
+        _HELD.release.set()
+        _HELD = None
 
 
 def test_state_ttl_expires_checkpoints(store: Any) -> None:
