@@ -531,6 +531,10 @@ class Executor(Reconfiguration, Scheduler):
             ref, where = self._whereabouts(req)
             self._mark_failed(req)
             self.expired_deadlines += 1
+            works: list[_Work] = []
+            self._dispatch_batched(self._clock(), works)
+        if works:
+            self._post(works)
         if error is not None:  # a cell failed it already and its other branches were still running: that error
             set_exception(req.future, error)
             return

@@ -246,6 +246,13 @@ class Scheduler:
             req.works.append(work)
             works.append(work)
 
+    def _dispatch_batched(self, now: float, works: list[Work]) -> None:
+        """Start the batches that can go now, in every batched cell: after requests failed, a batch that
+        waited to fill with one of them goes at once instead of at its ``max_batch_wait``."""
+        for stage in self._batched:
+            if stage.former:
+                self._dispatch_batches(stage, now, works)
+
     def _dispatch_batches(self, stage: _Stage, now: float, works: list[Work]) -> None:
         former: BatchFormer[Request] = stage.former  # type: ignore[assignment]
         index = stage.plan.index
@@ -351,6 +358,8 @@ class Scheduler:
                     self._dispatch(successor, now, works)
             if stage.queue or stage.former:
                 self._dispatch(stage, now, works)
+            if raised:  # a batch further down may have been waiting for a request that failed here
+                self._dispatch_batched(now, works)
             if self._closed and not self._inflight:
                 self._idle.notify_all()  # stop() waits for the last request
             keep: list[Work] = []

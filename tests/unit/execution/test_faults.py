@@ -9,13 +9,24 @@ from typing import Any
 import pytest
 
 from rvai_sdk.exc import CellError, DeadlineExceededError, ProcessError, ProcessStateError
-from rvai_sdk.execution import Executor
+from rvai_sdk.execution import BatchingPolicy, Executor
 from rvai_sdk.execution.executor import _Work
 from rvai_sdk.types import Integer
 from rvai_sdk.execution.state_store import SqliteStateStore
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from tests._sync import eventually
-from tests.conftest import AddOne, Count, FailNegative, XIn, YOut, branches_pipeline, chain_pipeline, single
+from tests.conftest import (
+    BATCHES,
+    AddOne,
+    BatchRemember,
+    Count,
+    FailNegative,
+    XIn,
+    YOut,
+    branches_pipeline,
+    chain_pipeline,
+    single,
+)
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
@@ -322,3 +333,92 @@ def test_a_failed_request_writes_no_checkpoint_and_the_next_successful_one_write
         assert again.submit({"x": Integer(7)}, "s").result(timeout=10) == {"checked": 8, "count": 4, "seen": [1, -4, 2, 7]}
     finally:
         again.stop(5.0)
+
+
+# -- a batch below a failed cell does not wait for the request it lost ----------------------------------
+
+BATCHES_WAIT = BatchingPolicy(max_batch_size=2, max_batch_wait=120.0)
+"""Batches of 2 that wait two minutes to fill: a batch of one that goes sooner did not wait for a lost request."""
+
+
+@cell(concurrency=2)
+class HoldNegativeBeside(HoldNegative):
+    """:class:`HoldNegative` with a second call beside the held one: other requests pass it."""
+
+
+def _waiting_in(executor: Executor, ref: str) -> bool:
+    return bool(executor.stats()["cells"][ref]["queued"] == 1)
+
+
+@cell(concurrency=2)
+class KeepNegative(Cell):
+    """Holds a negative x until KEEP is set (at most 50 s), beside another call: keeps its request in flight."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x < 0:
+            assert KEEP.wait(50)
+        return YOut(y=inputs.x)
+
+
+KEEP = threading.Event()
+
+
+def test_a_batch_two_cells_below_a_failed_cell_goes_at_once_without_the_request_it_lost() -> None:
+    """x -> gate (holds negatives) -> check (fails them) -> add one -> remember (batched), and beside them
+    x -> keep (holds negatives longer). b fails in check while keep holds it in flight, and a waits in
+    remember's batch for it: remember is below check, not its direct successor."""
+    BATCHES.clear()
+    RELEASE.clear()
+    KEEP.clear()
+    pf = PipelineFactory(name="fail-above-batch")
+    gate = pf.add_cell(ref="gate", cell=HoldNegativeBeside())
+    check = pf.add_cell(ref="check", cell=FailNegative())
+    add = pf.add_cell(ref="add", cell=AddOne())
+    remember = pf.add_cell(ref="remember", cell=BatchRemember())
+    keep = pf.add_cell(ref="keep", cell=KeepNegative())
+    pf.declare_input(ref="x", input=gate.inputs.x)
+    pf.declare_input(ref="x", input=keep.inputs.x)
+    pf.connect(gate.outputs.y, check.inputs.x)
+    pf.connect(check.outputs.y, add.inputs.x)
+    pf.connect(add.outputs.y, remember.inputs.x)
+    pf.declare_output(ref="seen", output=remember.outputs.seen)
+    pf.declare_output(ref="kept", output=keep.outputs.y)
+    executor = Executor(pf.build(), batching={"remember": BATCHES_WAIT})
+    executor.start()
+    try:
+        b = executor.submit({"x": Integer(-1)}, "b")  # held in gate (and keep)
+        a = executor.submit({"x": Integer(1)}, "a")
+        eventually(lambda: _waiting_in(executor, "remember"), "a waits in remember for b to fill the batch")
+        RELEASE.set()  # b leaves gate and fails in check; keep still holds it
+        assert a.result(timeout=30) == {"seen": [2], "kept": 1}  # at once, not when b leaves keep
+        assert BATCHES.batches == [(["a"], [2])]
+        assert not b.done()
+        KEEP.set()
+        with pytest.raises(CellError, match="negative input -1"):
+            b.result(timeout=30)
+    finally:
+        RELEASE.set()
+        KEEP.set()
+        executor.stop(1.0)
+
+
+def test_a_batch_below_a_request_that_missed_its_deadline_goes_at_once_without_it() -> None:
+    """hold (c0) -> add one (c1) -> remember (c2, batched): b's deadline passes in c0 while a waits in c2's
+    batch for it."""
+    BATCHES.clear()
+    RELEASE.clear()
+    pipeline = chain_pipeline(HoldNegativeBeside, AddOne, BatchRemember, name="deadline-above-batch")
+    executor = Executor(pipeline, batching={"c2": BATCHES_WAIT})
+    executor.start()
+    try:
+        b = executor.submit({"x": Integer(-1)}, "b", timeout=0.3)  # held in c0 past its deadline
+        a = executor.submit({"x": Integer(1)}, "a")
+        eventually(lambda: _waiting_in(executor, "c2"), "a waits in c2 for b to fill the batch")
+        with pytest.raises(DeadlineExceededError):
+            b.result(timeout=30)
+        assert a.result(timeout=30) == {"y": 2, "seen": [2]}  # at once, not after max_batch_wait
+        assert BATCHES.batches == [(["a"], [2])]
+    finally:
+        RELEASE.set()
+        executor.stop(1.0)
