@@ -166,6 +166,7 @@ class Scheduler:
         """``req`` failed: drop it from every queue and from the requests in flight."""
         req.failed = True
         req.works = []
+        req.snaps = None  # its entry is released below: it writes no checkpoint
         taken = req.taken
         for stage in self._batched:
             index = stage.plan.index
@@ -204,15 +205,24 @@ class Scheduler:
     def _end_errored(self, req: Request, now: float) -> None:
         """The last cell of an errored request is done: it leaves (caller holds the lock); its future fails next.
 
-        It writes no checkpoint: a checkpoint replaces the sid's stored states with those of
-        the cells its request ran, and the failed cell and those below it did not run. What its
-        other branches changed is checkpointed with a later successful request of the sid
-        (docs/guides/durability.md).
+        With a durable store, what its other branches changed is checkpointed before it answers
+        when nothing else of its sid can be changing the states: it is the sid's only request in
+        flight and no call of the sid runs (a call its deadline gave up on still counts). Its own
+        snapshots cannot make the checkpoint (the failed cell and those below it did not run), so
+        the sid's states are pickled whole, here, under the lock. Otherwise the sid's next
+        successful request writes them (docs/guides/durability.md).
         """
         req.works = []
         del self._inflight[req.rid]
         self.failed += 1
-        self._states.release(req.entry, now)
+        entry = req.entry
+        durable = self._durable
+        snaps = None
+        if durable is not None and req.sid is not None and entry.inflight == 1 and not entry.calls and not entry.dropped:
+            snaps = durable.whole(entry)
+        req.snaps = snaps
+        if snaps is None:  # else its sid stays held until the checkpoint is written
+            self._states.release(entry, now)
 
     def _take_inflight(self) -> list[Request]:
         """Mark every request in flight failed and return them."""
@@ -242,6 +252,7 @@ class Scheduler:
                 if req.failed:
                     continue
             stage.running += 1
+            req.entry.calls += 1
             work = Work(stage, [req])
             req.works.append(work)
             works.append(work)
@@ -268,6 +279,7 @@ class Scheduler:
             for req in batch:
                 req.taken[index] = TAKEN
                 req.works.append(work)
+                req.entry.calls += 1
             works.append(work)
 
     def _schedule(self, stage: _Stage, due: float) -> None:
@@ -341,8 +353,9 @@ class Scheduler:
         with self._lock:
             done, errors, interrupt = self._settle(stage, reqs, results, started, now, ran, built)
             held: list[Request] = []
-            if durable is not None and done:
+            if durable is not None and (done or errors):
                 held = [req for req in done if req.snaps is not None]  # still held: released once checkpointed
+                held += [req for req, _ in errors if req.snaps is not None]  # whole-state checkpoints: _end_errored
                 if held:
                     checkpoints = durable.collect(held)
             resolving = bool(self._batched and (done or errors))
@@ -430,6 +443,7 @@ class Scheduler:
         index = plan.index
         stage.running -= 1
         if not ran:
+            reqs[0].entry.calls -= 1
             if isinstance(stage.queue, SidQueue):
                 stage.queue.finished(reqs[0].sid)
             return [], [], None
@@ -463,6 +477,7 @@ class Scheduler:
         stages = self._stages
         successors = plan.successors
         for req, result in zip(reqs, results):
+            req.entry.calls -= 1
             if req.failed:
                 continue
             if isinstance(result, BaseException):

@@ -22,7 +22,7 @@ __all__ = ["StateEntry", "StateStore"]
 class StateEntry:
     """The cell states of one sid: one State instance per stateful cell ref, made on first use."""
 
-    __slots__ = ("sid", "states", "inflight", "last_used", "seq", "dropped")
+    __slots__ = ("sid", "states", "inflight", "last_used", "seq", "dropped", "calls")
 
     def __init__(self, sid: str | None, now: float) -> None:
         self.sid = sid
@@ -33,6 +33,9 @@ class StateEntry:
         """Requests that completed with this state since it started fresh (the checkpoint's sequence number)."""
         self.dropped = False
         """Set by :meth:`StateStore.drop`: requests still in flight do not checkpoint it again."""
+        self.calls = 0
+        """Calls handed out with a request of this sid and not finished (a call whose request's deadline
+        passed still runs, and counts, after the request left): while any runs, its states may be changing."""
 
     def state_for(self, ref: str, factory: Any) -> Any:
         """This sid's state for the cell ``ref``, created with ``factory()`` on first use."""

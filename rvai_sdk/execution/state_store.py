@@ -420,7 +420,7 @@ class Checkpointer:
         """Pickle ``ref``'s state of every request of a call into ``req.snaps``; a failure replaces its result."""
         for i, req in enumerate(reqs):
             if req.sid is None or req.error is not None or isinstance(results[i], BaseException):
-                continue  # a request a cell failed writes no checkpoint (Scheduler._end_errored)
+                continue  # a request a cell failed checkpoints its sid's states whole, or not at all (Scheduler._end_errored)
             state = req.entry.states.get(ref)
             if state is None:
                 continue
@@ -432,6 +432,18 @@ class Checkpointer:
             if req.snaps is None:
                 req.snaps = {}
             req.snaps[ref] = blob
+
+    # Called by the scheduler under its lock, for a request a cell failed (no call of its sid runs).
+    def whole(self, entry: StateEntry) -> dict[str, bytes] | None:
+        """Every state of ``entry``'s sid, pickled: a checkpoint for a request that did not run all its cells.
+
+        ``None`` when there is none, or when one cannot be pickled (that request's cell names the field
+        when it next runs; the sid's next successful request writes what it can).
+        """
+        try:
+            return {ref: dump_state(state) for ref, state in entry.states.items()} or None
+        except Exception:
+            return None
 
     @staticmethod
     def _unserialisable(ref: str, sid: str, state: Any, exc: Exception) -> StateSerialisationError:

@@ -20,6 +20,7 @@ from tests.conftest import (
     AddOne,
     BatchRemember,
     Count,
+    Counter,
     FailNegative,
     XIn,
     YOut,
@@ -308,9 +309,15 @@ def test_stop_answers_a_request_failed_by_one_branch_with_that_error_while_anoth
         RELEASE.set()
 
 
-def test_a_failed_request_writes_no_checkpoint_and_the_next_successful_one_writes_what_its_branches_changed(
-    tmp_path: Path,
-) -> None:
+def _stored(store_path: Path, sid: str) -> Any:
+    opened = SqliteStateStore(store_path).open(None)
+    try:
+        return opened.load(sid)
+    finally:
+        opened.close()
+
+
+def test_a_failed_request_alone_in_flight_checkpoints_what_its_branches_changed(tmp_path: Path) -> None:
     store_path = tmp_path / "states.db"
     executor = Executor(branches_pipeline(), workers=1, state_store=SqliteStateStore(store_path))
     executor.start()
@@ -319,18 +326,68 @@ def test_a_failed_request_writes_no_checkpoint_and_the_next_successful_one_write
         with pytest.raises(CellError, match="negative input -4"):
             executor.submit({"x": Integer(-4)}, "s").result(timeout=10)
         assert executor.get_state("s")["count"].n == 2  # in memory
-        opened = SqliteStateStore(store_path).open(None)
-        stored = opened.load("s")
-        opened.close()
-        assert stored is not None and stored[0] == 1  # not written: the last checkpoint is the first request's
-        assert executor.submit({"x": Integer(2)}, "s").result(timeout=10)["count"] == 3
+        stored = _stored(store_path, "s")
+        assert stored is not None and stored[0] == 2  # and written before the error was answered
     finally:
         executor.stop(5.0)
     # A new executor (a restarted process) reads the sid from the store: the failed request's count and remember ran.
     again = Executor(branches_pipeline(), workers=1, state_store=SqliteStateStore(store_path))
     again.start()
     try:
-        assert again.submit({"x": Integer(7)}, "s").result(timeout=10) == {"checked": 8, "count": 4, "seen": [1, -4, 2, 7]}
+        assert again.submit({"x": Integer(7)}, "s").result(timeout=10) == {"checked": 8, "count": 3, "seen": [1, -4, 7]}
+    finally:
+        again.stop(5.0)
+
+
+@cell(state=Counter)
+class HoldCount(Cell):
+    """Counts the sid's requests; holds x == 99 until RELEASE is set (at most 30 s), after counting it."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        context.state.n = Integer(context.state.n + 1)
+        if inputs.x == 99:
+            assert RELEASE.wait(30)
+        return YOut(y=context.state.n)
+
+
+def test_a_failed_request_writes_no_checkpoint_while_a_call_its_deadline_left_running_still_changes_the_state(
+    tmp_path: Path,
+) -> None:
+    """x -> check (fails negatives) -> tally (stateful, holds 99), and x -> count beside. The first request's
+    deadline passes in tally, whose call goes on; the second fails in check (so never reaches tally) while that
+    call still runs: the sid's states could be changing, so it writes nothing."""
+    RELEASE.clear()
+    store_path = tmp_path / "states.db"
+    pf = PipelineFactory(name="orphan-call")
+    check = pf.add_cell(ref="check", cell=FailNegative())
+    tally = pf.add_cell(ref="tally", cell=HoldCount())
+    count = pf.add_cell(ref="count", cell=Count())
+    pf.declare_input(ref="x", input=check.inputs.x)
+    pf.declare_input(ref="x", input=count.inputs.x)
+    pf.connect(check.outputs.y, tally.inputs.x)
+    pf.declare_output(ref="tally", output=tally.outputs.y)
+    pf.declare_output(ref="count", output=count.outputs.y)
+    executor = Executor(pf.build(), state_store=SqliteStateStore(store_path))
+    executor.start()
+    try:
+        late = executor.submit({"x": Integer(99)}, "s", timeout=0.3)
+        with pytest.raises(DeadlineExceededError):
+            late.result(timeout=20)
+        with pytest.raises(CellError, match="negative input -1"):
+            executor.submit({"x": Integer(-1)}, "s").result(timeout=20)
+        assert _stored(store_path, "s") is None  # tally's call still runs: nothing written
+        RELEASE.set()
+        assert executor.submit({"x": Integer(5)}, "s").result(timeout=20) == {"tally": 2, "count": 3}
+        stored = _stored(store_path, "s")
+        assert stored is not None and stored[0] == 1  # the first checkpoint: the successful request's
+    finally:
+        RELEASE.set()
+        executor.stop(5.0)
+    again = Executor(pf.build(), state_store=SqliteStateStore(store_path))
+    again.start()
+    try:
+        assert again.submit({"x": Integer(6)}, "s").result(timeout=20) == {"tally": 3, "count": 4}
     finally:
         again.stop(5.0)
 
