@@ -256,17 +256,20 @@ def test_two_failing_branches_of_one_request_fail_it_once_and_the_branch_beside_
         executor.stop(5.0)
 
 
+RELEASE = threading.Event()
+
+
 class HoldNegative(Cell):
-    """Holds a negative x until RELEASE is set (at most 30 s); returns x."""
+    """Holds a negative x until ``release`` (RELEASE) is set (at most ``seconds``); returns x."""
+
+    release = RELEASE
+    seconds = 30.0
 
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         if inputs.x < 0:
-            assert RELEASE.wait(30)
+            assert cls.release.wait(cls.seconds)
         return YOut(y=inputs.x)
-
-
-RELEASE = threading.Event()
 
 
 def check_beside_hold() -> Pipeline:
@@ -407,18 +410,15 @@ def _waiting_in(executor: Executor, ref: str) -> bool:
     return bool(executor.stats()["cells"][ref]["queued"] == 1)
 
 
-@cell(concurrency=2)
-class KeepNegative(Cell):
-    """Holds a negative x until KEEP is set (at most 50 s), beside another call: keeps its request in flight."""
-
-    @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
-        if inputs.x < 0:
-            assert KEEP.wait(50)
-        return YOut(y=inputs.x)
-
-
 KEEP = threading.Event()
+
+
+@cell(concurrency=2)
+class KeepNegative(HoldNegative):
+    """Holds a negative x until KEEP is set (at most 50 s, longer than the test waits), beside another call."""
+
+    release = KEEP
+    seconds = 50.0
 
 
 def test_a_batch_two_cells_below_a_failed_cell_goes_at_once_without_the_request_it_lost() -> None:
