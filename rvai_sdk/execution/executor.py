@@ -342,7 +342,7 @@ class Executor(Reconfiguration, Scheduler):
         """
         durable = self._durable
         with self._lock:
-            kept = self._states.drop(sid)
+            kept = self._states.drop(sid, deleted=True)
             if durable is not None:
                 try:
                     kept = durable.delete(sid) or kept
@@ -351,6 +351,10 @@ class Executor(Reconfiguration, Scheduler):
                         f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
                         f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
                     ) from exc
+                finally:
+                    # A request of the sid that read the store while the delete waited for a write read what
+                    # is gone now: a new generation makes it read again under the lock.
+                    self._states.generation += 1
             if not kept:
                 raise UnknownSidError(
                     f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)"

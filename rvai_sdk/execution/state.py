@@ -22,7 +22,7 @@ __all__ = ["StateEntry", "StateStore"]
 class StateEntry:
     """The cell states of one sid: one State instance per stateful cell ref, made on first use."""
 
-    __slots__ = ("sid", "states", "inflight", "last_used", "seq", "dropped", "calls")
+    __slots__ = ("sid", "states", "inflight", "last_used", "seq", "dropped", "deleted", "calls")
 
     def __init__(self, sid: str | None, now: float) -> None:
         self.sid = sid
@@ -33,6 +33,9 @@ class StateEntry:
         """Requests that completed with this state since it started fresh (the checkpoint's sequence number)."""
         self.dropped = False
         """Set by :meth:`StateStore.drop`: requests still in flight do not checkpoint it again."""
+        self.deleted = False
+        """Set with ``dropped`` by ``drop_state``: checkpoints collected before it are not written either (its
+        stored checkpoint is deleted). A state exported to another executor keeps those: they are its latest."""
         self.calls = 0
         """Calls handed out with a request of this sid and not finished (a call whose request's deadline
         passed still runs, and counts, after the request left): while any runs, its states may be changing."""
@@ -156,8 +159,11 @@ class StateStore:
         entry = self._busy.get(sid)
         return entry if entry is not None else self._idle.get(sid)
 
-    def drop(self, sid: str) -> bool:
-        """Forget ``sid``'s state; requests in flight finish with it. Returns whether it was kept."""
+    def drop(self, sid: str, *, deleted: bool = False) -> bool:
+        """Forget ``sid``'s state; requests in flight finish with it. Returns whether it was kept.
+
+        ``deleted``: its durable copy is being deleted too (``drop_state``), see :attr:`StateEntry.deleted`.
+        """
         self.generation += 1  # kept here or not: its durable copy may be going too
         entry = self._busy.pop(sid, None)
         if entry is None:
@@ -165,6 +171,7 @@ class StateStore:
         if entry is None:
             return False
         entry.dropped = True
+        entry.deleted = deleted
         return True
 
     def put(self, entry: StateEntry, now: float) -> None:

@@ -483,13 +483,13 @@ class Checkpointer:
     # Called by the scheduler outside its lock, before the futures of those requests resolve.
     def commit(self, collected: list[Collected]) -> None:
         """Write the checkpoints of :meth:`collect` now (policy ``"every"``: one transaction) or queue them
-        for the next flush; those of a sid dropped since (``drop_state``) are left out.
+        for the next flush; those of a sid deleted since (``drop_state``) are left out.
 
         Raises:
             Exception: the store failed (policy ``"every"``): the caller fails the requests.
         """
         with self._dirty_lock:
-            checkpoints = [checkpoint for checkpoint, entry in collected if not entry.dropped]
+            checkpoints = [checkpoint for checkpoint, entry in collected if not entry.deleted]
             if not self.every:
                 dirty = self._dirty
                 for sid, seq, states in checkpoints:
@@ -534,7 +534,11 @@ class Checkpointer:
             return self._pending_cv.wait_for(lambda: not self._pending, timeout)
 
     def flush(self) -> None:
-        """Write the checkpoints queued by the interval policy (one transaction)."""
+        """Write the checkpoints queued by the interval policy (one transaction).
+
+        Raises:
+            Exception: the store failed; the checkpoints stay queued for the next flush.
+        """
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, {}
             checkpoints = [(sid, seq, states) for sid, (seq, states) in dirty.items()]
@@ -543,6 +547,14 @@ class Checkpointer:
             if checkpoints:
                 self._open.save(checkpoints)
                 self.written += len(checkpoints)
+        except BaseException:
+            with self._dirty_lock:  # queued again, unless a newer one was queued meanwhile
+                queued = self._dirty
+                for sid, seq, states in checkpoints:
+                    newer = queued.get(sid)
+                    if newer is None or newer[0] < seq:
+                        queued[sid] = (seq, states)
+            raise
         finally:
             self._end_write(checkpoints)
 
@@ -559,6 +571,9 @@ class Checkpointer:
     def restore(self, sid: str) -> tuple[int, dict[str, Any]] | None:
         """``sid``'s sequence number and cell ref to State instance from its last checkpoint, or ``None``."""
         with self._dirty_lock:
+            # A flush takes a sid's checkpoint out of the queue before it is stored: wait for it, or the
+            # store's older one would be read.
+            self._dirty_lock.wait_for(lambda: sid not in self._writing)
             found = self._dirty.get(sid)
         if found is None:
             found = self._open.load(sid)

@@ -271,14 +271,21 @@ class _HoldingRedis(RedisStateStore):
         return _HoldingOpen(super().open(ttl))
 
 
-def _waiting_in_delete(thread: threading.Thread) -> bool:
-    """Whether ``thread`` is inside ``Checkpointer.delete`` now (read off its stack, no timing involved)."""
+def _inside(thread: threading.Thread, method: str) -> bool:
+    """Whether ``thread`` is inside ``Checkpointer.<method>`` now (read off its stack, no timing involved)."""
     frame = sys._current_frames().get(thread.ident or -1)
     while frame is not None:
-        if frame.f_code.co_name == "delete" and frame.f_code.co_filename.endswith("state_store.py"):
+        if frame.f_code.co_name == method and frame.f_code.co_filename.endswith("state_store.py"):
             return True
         frame = frame.f_back
     return False
+
+
+def _holding_store(kind: str, checkpoint: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    if kind == "sqlite":
+        return _HoldingSqlite(tmp_path / "states.db", checkpoint=checkpoint)
+    plain = request.getfixturevalue("redis_store")
+    return _HoldingRedis(REDIS_URL, prefix=plain.prefix, checkpoint=checkpoint)
 
 
 @pytest.mark.parametrize("checkpoint", ["every", 0.05])
@@ -289,11 +296,7 @@ def test_a_checkpoint_written_while_its_sid_is_dropped_does_not_bring_the_state_
     """A checkpoint collected before ``drop_state`` and written after its delete would restore the dropped
     state at the next restart: the drop waits for that write, then deletes."""
     global _HELD
-    if kind == "sqlite":
-        store: Any = _HoldingSqlite(tmp_path / "states.db", checkpoint=checkpoint)
-    else:
-        plain = request.getfixturevalue("redis_store")
-        store = _HoldingRedis(REDIS_URL, prefix=plain.prefix, checkpoint=checkpoint)
+    store = _holding_store(kind, checkpoint, tmp_path, request)
     _HELD = _HeldWrite("a")
     try:
         with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
@@ -301,7 +304,7 @@ def test_a_checkpoint_written_while_its_sid_is_dropped_does_not_bring_the_state_
             assert _HELD.held.wait(30), "the checkpoint of sid 'a' was never written"
             drop = threading.Thread(target=proc.drop_state, args=("a",), daemon=True)
             drop.start()
-            eventually(lambda: not drop.is_alive() or _waiting_in_delete(drop), "drop_state reached the store")
+            eventually(lambda: not drop.is_alive() or _inside(drop, "delete"), "drop_state reached the store")
             _HELD.release.set()
             drop.join(30)
             assert not drop.is_alive(), "drop_state never returned"
@@ -316,6 +319,78 @@ def test_a_checkpoint_written_while_its_sid_is_dropped_does_not_bring_the_state_
     finally:
         _HELD.release.set()
         _HELD = None
+
+
+@pytest.mark.parametrize("checkpoint", ["every", 0.05])
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_request_sent_while_its_sid_is_being_dropped_starts_fresh(
+    kind: str, checkpoint: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The sid's next request reads the store while drop_state waits for a write of that sid: what it read is
+    gone once the drop is done, so it reads again and starts fresh."""
+    global _HELD
+    store = _holding_store(kind, checkpoint, tmp_path, request)
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}
+            opened = store.open(None)
+            try:
+                assert _wait_for(lambda: opened.load("a") is not None), "the first checkpoint was never written"
+            finally:
+                opened.close()
+            _HELD = _HeldWrite("a")  # the next write of 'a' is held
+            first = proc.predict({"x": 1}, sid="a")
+            assert _HELD.held.wait(30), "the checkpoint of sid 'a' was never written"
+            drop = threading.Thread(target=proc.drop_state, args=("a",), daemon=True)
+            drop.start()
+            eventually(lambda: not drop.is_alive() or _inside(drop, "delete"), "drop_state reached the store")
+            sent: list[Any] = []
+            after = threading.Thread(target=lambda: sent.append(proc.predict({"x": 1}, sid="a")), daemon=True)
+            after.start()
+            eventually(lambda: bool(sent) or _inside(after, "restore"), "the next request of 'a' read the store")
+            _HELD.release.set()
+            drop.join(30)
+            after.join(30)
+            assert not drop.is_alive() and sent, "drop_state or the next request never returned"
+            assert first.result(timeout=30) == {"y": Integer(2)}
+            assert sent[0].result(timeout=30) == {"y": Integer(1)}  # fresh: not 2 or 3 from the dropped checkpoints
+            proc.restart()
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(2)}  # its own state goes on
+    finally:
+        if _HELD is not None:
+            _HELD.release.set()
+        _HELD = None
+
+
+class _FailingOnceOpen(_HoldingOpen):
+    def __init__(self, inner: OpenStateStore) -> None:
+        super().__init__(inner)
+        self.failed = False
+
+    def save(self, checkpoints: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the store is down (once)")
+        super().save(checkpoints)
+
+
+class _FailingOnceSqlite(SqliteStateStore):
+    def open(self, ttl: float | None) -> OpenStateStore:
+        return _FailingOnceOpen(super().open(ttl))
+
+
+def test_checkpoints_a_background_flush_could_not_write_are_written_by_the_next_one(tmp_path: Path) -> None:
+    store = _FailingOnceSqlite(tmp_path / "states.db", checkpoint=0.05)
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+        for expected in (1, 2, 3):
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(expected)}
+        opened = SqliteStateStore(tmp_path / "states.db").open(None)
+        try:
+            assert _wait_for(lambda: (opened.load("a") or (0,))[0] == 3, timeout=30), "the checkpoint was never written"
+        finally:
+            opened.close()
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(4)}
 
 
 def test_state_ttl_expires_checkpoints(store: Any) -> None:

@@ -374,7 +374,7 @@ def test_a_failed_request_writes_no_checkpoint_while_a_call_its_deadline_left_ru
     executor = Executor(pf.build(), state_store=SqliteStateStore(store_path))
     executor.start()
     try:
-        late = executor.submit({"x": Integer(99)}, "s", timeout=0.3)
+        late = executor.submit({"x": Integer(99)}, "s", timeout=3.0)  # time to reach tally, even on a loaded machine
         with pytest.raises(DeadlineExceededError):
             late.result(timeout=20)
         with pytest.raises(CellError, match="negative input -1"):
@@ -469,7 +469,7 @@ def test_a_batch_below_a_request_that_missed_its_deadline_goes_at_once_without_i
     executor = Executor(pipeline, batching={"c2": BATCHES_WAIT})
     executor.start()
     try:
-        b = executor.submit({"x": Integer(-1)}, "b", timeout=0.3)  # held in c0 past its deadline
+        b = executor.submit({"x": Integer(-1)}, "b", timeout=3.0)  # held in c0 past its deadline (time for a to reach c2)
         a = executor.submit({"x": Integer(1)}, "a")
         eventually(lambda: _waiting_in(executor, "c2"), "a waits in c2 for b to fill the batch")
         with pytest.raises(DeadlineExceededError):
