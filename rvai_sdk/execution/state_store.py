@@ -60,7 +60,7 @@ __all__ = [
 Checkpoint = tuple[str, int, dict[str, bytes]]
 """One sid's checkpoint: ``(sid, sequence number, cell ref -> pickled State fields)``."""
 Collected = tuple[Checkpoint, "StateEntry"]
-"""A checkpoint with the state entry of its sid (:meth:`Checkpointer.collect`): a dropped entry's is not written."""
+"""A checkpoint with the state entry of its sid (:meth:`Checkpointer.collect`): a deleted entry's is not written."""
 
 
 def dump_state(state: Any) -> bytes:
@@ -437,8 +437,8 @@ class Checkpointer:
     def whole(self, entry: StateEntry) -> dict[str, bytes] | None:
         """Every state of ``entry``'s sid, pickled: a checkpoint for a request that did not run all its cells.
 
-        ``None`` when there is none, or when one cannot be pickled (that request's cell names the field
-        when it next runs; the sid's next successful request writes what it can).
+        ``None`` when there is none, or when one cannot be pickled (then no checkpoint is written: the
+        sid's next request through that cell fails naming the field, as :meth:`snapshot` does).
         """
         try:
             return {ref: dump_state(state) for ref, state in entry.states.items()} or None
@@ -491,11 +491,7 @@ class Checkpointer:
         with self._dirty_lock:
             checkpoints = [checkpoint for checkpoint, entry in collected if not entry.deleted]
             if not self.every:
-                dirty = self._dirty
-                for sid, seq, states in checkpoints:
-                    old = dirty.get(sid)
-                    if old is None or old[0] < seq:
-                        dirty[sid] = (seq, states)
+                self._queue(checkpoints)
                 return
             self._begin_write(checkpoints)
         try:
@@ -503,6 +499,15 @@ class Checkpointer:
             self.written += len(checkpoints)
         finally:
             self._end_write(checkpoints)
+
+    def _queue(self, checkpoints: list[Checkpoint]) -> None:
+        """Queue ``checkpoints`` for the next flush, unless a newer one of their sid is queued (caller holds
+        ``_dirty_lock``)."""
+        dirty = self._dirty
+        for sid, seq, states in checkpoints:
+            queued = dirty.get(sid)
+            if queued is None or queued[0] < seq:
+                dirty[sid] = (seq, states)
 
     def _begin_write(self, checkpoints: list[Checkpoint]) -> None:
         """Count ``checkpoints``' sids as being written (caller holds ``_dirty_lock``)."""
@@ -549,11 +554,7 @@ class Checkpointer:
                 self.written += len(checkpoints)
         except BaseException:
             with self._dirty_lock:  # queued again, unless a newer one was queued meanwhile
-                queued = self._dirty
-                for sid, seq, states in checkpoints:
-                    newer = queued.get(sid)
-                    if newer is None or newer[0] < seq:
-                        queued[sid] = (seq, states)
+                self._queue(checkpoints)
             raise
         finally:
             self._end_write(checkpoints)
