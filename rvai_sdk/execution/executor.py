@@ -536,7 +536,7 @@ class Executor(Reconfiguration, Scheduler):
             self._mark_failed(req)
             self.expired_deadlines += 1
             works: list[_Work] = []
-            self._dispatch_batched(self._clock(), works)
+            self._dispatch_all(self._clock(), works)
         if works:
             self._post(works)
         if error is not None:  # a cell failed it already and its other branches were still running: that error

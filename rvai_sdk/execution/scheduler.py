@@ -162,9 +162,14 @@ class Scheduler:
             req.taken[stage.plan.index] = QUEUED
             former.add(req, now)
 
-    def _mark_failed(self, req: Request) -> None:
-        """``req`` failed: drop it from every queue and from the requests in flight."""
+    def _mark_failed(self, req: Request) -> bool:
+        """``req`` failed: drop it from every queue and from the requests in flight (caller holds the lock).
+
+        Returns whether a cell's slot was freed (its calls handed out that nobody started):
+        the caller dispatches again (:meth:`_dispatch_all`).
+        """
         req.failed = True
+        freed = self._abandon(req.works, self._clock())
         req.works = []
         req.snaps = None  # its entry is released below: it writes no checkpoint
         taken = req.taken
@@ -179,6 +184,37 @@ class Scheduler:
         self.failed += 1
         if self._closed and not self._inflight:
             self._idle.notify_all()
+        return freed
+
+    def _abandon(self, works: list[Work], now: float) -> bool:
+        """Settle, unrun, the ``works`` nobody started whose requests all failed (caller holds the lock).
+
+        A worker that took such work later would only skip it; but without workers, or when the
+        caller that had claimed it was interrupted (Ctrl-C), nobody would: its cell's slot and its
+        sids' call counts stayed taken, and the cell's next request waited forever. Returns
+        whether a slot was freed.
+        """
+        freed = False
+        for work in works:
+            reqs = work.reqs
+            if all(req.failed for req in reqs) and work.claim():
+                self._settle(work.stage, reqs, [], 0.0, now, False, _NONE_BUILT)
+                freed = True
+        return freed
+
+    def _give_back(self, works: list[Work]) -> None:
+        """Works this thread claimed but will not run (it was interrupted): to the workers or waiters.
+
+        Those whose requests all failed meanwhile are settled unrun (:meth:`_abandon`).
+        """
+        for work in works:
+            work.unclaim()
+        more: list[Work] = []
+        with self._lock:
+            now = self._clock()
+            if self._abandon(works, now):
+                self._dispatch_all(now, more)
+        self._post([work for work in works if work.claimable] + more)
 
     def _fail_cell(self, req: Request, plan: CellPlan, error: BaseException) -> None:
         """``plan``'s cell failed ``req`` with ``error``: none of its descendants will run (caller holds the lock).
@@ -257,12 +293,13 @@ class Scheduler:
             req.works.append(work)
             works.append(work)
 
-    def _dispatch_batched(self, now: float, works: list[Work]) -> None:
-        """Start the batches that can go now, in every batched cell: after requests failed, a batch that
-        waited to fill with one of them goes at once instead of at its ``max_batch_wait``."""
-        for stage in self._batched:
-            if stage.former:
-                self._dispatch_batches(stage, now, works)
+    def _dispatch_all(self, now: float, works: list[Work]) -> None:
+        """Start what can go now, in every cell: after requests failed, a batch that waited to fill
+        with one of them goes at once instead of at its ``max_batch_wait``, and a cell whose slot a
+        failed request's unstarted call held (:meth:`_abandon`) takes its next request."""
+        for stage in self._stages:
+            if stage.queue or stage.former:
+                self._dispatch(stage, now, works)
 
     def _dispatch_batches(self, stage: _Stage, now: float, works: list[Work]) -> None:
         former: BatchFormer[Request] = stage.former  # type: ignore[assignment]
@@ -371,8 +408,10 @@ class Scheduler:
                     self._dispatch(successor, now, works)
             if stage.queue or stage.former:
                 self._dispatch(stage, now, works)
-            if raised:  # a batch further down may have been waiting for a request that failed here
-                self._dispatch_batched(now, works)
+            if raised or interrupt is not None:
+                # A batch further down may have been waiting for a request that failed here; a Ctrl-C
+                # may have freed the slot of a call of the request's that had not started.
+                self._dispatch_all(now, works)
             if self._closed and not self._inflight:
                 self._idle.notify_all()  # stop() waits for the last request
             keep: list[Work] = []
@@ -414,9 +453,7 @@ class Scheduler:
         if interrupt is not None and threading.get_ident() not in self._worker_idents:
             # Ctrl-C (or SystemExit) in a cell run by a waiting caller: the request has failed and
             # the bookkeeping is done; give the follow-up work back and let the caller see it.
-            for left in keep:
-                left.unclaim()
-            self._post(keep)
+            self._give_back(keep)
             raise interrupt
         return keep
 
@@ -435,16 +472,19 @@ class Scheduler:
         Returns the requests now complete, those that failed with their exception, and the
         ``BaseException`` that is not an ``Exception`` (Ctrl-C) if the cell raised one.
         ``built``: request id to the ``CellError`` of each result that is an ``Exception`` (:func:`cell_errors`).
-        ``ran=False``: the work was skipped (its one request had already failed); it frees its
-        slot and its sid but counts no call, time or item.
+        ``ran=False``: the work was skipped (its requests had already failed); it frees its
+        slot and its sids but counts no call, time or item.
         """
         plan = stage.plan
         counters = stage.counters
         index = plan.index
         stage.running -= 1
         if not ran:
-            reqs[0].entry.calls -= 1
-            if isinstance(stage.queue, SidQueue):
+            for req in reqs:
+                req.entry.calls -= 1
+            if stage.former is not None:
+                stage.former.finished(reqs, now)
+            elif isinstance(stage.queue, SidQueue):
                 stage.queue.finished(reqs[0].sid)
             return [], [], None
         counters.calls = calls = counters.calls + 1
@@ -668,6 +708,10 @@ class Scheduler:
                 except Exception as exc:  # a bug in the executor itself: fail loudly, never hang
                     self._break(f"running a request in a waiting thread failed: {type(exc).__name__}: {exc}")
                     return
+                except BaseException:  # Ctrl-C in a cell: what this thread had claimed to run next goes back
+                    if local:
+                        self._give_back(local)
+                    raise
                 if local and (req.failed or req.left == 0):
                     for left in local:
                         left.unclaim()

@@ -12,10 +12,11 @@ import pytest
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import CellError, ProcessError, ProcessStateError
+from rvai_sdk.exc import CellError, DeadlineExceededError, ProcessError, ProcessStateError
 from rvai_sdk.execution import Executor
 from rvai_sdk.types import Integer
-from tests.conftest import Remember, XIn, YOut, chain_pipeline, diamond_pipeline, single
+from rvai_sdk.pipeline import Pipeline, PipelineFactory
+from tests.conftest import AddOne, BatchRemember, Remember, XIn, YOut, chain_pipeline, diamond_pipeline, single
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,6 +142,76 @@ def test_ctrl_c_in_a_cell_run_by_the_caller_fails_that_request_and_leaves_the_ex
         assert executor.submit({"x": Integer(2)}, "a").result() == {"y": 2}
     finally:
         executor.stop()
+
+
+def interrupt_beside_pipeline() -> Pipeline:
+    """x -> first(AddOne) -> interrupting(Interrupting: Ctrl-C when its x is 0), beside(AddOne)."""
+    pf = PipelineFactory(name="interrupt-beside")
+    first = pf.add_cell(ref="first", cell=AddOne())
+    interrupting = pf.add_cell(ref="interrupting", cell=Interrupting())  # dispatched before "beside"
+    beside = pf.add_cell(ref="beside", cell=AddOne())
+    pf.declare_input(ref="x", input=first.inputs.x)
+    pf.connect(first.outputs.y, interrupting.inputs.x)
+    pf.connect(first.outputs.y, beside.inputs.x)
+    pf.declare_output(ref="interrupted", output=interrupting.outputs.y)
+    pf.declare_output(ref="beside", output=beside.outputs.y)
+    return pf.build()
+
+
+@pytest.mark.parametrize("warm", [0, 40], ids=["cold", "fast-cells"])
+def test_ctrl_c_in_one_branch_leaves_the_branch_beside_it_serving_later_requests(warm: int) -> None:
+    # The interrupted request's other branch was handed out but not run: posted to the waiters
+    # (cold), or already claimed by the interrupted caller to run next (fast cells, run without a
+    # hand-off). Either way its cell's slot must come back, or the next request waits forever.
+    executor = Executor(interrupt_beside_pipeline(), workers=0)
+    executor.start()
+    outcome: list[Any] = []
+
+    def later_request() -> None:
+        outcome.append(executor.submit({"x": Integer(5)}, "a").result())
+
+    try:
+        for x in range(warm):
+            assert executor.submit({"x": Integer(x)}, "warm").result() == {"interrupted": x + 1, "beside": x + 2}
+        interrupted = executor.submit({"x": Integer(-1)}, "a")
+        with pytest.raises(KeyboardInterrupt):
+            interrupted.result()
+        with pytest.raises(CellError, match="KeyboardInterrupt"):
+            interrupted.result(timeout=5)
+        waiter = threading.Thread(target=later_request, daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert outcome == [{"interrupted": 6, "beside": 7}], "the request after the interrupted one never completed"
+        stats = executor.stats()
+        assert stats["cells"]["beside"]["running"] == 0
+    finally:
+        executor.stop(timeout=1)
+
+
+@pytest.mark.parametrize("cell_cls", [AddOne, BatchRemember], ids=["plain", "batched"])
+def test_without_workers_a_request_whose_deadline_passed_unwaited_frees_its_cell(cell_cls: type[Cell]) -> None:
+    # Without workers only waiters run cells: nobody waited on the first request, so its call,
+    # handed out at submit, never started when its deadline failed it. Its cell's slot must come back.
+    executor = Executor(single(cell_cls), workers=0)
+    executor.start()
+    outcome: list[Any] = []
+
+    def later_request() -> None:
+        outcome.append(executor.submit({"x": Integer(2)}, "b").result())
+
+    try:
+        abandoned = executor.submit({"x": Integer(1)}, "a", timeout=0.05)
+        finished, _ = wait([abandoned], timeout=30)  # not result(): that would run the call
+        assert finished
+        with pytest.raises(DeadlineExceededError):
+            abandoned.result()
+        waiter = threading.Thread(target=later_request, daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert len(outcome) == 1, "the request after the expired one never completed"
+        assert executor.stats()["cells"]["c0"]["running"] == 0
+    finally:
+        executor.stop(timeout=1)
 
 
 def test_concurrent_parameter_changes_are_all_applied() -> None:
