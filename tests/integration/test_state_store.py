@@ -35,7 +35,7 @@ from rvai_sdk.runtime import Inference, ProcessStatus, init
 from rvai_sdk.types import Integer
 from tests._servers import RedisServer, own_redis  # noqa: F401 (own_redis: a fixture)
 from tests._sync import eventually
-from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, require_extra, single
+from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, branches_pipeline, require_extra, single
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -145,6 +145,40 @@ def test_restart_and_the_supervisors_restart_continue_every_sid_from_redis(redis
         os.kill(proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
         assert _wait_for(lambda: proc.supervisor_restarts and proc.is_ready())
         assert [proc.predict({"x": 1}, sid=s).result(timeout=30)["y"] for s in sids] == [Integer(4)] * 5
+
+
+def _serving_pid(proc: Any) -> int:
+    """The pid of the process that runs the cells: the inference process, or (ray) its one replica."""
+    replicas = getattr(proc, "replicas", None)
+    return int(replicas()[0]["pid"]) if replicas is not None else int(proc.pid)
+
+
+@pytest.mark.parametrize("runtime", ["debug", "local", pytest.param("ray", marks=pytest.mark.ray)])
+def test_what_a_failed_requests_other_branches_changed_survives_a_sigkill_right_after_it_answers(
+    runtime: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # check fails x < 0; count and remember, beside it, still run and change the sid's state. The
+    # failed request answers only once that change is in the store, so a SIGKILL right after loses nothing
+    # (the debug runtime, whose cells run in this process, restarts instead).
+    if runtime == "ray":
+        request.getfixturevalue("ray_instance")
+    store = SqliteStateStore(tmp_path / "states.db")
+    supervised = runtime != "debug"  # replaces the killed process (the debug runtime cannot supervise)
+    inference = Inference(pipeline=branches_pipeline(), state_store=store, supervise=supervised, stuck_after=30)
+    with init(runtime) as rt, rt.start_inference(inference) as proc:
+        assert proc.predict({"x": 1}, sid="a").result(timeout=60)["count"] == 1
+        with pytest.raises(CellError, match="negative input -1") as info:
+            proc.predict({"x": -1}, sid="a").result(timeout=60)
+        assert info.value.ref == "check"
+        if runtime == "debug":  # the cells run in this process: a restart reads the store back
+            proc.restart()
+        else:
+            killed = _serving_pid(proc)
+            os.kill(killed, signal.SIGKILL)
+            eventually(lambda: proc.is_ready() and _serving_pid(proc) != killed, "the killed process is replaced", timeout=120)
+        after = proc.predict({"x": 2}, sid="a").result(timeout=60)
+        assert after["count"] == 3, "the failed request's count was lost with the process"
+        assert [int(x) for x in after["seen"]] == [1, -1, 2]
 
 
 @pytest.mark.ray
