@@ -342,23 +342,21 @@ class Executor(Reconfiguration, Scheduler):
         """
         durable = self._durable
         with self._lock:
-            kept = self._states.drop(sid, deleted=True)
+            kept = self._states.drop(sid, deleted=True)  # a new generation: a reading made before is read again
             if durable is not None:
-                try:
-                    kept = durable.delete(sid) or kept
-                except Exception as exc:
-                    raise ProcessError(
-                        f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
-                        f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
-                    ) from exc
-                finally:
-                    # A request of the sid that read the store while the delete waited for a write read what
-                    # is gone now: a new generation makes it read again under the lock.
-                    self._states.generation += 1
-            if not kept:
-                raise UnknownSidError(
-                    f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)"
-                )
+                # From here the sid's requests start fresh and write only after the delete: it runs outside
+                # the lock, so a slow or hung store holds up this sid alone.
+                kept = durable.begin_delete(sid) or kept
+        if durable is not None:
+            try:
+                kept = durable.delete(sid) or kept
+            except Exception as exc:
+                raise ProcessError(
+                    f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
+                    f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
+                ) from exc
+        if not kept:
+            raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)")
 
     def get_state(self, sid: str) -> dict[str, Any]:
         """A deep copy of ``sid``'s state: cell ref to State instance, for the stateful cells that ran.

@@ -401,10 +401,13 @@ class Checkpointer:
         self._classes = state_classes
         self._open = store.open(ttl)
         self._dirty: dict[str, tuple[int, dict[str, bytes]]] = {}  # interval policy: written at the next flush
-        # Guards _dirty and _writing. A write in flight counts its sids in _writing, and delete() waits for
-        # those of its sid: a checkpoint collected before a drop_state can never land after it.
+        # Guards _dirty, _writing and _deleting. A write in flight counts its sids in _writing, and delete()
+        # waits for those of its sid: a checkpoint collected before a drop_state can never land after it.
+        # A sid in _deleting (begin_delete() to the end of delete()) is not read from the store, and its new
+        # checkpoints wait until its old one is gone.
         self._dirty_lock = threading.Condition(threading.Lock())
         self._writing: dict[str, int] = {}
+        self._deleting: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending = 0  # requests collected whose checkpoints are not written yet
@@ -493,6 +496,8 @@ class Checkpointer:
             if not self.every:
                 self._queue(checkpoints)
                 return
+            if self._deleting:  # a new checkpoint of a sid whose old one is being deleted: after the delete
+                self._dirty_lock.wait_for(lambda: not any(sid in self._deleting for sid, _, _ in checkpoints))
             self._begin_write(checkpoints)
         try:
             self._open.save(checkpoints)
@@ -545,6 +550,8 @@ class Checkpointer:
             Exception: the store failed; the checkpoints stay queued for the next flush.
         """
         with self._dirty_lock:
+            if self._deleting:  # a new checkpoint of a sid whose old one is being deleted: after the delete
+                self._dirty_lock.wait_for(lambda: not any(sid in self._deleting for sid in self._dirty))
             dirty, self._dirty = self._dirty, {}
             checkpoints = [(sid, seq, states) for sid, (seq, states) in dirty.items()]
             self._begin_write(checkpoints)
@@ -553,8 +560,9 @@ class Checkpointer:
                 self._open.save(checkpoints)
                 self.written += len(checkpoints)
         except BaseException:
-            with self._dirty_lock:  # queued again, unless a newer one was queued meanwhile
-                self._queue(checkpoints)
+            with self._dirty_lock:  # queued again, unless a newer one was queued or its sid dropped meanwhile
+                deleting = self._deleting
+                self._queue([checkpoint for checkpoint in checkpoints if checkpoint[0] not in deleting])
             raise
         finally:
             self._end_write(checkpoints)
@@ -572,10 +580,15 @@ class Checkpointer:
     def restore(self, sid: str) -> tuple[int, dict[str, Any]] | None:
         """``sid``'s sequence number and cell ref to State instance from its last checkpoint, or ``None``."""
         with self._dirty_lock:
-            # A flush takes a sid's checkpoint out of the queue before it is stored: wait for it, or the
-            # store's older one would be read.
-            self._dirty_lock.wait_for(lambda: sid not in self._writing)
             found = self._dirty.get(sid)
+            if sid in self._deleting:  # the stored checkpoint is the dropped one: only a newer queued one counts
+                if found is None:
+                    return None
+            else:
+                # A flush takes a sid's checkpoint out of the queue before it is stored: wait for it, or the
+                # store's older one would be read.
+                self._dirty_lock.wait_for(lambda: sid not in self._writing)
+                found = self._dirty.get(sid)
         if found is None:
             found = self._open.load(sid)
         if found is None:
@@ -584,16 +597,35 @@ class Checkpointer:
         states = {ref: load_state(self._classes[ref], blob) for ref, blob in blobs.items() if ref in self._classes}
         return seq, states
 
-    def delete(self, sid: str) -> bool:
-        """Forget ``sid``'s checkpoint (queued and stored).
+    # Called by the executor under its lock, with the sid's state entry dropped; then delete() outside it.
+    def begin_delete(self, sid: str) -> bool:
+        """Start forgetting ``sid``'s checkpoint: drop its queued one; whether there was one.
 
-        Call it after the sid's state entry was dropped: it first waits for the writes of ``sid``
-        already under way (collected before the drop), so that none of them lands after it.
+        Until :meth:`delete` is done, :meth:`restore` does not read the sid's stored checkpoint (the
+        sid's next request starts fresh) and the sid's new checkpoints wait to be written after it.
         """
         with self._dirty_lock:
-            self._dirty_lock.wait_for(lambda: sid not in self._writing)
-            queued = self._dirty.pop(sid, None) is not None
-        return self._open.delete(sid) or queued
+            self._deleting[sid] = self._deleting.get(sid, 0) + 1
+            return self._dirty.pop(sid, None) is not None
+
+    def delete(self, sid: str) -> bool:
+        """Forget ``sid``'s stored checkpoint (after :meth:`begin_delete`); whether there was one.
+
+        It first waits for the writes of ``sid`` already under way (collected before the drop),
+        so that none of them lands after it. Only the sid's requests wait for it meanwhile.
+        """
+        try:
+            with self._dirty_lock:
+                self._dirty_lock.wait_for(lambda: sid not in self._writing)
+            return self._open.delete(sid)
+        finally:
+            with self._dirty_lock:
+                left = self._deleting[sid] - 1
+                if left:
+                    self._deleting[sid] = left
+                else:
+                    del self._deleting[sid]
+                self._dirty_lock.notify_all()
 
     def close(self) -> None:
         """Write what is queued and disconnect."""

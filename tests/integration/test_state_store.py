@@ -262,8 +262,9 @@ def test_drop_state_forgets_the_checkpoint_too(store: Any) -> None:
 class _HeldWrite:
     """Holds the first store write that includes ``sid`` until released (a write in flight when a drop comes)."""
 
-    def __init__(self, sid: str) -> None:
+    def __init__(self, sid: str, fail: bool = False) -> None:
         self.sid = sid
+        self.fail = fail  # once released, the held write fails instead (the store refused it)
         self.armed = True
         self.held = threading.Event()
         self.release = threading.Event()
@@ -286,6 +287,8 @@ class _HoldingOpen(OpenStateStore):
             held.armed = False
             held.held.set()
             assert held.release.wait(60), "the held write was never released"
+            if held.fail:
+                raise ConnectionError("the store refused the held write (test)")
         self._inner.save(checkpoints)
 
     def delete(self, sid: str) -> bool:
@@ -393,6 +396,76 @@ def test_a_request_sent_while_its_sid_is_being_dropped_starts_fresh(
     finally:
         if _HELD is not None:
             _HELD.release.set()
+        _HELD = None
+
+
+@pytest.mark.parametrize("checkpoint", ["every", 0.05])
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_drop_waiting_on_its_sids_write_holds_up_no_other_sid(
+    kind: str, checkpoint: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """drop_state waits for a write of its sid under way, outside the executor's lock: other sids go on."""
+    global _HELD
+    store = _holding_store(kind, checkpoint, tmp_path, request)
+    _HELD = _HeldWrite("a")
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(1)}
+            first = proc.predict({"x": 1}, sid="a")
+            assert _HELD.held.wait(30), "the checkpoint of sid 'a' was never written"
+            drop = threading.Thread(target=proc.drop_state, args=("a",), daemon=True)
+            drop.start()
+            eventually(lambda: not drop.is_alive() or _inside(drop, "delete"), "drop_state reached the store")
+            answers: list[Any] = []
+            other = threading.Thread(
+                target=lambda: answers.extend(proc.predict({"x": 1}, sid="b").result(timeout=30) for _ in range(3)),
+                daemon=True,
+            )
+            other.start()
+            other.join(30)
+            assert answers == [{"y": Integer(n)} for n in (2, 3, 4)], "sid 'b' waited for the drop of sid 'a'"
+            assert drop.is_alive(), "the drop did not wait for the write of its sid"
+            _HELD.release.set()
+            drop.join(30)
+            assert not drop.is_alive(), "drop_state never returned"
+            assert first.result(timeout=30) == {"y": Integer(1)}
+            proc.restart()
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}  # dropped: fresh
+            assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(5)}
+    finally:
+        _HELD.release.set()
+        _HELD = None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_flush_refused_while_its_sid_is_dropped_does_not_queue_the_dropped_state_again(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A background flush queues what the store refused for the next flush, except a sid dropped meanwhile."""
+    global _HELD
+    store = _holding_store(kind, 0.05, tmp_path, request)
+    _HELD = _HeldWrite("a", fail=True)
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}
+            assert _HELD.held.wait(30), "the checkpoint of sid 'a' was never flushed"
+            drop = threading.Thread(target=proc.drop_state, args=("a",), daemon=True)
+            drop.start()
+            eventually(lambda: not drop.is_alive() or _inside(drop, "delete"), "drop_state reached the store")
+            _HELD.release.set()  # the flush fails now, with the drop under way
+            drop.join(30)
+            assert not drop.is_alive(), "drop_state never returned"
+            assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(1)}
+            opened = store.open(None)
+            try:  # a later flush wrote b: the refused checkpoint of a, if queued again, went with it
+                assert _wait_for(lambda: opened.load("b") is not None), "the checkpoint of 'b' was never written"
+                assert opened.load("a") is None, "the dropped sid's refused checkpoint was written after all"
+            finally:
+                opened.close()
+            proc.restart()
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}  # fresh
+    finally:
+        _HELD.release.set()
         _HELD = None
 
 
