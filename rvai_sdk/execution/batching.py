@@ -249,6 +249,15 @@ class BatchFormer(Generic[T]):
 
     def finished(self, batch: list[T], now: float) -> None:
         """A call of the cell on ``batch`` ended at ``now``: its sids are free again."""
+        streams = self.release(batch)
+        self._recent = self._last + streams
+        self.recent_count = len(set(self._recent))
+        self._last = streams
+        self._scan = 0
+        self.free_since = now
+
+    def release(self, batch: list[T]) -> list[Any]:
+        """Free the sids of ``batch`` (a batch handed out that did not run); their state entries."""
         busy = self.busy
         waiting = self._waiting
         streams = []
@@ -261,11 +270,7 @@ class BatchFormer(Generic[T]):
             queue = waiting.get(sid)
             if queue:
                 heapq.heappush(self._heap, queue[0])
-        self._recent = self._last + streams
-        self.recent_count = len(set(self._recent))
-        self._last = streams
-        self._scan = 0
-        self.free_since = now
+        return streams
 
     def _recent_idle(self) -> bool:
         """Whether a stream of the cell's last two batches has no request in flight (it may send one soon)."""

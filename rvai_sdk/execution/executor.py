@@ -341,20 +341,26 @@ class Executor(Reconfiguration, Scheduler):
             UnknownSidError: no state is kept for ``sid``.
         """
         durable = self._durable
-        with self._lock:
-            kept = self._states.drop(sid, deleted=True)  # a new generation: a reading made before is read again
+        deleting = False
+        try:
+            with self._lock:
+                kept = self._states.drop(sid, deleted=True)  # a new generation: a reading made before is read again
+                if durable is not None:
+                    # From here the sid's requests start fresh and write only after the delete, which runs
+                    # outside the lock: a slow or hung store does not hold up the other sids' requests.
+                    deleting = True
+                    kept = durable.begin_delete(sid) or kept
             if durable is not None:
-                # From here the sid's requests start fresh and write only after the delete: it runs outside
-                # the lock, so a slow or hung store holds up this sid alone.
-                kept = durable.begin_delete(sid) or kept
-        if durable is not None:
-            try:
-                kept = durable.delete(sid) or kept
-            except Exception as exc:
-                raise ProcessError(
-                    f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
-                    f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
-                ) from exc
+                try:
+                    kept = durable.delete(sid) or kept
+                except Exception as exc:
+                    raise ProcessError(
+                        f"sid {sid!r} was dropped from memory but its checkpoint could not be deleted from "
+                        f"{durable.store.describe()}: {type(exc).__name__}: {exc}; check the store and drop it again"
+                    ) from exc
+        finally:
+            if deleting and durable is not None:
+                durable.end_delete(sid)
         if not kept:
             raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped already)")
 

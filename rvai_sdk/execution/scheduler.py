@@ -203,17 +203,20 @@ class Scheduler:
         return freed
 
     def _give_back(self, works: list[Work]) -> None:
-        """Works this thread claimed but will not run (it was interrupted): to the workers or waiters.
+        """Works this thread claimed but will not run: to the workers or waiters.
 
-        Those whose requests all failed meanwhile are settled unrun (:meth:`_abandon`).
+        Those whose requests all failed meanwhile are settled unrun (:meth:`_abandon`): a request
+        failed while this thread held its work could not do it itself. (One that fails after the
+        unclaim below does.)
         """
         for work in works:
             work.unclaim()
         more: list[Work] = []
-        with self._lock:
-            now = self._clock()
-            if self._abandon(works, now):
-                self._dispatch_all(now, more)
+        if any(all(req.failed for req in work.reqs) for work in works):
+            with self._lock:
+                now = self._clock()
+                if self._abandon(works, now):
+                    self._dispatch_all(now, more)
         self._post([work for work in works if work.claimable] + more)
 
     def _fail_cell(self, req: Request, plan: CellPlan, error: BaseException) -> None:
@@ -365,17 +368,17 @@ class Scheduler:
         work.started = started = self._clock()
         key = id(work)
         self._calls[key] = work  # seen by stuck-call detection and deadlines while it runs
-        # A plain cell's request that failed after its call was handed out (its deadline passed
-        # while every worker was busy) is not run: no call, span, count or state snapshot. (Queues
-        # and batch formers drop failed requests before they hand anything out.)
-        ran = plan.batched or not reqs[0].failed
+        # A call whose requests all failed after it was handed out (their deadlines passed while
+        # every worker was busy) is not run: no call, span, count or state snapshot. (Queues and
+        # batch formers drop failed requests before they hand anything out.)
+        ran = not reqs[0].failed or (plan.batched and not all(req.failed for req in reqs))
         span = None if _tracing.TRACER is None or not ran else _tracing.start_cell(plan, reqs)
-        if plan.batched:
+        if not ran:
+            results = [None] * len(reqs)
+        elif plan.batched:
             results = call_batch(plan, reqs)
-        elif ran:
-            results = [call_one(plan, reqs[0])]
         else:
-            results = [None]
+            results = [call_one(plan, reqs[0])]
         if span is not None:
             _tracing.end_cell(span, results)
         del self._calls[key]
@@ -483,7 +486,7 @@ class Scheduler:
             for req in reqs:
                 req.entry.calls -= 1
             if stage.former is not None:
-                stage.former.finished(reqs, now)
+                stage.former.release(reqs)
             elif isinstance(stage.queue, SidQueue):
                 stage.queue.finished(reqs[0].sid)
             return [], [], None
@@ -713,9 +716,7 @@ class Scheduler:
                         self._give_back(local)
                     raise
                 if local and (req.failed or req.left == 0):
-                    for left in local:
-                        left.unclaim()
-                    self._post(local)
+                    self._give_back(local)
                     return
 
     def _run_here(self, works: list[Work]) -> None:
@@ -729,8 +730,7 @@ class Scheduler:
         while local:
             work = local.pop()
             if not work.stage.here:
-                work.unclaim()
-                self._post([work])
+                self._give_back([work])
                 continue
             try:
                 local.extend(self._execute(work))

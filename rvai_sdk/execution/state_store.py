@@ -386,6 +386,10 @@ class StateSerialisationError(TypeError):
     """A cell's State holds a value that cannot be pickled for the state store (the request fails with it)."""
 
 
+_CLOSE_WAIT = 30.0
+"""Longest :meth:`Checkpointer.close` waits for a ``drop_state``'s delete under way (a store call is bounded by its timeout)."""
+
+
 class Checkpointer:
     """Connects an executor to a durable store: snapshots states after calls, checkpoints requests, restores sids.
 
@@ -498,6 +502,8 @@ class Checkpointer:
                 return
             if self._deleting:  # a new checkpoint of a sid whose old one is being deleted: after the delete
                 self._dirty_lock.wait_for(lambda: not any(sid in self._deleting for sid, _, _ in checkpoints))
+                # A drop_state of one of these sids may have come meanwhile (it found nothing being written).
+                checkpoints = [checkpoint for checkpoint, entry in collected if not entry.deleted]
             self._begin_write(checkpoints)
         try:
             self._open.save(checkpoints)
@@ -609,29 +615,33 @@ class Checkpointer:
             return self._dirty.pop(sid, None) is not None
 
     def delete(self, sid: str) -> bool:
-        """Forget ``sid``'s stored checkpoint (after :meth:`begin_delete`); whether there was one.
+        """Forget ``sid``'s stored checkpoint (after :meth:`begin_delete`, before :meth:`end_delete`);
+        whether there was one.
 
         It first waits for the writes of ``sid`` already under way (collected before the drop),
-        so that none of them lands after it. Only the sid's requests wait for it meanwhile.
+        so that none of them lands after it.
         """
-        try:
-            with self._dirty_lock:
-                self._dirty_lock.wait_for(lambda: sid not in self._writing)
-            return self._open.delete(sid)
-        finally:
-            with self._dirty_lock:
-                left = self._deleting[sid] - 1
-                if left:
-                    self._deleting[sid] = left
-                else:
-                    del self._deleting[sid]
-                self._dirty_lock.notify_all()
+        with self._dirty_lock:
+            self._dirty_lock.wait_for(lambda: sid not in self._writing)
+        return self._open.delete(sid)
+
+    def end_delete(self, sid: str) -> None:
+        """The delete :meth:`begin_delete` started is over (done or failed): the sid is read and written again."""
+        with self._dirty_lock:
+            left = self._deleting.get(sid, 0) - 1
+            if left > 0:
+                self._deleting[sid] = left
+            else:
+                self._deleting.pop(sid, None)
+            self._dirty_lock.notify_all()
 
     def close(self) -> None:
-        """Write what is queued and disconnect."""
+        """Write what is queued and disconnect (after the deletes under way: a drop_state finishes first)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        with self._dirty_lock:
+            self._dirty_lock.wait_for(lambda: not self._deleting, timeout=_CLOSE_WAIT)
         try:
             self.flush()
         finally:

@@ -30,6 +30,7 @@ from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters, State
 from rvai_sdk.exc import CellError, ParameterError, ProcessError, RvaiError, UnknownSidError
+from rvai_sdk.execution.batching import BatchingPolicy
 from rvai_sdk.execution.state_store import OpenStateStore, RedisStateStore, SqliteStateStore
 from rvai_sdk.runtime import Inference, ProcessStatus, init
 from rvai_sdk.types import Integer
@@ -271,6 +272,7 @@ class _HeldWrite:
 
 
 _HELD: _HeldWrite | None = None
+_HELD_DELETE: _HeldWrite | None = None  # holds the first store delete of its sid the same way
 
 
 class _HoldingOpen(OpenStateStore):
@@ -292,6 +294,11 @@ class _HoldingOpen(OpenStateStore):
         self._inner.save(checkpoints)
 
     def delete(self, sid: str) -> bool:
+        held = _HELD_DELETE
+        if held is not None and held.armed and sid == held.sid:
+            held.armed = False
+            held.held.set()
+            assert held.release.wait(60), "the held delete was never released"
         return self._inner.delete(sid)
 
     def close(self) -> None:
@@ -435,6 +442,113 @@ def test_a_drop_waiting_on_its_sids_write_holds_up_no_other_sid(
     finally:
         _HELD.release.set()
         _HELD = None
+
+
+def _stored(store: Any, sid: str) -> Any:
+    opened = store.open(None)
+    try:
+        return opened.load(sid)
+    finally:
+        opened.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_second_drop_while_the_first_deletes_forgets_the_request_sent_between_them(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A request sent during a drop's delete writes after it; a second drop_state meanwhile drops that request's
+    state too, so its checkpoint, still waiting to be written, is never written."""
+    global _HELD_DELETE
+    store = _holding_store(kind, "every", tmp_path, request)
+    _HELD_DELETE = _HeldWrite("a")
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}
+            first = threading.Thread(target=proc.drop_state, args=("a",), daemon=True)
+            first.start()
+            assert _HELD_DELETE.held.wait(30), "the first drop never reached the store"
+            between = proc.predict({"x": 1}, sid="a")  # fresh; its checkpoint waits for the delete
+            eventually(lambda: between.done() or any(_inside(t, "commit") for t in threading.enumerate()),
+                       "the request's checkpoint waits for the delete")
+            proc.drop_state("a")
+            _HELD_DELETE.release.set()
+            first.join(30)
+            assert not first.is_alive(), "the first drop_state never returned"
+            assert between.result(timeout=30) == {"y": Integer(1)}
+            assert _stored(store, "a") is None, "a checkpoint of sid 'a' was written after its last drop_state"
+            proc.restart()
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}
+    finally:
+        _HELD_DELETE.release.set()
+        _HELD_DELETE = None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_batch_waiting_for_one_sids_delete_does_not_write_another_sid_dropped_meanwhile(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    global _HELD_DELETE
+    store = _holding_store(kind, "every", tmp_path, request)
+    inference = Inference(
+        pipeline=single(BatchRemember), state_store=store, batching={"c0": BatchingPolicy(max_batch_size=2, max_batch_wait=30)}
+    )
+    _HELD_DELETE = _HeldWrite("b")
+    try:
+        with init("debug") as rt, rt.start_inference(inference) as proc:
+            assert [f.result(timeout=30)["seen"] for f in [proc.predict({"x": 0}, sid=s) for s in "ab"]] == [[0], [0]]
+            drop_b = threading.Thread(target=proc.drop_state, args=("b",), daemon=True)
+            drop_b.start()
+            assert _HELD_DELETE.held.wait(30), "the drop of 'b' never reached the store"
+            batch = [proc.predict({"x": 1}, sid=s) for s in "ab"]  # one batch: its checkpoint waits for b's delete
+            eventually(lambda: any(_inside(t, "commit") for t in threading.enumerate()), "the batch's checkpoint waits")
+            proc.drop_state("a")  # nothing of 'a' is being written: it returns at once
+            _HELD_DELETE.release.set()
+            drop_b.join(30)
+            assert not drop_b.is_alive(), "the drop of 'b' never returned"
+            assert [f.result(timeout=30)["seen"] for f in batch] == [[0, 1], [1]]
+            assert _stored(store, "a") is None, "sid 'a' was written after its drop_state returned"
+            assert _stored(store, "b") is not None, "the request of 'b' sent after its drop was not checkpointed"
+    finally:
+        _HELD_DELETE.release.set()
+        _HELD_DELETE = None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_stop_during_a_drops_delete_lets_the_delete_finish(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    global _HELD_DELETE
+    store = _holding_store(kind, "every", tmp_path, request)
+    _HELD_DELETE = _HeldWrite("a")
+    errors: list[BaseException] = []
+
+    def drop() -> None:
+        try:
+            proc.drop_state("a")
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        with init("debug") as rt:
+            proc = rt.start_inference(Inference(pipeline=single(Count), state_store=store))
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}
+            dropping = threading.Thread(target=drop, daemon=True)
+            dropping.start()
+            assert _HELD_DELETE.held.wait(30), "the drop never reached the store"
+            stopping = threading.Thread(target=proc.stop, daemon=True)
+            stopping.start()
+            eventually(lambda: not stopping.is_alive() or _inside(stopping, "close"), "the stop reached the store")
+            _HELD_DELETE.release.set()
+            dropping.join(30)
+            stopping.join(30)
+            assert not dropping.is_alive() and not stopping.is_alive(), "drop_state or stop never returned"
+            assert errors == []
+            assert _stored(store, "a") is None, "the dropped checkpoint is still in the store"
+            with rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as again:
+                assert again.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}
+    finally:
+        _HELD_DELETE.release.set()
+        _HELD_DELETE = None
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])

@@ -214,6 +214,50 @@ def test_without_workers_a_request_whose_deadline_passed_unwaited_frees_its_cell
         executor.stop(timeout=1)
 
 
+GATE_ARMED = threading.Event()
+DEADLINE_PASSED = threading.Event()
+
+
+class Gate(Cell):
+    """Once armed, its next call waits until the request sent beside it has failed its deadline."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if GATE_ARMED.is_set():
+            GATE_ARMED.clear()
+            assert DEADLINE_PASSED.wait(timeout=20)
+        return YOut(y=inputs.x)
+
+
+def test_without_workers_a_call_claimed_by_a_waiter_whose_request_then_expired_frees_its_cell() -> None:
+    # The waiter of `first` runs c0 for it; that hands out c1 for `first` and c0 for `expiring` (fast:
+    # the waiter claims it to run next). While c1 runs, `expiring`'s deadline fails it, which cannot
+    # settle a call another thread holds. `first` ends; the waiter must settle that call, not drop it.
+    GATE_ARMED.clear()
+    DEADLINE_PASSED.clear()
+    executor = Executor(chain_pipeline(AddOne, Gate), workers=0)
+    executor.start()
+    outcome: list[Any] = []
+    try:
+        for x in range(40):  # the cells turn fast
+            assert executor.submit({"x": Integer(x)}, "warm").result() == {"y": x + 1}
+        first = executor.submit({"x": Integer(1)}, "first")
+        expiring = executor.submit({"x": Integer(2)}, "expiring", timeout=0.2)
+        expiring.add_done_callback(lambda _: DEADLINE_PASSED.set())
+        GATE_ARMED.set()
+        assert first.result() == {"y": 2}
+        with pytest.raises(DeadlineExceededError):
+            expiring.result()
+        waiter = threading.Thread(target=lambda: outcome.append(executor.submit({"x": Integer(5)}, "t").result()), daemon=True)
+        waiter.start()
+        waiter.join(timeout=30)
+        assert outcome == [{"y": 6}], "the request after the expired one never completed"
+        assert executor.stats()["cells"]["c0"]["running"] == 0
+    finally:
+        DEADLINE_PASSED.set()
+        executor.stop(timeout=1)
+
+
 def test_concurrent_parameter_changes_are_all_applied() -> None:
     from tests.conftest import Scale
 
