@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from rvai_sdk._compat import require
 from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters
@@ -14,6 +18,61 @@ from rvai_sdk.types import Boolean, FloatRange
 __all__ = ["HttpCallbackSink", "HttpCallbackSinkParameters"]
 
 _FIELDS = {"source": "s", "sid": "s", "index": 0, "status": "complete"}
+_SINK_WIDE = (401, 403, 407)
+"""4xx answers about the sink, not the record (a missing or expired token): retried like an outage."""
+_KEEP_BODY_REDIRECTS = (307, 308)
+"""Redirects a POST follows with its body (others would turn it into a GET)."""
+_MAX_REDIRECTS = 5
+
+
+def shown(url: str) -> str:
+    """``url`` for messages and logs: its password and the values of its query (tokens) hidden."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<an unparsable URL>"
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    query = "&".join(f"{item.partition('=')[0]}=***" if "=" in item else item for item in parts.query.split("&") if item)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class _Watchdog:
+    """One thread per sink that runs an action when an armed deadline passes (bounds a whole POST)."""
+
+    def __init__(self, name: str) -> None:
+        self._cv = threading.Condition()
+        self._due: float | None = None
+        self._action: Callable[[], None] | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def arm(self, seconds: float, action: Callable[[], None]) -> None:
+        with self._cv:
+            self._due, self._action = time.monotonic() + seconds, action
+            self._cv.notify()
+
+    def disarm(self) -> None:
+        with self._cv:
+            self._due = self._action = None
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and (self._due is None or self._due > time.monotonic()):
+                    self._cv.wait(None if self._due is None else self._due - time.monotonic())
+                if self._closed:
+                    return
+                action, self._due, self._action = self._action, None, None
+            if action is not None:
+                action()
 
 
 @dataclasses.dataclass
@@ -22,7 +81,7 @@ class HttpCallbackSinkParameters(SinkParameters):
 
     Attributes:
         batch: POST each batch as one JSON array (per URL) instead of one POST per record.
-        timeout: seconds to wait for the receiver's answer.
+        timeout: seconds a POST may take, from connecting to the end of the receiver's answer.
     """
 
     batch: Boolean = SinkParameters.field(name="Batch", description="One POST per batch (a JSON array)", default=Boolean(False))
@@ -36,15 +95,20 @@ class HttpCallbackSink(Sink):
     ``complete``/``failed``, outputs, error) as JSON to a URL template.
 
     The template takes ``{source}``, ``{sid}``, ``{index}`` and ``{status}``. A 5xx, 408
-    or 429 answer, a timeout or a refused connection fails the write, which the driver
-    retries with backoff while it buffers (and then holds back the sources): a receiver
-    that stays down shows in the driver's stats and logs, and nothing is dropped. Any
-    other 4xx answer means the receiver refuses that record
-    (:class:`~rvai_sdk.drivers.RecordError`): the driver sends the others and
-    dead-letters it (the ``dead_letter`` file parameter, by default
-    ``rvai_dead_letter_<sink ref>.jsonl``). Delivery is at-least-once. Records a receiver already accepted are not
-    sent again when the rest of their batch is retried; still, deduplicate on
-    ``(source, index)`` if the receiver can answer after a client timeout.
+    or 429 answer, a 401, 403 or 407 (the token in ``headers`` is missing or expired),
+    a POST that takes longer than ``timeout`` (its whole answer included) or a refused
+    connection fails the write, which the driver retries with backoff while it buffers
+    (and then holds back the sources): a receiver that stays down shows in the driver's
+    stats and logs, and nothing is dropped. A 307 or 308 redirect is followed with the
+    same POST; another redirect fails the write naming where it points (update the
+    URL). Any other 4xx answer means the receiver refuses that record
+    (:class:`~rvai_sdk.drivers.RecordError`), as does a record with no strict JSON form
+    (a NaN or infinity in an output): the driver sends the others and dead-letters it
+    (the ``dead_letter`` file parameter, by default ``rvai_dead_letter_<sink ref>.jsonl``).
+    Delivery is at-least-once. Records a receiver already accepted are not sent again
+    when the rest of their batch is retried; still, deduplicate on ``(source, index)``
+    if the receiver can answer after a client timeout. Messages and logs show the URL
+    with its password and query values hidden.
 
     Args:
         url: the URL template, e.g. ``"http://10.0.0.9:8000/results/{source}"``.
@@ -100,61 +164,128 @@ class HttpCallbackSink(Sink):
 
     def _where(self) -> str:
         ref = getattr(getattr(self, "context", None), "ref", "?")
-        return f"sink {ref!r} (HttpCallbackSink {self.url})"
+        return f"sink {ref!r} (HttpCallbackSink {shown(self.url)})"
 
     def open(self, context: SinkContext) -> None:
         """Make the HTTP client (connections are made on the first POST)."""
         super().open(context)
         httpx = require("httpx", extra="http")
         self._httpx = httpx
-        self._client = httpx.Client(timeout=float(self.params.timeout), headers=self.headers)
-        self._delivered: set[tuple[str, int]] = getattr(self, "_delivered", set())
+        self._client: Any = None
+        self._watchdog = _Watchdog(f"rvai-http-sink-{context.ref}")
+        # Records of the batch being written that the receiver took already (by identity: a source
+        # numbering from 0 again has new records with old indices). The driver retries a batch with
+        # the same records; it keeps them alive, so their ids stay theirs.
+        self._delivered: dict[int, Record] = getattr(self, "_delivered", {})
         self._posts = getattr(self, "_posts", 0)
+        self._refused = getattr(self, "_refused", 0)
 
-    def _post(self, url: str, body: Any) -> None:
+    def _body(self, record: Record) -> bytes:
+        """The record's JSON, strictly (no NaN or infinity, which JSON parsers refuse).
+
+        Raises:
+            RecordError: the record has no such form.
+        """
         try:
-            response = self._client.post(url, json=body)
-        except self._httpx.HTTPError as exc:
-            raise SinkError(f"{self._where()}: POST {url} failed: {type(exc).__name__}: {exc}") from exc
-        self._posts += 1
-        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
-            raise RecordError(f"{self._where()}: POST {url} answered {response.status_code} {response.reason_phrase}: {response.text[:200]}")
-        if not response.is_success:
-            raise SinkError(f"{self._where()}: POST {url} answered {response.status_code} {response.reason_phrase}: {response.text[:200]}")
+            self.url_for(record)
+            return json.dumps(record.to_json(inputs=self.inputs), allow_nan=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError, KeyError) as exc:
+            raise RecordError(
+                f"{self._where()}: record {record.index} of source {record.source!r} cannot be sent as JSON: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _post(self, url: str, content: bytes) -> None:
+        """POST ``content`` to ``url``, following 307/308, within ``timeout`` seconds in all."""
+        timeout = float(self.params.timeout)
+        target = url
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = self._send(target, content, timeout)
+            code = response.status_code
+            if code in _KEEP_BODY_REDIRECTS and "location" in response.headers:
+                target = urljoin(target, response.headers["location"])
+                continue
+            break
+        answer = f"{self._where()}: POST {shown(target)} answered {code} {response.reason_phrase}"
+        if response.is_success:
+            self._posts += 1
+            return
+        if 300 <= code < 400:
+            where = response.headers.get("location")
+            raise SinkError(
+                f"{answer}" + (f" pointing to {shown(urljoin(target, where))}" if where else "")
+                + (": too many redirects" if code in _KEEP_BODY_REDIRECTS else ": a POST is only sent again on a 307 or 308")
+                + "; give the sink the URL the receiver wants"
+            )
+        if code in _SINK_WIDE:
+            raise SinkError(f"{answer}: check the credentials in the sink's headers (they are refused for every record)")
+        if 400 <= code < 500 and code not in (408, 429):
+            self._refused += 1
+            raise RecordError(f"{answer}: {response.text[:200]}")
+        raise SinkError(f"{answer}: {response.text[:200]}")
+
+    def _send(self, url: str, content: bytes, timeout: float) -> Any:
+        """One POST, its answer read whole within ``timeout`` seconds (a receiver answering a byte at a time
+        would otherwise hold the sink: httpx's timeout is per read)."""
+        client = self._client
+        if client is None:
+            client = self._client = self._httpx.Client(timeout=timeout, headers=self.headers)
+        expired = threading.Event()
+
+        def expire() -> None:  # on the watchdog's thread: closing the client fails the POST under way
+            expired.set()
+            client.close()
+
+        self._watchdog.arm(timeout, expire)
+        try:
+            return client.post(url, content=content, headers={"Content-Type": "application/json"})
+        except Exception as exc:
+            if expired.is_set():
+                raise SinkError(
+                    f"{self._where()}: POST {shown(url)} got no complete answer within {timeout:g} s (the sink's timeout)"
+                ) from exc
+            if isinstance(exc, self._httpx.HTTPError):
+                raise SinkError(f"{self._where()}: POST {shown(url)} failed: {type(exc).__name__}: {exc}") from exc
+            raise
+        finally:
+            self._watchdog.disarm()
+            if expired.is_set():
+                self._client = None  # the watchdog closed it: a new one for the next POST
 
     def write(self, records: Sequence[Record]) -> None:
         """POST the records (skipping those a previous attempt of this batch delivered).
 
         Raises:
-            RecordError: the receiver refused a record (a 4xx other than 408/429), or it has no JSON form.
-            SinkError: the receiver cannot be reached, timed out, or answered 5xx/408/429.
+            RecordError: the receiver refused a record (a 4xx other than 401/403/407/408/429), or it has no
+                strict JSON form.
+            SinkError: the receiver cannot be reached, took longer than ``timeout``, answered 5xx/408/429 or
+                401/403/407, or redirected elsewhere than with a 307/308.
         """
-        todo = [r for r in records if (r.source, r.index) not in self._delivered]
-        for record in todo:
-            try:
-                self.url_for(record)
-                record.to_json(inputs=self.inputs)
-            except (TypeError, ValueError, KeyError) as exc:
-                raise RecordError(f"{self._where()}: record {record.index} of source {record.source!r} cannot be sent: {type(exc).__name__}: {exc}") from exc
+        delivered = self._delivered
+        todo = [(record, self._body(record)) for record in records if id(record) not in delivered]
         if bool(self.params.batch):
-            by_url: dict[str, list[Record]] = {}
-            for record in todo:
-                by_url.setdefault(self.url_for(record), []).append(record)
+            by_url: dict[str, list[tuple[Record, bytes]]] = {}
+            for record, body in todo:
+                by_url.setdefault(self.url_for(record), []).append((record, body))
             for url, group in by_url.items():
-                self._post(url, [r.to_json(inputs=self.inputs) for r in group])
-                self._delivered.update((r.source, r.index) for r in group)
+                self._post(url, b"[" + b",".join(body for _, body in group) + b"]")
+                delivered.update((id(record), record) for record, _ in group)
         else:
-            for record in todo:
-                self._post(self.url_for(record), record.to_json(inputs=self.inputs))
-                self._delivered.add((record.source, record.index))
-        self._delivered.difference_update((r.source, r.index) for r in records)  # delivered: the driver will not retry these
+            for record, body in todo:
+                self._post(self.url_for(record), body)
+                delivered[id(record)] = record
+        for record in records:  # all delivered: the driver will not retry these
+            delivered.pop(id(record), None)
 
     def close(self) -> None:
         """Close the HTTP client (idempotent)."""
         client, self._client = getattr(self, "_client", None), None
         if client is not None:
             client.close()
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.close()
 
     def stats(self) -> dict[str, Any]:
-        """``posts`` that reached the receiver."""
-        return {"posts": getattr(self, "_posts", 0)}
+        """``posts`` the receiver took (2xx) and ``refused`` ones (a 4xx about the record: dead-lettered)."""
+        return {"posts": getattr(self, "_posts", 0), "refused": getattr(self, "_refused", 0)}
