@@ -130,6 +130,10 @@ class MqttConnection:
         error: the error type to raise (:class:`~rvai_sdk.exc.SourceError` or :class:`~rvai_sdk.exc.SinkError`).
         subscribe: ``(topic filter, qos)`` to subscribe to on every connect, or ``None``.
         on_message: paho's message callback ``(client, userdata, message)``, for a subscriber.
+        on_publish: paho's publish callback ``(client, userdata, mid, reason_code, properties)``, for a publisher.
+        mqtt5: speak MQTT 5 (the broker's acknowledgements then say why it refused a message, and its
+            connection reply the largest packet it takes: :attr:`max_packet`); a broker that refuses
+            MQTT 5 is connected to again with MQTT 3.1.1 (:attr:`mqtt5` then turns ``False``).
     """
 
     def __init__(
@@ -141,6 +145,8 @@ class MqttConnection:
         error: type[DriverError],
         subscribe: tuple[str, int] | None = None,
         on_message: Callable[[Any, Any, Any], None] | None = None,
+        on_publish: Callable[[Any, Any, int, Any, Any], None] | None = None,
+        mqtt5: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.client_id = endpoint.client_id or client_id
@@ -148,9 +154,13 @@ class MqttConnection:
         self.error = error
         self.subscribe = subscribe
         self.on_message = on_message
+        self.on_publish = on_publish
+        self.mqtt5 = mqtt5
         self.ready = threading.Event()
         self.refused: str | None = None
         self.client: Any = None
+        self.max_packet: int | None = None
+        """The largest packet the broker takes, when it said so (MQTT 5 only)."""
 
     def open(self, *, keepalive: int, timeout: float) -> Any:
         """Connect (and subscribe) and start paho's network thread; the paho client.
@@ -160,9 +170,20 @@ class MqttConnection:
                 cannot be read, or the broker refuses the login or the subscription, or
                 does not answer within ``timeout`` seconds.
         """
+        try:
+            return self._open(keepalive=keepalive, timeout=timeout)
+        except DriverError:
+            if not (self.mqtt5 and self.refused and "protocol version" in self.refused.lower()):
+                raise
+        self.mqtt5, self.refused = False, None  # a broker of MQTT 3.1.1 only
+        self.ready.clear()
+        return self._open(keepalive=keepalive, timeout=timeout)
+
+    def _open(self, *, keepalive: int, timeout: float) -> Any:
         mqtt = require("paho.mqtt.client", extra="mqtt")
         endpoint = self.endpoint
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
+        protocol = mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
         if endpoint.username is not None:
             client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
@@ -178,6 +199,8 @@ class MqttConnection:
         client.on_disconnect = self._on_disconnect
         if self.on_message is not None:
             client.on_message = self.on_message
+        if self.on_publish is not None:
+            client.on_publish = self.on_publish
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_DELAY, max_delay=RECONNECT_MAX_DELAY)
         try:
             client.connect(endpoint.host, endpoint.port, keepalive=keepalive)
@@ -197,6 +220,7 @@ class MqttConnection:
             self.refused = f"connection refused: {reason_code}"
             self.ready.set()
             return
+        self.max_packet = getattr(properties, "MaximumPacketSize", None) if self.mqtt5 else None
         if self.subscribe is None:
             self.ready.set()
         else:

@@ -17,6 +17,15 @@ from .._mqtt import MqttConnection, MqttEndpoint, parse_url
 
 __all__ = ["MqttSink", "MqttSinkParameters"]
 
+_MQTT_MAX_PACKET = 268_435_455 + 5
+"""The largest packet MQTT can encode (its remaining length, plus the fixed header)."""
+_SIZE_HINT = (
+    ". If it stays with that record, the broker may refuse its size: Mosquitto's message_size_limit makes an MQTT 5"
+    " client reconnect over a larger message (its max_packet_size is announced instead, and a larger record dead-lettered)"
+)
+_PUBLISH_OVERHEAD = 5 + 2 + 2 + 1
+"""A PUBLISH packet's bytes beside its topic and payload, at most: fixed header, topic length, packet id, properties."""
+
 
 @dataclasses.dataclass
 class MqttSinkParameters(SinkParameters):
@@ -46,11 +55,20 @@ class MqttSink(Sink):
     ``"results/{source}"``. A batch counts as written once the broker acknowledged every
     message (QoS 1 and 2); otherwise the write fails and the driver retries it, so a
     subscriber may see a message twice after a broker outage (at-least-once):
-    deduplicate on ``(source, index)``. A record that cannot be published as it is (no
-    JSON form, a topic the broker refuses such as one with ``+`` or ``#``, a payload
-    too large) is a :class:`~rvai_sdk.drivers.RecordError`: the driver publishes the
-    others and dead-letters it (the ``dead_letter`` file parameter, by default
-    ``rvai_dead_letter_<sink ref>.jsonl``).
+    deduplicate on ``(source, index)``. Messages the broker took already are not sent
+    again when the rest of their batch is retried. A record that cannot be published as
+    it is (no strict JSON form, such as a NaN in an output; a topic the broker refuses
+    such as one with ``+`` or ``#``; a message larger than the broker takes; a message
+    the broker's acknowledgement refuses) is a :class:`~rvai_sdk.drivers.RecordError`:
+    the driver publishes the others and dead-letters it (the ``dead_letter`` file
+    parameter, by default ``rvai_dead_letter_<sink ref>.jsonl``).
+
+    The sink speaks MQTT 5, whose acknowledgements say when the broker refuses a
+    message (Mosquitto's ``message_size_limit`` acknowledges and drops a too-large
+    message from an MQTT 3.1.1 client) and whose connection reply gives the largest
+    message the broker takes (``max_packet_size``). A broker of MQTT 3.1.1 only is
+    connected to with 3.1.1; there a message the broker drops cannot be told apart
+    from one it delivered.
 
     Args:
         topic: the topic template.
@@ -154,6 +172,10 @@ class MqttSink(Sink):
         """
         super().open(context)
         self._published = getattr(self, "_published", 0)
+        # Records of the batch being written that the broker took already (by identity; the driver
+        # retries a batch with the same records, which it keeps alive).
+        self._delivered: dict[int, Record] = getattr(self, "_delivered", {})
+        self._refusals: dict[int, Any] = {}  # message id -> the reason code of an acknowledgement that refused it
         connection = MqttConnection(
             MqttEndpoint(
                 host=self.host, port=self.port, topic=self.topic, username=self.username, password=self.password,
@@ -162,14 +184,23 @@ class MqttSink(Sink):
             client_id=f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}",
             where=self._where(),
             error=SinkError,
+            on_publish=self._on_publish,
+            mqtt5=True,
         )
         self._connection = connection
         connection.open(keepalive=60, timeout=float(self.params.connect_timeout))
 
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        """paho's network thread: the broker acknowledged message ``mid`` (before its ``wait_for_publish`` returns)."""
+        if reason_code is not None and reason_code.is_failure:
+            self._refusals[mid] = reason_code
+
     def write(self, records: Sequence[Record]) -> None:
-        """Publish the batch and wait for the broker's acknowledgements.
+        """Publish the batch (but the messages an earlier attempt of it delivered) and wait for the broker's
+        acknowledgements.
 
         Raises:
+            RecordError: a record cannot be published, or the broker's acknowledgement refused it.
             SinkError: not connected, or a message was not acknowledged in time.
         """
         connection: MqttConnection | None = getattr(self, "_connection", None)
@@ -178,30 +209,69 @@ class MqttSink(Sink):
             raise SinkError(f"{self._where()}: not connected to the broker")
         qos, retain = int(self.params.qos), bool(self.params.retain)
         deadline = time.monotonic() + float(self.params.publish_timeout)
-        messages = [self._message(r) for r in records]
+        delivered = self._delivered
+        todo = [(record, *self._message(record, connection.max_packet)) for record in records if id(record) not in delivered]
+        refused: list[tuple[Record, Any]] = []
         try:
-            infos = [client.publish(topic, payload, qos=qos, retain=retain) for topic, payload in messages]
-            for info in infos:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-                if not info.is_published():
-                    raise SinkError(f"{self._where()}: the broker did not acknowledge within {float(self.params.publish_timeout)} s")
+            sent = [(record, len(payload), client.publish(topic, payload, qos=qos, retain=retain)) for record, topic, payload in todo]
         except (RuntimeError, ValueError, OSError) as exc:
             raise SinkError(f"{self._where()}: publishing failed: {type(exc).__name__}: {exc}") from exc
-        self._published += len(records)
+        failure: SinkError | None = None
+        for record, size, info in sent:  # every acknowledged message counts, even after one that failed
+            what = f"record {record.index} of source {record.source!r} ({size} bytes of JSON)"
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError, OSError) as exc:
+                failure = failure or SinkError(
+                    f"{self._where()}: the connection was lost before the broker acknowledged {what}: {exc}{_SIZE_HINT}"
+                )
+                continue
+            if not info.is_published():
+                failure = failure or SinkError(
+                    f"{self._where()}: the broker did not acknowledge {what} within {float(self.params.publish_timeout)} s"
+                    f"{_SIZE_HINT}"
+                )
+                continue
+            reason = self._refusals.pop(info.mid, None)
+            if reason is not None:
+                refused.append((record, reason))
+                continue
+            delivered[id(record)] = record
+            self._published += 1
+        if failure is not None:
+            raise failure
+        if refused:
+            record, reason = refused[0]
+            raise RecordError(
+                f"{self._where()}: the broker refused record {record.index} of source {record.source!r}: {reason} "
+                "(a message larger than it takes, or a topic it does not allow this client)"
+            )
+        for record in records:  # all delivered: the driver will not retry these
+            delivered.pop(id(record), None)
 
-    def _message(self, record: Record) -> tuple[str, str]:
+    def _message(self, record: Record, max_packet: int | None = None) -> tuple[str, bytes]:
         """The topic and JSON payload of a record.
 
         Raises:
-            RecordError: the record has no JSON form, or its topic is not one a broker takes.
+            RecordError: the record has no strict JSON form, its topic is not one a broker takes, or its
+                message is larger than ``max_packet`` (the broker's limit) or than MQTT allows.
         """
+        where = f"{self._where()}: record {record.index} of source {record.source!r}"
         try:
             topic = self.topic_for(record)
-            payload = json.dumps(record.to_json(inputs=self.inputs))
+            payload = json.dumps(record.to_json(inputs=self.inputs), allow_nan=False, separators=(",", ":")).encode()
         except (TypeError, ValueError, KeyError) as exc:
-            raise RecordError(f"{self._where()}: record {record.index} of source {record.source!r} cannot be published: {type(exc).__name__}: {exc}") from exc
-        if not topic or "+" in topic or "#" in topic or "\x00" in topic or len(topic.encode()) > 65535:
-            raise RecordError(f"{self._where()}: record {record.index} of source {record.source!r} has the invalid topic {topic!r}")
+            raise RecordError(f"{where} cannot be published as JSON: {type(exc).__name__}: {exc}") from exc
+        encoded = topic.encode()
+        if not topic or "+" in topic or "#" in topic or "\x00" in topic or len(encoded) > 65535:
+            raise RecordError(f"{where} has the invalid topic {topic!r}")
+        size = _PUBLISH_OVERHEAD + len(encoded) + len(payload)
+        limit = min(max_packet or _MQTT_MAX_PACKET, _MQTT_MAX_PACKET)
+        if size > limit:
+            raise RecordError(
+                f"{where} makes a message of {size} bytes, and the broker takes at most {limit}: "
+                "leave the large outputs out of what the sink sends, or raise the broker's limit"
+            )
         return topic, payload
 
     def close(self) -> None:
