@@ -160,6 +160,7 @@ class MqttConnection:
         self.refused: str | None = None
         self.client: Any = None
         self.max_packet: int | None = None
+        self.unanswered = False
         """The largest packet the broker takes, when it said so (MQTT 5 only)."""
 
     def open(self, *, keepalive: int, timeout: float) -> Any:
@@ -173,9 +174,11 @@ class MqttConnection:
         try:
             return self._open(keepalive=keepalive, timeout=timeout)
         except DriverError:
-            if not (self.mqtt5 and self.refused and "protocol version" in self.refused.lower()):
+            # A broker of MQTT 3.1.1 only answers an MQTT 5 CONNECT with "unacceptable protocol version",
+            # or (as that spec also allows) closes the connection without an answer.
+            if not (self.mqtt5 and (self.unanswered or "protocol version" in (self.refused or "").lower())):
                 raise
-        self.mqtt5, self.refused = False, None  # a broker of MQTT 3.1.1 only
+        self.mqtt5, self.refused = False, None
         self.ready.clear()
         return self._open(keepalive=keepalive, timeout=timeout)
 
@@ -210,6 +213,7 @@ class MqttConnection:
         self.client = client
         client.loop_start()
         if not self.ready.wait(timeout) or self.refused:
+            self.unanswered = not self.ready.is_set()  # connected, but no CONNACK came
             self.close()
             waited = "subscribed" if self.subscribe is not None else "connected"
             raise self.error(f"{self.where}: not {waited} within {timeout} s ({self.refused or 'no answer'})")

@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from rvai_sdk._compat import require
 from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters
+from rvai_sdk.drivers.source import _URL_PASSWORD
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange
 
@@ -23,6 +24,11 @@ _SINK_WIDE = (401, 403, 407)
 _KEEP_BODY_REDIRECTS = (307, 308)
 """Redirects a POST follows with its body (others would turn it into a GET)."""
 _MAX_REDIRECTS = 5
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.hostname, parts.port
 
 
 def shown(url: str) -> str:
@@ -55,6 +61,7 @@ class _Watchdog:
             self._cv.notify()
 
     def disarm(self) -> None:
+        """Once this returns, the armed action has run or never will (it runs under the same lock)."""
         with self._cv:
             self._due = self._action = None
 
@@ -64,15 +71,15 @@ class _Watchdog:
             self._cv.notify()
 
     def _run(self) -> None:
-        while True:
-            with self._cv:
+        with self._cv:
+            while True:
                 while not self._closed and (self._due is None or self._due > time.monotonic()):
                     self._cv.wait(None if self._due is None else self._due - time.monotonic())
                 if self._closed:
                     return
                 action, self._due, self._action = self._action, None, None
-            if action is not None:
-                action()
+                if action is not None:
+                    action()  # under the lock: a disarm() that returned first means it never runs
 
 
 @dataclasses.dataclass
@@ -99,9 +106,10 @@ class HttpCallbackSink(Sink):
     a POST that takes longer than ``timeout`` (its whole answer included) or a refused
     connection fails the write, which the driver retries with backoff while it buffers
     (and then holds back the sources): a receiver that stays down shows in the driver's
-    stats and logs, and nothing is dropped. A 307 or 308 redirect is followed with the
-    same POST; another redirect fails the write naming where it points (update the
-    URL). Any other 4xx answer means the receiver refuses that record
+    stats and logs, and nothing is dropped. A 307 or 308 redirect to the same origin
+    (scheme, host, port) is followed with the same POST; another redirect fails the
+    write naming where it points (update the URL): the sink's headers never go to
+    another origin. Any other 4xx answer means the receiver refuses that record
     (:class:`~rvai_sdk.drivers.RecordError`), as does a record with no strict JSON form
     (a NaN or infinity in an output): the driver sends the others and dead-letters it
     (the ``dead_letter`` file parameter, by default ``rvai_dead_letter_<sink ref>.jsonl``).
@@ -196,14 +204,15 @@ class HttpCallbackSink(Sink):
             ) from exc
 
     def _post(self, url: str, content: bytes) -> None:
-        """POST ``content`` to ``url``, following 307/308, within ``timeout`` seconds in all."""
-        timeout = float(self.params.timeout)
+        """POST ``content`` to ``url``, following 307/308 on the same origin, within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + float(self.params.timeout)
         target = url
         for _ in range(_MAX_REDIRECTS + 1):
-            response = self._send(target, content, timeout)
+            response = self._send(target, content, deadline)
             code = response.status_code
-            if code in _KEEP_BODY_REDIRECTS and "location" in response.headers:
-                target = urljoin(target, response.headers["location"])
+            location = response.headers.get("location")
+            if code in _KEEP_BODY_REDIRECTS and location and _origin(urljoin(target, location)) == _origin(target):
+                target = urljoin(target, location)
                 continue
             break
         answer = f"{self._where()}: POST {shown(target)} answered {code} {response.reason_phrase}"
@@ -211,11 +220,14 @@ class HttpCallbackSink(Sink):
             self._posts += 1
             return
         if 300 <= code < 400:
-            where = response.headers.get("location")
+            why = "a POST is only sent again on a 307 or 308"
+            if code in _KEEP_BODY_REDIRECTS:
+                why = "too many redirects" if location and _origin(urljoin(target, location)) == _origin(target) else (
+                    "the sink does not follow a redirect to another origin (its headers would go there)"
+                )
             raise SinkError(
-                f"{answer}" + (f" pointing to {shown(urljoin(target, where))}" if where else "")
-                + (": too many redirects" if code in _KEEP_BODY_REDIRECTS else ": a POST is only sent again on a 307 or 308")
-                + "; give the sink the URL the receiver wants"
+                f"{answer}" + (f" pointing to {shown(urljoin(target, location))}" if location else "")
+                + f": {why}; give the sink the URL the receiver wants"
             )
         if code in _SINK_WIDE:
             raise SinkError(f"{answer}: check the credentials in the sink's headers (they are refused for every record)")
@@ -224,9 +236,10 @@ class HttpCallbackSink(Sink):
             raise RecordError(f"{answer}: {response.text[:200]}")
         raise SinkError(f"{answer}: {response.text[:200]}")
 
-    def _send(self, url: str, content: bytes, timeout: float) -> Any:
-        """One POST, its answer read whole within ``timeout`` seconds (a receiver answering a byte at a time
-        would otherwise hold the sink: httpx's timeout is per read)."""
+    def _send(self, url: str, content: bytes, deadline: float) -> Any:
+        """One POST, its answer read whole by ``deadline`` (a receiver answering a byte at a time would
+        otherwise hold the sink: httpx's timeout is per read)."""
+        timeout = float(self.params.timeout)
         client = self._client
         if client is None:
             client = self._client = self._httpx.Client(timeout=timeout, headers=self.headers)
@@ -236,7 +249,7 @@ class HttpCallbackSink(Sink):
             expired.set()
             client.close()
 
-        self._watchdog.arm(timeout, expire)
+        self._watchdog.arm(max(0.0, deadline - time.monotonic()), expire)
         try:
             return client.post(url, content=content, headers={"Content-Type": "application/json"})
         except Exception as exc:
@@ -251,6 +264,12 @@ class HttpCallbackSink(Sink):
             self._watchdog.disarm()
             if expired.is_set():
                 self._client = None  # the watchdog closed it: a new one for the next POST
+
+    def __repr__(self) -> str:
+        text = super().__repr__()  # hides the URL's password; its query values (tokens) too:
+        for form in (repr(self.url), _URL_PASSWORD.sub(r"\1***@", repr(self.url))):
+            text = text.replace(form, repr(shown(self.url)))
+        return text
 
     def write(self, records: Sequence[Record]) -> None:
         """POST the records (skipping those a previous attempt of this batch delivered).

@@ -23,6 +23,8 @@ _SIZE_HINT = (
     ". If it stays with that record, the broker may refuse its size: Mosquitto's message_size_limit makes an MQTT 5"
     " client reconnect over a larger message (its max_packet_size is announced instead, and a larger record dead-lettered)"
 )
+_SINK_WIDE = (0x87, 0x97)
+"""Acknowledgement reason codes about the client, not the message (not authorized, quota exceeded): retried."""
 _PUBLISH_OVERHEAD = 5 + 2 + 2 + 1
 """A PUBLISH packet's bytes beside its topic and payload, at most: fixed header, topic length, packet id, properties."""
 
@@ -66,7 +68,9 @@ class MqttSink(Sink):
     The sink speaks MQTT 5, whose acknowledgements say when the broker refuses a
     message (Mosquitto's ``message_size_limit`` acknowledges and drops a too-large
     message from an MQTT 3.1.1 client) and whose connection reply gives the largest
-    message the broker takes (``max_packet_size``). A broker of MQTT 3.1.1 only is
+    message the broker takes (``max_packet_size``). An acknowledgement that refuses the
+    client rather than the message (not authorized, quota exceeded) fails the write,
+    which is retried: the records wait until the login or ACL is fixed. A broker of MQTT 3.1.1 only is
     connected to with 3.1.1; there a message the broker drops cannot be told apart
     from one it delivered.
 
@@ -242,6 +246,11 @@ class MqttSink(Sink):
             raise failure
         if refused:
             record, reason = refused[0]
+            if reason.value in _SINK_WIDE:
+                raise SinkError(
+                    f"{self._where()}: the broker refused record {record.index} of source {record.source!r}: {reason} "
+                    "(about this client, not the record: check its login and the broker's ACL or quota)"
+                )
             raise RecordError(
                 f"{self._where()}: the broker refused record {record.index} of source {record.source!r}: {reason} "
                 "(a message larger than it takes, or a topic it does not allow this client)"

@@ -305,3 +305,108 @@ def test_a_new_runs_record_with_an_index_already_delivered_in_a_failed_batch_is_
         outlet.thread.join(10)
         server.shutdown()
         server.server_close()
+
+
+# -- a redirect to another origin is not followed: the sink's headers (a token) would go there
+
+
+def test_a_redirect_to_another_origin_is_named_and_the_token_never_sent_there(tmp_path: Any) -> None:
+    seen: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    elsewhere = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    target = f"http://127.0.0.1:{elsewhere.server_address[1]}/steal"
+    port = free_port()
+    receiver = Receiver(port, code=307, location=target)
+    sink = HttpCallbackSink(f"http://localhost:{port}/cb/{{source}}", headers={"Authorization": "Bearer s3cret"},
+                            params={"retry_initial": 0.01, "retry_max": 0.05, "dead_letter": str(tmp_path / "dead.jsonl")})
+    outlet, abort, _ = outlet_for(sink)
+    try:
+        outlet.put(rec(0))
+        stats = wait_until(lambda: (s := outlet.stats())["write_failures"] >= 2 and s, timeout=10, what="failed writes")
+        assert f"pointing to {target}" in str(stats["last_error"]) and "another origin" in str(stats["last_error"])
+        assert seen == [] and stats["written"] == 0 and stats["dead_lettered"] == 0
+    finally:
+        stop(outlet, abort)
+        receiver.close()
+        elsewhere.shutdown()
+        elsewhere.server_close()
+
+
+def test_repr_hides_a_token_in_the_query() -> None:
+    text = repr(HttpCallbackSink("http://ann:pw@h/cb/{source}?token=abc&x=1"))
+    assert "abc" not in text and "pw" not in text and "token=***" in text
+
+
+def test_a_timeout_that_fires_as_the_answer_arrives_does_not_break_the_next_post(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The watchdog takes the expired action just as the answer arrives: the POST succeeds, then the action
+    # closes that client. The next POST must get a working client, not a closed one.
+    import rvai_sdk.extensions.sinks.http_callback_sink as module
+
+    taken, release = threading.Event(), threading.Event()
+    real_arm = module._Watchdog.arm
+    armed: list[int] = []
+
+    def arm(self: Any, seconds: float, action: Any) -> None:
+        armed.append(1)
+        if len(armed) > 1:
+            return real_arm(self, seconds, action)
+
+        def late() -> None:
+            taken.set()
+            assert release.wait(10)
+            action()
+
+        return real_arm(self, seconds, late)
+
+    monkeypatch.setattr(module._Watchdog, "arm", arm)
+
+    class Answers(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            taken.wait(10)  # answers once the deadline passed and the watchdog took its action
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = HttpCallbackSink(f"http://127.0.0.1:{server.server_address[1]}/cb", params={"timeout": 0.1})
+    sink.open(SinkContext(ref="http", outputs={}))
+    outcome: list[BaseException | None] = []
+
+    def first() -> None:
+        try:
+            sink.write([rec(0)])
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append(exc)
+
+    writer = threading.Thread(target=first, daemon=True)
+    try:
+        writer.start()
+        assert taken.wait(10), "the watchdog never fired"
+        release.set()
+        writer.join(10)
+        assert len(outcome) == 1 and (outcome[0] is None or isinstance(outcome[0], SinkError)), outcome
+        sink.write([rec(1)])  # a healthy receiver: the next POST goes through
+        assert sink.stats()["posts"] == 1 + (outcome[0] is None)
+    finally:
+        release.set()
+        sink.close()
+        server.shutdown()
+        server.server_close()

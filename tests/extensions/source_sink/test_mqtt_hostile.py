@@ -4,9 +4,11 @@ with no strict JSON form: what the broker does not take is never counted written
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -41,12 +43,17 @@ def rec(index: int, size: int = 10) -> Record:
 
 def _limited_broker(setting: str, tmp_path: Path) -> Iterator[int]:
     """A Mosquitto on a free loopback port that takes messages of at most about 4 KiB (a common broker setting)."""
+    yield from _broker(f"{setting} 4096", tmp_path)
+
+
+def _broker(line: str, tmp_path: Path) -> Iterator[int]:
+    """A Mosquitto of the test's own on a free loopback port, with ``line`` in its configuration."""
     require_extra("paho.mqtt")
     if shutil.which("mosquitto") is None:
         pytest.skip("mosquitto is not installed")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"persistence false\nallow_anonymous true\nlistener {port} 127.0.0.1\n{setting} 4096\n")
+    conf.write_text(f"persistence false\nallow_anonymous true\nlistener {port} 127.0.0.1\n{line}\n")
     process = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def listening() -> bool:
@@ -184,6 +191,7 @@ def test_a_message_the_broker_drops_the_connection_over_is_never_counted_written
         stats = wait_until(lambda: (s := outlet.stats())["write_failures"] >= 3 and s, timeout=30, what="3 failed writes")
         assert stats["written"] == 0 and stats["dead_lettered"] == 0, stats  # held back, loudly: nothing claimed
         assert "record 1 of source 'cam'" in str(stats["last_error"]) and "max_packet_size" in str(stats["last_error"])
+        wait_until(lambda: 0 in subscriber.indices(), timeout=10, what="record 0 received")
         got = subscriber.indices()
         # Record 0 was acknowledged before the trouble: never sent again. Record 2, published beside record 1, is
         # not acknowledged before paho-mqtt drops the connection over record 1's answer, so it is sent again
@@ -248,6 +256,14 @@ class OldBroker:
                     conn.sendall(b"\x20\x02\x00\x01")  # unacceptable protocol version
                     return
                 conn.sendall(b"\x20\x02\x00\x00")
+                self._serve_connected(conn)
+            except (ConnectionError, OSError):
+                return
+
+    def _serve_connected(self, conn: socket.socket) -> None:
+        """Acknowledge QoS 1 PUBLISHes and answer pings until DISCONNECT or the connection ends."""
+        with conn:
+            try:
                 while True:
                     header, body = self._packet(conn)
                     kind = header >> 4
@@ -286,4 +302,65 @@ def test_a_broker_of_mqtt_3_1_1_only_is_connected_to_with_3_1_1(tmp_path: Any) -
         assert outlet.stats()["sink"] == {"published": 3, "connected": True}
     finally:
         _stop(outlet, abort)
+        broker.close()
+
+
+@pytest.fixture
+def read_only_broker(tmp_path: Path) -> Iterator[int]:
+    """An ACL that lets anonymous clients read but not write. Mosquitto reads it as its own user, and pytest's
+    temporary directories are private: the file goes in a world-readable directory of its own."""
+    with tempfile.TemporaryDirectory(prefix="rvai-acl-") as folder:
+        os.chmod(folder, 0o755)
+        acl = Path(folder) / "acl"
+        acl.write_text("topic read #\n")
+        acl.chmod(0o644)
+        yield from _broker(f"acl_file {acl}", tmp_path)
+
+
+def test_a_broker_refusing_the_clients_publishes_holds_the_records_back_instead_of_dead_lettering_them(
+    read_only_broker: int, tmp_path: Path
+) -> None:
+    # Every acknowledgement says "not authorized". That is about the client, not the records: dead-lettering
+    # would throw every result away until the ACL is fixed.
+    outlet, abort = _outlet(read_only_broker, "results", tmp_path)
+    try:
+        for index in range(3):
+            outlet.put(rec(index))
+        stats = wait_until(lambda: (s := outlet.stats())["write_failures"] >= 2 and s, timeout=20, what="failed writes")
+        assert "Not authorized" in str(stats["last_error"]) and "ACL" in str(stats["last_error"]), stats["last_error"]
+        assert stats["dead_lettered"] == 0 and stats["written"] == 0 and stats["buffered"] == 3
+    finally:
+        _stop(outlet, abort)
+
+
+class SilentOldBroker(OldBroker):
+    """MQTT 3.1.1 only, closing an MQTT 5 connection without an answer (the 3.1.1 spec's other choice)."""
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                header, body = self._packet(conn)
+            except (ConnectionError, OSError):
+                return
+            if body[6] == 4:
+                conn.sendall(b"\x20\x02\x00\x00")
+                with self.lock:
+                    self.levels.append(4)
+                # then serve it as the answering broker does
+                self._serve_connected(conn)
+                return
+            with self.lock:
+                self.levels.append(body[6])
+
+
+def test_a_broker_of_mqtt_3_1_1_only_that_closes_silently_is_connected_to_with_3_1_1(tmp_path: Any) -> None:
+    require_extra("paho.mqtt")
+    broker = SilentOldBroker()
+    sink = MqttSink("results/{source}", port=broker.port, params={"connect_timeout": 2.0})
+    try:
+        sink.open(SinkContext(ref="mqtt", outputs={}))
+        sink.write([rec(0)])
+        assert broker.indices() == [0] and broker.levels[0] == 5 and 4 in broker.levels, broker.levels
+    finally:
+        sink.close()
         broker.close()
