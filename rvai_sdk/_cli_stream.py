@@ -12,6 +12,7 @@ from typing import Any
 from rvai_sdk._cli_run import check_driver, named, service_reporter, start, stop_on_signals
 from rvai_sdk._entry_points import command_driver, load_sink, load_source
 from rvai_sdk.drivers.metrics import MetricsServer, stream_metrics_text
+from rvai_sdk.drivers.source import hide_passwords
 from rvai_sdk.exc import RvaiError, UsageError
 
 __all__ = ["cmd_stream", "progress_line"]
@@ -103,7 +104,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
                 parameters={"limit": args.frames, "position_store": args.position_store},
             )
             names = ", ".join(f"{ref} ({url})" for ref, url in named(args.source, "source").items())
-            print(f"streaming {names} through pipeline {pipeline.name!r} into {', '.join(args.sink)}", flush=True)
+            into = ", ".join(args.sink)
+            print(hide_passwords(f"streaming {names} through pipeline {pipeline.name!r} into {into}"), flush=True)
             if metrics is not None:
                 print(f"  metrics {metrics.url}", flush=True)
             reporter.running(

@@ -16,6 +16,7 @@ import sys
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
+from rvai_sdk.drivers.source import hide_passwords
 from rvai_sdk.exc import RvaiError, TargetError, UnknownSchemeError, UsageError
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 
@@ -116,7 +117,7 @@ def _load_component(group: str, what: str, url: str) -> Any:
     if ep is None:
         known = ", ".join(sorted(registered)) or "(none installed)"
         raise UnknownSchemeError(
-            f"no {what} handles {scheme}: URLs ({url!r}); installed {what} schemes: {known}; "
+            f"no {what} handles {scheme}: URLs ({hide_passwords(repr(url))}); installed {what} schemes: {known}; "
             f"a package adds one under the {group!r} entry-point group"
         )
     try:
@@ -128,7 +129,9 @@ def _load_component(group: str, what: str, url: str) -> Any:
     except RvaiError:
         raise
     except Exception as exc:  # a third-party factory: its error, in one line, with who raised it
-        raise UsageError(f"the {what} factory {ep.value} rejected {url!r}: {type(exc).__name__}: {exc}") from exc
+        raise UsageError(
+            hide_passwords(f"the {what} factory {ep.value} rejected {url!r}: {type(exc).__name__}: {exc}")
+        ) from exc
 
 
 def load_source(url: str) -> Source:

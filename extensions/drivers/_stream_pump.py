@@ -68,11 +68,16 @@ def _unreachable(future: Future[dict[str, Any]]) -> bool:
 class Stream:
     """One running source: a reader thread, a bounded queue and a pump thread."""
 
-    def __init__(self, host: Host, ref: str, config: Source, sid: str) -> None:
+    def __init__(self, host: Host, ref: str, config: Source, sid: str, after: int = -1) -> None:
+        """``after``: the highest index an earlier stream of ``ref`` in this driver handed out (-1: none);
+        a source that is not replayable numbers on after it, even before its results reach the sinks."""
         self.host = host
         self.ref = ref
         self.config = config
         self.sid = sid
+        self.after = after
+        self.handed = -1  # the highest index queued so far (final once stop() returned)
+        self.cut = False  # a request was cut off by the stop: a replayable source delivers nothing after it
         self.source = copy.copy(config)
         self.params = config.params
         policy = str(self.params.drop)
@@ -131,6 +136,8 @@ class Stream:
         """
         recorder = self.host.positions
         outlets = [o for o in self.host.outlets_for(self.ref) if o.keeps_positions]
+        if not self.config.replayable:
+            self.offset = self.after + 1  # after the results of an earlier stream still on their way
         if not outlets and recorder is None:
             return
         self.state = "resuming"
@@ -142,7 +149,7 @@ class Stream:
                 if self.config.replayable:
                     self.first_index = stored + 1
                 else:
-                    self.offset = stored + 1
+                    self.offset = max(stored, self.after) + 1
         held = [o.position(self.ref, self.stopped) for o in outlets]
         positions = [-1 if p is None else int(p) for p in held]
         if self.config.replayable:
@@ -151,7 +158,7 @@ class Stream:
             if self.first_index:
                 logger.info("source %r: its sinks (or its position store) hold up to index %d; resuming after it", self.ref, self.first_index - 1)
         else:
-            self.offset = max(positions + [-1 if stored is None else stored]) + 1
+            self.offset = max(positions + [-1 if stored is None else stored, self.after]) + 1
             if self.offset:
                 logger.info("source %r: its sinks (or its position store) hold up to index %d; numbering on from %d", self.ref, self.offset - 1, self.offset)
 
@@ -238,6 +245,9 @@ class Stream:
         index = item.index + self.offset
         capacity = int(self.params.buffer)
         with self.cond:
+            if self.stopped.is_set():  # stopping stops reading: nothing is handed out after stop() returned
+                self.unfinished += 1
+                return True
             if self._at_limit():
                 return True
             self.produced += 1
@@ -257,6 +267,7 @@ class Stream:
                     self.unfinished += 1
                     return True
             self.queue.append((item, index))
+            self.handed = max(self.handed, index)
             self.taken += 1
             self.cond.notify_all()
             return self._at_limit()
@@ -425,11 +436,16 @@ class Stream:
         error: str | None = None
         outputs: Mapping[str, Any] = {}
         try:
+            if self.cut:  # an earlier request was cut off by the stop: see below
+                raise ProcessError("an earlier request of the stream was cut off by the stop")
             outputs = request.future.result()
         except Exception as exc:
             if isinstance(exc, ProcessError) and self.stopped.is_set() and not request.final:
                 if self.tracker is not None:
                     self.tracker.hole()  # never reaches the sinks: no position may pass it
+                # A replayable source resumes after the highest index its sinks hold: a result written after
+                # this one would make the next run skip it. Those after it are cut off too (run again then).
+                self.cut = self.config.replayable
                 with self.cond:  # cut off by the stop, not by its own error: counted, never written as failed
                     self.unfinished += 1
                     self.delivering -= 1

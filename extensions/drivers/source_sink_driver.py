@@ -132,6 +132,7 @@ class SourceSinkDriver(PipelineDriver):
         self._streams: dict[str, Stream] = {}
         self._outlets: dict[str, Outlet] = {}
         self._retired_streams: list[Stream] = []
+        self._handed: dict[str, int] = {}  # source ref -> the highest index its retired streams handed out
         self._retired_outlets: list[Outlet] = []
         if position_store is not None:
             self.set_parameters({"position_store": position_store_url(position_store)})
@@ -317,11 +318,14 @@ class SourceSinkDriver(PipelineDriver):
                 stream = self._streams[ref]
                 if params.sources.get(ref) != stream.config or sids.get(ref, ref) != stream.sid:
                     del self._streams[ref]
-                    stream.stop()
+                    stream.stop()  # from here it hands out no index: its highest is final
+                    self._handed[ref] = max(self._handed.get(ref, -1), stream.handed)
                     self._retired_streams.append(stream)
             for ref, source in params.sources.items():
                 if ref not in self._streams:
-                    stream = Stream(wiring, ref, source, str(sids.get(ref, ref)))
+                    # A source re-added numbers on after the old stream's indices, whose results may still be on
+                    # their way to the sinks (the sinks' positions cannot say yet).
+                    stream = Stream(wiring, ref, source, str(sids.get(ref, ref)), after=self._handed.get(ref, -1))
                     self._streams[ref] = stream
                     stream.start()
             self._retired_streams = [s for s in self._retired_streams if s.pump.is_alive() or s.reader.is_alive()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -172,18 +173,54 @@ class DatabaseSink(Sink):
                     sa.Column("record", sa.JSON, nullable=False),
                 )
             metadata.create_all(self._engine, checkfirst=True)
-            existing = {c["name"] for c in sa.inspect(self._engine).get_columns(self.table)}
-            missing = [c.name for c in self._table.columns if c.name not in existing]
-            if missing:
-                raise SinkError(
-                    f"{self._where()}: the existing table lacks columns {', '.join(missing)} this pipeline writes; "
-                    "drop it, migrate it, or give another table="
-                )
+            for table in (self._table, self._dead):
+                if table is not None:
+                    self._check_table(table)
+            self._sqlite = self._engine.dialect.name == "sqlite"
             self._insert = self._make_insert(self._table)
             self._dead_insert = None if self._dead is None else self._make_insert(self._dead)
         except sa.exc.SQLAlchemyError as exc:
             self.close()
             raise SinkError(f"{self._where()}: cannot open: {_first_line(exc)}") from exc
+        except BaseException:  # a table it cannot write (see _check_table): its connections go too
+            self.close()
+            raise
+
+    def _check_table(self, table: Any) -> None:
+        """Refuse an existing table this sink cannot write exactly once: a column missing, one of another kind
+        (a value would be converted: PostgreSQL rounds a Float into an old BIGINT column), or no key on
+        ``(source, index)`` (every insert would fail).
+
+        Raises:
+            SinkError: naming the table and what to do.
+        """
+        sa = self._sa
+        inspector = sa.inspect(self._engine)
+        found = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
+        fix = "drop it, migrate it, or give another table="
+        missing = [c.name for c in table.columns if c.name not in found]
+        if missing:
+            raise SinkError(
+                f"{self._where()}: the existing table {table.name!r} lacks columns {', '.join(missing)} this pipeline "
+                f"writes; {fix}"
+            )
+        for column in table.columns:
+            want, have = _kind(sa, column.type), _kind(sa, found[column.name])
+            if want == "booleans" and have == "integers":
+                continue  # MySQL keeps booleans as TINYINT
+            if want is not None and have is not None and want != have:
+                raise SinkError(
+                    f"{self._where()}: column {column.name!r} of the existing table {table.name!r} holds {have} "
+                    f"({found[column.name]}), but this pipeline writes {want} there; {fix}"
+                )
+        keys = [sorted(inspector.get_pk_constraint(table.name).get("constrained_columns") or [])]
+        keys += [sorted(u["column_names"]) for u in inspector.get_unique_constraints(table.name)]
+        keys += [sorted(i["column_names"]) for i in inspector.get_indexes(table.name) if i.get("unique")]
+        if ["index", "source"] not in keys:
+            raise SinkError(
+                f"{self._where()}: the existing table {table.name!r} has no primary key or unique index on "
+                f"(source, index), which writing each record exactly once needs; {fix}"
+            )
 
     def _make_insert(self, table: Any) -> Any:
         """An insert that skips rows already present and returns the keys of those it inserted (where the backend can)."""
@@ -212,7 +249,9 @@ class DatabaseSink(Sink):
         }
         for ref, tp in self._outputs.items():
             try:
-                row[ref] = _column_value(tp, record.outputs.get(ref))
+                row[ref] = value = _column_value(tp, record.outputs.get(ref))
+                if self._sqlite and isinstance(value, float) and value != value:
+                    raise ValueError("NaN, which SQLite would store as NULL (a missing output)")
             except (TypeError, ValueError, OverflowError) as exc:
                 raise RecordError(
                     f"{self._where()}: output {ref!r} of record {record.index} (source {record.source!r}) does not fit "
@@ -241,8 +280,15 @@ class DatabaseSink(Sink):
                     result = conn.execute(self._insert, rows)
                     if not result.returns_rows:
                         return None
-                    inserted = {(str(source), int(index)) for source, index in result.all()}
-                return WriteResult(present=[r for r in records if (r.source, r.index) not in inserted])
+                    inserted = collections.Counter((str(source), int(index)) for source, index in result.all())
+                present = []
+                for record in records:  # a key twice in one batch is inserted once: the other is present
+                    key = (record.source, record.index)
+                    if inserted[key]:
+                        inserted[key] -= 1
+                    else:
+                        present.append(record)
+                return WriteResult(present=present)
             try:
                 with self._engine.begin() as conn:
                     conn.execute(self._table.insert(), rows)
@@ -368,6 +414,20 @@ def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _kind(sa: Any, column_type: Any) -> str | None:
+    """What a column holds, to compare an existing column with the one wanted (``None``: cannot tell)."""
+    for kind, types in (
+        ("booleans", (sa.Boolean,)),
+        ("integers", (sa.Integer,)),
+        ("numbers", (sa.Float, sa.Numeric)),
+        ("text", (sa.String,)),
+        ("JSON", (sa.JSON,)),
+    ):
+        if isinstance(column_type, types):
+            return kind
+    return None
 
 
 def _column_type(sa: Any, tp: Any) -> Any:

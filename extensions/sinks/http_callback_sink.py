@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from rvai_sdk._compat import require
 from rvai_sdk.drivers import Record, RecordError, Sink, SinkContext, SinkParameters
-from rvai_sdk.drivers.source import _URL_PASSWORD
+from rvai_sdk.drivers.source import hide_passwords
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange
 
@@ -267,7 +267,7 @@ class HttpCallbackSink(Sink):
 
     def __repr__(self) -> str:
         text = super().__repr__()  # hides the URL's password; its query values (tokens) too:
-        for form in (repr(self.url), _URL_PASSWORD.sub(r"\1***@", repr(self.url))):
+        for form in (repr(self.url), hide_passwords(repr(self.url))):
             text = text.replace(form, repr(shown(self.url)))
         return text
 

@@ -53,6 +53,11 @@ _P = TypeVar("_P", bound=Parameters)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s']+:)[^@\s']+@")
 
 
+def hide_passwords(text: str) -> str:
+    """``text`` with the password of every URL in it shown as ``***`` (for messages and logs)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 @dataclasses.dataclass
 class SourceParameters(DriverParameters):
     """Parameters every source has: how its stream is queued, pipelined and retried.
@@ -192,7 +197,7 @@ class Configurable:
             if name in self.secret_attributes and value:
                 text = "'***'"
             else:
-                text = _URL_PASSWORD.sub(r"\1***@", repr(value))
+                text = hide_passwords(repr(value))
             shown.append(f"{name}={text}")
         return f"{type(self).__name__}({', '.join(shown)})"
 
