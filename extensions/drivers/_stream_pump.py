@@ -246,6 +246,7 @@ class Stream:
         capacity = int(self.params.buffer)
         with self.cond:
             if self.stopped.is_set():  # stopping stops reading: nothing is handed out after stop() returned
+                self.produced += 1
                 self.unfinished += 1
                 return True
             if self._at_limit():

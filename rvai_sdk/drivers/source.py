@@ -50,7 +50,7 @@ DROP_POLICIES = ("auto", "block", "drop_oldest", "keep_latest")
 """
 
 _P = TypeVar("_P", bound=Parameters)
-_URL_PASSWORD = re.compile(r"(://[^:/@\s']+:)[^@\s']+@")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s']*:)[^@\s']+@")
 
 
 def hide_passwords(text: str) -> str:

@@ -54,7 +54,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def pg_table() -> Iterator[tuple[str, str]]:
-    """(PostgreSQL URL, a fresh table name); the table is dropped afterwards."""
+    """(PostgreSQL URL, a fresh table name); the table and its dead-letter table are dropped afterwards."""
     require_extra("sqlalchemy")
     require_extra("psycopg")
     if not _port_open("127.0.0.1", 5432):
@@ -66,7 +66,7 @@ def pg_table() -> Iterator[tuple[str, str]]:
     engine = sa.create_engine(PG_URL)
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}", "{table}_dead_letter"'))
     except sa.exc.OperationalError:
         pass
     finally:

@@ -24,7 +24,7 @@ from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.pipeline.graph import OutputSpec
 from rvai_sdk.runtime import Inference, init
-from rvai_sdk.types import Float, Integer
+from rvai_sdk.types import Boolean, Float, Integer
 from tests.extensions.source_sink.conftest import rows
 from tests.extensions.source_sink.support import wait_until
 
@@ -297,3 +297,85 @@ def test_the_command_line_never_prints_a_database_sinks_password(tmp_path: Path,
     assert len(rows(pg_table[0], table)) == 5
     leaked = [line for line in (result.stdout + result.stderr).splitlines() if "S3cretPw" in line]
     assert not leaked, leaked
+
+
+def _create(url: str, sql: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_postgres_a_boolean_output_over_an_earlier_integer_column_is_refused(pg_table: tuple[str, str]) -> None:
+    url, table = pg_table
+    earlier = DatabaseSink(url, table=table)
+    earlier.open(ctx(flag=Integer))
+    earlier.close()
+    with pytest.raises(SinkError, match=r"column 'flag' .* holds integers .* writes booleans"):
+        DatabaseSink(url, table=table).open(ctx(flag=Boolean))  # PostgreSQL would refuse every write
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_integer_output_over_an_earlier_float_column_is_taken(
+    backend: str, sqlite_url: str, request: pytest.FixtureRequest
+) -> None:
+    url, table = (sqlite_url, "results") if backend == "sqlite" else request.getfixturevalue("pg_table")
+    earlier = DatabaseSink(url, table=table)
+    earlier.open(ctx(score=Float))
+    earlier.close()
+    sink = DatabaseSink(url, table=table)
+    sink.open(ctx(score=Integer))  # lossless: an integer fits a float column
+    try:
+        sink.write([rec(0, score=Integer(3))])
+    finally:
+        sink.close()
+    assert [r["score"] for r in rows(url, table)] == [3]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_partial_unique_index_is_no_key_and_an_expression_index_does_not_break_the_check(
+    backend: str, sqlite_url: str, request: pytest.FixtureRequest
+) -> None:
+    url, table = (sqlite_url, "results") if backend == "sqlite" else request.getfixturevalue("pg_table")
+    columns = 'source TEXT NOT NULL, "index" BIGINT NOT NULL, sid TEXT, timestamp FLOAT NOT NULL, status VARCHAR(16) NOT NULL, error TEXT, y BIGINT'
+    _create(url, f'CREATE TABLE "{table}" ({columns}); '
+                 f'CREATE UNIQUE INDEX "{table}_partial" ON "{table}" (source, "index") WHERE status = \'complete\'; '
+                 f'CREATE UNIQUE INDEX "{table}_expr" ON "{table}" (source, lower(sid))')
+    with pytest.raises(SinkError, match=r"no primary key or unique index on \(source, index\)"):
+        DatabaseSink(url, table=table).open(ctx(y=Integer))  # ON CONFLICT cannot use a partial index
+    _create(url, f'CREATE UNIQUE INDEX "{table}_key" ON "{table}" (source, "index")')
+    sink = DatabaseSink(url, table=table)
+    sink.open(ctx(y=Integer))
+    try:
+        sink.write([rec(0, y=Integer(1))])
+    finally:
+        sink.close()
+    assert [r["y"] for r in rows(url, table)] == [1]
+
+
+def test_postgres_an_updatable_view_over_a_keyed_table_is_written_through(pg_table: tuple[str, str]) -> None:
+    url, table = pg_table
+    keyed = DatabaseSink(url, table=f"{table}_base")
+    keyed.open(ctx(y=Integer))
+    keyed.close()
+    _create(url, f'CREATE VIEW "{table}" AS SELECT * FROM "{table}_base"')
+    sink = DatabaseSink(url, table=table)
+    try:
+        sink.open(ctx(y=Integer))  # a view has no keys of its own: the table below it has
+        sink.write([rec(0, y=Integer(7))])
+        assert [r["y"] for r in rows(url, f"{table}_base")] == [7]
+    finally:
+        sink.close()
+        _create(url, f'DROP VIEW IF EXISTS "{table}"; DROP TABLE IF EXISTS "{table}_base", "{table}_base_dead_letter"')
+
+
+def test_a_password_with_an_empty_user_name_is_hidden() -> None:
+    from rvai_sdk.drivers.source import hide_passwords
+
+    assert hide_passwords("postgresql://:pw@h/db and mqtt://ann:s3cret@b") == "postgresql://:***@h/db and mqtt://ann:***@b"
