@@ -160,8 +160,8 @@ class MqttConnection:
         self.refused: str | None = None
         self.client: Any = None
         self.max_packet: int | None = None
-        self.unanswered = False
         """The largest packet the broker takes, when it said so (MQTT 5 only)."""
+        self.unanswered = False  # the last connect got no CONNACK in time
 
     def open(self, *, keepalive: int, timeout: float) -> Any:
         """Connect (and subscribe) and start paho's network thread; the paho client.

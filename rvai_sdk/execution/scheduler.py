@@ -162,14 +162,14 @@ class Scheduler:
             req.taken[stage.plan.index] = QUEUED
             former.add(req, now)
 
-    def _mark_failed(self, req: Request) -> bool:
+    def _mark_failed(self, req: Request) -> None:
         """``req`` failed: drop it from every queue and from the requests in flight (caller holds the lock).
 
-        Returns whether a cell's slot was freed (its calls handed out that nobody started):
-        the caller dispatches again (:meth:`_dispatch_all`).
+        Its calls handed out that nobody started are settled unrun (:meth:`_abandon`): their cells
+        may take more work, so the caller dispatches again (:meth:`_dispatch_all`).
         """
         req.failed = True
-        freed = self._abandon(req.works, self._clock())
+        self._abandon(req.works, self._clock())
         req.works = []
         req.snaps = None  # its entry is released below: it writes no checkpoint
         taken = req.taken
@@ -184,7 +184,6 @@ class Scheduler:
         self.failed += 1
         if self._closed and not self._inflight:
             self._idle.notify_all()
-        return freed
 
     def _abandon(self, works: list[Work], now: float) -> bool:
         """Settle, unrun, the ``works`` nobody started whose requests all failed (caller holds the lock).

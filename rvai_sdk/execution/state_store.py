@@ -586,8 +586,8 @@ class Checkpointer:
     def restore(self, sid: str) -> tuple[int, dict[str, Any]] | None:
         """``sid``'s sequence number and cell ref to State instance from its last checkpoint, or ``None``."""
         with self._dirty_lock:
-            found = self._dirty.get(sid)
             if sid in self._deleting:  # the stored checkpoint is the dropped one: only a newer queued one counts
+                found = self._dirty.get(sid)
                 if found is None:
                     return None
             else:
