@@ -16,6 +16,8 @@ from rvai_sdk.drivers.source import hide_passwords
 from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange
 
+from ._taken import Taken
+
 __all__ = ["HttpCallbackSink", "HttpCallbackSinkParameters"]
 
 _FIELDS = {"source": "s", "sid": "s", "index": 0, "status": "complete"}
@@ -181,10 +183,7 @@ class HttpCallbackSink(Sink):
         self._httpx = httpx
         self._client: Any = None
         self._watchdog = _Watchdog(f"rvai-http-sink-{context.ref}")
-        # Records of the batch being written that the receiver took already (by identity: a source
-        # numbering from 0 again has new records with old indices). The driver retries a batch with
-        # the same records; it keeps them alive, so their ids stay theirs.
-        self._delivered: dict[int, Record] = getattr(self, "_delivered", {})
+        self._taken: Taken = getattr(self, "_taken", None) or Taken()
         self._posts = getattr(self, "_posts", 0)
         self._refused = getattr(self, "_refused", 0)
 
@@ -211,8 +210,10 @@ class HttpCallbackSink(Sink):
             response = self._send(target, content, deadline)
             code = response.status_code
             location = response.headers.get("location")
-            if code in _KEEP_BODY_REDIRECTS and location and _origin(urljoin(target, location)) == _origin(target):
-                target = urljoin(target, location)
+            pointed = urljoin(target, location) if location else ""
+            same_origin = bool(pointed) and _origin(pointed) == _origin(target)
+            if code in _KEEP_BODY_REDIRECTS and same_origin:
+                target = pointed
                 continue
             break
         answer = f"{self._where()}: POST {shown(target)} answered {code} {response.reason_phrase}"
@@ -222,11 +223,11 @@ class HttpCallbackSink(Sink):
         if 300 <= code < 400:
             why = "a POST is only sent again on a 307 or 308"
             if code in _KEEP_BODY_REDIRECTS:
-                why = "too many redirects" if location and _origin(urljoin(target, location)) == _origin(target) else (
+                why = "too many redirects" if same_origin else (
                     "the sink does not follow a redirect to another origin (its headers would go there)"
                 )
             raise SinkError(
-                f"{answer}" + (f" pointing to {shown(urljoin(target, location))}" if location else "")
+                f"{answer}" + (f" pointing to {shown(pointed)}" if pointed else "")
                 + f": {why}; give the sink the URL the receiver wants"
             )
         if code in _SINK_WIDE:
@@ -280,21 +281,21 @@ class HttpCallbackSink(Sink):
             SinkError: the receiver cannot be reached, took longer than ``timeout``, answered 5xx/408/429 or
                 401/403/407, or redirected elsewhere than with a 307/308.
         """
-        delivered = self._delivered
-        todo = [(record, self._body(record)) for record in records if id(record) not in delivered]
+        taken = self._taken
+        todo = [(record, self._body(record)) for record in taken.rest(records)]
         if bool(self.params.batch):
             by_url: dict[str, list[tuple[Record, bytes]]] = {}
             for record, body in todo:
                 by_url.setdefault(self.url_for(record), []).append((record, body))
             for url, group in by_url.items():
                 self._post(url, b"[" + b",".join(body for _, body in group) + b"]")
-                delivered.update((id(record), record) for record, _ in group)
+                for record, _ in group:
+                    taken.add(record)
         else:
             for record, body in todo:
                 self._post(self.url_for(record), body)
-                delivered[id(record)] = record
-        for record in records:  # all delivered: the driver will not retry these
-            delivered.pop(id(record), None)
+                taken.add(record)
+        taken.done(records)
 
     def close(self) -> None:
         """Close the HTTP client (idempotent)."""

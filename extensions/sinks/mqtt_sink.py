@@ -14,6 +14,7 @@ from rvai_sdk.exc import SinkError
 from rvai_sdk.types import Boolean, FloatRange, IntegerRange
 
 from .._mqtt import MqttConnection, MqttEndpoint, parse_url
+from ._taken import Taken
 
 __all__ = ["MqttSink", "MqttSinkParameters"]
 
@@ -176,9 +177,7 @@ class MqttSink(Sink):
         """
         super().open(context)
         self._published = getattr(self, "_published", 0)
-        # Records of the batch being written that the broker took already (by identity; the driver
-        # retries a batch with the same records, which it keeps alive).
-        self._delivered: dict[int, Record] = getattr(self, "_delivered", {})
+        self._taken: Taken = getattr(self, "_taken", None) or Taken()
         self._refusals: dict[int, Any] = {}  # message id -> the reason code of an acknowledgement that refused it
         connection = MqttConnection(
             MqttEndpoint(
@@ -213,8 +212,8 @@ class MqttSink(Sink):
             raise SinkError(f"{self._where()}: not connected to the broker")
         qos, retain = int(self.params.qos), bool(self.params.retain)
         deadline = time.monotonic() + float(self.params.publish_timeout)
-        delivered = self._delivered
-        todo = [(record, *self._message(record, connection.max_packet)) for record in records if id(record) not in delivered]
+        taken = self._taken
+        todo = [(record, *self._message(record, connection.max_packet)) for record in taken.rest(records)]
         refused: list[tuple[Record, Any]] = []
         try:
             sent = [(record, len(payload), client.publish(topic, payload, qos=qos, retain=retain)) for record, topic, payload in todo]
@@ -240,7 +239,7 @@ class MqttSink(Sink):
             if reason is not None:
                 refused.append((record, reason))
                 continue
-            delivered[id(record)] = record
+            taken.add(record)
             self._published += 1
         if failure is not None:
             raise failure
@@ -255,8 +254,7 @@ class MqttSink(Sink):
                 f"{self._where()}: the broker refused record {record.index} of source {record.source!r}: {reason} "
                 "(a message larger than it takes, or a topic it does not allow this client)"
             )
-        for record in records:  # all delivered: the driver will not retry these
-            delivered.pop(id(record), None)
+        taken.done(records)
 
     def _message(self, record: Record, max_packet: int | None = None) -> tuple[str, bytes]:
         """The topic and JSON payload of a record.
