@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +14,19 @@ import pytest
 
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
-from rvai_sdk.data import Inputs, Outputs, Parameters
+from rvai_sdk.data import Parameters
 from rvai_sdk.drivers import Record, RecordError, Source, SinkContext, SourceItem
 from rvai_sdk.exc import SinkError
 from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
 from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
-from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.pipeline.graph import OutputSpec
 from rvai_sdk.runtime import Inference, init
 from rvai_sdk.types import Boolean, Float, Integer
+from tests.conftest import XIn, YOut, single
 from tests.extensions.source_sink.conftest import rows
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@dataclass
-class GIn(Inputs):
-    x: Integer = Inputs.field()
-
-
-@dataclass
-class GOut(Outputs):
-    y: Integer = Outputs.field()
 
 
 @cell(concurrency=8)
@@ -46,19 +34,11 @@ class Gated(Cell):
     """Echo x; items 3 <= x < 1000 wait while the file $HUNT2_GATE exists (a slow model)."""
 
     @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: GIn) -> GOut:
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         gate = os.environ.get("HUNT2_GATE", "")
         while 3 <= int(inputs.x) < 1000 and gate and os.path.exists(gate):
             time.sleep(0.01)
-        return GOut(y=inputs.x)
-
-
-def gated_pipeline() -> Pipeline:
-    pf = PipelineFactory(name="gated")
-    g = pf.add_cell(ref="g", cell=Gated())
-    pf.declare_input(ref="x", input=g.inputs.x)
-    pf.declare_output(ref="y", output=g.outputs.y)
-    return pf.build()
+        return YOut(y=inputs.x)
 
 
 class Numbers(Source):
@@ -89,7 +69,7 @@ def test_a_source_re_added_while_its_old_stream_is_in_flight_loses_no_result(
     gate = tmp_path / "gate"
     gate.touch()
     monkeypatch.setenv("HUNT2_GATE", str(gate))
-    with init("local") as rt, rt.start_inference(Inference(pipeline=gated_pipeline())) as proc:
+    with init("local") as rt, rt.start_inference(Inference(pipeline=single(Gated, name="gated"))) as proc:
         handle = proc.add_driver("stream", SourceSinkDriver, sources={"cam": Numbers(0)}, sinks={"db": DatabaseSink(sqlite_url)})
         wait_until(lambda: len(rows(sqlite_url, "results")) == 3, what="x 0..2 written, 3..6 held in flight")
         wait_until(lambda: handle.stats()["sources"]["cam"]["in_flight"] == 4, what="four in flight")
@@ -110,20 +90,12 @@ class HoldThree(Cell):
     """Echo x; x == 3 waits while the file $HUNT2_HOLD exists; every other x leaves a file '$HUNT2_HOLD.done.<x>'."""
 
     @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: GIn) -> GOut:
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         gate = os.environ["HUNT2_HOLD"]
         while int(inputs.x) == 3 and os.path.exists(gate):
             time.sleep(0.01)
         Path(f"{gate}.done.{int(inputs.x)}").touch()
-        return GOut(y=inputs.x)
-
-
-def hold_pipeline() -> Pipeline:
-    pf = PipelineFactory(name="hold")
-    g = pf.add_cell(ref="g", cell=HoldThree())
-    pf.declare_input(ref="x", input=g.inputs.x)
-    pf.declare_output(ref="y", output=g.outputs.y)
-    return pf.build()
+        return YOut(y=inputs.x)
 
 
 class FileLike(Numbers):
@@ -152,7 +124,7 @@ def test_a_stop_during_an_inference_outage_leaves_no_gap_that_the_next_run_skips
     gate = tmp_path / "hold"
     gate.touch()
     monkeypatch.setenv("HUNT2_HOLD", str(gate))
-    with init("local") as rt, rt.start_inference(Inference(pipeline=hold_pipeline())) as proc:
+    with init("local") as rt, rt.start_inference(Inference(pipeline=single(HoldThree, name="hold"))) as proc:
         first = proc.add_driver("d", SourceSinkDriver, sources={"file": FileLike(0, count=10)}, sinks={"db": DatabaseSink(sqlite_url)})
         wait_until(lambda: len(rows(sqlite_url, "results")) == 3, what="frames 0..2 written")
         wait_until(lambda: all(Path(f"{gate}.done.{x}").exists() for x in (4, 5, 6)), what="frames 4..6 inferred, 3 held")
