@@ -331,7 +331,7 @@ class DatabaseSink(Sink):
         return SinkError(text)
 
     def position(self, source: str) -> int | None:
-        """The highest index of ``source`` in the table and its dead-letter table (``None``: none).
+        """The highest index of ``source`` in the table, its dead-letter table and the dead-letter file (``None``: none).
 
         Raises:
             SinkError: the database cannot be read.
@@ -344,6 +344,7 @@ class DatabaseSink(Sink):
                     found.append(conn.execute(sa.select(sa.func.max(self._dead.c["index"])).where(self._dead.c.source == source)).scalar())
         except sa.exc.SQLAlchemyError as exc:
             raise SinkError(f"{self._where()}: cannot read the position of source {source!r}: {_first_line(exc)}") from exc
+        found.append(self.filed_position(source))  # letters the table refused, or all of them with dead_letter= set
         held = [int(i) for i in found if i is not None]
         return max(held) if held else None
 

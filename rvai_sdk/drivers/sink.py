@@ -269,8 +269,7 @@ class Sink(Configurable, abc.ABC):
         Raises:
             SinkError: the dead-letter place cannot be written (the driver retries).
         """
-        ref = getattr(getattr(self, "context", None), "ref", "sink")
-        path = str(self.params.dead_letter) or f"rvai_dead_letter_{ref}.jsonl"
+        ref, path = self._dead_letter_file()
         try:
             with open(path, "a", encoding="utf-8") as f:
                 for record, error in failures:
@@ -279,6 +278,40 @@ class Sink(Configurable, abc.ABC):
                 os.fsync(f.fileno())
         except OSError as exc:
             raise SinkError(f"sink {ref!r}: cannot write dead letters to {path}: {exc}") from exc
+
+    def _dead_letter_file(self) -> tuple[str, str]:
+        """This sink's ref and the file :meth:`dead_letter` appends to by default."""
+        ref = getattr(getattr(self, "context", None), "ref", "sink")
+        return ref, str(self.params.dead_letter) or f"rvai_dead_letter_{ref}.jsonl"
+
+    def filed_position(self, source: str) -> int | None:
+        """The highest index of ``source`` among this sink's letters in its dead-letter file (``None``: none).
+
+        A sink with :attr:`keeps_positions` whose :meth:`dead_letter` can fall back on the file
+        takes this into its :meth:`position`, so that a replayable source does not infer and
+        dead-letter its last records again after a restart. Letters of other sinks sharing the
+        file, and a line cut short by a crash, are skipped.
+
+        Raises:
+            SinkError: the file exists but cannot be read.
+        """
+        ref, path = self._dead_letter_file()
+        found: int | None = None
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        letter = json.loads(line)
+                        if letter.get("sink") == ref and letter.get("source") == source:
+                            index = int(letter["index"])
+                            found = index if found is None else max(found, index)
+                    except (ValueError, TypeError, KeyError, AttributeError):
+                        continue
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SinkError(f"sink {ref!r}: cannot read the dead letters in {path}: {exc}") from exc
+        return found
 
     def flush(self) -> None:
         """Push out anything :meth:`write` left buffered; nothing by default."""

@@ -4,6 +4,8 @@ one key twice in a batch, a connection killed mid-transaction, and the password 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
-from rvai_sdk.data import Parameters
+from rvai_sdk.data import Outputs, Parameters
 from rvai_sdk.drivers import Record, RecordError, Source, SinkContext, SourceItem
 from rvai_sdk.exc import SinkError
 from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
@@ -351,3 +353,61 @@ def test_a_password_with_an_empty_user_name_is_hidden() -> None:
     from rvai_sdk.drivers.source import hide_passwords
 
     assert hide_passwords("postgresql://:pw@h/db and mqtt://ann:s3cret@b") == "postgresql://:***@h/db and mqtt://ann:***@b"
+
+
+# -- dead letters kept in a file count as held ------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ScoreOut(Outputs):
+    score: Float
+
+
+@cell
+class NanAtThree(Cell):
+    """score = x, but NaN for x == 3: a record SQLite cannot store (dead-lettered)."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> ScoreOut:
+        return ScoreOut(score=Float(float("nan") if int(inputs.x) == 3 else float(inputs.x)))
+
+
+def test_a_record_dead_lettered_to_a_file_is_not_inferred_and_dead_lettered_again_by_the_next_run(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The guide: a file 'resumes after the last row its sinks hold'; a dead letter is held too, in the table's
+    dead-letter table or, with ``dead_letter=`` set, in that file."""
+    letters = tmp_path / "letters.jsonl"
+
+    def run() -> dict[str, Any]:
+        sink = DatabaseSink(sqlite_url, params={"dead_letter": str(letters)})
+        handle = proc.add_driver("d", SourceSinkDriver, sources={"file": FileLike(0, count=4)}, sinks={"db": sink})
+        try:
+            return SourceSinkDriver.wait(handle, timeout=60)["sources"]["file"]
+        finally:
+            handle.stop()
+
+    with init("local") as rt, rt.start_inference(Inference(pipeline=single(NanAtThree, name="nan"))) as proc:
+        first = run()
+        second = run()
+    assert sorted(int(r["index"]) for r in rows(sqlite_url, "results")) == [0, 1, 2]
+    filed = [json.loads(line)["index"] for line in letters.read_text().splitlines()]
+    assert filed == [3], f"record 3 dead-lettered once; first run {first}, second run {second}"
+    assert second["produced"] == 0, f"the second run had nothing left to infer: {second}"
+
+
+def test_the_position_of_a_source_counts_only_this_sinks_letters_in_a_shared_dead_letter_file(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    letters = tmp_path / "letters.jsonl"
+    sink = DatabaseSink(sqlite_url, params={"dead_letter": str(letters)})
+    sink.open(ctx(score=Float))
+    try:
+        sink.write([rec(0, score=Float(0.0)), rec(1, score=Float(1.0))])
+        sink.dead_letter([(rec(5, score=Float(5.0)), "refused")])
+        with letters.open("a") as f:  # another sink's letter, and a line a crash cut short
+            f.write(json.dumps({"sink": "other", "source": "cam", "index": 9}) + "\n" + '{"sink": "db", "source": "cam", "ind')
+        assert sink.position("cam") == 5
+        assert sink.position("elsewhere") is None
+    finally:
+        sink.close()
