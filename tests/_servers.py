@@ -4,6 +4,7 @@ disturbing the shared services every other test (and every other pytest-xdist wo
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,10 +18,27 @@ from tests.conftest import IN_CI, require_extra
 from tests.extensions.source_sink.support import wait_until
 
 
+_PORTS = range(20_000, 32_768)
+"""Where a test's own servers listen: below Linux's ephemeral range (32768-60999), which the kernel hands to
+every outgoing connection and every ``bind(0)``, and above Ray's worker ports (10002-19999)."""
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port nothing listens on now, for a server a test starts (and may restart on it).
+
+    Not ``bind(0)``: that port comes from the ephemeral range, from which the other pytest-xdist worker's
+    outgoing connections could take it before the server binds it (or while a restarted server is down).
+    A random port below that range is taken only by another test's server, one chance in thousands.
+    """
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} on 127.0.0.1 after 200 tries")
 
 
 def redis_up(url: str) -> bool:

@@ -37,6 +37,7 @@ from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.resources import CellResources, DriverResources, DriverResourcesRequest
 from rvai_sdk.runtime import Inference, ProcessStatus, RestrictedInferenceProcess, init
 from rvai_sdk.types import Image, Integer
+from tests._servers import free_port
 from tests.conftest import AddOne, XIn, YOut, require_extra, single
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(120)]
@@ -448,12 +449,6 @@ def test_stopping_the_process_stops_its_drivers(rt: Any) -> None:
 # -- two nodes ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
 def two_node_check(address: str) -> None:
     """Run in a subprocess joined to the two-node cluster; prints one JSON line with what it saw."""
     import ray
@@ -486,7 +481,7 @@ def two_node_check(address: str) -> None:
 def test_two_nodes_hold_replicas_and_a_driver_on_the_second_node_reaches_them(tmp_path: Path) -> None:
     require_extra("ray")
     ray_bin = Path(sys.executable).with_name("ray")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     address = f"127.0.0.1:{port}"
     common = ["--num-cpus=1", "--include-dashboard=false", "--block", "--disable-usage-stats"]

@@ -119,11 +119,9 @@ def test_metrics_need_the_api_key_like_every_route_but_health() -> None:
 
 
 def test_a_listen_port_parameter_overrides_the_runtime_allocated_port() -> None:
-    import socket
+    from tests._servers import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     with init("debug") as rt, serving(rt, http_pipeline(), {"listen_port": port}) as (proc, handle, url):
         assert handle.get_service("http")["port"] == port
         assert url.endswith(f":{port}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._servers import free_port
 from tests.conftest import IN_CI, require_extra
 
 PG_URL = os.environ.get("RVAI_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -38,12 +39,6 @@ def _port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

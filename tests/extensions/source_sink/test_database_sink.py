@@ -21,7 +21,8 @@ from rvai_sdk.extensions.sources.dummy_source import DummySource
 from rvai_sdk.runtime import Inference, Runtime
 from rvai_sdk.types import FloatRange, Integer, List
 from tests.conftest import IN_CI, Count, Remember, require_extra, single
-from tests.extensions.source_sink.conftest import free_port, rows
+from tests._servers import free_port
+from tests.extensions.source_sink.conftest import rows
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -17,7 +17,7 @@ from rvai_sdk.extensions.sources.dummy_source import DummySource
 from rvai_sdk.runtime import Inference, Runtime
 from rvai_sdk.types import FloatRange
 from tests.conftest import FailNegative, require_extra, single
-from tests.extensions.source_sink.conftest import free_port
+from tests._servers import free_port
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(90)

@@ -18,7 +18,7 @@ from rvai_sdk.exc import SinkError
 from rvai_sdk.extensions.drivers._stream_outlet import Outlet
 from rvai_sdk.extensions.sinks.http_callback_sink import HttpCallbackSink
 from tests.conftest import require_extra
-from tests.extensions.source_sink.conftest import free_port
+from tests._servers import free_port
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)

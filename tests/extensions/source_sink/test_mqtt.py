@@ -16,7 +16,7 @@ from rvai_sdk.extensions.sinks.mqtt_sink import MqttSink
 from rvai_sdk.extensions.sources.mqtt_source import MqttSource
 from rvai_sdk.runtime import Inference, Runtime
 from tests.conftest import Count, single
-from tests.extensions.source_sink.conftest import free_port
+from tests._servers import free_port
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(90)

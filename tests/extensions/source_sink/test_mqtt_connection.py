@@ -29,7 +29,7 @@ from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
 from rvai_sdk.extensions.sources.mqtt_source import MqttSource
 from rvai_sdk.runtime import Inference, init
 from tests.conftest import IN_CI, Count, require_extra, single
-from tests.extensions.source_sink.conftest import free_port
+from tests._servers import free_port
 from tests.extensions.source_sink.support import wait_until
 
 pytestmark = pytest.mark.timeout(120)

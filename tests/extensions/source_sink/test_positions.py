@@ -35,7 +35,7 @@ from rvai_sdk.runtime import Inference, Runtime, init
 from rvai_sdk.types import FloatRange
 from tests._servers import RedisServer, own_redis, redis_up  # noqa: F401 (own_redis: a fixture)
 from tests.conftest import Count, require_extra, single
-from tests.extensions.source_sink.conftest import free_port
+from tests._servers import free_port
 from tests.extensions.source_sink.support import TaggedFileSink, read_jsonl, wait_until
 
 pytestmark = pytest.mark.timeout(300)
