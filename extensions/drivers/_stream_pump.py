@@ -99,6 +99,7 @@ class Stream:
         self.resent = 0
         self.skipped = 0
         self.first_index = 0
+        self.handed_up_to = 0  # the source's indexes below it were offered: a replayable source reopened skips them
         self.offset = 0
         self.tracker: Tracker | None = None  # with a position store: what every sink acknowledged
         self.waiting_since: float | None = None  # while waiting for the process (stats show "waiting")
@@ -191,9 +192,11 @@ class Stream:
                     self.source.open(context)
                     self.state = "running"
                     for item in self.source.items():
+                        fresh = item.index >= self.first_index
                         if self._offer(item):
                             break
-                        backoff.reset()
+                        if fresh:  # only progress resets the backoff: not items skipped again after a reopen
+                            backoff.reset()
                         if self.stopped.is_set():
                             break
                     else:
@@ -220,6 +223,8 @@ class Stream:
                     if self.errors == 1 or self.errors % LOG_EVERY == 0:
                         logger.warning("%s; reopening in %.1f s (error %d)", error, delay, self.errors)
                     self._close_source()
+                    if self.config.replayable:  # it starts again from its first item: skip those it handed out
+                        self.first_index = max(self.first_index, self.handed_up_to)
                     self.stopped.wait(delay)
                 else:
                     self._close_source()
@@ -242,6 +247,7 @@ class Stream:
         if item.index < self.first_index:
             self.skipped += 1
             return False
+        self.handed_up_to = max(self.handed_up_to, item.index + 1)
         index = item.index + self.offset
         capacity = int(self.params.buffer)
         with self.cond:

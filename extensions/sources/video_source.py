@@ -186,7 +186,11 @@ class VideoSource(Source):
         if others:
             raise SourceError(f"{self._where()}: VideoSource fills only {target!r}, but the pipeline also takes {', '.join(others)}")
         self._target = target
-        self._index = getattr(self, "_index", 0)
+        # a file is read again from its start, under the same indexes (the driver skips those it had); a
+        # camera's frames keep counting across reconnects and reopenings
+        self._index = getattr(self, "_index", 0) if self.live else 0
+        self._high = getattr(self, "_high", 0)
+        self._corrupt = getattr(self, "_corrupt", 0)
         self._reconnects = getattr(self, "_reconnects", 0)
         self._decoded = getattr(self, "_decoded", 0)
         self._skipped = getattr(self, "_skipped", 0)
@@ -353,17 +357,27 @@ class VideoSource(Source):
             failure: str | None = None
             again_on_cpu = False  # the GPU could not convert the first frame: the same frames again, on the CPU
             produced = 0
+            packets = 0
             last = 0.0
             at_open = (next_time, clock)
             decoded_before = self._decoded
+            rate = float(stream.average_rate or stream.guessed_rate or 30)
             try:
                 for packet in container.demux(stream):
                     if context.stopped.is_set():
                         return
+                    packets += bool(packet.size)
                     if plan is not None and plan.keys_only and not packet.is_keyframe and packet.size:
                         self._discarded += 1
                         continue
-                    for frame in packet.decode():
+                    try:
+                        frames = packet.decode()
+                    except self._av.error.FFmpegError as exc:
+                        if self.live or (self._decoder == "cuda" and produced == 0):
+                            raise  # a camera reconnects; a GPU decoder that never decoded falls back to the CPU
+                        self._corrupt_packet(exc)  # a damaged file: skip the packet and go on, as ffmpeg does
+                        continue
+                    for frame in frames:
                         if context.stopped.is_set():
                             return
                         self._decoded += 1
@@ -371,6 +385,8 @@ class VideoSource(Source):
                             # FFmpeg took the software path itself (no CUDA decoder for this codec or profile)
                             self._fall_back(f"FFmpeg has no CUDA decoder for this stream ({stream.codec_context.name}); it decodes on the CPU")
                         t = frame.time
+                        if t is None and not self.live:  # no timestamps (a raw .h264): the frame's place in the file
+                            t = (self._decoded - decoded_before - 1) / rate
                         if t is not None:
                             last = t
                         if plan is not None and plan.learn(frame, stream):
@@ -406,13 +422,19 @@ class VideoSource(Source):
                         produced += 1
                         yield SourceItem(inputs={self._target: Image(array)}, index=self._index, timestamp=time.time())
                         self._index += 1
+                        self._high = max(self._high, self._index)
                     if failure is not None or again_on_cpu:
                         break
             except self._av.error.FFmpegError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
-            rate = float(stream.average_rate or stream.guessed_rate or 30)  # read before closing: PyAV >= 19 refuses after
+            if failure is None and not self.live and 0 < packets < int(stream.frames or 0) and offset == 0.0:
+                self._last_error = (
+                    f"{self._where()}: the file ended after {packets} of the {stream.frames} frames its header announces "
+                    "(cut short, e.g. by an interrupted copy?)"
+                )
+                context.logger.warning("%s", self._last_error)
             loops = failure is None and not again_on_cpu and not self.live and bool(self.params.loop)
             if loops and self._decoded > decoded_before and self._rewind():
                 offset += last + 1.0 / rate
@@ -440,6 +462,13 @@ class VideoSource(Source):
             offset = 0.0
             context.logger.warning("%s: stream ended (%s); reconnecting", self._where(), failure or "end of stream")
 
+    def _corrupt_packet(self, exc: BaseException) -> None:
+        """Count a packet of a file the decoder refused, and say so (first, then every 100th)."""
+        self._corrupt += 1
+        self._last_error = f"{self._where()}: a damaged packet was skipped ({self._corrupt} so far): {type(exc).__name__}: {exc}"
+        if self._corrupt == 1 or self._corrupt % 100 == 0:
+            self.context.logger.warning("%s", self._last_error)
+
     def _rewind(self) -> bool:
         """Seek a looping file back to its start, keeping its decoder (a GPU decoder's session is costly to
         open again); False when the file cannot seek (it is opened again instead)."""
@@ -460,7 +489,8 @@ class VideoSource(Source):
 
         ``frames`` produced, ``decoded`` (frames out of the decoder), ``skipped`` (decoded,
         then left out by ``fps``), ``discarded`` (packets not decoded at all because ``fps``
-        needs key frames only), ``decoder`` (``cuda`` or ``cpu``), ``decode_fallback`` (why
+        needs key frames only), ``corrupt`` (damaged packets of a file skipped, as ffmpeg
+        does), ``decoder`` (``cuda`` or ``cpu``), ``decode_fallback`` (why
         not ``cuda``, or None), ``convert`` (where colours are converted to RGB and frames
         resized: ``cuda`` when decoded frames stay on the GPU, else ``cpu``),
         ``convert_fallback`` (why not ``cuda`` while decoding on the GPU, or None),
@@ -468,10 +498,11 @@ class VideoSource(Source):
         ``reconnects``, ``connected``, ``last_error``.
         """
         return {
-            "frames": getattr(self, "_index", 0),
+            "frames": max(getattr(self, "_high", 0), getattr(self, "_index", 0)),
             "decoded": getattr(self, "_decoded", 0),
             "skipped": getattr(self, "_skipped", 0),
             "discarded": getattr(self, "_discarded", 0),
+            "corrupt": getattr(self, "_corrupt", 0),
             "decoder": getattr(self, "_decoder", "cpu"),
             "decode_fallback": getattr(self, "_decode_fallback", None),
             "convert": "cuda" if getattr(self, "_cuda_frames", None) is not None and getattr(self, "_decoder", "cpu") == "cuda" else "cpu",

@@ -183,6 +183,27 @@ class FlakyOpenSource(Source):
         return {"opened": getattr(self, "opened", 0)}
 
 
+class FailsMidwaySource(Source):
+    """A file-like (replayable) source of x = 0..count-1 whose reading fails at ``fail_at`` the first
+    ``failures`` times it is opened (a network filesystem's hiccup); every open starts again from item 0."""
+
+    def __init__(self, count: int, fail_at: int, failures: int = 1) -> None:
+        super().__init__({"retry_initial": 0.01, "retry_max": 0.05})
+        self.count = count
+        self.fail_at = fail_at
+        self.failures = failures
+
+    def open(self, context: SourceContext) -> None:
+        super().open(context)
+        self.opened = getattr(self, "opened", 0) + 1
+
+    def items(self) -> Iterator[SourceItem]:
+        for i in range(self.count):
+            if i == self.fail_at and self.opened <= self.failures:
+                raise OSError(f"read failed at item {i} (open {self.opened})")
+            yield SourceItem(inputs={"x": Integer(i)}, index=i, timestamp=time.time())
+
+
 @dataclass
 class DoneOut(Outputs):
     y: Integer = Outputs.field()

@@ -18,6 +18,7 @@ from rvai_sdk.runtime import Inference, Runtime, init
 from rvai_sdk.types import FloatRange, Integer
 from tests.conftest import Count, FailNegative, single
 from tests.extensions.source_sink.support import (
+    FailsMidwaySource,
     FlakyOpenSource,
     GatedFileSink,
     append_jsonl,
@@ -224,6 +225,25 @@ def test_a_source_that_fails_to_open_is_retried_and_reported(runtime: Runtime, j
         stats = handle.stats()["sources"]["flaky"]
     assert stats["errors"] == 2 and "not yet (attempt 2)" in stats["last_error"]
     assert stats["source"] == {"opened": 3}
+
+
+def test_a_replayable_source_failing_midway_starts_again_and_each_item_is_inferred_and_written_once(
+    runtime: Runtime, jsonl: Callable[[str], str]
+) -> None:
+    """A file read again from its start after a failure gives its items under the same indexes: the ones the
+    stream had already taken are skipped, not inferred again under new indexes."""
+    path = jsonl("out")
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"file": FailsMidwaySource(10, fail_at=5)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, path))},
+        )
+        stats = SourceSinkDriver.wait(handle, timeout=60)["sources"]["file"]
+    records = read_jsonl(path)
+    assert [r["index"] for r in records] == list(range(10)), stats
+    assert [r["outputs"]["y"] for r in records] == list(range(1, 11)), "items 0..4 inferred once (y counts the calls)"
+    assert stats["errors"] == 1 and "read failed at item 5" in stats["last_error"]
+    assert stats["produced"] == 10 and stats["skipped"] == 5
 
 
 def test_a_sink_can_take_some_sources_only(jsonl: Callable[[str], str]) -> None:

@@ -147,12 +147,14 @@ def test_stop_returns_while_a_camera_hangs_in_its_open_timeout() -> None:
 # These clips are made with PyAV's own encoder (no ffmpeg CLI), 160x120, with the GOP each test needs.
 
 
-def _make_clip(path: Path, *, frames: int = 60, fps: int = 30, x264: str = "keyint=30:min-keyint=30:scenecut=0:bframes=0") -> Path:
+def _make_clip(
+    path: Path, *, frames: int = 60, fps: int = 30, x264: str = "keyint=30:min-keyint=30:scenecut=0:bframes=0", movflags: str = ""
+) -> Path:
     import av
     import numpy as np
 
     y, x = np.mgrid[0:120, 0:160]
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options={"movflags": movflags} if movflags else {}) as container:
         stream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast", "x264-params": x264})
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
         for i in range(frames):
@@ -283,3 +285,55 @@ def _gpu_decoder_usable() -> bool:
     from rvai_sdk.extensions.sources import video_source
 
     return video_source._nvidia_gpu_listed()
+
+
+# -- damaged files ------------------------------------------------------------------------------------
+
+
+def test_a_damaged_packet_mid_file_is_skipped_and_every_other_frame_is_written_once(tmp_path: Path, sqlite_url: str) -> None:
+    """Zeroed bytes in the middle of a file (a bad disk block): the decoder refuses some packets. The stream goes
+    on past them, as ffmpeg does, and says so; it used to fail, reopen the file and write it again and again
+    under new indexes."""
+    from rvai_sdk.runtime import init
+
+    good = _make_clip(tmp_path / "good.mp4", frames=120)
+    data = bytearray(good.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = bytes(2000)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=frame_pipeline())) as proc:
+        handle = proc.add_driver(
+            "video", SourceSinkDriver, sources={"file": VideoSource(str(damaged))}, sinks={"db": DatabaseSink(sqlite_url)}
+        )
+        stats = SourceSinkDriver.wait(handle, timeout=60)["sources"]["file"]
+    table = rows(sqlite_url, "results")
+    assert stats["state"] == "ended" and stats["errors"] == 0, stats
+    assert 0 < stats["source"]["corrupt"] and "damaged packet was skipped" in stats["source"]["last_error"]
+    assert 60 < len(table) < 120 and [r["index"] for r in table] == list(range(len(table)))
+    assert [r["count"] for r in table] == list(range(1, len(table) + 1)), "each frame inferred once"
+
+
+def test_a_file_cut_short_ends_saying_how_many_of_its_frames_it_had(tmp_path: Path) -> None:
+    """An interrupted copy: the header announces 90 frames, half the file is there. It used to end as if whole."""
+    whole = _make_clip(tmp_path / "whole.mp4", frames=90, movflags="faststart")  # the header first, as streamed files have it
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    source = VideoSource(str(cut))
+    frames = _frames(source)
+    assert 0 < len(frames) < 90
+    assert "the file ended after" in str(source.stats()["last_error"]) and "of the 90 frames" in str(source.stats()["last_error"])
+
+
+def test_a_target_fps_samples_a_file_without_timestamps_by_its_frame_rate_the_same_every_time(tmp_path: Path) -> None:
+    """A raw .h264 file has no timestamps: sampling used the wall clock, so what was kept depended on how fast
+    it was read (one frame when read fast), and the same index was another frame the next time."""
+    import numpy as np
+
+    # 3 s at 25 fps, no container: no timestamps (and no rate in its header: FFmpeg takes 25 fps for it)
+    raw = _make_clip(tmp_path / "clip.h264", frames=75, fps=25)
+    first = _frames(VideoSource(str(raw), params={"fps": 5.0}))
+    again = _frames(VideoSource(str(raw), params={"fps": 5.0}))
+    assert 13 <= len(first) <= 17  # about 5 a second of video
+    assert len(again) == len(first) and all(np.array_equal(a, b) for a, b in zip(first, again))
