@@ -232,7 +232,7 @@ class V2Codec:
         result.sid, result.start, result.end = self._sequence(parameters, max_sid_length)
         timeout = parameters.get("timeout")
         if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
                 raise _bad(f"request parameter 'timeout' must be microseconds > 0, got {json.dumps(timeout)[:40]}")
             result.timeout = float(timeout) / 1e6
         result.outputs = self._requested(obj.get("outputs"), _flag(parameters, "binary_data_output"))

@@ -8,6 +8,7 @@ reaching up into ``rvai_sdk.runtime``; every runtime hands one, built on its own
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -51,15 +52,17 @@ def check_sid(sid: str | None, max_length: int = DEFAULT_MAX_SID_LENGTH) -> None
 
 
 def check_timeout(timeout: float | None) -> None:
-    """Check a request deadline: ``None`` or a number of seconds > 0.
+    """Check a request deadline: ``None`` (no deadline) or a finite number of seconds > 0.
 
     Raises:
         InputValidationError: (field ``"timeout"``) anything else.
     """
     if timeout is None:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise InputValidationError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}", field="timeout")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise InputValidationError(
+            f"timeout must be a number of seconds > 0 or None (no deadline), got {timeout!r}", field="timeout"
+        )
 
 
 async def await_result(future: Future[dict[str, Any]]) -> dict[str, Any]:

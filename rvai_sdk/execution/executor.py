@@ -59,6 +59,9 @@ from rvai_sdk.pipeline.graph import Pipeline
 __all__ = ["BatchingPolicy", "Executor", "OutputCheckError", "resolve_parameters"]
 
 _NO_ENTRY = StateEntry(None, 0.0)
+_LONGEST_WAIT = 3600.0
+"""Longest the deadline thread sleeps at once: a deadline years away (a client's huge timeout) is waited for in
+steps, since a single wait that long overflows the platform's time_t and would end the thread."""
 """A request's state entry until ``submit`` acquires the real one under the lock."""
 
 # Names that earlier versions defined here (tests and benchmarks reach some of them).
@@ -522,13 +525,16 @@ class Executor(Reconfiguration, Scheduler):
                     due = heap[0][0]
                     delay = due - self._clock()
                     if delay > 0:
-                        cv.wait(delay)
+                        cv.wait(min(delay, _LONGEST_WAIT))
                         continue
                     ref = heapq.heappop(heap)[2]
                     break
             req = ref()
             if req is not None:
-                self._expire(req)
+                try:
+                    self._expire(req)
+                except Exception:  # a bug: reported, and the other requests' deadlines are still kept
+                    logging.getLogger(__name__).exception("pipeline %r: expiring request %s failed", self.pipeline.name, req.rid)
 
     def _expire(self, req: Request) -> None:
         """Fail ``req`` with DeadlineExceededError if it is still in flight."""

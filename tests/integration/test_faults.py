@@ -171,6 +171,23 @@ def test_the_inference_request_timeout_is_the_default_deadline(runtime: Runtime,
     proc.stop()
 
 
+def test_a_request_with_a_deadline_years_away_leaves_every_other_deadline_kept(runtime: Runtime, sync: SyncServer) -> None:
+    """One client's huge timeout (1e10 s overflows a thread wait) used to end the process's deadline thread:
+    from then on no request of any client ever timed out. An infinite one is refused, naming the field."""
+    proc = runtime.start_inference(Inference(pipeline=single(Hang), models={"c0": sync.address}))
+    try:
+        assert proc.predict({"x": 1}, sid="far", timeout=1e10).result(timeout=30) == {"y": Integer(2)}
+        assert proc.predict({"x": 2}, sid="far", timeout=1e300).result(timeout=30) == {"y": Integer(3)}
+        with pytest.raises(DeadlineExceededError, match="deadline of 0.5 s"):
+            proc.predict({"x": 99}, sid="near", timeout=0.5).result(timeout=30)
+        with pytest.raises(InputValidationError, match=r"timeout must be .*None \(no deadline\), got inf") as info:
+            proc.predict({"x": 1}, timeout=float("inf"))
+        assert info.value.field == "timeout"
+    finally:
+        sync.set("release")
+    proc.stop()
+
+
 def test_stop_returns_and_the_process_is_stopped_while_a_call_hangs(runtime: Runtime, sync: SyncServer) -> None:
     proc = runtime.start_inference(Inference(pipeline=single(Hang), models={"c0": sync.address}))
     try:
