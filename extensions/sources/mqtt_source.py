@@ -167,7 +167,8 @@ class MqttSource(Source):
         self._index = getattr(self, "_index", 0)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._messages: collections.deque[tuple[bytes, float]] = collections.deque()
+        # kept across a reopen (after a failure): those messages were acknowledged to the broker already
+        self._messages: collections.deque[tuple[bytes, float]] = getattr(self, "_messages", None) or collections.deque()
         connection = MqttConnection(
             self._endpoint(),
             client_id=f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}",
@@ -199,6 +200,8 @@ class MqttSource(Source):
             obj = json.loads(payload)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputValidationError(f"not JSON ({exc})") from exc
+        except RecursionError as exc:  # e.g. 100,000 nested arrays
+            raise InputValidationError("JSON nested too deeply") from exc
         if not isinstance(obj, dict):
             raise InputValidationError(f"expected a JSON object of input ref to value, got {type(obj).__name__}")
         sid = None
@@ -227,7 +230,7 @@ class MqttSource(Source):
                 payload, received = self._messages.popleft()
             try:
                 inputs, sid = self._decode(payload)
-            except InputValidationError as exc:
+            except (InputValidationError, RecursionError, TypeError, ValueError) as exc:  # one message's fault: skipped
                 self._bad += 1
                 self.context.logger.warning("%s: bad payload %d skipped: %s (payload %.80r)", self._where(), self._bad, exc, payload)
                 continue
@@ -241,11 +244,13 @@ class MqttSource(Source):
             connection.close()
 
     def stats(self) -> dict[str, Any]:
-        """``received`` messages, ``bad_payloads``, ``dropped`` at receive, ``subscribed``."""
+        """``received`` messages, ``bad_payloads``, ``dropped`` at receive, ``buffered`` (received, not yet handed
+        to the stream: after a stop, the messages it left unread), ``subscribed``."""
         connection: MqttConnection | None = getattr(self, "_connection", None)
         return {
             "received": getattr(self, "_received", 0),
             "bad_payloads": getattr(self, "_bad", 0),
             "dropped": getattr(self, "_dropped", 0),
+            "buffered": len(getattr(self, "_messages", ())),
             "subscribed": bool(connection is not None and connection.ready.is_set()),
         }

@@ -75,15 +75,17 @@ def test_mqtt_in_and_out_with_a_sid_per_message_and_bad_payloads_skipped(
     with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
         handle = proc.add_driver("mqtt", SourceSinkDriver, sources={"sensors": source}, sinks={"broker": sink})
         wait_until(lambda: handle.stats()["sources"]["sensors"]["source"].get("subscribed"), what="the source to subscribe")
-        bad = [b"not json", json.dumps([1, 2]), json.dumps({"x": "abc", "device": "a"}), json.dumps({"device": "a"})]
+        # the deep one used to crash the source, which lost every message in its receive buffer
+        deep = b"[" * 100_000
+        bad = [b"not json", json.dumps([1, 2]), json.dumps({"x": "abc", "device": "a"}), deep, json.dumps({"device": "a"})]
         for i in range(10):
             sub.publish(f"{base}/in", json.dumps({"x": i, "device": "a" if i % 2 == 0 else "b"}))
-            if i % 3 == 0 and bad:
+            if i % 2 == 0 and bad:
                 sub.publish(f"{base}/in", bad.pop())
         wait_until(lambda: len(sub.received()) == 10, what="10 results", explain=lambda: (handle.stats(), sub.received()))
         stats = wait_until(
-            lambda: (s := handle.stats()["sources"]["sensors"])["source"]["bad_payloads"] == 4 and s,
-            what="the fourth bad payload (published last)",
+            lambda: (s := handle.stats()["sources"]["sensors"])["source"]["bad_payloads"] == 5 and s,
+            what="the fifth bad payload (published last)",
         )
     messages = sub.received()
     for device, xs in (("a", [0, 2, 4, 6, 8]), ("b", [1, 3, 5, 7, 9])):
@@ -91,7 +93,8 @@ def test_mqtt_in_and_out_with_a_sid_per_message_and_bad_payloads_skipped(
         assert [m["outputs"]["y"] for m in mine] == [1, 2, 3, 4, 5], f"device {device} has its own counter, in order"
         assert {m["sid"] for m in mine} == {device} and {m["status"] for m in mine} == {"complete"}
     assert sorted(m["index"] for _, m in messages) == list(range(10))
-    assert stats["source"]["bad_payloads"] == 4 and stats["processed"] == 10 and stats["failed"] == 0
+    assert stats["source"]["bad_payloads"] == 5 and stats["processed"] == 10 and stats["failed"] == 0
+    assert stats["errors"] == 0 and stats["source"]["buffered"] == 0
 
 
 def test_an_unreachable_broker_is_a_clear_error() -> None:
