@@ -16,6 +16,7 @@ without parsing strings::
     ├── DeadlineExceededError        also TimeoutError: a request ran past its deadline; .ref, .sid, .timeout
     ├── ProcessError                 a process died or can't be reached
     │   └── ProcessStateError        call not allowed in the current state
+    ├── StateRestoreError            a sid's stored state cannot be read back (a damaged or incompatible checkpoint)
     ├── DriverError ── DriverNotFoundError, SourceError, SinkError, FastAPIClientError
     ├── UnknownSidError              also LookupError
     ├── MissingExtraError            also ImportError
@@ -42,6 +43,7 @@ __all__ = [
     "DeadlineExceededError",
     "ProcessError",
     "ProcessStateError",
+    "StateRestoreError",
     "DriverError",
     "DriverNotFoundError",
     "SourceError",
@@ -223,6 +225,27 @@ class ProcessStateError(ProcessError):
     def __init__(self, message: str, *, state: str | None = None) -> None:
         super().__init__(message)
         self.state = state
+
+
+class StateRestoreError(RvaiError):
+    """A sid's stored state cannot be read back: its checkpoint is damaged, or was written by a State
+    class this pipeline no longer has. Sending the request again cannot help: drop that sid's state
+    (``drop_state(sid)``) to start it afresh, or restore the State class it was written with.
+
+    Attributes:
+        sid: the state id whose checkpoint cannot be read.
+    """
+
+    def __init__(self, message: str, *, sid: str | None = None) -> None:
+        super().__init__(message)
+        self.sid = sid
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_state_restore_error, (str(self), self.sid))
+
+
+def _rebuild_state_restore_error(message: str, sid: str | None) -> StateRestoreError:
+    return StateRestoreError(message, sid=sid)
 
 
 class DeadlockError(RvaiError, RuntimeError):

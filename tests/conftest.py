@@ -8,6 +8,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -183,6 +184,21 @@ class NameIn(Inputs):
 
 
 # -- pipelines --------------------------------------------------------------------------------
+
+
+def damage_checkpoint(db: Path, sid: str, states: bytes) -> None:
+    """Store ``states`` as ``sid``'s checkpoint in a SqliteStateStore file, as a bad disk or another program could leave it."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS rvai_state (sid TEXT PRIMARY KEY, seq INTEGER NOT NULL, states BLOB NOT NULL, expires REAL)"
+        )
+        conn.execute("INSERT OR REPLACE INTO rvai_state VALUES (?, 5, ?, NULL)", (sid, states))
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def chain_pipeline(*cells: type[Cell], name: str = "chain") -> Pipeline:

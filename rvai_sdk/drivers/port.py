@@ -35,7 +35,7 @@ def check_sid(sid: str | None, max_length: int = DEFAULT_MAX_SID_LENGTH) -> None
     """Check a request's sid: ``None`` or a str of at most ``max_length`` characters.
 
     Raises:
-        InputValidationError: (field ``"sid"``) not a str, or too long.
+        InputValidationError: (field ``"sid"``) not a str, not valid Unicode text, or too long.
     """
     if sid is None:
         return
@@ -43,6 +43,15 @@ def check_sid(sid: str | None, max_length: int = DEFAULT_MAX_SID_LENGTH) -> None
         shown = repr(sid)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         raise InputValidationError(f"sid must be a str or None, got {type(sid).__name__} {shown}", field="sid")
+    if not sid.isascii():
+        try:
+            sid.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputValidationError(
+                f"sid {sid[:32]!r} is not valid Unicode text (it holds a lone surrogate), so no state store could keep it; "
+                "send the sid as valid UTF-8",
+                field="sid",
+            ) from None
     if len(sid) > max_length:
         raise InputValidationError(
             f"sid is {len(sid)} characters long, more than the limit of {max_length} (sid starts {sid[:32]!r}); "

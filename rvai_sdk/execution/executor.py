@@ -42,6 +42,7 @@ from rvai_sdk.exc import (
     ProcessError,
     ProcessStateError,
     RvaiError,
+    StateRestoreError,
     UnknownSidError,
 )
 from rvai_sdk.execution.batching import BatchingPolicy
@@ -245,6 +246,12 @@ class Executor(Reconfiguration, Scheduler):
         def restore(sid: str, now: float) -> StateEntry | None:
             try:
                 found = durable.restore(sid)
+            except StateRestoreError as exc:
+                raise StateRestoreError(
+                    f"{exc} (in {store.describe()}); sending the request again cannot help: drop that sid's state "
+                    f"(drop_state({sid!r})) to start it afresh, or restore the State class it was written with",
+                    sid=sid,
+                ) from exc
             except Exception as exc:
                 raise ProcessError(
                     f"cannot restore the state of sid {sid!r} from {store.describe()}: {type(exc).__name__}: {exc}; "

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rvai_sdk.exc import ParameterError
+from rvai_sdk.exc import ParameterError, StateRestoreError
 
 if TYPE_CHECKING:
     from rvai_sdk.execution.state import StateEntry
@@ -85,6 +85,21 @@ def load_state(factory: Any, blob: bytes) -> Any:
 
 def _encode(states: dict[str, bytes]) -> bytes:
     return pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _decode(sid: str, blob: bytes) -> dict[str, bytes]:
+    """The cell ref to pickled fields of a stored checkpoint.
+
+    Raises:
+        StateRestoreError: the stored bytes are not a checkpoint (damaged, or written by something else).
+    """
+    try:
+        states = pickle.loads(blob)
+        if not isinstance(states, dict):
+            raise TypeError(f"a {type(states).__name__}, not a cell ref to state mapping")
+    except Exception as exc:
+        raise StateRestoreError(f"the stored checkpoint of sid {sid!r} is damaged: {type(exc).__name__}: {exc}", sid=sid) from exc
+    return states
 
 
 def _check_checkpoint(checkpoint: Any, what: str) -> None:
@@ -214,7 +229,7 @@ class _OpenSqlite(OpenStateStore):
             row = self._db.execute("SELECT seq, states, expires FROM rvai_state WHERE sid = ?", (sid,)).fetchone()
         if row is None or (row[2] is not None and row[2] < time.time()):
             return None
-        return int(row[0]), pickle.loads(row[1])
+        return int(row[0]), _decode(sid, row[1])
 
     def save(self, checkpoints: Iterable[Checkpoint]) -> None:
         now = time.time()
@@ -337,7 +352,7 @@ class _OpenRedis(OpenStateStore):
         seq, states = self._client.hmget(self._prefix + sid, "seq", "states")
         if seq is None or states is None:
             return None
-        return int(seq), pickle.loads(states)
+        return int(seq), _decode(sid, states)
 
     def save(self, checkpoints: Iterable[Checkpoint]) -> None:
         keys: list[str] = []
@@ -600,7 +615,15 @@ class Checkpointer:
         if found is None:
             return None
         seq, blobs = found
-        states = {ref: load_state(self._classes[ref], blob) for ref, blob in blobs.items() if ref in self._classes}
+        states = {}
+        for ref, blob in blobs.items():
+            if ref in self._classes:
+                try:
+                    states[ref] = load_state(self._classes[ref], blob)
+                except Exception as exc:  # damaged, or pickled from a class or module this process lacks
+                    raise StateRestoreError(
+                        f"the stored state of cell {ref!r} of sid {sid!r} cannot be read: {type(exc).__name__}: {exc}", sid=sid
+                    ) from exc
         return seq, states
 
     # Called by the executor under its lock, with the sid's state entry dropped; then delete() outside it.

@@ -211,6 +211,12 @@ def test_a_sid_longer_than_the_limit_is_refused_on_predict_and_on_the_driver_pat
         with pytest.raises(InputValidationError, match="limit of 256"):
             proc.restricted().predict({"x": 1}, sid="s" * 257)
         assert proc.sids() == ["s" * 256]
+        with pytest.raises(InputValidationError, match="not valid Unicode text") as info:  # no store could keep it
+            proc.predict({"x": 1}, sid="cam-\udc80")
+        assert info.value.field == "sid"
+        with pytest.raises(InputValidationError, match="not valid Unicode text"):
+            proc.restricted().predict({"x": 1}, sid="\ud800")
+        assert proc.predict({"x": 1}, sid="kamera-ü-📷").result(timeout=20) == {"y": Integer(2)}
     with runtime.start_inference(Inference(pipeline=single(AddOne), max_sid_length=8)) as proc:
         with pytest.raises(InputValidationError, match="limit of 8.*Inference\\(max_sid_length=...\\)"):
             proc.predict({"x": 1}, sid="123456789")

@@ -36,7 +36,7 @@ from rvai_sdk.runtime import Inference, ProcessStatus, init
 from rvai_sdk.types import Integer
 from tests._servers import RedisServer, own_redis  # noqa: F401 (own_redis: a fixture)
 from tests._sync import eventually
-from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, branches_pipeline, require_extra, single
+from tests.conftest import BatchRemember, BatchLog, Count, XIn, YOut, branches_pipeline, damage_checkpoint, require_extra, single
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -695,3 +695,40 @@ def test_with_a_store_max_states_bounds_memory_only_and_evicted_sids_continue(tm
             assert replies == {sid: Integer(n) for sid in sids}
         assert len(proc.sids()) <= 4
         assert proc.stats()["sids"]["evicted"] > 0  # so the counts above came back from the store
+
+
+# -- a damaged checkpoint -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("runtime", ["debug", "local"])
+def test_a_damaged_checkpoint_fails_its_sids_requests_naming_it_and_its_stream_goes_on(runtime: str, tmp_path: Path) -> None:
+    """It used to be a ProcessError ('the process cannot be reached'): HTTP answered 503 'retry', and a stream
+    resent the same frames for ever, its state 'waiting' while the process was ready."""
+    import pickle
+
+    from rvai_sdk.exc import StateRestoreError
+    from rvai_sdk.extensions.drivers.source_sink_driver import SourceSinkDriver
+    from rvai_sdk.extensions.sinks.dummy_sink import DummySink
+    from rvai_sdk.extensions.sources.dummy_source import DummySource
+    from rvai_sdk.types import FloatRange
+
+    db = tmp_path / "state.db"
+    damage_checkpoint(db, "cam-1", b"not a pickle")
+    damage_checkpoint(db, "cam-3", pickle.dumps({"c0": b"not a pickle either"}))  # the outer layer is fine, the State is not
+    with init(runtime) as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=SqliteStateStore(str(db)))) as proc:
+        for sid, what in (("cam-1", "checkpoint of sid 'cam-1' is damaged"), ("cam-3", "state of cell 'c0' of sid 'cam-3'")):
+            with pytest.raises(StateRestoreError, match=rf"{what}.*drop_state\('{sid}'\)") as info:
+                proc.predict({"x": 1}, sid=sid).result(timeout=30)
+            assert info.value.sid == sid
+        assert proc.predict({"x": 1}, sid="cam-2").result(timeout=30) == {"y": Integer(1)}
+
+        def counting() -> DummySource:
+            return DummySource(params=DummySource.parameters(rate=FloatRange(0.0), count=5, seed=1))
+
+        handle = proc.add_driver("d", SourceSinkDriver, sources={"cam-1": counting(), "cam-4": counting()}, sinks={"out": DummySink()})
+        streams = SourceSinkDriver.wait(handle, timeout=60)["sources"]
+        assert (streams["cam-1"]["state"], streams["cam-1"]["failed"], streams["cam-1"]["resent"]) == ("ended", 5, 0), streams
+        assert (streams["cam-4"]["state"], streams["cam-4"]["processed"]) == ("ended", 5)
+        handle.stop()
+        proc.drop_state("cam-1")  # what the error says to do: the sid starts afresh
+        assert proc.predict({"x": 1}, sid="cam-1").result(timeout=30) == {"y": Integer(1)}

@@ -20,6 +20,7 @@ bad input, output, parameter or datatype/shape  ``INVALID_ARGUMENT``
 another model or version                        ``NOT_FOUND``
 a cell failed                                   ``INTERNAL`` (the cell's ref and exception)
 the inference process cannot be reached         ``UNAVAILABLE``
+the sid's stored state cannot be read back      ``FAILED_PRECONDITION`` (drop that sid's state)
 past the request's deadline                     ``DEADLINE_EXCEEDED``
 a message past ``max_message_bytes``            ``RESOURCE_EXHAUSTED`` (gRPC's own check)
 no or a wrong bearer token (``api_key``)        ``UNAUTHENTICATED``

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError, ProcessError, UnknownSidError
+from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError, ProcessError, StateRestoreError, UnknownSidError
 from rvai_sdk.extensions.drivers._v2 import DATATYPES, V2Codec, V2Error, V2Request
 
 from .codec import check_model, decode_request, encode_response
@@ -66,6 +66,8 @@ def status_of(exc: BaseException, pipeline: str) -> tuple[Any, str]:
     if isinstance(exc, CellError):
         message = str(exc.args[0]) if exc.args else exc.cause_type
         return code.INTERNAL, message.split("\n\nOriginal traceback:", 1)[0]
+    if isinstance(exc, StateRestoreError):  # not UNAVAILABLE: retrying cannot help
+        return code.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, ProcessError):
         return code.UNAVAILABLE, f"the inference process of pipeline {pipeline!r} cannot be reached: {exc}; retry once ServerReady answers true"
     return code.INTERNAL, f"{type(exc).__name__} in the gRPC driver"

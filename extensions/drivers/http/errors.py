@@ -10,6 +10,7 @@ exception                             status  ``error.type``
 ``InputValidationError``              422     ``InputValidationError``, ``field``
 ``DeadlineExceededError``             504     ``DeadlineExceededError``, ``cell``
 ``CellError``                         500     the cell's exception type, ``cell``
+``StateRestoreError``                 500     ``StateRestoreError``, ``sid`` (retrying cannot help)
 ``ProcessError``                      503     its type; ``Retry-After: 1``
 starlette ``HTTPException``           its own ``NotFound``, ``MethodNotAllowed``...
 anything else (a bug)                 500     ``InternalServerError``, no details
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
-from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError, ProcessError
+from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError, ProcessError, StateRestoreError
 
 from .._v2_types import json_bytes, json_type
 
@@ -113,6 +114,8 @@ class ErrorMapper:
             if self.state.parameters.include_traceback and exc.remote_traceback:
                 extra["traceback"] = exc.remote_traceback
             return HTTPError(500, exc.cause_type or "CellError", message, **extra)
+        if isinstance(exc, StateRestoreError):
+            return HTTPError(500, "StateRestoreError", str(exc), sid=exc.sid)
         if isinstance(exc, ProcessError):
             return HTTPError(
                 503,

@@ -175,6 +175,26 @@ def test_predict_routes_answer_typed_values_keep_sids_apart_and_map_errors_to_st
         assert proc.status is ProcessStatus.RUNNING
 
 
+def test_a_damaged_checkpoint_is_a_500_naming_the_sid_not_a_503_to_retry_and_a_broken_sid_is_a_422(tmp_path: Path) -> None:
+    from rvai_sdk.execution.state_store import SqliteStateStore
+    from rvai_sdk.runtime import init
+    from tests.conftest import damage_checkpoint
+
+    db = tmp_path / "state.db"
+    damage_checkpoint(db, "cam-1", b"not a pickle")
+    with init("debug") as rt, serving(rt, http_pipeline(), state_store=SqliteStateStore(str(db))) as (_, _, url), httpx.Client(
+        base_url=url
+    ) as http:
+        damaged = http.post("/predict", json=body(1, sid="cam-1"))
+        assert damaged.status_code == 500 and "retry-after" not in damaged.headers
+        error = error_of(damaged)
+        assert error["type"] == "StateRestoreError" and error["sid"] == "cam-1" and "drop_state('cam-1')" in error["message"]
+        escaped = json.dumps(body(1, sid="cam-\udc80"))  # JSON may carry a lone surrogate (escaped); no store can keep it
+        broken = http.post("/predict", content=escaped, headers={"content-type": "application/json"})
+        assert broken.status_code == 422 and error_of(broken)["field"] == "sid", broken.text
+        assert http.post("/predict", json=body(1, sid="cam-2")).json()["outputs"]["count"] == 1
+
+
 # -- tasks ------------------------------------------------------------------------------------------
 
 
