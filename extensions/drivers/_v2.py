@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 __all__ = ["V2Codec", "V2Error", "V2Request", "DATATYPES", "EXTENSIONS", "VERSION", "datatype_of", "encode_output"]
 
+_INT64 = np.iinfo(np.int64)
+"""An Integer input's range (its metadata says INT64)."""
+
 VERSION = "1"
 """The one version every pipeline answers as."""
 
@@ -157,12 +160,13 @@ class V2Codec:
         if header_length is None:
             head, binary = body, memoryview(b"")
         else:
-            if not header_length.strip().isdigit() or int(header_length) > len(body):
+            digits = header_length.strip()
+            if not (digits.isascii() and digits.isdigit()) or int(digits) > len(body):
                 raise _bad(
                     f"header Inference-Header-Content-Length must be the size of the JSON part, at most the body's "
                     f"{len(body)} bytes; got {header_length!r}"
                 )
-            size = int(header_length)
+            size = int(digits)
             head, binary = body[:size], memoryview(body)[size:]
         try:
             obj = json.loads(head)
@@ -331,7 +335,7 @@ class V2Codec:
         where = f"input {name!r}"
         datatype = tensor.get("datatype")
         shape = _shape(where, tensor)
-        if datatype == "BF16" or (datatype not in DATATYPES and datatype != "BYTES"):
+        if not isinstance(datatype, str) or datatype == "BF16" or (datatype not in DATATYPES and datatype != "BYTES"):
             raise _bad(f"{where}: datatype {datatype!r} is not taken; use one of {', '.join([*DATATYPES, 'BYTES'])}")
         accepted = _ACCEPTS.get(port.kind)
         if port.kind == "tensor":
@@ -366,7 +370,10 @@ class V2Codec:
         if port.kind in ("integer", "float", "boolean"):
             if array.size != 1:
                 raise _bad(f"{where} ({port.type_name}) is one value (shape [1]), got shape {list(shape)}")
-            return array.reshape(-1)[0].item()
+            value = array.reshape(-1)[0].item()
+            if port.kind == "integer" and not _INT64.min <= value <= _INT64.max:  # a UINT64 past INT64's range
+                raise _bad(f"{where} ({port.type_name}) is an INT64; {value} is out of its range")
+            return value
         if port.kind == "image":
             if array.ndim == 4 and len(array) == 1:  # a batch of one
                 array = array[0]

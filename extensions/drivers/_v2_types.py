@@ -190,7 +190,10 @@ def _flatten_strings(data: Any, where: str) -> list[bytes]:
         if isinstance(item, list):
             stack.extend(reversed(item))
         elif isinstance(item, str):
-            out.append(item.encode("utf-8"))
+            try:
+                out.append(item.encode("utf-8"))
+            except UnicodeEncodeError as exc:  # a lone surrogate, which JSON's \u escapes can carry
+                raise _bad(f"{where}: a BYTES string is not valid Unicode text: {exc}") from None
         else:
             raise _bad(f"{where}: BYTES data in JSON are strings, got {json_type(item)}")
     return out

@@ -142,10 +142,22 @@ def test_binary_data_inputs_and_bytes_elements_split_by_their_lengths() -> None:
         ({"classes": None}, "missing input 'classes'"),
         ({"anything": {"datatype": "INT8", "shape": [1], "data": [300]}}, "input 'anything': a value does not fit INT8"),
         ({"anything": {"datatype": "INT8", "shape": [1]}}, "input 'anything': the tensor has neither 'data'"),
+        # each of these was a 500
+        ({"flag": {"datatype": [], "shape": [1], "data": [True]}}, "input 'flag': datatype [] is not taken"),
+        ({"names": {"datatype": "BYTES", "shape": [1], "data": ["\ud800"]}}, "input 'names': a BYTES string is not valid Unicode"),
+        ({"maybe": {"datatype": "UINT64", "shape": [1], "data": [2**64 - 1]}}, "is an INT64; 18446744073709551615 is out of its range"),
     ],
 )
 def test_a_bad_input_is_a_400_naming_it(override: dict[str, Any], message: str) -> None:
     assert message in error(tensors(**override))
+
+
+def test_a_bad_header_length_or_an_endless_timeout_is_a_400() -> None:
+    head = json.dumps({"inputs": tensors()}).encode()
+    with pytest.raises(HTTPError, match="Inference-Header-Content-Length") as caught:
+        CODEC.request(head, "\u00b2", max_sid_length=64, max_image_pixels=None)  # '²' is a digit to str.isdigit
+    assert caught.value.status == 400
+    assert "'timeout' must be microseconds > 0, got Infinity" in error(tensors(), parameters={"timeout": float("inf")})
 
 
 def test_sequence_parameters_become_the_sid_and_its_start_and_end() -> None:
