@@ -154,6 +154,7 @@ class TaskStore:
         self.store_url = "memory"
         self._io: concurrent.futures.ThreadPoolExecutor | None = None  # the store's thread, made by start()
         self._busy_since: float | None = None  # monotonic start of the call the store's thread is in, if any
+        self._unsaved: set[str] = set()  # finished tasks whose final state the store has not taken yet
 
     # -- lifecycle (on the loop) ---------------------------------------------------------------
 
@@ -178,6 +179,8 @@ class TaskStore:
         for task in list(self.tasks.values()):
             if task.finished is None:
                 self._interrupt(task, "the driver stopped before the task finished")
+                await self._save(task)
+            elif task.id in self._unsaved:  # a last try: its result is still only here
                 await self._save(task)
         for job in list(self.background):
             job.cancel()
@@ -373,17 +376,36 @@ class TaskStore:
             503, "TaskStoreUnavailable", f"the task store {redacted(self.store_url)} {what}; retry later", headers={"Retry-After": "1"}
         )
 
-    async def _save(self, task: Task) -> bool:
+    async def _save(self, task: Task) -> bool | None:
         """Write ``task`` to the store; False when it was deleted (or expired) meanwhile, or another driver
-        took it over (this driver's heartbeat lapsed: the task was reported failed, and that stands)."""
+        took it over (this driver's heartbeat lapsed: the task was reported failed, and that stands);
+        ``None`` when the store failed (counted and logged: the task goes on here)."""
         try:
-            return await self._call(self.backend.update, task.to_record())
-        except Exception as exc:  # the store is down: the task goes on here; say so in the counters
+            kept = await self._call(self.backend.update, task.to_record())
+        except Exception as exc:
             self.state.count("task_store_errors")
             from .logs import log_failure
 
             log_failure(exc, "/tasks", 500)
-            return True
+            return None
+        self._unsaved.discard(task.id)
+        return kept
+
+    async def _persist(self, task: Task) -> bool:
+        """Write a finished task's final state, trying again with backoff (0.1 s doubling to 5 s) while the
+        store fails: until then the task stays this driver's live copy, which answers for it. False when
+        it was deleted, expired or taken over meanwhile."""
+        delay = 0.1
+        while True:
+            kept = await self._save(task)
+            if kept is not None:
+                return kept
+            self._unsaved.add(task.id)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            if task.id not in self.tasks:  # expired here meanwhile (task_ttl)
+                self._unsaved.discard(task.id)
+                return False
 
     def _interrupt(self, task: Task, why: str) -> None:
         task.status = "failed"
@@ -415,8 +437,8 @@ class TaskStore:
         task.inputs = {}
         task.finished = time.time()
         self.state.count(f"tasks_{task.status}")
-        kept = await self._save(task)
-        task.done.set()
+        task.done.set()  # waiters here read the live copy; the store's copy follows
+        kept = await self._persist(task)
         if not kept:  # deleted or taken over meanwhile: its result is dropped
             self.tasks.pop(task.id, None)
             return
@@ -456,7 +478,7 @@ class TaskStore:
             self.state.count("tasks_recovered")
             if task.finished is None:
                 self._interrupt(task, f"the driver that ran it (instance {dead}) stopped or lost the task store")
-            if not await self._save(task):
+            if await self._save(task) is False:
                 continue
             if task.callback_url is not None and task.callback is not None and task.callback["status"] == "pending":
                 self.tasks[task.id] = task
@@ -536,7 +558,7 @@ class TaskStore:
             except Exception as exc:  # connection refused, timeout, bad URL...
                 task.callback["last_error"] = f"{type(exc).__name__}: {exc}"
             if attempt < retries:
-                if not await self._save(task):  # deleted meanwhile: stop calling back
+                if await self._save(task) is False:  # deleted meanwhile: stop calling back
                     return
                 await asyncio.sleep(min(delay * 2**attempt, 30.0))  # backoff between attempts
         task.callback["status"] = "failed"

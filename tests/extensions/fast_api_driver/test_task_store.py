@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from rvai_sdk.exc import ParameterError
-from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPIDriver, FastAPIDriverParameters
+from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPIClientError, FastAPIDriver, FastAPIDriverParameters
 from rvai_sdk.runtime import Inference, PipelineDriverProcess, ProcessStatus, init
 from rvai_sdk.types import Float, String
 from tests._servers import RedisServer, own_redis  # noqa: F401 (own_redis: a fixture)
@@ -364,6 +364,51 @@ def test_a_hung_task_store_holds_up_only_the_task_routes_never_predict_health_or
             again = client.predict_task({"x": 2}, sid="s")
             assert client.task(again, wait=20)["status"] == "done"
             assert client.task(done)["status"] == "done"
+
+
+@pytest.mark.timeout(150)
+def test_a_result_finished_while_the_store_is_locked_is_written_once_it_is_free_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final write of a task failed (the store busy past its timeout) and the result was dropped: the store
+    said 'running' for ever, and a driver taking the task over would have reported it interrupted."""
+    gate = tmp_path / "open"
+    monkeypatch.setenv(GATE_ENV, str(gate))
+    db = tmp_path / "tasks.sqlite3"
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
+        driver = proc.add_driver("webapi", FastAPIDriver, {"task_store": f"sqlite:///{db}"})
+        with FastAPIClient(process=driver) as client:
+            client.wait(timeout=30)
+            held = client.predict_task({"x": -1}, sid="s")
+            until(lambda: client.task(held)["status"] == "running", "the task to run")
+            lock = sqlite3.connect(db, isolation_level=None)
+            try:
+                lock.execute("BEGIN IMMEDIATE")  # another program holds the store's write lock
+                gate.touch()
+                until(lambda: driver.stats().get("tasks_done", 0) == 1, "the task to finish")
+                until(lambda: driver.stats().get("task_store_errors", 0) >= 1, "its final write to fail (SQLite waits 10 s)", timeout=60)
+            finally:
+                lock.execute("ROLLBACK")
+                lock.close()
+
+
+            def done() -> bool:
+                try:
+                    return bool(client.task(held)["status"] == "done")
+                except FastAPIClientError as exc:  # 503 while the store's thread works off the calls queued behind the lock
+                    assert "TaskStoreUnavailable" in str(exc)
+                    return False
+
+            until(done, "the result to reach the store", timeout=45)
+    with sqlite3.connect(db) as conn:  # the store itself, not a driver's live copy
+        (stored,) = conn.execute("SELECT COUNT(*) FROM rvai_tasks").fetchone()
+    assert stored == 1
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
+        again = proc.add_driver("webapi", FastAPIDriver, {"task_store": f"sqlite:///{db}"})
+        with FastAPIClient(process=again) as client:
+            client.wait(timeout=30)
+            record = client.task(held)
+    assert record["status"] == "done" and record["result"]["count"] == 1, record
 
 
 def test_garbage_task_ids_are_404_and_a_result_over_the_limit_fails_its_task_with_413(tmp_path: Path) -> None:
