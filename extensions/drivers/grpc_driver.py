@@ -64,7 +64,11 @@ class GrpcDriverParameters(DriverParameters):
         max_message_bytes: the largest request and answer message, in bytes (gRPC's own
             default is 4 MiB, less than a 1080p frame); a larger request is refused with
             ``RESOURCE_EXHAUSTED``.
-        max_workers: requests served at once (threads); more wait in gRPC's queue.
+        max_workers: requests served at once (threads); more wait in gRPC's queue. An open
+            ``ModelStreamInfer`` stream holds a thread while it lasts, idle or not: at most half
+            of them (``max_workers // 2``, at least 1) are open at once, a stream beyond is
+            refused with ``RESOURCE_EXHAUSTED``, so streams never leave ``ServerLive``,
+            ``ServerReady`` or ``ModelInfer`` without a thread.
         request_timeout: the deadline in seconds of a request that brings none (neither a
             gRPC deadline nor a ``timeout`` parameter); ``None``: the inference process's
             ``request_timeout``. Past it the answer is ``DEADLINE_EXCEEDED``.
@@ -196,7 +200,8 @@ class GrpcDriver(PipelineDriver):
             return None if value is None else str(value)
 
         servicer = InferenceServicer(
-            inference, max_image_pixels=pixels, request_timeout=timeout, count=self._count, api_key=api_key
+            inference, max_image_pixels=pixels, request_timeout=timeout, count=self._count, api_key=api_key,
+            max_streams=lambda: max(1, int(self._params().max_workers) // 2),
         )
         params = self._params()
         server = self._start(servicer, params, resources)

@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import hmac
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -99,8 +100,12 @@ class InferenceServicer:
         request_timeout: Callable[[], float | None],
         count: Callable[[str], None],
         api_key: Callable[[], str | None] = lambda: None,
+        max_streams: Callable[[], int] = lambda: 32,
     ) -> None:
         self.inference = inference
+        self._max_streams = max_streams
+        self._streams = 0  # ModelStreamInfer calls open now, each holding one of the server's threads
+        self._streams_lock = threading.Lock()
         self.codec = V2Codec(inference.pipeline)
         self._pixels = max_image_pixels
         self._timeout = request_timeout
@@ -198,7 +203,30 @@ class InferenceServicer:
         return response
 
     def ModelStreamInfer(self, requests: Iterator[pb.ModelInferRequest], context: Any) -> Iterator[pb.ModelStreamInferResponse]:  # noqa: N802
-        """Each request of the stream in turn (so a sequence keeps its order); a failed one answers its error message."""
+        """Each request of the stream in turn (so a sequence keeps its order); a failed one answers its error message.
+
+        A stream holds one of the server's threads while it is open: beyond ``max_streams`` open at once it
+        is refused (``RESOURCE_EXHAUSTED``), so idle streams never take the threads health checks need.
+        """
+        limit = self._max_streams()
+        with self._streams_lock:
+            full = self._streams >= limit
+            if not full:
+                self._streams += 1
+        if full:
+            self._count("streams_refused")
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{limit} ModelStreamInfer streams are open, the most this server keeps (half its max_workers threads); "
+                "close an idle stream, send single requests with ModelInfer, or raise max_workers",
+            )
+        try:
+            yield from self._stream(requests, context)
+        finally:
+            with self._streams_lock:
+                self._streams -= 1
+
+    def _stream(self, requests: Iterator[pb.ModelInferRequest], context: Any) -> Iterator[pb.ModelStreamInferResponse]:
         for request in requests:
             self._count("stream_infer")
             try:

@@ -326,6 +326,50 @@ def test_the_grpc_deadline_and_the_timeout_parameter_bound_a_request() -> None:
         assert stats["requests"]["deadline_exceeded"] >= 2, stats["requests"]  # the server gave both up, not only the client
 
 
+def test_idle_streams_never_take_the_threads_liveness_and_single_requests_need() -> None:
+    """Each open ModelStreamInfer holds a server thread: max_workers idle streams used to wedge the whole server
+    (ServerLive included, so a liveness probe restarted a healthy one). Now at most half are open at once."""
+    import queue
+
+    def request(x: int) -> service_pb2.ModelInferRequest:
+        message = service_pb2.ModelInferRequest(model_name="MyPipeline")
+        message.inputs.add(name="input", datatype="INT64", shape=[1])
+        message.raw_input_contents.append(np.array([x], np.int64).tobytes())
+        return message
+
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=quickstart_pipeline())) as proc:
+        handle = proc.add_driver("grpc", GrpcDriver, {"max_workers": 4})
+        with grpc.insecure_channel(serving(handle)) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            outboxes: list[queue.Queue[Any]] = [queue.Queue() for _ in range(4)]
+            calls = [stub.ModelStreamInfer(iter(box.get, None), timeout=60) for box in outboxes]  # open, send nothing
+            try:
+                eventually(lambda: sum(call.done() for call in calls) == 2, "two of the four streams refused")
+                refused = [call for call in calls if call.done()]
+                assert {call.code() for call in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+                assert "2 ModelStreamInfer streams are open" in refused[0].details()
+                assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=10).live
+                assert stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=10).ready
+                answer = stub.ModelInfer(request(1), timeout=10)
+                assert np.frombuffer(answer.raw_output_contents[0], np.int64).tolist() == [2]
+                open_ = [(box, call) for box, call in zip(outboxes, calls) if not call.done()]
+                box, call = open_[0]
+                box.put(request(5))  # an open stream serves
+                assert next(call).infer_response.model_name == "MyPipeline"
+                box.put(None)  # closed: its thread is free for a new stream
+                assert list(call) == []
+                again_box: queue.Queue[Any] = queue.Queue()
+                again = stub.ModelStreamInfer(iter(again_box.get, None), timeout=60)
+                again_box.put(request(7))
+                assert np.frombuffer(next(again).infer_response.raw_output_contents[0], np.int64).tolist() == [8]
+                again_box.put(None)
+                assert list(again) == []
+            finally:
+                for box in outboxes:
+                    box.put(None)
+        assert handle.stats()["streams_refused"] == 2
+
+
 def test_a_driver_stopped_and_added_again_serves_and_a_parameter_change_restarts_its_server() -> None:
     with init("debug") as rt, rt.start_inference(Inference(pipeline=quickstart_pipeline())) as proc:
 
