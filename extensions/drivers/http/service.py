@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rvai_sdk import _tracing
 from rvai_sdk._compat import require
@@ -34,10 +34,12 @@ from .logs import AccessLogMiddleware
 from .latency import LatencyMiddleware
 from .middleware import TIMEOUT_KEY, CountingMiddleware, GuardMiddleware
 from .models import models, openapi_document, request_body
-from .predict import PredictEndpoint, read_body, unsupported_media_type
+from .predict import OFF_LOOP_BYTES, PredictEndpoint, read_body, unsupported_media_type
 from .parameters import MAX_WAIT
 from .tasks import TaskStore
 from . import oip
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import fastapi
@@ -165,15 +167,24 @@ class Service:
             max_image_pixels=self.pixel_limit(),
         )
 
-    async def json_body(self, request: Request) -> dict[str, Any]:
-        """A JSON route's body as an object (415 for another content type, 413 too large, 422 not an object)."""
+    async def json_body(self, request: Request, then: Callable[[dict[str, Any]], T]) -> T:
+        """``then(the body as an object)`` (415 for another content type, 413 too large, 422 not an object); a
+        body over ``OFF_LOOP_BYTES`` (base64 images) is parsed and handed to ``then`` on a worker thread, so
+        that decoding it never stalls the event loop (``/health`` and every other request)."""
         content_type = request.headers.get("content-type", "").encode("latin-1")
         if not security.is_json_media_type(content_type):
             raise unsupported_media_type(content_type)
         declared = request.headers.get("content-length", "")
         limit = int(self.state.parameters.max_body_bytes)
         body = await read_body(request.receive, int(declared) if declared.isdigit() else -1, limit)
-        return self.codec.json_object(body)
+
+        def parse() -> T:
+            return then(self.codec.json_object(body))
+
+        if len(body) > OFF_LOOP_BYTES:
+            result: T = await self.dispatcher.offload(parse)
+            return result
+        return parse()
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document (made once; again after ``api_key`` is set or cleared)."""
@@ -257,28 +268,33 @@ class Service:
         async def predict_batch(request: Request) -> Response:
             """Run many requests; results in order, each item succeeding or failing alone."""
             self.state.count("predict_batch")
-            obj = await self.json_body(request)
-            if set(obj) != {"requests"} or not isinstance(obj["requests"], list):
-                raise unprocessable("the body must be {\"requests\": [{\"inputs\": ..., \"sid\": ...}, ...]}", "requests")
-            items = obj["requests"]
-            limit = int(self.state.parameters.max_batch_items)
-            if len(items) > limit:
-                raise HTTPError(413, "PayloadTooLarge", f"{len(items)} requests in one batch; at most {limit}")
             header_sid = request.headers.get("x-state-id")
             timeout = self.timeout(request.scope.get(TIMEOUT_KEY))
+
+            def decode_all(obj: dict[str, Any]) -> list[tuple[Any, dict[str, Any] | HTTPError]]:
+                if set(obj) != {"requests"} or not isinstance(obj["requests"], list):
+                    raise unprocessable("the body must be {\"requests\": [{\"inputs\": ..., \"sid\": ...}, ...]}", "requests")
+                items = obj["requests"]
+                limit = int(self.state.parameters.max_batch_items)
+                if len(items) > limit:
+                    raise HTTPError(413, "PayloadTooLarge", f"{len(items)} requests in one batch; at most {limit}")
+                decoded: list[tuple[Any, dict[str, Any] | HTTPError]] = []  # (sid, inputs or the item's error)
+                for i, item in enumerate(items):
+                    where = f"requests[{i}]."
+                    try:
+                        if not isinstance(item, dict):
+                            raise unprocessable(f"a request must be an object, got {json_type(item)}", where[:-1])
+                        inputs, sid = self.decode(item, header_sid, where)
+                        decoded.append((sid, inputs))
+                    except HTTPError as exc:
+                        decoded.append((item.get("sid") if isinstance(item, dict) and isinstance(item.get("sid"), str) else None, exc))
+                return decoded
+
             jobs: list[asyncio.Future[dict[str, Any]] | HTTPError] = []
             sids: list[Any] = []
-            for i, item in enumerate(items):
-                where = f"requests[{i}]."
-                try:
-                    if not isinstance(item, dict):
-                        raise unprocessable(f"a request must be an object, got {json_type(item)}", where[:-1])
-                    inputs, sid = self.decode(item, header_sid, where)
-                    sids.append(sid)
-                    jobs.append(asyncio.ensure_future(self.dispatcher.run(inputs, sid, timeout)))  # submitted in order
-                except HTTPError as exc:
-                    sids.append(item.get("sid") if isinstance(item, dict) and isinstance(item.get("sid"), str) else None)
-                    jobs.append(exc)
+            for sid, inputs in await self.json_body(request, decode_all):  # submitted in order
+                sids.append(sid)
+                jobs.append(inputs if isinstance(inputs, HTTPError) else asyncio.ensure_future(self.dispatcher.run(inputs, sid, timeout)))
             results = []
             for sid, job in zip(sids, jobs):
                 try:
@@ -291,10 +307,15 @@ class Service:
 
         async def create_task(request: Request) -> Response:
             """Queue a request as an asynchronous task: 202 with its id; poll it, or give a callback_url."""
-            obj = await self.json_body(request)
-            inputs, sid = self.decode(obj, request.headers.get("x-state-id"), extra=("callback_url",))
+            header_sid = request.headers.get("x-state-id")
+
+            def decode_one(obj: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+                inputs, sid = self.decode(obj, header_sid, extra=("callback_url",))
+                return inputs, sid, obj.get("callback_url")
+
+            inputs, sid, callback_url = await self.json_body(request, decode_one)
             timeout = self.timeout(request.scope.get(TIMEOUT_KEY))
-            task = await tasks.create(inputs, sid, obj.get("callback_url"), timeout)
+            task = await tasks.create(inputs, sid, callback_url, timeout)
             return json_response(task.to_json(tasks.ttl), 202, headers={"Location": f"/tasks/{task.id}"})
 
         async def list_tasks(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import http.server
 import json
 import struct
@@ -20,7 +21,10 @@ import pytest
 
 from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIClient, FastAPIClientError, FastAPIDriver
 from rvai_sdk.runtime import Inference, Runtime, init
-from rvai_sdk.types import Image
+from rvai_sdk.cell import Cell
+from rvai_sdk.context import InferenceContext
+from rvai_sdk.data import Inputs, Outputs, Parameters
+from rvai_sdk.types import Image, Integer, String, Value
 from tests.extensions.fast_api_driver._pipelines import http_pipeline
 from tests.extensions.fast_api_driver.test_fast_api_driver import body, error_of, serve_in_thread, serving
 
@@ -257,3 +261,84 @@ def test_client_wait_raises_at_once_with_the_failure_of_a_failed_driver(runtime:
                 client.wait(timeout=600)  # the test's own timeout (60 s) fails it if this waits
         assert raised.value.error_type == "FAILED"
         assert handle.status.name == "FAILED"
+
+
+# -- decoding a big body never stalls the event loop ---------------------------------------------------------
+
+DECODING = threading.Event()
+RELEASE = threading.Event()
+
+
+class Held(Value):
+    """A text value whose decoding (from_json) waits until RELEASE is set (at most 30 s): a slow decode."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def coerce(cls, value: Any, like: Any = None) -> Held:
+        return value if isinstance(value, Held) else cls(str(value))
+
+    def to_json(self) -> Any:
+        return self.text
+
+    @classmethod
+    def from_json(cls, obj: Any, like: Any = None) -> Held:
+        if obj == "hold":
+            DECODING.set()
+            RELEASE.wait(30)
+        return cls(str(obj))
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string"}
+
+    @classmethod
+    def fake(cls, rng: Any = None) -> Held:
+        return cls("fake")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Held) and other.text == self.text
+
+
+@dataclasses.dataclass
+class HeldIn(Inputs):
+    text: Held = Inputs.field()
+    padding: String = Inputs.field()
+
+
+@dataclasses.dataclass
+class LengthOut(Outputs):
+    length: Integer = Outputs.field()
+
+
+class Length(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: HeldIn) -> LengthOut:
+        return LengthOut(length=Integer(len(inputs.text.text) + len(inputs.padding)))
+
+
+@pytest.mark.parametrize("route", ["/predict/batch", "/tasks"])
+def test_a_big_batch_or_task_body_is_decoded_off_the_event_loop_so_health_answers_meanwhile(route: str) -> None:
+    """POST /predict/batch and POST /tasks parsed and decoded their bodies (base64 images...) on the event loop:
+    an 8 MB batch froze /health and every other request for seconds."""
+    from rvai_sdk.pipeline import PipelineFactory
+
+    pf = PipelineFactory(name="held")
+    cell_ = pf.add_cell(ref="length", cell=Length())
+    pf.declare_input(ref="text", input=cell_.inputs.text)
+    pf.declare_input(ref="padding", input=cell_.inputs.padding)
+    pf.declare_output(ref="length", output=cell_.outputs.length)
+    item = {"inputs": {"text": "hold", "padding": "x" * 100_000}}  # over 64 KiB: decoded off the loop
+    payload = {"requests": [item]} if route == "/predict/batch" else item
+    DECODING.clear()
+    RELEASE.clear()
+    with init("debug") as rt, serving(rt, pf.build(), {"task_store": "memory"}) as (_, _, url):
+        with httpx.Client(base_url=url, timeout=30) as http, ThreadPoolExecutor(1) as pool:
+            try:
+                posted = pool.submit(http.post, route, json=payload)
+                assert DECODING.wait(30), "the body's decoding started"
+                assert http.get("/health", timeout=10).status_code == 200  # the loop is free while it decodes
+            finally:
+                RELEASE.set()
+            assert posted.result(timeout=30).status_code in (200, 202)
