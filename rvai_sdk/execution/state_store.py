@@ -374,10 +374,11 @@ def resolve_state_store(value: Any) -> DurableStateStore | None:
     """``Inference(state_store=...)`` as a durable store, or ``None`` for memory.
 
     Accepts ``None`` or a :class:`MemoryStateStore` (memory), a store instance, a
-    ``redis://`` URL, or a file path (SQLite).
+    ``redis://`` URL, or a file path or ``sqlite:///PATH`` URL (SQLite).
 
     Raises:
-        ParameterError: anything else.
+        ParameterError: anything else (another URL scheme, e.g. ``postgresql://``, which used to be taken for
+            a relative file path).
     """
     if value is None or isinstance(value, MemoryStateStore):
         return None
@@ -385,6 +386,14 @@ def resolve_state_store(value: Any) -> DurableStateStore | None:
         return value
     if isinstance(value, str) and value.startswith(("redis://", "rediss://")):
         return RedisStateStore(value)
+    if isinstance(value, str) and value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        value = value[len("sqlite:///") :]  # the form task_store takes: sqlite:///PATH (sqlite:////abs/path.db)
+    if isinstance(value, str) and "://" in value:
+        raise ParameterError(
+            f"Inference(state_store={value.split('://', 1)[0]}://...) is not a store this SDK has; give a file path or "
+            "sqlite:///path (SQLite), a redis:// URL, or a SqliteStateStore/RedisStateStore instance",
+            field="state_store",
+        )
     if isinstance(value, (str, Path)) and str(value):
         return SqliteStateStore(value)
     raise ParameterError(

@@ -642,6 +642,12 @@ def test_a_state_that_cannot_be_serialised_fails_naming_cell_and_sid(tmp_path: P
 def test_bad_store_arguments_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ParameterError, match="state_store"):
         Inference(pipeline=single(Count), state_store=42)
+    # another scheme used to be taken for a relative file path (a file named 'postgresql:' appeared)
+    with pytest.raises(ParameterError, match=r"state_store=postgresql://\.\.\.\) is not a store"):
+        Inference(pipeline=single(Count), state_store="postgresql://db/state")
+    absolute = Inference(pipeline=single(Count), state_store=f"sqlite:///{tmp_path / 's.db'}").state_store
+    assert isinstance(absolute, SqliteStateStore) and "sqlite:" not in absolute.describe()
+    assert str(tmp_path / "s.db") in absolute.describe()
     with pytest.raises(ParameterError, match="checkpoint"):
         SqliteStateStore(tmp_path / "s.db", checkpoint=0)
     with pytest.raises(ParameterError, match="redis://"):

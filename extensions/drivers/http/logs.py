@@ -125,6 +125,12 @@ class AccessLogMiddleware:
             _current.reset(token)
 
 
+def _printable(sid: Any) -> Any:
+    """A sid as the log line shows it: as it is, or quoted with its escapes when it holds a line break or
+    another control character (a client's sid must not forge a log line)."""
+    return sid if not isinstance(sid, str) or sid.isprintable() else repr(sid)
+
+
 def _access_line(scope: dict[str, Any], request: RequestLog, status: int, seconds: float) -> None:
     method, route = scope["method"], route_label(scope["path"])
     duration_ms = round(seconds * 1000, 3)
@@ -134,7 +140,7 @@ def _access_line(scope: dict[str, Any], request: RequestLog, status: int, second
         scope["path"] if route != "other" else route,
         status,
         duration_ms,
-        request.sid,
+        _printable(request.sid),
         request.id,
         extra={
             "method": method,
@@ -175,7 +181,7 @@ def log_failure(exc: BaseException, path: str, status: int) -> None:
         __file__,
         0,
         "request to %s failed (%d)%s: %s [sid=%s request_id=%s]",
-        (path, status, where, first, sid, request_id),
+        (path, status, where, first, _printable(sid), request_id),
         None,
         extra={"request_id": request_id, "sid": sid, "cell": cell, "route": route_label(path), "status": status},
     )

@@ -432,3 +432,16 @@ def test_unreachable_inference_process_answers_503_and_the_driver_recovers(runti
                 if exc.status_code != 503 or time.monotonic() > deadline:
                     raise
         assert handle.status is ProcessStatus.RUNNING
+
+
+def test_a_sid_with_a_line_break_cannot_forge_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    from rvai_sdk.runtime import init
+
+    forged = "cam-1\n2026-11-29 INFO rvai_sdk.http.access: POST /admin 200"
+    with caplog.at_level("INFO", logger="rvai_sdk.http"), init("debug") as rt, serving(rt, http_pipeline()) as (_, _, url):
+        with httpx.Client(base_url=url) as http:
+            assert http.post("/predict", json=body(1, sid=forged)).status_code == 200
+            assert http.post("/predict", json=body(-1, sid=forged)).status_code == 500  # the error log line too
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("rvai_sdk.http")]
+    assert len([line for line in lines if "sid='cam-1\\n2026" in line]) == 3, lines  # access twice, error once
+    assert not any("\n" in line for line in lines), "each request is one line"
