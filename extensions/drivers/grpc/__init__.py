@@ -17,6 +17,7 @@ raw contents.
 the failure                                     status code (the message names it)
 ==============================================  ==========================================
 bad input, output, parameter or datatype/shape  ``INVALID_ARGUMENT``
+a message that is not the method's protobuf     ``INVALID_ARGUMENT``
 another model or version                        ``NOT_FOUND``
 a cell failed                                   ``INTERNAL`` (the cell's ref and exception)
 the inference process cannot be reached         ``UNAVAILABLE``

@@ -74,6 +74,25 @@ def status_of(exc: BaseException, pipeline: str) -> tuple[Any, str]:
     return code.INTERNAL, f"{type(exc).__name__} in the gRPC driver"
 
 
+class _Undecodable:
+    """A message that is not the method's protobuf (what the deserializer hands over instead of raising:
+    gRPC would answer its own ``INTERNAL "Exception deserializing request!"``)."""
+
+    def __init__(self, kind: str, error: BaseException) -> None:
+        self.kind = kind
+        self.error = error
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # protobuf's DecodeError: truncated, garbage, or a string field that is not UTF-8
+            return _Undecodable(message_class.__name__, exc)
+
+    return parse
+
+
 def _serialize(message: Any) -> bytes:
     return message.SerializeToString()  # type: ignore[no-any-return]
 
@@ -116,12 +135,12 @@ class InferenceServicer:
         """The server's handler for :data:`SERVICE` (registered under the protocol's name, see the proto's header)."""
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
-                self._authorized(name), request_deserializer=request.FromString, response_serializer=_serialize
+                self._authorized(name), request_deserializer=_parser(request), response_serializer=_serialize
             )
             for name, request in _UNARY.items()
         }
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self._authorized("ModelStreamInfer"), request_deserializer=pb.ModelInferRequest.FromString,
+            self._authorized("ModelStreamInfer"), request_deserializer=_parser(pb.ModelInferRequest),
             response_serializer=_serialize,
         )
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
@@ -133,6 +152,8 @@ class InferenceServicer:
             return method
 
         def call(request: Any, context: Any) -> Any:
+            if isinstance(request, _Undecodable):
+                self._refuse_undecodable(request, context)
             key = self._api_key()
             if key:
                 sent = dict(context.invocation_metadata()).get("authorization", "")
@@ -228,6 +249,8 @@ class InferenceServicer:
 
     def _stream(self, requests: Iterator[pb.ModelInferRequest], context: Any) -> Iterator[pb.ModelStreamInferResponse]:
         for request in requests:
+            if isinstance(request, _Undecodable):
+                self._refuse_undecodable(request, context)
             self._count("stream_infer")
             try:
                 response = self._infer(request, context)
@@ -279,6 +302,14 @@ class InferenceServicer:
             pass
 
     # -- errors ------------------------------------------------------------------------------------
+
+    def _refuse_undecodable(self, request: _Undecodable, context: Any) -> None:
+        self._count("grpc_invalid_argument")
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the message is not a valid {request.kind} ({type(request.error).__name__}: {request.error}); "
+            "send it with a generated client of the protocol's service.proto",
+        )
 
     def _status(self, exc: BaseException) -> tuple[Any, str]:
         code, message = status_of(exc, self.codec.name)

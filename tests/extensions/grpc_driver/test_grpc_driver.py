@@ -243,6 +243,18 @@ def test_a_stream_of_requests_answers_in_order_with_the_sequences_state(triton: 
     assert isinstance(answers[3], InferenceServerException) and "cell 'frame'" in str(answers[3])
 
 
+def test_a_message_that_is_not_protobuf_is_invalid_argument_not_internal(server: str) -> None:
+    with grpc.insecure_channel(server) as channel:
+        for method, data in (("ModelInfer", b"\x0a\x02\xff\xfe"), ("ModelMetadata", b"\xff\xff\xff")):  # a non-UTF-8 name; garbage
+            raw = channel.unary_unary(f"/inference.GRPCInferenceService/{method}")  # bytes in, bytes out
+            with pytest.raises(grpc.RpcError) as caught:
+                raw(data, timeout=30)
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert "is not a valid Model" in caught.value.details()
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=30).live
+
+
 def test_bad_input_is_answered_with_a_status_code_naming_it(triton: Any) -> None:
     image = grpcclient.InferInput("image", [2, 2, 3], "FP32")
     image.set_data_from_numpy(np.zeros((2, 2, 3), np.float32))
