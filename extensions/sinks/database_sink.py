@@ -111,6 +111,16 @@ class DatabaseSink(Sink):
             base = f"postgresql+psycopg:{rest}"
         return cls(base + (f"?{urllib.parse.urlencode(query)}" if query else ""), table=table)
 
+    @property
+    def destination(self) -> str:
+        """The database (its URL, the password hidden) and the table: stamped on letters kept in a file."""
+        try:
+            sa = require("sqlalchemy", extra="sql")
+            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            shown = self.url
+        return f"{shown} table {self.table}"
+
     def _where(self) -> str:
         ref = getattr(getattr(self, "context", None), "ref", "?")
         try:

@@ -270,14 +270,24 @@ class Sink(Configurable, abc.ABC):
             SinkError: the dead-letter place cannot be written (the driver retries).
         """
         ref, path = self._dead_letter_file()
+        destination = self.destination
         try:
             with open(path, "a", encoding="utf-8") as f:
                 for record, error in failures:
-                    f.write(json.dumps(dead_letter_json(record, error, sink=ref), default=str) + "\n")
+                    letter = dead_letter_json(record, error, sink=ref)
+                    if destination is not None:
+                        letter["destination"] = destination
+                    f.write(json.dumps(letter, default=str) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
             raise SinkError(f"sink {ref!r}: cannot write dead letters to {path}: {exc}") from exc
+
+    @property
+    def destination(self) -> str | None:
+        """Where this sink writes (a database and table...), stamped on its letters in a dead-letter file, so
+        that :meth:`filed_position` counts only letters kept for the same place (``None``: not told)."""
+        return None
 
     def _dead_letter_file(self) -> tuple[str, str]:
         """This sink's ref and the file :meth:`dead_letter` appends to by default."""
@@ -289,20 +299,24 @@ class Sink(Configurable, abc.ABC):
 
         A sink with :attr:`keeps_positions` whose :meth:`dead_letter` can fall back on the file
         takes this into its :meth:`position`, so that a replayable source does not infer and
-        dead-letter its last records again after a restart. Letters of other sinks sharing the
-        file, and a line cut short by a crash, are skipped.
+        dead-letter its last records again after a restart. Only letters of this sink's ref and
+        :attr:`destination` count (a file shared by sinks, or left from a run that wrote elsewhere,
+        must not move this sink's position); a line cut short by a crash is skipped.
 
         Raises:
             SinkError: the file exists but cannot be read.
         """
         ref, path = self._dead_letter_file()
+        destination = self.destination
+        if destination is None:
+            return None  # letters of any place could be in the file: none can be told to be this sink's
         found: int | None = None
         try:
             with open(path, encoding="utf-8", errors="replace") as f:
                 for line in f:
                     try:
                         letter = json.loads(line)
-                        if letter.get("sink") == ref and letter.get("source") == source:
+                        if letter.get("sink") == ref and letter.get("source") == source and letter.get("destination") == destination:
                             index = int(letter["index"])
                             found = index if found is None else max(found, index)
                     except (ValueError, TypeError, KeyError, AttributeError):

@@ -411,3 +411,11 @@ def test_the_position_of_a_source_counts_only_this_sinks_letters_in_a_shared_dea
         assert sink.position("elsewhere") is None
     finally:
         sink.close()
+    # A sink of the same ref writing to another database, sharing the file (or a default file left in the
+    # working directory by a run against another database): those letters are not its own.
+    fresh = DatabaseSink(f"sqlite:///{tmp_path / 'other.db'}", params={"dead_letter": str(letters)})
+    fresh.open(ctx(score=Float))
+    try:
+        assert fresh.position("cam") is None, "a fresh table starts at 0, not after another table's letters"
+    finally:
+        fresh.close()
