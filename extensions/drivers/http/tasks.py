@@ -219,7 +219,8 @@ class TaskStore:
         ttl = self.ttl
         now = time.time()
         for task in [t for t in self.tasks.values() if t.finished is not None and now - t.finished >= ttl]:
-            self.tasks.pop(task.id, None)
+            if task.id not in self._unsaved:  # one the store has not taken yet stays until it has
+                self.tasks.pop(task.id, None)
         for _ in range(await self._call(self.backend.sweep, ttl)):
             self.state.count("tasks_expired")
 
@@ -391,21 +392,25 @@ class TaskStore:
         self._unsaved.discard(task.id)
         return kept
 
-    async def _persist(self, task: Task) -> bool:
-        """Write a finished task's final state, trying again with backoff (0.1 s doubling to 5 s) while the
-        store fails: until then the task stays this driver's live copy, which answers for it. False when
-        it was deleted, expired or taken over meanwhile."""
+    async def _persist(self, task: Task) -> None:
+        """Write the final state of a task the store failed to take (it is in ``_unsaved``), trying again with
+        backoff (0.1 s doubling to 5 s) until it does, however long: until then the task stays this driver's
+        live copy, which answers for it. Then (or when it was deleted or taken over meanwhile) the live copy
+        goes, unless its callback is still being delivered."""
         delay = 0.1
         while True:
-            kept = await self._save(task)
-            if kept is not None:
-                return kept
-            self._unsaved.add(task.id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-            if task.id not in self.tasks:  # expired here meanwhile (task_ttl)
-                self._unsaved.discard(task.id)
-                return False
+            if await self._save(task) is not None:
+                break
+        if task.callback is None or task.callback["status"] != "pending":
+            self.tasks.pop(task.id, None)
+
+    def _keep_trying(self, task: Task) -> None:
+        """The store did not take ``task``'s final state: keep it here and write it in the background."""
+        self.tasks[task.id] = task
+        self._unsaved.add(task.id)
+        self.spawn(self._persist(task))
 
     def _interrupt(self, task: Task, why: str) -> None:
         task.status = "failed"
@@ -437,14 +442,16 @@ class TaskStore:
         task.inputs = {}
         task.finished = time.time()
         self.state.count(f"tasks_{task.status}")
-        task.done.set()  # waiters here read the live copy; the store's copy follows
-        kept = await self._persist(task)
-        if not kept:  # deleted or taken over meanwhile: its result is dropped
+        kept = await self._save(task)
+        task.done.set()
+        if kept is False:  # deleted or taken over meanwhile: its result is dropped
             self.tasks.pop(task.id, None)
             return
+        if kept is None:
+            self._keep_trying(task)  # the callback is not held back meanwhile
         if task.callback_url is not None:
             await self._deliver(task)
-        else:
+        elif task.id not in self._unsaved:
             self.tasks.pop(task.id, None)  # the store answers for it from now on
 
     async def _sweep_forever(self) -> None:
@@ -478,8 +485,11 @@ class TaskStore:
             self.state.count("tasks_recovered")
             if task.finished is None:
                 self._interrupt(task, f"the driver that ran it (instance {dead}) stopped or lost the task store")
-            if await self._save(task) is False:
+            kept = await self._save(task)
+            if kept is False:
                 continue
+            if kept is None:  # claimed, but its interrupted state not written: keep at it (it is ours now)
+                self._keep_trying(task)
             if task.callback_url is not None and task.callback is not None and task.callback["status"] == "pending":
                 self.tasks[task.id] = task
                 self.spawn(self._deliver(task))
@@ -530,7 +540,8 @@ class TaskStore:
         try:
             await self._deliver_attempts(task)
         finally:
-            self.tasks.pop(task.id, None)
+            if task.id not in self._unsaved:  # else its final write, still being tried, drops it
+                self.tasks.pop(task.id, None)
 
     async def _deliver_attempts(self, task: Task) -> None:
         assert task.callback is not None and task.callback_url is not None

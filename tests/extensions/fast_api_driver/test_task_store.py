@@ -367,48 +367,56 @@ def test_a_hung_task_store_holds_up_only_the_task_routes_never_predict_health_or
 
 
 @pytest.mark.timeout(150)
-def test_a_result_finished_while_the_store_is_locked_is_written_once_it_is_free_not_left_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_result_finished_while_the_store_is_locked_is_written_once_it_is_free_and_its_callback_is_not_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: _HookServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The final write of a task failed (the store busy past its timeout) and the result was dropped: the store
     said 'running' for ever, and a driver taking the task over would have reported it interrupted."""
     gate = tmp_path / "open"
     monkeypatch.setenv(GATE_ENV, str(gate))
     db = tmp_path / "tasks.sqlite3"
-    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
-        driver = proc.add_driver("webapi", FastAPIDriver, {"task_store": f"sqlite:///{db}"})
+    hook.open.set()
+    parameters = {"task_store": f"sqlite:///{db}", "callback_allow": ["127.0.0.1"]}
+    with caplog.at_level("ERROR", logger="rvai_sdk.http.errors"), init("debug") as rt, rt.start_inference(
+        Inference(pipeline=held_pipeline())
+    ) as proc:
+        driver = proc.add_driver("webapi", FastAPIDriver, parameters)
         with FastAPIClient(process=driver) as client:
             client.wait(timeout=30)
-            held = client.predict_task({"x": -1}, sid="s")
-            until(lambda: client.task(held)["status"] == "running", "the task to run")
+            held = client.predict_task({"x": -1}, sid="a")
+            called = client.predict_task({"x": -1}, sid="b", callback_url=f"http://127.0.0.1:{hook.server_port}/done")
+            until(lambda: all(client.task(t)["status"] == "running" for t in (held, called)), "the tasks to run")
             lock = sqlite3.connect(db, isolation_level=None)
             try:
                 lock.execute("BEGIN IMMEDIATE")  # another program holds the store's write lock
                 gate.touch()
-                until(lambda: driver.stats().get("tasks_done", 0) == 1, "the task to finish")
-                until(lambda: driver.stats().get("task_store_errors", 0) >= 1, "its final write to fail (SQLite waits 10 s)", timeout=60)
+                until(
+                    lambda: any("request to /tasks failed (500)" in r.getMessage() for r in caplog.records),
+                    "a task's final write to fail (SQLite waits 10 s)", timeout=60,
+                )
+                until(lambda: [b["id"] for b in hook.bodies] == [called], "the callback, while the store is locked", timeout=60)
             finally:
                 lock.execute("ROLLBACK")
                 lock.close()
 
-
             def done() -> bool:
                 try:
-                    return bool(client.task(held)["status"] == "done")
+                    return all(client.task(t)["status"] == "done" for t in (held, called))
                 except FastAPIClientError as exc:  # 503 while the store's thread works off the calls queued behind the lock
                     assert "TaskStoreUnavailable" in str(exc)
                     return False
 
-            until(done, "the result to reach the store", timeout=45)
+            until(done, "the results to reach the store", timeout=45)
     with sqlite3.connect(db) as conn:  # the store itself, not a driver's live copy
         (stored,) = conn.execute("SELECT COUNT(*) FROM rvai_tasks").fetchone()
-    assert stored == 1
+    assert stored == 2
     with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
-        again = proc.add_driver("webapi", FastAPIDriver, {"task_store": f"sqlite:///{db}"})
+        again = proc.add_driver("webapi", FastAPIDriver, parameters)
         with FastAPIClient(process=again) as client:
             client.wait(timeout=30)
-            record = client.task(held)
-    assert record["status"] == "done" and record["result"]["count"] == 1, record
+            records = [client.task(t) for t in (held, called)]
+    assert [(r["status"], r["result"]["count"]) for r in records] == [("done", 1), ("done", 1)], records
+    assert records[1]["callback"]["status"] == "delivered"
 
 
 def test_garbage_task_ids_are_404_and_a_result_over_the_limit_fails_its_task_with_413(tmp_path: Path) -> None:
