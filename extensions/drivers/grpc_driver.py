@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import math
 import secrets
 import threading
 from collections import Counter
@@ -98,7 +99,7 @@ class GrpcDriverParameters(DriverParameters):
             ("listen_port", 0 <= int(self.listen_port) <= 65535, "0..65535 (0: the runtime's port)"),
             ("max_message_bytes", int(self.max_message_bytes) >= 1024, "at least 1024"),
             ("max_workers", int(self.max_workers) >= 1, "at least 1"),
-            ("request_timeout", self.request_timeout is None or float(self.request_timeout) > 0, "seconds > 0, or None"),
+            ("request_timeout", self.request_timeout is None or 0 < float(self.request_timeout) < math.inf, "seconds > 0, or None (none)"),
             ("max_image_pixels", self.max_image_pixels is None or int(self.max_image_pixels) > 0, "> 0, or None"),
             ("host", bool(str(self.host).strip()), "an address such as '127.0.0.1'"),
         )

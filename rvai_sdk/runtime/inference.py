@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -118,8 +119,8 @@ class Inference:
             raise ParameterError(f"Inference(max_states=...) must be an int >= 1, got {self.max_states!r}")
         for name in ("request_timeout", "stuck_after"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-                raise ParameterError(f"Inference({name}=...) must be > 0 seconds or None, got {value!r}", field=name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+                raise ParameterError(f"Inference({name}=...) must be > 0 seconds or None (none), got {value!r}", field=name)
         if isinstance(self.max_sid_length, bool) or not isinstance(self.max_sid_length, int) or self.max_sid_length < 1:
             raise ParameterError(
                 f"Inference(max_sid_length=...) must be an int >= 1, got {self.max_sid_length!r}", field="max_sid_length"

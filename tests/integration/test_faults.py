@@ -188,6 +188,23 @@ def test_a_request_with_a_deadline_years_away_leaves_every_other_deadline_kept(r
     proc.stop()
 
 
+def test_an_endless_default_deadline_is_refused_where_it_is_set_not_at_every_request() -> None:
+    """A driver's request_timeout=inf was taken, then every request without its own deadline was refused,
+    blaming a 'timeout' field its client never sent."""
+    from rvai_sdk.exc import ParameterError
+    from rvai_sdk.extensions.drivers.fast_api_driver import FastAPIDriverParameters
+    from rvai_sdk.extensions.drivers.grpc_driver import GrpcDriver
+    from rvai_sdk.types import Float
+
+    with pytest.raises(ParameterError, match=r"Inference\(request_timeout=...\) must be > 0 seconds or None \(none\), got inf"):
+        Inference(pipeline=single(AddOne), request_timeout=float("inf"))
+    with pytest.raises(ParameterError, match="request_timeout must be > 0 seconds or None"):
+        FastAPIDriverParameters(request_timeout=Float(float("inf")))
+    require_extra("grpc")
+    with pytest.raises(ParameterError, match="request_timeout"):
+        GrpcDriver({"request_timeout": float("inf")})
+
+
 def test_stop_returns_and_the_process_is_stopped_while_a_call_hangs(runtime: Runtime, sync: SyncServer) -> None:
     proc = runtime.start_inference(Inference(pipeline=single(Hang), models={"c0": sync.address}))
     try:

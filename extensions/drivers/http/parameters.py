@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 from rvai_sdk.drivers import DriverParameters
@@ -158,9 +159,9 @@ class FastAPIDriverParameters(DriverParameters):
                 "digits or '_.:-' (None: the pipeline's name)",
                 field="task_namespace",
             )
-        if self.request_timeout is not None and not float(self.request_timeout) > 0:
+        if self.request_timeout is not None and not 0 < float(self.request_timeout) < math.inf:
             raise ParameterError(
-                f"FastAPIDriverParameters.request_timeout must be > 0 seconds or None, got {self.request_timeout}",
+                f"FastAPIDriverParameters.request_timeout must be > 0 seconds or None (none), got {self.request_timeout}",
                 field="request_timeout",
             )
 
