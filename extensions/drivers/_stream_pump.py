@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+import attrs
+
 from rvai_sdk import _tracing
 from rvai_sdk.drivers import Record, Source, SourceContext, SourceItem
 from rvai_sdk.drivers.sink import COMPLETE, FAILED
@@ -189,6 +191,7 @@ class Stream:
             while not self.stopped.is_set():
                 try:
                     self.state = "opening"
+                    context = attrs.evolve(context, first_index=self.first_index)
                     self.source.open(context)
                     self.state = "running"
                     for item in self.source.items():

@@ -385,8 +385,10 @@ class SourceSinkDriver(PipelineDriver):
             held (not written again), ``dead_lettered`` those a sink rejected as data and
             kept in its dead-letter place; ``unfinished`` items taken but cut off by a stop
             (never written, not failed); ``resent`` requests sent again after the inference
-            process came back; ``skipped`` items a resumed replayable source passed over
-            because its sinks held them; ``first_index`` the index this run started at;
+            process came back; ``skipped`` items a replayable source passed over because
+            its sinks held them (a resumed run), or because the stream had taken them before
+            the source failed and was opened again; ``first_index`` the first index it takes
+            now (where this run started, moved on by such a reopening);
             ``state`` is ``waiting`` while the inference process cannot be reached.
             ``source``/``sink`` hold the component's own counters (e.g. a camera's ``reconnects``).
 

@@ -198,7 +198,8 @@ class VideoSource(Source):
         self._last_error: str | None = getattr(self, "_last_error", None)
         self._discarded = getattr(self, "_discarded", 0)
         self._decoder = "cpu"
-        self._decode_fallback: str | None = None
+        # kept across a reopen: a GPU decoder that failed mid-file is not tried again on the same file
+        self._decode_fallback: str | None = getattr(self, "_decode_fallback", None)
         self._cuda_frames: Any = None  # converts frames left on the GPU (CudaFrames), once tried
         self._convert_fallback: str | None = None
         self._skip_frame: str | None = None
@@ -373,8 +374,8 @@ class VideoSource(Source):
                     try:
                         frames = packet.decode()
                     except self._av.error.FFmpegError as exc:
-                        if self.live or (self._decoder == "cuda" and produced == 0):
-                            raise  # a camera reconnects; a GPU decoder that never decoded falls back to the CPU
+                        if self.live or self._decoder == "cuda":
+                            raise  # a camera reconnects; a file on the GPU decoder is read again on the CPU
                         self._corrupt_packet(exc)  # a damaged file: skip the packet and go on, as ffmpeg does
                         continue
                     for frame in frames:
@@ -385,8 +386,8 @@ class VideoSource(Source):
                             # FFmpeg took the software path itself (no CUDA decoder for this codec or profile)
                             self._fall_back(f"FFmpeg has no CUDA decoder for this stream ({stream.codec_context.name}); it decodes on the CPU")
                         t = frame.time
-                        if t is None and not self.live:  # no timestamps (a raw .h264): the frame's place in the file
-                            t = (self._decoded - decoded_before - 1) / rate
+                        if t is None and not self.live:  # no timestamps (a raw .h264): its place by the packets read
+                            t = max((packets - 1) / rate, last + 1.0 / rate if produced or self._skipped else 0.0)
                         if t is not None:
                             last = t
                         if plan is not None and plan.learn(frame, stream):
@@ -400,6 +401,10 @@ class VideoSource(Source):
                                 self._skipped += 1
                                 continue
                             next_time = max(next_time + 1.0 / fps, now)
+                        if self._index < context.first_index:  # the driver skips it: neither converted nor paced
+                            yield SourceItem(inputs={}, index=self._index, timestamp=time.time())
+                            self._index += 1
+                            continue
                         if realtime and t is not None:
                             if clock is None:
                                 clock = time.monotonic() - offset - t
@@ -450,6 +455,8 @@ class VideoSource(Source):
                 self._fall_back(f"the CUDA decoder failed before its first frame: {failure}")
                 continue
             offset += last + 1.0 / rate
+            if failure is not None and self._decoder == "cuda" and not self.live:  # opened again, on the CPU
+                self._fall_back(f"the CUDA decoder failed after {produced} frames: {failure}")
             if failure is not None:
                 self._last_error = f"{self._where()}: stream lost: {failure}"
             if not self.live:

@@ -129,12 +129,16 @@ class SourceContext:
         stopped: set when the stream is asked to stop; :meth:`Source.items` must return
             soon after (check it at least every half second, never block on I/O longer).
         logger: where to log what the source notices (bad payloads, reconnects).
+        first_index: items of a lower index are skipped by the driver (its sinks hold them, or the
+            stream took them before the source was opened again): a replayable source may give them
+            with empty ``inputs``, without decoding, converting or pacing them.
     """
 
     ref: str
     inputs: Mapping[str, InputSpec]
     stopped: threading.Event = attrs.field(factory=threading.Event)
     logger: logging.Logger = attrs.field(factory=lambda: logging.getLogger("rvai_sdk.sources"))
+    first_index: int = 0
 
 
 class Configurable:

@@ -196,6 +196,10 @@ class FailsMidwaySource(Source):
     def open(self, context: SourceContext) -> None:
         super().open(context)
         self.opened = getattr(self, "opened", 0) + 1
+        self.first_indexes = [*getattr(self, "first_indexes", []), context.first_index]
+
+    def stats(self) -> dict[str, Any]:
+        return {"first_indexes": getattr(self, "first_indexes", [])}
 
     def items(self) -> Iterator[SourceItem]:
         for i in range(self.count):

@@ -244,6 +244,7 @@ def test_a_replayable_source_failing_midway_starts_again_and_each_item_is_inferr
     assert [r["outputs"]["y"] for r in records] == list(range(1, 11)), "items 0..4 inferred once (y counts the calls)"
     assert stats["errors"] == 1 and "read failed at item 5" in stats["last_error"]
     assert stats["produced"] == 10 and stats["skipped"] == 5
+    assert stats["source"]["first_indexes"] == [0, 5], "told, when opened again, which items the driver skips"
 
 
 def test_a_sink_can_take_some_sources_only(jsonl: Callable[[str], str]) -> None:

@@ -326,14 +326,34 @@ def test_a_file_cut_short_ends_saying_how_many_of_its_frames_it_had(tmp_path: Pa
     assert "the file ended after" in str(source.stats()["last_error"]) and "of the 90 frames" in str(source.stats()["last_error"])
 
 
-def test_a_target_fps_samples_a_file_without_timestamps_by_its_frame_rate_the_same_every_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize("x264", ["keyint=25:min-keyint=25:scenecut=0:bframes=0", "keyint=25:min-keyint=25:scenecut=0:bframes=3:b-pyramid=none"])
+def test_a_target_fps_samples_a_file_without_timestamps_by_its_frame_rate_the_same_every_time(tmp_path: Path, x264: str) -> None:
     """A raw .h264 file has no timestamps: sampling used the wall clock, so what was kept depended on how fast
-    it was read (one frame when read fast), and the same index was another frame the next time."""
+    it was read (one frame when read fast), and the same index was another frame the next time. B frames
+    (which the decoder skips: nothing refers to them) must not slow the file's clock."""
     import numpy as np
 
     # 3 s at 25 fps, no container: no timestamps (and no rate in its header: FFmpeg takes 25 fps for it)
-    raw = _make_clip(tmp_path / "clip.h264", frames=75, fps=25)
+    raw = _make_clip(tmp_path / "clip.h264", frames=75, fps=25, x264=x264)
     first = _frames(VideoSource(str(raw), params={"fps": 5.0}))
     again = _frames(VideoSource(str(raw), params={"fps": 5.0}))
     assert 13 <= len(first) <= 17  # about 5 a second of video
     assert len(again) == len(first) and all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_frames_below_the_drivers_first_index_are_neither_converted_nor_paced(tmp_path: Path) -> None:
+    """A file opened again (or resumed) at frame 50: the driver skips what comes before. Those frames used to be
+    converted to RGB and, with realtime, paced: an hour-long file resumed after 50 minutes gave nothing for 50."""
+    import numpy as np
+
+    path = _make_clip(tmp_path / "clip.mp4", frames=60)
+    source = VideoSource(str(path), params={"realtime": True})
+    source.open(SourceContext(ref="v", inputs=frame_pipeline().inputs, first_index=50))
+    try:
+        items = list(source.items())
+    finally:
+        source.close()
+    assert [i.index for i in items] == list(range(60))
+    assert all(item.inputs == {} for item in items[:50])
+    every = _reference(path)
+    assert all(np.array_equal(item.inputs["frame"], every[item.index]) for item in items[50:])
