@@ -134,6 +134,12 @@ class MqttConnection:
         mqtt5: speak MQTT 5 (the broker's acknowledgements then say why it refused a message, and its
             connection reply the largest packet it takes: :attr:`max_packet`); a broker that refuses
             MQTT 5 is connected to again with MQTT 3.1.1 (:attr:`mqtt5` then turns ``False``).
+        persistent: keep the session on the broker across connections (MQTT 3.1.1's clean session
+            off): what the subscription got and was not acknowledged, and what arrives while this
+            client is away, is kept for the same client id.
+        manual_ack: the subscriber acknowledges each received message itself (paho's ``ack``).
+        on_connected: called on paho's thread after every accepted connection, before subscribing,
+            with whether the broker still had this client's session.
     """
 
     def __init__(
@@ -147,8 +153,14 @@ class MqttConnection:
         on_message: Callable[[Any, Any, Any], None] | None = None,
         on_publish: Callable[[Any, Any, int, Any, Any], None] | None = None,
         mqtt5: bool = False,
+        persistent: bool = False,
+        manual_ack: bool = False,
+        on_connected: Callable[[bool], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.persistent = persistent
+        self.manual_ack = manual_ack
+        self.on_connected = on_connected
         self.client_id = endpoint.client_id or client_id
         self.where = where
         self.error = error
@@ -186,7 +198,13 @@ class MqttConnection:
         mqtt = require("paho.mqtt.client", extra="mqtt")
         endpoint = self.endpoint
         protocol = mqtt.MQTTv5 if self.mqtt5 else mqtt.MQTTv311
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=protocol,
+            clean_session=None if self.mqtt5 else not self.persistent,
+            manual_ack=self.manual_ack,
+        )
         if endpoint.username is not None:
             client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls:
@@ -225,6 +243,8 @@ class MqttConnection:
             self.ready.set()
             return
         self.max_packet = getattr(properties, "MaximumPacketSize", None) if self.mqtt5 else None
+        if self.on_connected is not None:
+            self.on_connected(bool(getattr(flags, "session_present", False)))
         if self.subscribe is None:
             self.ready.set()
         else:

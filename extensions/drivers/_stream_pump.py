@@ -15,7 +15,7 @@ import copy
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -41,10 +41,54 @@ class Host(Protocol):
     keep_inputs: bool
     limit: int | None
     positions: Recorder | None
+    acks: dict[str, Acks]
 
     def require_inference(self) -> RestrictedInferenceProcess: ...
 
     def outlets_for(self, source: str) -> tuple[Outlet, ...]: ...
+
+
+class Acks:
+    """Tells a source that wants it (:attr:`Source.wants_acknowledgements`) which of its items are done.
+
+    The pump gives each record with the number of sinks it goes to (:meth:`issue`); the sinks' writer threads
+    settle it (:meth:`settle_many`) (acknowledged or given up: done either way); an item done without a record (dropped by
+    the policy, or taken by no sink) is :meth:`done` at once. Keyed by the record object, as the positions'
+    tracker is: an earlier stream's records never count for this one.
+    """
+
+    def __init__(self, ref: str, source: Source) -> None:
+        self.ref = ref
+        self.source = source
+        self.lock = threading.Lock()
+        self.entries: dict[int, list[Any]] = {}  # id(record) -> [record, acknowledgements to come, the item's index]
+
+    def issue(self, record: Record, item_index: int, sinks: int) -> None:
+        if sinks <= 0:
+            self.done(item_index)
+            return
+        with self.lock:
+            self.entries[id(record)] = [record, sinks, item_index]
+
+    def settle_many(self, records: Sequence[Record]) -> None:
+        finished: list[int] = []
+        with self.lock:
+            for record in records:
+                entry = self.entries.get(id(record))
+                if entry is None or entry[0] is not record:
+                    continue
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self.entries[id(record)]
+                    finished.append(entry[2])
+        for index in finished:
+            self.done(index)
+
+    def done(self, item_index: int) -> None:
+        try:
+            self.source.acknowledge(item_index)
+        except Exception as exc:  # the source's bug must not stop the sinks
+            logger.exception("source %r: acknowledging item %d failed: %s", self.ref, item_index, error_text(exc))
 
 
 class Pending:
@@ -81,6 +125,9 @@ class Stream:
         self.handed = -1  # the highest index queued so far (final once stop() returned)
         self.cut = False  # a request was cut off by the stop: a replayable source delivers nothing after it
         self.source = copy.copy(config)
+        self.acks = Acks(ref, self.source) if self.source.wants_acknowledgements else None
+        if self.acks is not None:
+            host.acks[ref] = self.acks  # the sinks' acknowledgements of this ref's records reach this stream
         self.params = config.params
         policy = str(self.params.drop)
         self.policy = ("drop_oldest" if config.live else "block") if policy == "auto" else policy
@@ -249,6 +296,8 @@ class Stream:
         """Queue an item by the drop policy; True when the stream has taken ``limit`` items."""
         if item.index < self.first_index:
             self.skipped += 1
+            if self.acks is not None:
+                self.acks.done(item.index)  # held by the sinks already
             return False
         self.handed_up_to = max(self.handed_up_to, item.index + 1)
         index = item.index + self.offset
@@ -264,12 +313,17 @@ class Stream:
             if self.policy == "keep_latest":
                 self.dropped += len(self.queue)
                 self.taken -= len(self.queue)
+                if self.acks is not None:
+                    for old, _ in self.queue:
+                        self.acks.done(old.index)
                 self.queue.clear()
             elif self.policy == "drop_oldest":
                 while len(self.queue) >= capacity:
-                    self.queue.popleft()
+                    old, _ = self.queue.popleft()
                     self.dropped += 1
                     self.taken -= 1
+                    if self.acks is not None:
+                        self.acks.done(old.index)
             else:
                 while len(self.queue) >= capacity and not self.stopped.is_set() and not self._at_limit():
                     self.cond.wait(0.25)
@@ -484,6 +538,8 @@ class Stream:
         outlets = self.host.outlets_for(self.ref)
         if self.tracker is not None:
             self.tracker.issue(record, len(outlets))  # before any sink can acknowledge it
+        if self.acks is not None:
+            self.acks.issue(record, item.index, len(outlets))
         for outlet in outlets:
             outlet.put(record)
         with self.cond:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rvai_sdk.drivers import DriverParameters, Record, RestrictedInferenceProcess, SinkMap, SourceMap
 from rvai_sdk.exc import DriverError
@@ -19,6 +20,9 @@ from rvai_sdk.types import Boolean, Dict, FloatRange, Integer, IntegerRange, Lis
 
 from ._stream_outlet import Outlet
 from ._stream_positions import Recorder, absolute_position_store, check_position_store
+
+if TYPE_CHECKING:
+    from ._stream_pump import Acks
 
 __all__ = ["SourceSinkDriverParameters", "Wiring"]
 
@@ -108,12 +112,22 @@ class Wiring:
         self.inference: RestrictedInferenceProcess | None = None
         self.routes: dict[str, tuple[Outlet, ...]] = {}
         self.positions: Recorder | None = None
+        self.acks: dict[str, Acks] = {}  # source ref -> its current stream's, for a source that wants acknowledgements
 
     def settle(self, records: Sequence[Record], acknowledged: bool) -> None:
-        """A sink acknowledged ``records`` (or gave them up): tell the position store's trackers."""
+        """A sink acknowledged ``records`` (or gave them up): tell the position store's trackers, and the
+        streams whose sources want acknowledgements (done either way)."""
         positions = self.positions
         if positions is not None:
             positions.settle(records, acknowledged)
+        if self.acks:
+            by_source: dict[str, list[Record]] = {}
+            for record in records:
+                by_source.setdefault(record.source, []).append(record)
+            for source, batch in by_source.items():
+                acks = self.acks.get(source)
+                if acks is not None:
+                    acks.settle_many(batch)
 
     def require_inference(self) -> RestrictedInferenceProcess:
         inference = self.inference

@@ -65,13 +65,21 @@ class MqttSource(Source):
     The MQTT client reconnects by itself (with backoff, 1 s doubling to 10 s) and
     subscribes again; the connection is the one :class:`MqttSink` uses too.
 
+    With a ``client_id`` (and QoS 1 or 2) the session persists on the broker and each
+    message is acknowledged only once its result is written by every sink (or
+    dead-lettered, or dropped by the drop policy): what a stopped or killed driver had
+    not written, and what arrives while no driver is subscribed, the broker sends again
+    to the next one with that id (at least once). Without one, a message is acknowledged
+    on arrival and the receive buffer is lost with the driver (see the streaming guide).
+
     Args:
         topic: the topic (filter) to subscribe to, e.g. ``"cameras/+/counts"``.
         host: the broker's address.
         port: the broker's port.
         sid_field: a payload field holding the sid of that message (it is not an input);
             without it every message uses the stream's sid.
-        client_id: the MQTT client id (default: a unique one).
+        client_id: the MQTT client id; set it for a persistent session and acknowledgement after the
+            write (one driver per id); default: a unique one, a clean session, acknowledged on arrival.
         username: for brokers that require a login.
         password: for brokers that require a login.
         params: :meth:`MqttSource.parameters` (qos, buffers, timeouts, drop policy).
@@ -150,6 +158,12 @@ class MqttSource(Source):
         """Messages arrive at the publishers' pace: always live."""
         return True
 
+    @property
+    def wants_acknowledgements(self) -> bool:
+        """With a ``client_id`` (and QoS 1 or 2): a persistent session, each message acknowledged to the broker
+        once its result is written (see the class docstring)."""
+        return self.client_id is not None and int(self.params.qos) > 0
+
     def _where(self) -> str:
         ref = getattr(getattr(self, "context", None), "ref", "?")
         return f"source {ref!r} (MqttSource {self.host}:{self.port} topic {self.topic!r})"
@@ -167,8 +181,17 @@ class MqttSource(Source):
         self._index = getattr(self, "_index", 0)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        # kept across a reopen (after a failure): those messages were acknowledged to the broker already
-        self._messages: collections.deque[tuple[bytes, float]] = getattr(self, "_messages", None) or collections.deque()
+        self._acking = self.wants_acknowledgements
+        # Messages received and not yet handed to the stream: without acknowledgements they were acknowledged to
+        # the broker on arrival, so a reopen (after a failure) keeps them; with them, the broker sends them again.
+        kept = getattr(self, "_messages", None) if not self._acking else None
+        self._messages: collections.deque[tuple[bytes, float, list[Any] | None]] = kept or collections.deque()
+        # With acknowledgements: each message in arrival order, [packet id, connection, qos, done]; acknowledged
+        # to the broker in that order (MQTT's rule) as soon as it and every one before it are done.
+        self._arrivals: collections.deque[list[Any]] = collections.deque()
+        self._handed: dict[int, list[Any]] = {}  # item index -> its arrival
+        self._connections = 0
+        self._acked = getattr(self, "_acked", 0)
         connection = MqttConnection(
             self._endpoint(),
             client_id=f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}",
@@ -176,6 +199,9 @@ class MqttSource(Source):
             error=SourceError,
             subscribe=(self.topic, int(self.params.qos)),
             on_message=self._on_message,
+            persistent=self._acking,
+            manual_ack=self._acking,
+            on_connected=self._on_connected,
         )
         self._connection = connection
         connection.open(keepalive=int(self.params.keepalive), timeout=float(self.params.connect_timeout))
@@ -186,14 +212,50 @@ class MqttSource(Source):
             tls=self.tls, ca_certs=self.ca_certs, certfile=self.certfile, keyfile=self.keyfile, client_id=self.client_id,
         )
 
+    def _on_connected(self, session_present: bool) -> None:
+        with self._arrived:
+            self._connections += 1
+            if self._acking:  # the unacknowledged ones come again on this connection: not twice from the buffer
+                for _, _, arrival in self._messages:
+                    if arrival is not None:
+                        arrival[3] = True
+                self._messages.clear()
+                self._ack_ready()
+
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         with self._arrived:
             self._received += 1
+            arrival = [message.mid, self._connections, message.qos, False] if self._acking else None
+            if arrival is not None:
+                self._arrivals.append(arrival)
             if len(self._messages) >= int(self.params.receive_buffer):
-                self._messages.popleft()
+                _, _, dropped = self._messages.popleft()
                 self._dropped += 1
-            self._messages.append((bytes(message.payload), time.time()))
+                if dropped is not None:  # dropped (counted): acknowledged in its turn
+                    dropped[3] = True
+                    self._ack_ready()
+            self._messages.append((bytes(message.payload), time.time(), arrival))
             self._arrived.notify()
+
+    def acknowledge(self, index: int) -> None:
+        """Item ``index`` is written (or dropped): acknowledge its message to the broker in its turn."""
+        with self._arrived:
+            arrival = self._handed.pop(index, None)
+            if arrival is not None:
+                arrival[3] = True
+                self._ack_ready()
+
+    def _ack_ready(self) -> None:
+        """Acknowledge the done messages at the head of the arrivals (the lock is held)."""
+        connection: MqttConnection | None = getattr(self, "_connection", None)
+        client = None if connection is None else connection.client
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][3]:
+            mid, born, qos, _ = arrivals.popleft()
+            # one of an earlier connection is not: the broker sends it again (its packet id may be another's now)
+            if client is not None and born == self._connections and qos > 0:
+                client.ack(mid, qos)
+                self._acked += 1
 
     def _decode(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
         try:
@@ -227,13 +289,20 @@ class MqttSource(Source):
                 if not self._messages:
                     self._arrived.wait(0.2)
                     continue
-                payload, received = self._messages.popleft()
+                payload, received, arrival = self._messages.popleft()
             try:
                 inputs, sid = self._decode(payload)
             except (InputValidationError, RecursionError, TypeError, ValueError) as exc:  # one message's fault: skipped
                 self._bad += 1
                 self.context.logger.warning("%s: bad payload %d skipped: %s (payload %.80r)", self._where(), self._bad, exc, payload)
+                if arrival is not None:
+                    with self._arrived:
+                        arrival[3] = True
+                        self._ack_ready()
                 continue
+            if arrival is not None:
+                with self._arrived:
+                    self._handed[self._index] = arrival
             yield SourceItem(inputs=inputs, index=self._index, timestamp=received, sid=sid)
             self._index += 1
 
@@ -245,12 +314,16 @@ class MqttSource(Source):
 
     def stats(self) -> dict[str, Any]:
         """``received`` messages, ``bad_payloads``, ``dropped`` at receive, ``buffered`` (received, not yet handed
-        to the stream: after a stop, the messages it left unread), ``subscribed``."""
+        to the stream: after a stop, the messages it left unread), ``subscribed``; with a ``client_id``,
+        ``acknowledged`` (messages acknowledged to the broker after their results were written) and
+        ``unacknowledged`` (received, not yet acknowledged: the broker sends them again after a stop or a crash)."""
         connection: MqttConnection | None = getattr(self, "_connection", None)
         return {
             "received": getattr(self, "_received", 0),
             "bad_payloads": getattr(self, "_bad", 0),
             "dropped": getattr(self, "_dropped", 0),
             "buffered": len(getattr(self, "_messages", ())),
+            "acknowledged": getattr(self, "_acked", 0),
+            "unacknowledged": len(getattr(self, "_arrivals", ())),
             "subscribed": bool(connection is not None and connection.ready.is_set()),
         }

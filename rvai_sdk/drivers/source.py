@@ -244,6 +244,21 @@ class Source(Configurable, abc.ABC):
         """
         return not self.live
 
+    @property
+    def wants_acknowledgements(self) -> bool:
+        """Whether the driver calls :meth:`acknowledge` for each item once it is done; ``False`` by default."""
+        return False
+
+    def acknowledge(self, index: int) -> None:
+        """Item ``index`` is done, when :attr:`wants_acknowledgements`: every sink acknowledged its record
+        (wrote it, held it already, dead-lettered it, or gave it up, counted as ``lost``), or the stream's
+        drop policy dropped it (counted). Never called for an item a stop or a crash cut off, so a source
+        that acknowledges upstream only here (a message queue) gets those again.
+
+        Called from the driver's threads, in any order and at any time (also after :meth:`close`); it
+        must not block.
+        """
+
     def open(self, context: SourceContext) -> None:
         """Acquire what :meth:`items` needs (connections, decoders); keep ``context``.
 

@@ -208,6 +208,31 @@ class FailsMidwaySource(Source):
             yield SourceItem(inputs={"x": Integer(i)}, index=i, timestamp=time.time())
 
 
+class AckingSource(Source):
+    """A live source of x = values[i] that wants acknowledgements: the indexes acknowledged land in ``acked``
+    (the driver's private copy shares this list: read it on the debug runtime)."""
+
+    def __init__(self, values: list[int], params: Any = None) -> None:
+        super().__init__(params)
+        self.values = list(values)
+        self.acked: list[int] = []
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def wants_acknowledgements(self) -> bool:
+        return True
+
+    def acknowledge(self, index: int) -> None:
+        self.acked.append(index)
+
+    def items(self) -> Iterator[SourceItem]:
+        for i, x in enumerate(self.values):
+            yield SourceItem(inputs={"x": Integer(x)}, index=i, timestamp=time.time())
+
+
 @dataclass
 class DoneOut(Outputs):
     y: Integer = Outputs.field()

@@ -18,6 +18,7 @@ from rvai_sdk.runtime import Inference, Runtime, init
 from rvai_sdk.types import FloatRange, Integer
 from tests.conftest import Count, FailNegative, single
 from tests.extensions.source_sink.support import (
+    AckingSource,
     FailsMidwaySource,
     FlakyOpenSource,
     GatedFileSink,
@@ -245,6 +246,26 @@ def test_a_replayable_source_failing_midway_starts_again_and_each_item_is_inferr
     assert stats["errors"] == 1 and "read failed at item 5" in stats["last_error"]
     assert stats["produced"] == 10 and stats["skipped"] == 5
     assert stats["source"]["first_indexes"] == [0, 5], "told, when opened again, which items the driver skips"
+
+
+@pytest.mark.parametrize("drop", ["block", "drop_oldest", "keep_latest"])
+def test_a_source_that_wants_acknowledgements_gets_each_item_once_written_failed_or_dropped(
+    drop: str, jsonl: Callable[[str], str]
+) -> None:
+    source = AckingSource([-1 if i % 7 == 3 else i for i in range(60)], params={"drop": drop, "buffer": 2, "max_in_flight": 1})
+    idle = AckingSource([1, 2, 3])  # no sink takes it: its items are done once inferred
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(FailNegative))) as proc:
+        driver = SourceSinkDriver(sources={"s": source, "idle": idle})
+        driver.add_sink(ref="a", sink=DummySink(drain=functools.partial(append_jsonl, jsonl("a"))), sources=["s"])
+        driver.add_sink(ref="b", sink=DummySink(), sources=["s"])
+        handle = proc.add_driver("stream", lambda: driver)
+        final = SourceSinkDriver.wait(handle, timeout=60)["sources"]
+        handle.stop()
+    stats = final["s"]
+    assert stats["produced"] == 60 and stats["unfinished"] == 0, stats
+    assert stats["processed"] + stats["failed"] + stats["dropped"] == 60 and (drop != "block" or stats["failed"] == 9), stats
+    assert sorted(source.acked) == list(range(60)), "each item once: written by both sinks, failed and written, or dropped"
+    assert sorted(idle.acked) == [0, 1, 2]
 
 
 def test_a_sink_can_take_some_sources_only(jsonl: Callable[[str], str]) -> None:

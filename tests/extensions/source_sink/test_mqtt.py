@@ -134,3 +134,57 @@ def test_a_record_the_broker_cannot_take_is_dead_lettered_and_the_rest_is_publis
     dead = read_jsonl(letters)
     assert [d["index"] for d in dead] == [4] and "invalid topic" in dead[0]["error"] and dead[0]["sid"] == "gate+3"
     assert stats["sinks"]["broker"]["dead_lettered"] == 1 and stats["sinks"]["broker"]["lost"] == 0
+
+
+# -- at least once, with a client id ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_with_a_client_id_no_message_is_lost_when_the_driver_is_killed_or_stopped(
+    mqtt_broker: tuple[str, int], subscriber: tuple[Subscriber, str], sqlite_url: str
+) -> None:
+    """Messages were acknowledged to the broker on arrival: those still in the receive buffer or in flight were
+    lost when the driver was killed (SIGKILL) or stopped. With a client id the session persists and a message is
+    acknowledged once its result is written: the broker sends the others again to the next driver."""
+    import os
+    import signal
+
+    from rvai_sdk.extensions.sinks.database_sink import DatabaseSink
+    from rvai_sdk.runtime import ProcessStatus, init
+    from tests.extensions.source_sink.conftest import rows
+    from tests.extensions.source_sink.support import work_pipeline
+
+    host, port = mqtt_broker
+    sub, base = subscriber
+    topic = f"{base}/in"
+    client_id = f"rvai-test-{uuid.uuid4().hex[:12]}"
+
+    def stored() -> set[int]:
+        return {int(r["y"]) for r in rows(sqlite_url, "results")}  # type: ignore[call-overload]
+
+    def driver() -> Any:
+        source = MqttSource(topic, host=host, port=port, client_id=client_id)
+        sink = DatabaseSink(sqlite_url, params={"batch_size": 4, "batch_wait": 0.0})
+        handle = proc.add_driver("m", SourceSinkDriver, sources={"s": source}, sinks={"db": sink})
+        wait_until(lambda: handle.stats()["sources"]["s"]["source"].get("subscribed"), what="the source to subscribe")
+        return handle
+
+    with init("local") as rt, rt.start_inference(Inference(pipeline=work_pipeline(), parameters={"w": {"seconds": 0.05}})) as proc:
+        first = driver()
+        for x in range(40):
+            sub.publish(topic, json.dumps({"x": x}))
+        wait_until(lambda: first.stats()["sources"]["s"]["written"] >= 5, what="a few results written")
+        os.kill(first.pid, signal.SIGKILL)  # with messages received, in flight and buffered
+        wait_until(lambda: first.status is ProcessStatus.FAILED, what="the driver to die")
+        proc.remove_driver("m")
+        for x in range(40, 50):  # while no driver is subscribed: kept by the broker for the session
+            sub.publish(topic, json.dumps({"x": x}))
+        second = driver()
+        wait_until(lambda: stored() == set(range(50)), what="every message written", explain=lambda: (sorted(stored()), second.stats()))
+        for x in range(50, 80):
+            sub.publish(topic, json.dumps({"x": x}))
+        wait_until(lambda: len(stored()) >= 53, what="a few more results written")
+        proc.remove_driver("m")  # a clean stop with messages still buffered
+        third = driver()
+        wait_until(lambda: stored() == set(range(80)), what="every message written", explain=lambda: (sorted(stored()), third.stats()))
+        assert third.stats()["sources"]["s"]["source"]["acknowledged"] > 0
