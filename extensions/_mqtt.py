@@ -140,6 +140,7 @@ class MqttConnection:
         manual_ack: the subscriber acknowledges each received message itself (paho's ``ack``).
         on_connected: called on paho's thread after every accepted connection, before subscribing,
             with whether the broker still had this client's session.
+        on_disconnected: called on paho's thread when the connection is lost or closed.
     """
 
     def __init__(
@@ -156,11 +157,13 @@ class MqttConnection:
         persistent: bool = False,
         manual_ack: bool = False,
         on_connected: Callable[[bool], None] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.persistent = persistent
         self.manual_ack = manual_ack
         self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
         self.client_id = endpoint.client_id or client_id
         self.where = where
         self.error = error
@@ -258,6 +261,8 @@ class MqttConnection:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         self.ready.clear()
+        if self.on_disconnected is not None:
+            self.on_disconnected()
 
     def close(self) -> None:
         """Disconnect and stop paho's network thread (idempotent)."""

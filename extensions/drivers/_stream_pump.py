@@ -126,6 +126,7 @@ class Stream:
         self.cut = False  # a request was cut off by the stop: a replayable source delivers nothing after it
         self.source = copy.copy(config)
         self.acks = Acks(ref, self.source) if self.source.wants_acknowledgements else None
+        self.late_close = False
         if self.acks is not None:
             host.acks[ref] = self.acks  # the sinks' acknowledgements of this ref's records reach this stream
         self.params = config.params
@@ -276,15 +277,22 @@ class Stream:
                     if self.config.replayable:  # it starts again from its first item: skip those it handed out
                         self.first_index = max(self.first_index, self.handed_up_to)
                     self.stopped.wait(delay)
-                else:
-                    self._close_source()
         finally:
-            self._close_source()
+            if self.acks is not None:
+                self.late_close = True  # it acknowledges what the sinks still write: closed by close_late()
+            else:
+                self._close_source()
             if self.state not in ("ended", "failed"):
                 self.state = "stopped"
             with self.cond:
                 self.reader_done = True
                 self.cond.notify_all()
+
+    def close_late(self) -> None:
+        """Close a stopped source that wants acknowledgements, once the sinks wrote (or gave up) what it gave."""
+        if self.late_close:
+            self.late_close = False
+            self._close_source()
 
     def _close_source(self) -> None:
         try:

@@ -67,7 +67,7 @@ class GrpcDriverParameters(DriverParameters):
             ``RESOURCE_EXHAUSTED``.
         max_workers: requests served at once (threads); more wait in gRPC's queue. An open
             ``ModelStreamInfer`` stream holds a thread while it lasts, idle or not: at most half
-            of them (``max_workers // 2``, at least 1) are open at once, a stream beyond is
+            of them (``max_workers // 2``: none with 1 worker) are open at once, a stream beyond is
             refused with ``RESOURCE_EXHAUSTED``, so streams never leave ``ServerLive``,
             ``ServerReady`` or ``ModelInfer`` without a thread.
         request_timeout: the deadline in seconds of a request that brings none (neither a
@@ -202,7 +202,7 @@ class GrpcDriver(PipelineDriver):
 
         servicer = InferenceServicer(
             inference, max_image_pixels=pixels, request_timeout=timeout, count=self._count, api_key=api_key,
-            max_streams=lambda: max(1, int(self._params().max_workers) // 2),
+            max_streams=lambda: int(self._params().max_workers) // 2,
         )
         params = self._params()
         server = self._start(servicer, params, resources)

@@ -328,6 +328,9 @@ class SourceSinkDriver(PipelineDriver):
                     stream = Stream(wiring, ref, source, str(sids.get(ref, ref)), after=self._handed.get(ref, -1))
                     self._streams[ref] = stream
                     stream.start()
+            for stream in self._retired_streams:
+                if not (stream.pump.is_alive() or stream.reader.is_alive()):
+                    stream.close_late()  # its results are with the sinks: what they write later is sent again
             self._retired_streams = [s for s in self._retired_streams if s.pump.is_alive() or s.reader.is_alive()]
             self._retired_outlets = [o for o in self._retired_outlets if o.thread.is_alive()]
 
@@ -352,6 +355,8 @@ class SourceSinkDriver(PipelineDriver):
             outlet.close(deadline)
         for outlet in outlets:
             outlet.thread.join(max(0.0, deadline - time.monotonic()))
+        for stream in streams:  # a source that acknowledges what was written (MQTT) has done so by now
+            stream.close_late()
         self._wiring.abort.set()  # past the deadline: waiting pumps and writers give up
         for stream in streams:
             with stream.cond:
@@ -359,6 +364,8 @@ class SourceSinkDriver(PipelineDriver):
         grace = time.monotonic() + 1.0  # readers blocked in I/O (a camera's open timeout) get one second in all
         for thread in [s.pump for s in streams] + [o.thread for o in outlets] + [s.reader for s in streams]:
             thread.join(max(0.0, grace - time.monotonic()))
+        for stream in streams:
+            stream.close_late()
         recorder = self._wiring.positions
         if recorder is not None:  # after the sinks: the positions of what they wrote, one last time
             recorder.close(time.monotonic() + 5.0)

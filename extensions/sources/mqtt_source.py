@@ -31,7 +31,8 @@ class MqttSourceParameters(SourceParameters):
             ``keep_latest`` suit topics where only fresh messages matter.
         qos: the subscription's quality of service (1: at least once).
         receive_buffer: messages held between the MQTT client and the stream; beyond it
-            the oldest are dropped (and counted).
+            the oldest are dropped (and counted). With a ``client_id`` nothing is dropped here:
+            the broker's window of unacknowledged messages bounds the buffer.
         connect_timeout: seconds to wait for the broker to accept the connection and subscription.
         keepalive: seconds between MQTT keep-alive pings.
     """
@@ -65,8 +66,9 @@ class MqttSource(Source):
     The MQTT client reconnects by itself (with backoff, 1 s doubling to 10 s) and
     subscribes again; the connection is the one :class:`MqttSink` uses too.
 
-    With a ``client_id`` (and QoS 1 or 2) the session persists on the broker and each
-    message is acknowledged only once its result is written by every sink (or
+    With a ``client_id`` (QoS 1; QoS 2 is subscribed as QoS 1, since paho completes QoS
+    2's handshake before the message is written) the session persists on the broker and
+    each message is acknowledged only once its result is written by every sink (or
     dead-lettered, or dropped by the drop policy): what a stopped or killed driver had
     not written, and what arrives while no driver is subscribed, the broker sends again
     to the next one with that id (at least once). Without one, a message is acknowledged
@@ -164,6 +166,12 @@ class MqttSource(Source):
         once its result is written (see the class docstring)."""
         return self.client_id is not None and int(self.params.qos) > 0
 
+    def _subscription_qos(self) -> int:
+        """QoS 2 with acknowledgements is subscribed as QoS 1: paho completes QoS 2's handshake before the
+        application has the message (it cannot be acknowledged after the write), and keeps its state only in memory."""
+        qos = int(self.params.qos)
+        return min(qos, 1) if self.wants_acknowledgements else qos
+
     def _where(self) -> str:
         ref = getattr(getattr(self, "context", None), "ref", "?")
         return f"source {ref!r} (MqttSource {self.host}:{self.port} topic {self.topic!r})"
@@ -197,11 +205,12 @@ class MqttSource(Source):
             client_id=f"rvai-{context.ref}-{uuid.uuid4().hex[:8]}",
             where=self._where(),
             error=SourceError,
-            subscribe=(self.topic, int(self.params.qos)),
+            subscribe=(self.topic, self._subscription_qos()),
             on_message=self._on_message,
             persistent=self._acking,
             manual_ack=self._acking,
             on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
         )
         self._connection = connection
         connection.open(keepalive=int(self.params.keepalive), timeout=float(self.params.connect_timeout))
@@ -222,18 +231,21 @@ class MqttSource(Source):
                 self._messages.clear()
                 self._ack_ready()
 
+    def _on_disconnected(self) -> None:
+        with self._arrived:  # what arrived on the lost connection is not acknowledged on the next one
+            self._connections += 1
+
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         with self._arrived:
             self._received += 1
             arrival = [message.mid, self._connections, message.qos, False] if self._acking else None
             if arrival is not None:
                 self._arrivals.append(arrival)
-            if len(self._messages) >= int(self.params.receive_buffer):
-                _, _, dropped = self._messages.popleft()
+            # With acknowledgements the broker's window of unacknowledged messages bounds the buffer: nothing is
+            # dropped here (a dropped message would be acknowledged unwritten, and the broker would send more).
+            if not self._acking and len(self._messages) >= int(self.params.receive_buffer):
+                self._messages.popleft()
                 self._dropped += 1
-                if dropped is not None:  # dropped (counted): acknowledged in its turn
-                    dropped[3] = True
-                    self._ack_ready()
             self._messages.append((bytes(message.payload), time.time(), arrival))
             self._arrived.notify()
 

@@ -360,7 +360,7 @@ class VideoSource(Source):
             produced = 0
             packets = 0
             last = 0.0
-            at_open = (next_time, clock)
+            at_open = (next_time, clock, self._index)
             decoded_before = self._decoded
             rate = float(stream.average_rate or stream.guessed_rate or 30)
             try:
@@ -387,7 +387,7 @@ class VideoSource(Source):
                             self._fall_back(f"FFmpeg has no CUDA decoder for this stream ({stream.codec_context.name}); it decodes on the CPU")
                         t = frame.time
                         if t is None and not self.live:  # no timestamps (a raw .h264): its place by the packets read
-                            t = max((packets - 1) / rate, last + 1.0 / rate if produced or self._skipped else 0.0)
+                            t = max((packets - 1) / rate, last + 1.0 / rate if self._decoded - decoded_before > 1 else 0.0)
                         if t is not None:
                             last = t
                         if plan is not None and plan.learn(frame, stream):
@@ -446,7 +446,7 @@ class VideoSource(Source):
                 continue
             self._disconnect()
             if again_on_cpu:  # the plan is relearnt: it saw these frames once already
-                next_time, clock = at_open
+                next_time, clock, self._index = at_open  # the frames it gave, skipped ones, come again
                 plan = None
                 continue
             if failure is not None and self._decoder == "cuda" and produced == 0:

@@ -152,8 +152,6 @@ class InferenceServicer:
             return method
 
         def call(request: Any, context: Any) -> Any:
-            if isinstance(request, _Undecodable):
-                self._refuse_undecodable(request, context)
             key = self._api_key()
             if key:
                 sent = dict(context.invocation_metadata()).get("authorization", "")
@@ -165,6 +163,8 @@ class InferenceServicer:
                         f"{name} needs the metadata 'authorization: Bearer <api_key>' (tritonclient.grpc: "
                         "headers={'authorization': 'Bearer ...'}, the key in lower case); only ServerLive is open without it",
                     )
+            if isinstance(request, _Undecodable):  # after the key: an unauthenticated caller learns nothing more
+                self._refuse_undecodable(request, context)
             return method(request, context)
 
         return call
@@ -249,8 +249,10 @@ class InferenceServicer:
 
     def _stream(self, requests: Iterator[pb.ModelInferRequest], context: Any) -> Iterator[pb.ModelStreamInferResponse]:
         for request in requests:
-            if isinstance(request, _Undecodable):
-                self._refuse_undecodable(request, context)
+            if isinstance(request, _Undecodable):  # that message answers its error; the stream goes on
+                self._count("grpc_invalid_argument")
+                yield pb.ModelStreamInferResponse(error_message=self._undecodable_message(request))
+                continue
             self._count("stream_infer")
             try:
                 response = self._infer(request, context)
@@ -305,10 +307,13 @@ class InferenceServicer:
 
     def _refuse_undecodable(self, request: _Undecodable, context: Any) -> None:
         self._count("grpc_invalid_argument")
-        context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT,
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, self._undecodable_message(request))
+
+    @staticmethod
+    def _undecodable_message(request: _Undecodable) -> str:
+        return (
             f"the message is not a valid {request.kind} ({type(request.error).__name__}: {request.error}); "
-            "send it with a generated client of the protocol's service.proto",
+            "send it with a generated client of the protocol's service.proto"
         )
 
     def _status(self, exc: BaseException) -> tuple[Any, str]:

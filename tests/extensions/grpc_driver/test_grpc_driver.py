@@ -253,6 +253,14 @@ def test_a_message_that_is_not_protobuf_is_invalid_argument_not_internal(server:
             assert "is not a valid Model" in caught.value.details()
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         assert stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=30).live
+        # in a stream, the bad message answers its error and the stream goes on
+        metadata = service_pb2.ModelMetadataRequest(name=MODEL)
+        good = stub.ModelMetadata(metadata, timeout=30)
+        assert good.name == MODEL
+        raw_stream = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+        garbage = b"\xff\xff\xff"
+        answers = [service_pb2.ModelStreamInferResponse.FromString(a) for a in raw_stream(iter([garbage]), timeout=30)]
+        assert len(answers) == 1 and "is not a valid ModelInferRequest" in answers[0].error_message
 
 
 def test_bad_input_is_answered_with_a_status_code_naming_it(triton: Any) -> None:
