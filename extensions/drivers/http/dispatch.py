@@ -68,6 +68,7 @@ class Dispatcher:
         self.inference = inference
         self.codec = codec
         self.in_flight = 0
+        self._waiting: set[asyncio.Future[Any]] = set()  # the loop futures of the requests in flight
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -97,7 +98,11 @@ class Dispatcher:
         assert self.loop is not None
         return self.loop.run_in_executor(self._workers, function, *args)
 
-    async def run(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> dict[str, Any]:
+    async def run_task(self, inputs: dict[str, Any], sid: str | None, timeout: float | None) -> dict[str, Any]:
+        """:meth:`run` for a task: not answered by :meth:`drain` (a stop reports the task interrupted instead)."""
+        return await self.run(inputs, sid, timeout, drain=False)
+
+    async def run(self, inputs: dict[str, Any], sid: str | None, timeout: float | None, *, drain: bool = True) -> dict[str, Any]:
         """Predict on decoded inputs; the JSON form of the outputs.
 
         Raises:
@@ -113,7 +118,7 @@ class Dispatcher:
             else:  # busy: the submitting thread sends, in arrival order, while the loop goes on
                 # (traced: with the request's context, for its spans on the submitting thread)
                 self._queue.put((inputs, sid, timeout, future, None if _tracing.TRACER is None else contextvars.copy_context()))
-            return await self._outputs(future)
+            return await self._outputs(future, drain)
         finally:
             self.in_flight -= 1
 
@@ -143,9 +148,29 @@ class Dispatcher:
         """
         return self.inference.submit(inputs, sid, timeout=timeout)
 
-    async def _outputs(self, future: asyncio.Future[Any]) -> dict[str, Any]:
-        outputs: dict[str, Any] = await future
+    async def _outputs(self, future: asyncio.Future[Any], drain: bool = True) -> dict[str, Any]:
+        if drain:
+            self._waiting.add(future)
+        try:
+            outputs: dict[str, Any] = await future
+        finally:
+            self._waiting.discard(future)
         return outputs if self.codec.image_outputs else self.codec.encode(outputs)  # encoded on a worker already
+
+    async def drain(self, grace: float, failure: Callable[[], BaseException]) -> int:
+        """Wait up to ``grace`` seconds for the requests in flight, then answer those left with ``failure()``
+        (on the loop); how many were left. The server is closing: this runs before it cancels its handlers,
+        which would answer a bare ``500 Internal Server Error`` in plain text."""
+        assert self.loop is not None
+        deadline = self.loop.time() + grace
+        while self._waiting and self.loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        left = [future for future in self._waiting if not future.done()]
+        for future in left:
+            future.set_exception(failure())
+        if left:
+            await asyncio.sleep(0)  # their handlers answer before the server goes on closing
+        return len(left)
 
     def _parse_and_submit(
         self, parse: Parse, timeout: float | None, future: asyncio.Future[Any], sid_box: list[str | None]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._compat import require
@@ -15,6 +16,7 @@ from rvai_sdk.drivers import DriverParameters, PipelineDriver, service_record
 from rvai_sdk.exc import DriverError
 from rvai_sdk.resources import DriverResources, DriverResourcesRequest
 
+from .errors import HTTPError
 from .parameters import FastAPIDriverParameters, LiveState
 from .service import Service
 
@@ -26,6 +28,11 @@ else:
     uvicorn = require("uvicorn", extra="fastapi")
 
 __all__ = ["FastAPIDriver"]
+
+logger = logging.getLogger("rvai_sdk.http")
+
+_GRACE = 2.0
+"""Seconds the requests in flight get to finish when the server closes (a stop, or a new address)."""
 
 
 class FastAPIDriver(PipelineDriver):
@@ -116,7 +123,7 @@ class FastAPIDriver(PipelineDriver):
             access_log=False,
             lifespan="off",
             ws="none",
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=int(_GRACE) + 1,  # after the drain (see _drain), nothing should be left
             server_header=False,
         )
         self._state.bound_host = str(self._state.parameters.host)
@@ -134,6 +141,7 @@ class FastAPIDriver(PipelineDriver):
         try:
             while True:
                 server = _Server(config)
+                server.before_shutdown = lambda: self._drain(service)
                 self._rebind = False
                 self._server = server
                 if self.stopped.is_set():
@@ -148,6 +156,26 @@ class FastAPIDriver(PipelineDriver):
                 sock = self._rebound(self._bound_port, self._state.bound_host)
         finally:
             await service.close()
+
+    async def _drain(self, service: Service) -> None:
+        """Before the server closes (a stop, or a new address): requests still in flight after the grace get a
+        JSON 503 saying so, not the plain-text 500 uvicorn answers for a handler it cancels."""
+        moving = self._rebind and not self.stopped.is_set()
+        why = "moved to a new address" if moving else "was stopped"
+
+        def failure() -> HTTPError:
+            return HTTPError(
+                503,
+                "DriverStopping",
+                f"the HTTP driver {why} before this request was answered; the request may still run in the inference "
+                "process (its outcome is unknown here): send it again once the server answers",
+                headers={"Retry-After": "1"},
+            )
+
+        left = await service.dispatcher.drain(_GRACE, failure)
+        if left:
+            self._state.count("requests_cut_off")
+            logger.warning("FastAPIDriver %s with %d requests in flight: answered 503", why, left)
 
     def _rebound(self, port: int, previous: str) -> socket.socket:
         """A socket on the new host and port; when it cannot be bound, back on the previous ones (parameters too)."""
@@ -175,9 +203,18 @@ class _Server(uvicorn.Server):
     (In a driver process uvicorn would otherwise take SIGINT/SIGTERM from the runtime.)
     """
 
+    before_shutdown: Callable[[], Awaitable[None]] | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        """Answer what is still in flight (``before_shutdown``), then close as uvicorn does."""
+        hook = self.before_shutdown
+        if hook is not None:
+            await hook()
+        await super().shutdown(sockets=sockets)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -100,7 +100,7 @@ class Service:
         self.dispatcher = Dispatcher(inference, self.codec)
         namespace = state.parameters.task_namespace
         self.tasks = TaskStore(
-            state, self.errors, self.dispatcher.run, inference.pipeline.name if namespace is None else str(namespace), instance
+            state, self.errors, self.dispatcher.run_task, inference.pipeline.name if namespace is None else str(namespace), instance
         )
         self.predict = PredictEndpoint(self)
         self._openapi: dict[str, Any] | None = None

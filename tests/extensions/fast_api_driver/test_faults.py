@@ -342,3 +342,35 @@ def test_a_big_batch_or_task_body_is_decoded_off_the_event_loop_so_health_answer
             finally:
                 RELEASE.set()
             assert posted.result(timeout=30).status_code in (200, 202)
+
+
+# -- a request in flight when the driver stops ----------------------------------------------------------------
+
+
+def test_a_request_in_flight_when_the_driver_stops_gets_a_json_503_not_uvicorns_plain_500(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn cancels a handler still running 2 s into its shutdown and answers 'Internal Server Error' in
+    plain text: a client could not tell a stop from a bug, nor that it may send the request again."""
+    from tests.extensions.fast_api_driver._task_pipelines import GATE_ENV, held_pipeline
+    from tests.extensions.source_sink.support import wait_until
+
+    gate = tmp_path / "open"
+    monkeypatch.setenv(GATE_ENV, str(gate))
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=held_pipeline())) as proc:
+        handle = proc.add_driver("webapi", FastAPIDriver)
+        with FastAPIClient(process=handle) as client:
+            client.wait(timeout=30)
+            url = client.base_url
+        with httpx.Client(base_url=url, timeout=60) as http, ThreadPoolExecutor(1) as pool:
+            try:
+                held = pool.submit(http.post, "/predict", json={"inputs": {"x": -1}, "sid": "s"})
+                wait_until(lambda: proc.stats()["cells"]["hold"]["running"] == 1, what="the request to run")
+                proc.remove_driver("webapi")
+                answer = held.result(timeout=60)
+            finally:
+                gate.touch()
+        assert answer.status_code == 503 and answer.headers["content-type"] == "application/json", answer.text
+        assert answer.headers["retry-after"] == "1"
+        error = answer.json()["error"]
+        assert error["type"] == "DriverStopping" and "may still run in the inference process" in error["message"]
