@@ -35,6 +35,10 @@ class FastAPIDriverParameters(DriverParameters):
         api_key: when set, every route but ``/health`` needs ``Authorization: Bearer <api_key>``.
         task_ttl: seconds a finished task stays readable before it expires.
         max_pending_tasks: most tasks pending or running at once on this driver; more are refused with 429.
+        max_kept_tasks: most tasks kept in the task store, finished ones included (until ``task_ttl``),
+            by every driver on it; a new task beyond is refused with 429 (finished tasks are not capped
+            by ``max_pending_tasks``: without this a client could fill the store, or this driver's memory
+            with the ``memory`` store, with results).
         task_store: where tasks are kept: ``"memory"`` (this driver only, lost with it),
             ``"sqlite:///PATH"`` (a file; ``sqlite:////abs/path``), ``"redis://HOST:PORT/DB"`` (the
             ``redis`` extra) or ``"postgresql://USER@HOST:PORT/DB"`` (the ``sql`` extra). ``None`` (the
@@ -79,6 +83,7 @@ class FastAPIDriverParameters(DriverParameters):
     api_key: String | None = DriverParameters.field(default=None, description="bearer token; None: no auth")
     task_ttl: Integer = DriverParameters.field(default=Integer(600), description="seconds a finished task is kept")
     max_pending_tasks: Integer = DriverParameters.field(default=Integer(1024), description="429 beyond this")
+    max_kept_tasks: Integer = DriverParameters.field(default=Integer(10_000), description="tasks kept, finished too; 429 beyond")
     task_store: String | None = DriverParameters.field(
         default=None, description="memory, sqlite:///PATH, redis://..., postgresql://...; None: the default SQLite file"
     )
@@ -111,7 +116,7 @@ class FastAPIDriverParameters(DriverParameters):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("task_ttl", "max_pending_tasks", "max_body_bytes", "max_batch_items", "callback_retries", "max_sid_length"):
+        for name in ("task_ttl", "max_pending_tasks", "max_kept_tasks", "max_body_bytes", "max_batch_items", "callback_retries", "max_sid_length"):
             if int(getattr(self, name)) < 0:
                 raise ParameterError(f"FastAPIDriverParameters.{name} must be >= 0, got {getattr(self, name)}", field=name)
         if not float(self.callback_backoff) >= 0:

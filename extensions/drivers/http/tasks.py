@@ -298,6 +298,16 @@ class TaskStore:
                 f"{active} tasks are pending or running, the most this server keeps ({limit}); retry later",
                 headers={"Retry-After": "1"},
             )
+        kept, most = await self._ask(self.backend.count), int(self.state.parameters.max_kept_tasks)
+        if kept >= most:
+            raise HTTPError(
+                429,
+                "TooManyTasks",
+                f"{kept} tasks are kept in the task store (finished ones until task_ttl, {self.ttl:g} s), the most it "
+                f"keeps (max_kept_tasks, {most}); fetch and DELETE /tasks/{{id}} the finished ones, lower task_ttl, or "
+                "raise max_kept_tasks",
+                headers={"Retry-After": "1"},
+            )
         task = Task(
             id=uuid.uuid4().hex,
             sid=sid,

@@ -300,10 +300,18 @@ def test_tasks_run_in_the_background_call_back_with_retries_expire_and_are_limit
         assert limited.status_code == 429 and error_of(limited)["type"] == "TooManyTasks"
         handle.set_parameters({"max_pending_tasks": 10})
         assert http.post("/tasks", json=body(1)).status_code == 202
+        # finished tasks are capped too (they used to pile up until task_ttl, results and all)
+        kept = len(client.tasks())
+        handle.set_parameters({"max_kept_tasks": kept})
+        full = http.post("/tasks", json=body(1))
+        assert full.status_code == 429 and "max_kept_tasks" in error_of(full)["message"], full.text
+        assert http.delete(f"/tasks/{task['id']}").status_code == 204  # what the error says to do
+        assert http.post("/tasks", json=body(1)).status_code == 202
+        handle.set_parameters({"max_kept_tasks": 10_000})
 
         # finished tasks expire after task_ttl
         handle.set_parameters({"task_ttl": 0})
-        assert http.get(f"/tasks/{task['id']}").status_code == 404
+        assert http.get(f"/tasks/{called}").status_code == 404
         with pytest.raises(FastAPIClientError) as gone:
             client.task_result(called, timeout=5)
         assert gone.value.status_code == 404
