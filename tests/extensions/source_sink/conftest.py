@@ -68,6 +68,16 @@ def pg_table() -> Iterator[tuple[str, str]]:
         engine.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_table(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(URL, table) of a fresh table on each backend the database sink is tested on: SQLite in this test's
+    folder (table ``results``), and PostgreSQL (``pg_table``)."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url"), "results"
+    table: tuple[str, str] = request.getfixturevalue("pg_table")
+    return table
+
+
 def rows(url: str, table: str, order: str = '"source", "index"') -> list[dict[str, object]]:
     """Every row of the table (none when it does not exist yet, or the database is down)."""
     import sqlalchemy as sa

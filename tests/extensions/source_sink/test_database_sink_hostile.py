@@ -165,14 +165,10 @@ def test_postgres_a_column_whose_type_changed_since_an_earlier_pipeline_is_refus
         v2.open(ctx(score=Float))  # not opened: written, PostgreSQL would round the scores into the BIGINT column
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_an_existing_table_without_the_source_index_key_is_refused_at_open_not_retried_forever(
-    backend: str, sqlite_url: str, request: pytest.FixtureRequest
+    db_table: tuple[str, str]
 ) -> None:
-    if backend == "sqlite":
-        url, table = sqlite_url, "results"
-    else:
-        url, table = request.getfixturevalue("pg_table")
+    url, table = db_table
     import sqlalchemy as sa
 
     engine = sa.create_engine(url)
@@ -199,11 +195,8 @@ def test_sqlite_a_nan_float_output_is_not_stored_as_null(sqlite_url: str) -> Non
     assert [r["score"] for r in rows(sqlite_url, "results")] == [0.5]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_different_records_with_one_key_in_a_batch_are_not_both_counted_written(
-    backend: str, sqlite_url: str, request: pytest.FixtureRequest
-) -> None:
-    url, table = (sqlite_url, "results") if backend == "sqlite" else request.getfixturevalue("pg_table")
+def test_two_different_records_with_one_key_in_a_batch_are_not_both_counted_written(db_table: tuple[str, str]) -> None:
+    url, table = db_table
     sink = DatabaseSink(url, table=table)
     sink.open(ctx(y=Integer))
     first, second = rec(0, y=Integer(1)), rec(0, y=Integer(2))
@@ -295,11 +288,8 @@ def test_postgres_a_boolean_output_over_an_earlier_integer_column_is_refused(pg_
         DatabaseSink(url, table=table).open(ctx(flag=Boolean))  # PostgreSQL would refuse every write
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_an_integer_output_over_an_earlier_float_column_is_taken(
-    backend: str, sqlite_url: str, request: pytest.FixtureRequest
-) -> None:
-    url, table = (sqlite_url, "results") if backend == "sqlite" else request.getfixturevalue("pg_table")
+def test_an_integer_output_over_an_earlier_float_column_is_taken(db_table: tuple[str, str]) -> None:
+    url, table = db_table
     earlier = DatabaseSink(url, table=table)
     earlier.open(ctx(score=Float))
     earlier.close()
@@ -312,11 +302,8 @@ def test_an_integer_output_over_an_earlier_float_column_is_taken(
     assert [r["score"] for r in rows(url, table)] == [3]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_partial_unique_index_is_no_key_and_an_expression_index_does_not_break_the_check(
-    backend: str, sqlite_url: str, request: pytest.FixtureRequest
-) -> None:
-    url, table = (sqlite_url, "results") if backend == "sqlite" else request.getfixturevalue("pg_table")
+def test_a_partial_unique_index_is_no_key_and_an_expression_index_does_not_break_the_check(db_table: tuple[str, str]) -> None:
+    url, table = db_table
     columns = 'source TEXT NOT NULL, "index" BIGINT NOT NULL, sid TEXT, timestamp FLOAT NOT NULL, status VARCHAR(16) NOT NULL, error TEXT, y BIGINT'
     _create(url, f'CREATE TABLE "{table}" ({columns}); '
                  f'CREATE UNIQUE INDEX "{table}_partial" ON "{table}" (source, "index") WHERE status = \'complete\'; '

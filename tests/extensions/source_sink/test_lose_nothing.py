@@ -97,14 +97,8 @@ def _records(indexes: range, **more: Any) -> list[Record]:
     return [Record(source="s", sid="s", index=i, timestamp=0.0, outputs={"y": Integer(i)}, **more) for i in indexes]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_a_database_sink_reports_rows_it_already_held_as_present_not_written(
-    backend: str, request: pytest.FixtureRequest
-) -> None:
-    if backend == "sqlite":
-        url, table = request.getfixturevalue("sqlite_url"), "results"
-    else:
-        url, table = request.getfixturevalue("pg_table")
+def test_a_database_sink_reports_rows_it_already_held_as_present_not_written(db_table: tuple[str, str]) -> None:
+    url, table = db_table
     sink = _open(DatabaseSink(url, table=table))
     try:
         assert sink.position("s") is None
