@@ -138,8 +138,7 @@ class MqttConnection:
             off): what the subscription got and was not acknowledged, and what arrives while this
             client is away, is kept for the same client id.
         manual_ack: the subscriber acknowledges each received message itself (paho's ``ack``).
-        on_connected: called on paho's thread after every accepted connection, before subscribing,
-            with whether the broker still had this client's session.
+        on_connected: called on paho's thread after every accepted connection, before subscribing.
         on_disconnected: called on paho's thread when the connection is lost or closed.
     """
 
@@ -156,7 +155,7 @@ class MqttConnection:
         mqtt5: bool = False,
         persistent: bool = False,
         manual_ack: bool = False,
-        on_connected: Callable[[bool], None] | None = None,
+        on_connected: Callable[[], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -247,7 +246,7 @@ class MqttConnection:
             return
         self.max_packet = getattr(properties, "MaximumPacketSize", None) if self.mqtt5 else None
         if self.on_connected is not None:
-            self.on_connected(bool(getattr(flags, "session_present", False)))
+            self.on_connected()
         if self.subscribe is None:
             self.ready.set()
         else:

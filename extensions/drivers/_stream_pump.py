@@ -51,9 +51,9 @@ class Host(Protocol):
 class Acks:
     """Tells a source that wants it (:attr:`Source.wants_acknowledgements`) which of its items are done.
 
-    The pump gives each record with the number of sinks it goes to (:meth:`issue`); the sinks' writer threads
-    settle it (:meth:`settle_many`) (acknowledged or given up: done either way); an item done without a record (dropped by
-    the policy, or taken by no sink) is :meth:`done` at once. Keyed by the record object, as the positions'
+    The pump issues each record with the number of sinks it goes to (:meth:`issue`), and the sinks' writer
+    threads settle it (:meth:`settle_many`), acknowledged or given up: done either way. An item done without a
+    record (dropped by the policy, or taken by no sink) is :meth:`done` at once. Keyed by the record object, as the positions'
     tracker is: an earlier stream's records never count for this one.
     """
 

@@ -364,7 +364,7 @@ class SourceSinkDriver(PipelineDriver):
         grace = time.monotonic() + 1.0  # readers blocked in I/O (a camera's open timeout) get one second in all
         for thread in [s.pump for s in streams] + [o.thread for o in outlets] + [s.reader for s in streams]:
             thread.join(max(0.0, grace - time.monotonic()))
-        for stream in streams:
+        for stream in streams:  # those whose reader was still reading above (close_late closes each once)
             stream.close_late()
         recorder = self._wiring.positions
         if recorder is not None:  # after the sinks: the positions of what they wrote, one last time

@@ -111,24 +111,22 @@ class DatabaseSink(Sink):
             base = f"postgresql+psycopg:{rest}"
         return cls(base + (f"?{urllib.parse.urlencode(query)}" if query else ""), table=table)
 
+    def _shown_url(self) -> str | None:
+        """The URL with its password hidden (``None``: it does not parse)."""
+        try:
+            sa = require("sqlalchemy", extra="sql")
+            return str(sa.engine.make_url(self.url).render_as_string(hide_password=True))
+        except Exception:
+            return None
+
     @property
     def destination(self) -> str:
         """The database (its URL, the password hidden) and the table: stamped on letters kept in a file."""
-        try:
-            sa = require("sqlalchemy", extra="sql")
-            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            shown = self.url
-        return f"{shown} table {self.table}"
+        return f"{self._shown_url() or self.url} table {self.table}"
 
     def _where(self) -> str:
         ref = getattr(getattr(self, "context", None), "ref", "?")
-        try:
-            sa = require("sqlalchemy", extra="sql")
-            shown = sa.engine.make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            shown = "(unparsable url)"
-        return f"sink {ref!r} (DatabaseSink {shown}, table {self.table!r})"
+        return f"sink {ref!r} (DatabaseSink {self._shown_url() or '(unparsable url)'}, table {self.table!r})"
 
     def open(self, context: SinkContext) -> None:
         """Connect and create the table (or check the existing one's columns).

@@ -221,7 +221,7 @@ class MqttSource(Source):
             tls=self.tls, ca_certs=self.ca_certs, certfile=self.certfile, keyfile=self.keyfile, client_id=self.client_id,
         )
 
-    def _on_connected(self, session_present: bool) -> None:
+    def _on_connected(self) -> None:
         with self._arrived:
             self._connections += 1
             if self._acking:  # the unacknowledged ones come again on this connection: not twice from the buffer
@@ -252,10 +252,13 @@ class MqttSource(Source):
     def acknowledge(self, index: int) -> None:
         """Item ``index`` is written (or dropped): acknowledge its message to the broker in its turn."""
         with self._arrived:
-            arrival = self._handed.pop(index, None)
-            if arrival is not None:
-                arrival[3] = True
-                self._ack_ready()
+            self._done(self._handed.pop(index, None))
+
+    def _done(self, arrival: list[Any] | None) -> None:
+        """``arrival``'s message is done with (``None``: none to acknowledge); the lock is held."""
+        if arrival is not None:
+            arrival[3] = True
+            self._ack_ready()
 
     def _ack_ready(self) -> None:
         """Acknowledge the done messages at the head of the arrivals (the lock is held)."""
@@ -307,10 +310,8 @@ class MqttSource(Source):
             except (InputValidationError, RecursionError, TypeError, ValueError) as exc:  # one message's fault: skipped
                 self._bad += 1
                 self.context.logger.warning("%s: bad payload %d skipped: %s (payload %.80r)", self._where(), self._bad, exc, payload)
-                if arrival is not None:
-                    with self._arrived:
-                        arrival[3] = True
-                        self._ack_ready()
+                with self._arrived:
+                    self._done(arrival)
                 continue
             if arrival is not None:
                 with self._arrived:

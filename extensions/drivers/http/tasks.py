@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from rvai_sdk._compat import require
 
+from .._stream_outlet import Backoff
 from . import security
 from .errors import ErrorMapper, HTTPError, json_bytes, unprocessable
 from .task_store import MemoryTaskBackend, Record, TaskBackend, default_task_store, open_task_backend, redacted
@@ -407,10 +408,9 @@ class TaskStore:
         backoff (0.1 s doubling to 5 s) until it does, however long: until then the task stays this driver's
         live copy, which answers for it. Then (or when it was deleted or taken over meanwhile) the live copy
         goes, unless its callback is still being delivered."""
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(backoff.next())
             if await self._save(task) is not None:
                 break
         if task.callback is None or task.callback["status"] != "pending":
