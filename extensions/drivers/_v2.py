@@ -28,6 +28,7 @@ import numpy as np
 import rvai_sdk
 from rvai_sdk import types as rtypes
 from rvai_sdk.exc import InputValidationError
+from rvai_sdk.types._json import loads as bounded_json
 
 from ._v2_types import (
     DATATYPES,
@@ -169,8 +170,8 @@ class V2Codec:
             size = int(digits)
             head, binary = body[:size], memoryview(body)[size:]
         try:
-            obj = json.loads(head)
-        except (ValueError, RecursionError) as exc:
+            obj = bounded_json(head)
+        except ValueError as exc:
             raise _bad(f"the inference request is not valid JSON: {exc}") from exc
         offset = 0
 
@@ -400,8 +401,8 @@ class V2Codec:
         if port.kind == "string":
             return text
         try:
-            obj = json.loads(text)
-        except (ValueError, RecursionError) as exc:
+            obj = bounded_json(text)
+        except ValueError as exc:
             raise _bad(f"{where} ({port.type_name}) is BYTES holding its JSON form; it is not JSON: {exc}") from exc
         spec = self.pipeline.inputs[name]
         try:

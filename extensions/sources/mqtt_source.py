@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import threading
 import time
 import uuid
@@ -15,6 +14,8 @@ from rvai_sdk.drivers import Source, SourceContext, SourceItem, SourceParameters
 from rvai_sdk.drivers.source import DROP_POLICIES
 from rvai_sdk.exc import InputValidationError, SourceError, UsageError
 from rvai_sdk.types import Enum, FloatRange, IntegerRange, String, from_json
+from rvai_sdk.types._json import JsonTooDeep
+from rvai_sdk.types._json import loads as bounded_json
 
 from .._mqtt import MqttConnection, MqttEndpoint, parse_url
 
@@ -274,11 +275,11 @@ class MqttSource(Source):
 
     def _decode(self, payload: bytes) -> tuple[dict[str, Any], str | None]:
         try:
-            obj = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            obj = bounded_json(payload)
+        except JsonTooDeep as exc:  # e.g. 100,000 nested arrays
+            raise InputValidationError(str(exc)) from exc
+        except ValueError as exc:  # UnicodeDecodeError included
             raise InputValidationError(f"not JSON ({exc})") from exc
-        except RecursionError as exc:  # e.g. 100,000 nested arrays
-            raise InputValidationError("JSON nested too deeply") from exc
         if not isinstance(obj, dict):
             raise InputValidationError(f"expected a JSON object of input ref to value, got {type(obj).__name__}")
         sid = None

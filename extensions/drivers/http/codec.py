@@ -7,7 +7,6 @@ inputs then go to the inference process as they are.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from rvai_sdk import types as rtypes
 from rvai_sdk.exc import InputValidationError
+from rvai_sdk.types._json import loads as bounded_json
 
 from .errors import json_type, unprocessable
 
@@ -152,8 +152,8 @@ class Codec:
     def json_object(body: bytes) -> dict[str, Any]:
         """The body as a JSON object (422 when it is not valid JSON, or not an object)."""
         try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError) as exc:
+            obj = bounded_json(body)
+        except ValueError as exc:
             raise unprocessable(f"the body is not valid JSON: {exc}", None) from exc
         if not isinstance(obj, dict):
             raise unprocessable(f"the body must be a JSON object, got {json_type(obj)}", None)
@@ -214,6 +214,6 @@ def check_sid(sid: str | None, field: str, limit: int) -> None:
 def form_value(text: str) -> Any:
     """A non-file multipart field: its JSON value, else the text itself (a plain string, a base64 image)."""
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return bounded_json(text)
+    except ValueError:
         return text

@@ -1,0 +1,66 @@
+"""JSON from the network, parsed without letting its nesting exhaust the interpreter's stack.
+
+:func:`json.loads` recurses once per nested array or object. A payload of 100,000 ``[`` stops at the
+recursion limit with :class:`RecursionError`, but only after running the whole process at the brink
+of it: a garbage collection, a ``weakref.finalize`` callback or a log handler that happens to run
+meanwhile fails there instead, far from the payload that caused it (an "exception ignored" in some
+unrelated object). :func:`loads` refuses such a payload before parsing it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MAX_JSON_DEPTH", "JsonTooDeep", "loads"]
+
+#: The deepest nesting of arrays and objects :func:`loads` parses (serde_json's default too).
+MAX_JSON_DEPTH = 128
+
+# a JSON string, escapes included (the unrolled form: linear, no backtracking on an unterminated string)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPEN = np.zeros(256, np.int8)
+_OPEN[[ord("["), ord("{")]] = 1
+_OPEN[[ord("]"), ord("}")]] = -1
+
+
+class JsonTooDeep(ValueError):
+    """A JSON document nests arrays and objects deeper than :data:`MAX_JSON_DEPTH`."""
+
+
+def depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``data``, brackets inside strings not counted.
+
+    Examples:
+        >>> depth(b'{"a": [[1], "]]]]"]}')
+        3
+    """
+    outside = _STRING.sub(b"", data)
+    if not outside:
+        return 0
+    return max(0, int(np.cumsum(_OPEN[np.frombuffer(outside, np.uint8)], dtype=np.int64).max()))
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """:func:`json.loads`, refusing a document nested deeper than :data:`MAX_JSON_DEPTH` before parsing it.
+
+    Raises:
+        JsonTooDeep: (a :class:`ValueError`) the document nests too deeply; the message gives the limit.
+        ValueError: ``data`` is not JSON (:class:`json.JSONDecodeError`) or not UTF-8 text.
+
+    Examples:
+        >>> loads(b'{"x": [1, 2]}')
+        {'x': [1, 2]}
+        >>> loads(b"[" * 100_000)
+        Traceback (most recent call last):
+        ...
+        rvai_sdk.types._json.JsonTooDeep: JSON nested deeper than 128 arrays or objects (the limit here)
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    # fewer opening brackets than the limit cannot nest deeper: the common case costs two counts
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and depth(raw) > MAX_JSON_DEPTH:
+        raise JsonTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} arrays or objects (the limit here)")
+    return json.loads(data if isinstance(data, str) else raw)
