@@ -197,21 +197,35 @@ class DatabaseSink(Sink):
 
     def _check_table(self, table: Any) -> None:
         """Refuse an existing table this sink cannot write exactly once: a column missing, one of another kind
-        (a value would be converted: PostgreSQL rounds a Float into an old BIGINT column), or no key on
-        ``(source, index)`` (every insert would fail).
+        (a value would be converted: PostgreSQL rounds a Float into an old BIGINT column), a column it does not
+        write that refuses NULL and has no default, or no key on ``(source, index)`` (every insert would fail).
 
         Raises:
             SinkError: naming the table and what to do.
         """
         sa = self._sa
         inspector = sa.inspect(self._engine)
-        found = {c["name"]: c["type"] for c in inspector.get_columns(table.name)}
+        columns = inspector.get_columns(table.name)
+        found = {c["name"]: c["type"] for c in columns}
         fix = "drop it, migrate it, or give another table="
         missing = [c.name for c in table.columns if c.name not in found]
         if missing:
             raise SinkError(
                 f"{self._where()}: the existing table {table.name!r} lacks columns {', '.join(missing)} this pipeline "
                 f"writes; {fix}"
+            )
+        # A column this sink does not write that takes no NULL and has no default refuses every row: the sink
+        # would dead-letter everything (and a replayable source would resume after those letters).
+        unfilled = [
+            c["name"] for c in columns
+            if c["name"] not in table.columns and not c.get("nullable", True) and c.get("default") is None
+            and not c.get("identity") and not c.get("computed") and c.get("autoincrement") is not True
+        ]
+        if unfilled:
+            raise SinkError(
+                f"{self._where()}: the existing table {table.name!r} has columns {', '.join(unfilled)} that this "
+                f"pipeline does not write, NOT NULL and without a default, so every row would be refused; give them "
+                f"a default or let them be NULL, or {fix}"
             )
         mysql = self._engine.dialect.name in ("mysql", "mariadb")
         for column in table.columns:

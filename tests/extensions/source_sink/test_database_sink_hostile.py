@@ -320,6 +320,29 @@ def test_a_partial_unique_index_is_no_key_and_an_expression_index_does_not_break
     assert [r["y"] for r in rows(url, table)] == [1]
 
 
+def test_a_column_the_pipeline_does_not_write_that_refuses_null_is_refused_at_open_not_dead_lettered_row_by_row(
+    db_table: tuple[str, str]
+) -> None:
+    """A migration added ``site TEXT NOT NULL``: every row would be refused, dead-lettered, and a replayable source
+    would resume after those letters; the sink refuses to open instead. Columns it need not fill are fine."""
+    url, table = db_table
+    ours = 'source TEXT NOT NULL, "index" BIGINT NOT NULL, sid TEXT, timestamp FLOAT NOT NULL, status VARCHAR(16) NOT NULL, error TEXT, y BIGINT'
+    fillable = "note TEXT, kind TEXT NOT NULL DEFAULT 'camera'"
+    if url.startswith("postgresql"):
+        fillable += ", rid BIGSERIAL, gid BIGINT GENERATED ALWAYS AS IDENTITY"
+    _create(url, f'CREATE TABLE "{table}" ({ours}, {fillable}, site TEXT NOT NULL, PRIMARY KEY (source, "index"))')
+    with pytest.raises(SinkError, match=r"columns site that this pipeline does not write, NOT NULL and without a default"):
+        DatabaseSink(url, table=table).open(ctx(y=Integer))
+    _create(url, f'DROP TABLE "{table}"; CREATE TABLE "{table}" ({ours}, {fillable}, PRIMARY KEY (source, "index"))')
+    sink = DatabaseSink(url, table=table)
+    sink.open(ctx(y=Integer))
+    try:
+        sink.write([rec(0, y=Integer(1))])
+    finally:
+        sink.close()
+    assert [(r["y"], r["kind"], r["note"]) for r in rows(url, table)] == [(1, "camera", None)]
+
+
 def test_postgres_an_updatable_view_over_a_keyed_table_is_written_through(pg_table: tuple[str, str]) -> None:
     url, table = pg_table
     keyed = DatabaseSink(url, table=f"{table}_base")
