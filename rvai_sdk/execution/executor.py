@@ -377,21 +377,26 @@ class Executor(Reconfiguration, Scheduler):
     def get_state(self, sid: str) -> dict[str, Any]:
         """A deep copy of ``sid``'s state: cell ref to State instance, for the stateful cells that ran.
 
-        A sid that is not in memory is read from the durable store, if there is one.
+        A sid that is not in memory is read from the durable store, if there is one (without holding up
+        the requests of other sids meanwhile).
 
         Raises:
             UnknownSidError: no state is kept for ``sid``.
+            ProcessError: the durable store could not be read (it names the store).
+            StateRestoreError: the sid's stored state is damaged.
         """
         with self._lock:
-            self._states.expire(self._clock())
+            now = self._clock()
+            self._states.expire(now)
             entry = self._states.get(sid)
-            if entry is None and self._durable is not None:
-                found = self._durable.restore(sid)
-                if found is not None:
-                    return found[1]
-            if entry is None:
-                raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped)")
-            return copy.deepcopy(entry.states)
+            if entry is not None:
+                return copy.deepcopy(entry.states)
+            loader = self._states.loader
+        if loader is not None:  # read outside the lock, as submit() does: a hung store holds no other sid
+            restored = loader(sid, now)  # its errors name the store (ProcessError) or the sid (StateRestoreError)
+            if restored is not None:
+                return restored.states
+        raise UnknownSidError(f"no state is kept for sid {sid!r} (it never ran, expired or was dropped)")
 
     def sids(self) -> list[str]:
         """The sids whose state is kept, least recently used first."""

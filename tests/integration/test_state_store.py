@@ -273,6 +273,7 @@ class _HeldWrite:
 
 _HELD: _HeldWrite | None = None
 _HELD_DELETE: _HeldWrite | None = None  # holds the first store delete of its sid the same way
+_HELD_LOAD: _HeldWrite | None = None  # and the first read of its sid (a hung store), failing it if ``fail``
 
 
 class _HoldingOpen(OpenStateStore):
@@ -280,6 +281,13 @@ class _HoldingOpen(OpenStateStore):
         self._inner = inner
 
     def load(self, sid: str) -> Any:
+        held = _HELD_LOAD
+        if held is not None and held.armed and sid == held.sid:
+            held.armed = False
+            held.held.set()
+            assert held.release.wait(60), "the held read was never released"
+            if held.fail:
+                raise ConnectionError("the store refused the held read (test)")
         return self._inner.load(sid)
 
     def save(self, checkpoints: Any) -> None:
@@ -442,6 +450,49 @@ def test_a_drop_waiting_on_its_sids_write_holds_up_no_other_sid(
     finally:
         _HELD.release.set()
         _HELD = None
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_get_state_of_a_sid_only_in_a_hung_store_holds_up_no_other_sid_and_names_the_store_when_it_fails(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """get_state of a sid not in memory reads the store outside the executor's lock, as a request does; a read
+    that fails is a ProcessError naming the store, not the client library's own exception."""
+    global _HELD_LOAD
+    store = _holding_store(kind, "every", tmp_path, request)
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            assert proc.predict({"x": 1}, sid="stored").result(timeout=30) == {"y": Integer(1)}
+            proc.restart()  # 'stored' is in the store only now
+            assert proc.predict({"x": 1}, sid="busy").result(timeout=30) == {"y": Integer(1)}
+            for fail in (False, True):
+                _HELD_LOAD = _HeldWrite("stored", fail=fail)
+                got: list[Any] = []
+
+                def read() -> None:
+                    try:
+                        got.append(proc.get_state("stored"))
+                    except Exception as exc:
+                        got.append(exc)
+
+                reader = threading.Thread(target=read, daemon=True)
+                reader.start()
+                assert _HELD_LOAD.held.wait(30), "get_state never read the store"
+                answers = [proc.predict({"x": 1}, sid="busy").result(timeout=30) for _ in range(3)]
+                assert reader.is_alive() and not got, "the read was not held while 'busy' was served"
+                assert [a["y"] for a in answers] == [Integer(n) for n in range(2 + 3 * fail, 5 + 3 * fail)]
+                _HELD_LOAD.release.set()
+                reader.join(30)
+                assert not reader.is_alive(), "get_state never returned"
+                if fail:
+                    assert isinstance(got[0], ProcessError), got
+                    assert store.describe() in str(got[0]) and "'stored'" in str(got[0])
+                else:
+                    assert [s.n for s in got[0].values()] == [Integer(1)]
+    finally:
+        if _HELD_LOAD is not None:
+            _HELD_LOAD.release.set()
+        _HELD_LOAD = None
 
 
 def _stored(store: Any, sid: str) -> Any:
