@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
 import sqlite3
@@ -57,8 +58,9 @@ __all__ = [
     "StateSerialisationError",
 ]
 
-Checkpoint = tuple[str, int, dict[str, bytes]]
-"""One sid's checkpoint: ``(sid, sequence number, cell ref -> pickled State fields)``."""
+Checkpoint = tuple[str, int, dict[str, bytes], float]
+"""One sid's checkpoint: ``(sid, sequence number, cell ref -> pickled State fields, used)``; ``used`` is the
+wall-clock time (``time.time()``) of the update: the sid's TTL counts from it, not from when it is written."""
 Collected = tuple[Checkpoint, "StateEntry"]
 """A checkpoint with the state entry of its sid (:meth:`Checkpointer.collect`): a deleted entry's is not written."""
 
@@ -232,10 +234,9 @@ class _OpenSqlite(OpenStateStore):
         return int(row[0]), _decode(sid, row[1])
 
     def save(self, checkpoints: Iterable[Checkpoint]) -> None:
-        now = time.time()
-        expires = None if self._ttl is None else now + self._ttl
+        now, ttl = time.time(), self._ttl
         # An expired row that is not purged yet counts as absent: a sid that started fresh overwrites it.
-        rows = [(sid, seq, _encode(states), expires, now) for sid, seq, states in checkpoints]
+        rows = [(sid, seq, _encode(states), None if ttl is None else used + ttl, now) for sid, seq, states, used in checkpoints]
         if not rows:
             return
         with self._lock:
@@ -269,20 +270,22 @@ class _OpenSqlite(OpenStateStore):
 # -- Redis ----------------------------------------------------------------------------------------
 
 _SAVE_SCRIPT = """
-local ttl = tonumber(ARGV[1])
 local written = 0
 for i, key in ipairs(KEYS) do
-  local seq = tonumber(ARGV[2 * i])
+  local seq = tonumber(ARGV[3 * i - 2])
   local cur = redis.call('HGET', key, 'seq')
   if not cur or tonumber(cur) < seq then
-    redis.call('HSET', key, 'seq', seq, 'states', ARGV[2 * i + 1])
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) else redis.call('PERSIST', key) end
+    redis.call('HSET', key, 'seq', seq, 'states', ARGV[3 * i - 1])
+    local ttl = ARGV[3 * i]
+    if ttl == 'none' then redis.call('PERSIST', key) else redis.call('PEXPIRE', key, tonumber(ttl)) end
     written = written + 1
   end
 end
 return written
 """
-"""Writes a batch of checkpoints in one call (atomic in Redis): ``KEYS`` the sids' keys, ``ARGV`` the TTL in ms, then (seq, states) per key."""
+"""Writes a batch of checkpoints in one call (atomic in Redis): ``KEYS`` the sids' keys, ``ARGV`` (seq, states,
+ms left to live or ``none``) per key. A time to live of 0 or less deletes the key: the sid expired before its
+checkpoint was written (the interval policy). Relative, so Redis's clock need not agree with this machine's."""
 
 
 class RedisStateStore(DurableStateStore):
@@ -344,7 +347,7 @@ class _OpenRedis(OpenStateStore):
     def __init__(self, client: Any, prefix: str, ttl: float | None) -> None:
         self._client = client
         self._prefix = prefix
-        self._ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
+        self._ttl = ttl
         self._save = client.register_script(_SAVE_SCRIPT)
         client.ping()  # fail at start, not at the first request
 
@@ -356,10 +359,11 @@ class _OpenRedis(OpenStateStore):
 
     def save(self, checkpoints: Iterable[Checkpoint]) -> None:
         keys: list[str] = []
-        args: list[Any] = [self._ttl_ms]
-        for sid, seq, states in checkpoints:
+        args: list[Any] = []
+        ttl, now = self._ttl, time.time()
+        for sid, seq, states, used in checkpoints:
             keys.append(self._prefix + sid)
-            args += (seq, _encode(states))
+            args += (seq, _encode(states), "none" if ttl is None else math.floor((used + ttl - now) * 1000))
         if keys:
             self._save(keys=keys, args=args)
 
@@ -427,8 +431,9 @@ class Checkpointer:
         self.store = store
         self.every = store.checkpoint == "every"
         self._classes = state_classes
+        self._ttl = ttl
         self._open = store.open(ttl)
-        self._dirty: dict[str, tuple[int, dict[str, bytes]]] = {}  # interval policy: written at the next flush
+        self._dirty: dict[str, tuple[int, dict[str, bytes], float]] = {}  # interval policy: written at the next flush
         # Guards _dirty, _writing and _deleting. A write in flight counts its sids in _writing, and delete()
         # waits for those of its sid: a checkpoint collected before a drop_state can never land after it.
         # A sid in _deleting (begin_delete() to the end of delete()) is not read from the store, and its new
@@ -503,12 +508,13 @@ class Checkpointer:
         with self._pending_cv:
             self._pending += len(done)
         out: list[Collected] = []
+        used = time.time()
         for req in done:
             entry = req.entry
             if req.snaps is None or req.sid is None or entry.dropped:
                 continue
             entry.seq += 1
-            out.append(((req.sid, entry.seq, req.snaps), entry))
+            out.append(((req.sid, entry.seq, req.snaps, used), entry))
         return out
 
     # Called by the scheduler outside its lock, before the futures of those requests resolve.
@@ -525,7 +531,7 @@ class Checkpointer:
                 self._queue(checkpoints)
                 return
             if self._deleting:  # a new checkpoint of a sid whose old one is being deleted: after the delete
-                self._dirty_lock.wait_for(lambda: not any(sid in self._deleting for sid, _, _ in checkpoints))
+                self._dirty_lock.wait_for(lambda: not any(checkpoint[0] in self._deleting for checkpoint in checkpoints))
                 # A drop_state of one of these sids may have come meanwhile (it found nothing being written).
                 checkpoints = [checkpoint for checkpoint, entry in collected if not entry.deleted]
             self._begin_write(checkpoints)
@@ -539,21 +545,22 @@ class Checkpointer:
         """Queue ``checkpoints`` for the next flush, unless a newer one of their sid is queued (caller holds
         ``_dirty_lock``)."""
         dirty = self._dirty
-        for sid, seq, states in checkpoints:
+        for sid, seq, states, used in checkpoints:
             queued = dirty.get(sid)
             if queued is None or queued[0] < seq:
-                dirty[sid] = (seq, states)
+                dirty[sid] = (seq, states, used)
 
     def _begin_write(self, checkpoints: list[Checkpoint]) -> None:
         """Count ``checkpoints``' sids as being written (caller holds ``_dirty_lock``)."""
         writing = self._writing
-        for sid, _, _ in checkpoints:
-            writing[sid] = writing.get(sid, 0) + 1
+        for checkpoint in checkpoints:
+            writing[checkpoint[0]] = writing.get(checkpoint[0], 0) + 1
 
     def _end_write(self, checkpoints: list[Checkpoint]) -> None:
         with self._dirty_lock:
             writing = self._writing
-            for sid, _, _ in checkpoints:
+            for checkpoint in checkpoints:
+                sid = checkpoint[0]
                 left = writing[sid] - 1
                 if left:
                     writing[sid] = left
@@ -583,7 +590,7 @@ class Checkpointer:
             if self._deleting:  # a new checkpoint of a sid whose old one is being deleted: after the delete
                 self._dirty_lock.wait_for(lambda: not any(sid in self._deleting for sid in self._dirty))
             dirty, self._dirty = self._dirty, {}
-            checkpoints = [(sid, seq, states) for sid, (seq, states) in dirty.items()]
+            checkpoints = [(sid, seq, states, used) for sid, (seq, states, used) in dirty.items()]
             self._begin_write(checkpoints)
         try:
             if checkpoints:
@@ -610,16 +617,18 @@ class Checkpointer:
     def restore(self, sid: str) -> tuple[int, dict[str, Any]] | None:
         """``sid``'s sequence number and cell ref to State instance from its last checkpoint, or ``None``."""
         with self._dirty_lock:
-            if sid in self._deleting:  # the stored checkpoint is the dropped one: only a newer queued one counts
-                found = self._dirty.get(sid)
-                if found is None:
-                    return None
-            else:
+            if sid not in self._deleting:
                 # A flush takes a sid's checkpoint out of the queue before it is stored: wait for it, or the
                 # store's older one would be read.
                 self._dirty_lock.wait_for(lambda: sid not in self._writing)
-                found = self._dirty.get(sid)
-        if found is None:
+            queued = self._dirty.get(sid)
+            if queued is None and sid in self._deleting:  # the stored checkpoint is the dropped one
+                return None
+        if queued is not None:
+            if self._ttl is not None and queued[2] + self._ttl < time.time():
+                return None  # expired before the flush wrote it (a stored one is older still)
+            found: tuple[int, dict[str, bytes]] | None = queued[:2]
+        else:
             found = self._open.load(sid)
         if found is None:
             return None

@@ -681,6 +681,27 @@ def test_state_ttl_expires_checkpoints(store: Any) -> None:
         assert proc.predict({"x": 1}, sid="a").result() == {"y": Integer(2)}  # and its new checkpoint counts
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_sid_that_expired_before_the_interval_flush_is_not_brought_back(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """state_ttl counts from a sid's last update, also for a checkpoint queued by the interval policy: one
+    expired in memory is not restored from the queue, nor from a row the flush wrote after it expired."""
+    if kind == "sqlite":
+        store: Any = SqliteStateStore(tmp_path / "states.db", checkpoint=3600)  # flushed only on stop
+    else:
+        store = RedisStateStore(REDIS_URL, prefix=request.getfixturevalue("redis_store").prefix, checkpoint=3600)
+    inference = Inference(pipeline=single(Count), state_store=store, state_ttl=1.0)
+    with init("debug") as rt, rt.start_inference(inference) as proc:
+        assert [proc.predict({"x": 1}, sid="a").result(timeout=30)["y"] for _ in range(3)] == [1, 2, 3]
+        assert _wait_for(lambda: "a" not in proc.sids()), "sid 'a' never expired in memory"
+        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}, "restored from the queue"
+        assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(1)}
+        assert _wait_for(lambda: "b" not in proc.sids()), "sid 'b' never expired in memory"
+        proc.restart()  # the stop flushes the queue, 'b' included, expired
+        assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(1)}, "restored from the store"
+
+
 def test_a_state_that_cannot_be_serialised_fails_naming_cell_and_sid(tmp_path: Path) -> None:
     inference = Inference(pipeline=single(HoldsALock), state_store=tmp_path / "s.db")
     with init("debug") as rt, rt.start_inference(inference) as proc:
@@ -712,8 +733,9 @@ def test_bad_store_arguments_are_clear_errors(tmp_path: Path) -> None:
 def test_an_older_checkpoint_never_overwrites_a_newer_one(store: Any) -> None:
     opened = store.open(None)
     try:
-        opened.save([("a", 2, {"c": b"two"})])
-        opened.save([("a", 1, {"c": b"one"}), ("b", 1, {"c": b"b1"})])  # one batch: a is stale, b is new
+        now = time.time()
+        opened.save([("a", 2, {"c": b"two"}, now)])
+        opened.save([("a", 1, {"c": b"one"}, now), ("b", 1, {"c": b"b1"}, now)])  # one batch: a is stale, b is new
         assert opened.load("a") == (2, {"c": b"two"})
         assert opened.load("b") == (1, {"c": b"b1"})
         assert opened.delete("a") and not opened.delete("a")
