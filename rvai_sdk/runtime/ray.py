@@ -184,6 +184,7 @@ class RayBackend(ProcessBackend):
         self._generations = itertools.count(1)
         self._lock = threading.RLock()
         self._closing = threading.Event()
+        self._stopping = threading.Event()  # a shutdown is waiting for the lock: a replacement starting gives up
         self._monitor: threading.Thread | None = None
         self._restarts = 0
         self.driver_options: dict[str, dict[str, Any]] = {}
@@ -245,9 +246,11 @@ class RayBackend(ProcessBackend):
         )
         handles = {i: actor_cls.remote(i, build) for i in indices}
         refs = {i: handles[i].start.remote() for i in indices}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.runtime.start_timeout)
+        ready = self._wait_started(list(refs.values()))
         started: list[_Replica] = []
         error: BaseException | None = None
+        if self._stopping.is_set():
+            error = ProcessError(f"the inference process of pipeline {self.name!r} was stopped while its replicas started")
         for i in indices:
             if refs[i] not in ready:
                 error = error or ProcessError(
@@ -272,7 +275,21 @@ class RayBackend(ProcessBackend):
             raise error
         return started
 
+    def _wait_started(self, refs: list[Any]) -> list[Any]:
+        """The ``refs`` that are ready within ``start_timeout``, waiting in steps so that a stop cuts it short."""
+        ray = _ray()
+        deadline = time.monotonic() + self.runtime.start_timeout
+        ready: list[Any] = []
+        while refs and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            done, refs = ray.wait(refs, num_returns=len(refs), timeout=min(left, 0.25))
+            ready += done
+        return ready
+
     def launch(self, parameters: Mapping[str, Any]) -> Link:
+        self._stopping.clear()
         with self._lock:
             self._parameters = dict(parameters)
             self._models = self.process.get_models()
@@ -341,7 +358,8 @@ class RayBackend(ProcessBackend):
             try:
                 (fresh,) = self._launch([dead.index])
             except BaseException as exc:
-                self._lose(f"{self._where(dead.index)} died and could not be started again: {exc}")
+                if not self._stopping.is_set():  # else stopped (or restarted) meanwhile: nothing is lost
+                    self._lose(f"{self._where(dead.index)} died and could not be started again: {exc}")
                 return
             self._replicas[dead.index] = fresh
             self._publish_routes()  # under the lock: whoever sees the new replica can reach it
@@ -405,8 +423,8 @@ class RayBackend(ProcessBackend):
         self.link.close(failure)
 
     def shutdown(self, timeout: float | None) -> None:
+        self._stopping.set()  # before the lock: a replica being started again (the monitor holds it) gives up
         with self._lock:
-            self.count = max(1, len(self._replicas))
             replicas = list(self._replicas.values())
             self._replicas.clear()
         ray = _ray()
@@ -456,6 +474,7 @@ class RayBackend(ProcessBackend):
                 self._replicas[replica.index] = replica
             for replica in removed:
                 del self._replicas[replica.index]
+            self.count = n  # what a restart starts again
             epoch = self._publish_routes(previous, removed, timeout)
             replicas = [self._replicas[i] for i in sorted(self._replicas)]
             wait = None if timeout is None else timeout + 60.0
@@ -488,9 +507,12 @@ class RayBackend(ProcessBackend):
         options.update(self.driver_options.get(ref, {}))
         handle = RayDriverProcess(ref, self)
         factory = _LoggedFactory(child_log_config(f"driver[{ref}]"), factory)
-        handle._launch(factory, args, kwargs, options, self.link.routes(), self.link.epoch)
-        with self._lock:
+        epoch = self.link.epoch
+        handle._launch(factory, args, kwargs, options, self.link.routes(), epoch)
+        with self._lock:  # routes are published under it
             self._drivers = [d for d in self._drivers if d.status is ProcessStatus.RUNNING] + [handle]
+            if self.link.epoch != epoch:  # published while the driver started (a replica replaced): it missed them
+                handle._update_routes(self.link.routes(), self.link.epoch)
         return handle
 
 

@@ -162,8 +162,8 @@ class RayLink(Link):
                 self._closed_reason
                 or f"the inference process of pipeline {self.pipeline_name!r} has no replica to send to"
             )
-        if sid is None:
-            return min(self._routes.values(), key=lambda r: r.in_flight)
+        if sid is None:  # the least busy live replica (a dead one has nothing in flight: it would win)
+            return min(self._routes.values(), key=lambda r: (r.dead is not None, r.in_flight))
         route = self._owner.get(sid)
         if route is None:
             if len(self._owner) >= _CACHE_LIMIT:
@@ -206,7 +206,7 @@ class RayLink(Link):
         trace = None if _tracing.TRACER is None else _tracing.hop(out, "ray", self.pipeline_name, sid)
         with self._lock:
             route = self._route_for(sid)
-            if route.dead is not None:
+            if route.dead is not None:  # the sid's replica died; its replacement is not published yet
                 raise self._death(route, route.dead, sid)
             req = _Req(next(self._rids), out, sid, inputs, timeout, trace)
             if sid is not None:

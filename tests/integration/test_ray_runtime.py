@@ -32,7 +32,7 @@ from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Inputs, Outputs, Parameters, State
 from rvai_sdk.drivers import DriverParameters, PipelineDriver
 from rvai_sdk.drivers.driver import service_record
-from rvai_sdk.exc import DriverError, ProcessError
+from rvai_sdk.exc import DriverError, ProcessError, RvaiError
 from rvai_sdk.pipeline import Pipeline, PipelineFactory
 from rvai_sdk.resources import CellResources, DriverResources, DriverResourcesRequest
 from rvai_sdk.runtime import Inference, ProcessStatus, RestrictedInferenceProcess, init
@@ -610,3 +610,129 @@ def test_a_replica_that_cannot_be_started_again_fails_the_process_saying_why(rt:
         proc.restart()
         assert proc.status is ProcessStatus.RUNNING
         assert proc.predict({"x": 4}).result(timeout=30) == {"y": 4}
+
+
+# -- while a replica is started again -------------------------------------------------------------
+
+
+def _wait_while(gate: Path) -> None:
+    """Wait while ``gate`` exists, at most a minute (a model, or a camera, slow to open)."""
+    deadline = time.monotonic() + 60.0
+    while gate.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+class SlowToLoad(Cell):
+    """load_model waits while the file ``<model_path>.gate`` exists; says which process served a request."""
+
+    @classmethod
+    def load_model(cls, context: Any, parameters: Parameters, model_path: str | None) -> Any:
+        if model_path is not None:
+            _wait_while(Path(model_path + ".gate"))
+        return "model"
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> CountPidOut:
+        return CountPidOut(count=inputs.x, pid=Integer(os.getpid()))
+
+
+def _known_dead(proc: Any, sid: str) -> bool:
+    """Whether the link knows the replica of ``sid`` died: a request of that sid is refused on the spot."""
+    try:
+        sent = proc.predict({"x": 0}, sid=sid)
+    except ProcessError:
+        return True
+    try:
+        sent.result(timeout=30)
+    except ProcessError:  # in flight when the replica died: now the link knows
+        pass
+    return False
+
+
+def test_sid_none_requests_go_to_the_live_replica_while_a_dead_one_is_started_again(rt: Any, tmp_path: Path) -> None:
+    model = str(tmp_path / "weights.pt")
+    with rt.start_inference(Inference(pipeline=single(SlowToLoad, name="slow-load"), models={"c0": model})) as proc:
+        proc.set_replicas(2)
+        old = {r["index"]: r for r in proc.replicas()}
+        owned = next(sid for sid in (f"s{i}" for i in range(200)) if proc.replica_for(sid) == 0)
+        Path(model + ".gate").touch()  # replica 0's replacement waits in load_model
+        try:
+            os.kill(old[0]["pid"], signal.SIGKILL)
+            until(lambda: _known_dead(proc, owned), what="the link to learn that replica 0 died")
+            served = {int(proc.predict({"x": i}).result(timeout=30)["pid"]) for i in range(20)}
+            assert served == {old[1]["pid"]}, "a request without a sid went to the dead replica"
+        finally:
+            Path(model + ".gate").unlink()
+        until(lambda: proc.replicas()[0]["generation"] != old[0]["generation"], what="replica 0 started again")
+        assert int(proc.predict({"x": 5}, sid=owned).result(timeout=30)["count"]) == 5
+
+
+def test_stop_does_not_wait_for_a_replica_being_started_again(rt: Any, tmp_path: Path) -> None:
+    model = str(tmp_path / "weights.pt")
+    proc = rt.start_inference(Inference(pipeline=single(SlowToLoad, name="slow-stop"), models={"c0": model}))
+    Path(model + ".gate").touch()  # its replacement would wait in load_model for a minute
+    try:
+        old = proc.replicas()[0]
+        os.kill(old["pid"], signal.SIGKILL)
+        until(lambda: _known_dead(proc, "a"), what="the link to learn that the replica died")
+        stopper = threading.Thread(target=proc.stop, kwargs={"timeout": 2}, daemon=True)
+        stopper.start()
+        stopper.join(30)  # the gate stays shut far longer: only a stop that gives the replacement up returns
+        assert not stopper.is_alive(), "stop() waited for the replica being started again"
+        assert proc.status is ProcessStatus.STOPPED and proc.failure is None
+    finally:
+        Path(model + ".gate").unlink()
+        proc.stop()
+
+
+class RetryingLoopDriver(PipelineDriver):
+    """Sends requests for sid 'loop' until stopped; one that fails (its replica died) is sent again later."""
+
+    def run(self, inference: RestrictedInferenceProcess, resources: DriverResources) -> None:
+        while not self.stopped.is_set():
+            try:
+                inference.predict({"x": 0}, sid="loop").result(timeout=30)
+            except ProcessError:
+                pass
+            self.wait_stopped(0.05)
+
+
+def gated_loop_driver(gate: str) -> RetryingLoopDriver:
+    """A driver whose construction waits while ``gate`` exists (a camera slow to open); it marks its start."""
+    Path(gate + ".entered").touch()
+    _wait_while(Path(gate))
+    return RetryingLoopDriver()
+
+
+def test_a_driver_added_while_a_replica_is_started_again_reaches_the_new_replica(rt: Any, tmp_path: Path) -> None:
+    gate = str(tmp_path / "camera")
+    with rt.start_inference(Inference(pipeline=counting())) as proc:
+        old = proc.replicas()[0]
+        Path(gate).touch()
+        added: list[Any] = []
+        adding = threading.Thread(target=lambda: added.append(proc.add_driver("loop", gated_loop_driver, gate)), daemon=True)
+        adding.start()
+        try:
+            until(lambda: Path(gate + ".entered").exists(), what="the driver to start (with the routes of then)")
+            os.kill(old["pid"], signal.SIGKILL)
+            until(lambda: proc.replicas()[0]["generation"] != old["generation"], what="the replica started again")
+        finally:
+            Path(gate).unlink()
+        adding.join(60)
+        assert added and added[0].status is ProcessStatus.RUNNING
+        until(lambda: "loop" in proc.sids(), what="the driver's requests to reach the new replica")
+        proc.remove_driver("loop")
+
+
+def test_a_restart_after_a_failed_one_starts_as_many_replicas_as_before(rt: Any, tmp_path: Path) -> None:
+    model = str(tmp_path / "weights.pt")
+    with rt.start_inference(Inference(pipeline=single(LoadsOnce), models={"c0": model})) as proc:
+        proc.set_replicas(3)
+        Path(model + ".broken").touch()
+        with pytest.raises(RvaiError, match="are corrupt"):
+            proc.restart()
+        assert proc.status is ProcessStatus.FAILED
+        Path(model + ".broken").unlink()
+        proc.restart()
+        assert proc.status is ProcessStatus.RUNNING
+        assert proc.get_replicas() == 3, "the failed restart's empty replica set was taken for the count wanted"
