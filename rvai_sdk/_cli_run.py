@@ -145,7 +145,9 @@ def start(args: argparse.Namespace) -> tuple[Pipeline, Any]:
             configure_tracing(args.trace, endpoint=args.trace_endpoint, path=args.trace_path)
         except ValueError as exc:
             raise UsageError(f"--trace: {exc}") from exc
-    return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param), models=models)
+    # a service restarts its inference process when it dies or wedges (the debug runtime has none to restart)
+    supervise = args.runtime != "debug"
+    return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param), models=models, supervise=supervise)
 
 
 def check_driver(handle: PipelineDriverProcess) -> None:

@@ -393,3 +393,56 @@ def test_ctrl_c_on_a_stream_writes_what_was_in_flight_and_the_summary_counts_eve
             written, written, 0, written - 1
         ), "the summary counts every row, and the rows have no gap"
         assert db.execute("SELECT COUNT(*) FROM results WHERE status != 'complete'").fetchone() == (0,)
+
+
+def _children(pid: int) -> list[tuple[int, int, str]]:
+    """The child processes of ``pid``: (start time in clock ticks, pid, command line), oldest first."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        if int(fields[1]) == pid:
+            found.append((int(fields[19]), int(entry.name), cmdline))
+    return sorted(found)
+
+
+@pytest.mark.timeout(180)
+def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_every_frame(project: Path) -> None:
+    """The command's inference process is SIGKILLed mid-stream (an out-of-memory kill): the command restarts it
+    (it used to wait for it for ever, then exit 0 with most frames never written)."""
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to find the inference process")
+    database = project / "d.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "local",
+         "--source", "cam=dummy:?rate=100&count=400&seed=1", "--sink", f"sqlite:///{database}", "--interval", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for _ in range(600):  # until a progress line shows written rows; bounded
+            lines.append(process.stdout.readline())
+            if re.search(r"cam: [\d.]+ frames/s, \d+ dropped, [1-9]\d* written", lines[-1]):
+                break
+        spawned = [pid for _, pid, cmdline in _children(process.pid) if "spawn_main" in cmdline]
+        assert spawned, "no inference process found:\n" + "".join(lines)
+        os.kill(spawned[0], signal.SIGKILL)  # started first: the inference process (the driver's comes after it)
+        out = _finish(process, lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, out
+    summary = [line for line in out.splitlines() if line.startswith("cam: ") and "processed" in line][-1]
+    assert "400 written (ended)" in summary and ", 0 failed, 0 dropped," in summary, summary
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT \"index\"), MAX(\"index\") FROM results").fetchone() == (400, 400, 399)

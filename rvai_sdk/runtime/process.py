@@ -32,6 +32,21 @@ from rvai_sdk.transport.link import Link
 
 __all__ = ["ProcessStatus", "InferenceProcess", "ProcessBackend"]
 
+_UNANSWERED_AFTER = 10.0
+"""The supervisor restarts a process that does not answer its ``stats()`` for ``max(stuck_after, this)`` seconds."""
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a wait that ran out of time, not a process that is gone."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an error's text (its type's name when it has none)."""
@@ -301,6 +316,8 @@ class InferenceProcess:
             InputValidationError: a missing, unknown or wrongly typed input, a bad or too long sid,
                 or a bad timeout (raised here, not in the future).
             ProcessStateError: the process is not running.
+            ProcessError: the process (on ``ray``: the sid's replica) cannot be reached right now, e.g. it
+                died and is being started again; nothing was sent: send it again later.
 
         Example::
 
@@ -466,6 +483,7 @@ class InferenceProcess:
         ).start()
 
     def _supervise(self, stuck_after: float) -> None:
+        reason: str | None
         tick = threading.Event()
         interval = min(1.0, stuck_after / 4)
         backoff = interval
@@ -478,10 +496,15 @@ class InferenceProcess:
             if status is ProcessStatus.FAILED:
                 reason = f"the process failed ({self.failure})"
             elif status is ProcessStatus.RUNNING:
+                wait = max(stuck_after, _UNANSWERED_AFTER)
                 try:
-                    stuck = self.stats().get("stuck") or []
-                except RvaiError:  # died or restarting meanwhile: looked at again next time
-                    continue
+                    stuck = self._link.call("stats", timeout=wait).get("stuck") or []
+                except RvaiError as exc:
+                    if self._status is not ProcessStatus.RUNNING or not _timed_out(exc):
+                        continue  # died or restarting meanwhile: looked at again next time
+                    # alive but mute: a call holding the interpreter (a C extension, a regex) or a deadlock,
+                    # which the process cannot report as stuck itself, nor expire its requests' deadlines
+                    stuck, reason = [], f"the process did not answer for {wait:g} s (a call holding the interpreter?)"
                 if stuck:
                     first = stuck[0]
                     reason = (

@@ -5,6 +5,7 @@ Every test runs on debug, local and ray (the ``runtime`` fixture): real processe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -325,6 +326,32 @@ def test_the_opt_in_supervisor_restarts_a_process_whose_call_is_stuck_and_one_th
             assert _wait_for(lambda: len(proc.supervisor_restarts) == 2 and proc.is_ready(), timeout=60)
             assert "the process failed" in proc.supervisor_restarts[1]
             assert proc.predict({"x": 2}, sid="cam-1").result(timeout=30) == {"y": Integer(3)}
+
+
+class HoldsTheInterpreter(Cell):
+    """x == 99 runs a regular expression that backtracks for ages in one C call holding the GIL; otherwise x + 1."""
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        if inputs.x == 99:
+            re.match(r"(a+)+$", "a" * 64 + "b")
+        return YOut(y=Integer(inputs.x + 1))
+
+
+def test_the_supervisor_restarts_a_process_that_cannot_answer_because_a_call_holds_the_interpreter() -> None:
+    """Such a process can neither report the call stuck nor expire deadlines: the supervisor counts its silence."""
+    from rvai_sdk.exc import ProcessError
+    from rvai_sdk.runtime import init
+
+    inference = Inference(pipeline=single(HoldsTheInterpreter), stuck_after=1, supervise=True)
+    with init("local") as rt, rt.start_inference(inference) as proc:
+        assert proc.predict({"x": 1}, sid="cam-1").result(timeout=30) == {"y": Integer(2)}
+        hog = proc.predict({"x": 99}, sid="cam-1", timeout=2)
+        with pytest.raises(ProcessError):  # the mute process was replaced: the request failed, loudly
+            hog.result(timeout=60)
+        assert _wait_for(lambda: proc.supervisor_restarts and proc.is_ready(), timeout=60)
+        assert "did not answer" in proc.supervisor_restarts[0]
+        assert proc.predict({"x": 1}, sid="cam-1").result(timeout=30) == {"y": Integer(2)}
 
 
 def test_the_debug_runtime_refuses_the_supervisor_with_a_clear_error(sync: SyncServer) -> None:
