@@ -242,11 +242,32 @@ class InferenceProcess:
         try:
             link = self._backend.launch(self._parameters)
         except BaseException as exc:
-            self._transition(ProcessStatus.FAILED, failure=first_line(exc))
+            with self._lock:
+                stopped = self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED)
+                if not stopped:
+                    self._transition(ProcessStatus.FAILED, failure=first_line(exc))
+            if stopped:  # stop() came meanwhile (and may have cut the launch short)
+                raise self._stopped_while("it started") from exc
             raise
-        self._link = link
-        self._transition(ProcessStatus.RUNNING)
+        with self._lock:
+            stopped = self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED)
+            if not stopped:
+                self._link = link
+                self._transition(ProcessStatus.RUNNING)
+        if stopped:  # stop() came while this launched, and stopped what ran before: what was launched goes too
+            try:
+                self._backend.shutdown(0.0)
+            finally:
+                self._backend.release()
+            raise self._stopped_while("it started")
         self._backend.watch()
+
+    def _stopped_while(self, what: str) -> ProcessStateError:
+        return ProcessStateError(
+            f"the inference process of pipeline {self.pipeline.name!r} was stopped while {what}; "
+            "start a new one with rt.start_inference(...)",
+            state=self._status.name,
+        )
 
     def _lost(self, reason: str) -> None:
         """The backend reports that the process died or can no longer serve: RUNNING → FAILED."""
@@ -570,6 +591,12 @@ class InferenceProcess:
             self._drivers.unreserve(ref)
             raise
         self._drivers.add(handle)
+        if self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):  # stop() came while it started
+            try:
+                handle.stop()  # stop() stopped the drivers it saw; this one may have come after
+            except RvaiError:
+                pass
+            raise self._stopped_while(f"driver {ref!r} started")
         return handle
 
     def get_driver(self, key: int | str) -> PipelineDriverProcess:

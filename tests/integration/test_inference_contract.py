@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+import uuid
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext, ModelContext
 from rvai_sdk.data import Inputs, Outputs, Parameters
+from rvai_sdk.drivers import PipelineDriver
 from rvai_sdk.exc import (
     CellError,
     DeadlockError,
@@ -25,9 +28,10 @@ from rvai_sdk.exc import (
     UnknownSidError,
 )
 from rvai_sdk.pipeline import PipelineFactory
-from rvai_sdk.runtime import BatchingPolicy, Inference, ProcessStatus, Runtime, init
+from rvai_sdk.resources import DriverResources
+from rvai_sdk.runtime import BatchingPolicy, Inference, ProcessStatus, RestrictedInferenceProcess, Runtime, init
 from rvai_sdk.types import Integer, List, String
-from tests._sync import Sync, SyncServer
+from tests._sync import Sync, SyncServer, eventually
 from tests.conftest import (
     AddOne,
     Seen,
@@ -310,6 +314,96 @@ def test_stop_is_idempotent_and_predict_after_stop_names_the_state(runtime: Runt
     with pytest.raises(ProcessStateError, match="is STOPPED") as info:
         proc.predict({"x": 1})
     assert info.value.state == "STOPPED"
+
+
+class IdleDriver(PipelineDriver):
+    def run(self, inference: RestrictedInferenceProcess, resources: DriverResources) -> None:
+        self.wait_stopped()
+
+
+def slow_to_open_driver(address: str) -> IdleDriver:
+    """A driver whose construction (a camera opening) waits for the event 'open', once it set 'constructing'."""
+    sync = Sync(address)
+    sync.set("constructing")
+    sync.wait("open", timeout=30)
+    return IdleDriver()
+
+
+def test_a_driver_still_starting_when_the_process_stops_is_stopped_and_add_driver_says_so(
+    runtime: Runtime, sync: SyncServer
+) -> None:
+    """stop() stops the drivers it sees; one that finished starting after it used to run on, attached to a
+    stopped process, past rt.stop() too."""
+    proc = runtime.start_inference(Inference(pipeline=single(AddOne)))
+    outcome: list[Any] = []
+
+    def add() -> None:
+        try:
+            outcome.append(proc.add_driver("cam", slow_to_open_driver, sync.address))
+        except Exception as exc:
+            outcome.append(exc)
+
+    adding = threading.Thread(target=add, daemon=True)
+    adding.start()
+    try:
+        assert Sync(sync.address).wait("constructing", timeout=30), "the driver never started"
+        proc.stop()
+    finally:
+        sync.set("open")
+    adding.join(60)
+    assert not adding.is_alive(), "add_driver never returned"
+    assert len(outcome) == 1 and isinstance(outcome[0], ProcessStateError), outcome
+    assert "stopped while driver 'cam' started" in str(outcome[0])
+    assert not any(driver.is_alive() for driver in proc.list_drivers())
+
+
+class LoadsWhenLetIn(Cell):
+    """load_model waits while ``<model_path>/gate`` exists (at most 30 s), once it made ``<model_path>/entered``."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        assert model_path is not None
+        gate = Path(model_path) / "gate"
+        if gate.exists():
+            (Path(model_path) / "entered").touch()
+            deadline = time.monotonic() + 30
+            while gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return "model"
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        return YOut(y=Integer(inputs.x + 1))
+
+
+def test_a_stop_during_a_restart_leaves_nothing_running_and_restart_says_it_was_stopped(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    name = f"restart-race-{uuid.uuid4().hex[:8]}"
+    proc = runtime.start_inference(Inference(pipeline=single(LoadsWhenLetIn, name=name), models={"c0": str(tmp_path)}))
+    (tmp_path / "gate").touch()  # the restart's load waits
+    errors: list[BaseException] = []
+
+    def restart() -> None:
+        try:
+            proc.restart()
+        except BaseException as exc:
+            errors.append(exc)
+
+    restarting = threading.Thread(target=restart, daemon=True)
+    restarting.start()
+    try:
+        eventually(lambda: (tmp_path / "entered").exists(), "the restart to load its model")
+        proc.stop()
+    finally:
+        (tmp_path / "gate").unlink()
+    restarting.join(60)
+    assert not restarting.is_alive(), "restart never returned"
+    assert len(errors) == 1 and isinstance(errors[0], ProcessStateError), errors
+    assert "was stopped while it started" in str(errors[0])
+    assert proc.status is ProcessStatus.STOPPED
+    # what the restart launched was stopped too: no executor of this pipeline runs in this process (debug)
+    eventually(lambda: not [t for t in threading.enumerate() if t.name.startswith(f"rvai-{name}-")], "its threads to end")
 
 
 def test_runtime_stop_stops_its_processes_and_refuses_new_ones() -> None:
