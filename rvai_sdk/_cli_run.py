@@ -111,16 +111,31 @@ def named(items: Sequence[str], prefix: str) -> dict[str, str]:
     return named
 
 
+class StopSignal(threading.Event):
+    """Set by SIGINT (Ctrl-C) or SIGTERM once the command serves (:meth:`serving`); before that, while it starts
+    (loading models can take minutes), the signal interrupts the start instead (``KeyboardInterrupt``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starting = True
+
+    def serving(self) -> None:
+        """The command serves now: a signal asks its loop to stop cleanly."""
+        self.starting = False
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT (Ctrl-C) or SIGTERM while the block runs (handlers restored after)."""
-    stop = threading.Event()
+def stop_on_signals() -> Iterator[StopSignal]:
+    """A :class:`StopSignal` for SIGINT (Ctrl-C) and SIGTERM while the block runs (handlers restored after)."""
+    stop = StopSignal()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handler(signum: int, frame: object) -> None:
+        if stop.starting:
+            raise KeyboardInterrupt  # the command exits 130; the with-blocks stop what was started
         stop.set()
 
     for sig in previous:

@@ -101,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ports = {"http": int(service["port"])} | ({} if grpc is None else {"grpc": int(grpc.get_service("grpc")["port"])})
         reporter.running(ports=ports, url=url)
         deadline = None if args.duration is None else time.monotonic() + args.duration
+        stop.serving()
         while not stop.is_set():
             remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if remaining <= 0 or stop.wait(remaining):

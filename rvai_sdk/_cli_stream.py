@@ -118,6 +118,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
             stats = stream.stats()
             if metrics is not None:
                 metrics.update(stream_metrics_text(pipeline.name, stats, {}))
+            stop.serving()
             while not stop.is_set():
                 remaining = args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
                 if remaining > 0:

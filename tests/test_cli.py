@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests._serving import start_serving
+from tests._sync import eventually
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -446,3 +447,77 @@ def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_ever
     assert "400 written (ended)" in summary and ", 0 failed, 0 dropped," in summary, summary
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT \"index\"), MAX(\"index\") FROM results").fetchone() == (400, 400, 399)
+
+
+SLOW_LOAD = textwrap.dedent(
+    """
+    import pathlib
+    import time
+    from dataclasses import dataclass
+
+    from rvai_sdk.cell import Cell
+    from rvai_sdk.context import InferenceContext
+    from rvai_sdk.data import Inputs, Outputs, Parameters
+    from rvai_sdk.pipeline import PipelineFactory
+    from rvai_sdk.types import Integer
+
+
+    @dataclass
+    class In(Inputs):
+        x: Integer = Inputs.field()
+
+
+    @dataclass
+    class Out(Outputs):
+        y: Integer = Outputs.field()
+
+
+    class SlowToLoad(Cell):
+        @classmethod
+        def load_model(cls, context, parameters, model_path):
+            gate = pathlib.Path(model_path)
+            pathlib.Path(model_path + ".entered").touch()
+            deadline = time.monotonic() + 120  # a model that takes minutes to load
+            while gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return "model"
+
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: In) -> Out:
+            return Out(y=inputs.x)
+
+
+    pf = PipelineFactory(name="slow-load")
+    cell = pf.add_cell(ref="c", cell=SlowToLoad())
+    pf.declare_input(ref="x", input=cell.inputs.x)
+    pf.declare_output(ref="y", output=cell.outputs.y)
+    pipeline = pf.build()
+    """
+)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", ["serve", "stream"])
+def test_ctrl_c_while_the_models_load_stops_the_command_at_once_with_status_130(project: Path, command: str) -> None:
+    """It used to be ignored until loading ended (minutes with a real model), then the command served anyway."""
+    (project / "slow_load.py").write_text(SLOW_LOAD)
+    gate = project / "weights.bin"
+    gate.touch()  # load_model waits while it exists
+    extra = ["--port", "0"] if command == "serve" else ["--source", "cam=dummy:?count=5", "--sink", "dummy:"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", command, "slow_load:pipeline", "--runtime", "local",
+         "--model", f"c={gate}", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
+    )
+    try:
+        eventually(lambda: (project / "weights.bin.entered").exists() or process.poll() is not None, "load_model to run", 90)
+        assert process.poll() is None, process.communicate()[0]
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)  # the gate stays shut: only an interrupted start returns
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        gate.unlink(missing_ok=True)
+    assert process.returncode == 130, out
+    assert "rvai-sdk: interrupted" in out and "serving pipeline" not in out and "streaming" not in out
