@@ -199,13 +199,19 @@ return 1
 """Raises each field of the hash ``KEYS[1]`` to its new value, never lowers one: ``ARGV`` is (source, position) pairs."""
 
 
+def _key_part(name: str) -> str:
+    """``name`` in a Redis key of ``:``-separated parts: ``%`` and ``:`` percent-escaped (other names unchanged)."""
+    return name.replace("%", "%25").replace(":", "%3A")
+
+
 class _RedisPositions(PositionStore):
     def __init__(self, url: str, pipeline: str, driver: str) -> None:
         from rvai_sdk._compat import require
 
         redis = require("redis", extra="redis")
         self._client = redis.Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=10.0)
-        self._key = f"rvai:positions:{pipeline}:{driver}"
+        # ':' in a name is escaped: pipeline "a:b" with driver "c" and pipeline "a" with driver "b:c" are two keys
+        self._key = f"rvai:positions:{_key_part(pipeline)}:{_key_part(driver)}"
         self._save = self._client.register_script(_REDIS_SAVE)
         try:
             self._client.ping()

@@ -85,7 +85,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         for name in _NAMES:
-            for key in list(client.scan_iter(f"rvai:positions:{name}:*")):
+            for key in list(client.scan_iter(f"rvai:positions:{name}*")):
                 client.delete(key)
     finally:
         client.close()
@@ -171,6 +171,20 @@ def test_a_store_keeps_positions_per_pipeline_driver_and_source_and_never_moves_
         one.close()
         other.close()
     assert stored(store, name, "stream", "cam") == 41, "a new connection (a restarted service) reads it"
+
+
+def test_names_with_the_key_separator_do_not_share_positions(store: str) -> None:
+    """Redis keys join pipeline and driver with ':': pipeline 'N:x' with driver 'y' and pipeline 'N' with driver
+    'x:y' made one key, so one stream skipped the other's items."""
+    name = unique_name("p")
+    one = open_position_store(store, pipeline=f"{name}:x", driver="y")
+    other = open_position_store(store, pipeline=name, driver="x:y")
+    try:
+        one.save({"cam": 41})
+        assert other.load("cam") is None
+    finally:
+        one.close()
+        other.close()
 
 
 # -- 3. bad stores: clear errors ---------------------------------------------------------------------
