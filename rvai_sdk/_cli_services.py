@@ -53,7 +53,9 @@ def detach(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a text file ('' when it cannot be read)."""
+    """The last ``lines`` lines of a text file ('' when it cannot be read, or for 0 lines)."""
+    if lines <= 0:
+        return ""  # [-0:] would be every line
     try:
         with open(path, "rb") as file:
             file.seek(0, os.SEEK_END)
@@ -87,6 +89,8 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"rvai-sdk: service {args.name!r} has no log yet ({path})", file=sys.stderr)
         return 1
+    if args.lines is not None and args.lines < 0:
+        raise UsageError(f"--lines must be 0 or more, got {args.lines}")
     with open(path, "rb") as file:
         if args.lines is not None:
             text = _tail(path, args.lines)

@@ -139,6 +139,7 @@ def test_a_detached_server_is_listed_scraped_stopped_and_removed_from_other_proc
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/health", timeout=5)
     assert cli.ok("logs", "web", "-n", "1").strip() == "stopped"
+    assert cli.ok("logs", "web", "-n", "0") == "", "-n 0 printed the whole log"
 
     assert cli.ok("rm", "web").strip() == "removed web"
     assert "no services" in cli.ok("ps")
