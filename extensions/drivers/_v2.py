@@ -171,7 +171,7 @@ class V2Codec:
             head, binary = body[:size], memoryview(body)[size:]
         try:
             obj = bounded_json(head)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: a backstop, the depth is checked first
             raise _bad(f"the inference request is not valid JSON: {exc}") from exc
         offset = 0
 
@@ -402,7 +402,7 @@ class V2Codec:
             return text
         try:
             obj = bounded_json(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise _bad(f"{where} ({port.type_name}) is BYTES holding its JSON form; it is not JSON: {exc}") from exc
         spec = self.pipeline.inputs[name]
         try:

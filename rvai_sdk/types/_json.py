@@ -20,8 +20,10 @@ __all__ = ["MAX_JSON_DEPTH", "JsonTooDeep", "loads"]
 #: The deepest nesting of arrays and objects :func:`loads` parses (serde_json's default too).
 MAX_JSON_DEPTH = 128
 
-# a JSON string, escapes included (the unrolled form: linear, no backtracking on an unterminated string)
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A JSON string, escapes included, or an unterminated one to the end of the input: every quote outside a
+# string starts a match, so the scan is linear (had an unterminated string no match, the search would try
+# again from each of its quotes: quadratic in a body of escaped quotes).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', re.DOTALL)
 _OPEN = np.zeros(256, np.int8)
 _OPEN[[ord("["), ord("{")]] = 1
 _OPEN[[ord("]"), ord("}")]] = -1
@@ -38,10 +40,11 @@ def depth(data: bytes) -> int:
         >>> depth(b'{"a": [[1], "]]]]"]}')
         3
     """
-    outside = _STRING.sub(b"", data)
-    if not outside:
+    steps = _OPEN[np.frombuffer(_STRING.sub(b"", data), np.uint8)]
+    steps = steps[steps != 0]  # the brackets alone: a byte each, far fewer than the body's bytes
+    if not steps.size:
         return 0
-    return max(0, int(np.cumsum(_OPEN[np.frombuffer(outside, np.uint8)], dtype=np.int64).max()))
+    return max(0, int(np.cumsum(steps, dtype=np.int32).max()))
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
@@ -59,7 +62,14 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         ...
         rvai_sdk.types._json.JsonTooDeep: JSON nested deeper than 128 arrays or objects (the limit here)
     """
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if isinstance(data, str):
+        raw = data.encode("utf-8", "surrogatepass")
+    else:
+        raw = bytes(data)
+        encoding = json.detect_encoding(raw)  # json.loads takes UTF-16 and UTF-32 bytes too: scan them as text
+        if encoding not in ("utf-8", "utf-8-sig"):
+            data = raw.decode(encoding)
+            raw = data.encode("utf-8", "surrogatepass")
     # fewer opening brackets than the limit cannot nest deeper: the common case costs two counts
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and depth(raw) > MAX_JSON_DEPTH:
         raise JsonTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} arrays or objects (the limit here)")

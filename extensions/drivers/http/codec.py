@@ -153,7 +153,7 @@ class Codec:
         """The body as a JSON object (422 when it is not valid JSON, or not an object)."""
         try:
             obj = bounded_json(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: a backstop, the depth is checked first
             raise unprocessable(f"the body is not valid JSON: {exc}", None) from exc
         if not isinstance(obj, dict):
             raise unprocessable(f"the body must be a JSON object, got {json_type(obj)}", None)
@@ -215,5 +215,5 @@ def form_value(text: str) -> Any:
     """A non-file multipart field: its JSON value, else the text itself (a plain string, a base64 image)."""
     try:
         return bounded_json(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text

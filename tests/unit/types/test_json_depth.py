@@ -89,3 +89,25 @@ def test_nesting_up_to_the_limit_parses_and_brackets_in_strings_do_not_count() -
     assert loads(b'{"x": 1}') == {"x": 1} and loads(bytearray(b"[]")) == []
     with pytest.raises(ValueError):
         loads(b'["unterminated' + b"[" * 200)  # not JSON either way: still a ValueError
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32"])
+def test_bytes_in_utf16_or_utf32_are_scanned_as_text(encoding: str) -> None:
+    """json.loads reads UTF-16/32 bytes too; scanned as raw bytes, a character such as 山 (0x5C71: a backslash
+    byte) hid a deep document, and a valid one was refused."""
+    deep = '["山",' + "[" * 100_000 + "]" * 100_000 + ',"a"]'
+    with pytest.raises(JsonTooDeep):
+        loads(deep.encode(encoding))
+    valid = '{"a": "山", "b": "' + "字" * 200 + '", "c": ' + "[" * 100 + "]" * 100 + "}"
+    assert loads(valid.encode(encoding)) == json.loads(valid)
+
+
+def test_an_unterminated_string_is_one_match_to_the_end_so_the_scan_stays_linear() -> None:
+    """Were an unterminated string no match, the scan would start again at each of its quotes: a 32 KB body of
+    escaped quotes took seconds, holding the interpreter lock."""
+    from rvai_sdk.types._json import _STRING
+
+    body = b'["' + b'\\"' * 10_000
+    assert [m.span() for m in _STRING.finditer(body)] == [(1, len(body))]
+    with pytest.raises(ValueError):
+        loads(b"[" * 129 + body)
