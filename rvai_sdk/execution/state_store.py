@@ -547,8 +547,12 @@ class Checkpointer:
         dirty = self._dirty
         for sid, seq, states, used in checkpoints:
             queued = dirty.get(sid)
-            if queued is None or queued[0] < seq:
+            if queued is None or queued[0] < seq or self._expired(queued[2]):  # an expired one: the sid began afresh
                 dirty[sid] = (seq, states, used)
+
+    def _expired(self, used: float) -> bool:
+        """Whether a checkpoint of an update made at ``used`` (wall clock) is past ``state_ttl``."""
+        return self._ttl is not None and used + self._ttl < time.time()
 
     def _begin_write(self, checkpoints: list[Checkpoint]) -> None:
         """Count ``checkpoints``' sids as being written (caller holds ``_dirty_lock``)."""
@@ -624,9 +628,12 @@ class Checkpointer:
             queued = self._dirty.get(sid)
             if queued is None and sid in self._deleting:  # the stored checkpoint is the dropped one
                 return None
+            if queued is not None and self._expired(queued[2]):
+                # Expired before the flush wrote it (a stored one is older still): the sid starts fresh, and
+                # the new checkpoints of that fresh start, from sequence number 1, must not queue behind it.
+                del self._dirty[sid]
+                return None
         if queued is not None:
-            if self._ttl is not None and queued[2] + self._ttl < time.time():
-                return None  # expired before the flush wrote it (a stored one is older still)
             found: tuple[int, dict[str, bytes]] | None = queued[:2]
         else:
             found = self._open.load(sid)

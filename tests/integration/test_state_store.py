@@ -691,15 +691,18 @@ def test_a_sid_that_expired_before_the_interval_flush_is_not_brought_back(
         store: Any = SqliteStateStore(tmp_path / "states.db", checkpoint=3600)  # flushed only on stop
     else:
         store = RedisStateStore(REDIS_URL, prefix=request.getfixturevalue("redis_store").prefix, checkpoint=3600)
-    inference = Inference(pipeline=single(Count), state_store=store, state_ttl=1.0)
+    inference = Inference(pipeline=single(Count), state_store=store, state_ttl=2.0)
     with init("debug") as rt, rt.start_inference(inference) as proc:
-        assert [proc.predict({"x": 1}, sid="a").result(timeout=30)["y"] for _ in range(3)] == [1, 2, 3]
-        assert _wait_for(lambda: "a" not in proc.sids()), "sid 'a' never expired in memory"
-        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}, "restored from the queue"
         assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(1)}
         assert _wait_for(lambda: "b" not in proc.sids()), "sid 'b' never expired in memory"
         proc.restart()  # the stop flushes the queue, 'b' included, expired
         assert proc.predict({"x": 1}, sid="b").result(timeout=30) == {"y": Integer(1)}, "restored from the store"
+        assert [proc.predict({"x": 1}, sid="a").result(timeout=30)["y"] for _ in range(3)] == [1, 2, 3]
+        assert _wait_for(lambda: "a" not in proc.sids()), "sid 'a' never expired in memory"
+        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(1)}, "restored from the queue"
+        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(2)}
+        proc.restart()  # within the TTL: the stop flushes 'a' afresh, not its expired first life
+        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(3)}, "the fresh start's updates were lost"
 
 
 def test_a_state_that_cannot_be_serialised_fails_naming_cell_and_sid(tmp_path: Path) -> None:
