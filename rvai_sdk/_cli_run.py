@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -161,8 +162,13 @@ def start(args: argparse.Namespace) -> tuple[Pipeline, Any]:
         except ValueError as exc:
             raise UsageError(f"--trace: {exc}") from exc
     # a service restarts its inference process when it dies or wedges (the debug runtime has none to restart)
-    supervise = args.runtime != "debug"
-    return pipeline, Inference(pipeline=pipeline, parameters=parse_params(args.param), models=models, supervise=supervise)
+    supervise = args.supervise and args.runtime != "debug"
+    if not (args.stuck_after > 0 and math.isfinite(args.stuck_after)):
+        raise UsageError(f"--stuck-after must be a number of seconds > 0, got {args.stuck_after:g}")
+    return pipeline, Inference(
+        pipeline=pipeline, parameters=parse_params(args.param), models=models, supervise=supervise,
+        stuck_after=args.stuck_after,
+    )
 
 
 def check_driver(handle: PipelineDriverProcess) -> None:

@@ -192,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="the model path handed to cell REF's load_model (else it gets None); repeat for more cells",
         )
         sub.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long")
+        sub.add_argument(
+            "--stuck-after", type=float, default=60.0, metavar="SECONDS",
+            help="a cell call running longer counts as stuck: not ready, and the process is restarted (default: 60)",
+        )
+        sub.add_argument(
+            "--no-supervise", dest="supervise", action="store_false",
+            help="do not restart the inference process when it dies, wedges or a call is stuck (local and ray)",
+        )
         _log_options(sub, argparse.SUPPRESS)
         sub.add_argument(
             "--trace", type=str.lower, choices=("otlp", "console", "file", "none"),

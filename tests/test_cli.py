@@ -308,6 +308,8 @@ def test_a_stream_service_run_twice_writes_the_second_runs_rows_and_says_so(proj
         (["serve", "my_pipelines:pipeline", "--param", "alarm_above=1"], "--param 'alarm_above=1' is not ref.name=value"),
         (["serve", "my_pipelines:pipeline", "--param", "mean.nope=1"], "MeanParameters has no parameter 'nope'"),
         (["serve", "my_pipelines:pipeline", "--port", "70000"], "--port must be 0..65535"),
+        (["serve", "my_pipelines:pipeline", "--stuck-after", "0"], "--stuck-after must be a number of seconds > 0"),
+        (["serve", "my_pipelines:pipeline", "--stuck-after", "inf"], "--stuck-after must be a number of seconds > 0"),
         (["stream", "my_pipelines:pipeline", "--source", "kafka://x", "--sink", "dummy:"], "no source handles kafka: URLs"),
         (["stream", "my_pipelines:pipeline", "--source", "dummy:", "--sink", "ftp://x"], "no sink handles ftp: URLs"),
         (["stream", "my_pipelines:pipeline", "--source", "dummy:", "--sink", "dummy:", "--frames", "0"], "--frames must be at least 1"),

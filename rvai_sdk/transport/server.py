@@ -27,6 +27,9 @@ ANSWER_EVERY = 128
 _WATCH_IDLE_ROUNDS = 100
 """Checks in a row without a call on a reading thread after which the watcher sleeps until the next one."""
 
+_INSPECT = frozenset({"stats", "ready", "ping", "sids"})
+"""Control calls that only read and answer at once: run on a thread of their own, never behind a reload."""
+
 
 class _Connection:
     """One client's connection: its channel, what was read of it and not handled yet, and who reads it."""
@@ -54,8 +57,9 @@ class InferenceServer:
     request (measured with thousands of streams in flight, docs/performance.md).
     Requests for slower cells go to the executor's workers, and their answers go back
     from the thread that completes them, coalesced with others. Control calls
-    (parameters, state, stats) run on one separate thread so a model reload never
-    stalls predictions.
+    (parameters, state) run on one separate thread so a model reload never
+    stalls predictions; those that only read (stats, readiness) on another, so a
+    reload never holds them up either.
 
     Should a call on the reading thread run longer than :data:`TAKEOVER_AFTER` (a
     quick cell that hangs, say), a watcher starts another thread that reads the
@@ -71,6 +75,9 @@ class InferenceServer:
         self.pool = pool
         self._listener = Listener(address, authkey)
         self._control = ThreadPoolExecutor(1, thread_name_prefix="rvai-control")
+        # stats and readiness answer while a control call runs (a model reload for minutes): the supervisor
+        # tells a busy process from a mute one by them
+        self._inspect = ThreadPoolExecutor(1, thread_name_prefix="rvai-inspect")
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -173,7 +180,8 @@ class InferenceServer:
                 self.pool.release(op[1], channel)
         elif kind == "c":
             _, rid, method, args = op
-            self._control.submit(self._call, channel.post, rid, method, args)
+            pool = self._inspect if method in _INSPECT else self._control
+            pool.submit(self._call, channel.post, rid, method, args)
         return True
 
     def _running(self, conn: _Connection) -> None:
@@ -249,6 +257,7 @@ class InferenceServer:
         for channel in channels:
             channel.shutdown()
         self._control.shutdown(wait=False, cancel_futures=True)
+        self._inspect.shutdown(wait=False, cancel_futures=True)
         if _tracing.TRACER is not None:  # the process is about to end (os._exit): export its last spans
             _tracing.flush()
 

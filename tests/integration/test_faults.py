@@ -6,8 +6,11 @@ Every test runs on debug, local and ray (the ``runtime`` fixture): real processe
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -352,6 +355,54 @@ def test_the_supervisor_restarts_a_process_that_cannot_answer_because_a_call_hol
         assert _wait_for(lambda: proc.supervisor_restarts and proc.is_ready(), timeout=60)
         assert "did not answer" in proc.supervisor_restarts[0]
         assert proc.predict({"x": 1}, sid="cam-1").result(timeout=30) == {"y": Integer(2)}
+
+
+class ReloadsSlowly(Cell):
+    """load_model waits while ``<model_path>/gate`` exists (at most a minute), once it made ``<model_path>/entered``."""
+
+    @classmethod
+    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
+        assert model_path is not None
+        gate = Path(model_path) / "gate"
+        if gate.exists():
+            (Path(model_path) / "entered").touch()
+            deadline = time.monotonic() + 60
+            while gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return model_path
+
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        return YOut(y=Integer(inputs.x + 1))
+
+
+def test_a_long_model_reload_is_not_taken_for_a_mute_process(tmp_path: Path) -> None:
+    """stats() and readiness answer while set_models loads (they queued behind it: the supervisor saw a process
+    that did not answer and killed it right after a successful reload)."""
+    from rvai_sdk.runtime import init
+
+    first, second = tmp_path / "m1", tmp_path / "m2"
+    first.mkdir()
+    second.mkdir()
+    inference = Inference(pipeline=single(ReloadsSlowly), models={"c0": str(first)}, stuck_after=1, supervise=True)
+    with init("local") as rt, rt.start_inference(inference) as proc:
+        (second / "gate").touch()
+        swapping = threading.Thread(target=proc.set_models, args=({"c0": str(second)},), daemon=True)
+        swapping.start()
+        try:
+            assert _wait_for(lambda: (second / "entered").exists(), timeout=60), "the reload never began"
+            answered: list[Any] = []
+            asking = threading.Thread(target=lambda: answered.append((proc.stats(), proc.is_ready())), daemon=True)
+            asking.start()
+            asking.join(30)  # the reload waits far longer: only an answer that does not queue behind it returns
+            assert answered and answered[0][1], "stats() or readiness waited for the reload"
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(2)}  # served meanwhile
+        finally:
+            (second / "gate").unlink()
+        swapping.join(60)
+        assert not swapping.is_alive()
+        assert proc.get_models() == {"c0": str(second)}
+        assert proc.supervisor_restarts == []
 
 
 def test_the_debug_runtime_refuses_the_supervisor_with_a_clear_error(sync: SyncServer) -> None:
