@@ -216,10 +216,16 @@ class DatabaseSink(Sink):
             )
         # A column this sink does not write that takes no NULL and has no default refuses every row: the sink
         # would dead-letter everything (and a replayable source would resume after those letters).
+        primary = inspector.get_pk_constraint(table.name).get("constrained_columns") or []
+        rowid = (  # SQLite fills a lone INTEGER PRIMARY KEY itself (the rowid), whatever its reflection says
+            primary[0] if self._engine.dialect.name == "sqlite" and len(primary) == 1
+            and str(found.get(primary[0], "")).upper() == "INTEGER" else None
+        )
         unfilled = [
             c["name"] for c in columns
-            if c["name"] not in table.columns and not c.get("nullable", True) and c.get("default") is None
-            and not c.get("identity") and not c.get("computed") and c.get("autoincrement") is not True
+            if c["name"] not in table.columns and c["name"] != rowid and not c.get("nullable", True)
+            and c.get("default") is None and not c.get("identity") and not c.get("computed")
+            and c.get("autoincrement") is not True
         ]
         if unfilled:
             raise SinkError(
