@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rvai_sdk._entry_points import load_pipeline
-from rvai_sdk.exc import DriverError, UsageError
+from rvai_sdk.exc import DriverError, ProcessError, UsageError
 from rvai_sdk.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -171,12 +171,25 @@ def start(args: argparse.Namespace) -> tuple[Pipeline, Any]:
     )
 
 
-def check_driver(handle: PipelineDriverProcess) -> None:
+def check_driver(handle: PipelineDriverProcess, proc: Any = None) -> None:
+    """Raise when the driver stopped, or when ``proc`` (the inference process) failed and is not supervised.
+
+    Raises:
+        DriverError: the driver stopped while running.
+        ProcessError: the inference process failed and nothing restarts it (``--no-supervise``, or the debug
+            runtime): the command exits instead of waiting for it for ever.
+    """
     from rvai_sdk.runtime.status import ProcessStatus
 
     if handle.status is ProcessStatus.FAILED or not handle.is_alive():
         failure = (handle.failure or "it stopped").splitlines()[0]
         raise DriverError(f"driver {handle.ref!r} stopped while running: {failure}")
+    if proc is not None and proc.status is ProcessStatus.FAILED and not proc.inference.supervise:
+        failure = (proc.failure or "it failed").splitlines()[0]
+        raise ProcessError(
+            f"the inference process of pipeline {proc.pipeline.name!r} stopped serving: {failure}; nothing restarts "
+            "it with --no-supervise: run the command again"
+        )
 
 
 def service_reporter() -> Any:

@@ -106,7 +106,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             remaining = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if remaining <= 0 or stop.wait(remaining):
                 break
-            check_driver(http)
+            check_driver(http, proc)
             if grpc is not None:
                 check_driver(grpc)
             if reporter.active:

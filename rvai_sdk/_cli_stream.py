@@ -123,7 +123,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                 remaining = args.interval if deadline is None else min(args.interval, deadline - time.monotonic())
                 if remaining > 0:
                     stop.wait(remaining)
-                check_driver(stream)
+                check_driver(stream, proc)
                 stats = stream.stats()
                 now = time.monotonic()
                 before = dict(previous)

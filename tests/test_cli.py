@@ -416,9 +416,10 @@ def _children(pid: int) -> list[tuple[int, int, str]]:
 
 
 @pytest.mark.timeout(180)
-def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_every_frame(project: Path) -> None:
-    """The command's inference process is SIGKILLed mid-stream (an out-of-memory kill): the command restarts it
-    (it used to wait for it for ever, then exit 0 with most frames never written)."""
+@pytest.mark.parametrize("supervised", [True, False])
+def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_every_frame(project: Path, supervised: bool) -> None:
+    """The command's inference process is SIGKILLed mid-stream (an out-of-memory kill): the command restarts it,
+    or with --no-supervise exits saying so (it used to wait for ever, then exit 0 with most frames unwritten)."""
     from tests.conftest import require_extra
 
     require_extra("sqlalchemy")
@@ -427,7 +428,8 @@ def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_ever
     database = project / "d.db"
     process = subprocess.Popen(
         [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "local",
-         "--source", "cam=dummy:?rate=100&count=400&seed=1", "--sink", f"sqlite:///{database}", "--interval", "0.1"],
+         "--source", "cam=dummy:?rate=100&count=400&seed=1", "--sink", f"sqlite:///{database}", "--interval", "0.1",
+         *([] if supervised else ["--no-supervise"])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
     )
     assert process.stdout is not None
@@ -444,6 +446,10 @@ def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_ever
     finally:
         if process.poll() is None:
             process.kill()
+    if not supervised:
+        assert process.returncode == 2, out
+        assert "rvai-sdk: ProcessError: the inference process of pipeline 'Quickstart' stopped serving" in out, out
+        return
     assert process.returncode == 0, out
     summary = [line for line in out.splitlines() if line.startswith("cam: ") and "processed" in line][-1]
     assert "400 written (ended)" in summary and ", 0 failed, 0 dropped," in summary, summary
