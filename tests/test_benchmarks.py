@@ -121,6 +121,15 @@ def test_streams_benchmark_runs_another_checkout_side_by_side(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(120)
+def test_the_json_depth_benchmark_runs_and_reports_its_goals(tmp_path: Path) -> None:
+    out = tmp_path / "performance.md"
+    result = _run_benchmark("bench_json_depth.py", "--quick", "--write", str(out), timeout=100)
+    assert result.returncode == 0, result.stderr
+    assert "goals: nested lists checked/plain" in result.stdout and "| small /predict body |" in result.stdout
+    assert "<!-- bench:json_depth -->" in out.read_text()
+
+
+@pytest.mark.timeout(120)
 def test_access_log_benchmark_runs_and_reports_the_cost_per_request() -> None:
     result = _run_benchmark("bench_logging.py", "--quick", timeout=100)
     assert result.returncode == 0, result.stderr
