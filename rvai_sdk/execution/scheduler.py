@@ -601,6 +601,9 @@ class Scheduler:
                     )
                 else:
                     kept.append(req)
+            with self._lock:  # counted succeeded when their cells finished: they fail after all
+                self.succeeded -= len(done) - len(kept)
+                self.failed += len(done) - len(kept)
             done = kept
         finally:
             with self._lock:

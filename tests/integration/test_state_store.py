@@ -665,6 +665,16 @@ def test_checkpoints_a_background_flush_could_not_write_are_written_by_the_next_
         assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(4)}
 
 
+def test_a_request_whose_checkpoint_cannot_be_written_is_counted_failed_not_succeeded(tmp_path: Path) -> None:
+    store = _FailingOnceSqlite(tmp_path / "states.db")  # "every": the first request's write fails
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+        with pytest.raises(RvaiError, match="checkpointing the state of sid 'a'"):
+            proc.predict({"x": 1}, sid="a").result(timeout=30)
+        assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(2)}  # kept in memory
+        requests = proc.stats()["requests"]
+        assert (requests["succeeded"], requests["failed"]) == (1, 1), requests
+
+
 def test_state_ttl_expires_checkpoints(store: Any) -> None:
     inference = Inference(pipeline=single(Count), state_store=store, state_ttl=0.3)
     with init("debug") as rt, rt.start_inference(inference) as proc:
