@@ -10,7 +10,7 @@ by side in one process and in alternated rounds (medians reported), ``json.loads
 - a small ``/predict`` body (one sid, three scalars);
 - a 224x224x3 image as nested lists of floats (what a client without base64 sends; ~1.5 MB);
 - the same at 1000x1000x3 (~17 MB);
-- a batch of 20,000 short strings;
+- a batch of 20,000 short strings, in one list and in 1,000 lists of 500 (that one is scanned);
 - a 1 MB base64 image inside an object (one long string).
 
 Prints milliseconds per parse, the ratio checked / plain and the time added per MB of body. Goals:
@@ -54,6 +54,7 @@ def bodies(quick: bool) -> dict[str, bytes]:
         "224x224x3 floats as nested lists": json.dumps(rng.random((224, 224, 3)).round(4).tolist()).encode(),
         f"{side}x{side}x3 floats as nested lists": json.dumps(rng.random((side, side, 3)).round(4).tolist()).encode(),
         "20,000 short strings": json.dumps({"inputs": {"names": [f"n{i}" for i in range(20_000)]}}).encode(),
+        "short strings in 1,000 nested lists": json.dumps([[f"s{i}" for i in range(500)] for _ in range(1000)]).encode(),
         "1 MB base64 image": json.dumps({"inputs": {"image": base64.b64encode(rng.bytes(750_000)).decode()}}).encode(),
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import random
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -102,12 +103,30 @@ def test_bytes_in_utf16_or_utf32_are_scanned_as_text(encoding: str) -> None:
     assert loads(valid.encode(encoding)) == json.loads(valid)
 
 
-def test_an_unterminated_string_is_one_match_to_the_end_so_the_scan_stays_linear() -> None:
-    """Were an unterminated string no match, the scan would start again at each of its quotes: a 32 KB body of
-    escaped quotes took seconds, holding the interpreter lock."""
-    from rvai_sdk.types._json import _STRING
+def test_the_scan_is_exact_on_documents_full_of_escapes_and_linear_on_hostile_ones() -> None:
+    """A regular expression over the strings took a match per string and, on an unterminated one, retried from
+    each of its quotes: 31 KB of escaped quotes ending in a backslash took 6 s, holding the interpreter lock."""
+    rng = random.Random(7)
+    pieces = ["[", "]", "{", "}", '"', "\\", "a", " ", '\\"', "\\\\", "é", "\n"]
 
-    body = b'["' + b'\\"' * 10_000
-    assert [m.span() for m in _STRING.finditer(body)] == [(1, len(body))]
-    with pytest.raises(ValueError):
-        loads(b"[" * 129 + body)
+    def document(level: int = 0) -> Any:
+        roll = rng.random()
+        if level > 8 or roll < 0.3:
+            return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) if roll < 0.15 else rng.randint(-5, 5)
+        if roll < 0.65:
+            return [document(level + 1) for _ in range(rng.randint(0, 4))]
+        return {"".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))): document(level + 1) for _ in range(3)}
+
+    def nesting(obj: Any) -> int:
+        children = obj if isinstance(obj, list) else list(obj.values()) if isinstance(obj, dict) else None
+        return 0 if children is None else 1 + max((nesting(c) for c in children), default=0)
+
+    for _ in range(2000):
+        obj = document()
+        for text in (json.dumps(obj), json.dumps(obj, ensure_ascii=False)):
+            assert depth(text.encode()) == nesting(obj), text
+    for tail in (b"", b"\\", b"\\\\"):  # unterminated, ending in an odd or even run of backslashes
+        body = b"[" * 129 + b'"' + b'\\"' * 200_000 + tail
+        assert depth(body) == 129  # the string left open runs to the end
+        with pytest.raises(JsonTooDeep):
+            loads(body)
