@@ -518,14 +518,22 @@ class InferenceProcess:
                 reason = f"the process failed ({self.failure})"
             elif status is ProcessStatus.RUNNING:
                 wait = max(stuck_after, _UNANSWERED_AFTER)
+                stuck: list[dict[str, Any]] = []
                 try:
-                    stuck = self._link.call("stats", timeout=wait).get("stuck") or []
+                    # ping needs the interpreter only (stats also the executor's lock, which a restore from
+                    # a slow store holds): it is what a call holding the interpreter keeps from answering
+                    self._link.call("ping", timeout=wait)
                 except RvaiError as exc:
                     if self._status is not ProcessStatus.RUNNING or not _timed_out(exc):
                         continue  # died or restarting meanwhile: looked at again next time
                     # alive but mute: a call holding the interpreter (a C extension, a regex) or a deadlock,
                     # which the process cannot report as stuck itself, nor expire its requests' deadlines
-                    stuck, reason = [], f"the process did not answer for {wait:g} s (a call holding the interpreter?)"
+                    reason = f"the process did not answer for {wait:g} s (a call holding the interpreter?)"
+                else:
+                    try:
+                        stuck = self.stats().get("stuck") or []
+                    except RvaiError:  # died or restarting meanwhile, or slow: looked at again next time
+                        continue
                 if stuck:
                     first = stuck[0]
                     reason = (
