@@ -136,6 +136,7 @@ def stop_on_signals() -> Iterator[StopSignal]:
 
     def handler(signum: int, frame: object) -> None:
         if stop.starting:
+            stop.starting = False  # once: a second signal, during the cleanup, only sets the event
             raise KeyboardInterrupt  # the command exits 130; the with-blocks stop what was started
         stop.set()
 
