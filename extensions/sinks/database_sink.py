@@ -217,9 +217,9 @@ class DatabaseSink(Sink):
         # A column this sink does not write that takes no NULL and has no default refuses every row: the sink
         # would dead-letter everything (and a replayable source would resume after those letters).
         primary = inspector.get_pk_constraint(table.name).get("constrained_columns") or []
-        rowid = (  # SQLite fills a lone INTEGER PRIMARY KEY itself (the rowid), whatever its reflection says
+        rowid = (  # SQLite fills a lone INTEGER PRIMARY KEY itself (the rowid) in a rowid table
             primary[0] if self._engine.dialect.name == "sqlite" and len(primary) == 1
-            and str(found.get(primary[0], "")).upper() == "INTEGER" else None
+            and str(found.get(primary[0], "")).upper() == "INTEGER" and self._has_rowid(table.name) else None
         )
         unfilled = [
             c["name"] for c in columns
@@ -259,6 +259,16 @@ class DatabaseSink(Sink):
                 f"{self._where()}: the existing table {table.name!r} has no primary key or unique index on "
                 f"(source, index), which writing each record exactly once needs; {fix}"
             )
+
+    def _has_rowid(self, name: str) -> bool:
+        """Whether the SQLite table ``name`` has a rowid (not ``WITHOUT ROWID``)."""
+        sa = self._sa
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.text(f'SELECT rowid FROM "{name.replace(chr(34), chr(34) * 2)}" LIMIT 0'))
+        except sa.exc.DBAPIError:
+            return False
+        return True
 
     def _make_insert(self, table: Any) -> Any:
         """An insert that skips rows already present and returns the keys of those it inserted (where the backend can)."""

@@ -336,6 +336,9 @@ def test_a_column_the_pipeline_does_not_write_that_refuses_null_is_refused_at_op
     if url.startswith("sqlite"):  # a surrogate id as SQLAlchemy declares one: the rowid, filled by SQLite
         fillable += ", id INTEGER NOT NULL"
         key = 'PRIMARY KEY (id), UNIQUE (source, "index")'
+        _create(url, f'DROP TABLE "{table}"; CREATE TABLE "{table}" ({ours}, {fillable}, {key}) WITHOUT ROWID')
+        with pytest.raises(SinkError, match=r"columns id that this pipeline does not write"):  # no rowid: not filled
+            DatabaseSink(url, table=table).open(ctx(y=Integer))
     else:
         key = 'PRIMARY KEY (source, "index")'
     _create(url, f'DROP TABLE "{table}"; CREATE TABLE "{table}" ({ours}, {fillable}, {key})')
