@@ -140,8 +140,12 @@ def cmd_stream(args: argparse.Namespace) -> int:
             display.close()
             print("stopping: finishing requests in flight and writing buffered results", flush=True)
             stats = _drain(stream, stats)
-            reporter.counters(_stream_counters(stats), force=True)
             proc.remove_driver(stream.pid)
+            try:  # its counters as its run ended: what the stop finished, wrote or gave up is in them
+                stats = stream.stats()
+            except RvaiError:  # it died: what was last seen
+                pass
+            reporter.counters(_stream_counters(stats), force=True)
     finally:
         display.close()
         if metrics is not None:
@@ -170,7 +174,7 @@ def _drain(stream: Any, stats: dict[str, Any], timeout: float = 10.0) -> dict[st
 
 
 def _summary(last: Mapping[str, Any]) -> int:
-    """Print what each source did (as last seen before stopping); 1 when a source failed or a sink lost records."""
+    """Print what each source did (as the driver ended); 1 when a source failed or a sink lost records."""
     status = 0
     for ref, entry in last["sources"].items():
         more = "".join(

@@ -529,3 +529,46 @@ def test_ctrl_c_while_the_models_load_stops_the_command_at_once_with_status_130(
         gate.unlink(missing_ok=True)
     assert process.returncode == 130, out
     assert "rvai-sdk: interrupted" in out and "serving pipeline" not in out and "streaming" not in out
+
+
+@pytest.mark.timeout(180)
+def test_rows_a_stream_could_not_write_by_its_stop_are_counted_lost_and_the_status_is_1(project: Path) -> None:
+    """The database stays locked from the 10th row until the command ends: the summary came from before the
+    driver's stop, said nothing was lost and exited 0 while most results were never written."""
+    from tests.conftest import require_extra
+
+    require_extra("sqlalchemy")
+    database = project / "d.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "debug",
+         "--source", "cam=dummy:?rate=50", "--sink", f"sqlite:///{database}", "--duration", "3", "--interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=project,
+    )
+
+    def rows() -> int:
+        try:
+            with sqlite3.connect(database) as db:
+                return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        except sqlite3.Error:  # not created yet
+            return 0
+
+    try:
+        eventually(lambda: rows() >= 10 or process.poll() is not None, "10 rows", 60)
+        lock = sqlite3.connect(database, isolation_level=None, timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")  # the sink cannot write from here until the command has ended
+        try:
+            out, err = process.communicate(timeout=150)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 1, out + err
+    summary = [line for line in out.splitlines() if line.startswith("cam: ") and "processed" in line][-1]
+    written = int(re.search(r"(\d+) written", summary).group(1))  # type: ignore[union-attr]
+    assert written == rows(), summary
+    lost = int(re.search(r"sink sink-1: (\d+) lost", err).group(1))  # type: ignore[union-attr]
+    processed = int(re.search(r"(\d+) processed", summary).group(1))  # type: ignore[union-attr]
+    assert lost > 0 and written + lost == processed, (summary, err)

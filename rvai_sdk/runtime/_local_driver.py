@@ -26,7 +26,13 @@ from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.runtime._local_spawn import child_setup, exit_text, spawn_context, start_child
-from rvai_sdk.runtime.driver_process import PipelineDriverProcess, driver_resources, failure_text, make_driver
+from rvai_sdk.runtime.driver_process import (
+    PipelineDriverProcess,
+    driver_resources,
+    failure_text,
+    final_counters,
+    make_driver,
+)
 from rvai_sdk.runtime.status import ProcessStatus
 from rvai_sdk.transport.client import UnixLink
 from rvai_sdk.transport.shm import SlotPool, shm_supported
@@ -102,10 +108,10 @@ def _driver_main(
     try:
         driver.run(restricted, resources)
     except BaseException as exc:
-        send(("failed", failure_text(ref, driver, exc)))
+        send(("failed", failure_text(ref, driver, exc), final_counters(driver)))
         client.close()
         os._exit(1)
-    send(("finished",))
+    send(("finished", final_counters(driver)))
     client.close()
     os._exit(0)
 
@@ -196,8 +202,10 @@ class LocalDriverProcess(PipelineDriverProcess):
                     else:
                         future.set_exception(message[3])
             elif kind == "failed":
+                self.final_stats = message[2]
                 self._fail(message[1])
             elif kind == "finished":
+                self.final_stats = message[1]
                 self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
         process.join()
         self._exited.set()
@@ -256,6 +264,9 @@ class LocalDriverProcess(PipelineDriverProcess):
         self._call("set_parameters", parameters)
 
     def stats(self) -> dict[str, Any]:
+        final = self._final()
+        if final is not None:
+            return final
         self._require_running("get stats")
         result: dict[str, Any] = self._call("stats")
         return result

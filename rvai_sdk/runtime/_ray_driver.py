@@ -26,7 +26,14 @@ from rvai_sdk.execution.gc_tuning import tune_for_serving
 from rvai_sdk.pipeline.graph import Pipeline
 from rvai_sdk.resources import DriverResources
 from rvai_sdk.drivers.port import RestrictedInferenceProcess
-from rvai_sdk.runtime.driver_process import DriverFactory, PipelineDriverProcess, allocate_ports, failure_text, make_driver
+from rvai_sdk.runtime.driver_process import (
+    DriverFactory,
+    PipelineDriverProcess,
+    allocate_ports,
+    failure_text,
+    final_counters,
+    make_driver,
+)
 from rvai_sdk.runtime.status import ProcessStatus
 from rvai_sdk.transport.ray_link import RayLink, Route, translate_ray_error, unwrap
 from rvai_sdk.transport.ray_replica import Outcome, failed, node_ip
@@ -64,6 +71,7 @@ class DriverActor:
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._failure: str | None = None
+        self._final: dict[str, Any] | None = None
 
     def start(self, factory: DriverFactory, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
         """Make the driver, allocate its ports here, start ``run`` on a thread.
@@ -107,12 +115,13 @@ class DriverActor:
         except BaseException as exc:
             self._failure = failure_text(self.ref, driver, exc)
         finally:
+            self._final = final_counters(driver)
             self._done.set()
 
     def wait_done(self) -> Outcome:
-        """Block until ``run`` returns: ``(True, None)`` when it returned, ``(True, failure text)`` when it raised."""
+        """Block until ``run`` returns: ``(True, (failure text or None, the driver's final counters or None))``."""
         self._done.wait()
-        return (True, self._failure)
+        return (True, (self._failure, self._final))
 
     def stop(self, timeout: float | None) -> Outcome:
         """Ask the driver to stop; ``(True, returned)``: whether ``run`` returned within ``timeout``.
@@ -237,7 +246,7 @@ class RayDriverProcess(PipelineDriverProcess):
 
     def _ended(self, done: Future[Any]) -> None:
         try:
-            _, failure = done.result()
+            _, (failure, self.final_stats) = done.result()
         except BaseException as exc:
             if self._status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):
                 return
@@ -277,7 +286,8 @@ class RayDriverProcess(PipelineDriverProcess):
         self._kill()
         if self._done is not None:
             try:
-                self._done.exception(timeout=1.0)
+                if self._done.exception(timeout=1.0) is None:  # _ended may not have run yet: the counters now
+                    self.final_stats = self._done.result()[1][1]
             except Exception:
                 pass
         self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
@@ -299,5 +309,8 @@ class RayDriverProcess(PipelineDriverProcess):
         self._call("set_parameters", parameters)
 
     def stats(self) -> dict[str, Any]:
+        final = self._final()
+        if final is not None:
+            return final
         self._require_running("get stats")
         return self._call("stats")  # type: ignore[no-any-return]

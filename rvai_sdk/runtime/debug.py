@@ -19,6 +19,7 @@ from rvai_sdk.runtime.driver_process import (
     PipelineDriverProcess,
     driver_resources,
     failure_text,
+    final_counters,
     make_driver,
 )
 from rvai_sdk.runtime.inference import Inference, build_executor
@@ -85,8 +86,10 @@ class DebugDriverProcess(PipelineDriverProcess):
         try:
             self.driver.run(self._process.restricted(), resources)
         except BaseException as exc:
+            self.final_stats = final_counters(self.driver)
             self._fail(failure_text(self.ref, self.driver, exc))
         else:
+            self.final_stats = final_counters(self.driver)
             self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.RUNNING,))
 
     def is_alive(self) -> bool:
@@ -114,6 +117,9 @@ class DebugDriverProcess(PipelineDriverProcess):
         self.driver.set_parameters(parameters)
 
     def stats(self) -> dict[str, Any]:
+        final = self._final()
+        if final is not None:
+            return final
         self._require_running("get stats")
         return self.driver.stats()
 

@@ -17,6 +17,14 @@ from rvai_sdk.runtime.status import ProcessStatus, check_transition
 
 __all__ = ["PipelineDriverProcess", "DriverFactory", "allocate_ports", "make_driver", "failure_text", "host_address"]
 
+def final_counters(driver: PipelineDriver) -> dict[str, Any] | None:
+    """``driver.stats()`` once its ``run()`` returned, or ``None`` when that raises."""
+    try:
+        return dict(driver.stats())
+    except Exception:
+        return None
+
+
 DriverFactory = Callable[..., PipelineDriver]
 """A driver class, or any callable returning a :class:`PipelineDriver` (e.g. a local function)."""
 
@@ -31,6 +39,8 @@ class PipelineDriverProcess(abc.ABC):
         ref: the driver's ref, unique among the inference process's drivers.
         pid: the driver's process id (on the debug runtime, a number unique to the driver).
         failure: why it failed (the error and its traceback), when ``status`` is FAILED.
+        final_stats: the driver's counters as its ``run()`` returned (after a stop, or when it ended or
+            failed by itself), or ``None`` while it runs or when it died without answering.
     """
 
     def __init__(self, ref: str) -> None:
@@ -38,6 +48,7 @@ class PipelineDriverProcess(abc.ABC):
         self.pid = 0
         self._status = ProcessStatus.STARTING
         self.failure: str | None = None
+        self.final_stats: dict[str, Any] | None = None
         self._services: list[dict[str, Any]] = []
         self._ready = threading.Event()
         self._status_lock = threading.RLock()
@@ -97,11 +108,18 @@ class PipelineDriverProcess(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
-        """The running driver's counters (``PipelineDriver.stats``).
+        """The driver's counters (``PipelineDriver.stats``); once it stopped, those of the moment its ``run()``
+        returned (:attr:`final_stats`: what its stop finished, wrote or gave up is counted there).
 
         Raises:
-            DriverError: the driver is not running.
+            DriverError: the driver is not running and left no final counters (it died, or never ran).
         """
+
+    def _final(self) -> dict[str, Any] | None:
+        """:attr:`final_stats` when the driver is no longer running (``None`` while it runs)."""
+        if self._status is ProcessStatus.RUNNING or self.final_stats is None:
+            return None
+        return dict(self.final_stats)
 
     def list_services(self) -> list[dict[str, Any]]:
         """The service records the driver published, e.g. ``[{"name": "http", "taggedAddresses": ...}]``."""

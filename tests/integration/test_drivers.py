@@ -108,6 +108,25 @@ def test_a_driver_feeds_the_process_and_publishes_its_services(runtime: Runtime)
         assert proc.predict({"x": 0}, sid="drv").result(timeout=10)["y"] == 4, "the driver's sid state lives in the process"
 
 
+def test_a_stopped_drivers_stats_are_its_counters_as_its_run_ended(runtime: Runtime) -> None:
+    """What a driver's stop finished or gave up is counted in stats() taken after it (they used to be unreadable
+    once it stopped: a stream's summary then came from before the stop and missed what it lost)."""
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        driver = proc.add_driver("counter", CountingDriver, label="final")
+        assert results_of(driver, 3) == [1, 2, 3]
+        assert driver.final_stats is None  # running: stats() asks the driver
+        proc.remove_driver("counter")
+        assert driver.status is ProcessStatus.STOPPED
+        final = driver.stats()
+        assert final["results"] == [1, 2, 3] and final["label"] == "final"
+        assert driver.final_stats == final
+        with pytest.raises(DriverError, match="is STOPPED"):
+            driver.get_parameters()  # only the counters outlive the driver
+        failing = proc.add_driver("failing", FailingDriver)
+        wait_until(lambda: failing.status is ProcessStatus.FAILED, what="the failing driver to fail")
+        assert failing.stats() == {}, "a driver that failed reports the counters it had"
+
+
 def test_drivers_are_listed_found_by_ref_or_pid_and_removed(runtime: Runtime) -> None:
     with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
         a = proc.add_driver("a", CountingDriver, {"sid": "a"})
