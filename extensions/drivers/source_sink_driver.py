@@ -134,6 +134,11 @@ class SourceSinkDriver(PipelineDriver):
         self._retired_streams: list[Stream] = []
         self._handed: dict[str, int] = {}  # source ref -> the highest index its retired streams handed out
         self._retired_outlets: list[Outlet] = []
+        # what replaced or removed sinks did, once their outlet ended: their counts stay in stats()
+        self._gone_by_source: dict[str, collections.Counter[str]] = {
+            key: collections.Counter() for key in ("written", "present", "dead_lettered")
+        }
+        self._gone_sinks: dict[str, collections.Counter[str]] = {}
         if position_store is not None:
             self.set_parameters({"position_store": position_store_url(position_store)})
         for ref, source in (sources or {}).items():
@@ -332,7 +337,20 @@ class SourceSinkDriver(PipelineDriver):
                 if not (stream.pump.is_alive() or stream.reader.is_alive()):
                     stream.close_late()  # its results are with the sinks: what they write later is sent again
             self._retired_streams = [s for s in self._retired_streams if s.pump.is_alive() or s.reader.is_alive()]
+            for outlet in self._retired_outlets:
+                if not outlet.thread.is_alive():
+                    self._fold(outlet)
             self._retired_outlets = [o for o in self._retired_outlets if o.thread.is_alive()]
+
+    def _fold(self, outlet: Outlet) -> None:
+        """Keep the counts of an ended retired outlet (caller holds ``_lock``)."""
+        with outlet.cond:
+            self._gone_by_source["written"].update(outlet.written_by_source)
+            self._gone_by_source["present"].update(outlet.present_by_source)
+            self._gone_by_source["dead_lettered"].update(outlet.dead_by_source)
+            totals = self._gone_sinks.setdefault(outlet.ref, collections.Counter())
+            for key in _SINK_COUNTERS[1:]:  # all but "buffered": an ended outlet holds nothing
+                totals[key] += int(getattr(outlet, key))
 
     def _route(self, params: SourceSinkDriverParameters) -> None:
         subscriptions: dict[str, Any] = {str(k): v for k, v in params.subscriptions.items()}
@@ -409,10 +427,12 @@ class SourceSinkDriver(PipelineDriver):
         with self._lock:
             streams = dict(self._streams)
             outlets = dict(self._outlets)
-        written: collections.Counter[str] = collections.Counter()
-        present: collections.Counter[str] = collections.Counter()
-        dead: collections.Counter[str] = collections.Counter()
-        for outlet in outlets.values():
+            retired = list(self._retired_outlets)
+            written = collections.Counter(self._gone_by_source["written"])
+            present = collections.Counter(self._gone_by_source["present"])
+            dead = collections.Counter(self._gone_by_source["dead_lettered"])
+            gone = {ref: collections.Counter(totals) for ref, totals in self._gone_sinks.items()}
+        for outlet in [*outlets.values(), *retired]:
             with outlet.cond:
                 written.update(outlet.written_by_source)
                 present.update(outlet.present_by_source)
@@ -428,6 +448,17 @@ class SourceSinkDriver(PipelineDriver):
             entry["dead_lettered"] = dead.get(ref, 0)
             sources[ref] = entry
         sinks = {ref: outlets[ref].stats() if ref in outlets else _pending_sink() for ref in params.sinks}
+        for outlet in retired:  # a replaced or removed sink still writing what it held
+            held = outlet.stats()
+            totals = gone.setdefault(outlet.ref, collections.Counter())
+            for key in _SINK_COUNTERS:
+                totals[key] += int(held[key])
+        for ref, totals in gone.items():  # counted with the sink of that ref, or as a removed one
+            sink = sinks.get(ref)
+            if sink is None:
+                sink = sinks[ref] = {**_pending_sink(), "state": "removed"}
+            for key, value in totals.items():
+                sink[key] = int(sink.get(key, 0)) + value
         recorder = self._wiring.positions
         return {"sources": sources, "sinks": sinks, "positions": None if recorder is None else recorder.stats()}
 

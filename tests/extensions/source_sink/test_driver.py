@@ -196,6 +196,28 @@ def test_sources_can_be_added_and_removed_on_a_running_driver(runtime: Runtime, 
         assert {r["sid"] for r in mine} == {sid}
 
 
+def test_a_replaced_or_removed_sink_keeps_its_counts_in_the_stats(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    """A sink given new parameters is a new writer: what the old one wrote vanished from the counters (a source's
+    ``written`` went backwards and ended below the records stored); a removed sink's too."""
+    first, second, other = jsonl("first"), jsonl("second"), jsonl("other")
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"a": counting(300, rate=300)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, first)),
+                   "extra": DummySink(drain=functools.partial(append_jsonl, other))},
+        )
+        wait_until(lambda: written(handle, "a") >= 20, what="20 records of a")
+        handle.set_parameters({"sinks": {"file": DummySink(drain=functools.partial(append_jsonl, second))}})
+        wait_until(lambda: written(handle, "a") >= 300 + len(read_jsonl(other)), what="every record written", timeout=60)
+        stats = handle.stats()
+        handle.stop()
+    stored = len(read_jsonl(first)) + len(read_jsonl(second))
+    assert stored == 300 and len(read_jsonl(first)) > 0 and len(read_jsonl(second)) > 0
+    assert stats["sources"]["a"]["written"] == stored + len(read_jsonl(other)), stats
+    assert stats["sinks"]["file"]["written"] == stored and stats["sinks"]["file"]["lost"] == 0
+    assert stats["sinks"]["extra"]["state"] == "removed" and stats["sinks"]["extra"]["written"] == len(read_jsonl(other))
+
+
 def test_sink_outage_buffers_and_backpressures_without_losing_records(runtime: Runtime, tmp_path: Path) -> None:
     path, gate = str(tmp_path / "out.jsonl"), str(tmp_path / "gate")
     Path(gate).touch()
