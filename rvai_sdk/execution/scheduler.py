@@ -375,7 +375,13 @@ class Scheduler:
         if not ran:
             results = [None] * len(reqs)
         elif plan.batched:
-            results = call_batch(plan, reqs)
+            if any(req.failed for req in reqs):  # failed after the batch was handed out: never run, as alone
+                live = [i for i, req in enumerate(reqs) if not req.failed]
+                results = [None] * len(reqs)
+                for i, result in zip(live, call_batch(plan, [reqs[i] for i in live])):
+                    results[i] = result
+            else:
+                results = call_batch(plan, reqs)
         else:
             results = [call_one(plan, reqs[0])]
         if span is not None:

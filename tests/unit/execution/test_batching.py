@@ -16,7 +16,7 @@ import pytest
 from rvai_sdk.cell import Cell, cell
 from rvai_sdk.context import InferenceContext
 from rvai_sdk.data import Parameters
-from rvai_sdk.exc import CellError
+from rvai_sdk.exc import CellError, DeadlineExceededError, UnknownSidError
 from rvai_sdk.execution import BatchingPolicy, Executor
 from rvai_sdk.pipeline import PipelineFactory
 from rvai_sdk.types import Integer, List
@@ -231,6 +231,34 @@ def test_an_exception_returned_for_one_item_fails_that_request_alone_and_its_sid
     assert stats["cells"]["c0"]["failures"] == 1
     assert (stats["requests"]["succeeded"], stats["requests"]["failed"]) == (4, 1)
     assert stats["requests"]["latency"]["count"] == 4  # failed requests are not in the latency summary
+
+
+def test_a_request_whose_deadline_passed_after_its_batch_was_formed_is_left_out_of_the_call() -> None:
+    """Its caller is told it exceeded its deadline: the call must not change its sid's state (it ran with the
+    others of its batch; an unbatched cell skipped it, as the docs say)."""
+    executor = started(single(Batcher))
+    try:
+        first = executor.submit({"x": Integer(0)}, "holder")
+        assert HELD.wait(timeout=10)
+        expired = threading.Event()
+        late = executor.submit({"x": Integer(1)}, "a", timeout=0.5)
+        late.add_done_callback(lambda _: expired.set())
+        other = executor.submit({"x": Integer(2)}, "b")
+        # The holder's callback runs on the worker that then runs the batch formed when the holder finished
+        # (a and b): it holds that worker until a's deadline has passed.
+        first.add_done_callback(lambda _: expired.wait(10))
+        HOLD.set()
+        with pytest.raises(DeadlineExceededError):
+            late.result(timeout=10)
+        assert list(other.result(timeout=10)["seen"]) == [2]
+        try:
+            kept = executor.get_state("a")
+        except UnknownSidError:
+            kept = {}
+        assert [list(state.xs) for state in kept.values()] in ([], [[]]), kept  # never ran: its state untouched
+    finally:
+        executor.stop()
+    assert LOG[1] == (["b"], [2])
 
 
 def test_an_item_of_the_wrong_type_fails_alone_with_a_message_naming_the_expected_type() -> None:
