@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, overload
@@ -566,8 +567,10 @@ def _build_spec(cls: type[Cell], options: Mapping[str, Any], localns: Mapping[st
         max_batch_size, max_batch_wait = 1, 0.0
     if not isinstance(max_batch_size, int) or max_batch_size < 1:
         raise CellDefinitionError(f"cell {name}: max_batch_size must be an int >= 1, got {max_batch_size!r}", cell=name)
-    if not isinstance(max_batch_wait, (int, float)) or max_batch_wait < 0:
-        raise CellDefinitionError(f"cell {name}: max_batch_wait must be >= 0 seconds, got {max_batch_wait!r}", cell=name)
+    if not isinstance(max_batch_wait, (int, float)) or not 0 <= max_batch_wait < math.inf:  # NaN and inf too
+        raise CellDefinitionError(
+            f"cell {name}: max_batch_wait must be >= 0 seconds and finite, got {max_batch_wait!r}", cell=name
+        )
     if not isinstance(concurrency, int) or concurrency < 1:
         raise CellDefinitionError(f"cell {name}: concurrency must be an int >= 1, got {concurrency!r}", cell=name)
     return CellSpec(

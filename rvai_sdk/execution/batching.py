@@ -29,6 +29,7 @@ the heap entries a batch formation looked at, so tests can pin that.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -58,8 +59,11 @@ class BatchingPolicy:
 
     @max_batch_wait.validator
     def _check_wait(self, attribute: attrs.Attribute[float], value: float) -> None:
-        if value < 0:
-            raise ParameterError(f"BatchingPolicy.max_batch_wait must be >= 0, got {value!r}", field="max_batch_wait")
+        if not isinstance(value, (int, float)) or not 0 <= value < math.inf:  # inf: the timer thread would die
+            raise ParameterError(
+                f"BatchingPolicy.max_batch_wait must be a number of seconds >= 0 (not infinite), got {value!r}",
+                field="max_batch_wait",
+            )
 
 
 class Stream(Protocol):

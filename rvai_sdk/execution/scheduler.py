@@ -346,7 +346,7 @@ class Scheduler:
                     due, index = self._timers[0]
                     delay = due - self._clock()
                     if delay > 0:
-                        self._timer_cv.wait(delay)
+                        self._timer_cv.wait(min(delay, 3600.0))  # a wait past time_t would kill this thread
                         continue
                     heapq.heappop(self._timers)
                     break

@@ -518,3 +518,22 @@ def test_stats_keep_counting_past_the_fold_threshold() -> None:
     assert stats["cells"]["c0"]["call_time"]["count"] == total
     assert sum(n for _, n in stats["cells"]["c0"]["call_time"]["buckets"]) == total
     assert stats["requests"]["latency"]["count"] == total
+
+
+@pytest.mark.parametrize("wait", [float("inf"), float("nan"), -1.0])
+def test_a_batch_wait_that_is_not_a_finite_number_of_seconds_is_refused_naming_the_cell_or_field(wait: float) -> None:
+    """An infinite wait was taken and killed the batch timer thread the first time a batch waited: from then on
+    no batch of any cell that needed the timer was ever sent."""
+    from rvai_sdk.exc import CellDefinitionError, ParameterError
+
+    with pytest.raises(CellDefinitionError, match=r"cell Patient: max_batch_wait must be >= 0 seconds and finite"):
+
+        @cell(max_batch_size=4, max_batch_wait=wait)
+        class Patient(Cell):
+            @classmethod
+            def call_batch(cls, contexts: list[InferenceContext], parameters: Parameters, inputs_list: list[XIn]) -> list[YOut]:
+                return [YOut(y=i.x) for i in inputs_list]
+
+    with pytest.raises(ParameterError, match=r"BatchingPolicy.max_batch_wait must be a number of seconds >= 0") as info:
+        BatchingPolicy(max_batch_wait=wait)
+    assert info.value.field == "max_batch_wait"
