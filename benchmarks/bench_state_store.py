@@ -135,7 +135,7 @@ def bench_restore(runtime: str, sids: int, tmp: Path) -> dict[str, float]:
             opened = store.open(None)
             blob = {"c": __import__("rvai_sdk.execution.state_store", fromlist=["dump_state"]).dump_state(Tally(n=Integer(1)))}
             for chunk in _chunks(names, 1000):
-                opened.save([(sid, 1, blob) for sid in chunk])
+                opened.save([(sid, 1, blob, time.time()) for sid in chunk])
             opened.close()
         with init(runtime) as rt, rt.start_inference(Inference(pipeline=pipeline, state_store=store)) as proc:
             proc.predict({"x": 0}, sid="warm-up").result()
