@@ -18,21 +18,30 @@ def defining_namespace(depth: int, annotations: Mapping[str, Any] | None = None)
     ``exec`` or doctest see that namespace. A class defined at the top of
     ``__main__`` (a script or a notebook) keeps the globals its ``annotations``
     name, so it still resolves when it is sent by value to another process, where
-    ``__main__`` is another module. Returns ``None`` when there is nothing beyond
-    the module's own globals.
+    ``__main__`` is another module. Given ``annotations``, only the names they
+    mention are kept, wherever the class is defined. Returns ``None`` when there is
+    nothing beyond the module's own globals.
     """
     frame = sys._getframe(depth + 1)
     names: dict[str, Any] = {}
+    wanted: set[str] | None = None
+    if annotations is not None:  # only the names they mention: the rest of the scope (a database connection,
+        wanted = set()  # a large array) would travel with the class to other processes, or fail to
+        for annotation in annotations.values():
+            wanted.update(_NAME.findall(annotation if isinstance(annotation, str) else repr(annotation)))
+
+    def take(scope: Mapping[str, Any]) -> None:
+        if wanted is None:
+            names.update(scope)
+        else:
+            names.update((word, scope[word]) for word in wanted if word in scope)
+
     module_name = frame.f_globals.get("__name__", "")
     module = sys.modules.get(module_name)
     if module is None or vars(module) is not frame.f_globals:
-        names.update(frame.f_globals)
+        take(frame.f_globals)
     elif module_name == "__main__" and annotations:
-        for annotation in annotations.values():
-            if isinstance(annotation, str):
-                for word in _NAME.findall(annotation):
-                    if word in frame.f_globals:
-                        names[word] = frame.f_globals[word]
+        take(frame.f_globals)
     if frame.f_code.co_name != "<module>":
-        names.update(frame.f_locals)
+        take(frame.f_locals)
     return names or None

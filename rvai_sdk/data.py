@@ -155,7 +155,7 @@ class DataClass:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_rvai_localns" not in cls.__dict__:  # present when the class arrives by value (dill re-creates it)
-            cls._rvai_localns = defining_namespace(1, cls.__dict__.get("__annotations__"))
+            cls._rvai_localns = defining_namespace(1, cls.__dict__.get("__annotations__") or {})
     _rvai_coercers_cache: ClassVar[tuple[tuple[str, Any, Any, Any], ...] | None] = None
 
     @classmethod

@@ -12,6 +12,7 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rvai_sdk.cell import Cell, cell
@@ -404,6 +405,45 @@ def test_a_stop_during_a_restart_leaves_nothing_running_and_restart_says_it_was_
     assert proc.status is ProcessStatus.STOPPED
     # what the restart launched was stopped too: no executor of this pipeline runs in this process (debug)
     eventually(lambda: not [t for t in threading.enumerate() if t.name.startswith(f"rvai-{name}-")], "its threads to end")
+
+
+def _pipeline_built_beside_a_connection() -> tuple[Any, Any]:
+    """Data classes and a cell defined in a function that also holds what no cell uses: an open database."""
+    import sqlite3
+
+    log_db = sqlite3.connect(":memory:")  # the caller's: it must not travel with the classes (it cannot)
+    ballast = np.zeros(1_000_000)  # nor 8 MB of the caller's data
+
+    @dataclass
+    class InnerIn(Inputs):
+        x: Integer = Inputs.field()
+
+    @dataclass
+    class InnerOut(Outputs):
+        y: Integer = Outputs.field()
+
+    class Inner(Cell):
+        @classmethod
+        def call(cls, context: InferenceContext, parameters: Parameters, inputs: InnerIn) -> InnerOut:
+            return InnerOut(y=Integer(inputs.x + 1))
+
+    pf = PipelineFactory(name="inner")
+    node = pf.add_cell(ref="c", cell=Inner())
+    pf.declare_input(ref="x", input=node.inputs.x)
+    pf.declare_output(ref="y", output=node.outputs.y)
+    assert ballast.size and "log_db" not in (getattr(InnerIn, "_rvai_localns", None) or {})
+    return pf.build(), log_db
+
+
+def test_classes_defined_in_a_function_take_only_the_names_their_annotations_use(runtime: Runtime) -> None:
+    """They kept the function's whole scope: on local and ray an unpicklable local (a connection) failed the
+    start, and a large one was sent to every child process, while the debug runtime ran the same code."""
+    pipeline, log_db = _pipeline_built_beside_a_connection()
+    try:
+        with runtime.start_inference(Inference(pipeline=pipeline)) as proc:
+            assert proc.predict({"x": 1}).result(timeout=30) == {"y": Integer(2)}
+    finally:
+        log_db.close()
 
 
 def test_runtime_stop_stops_its_processes_and_refuses_new_ones() -> None:
