@@ -370,13 +370,18 @@ class Scheduler:
         # A call whose requests all failed after it was handed out (their deadlines passed while
         # every worker was busy) is not run: no call, span, count or state snapshot. (Queues and
         # batch formers drop failed requests before they hand anything out.)
-        ran = not reqs[0].failed or (plan.batched and not all(req.failed for req in reqs))
+        # Read once (another thread may fail requests meanwhile): a request failed after its batch was
+        # handed out is left out of the call, as an unbatched one is not run.
+        if plan.batched:
+            live = [i for i, req in enumerate(reqs) if not req.failed]
+        else:
+            live = [] if reqs[0].failed else [0]
+        ran = bool(live)
         span = None if _tracing.TRACER is None or not ran else _tracing.start_cell(plan, reqs)
         if not ran:
             results = [None] * len(reqs)
         elif plan.batched:
-            if any(req.failed for req in reqs):  # failed after the batch was handed out: never run, as alone
-                live = [i for i, req in enumerate(reqs) if not req.failed]
+            if len(live) < len(reqs):
                 results = [None] * len(reqs)
                 for i, result in zip(live, call_batch(plan, [reqs[i] for i in live])):
                     results[i] = result
@@ -563,7 +568,7 @@ class Scheduler:
                 del self._inflight[req.rid]
                 if req.snaps is None:  # else (a durable store) its sid stays held until its checkpoint is written
                     self._states.release(req.entry, now)
-                self.succeeded += 1
+                    self.succeeded += 1  # else counted once its checkpoint is written (_checkpoint)
                 if record:  # sampled with the timings of the request's last cell
                     self._latencies.append(now - req.t0)
         if record and not calls % _FOLD_EVERY:  # a multiple of _FOLD_EVERY is a recorded call
@@ -587,6 +592,7 @@ class Scheduler:
         its last write. Returns the requests still done; when the store fails, those it could
         not checkpoint move to ``errors`` instead.
         """
+        written = [req for req in done if req.snaps is not None]  # their success waits for the checkpoint
         try:
             if checkpoints:
                 durable.commit(checkpoints)
@@ -607,12 +613,13 @@ class Scheduler:
                     )
                 else:
                     kept.append(req)
-            with self._lock:  # counted succeeded when their cells finished: they fail after all
-                self.succeeded -= len(done) - len(kept)
+            with self._lock:
                 self.failed += len(done) - len(kept)
+            written = [req for req in kept if req.snaps is not None]
             done = kept
         finally:
             with self._lock:
+                self.succeeded += len(written)  # (none when the store failed otherwise than for their sids)
                 now = self._clock()
                 for req in held:
                     self._states.release(req.entry, now)

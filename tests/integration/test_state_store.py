@@ -675,6 +675,29 @@ def test_a_request_whose_checkpoint_cannot_be_written_is_counted_failed_not_succ
         assert (requests["succeeded"], requests["failed"]) == (1, 1), requests
 
 
+def test_success_is_counted_once_the_checkpoint_is_written_so_the_counter_never_goes_back(tmp_path: Path) -> None:
+    """Counted when the cells finished and taken back when the write failed, ``succeeded`` (a Prometheus counter)
+    went down: a counter reset to every rate() over it."""
+    global _HELD
+    store = _HoldingSqlite(tmp_path / "states.db")
+    _HELD = _HeldWrite("a", fail=True)
+    try:
+        with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count), state_store=store)) as proc:
+            pending = proc.predict({"x": 1}, sid="a")
+            assert _HELD.held.wait(30), "the checkpoint was never written"
+            requests = proc.stats()["requests"]
+            assert (requests["succeeded"], requests["failed"]) == (0, 0), "counted before its checkpoint was written"
+            _HELD.release.set()
+            with pytest.raises(RvaiError, match="checkpointing the state of sid 'a'"):
+                pending.result(timeout=30)
+            assert proc.predict({"x": 1}, sid="a").result(timeout=30) == {"y": Integer(2)}
+            requests = proc.stats()["requests"]
+            assert (requests["succeeded"], requests["failed"]) == (1, 1), requests
+    finally:
+        _HELD.release.set()
+        _HELD = None
+
+
 def test_state_ttl_expires_checkpoints(store: Any) -> None:
     inference = Inference(pipeline=single(Count), state_store=store, state_ttl=0.3)
     with init("debug") as rt, rt.start_inference(inference) as proc:
