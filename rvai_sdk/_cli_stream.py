@@ -163,6 +163,8 @@ def _drain(stream: Any, stats: dict[str, Any], timeout: float = 10.0) -> dict[st
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stats = stream.stats()
+            if stream.final_stats is not None:  # stopped or failed meanwhile: nothing more to wait for
+                break
             if all(not e["queued"] and not e["in_flight"] for e in stats["sources"].values()) and all(
                 not s["buffered"] for s in stats["sinks"].values()
             ):

@@ -515,6 +515,10 @@ class SourceSinkDriver(PipelineDriver):
                 progress(stats)
             if SourceSinkDriver.finished(stats):
                 return stats
+            if getattr(driver, "final_stats", None) is not None:  # stopped or failed: those counters are final
+                shown = "; ".join(f"{ref}: {e['state']}, {e['written']} written" for ref, e in stats["sources"].items())
+                status = getattr(getattr(driver, "status", None), "name", "stopped")
+                raise DriverError(f"driver {getattr(driver, 'ref', '?')!r} is {status} before its streams finished ({shown})")
             if deadline is not None and time.monotonic() >= deadline:
                 shown = "; ".join(
                     f"{ref}: {e['state']}, {e['processed']} processed, {e['queued']} queued, {e['in_flight']} in flight, {e['written']} written"

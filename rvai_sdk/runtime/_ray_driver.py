@@ -278,18 +278,19 @@ class RayDriverProcess(PipelineDriverProcess):
             return
         self._transition(ProcessStatus.STOPPING, when=(ProcessStatus.RUNNING,))
         ray = ray_module()
+        returned = False
         if self._actor is not None and self.is_alive():
             try:
-                ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 0.5)
+                returned = bool(unwrap(ray.get(self._actor.stop.remote(timeout), timeout=None if timeout is None else timeout + 0.5)))
             except Exception:  # dead or stuck: killed below
                 pass
-        self._kill()
-        if self._done is not None:
+        if self._done is not None:  # run() returned: its counters are on their way (wait_done), before the kill
             try:
-                if self._done.exception(timeout=1.0) is None:  # _ended may not have run yet: the counters now
+                if self._done.exception(timeout=5.0 if returned else 0.5) is None:
                     self.final_stats = self._done.result()[1][1]
             except Exception:
                 pass
+        self._kill()
         self._transition(ProcessStatus.STOPPED, when=(ProcessStatus.STOPPING,))
 
     def _call(self, method: str, *args: Any) -> Any:

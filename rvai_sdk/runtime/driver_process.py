@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import copy
+import pickle
 import socket
 import threading
 import traceback
@@ -18,11 +20,14 @@ from rvai_sdk.runtime.status import ProcessStatus, check_transition
 __all__ = ["PipelineDriverProcess", "DriverFactory", "allocate_ports", "make_driver", "failure_text", "host_address"]
 
 def final_counters(driver: PipelineDriver) -> dict[str, Any] | None:
-    """``driver.stats()`` once its ``run()`` returned, or ``None`` when that raises."""
+    """``driver.stats()`` once its ``run()`` returned, or ``None`` when that raises or cannot be pickled (they are
+    sent to the process that started the driver)."""
     try:
-        return dict(driver.stats())
+        stats = dict(driver.stats())
+        pickle.dumps(stats)
     except Exception:
         return None
+    return stats
 
 
 DriverFactory = Callable[..., PipelineDriver]
@@ -119,7 +124,7 @@ class PipelineDriverProcess(abc.ABC):
         """:attr:`final_stats` when the driver is no longer running (``None`` while it runs)."""
         if self._status is ProcessStatus.RUNNING or self.final_stats is None:
             return None
-        return dict(self.final_stats)
+        return copy.deepcopy(self.final_stats)
 
     def list_services(self) -> list[dict[str, Any]]:
         """The service records the driver published, e.g. ``[{"name": "http", "taggedAddresses": ...}]``."""

@@ -218,6 +218,18 @@ def test_a_replaced_or_removed_sink_keeps_its_counts_in_the_stats(runtime: Runti
     assert stats["sinks"]["extra"]["state"] == "removed" and stats["sinks"]["extra"]["written"] == len(read_jsonl(other))
 
 
+def test_waiting_on_a_stopped_driver_says_so_at_once(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
+    with runtime.start_inference(Inference(pipeline=single(Count))) as proc:
+        handle = proc.add_driver(
+            "stream", SourceSinkDriver, sources={"a": counting(None, rate=100)},
+            sinks={"file": DummySink(drain=functools.partial(append_jsonl, jsonl("out")))},
+        )
+        wait_until(lambda: written(handle, "a") >= 5, what="5 records of a")
+        proc.remove_driver("stream")
+        with pytest.raises(DriverError, match=r"driver 'stream' is STOPPED before its streams finished \(a: "):
+            SourceSinkDriver.wait(handle, timeout=60)  # an endless source: it would wait out the timeout
+
+
 def test_sink_outage_buffers_and_backpressures_without_losing_records(runtime: Runtime, tmp_path: Path) -> None:
     path, gate = str(tmp_path / "out.jsonl"), str(tmp_path / "gate")
     Path(gate).touch()
