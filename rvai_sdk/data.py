@@ -155,7 +155,13 @@ class DataClass:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_rvai_localns" not in cls.__dict__:  # present when the class arrives by value (dill re-creates it)
-            cls._rvai_localns = defining_namespace(1, cls.__dict__.get("__annotations__") or {})
+            # get_type_hints resolves every base's annotations with this class's names: the bases' names come
+            # first (a local alias of a base defined in a function), this class's own over them
+            inherited: dict[str, Any] = {}
+            for base in reversed(cls.__mro__[1:]):
+                inherited.update(getattr(base, "__dict__", {}).get("_rvai_localns") or {})
+            own = defining_namespace(1, cls.__dict__.get("__annotations__") or {}) or {}
+            cls._rvai_localns = {**inherited, **own} or None
     _rvai_coercers_cache: ClassVar[tuple[tuple[str, Any, Any, Any], ...] | None] = None
 
     @classmethod

@@ -109,3 +109,34 @@ def test_outputs_base_has_no_fields_and_subclasses_validate() -> None:
         n: Integer = Outputs.field()
 
     assert Out(n=3).to_dict() == {"n": 3}  # type: ignore[arg-type]
+
+
+def _parameters_with_local_aliases() -> tuple[type[Parameters], type[Parameters]]:
+    from rvai_sdk.types import Enum
+
+    Mode = Enum[Float]  # noqa: N806 (a local alias, as users write them)
+    Vec = List[Integer]  # noqa: N806
+
+    @dataclass
+    class Base(Parameters):
+        mode: Mode = Parameters.field(default=Mode(options=[1.0, 2.0], selected=1.0))
+        v: Vec = Parameters.field(default=Vec([]))
+
+    @dataclass
+    class Tuned(Base):
+        gain: Float = Parameters.field(default=Float(1.0))
+
+    @dataclass
+    class Same(Base):
+        pass
+
+    return Tuned, Same
+
+
+def test_a_subclass_of_a_data_class_defined_in_a_function_resolves_its_bases_local_aliases() -> None:
+    """A data class keeps only the names its own annotations mention; its bases' names come with it, or a
+    subclass could not resolve a base's field annotated with a local alias."""
+    tuned, same = _parameters_with_local_aliases()
+    p = tuned(mode=2.0, gain=2.0)
+    assert (float(p.mode.selected), float(p.gain), list(p.v)) == (2.0, 2.0, [])
+    assert float(same().mode.selected) == 1.0
