@@ -33,7 +33,10 @@ from rvai_sdk.transport.link import Link
 __all__ = ["ProcessStatus", "InferenceProcess", "ProcessBackend"]
 
 _UNANSWERED_AFTER = 10.0
-"""The supervisor restarts a process that does not answer its ``stats()`` for ``max(stuck_after, this)`` seconds."""
+"""The supervisor restarts a process that does not answer its ``ping`` for ``max(stuck_after, this)`` seconds."""
+
+_STATS_UNANSWERED = 3
+"""... or answers ``ping`` but not ``stats()`` (its executor's lock held) this many times in a row."""
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -508,6 +511,7 @@ class InferenceProcess:
         tick = threading.Event()
         interval = min(1.0, stuck_after / 4)
         backoff = interval
+        unanswered = 0  # stats() calls in a row that answered ping but not stats (the executor's lock held)
         while True:
             tick.wait(backoff)
             status = self._status
@@ -531,9 +535,18 @@ class InferenceProcess:
                     reason = f"the process did not answer for {wait:g} s (a call holding the interpreter?)"
                 else:
                     try:
-                        stuck = self.stats().get("stuck") or []
-                    except RvaiError:  # died or restarting meanwhile, or slow: looked at again next time
-                        continue
+                        stuck = self._link.call("stats", timeout=wait).get("stuck") or []
+                        unanswered = 0
+                    except RvaiError as exc:
+                        if self._status is not ProcessStatus.RUNNING or not _timed_out(exc):
+                            continue  # died or restarting meanwhile: looked at again next time
+                        unanswered += 1  # a restore from a slow store holds the lock a while: not at once
+                        if unanswered < _STATS_UNANSWERED:
+                            continue
+                        reason = (
+                            f"the process answered ping but not stats() {unanswered} times in a row ({wait:g} s "
+                            "each): its executor is wedged"
+                        )
                 if stuck:
                     first = stuck[0]
                     reason = (
@@ -550,6 +563,7 @@ class InferenceProcess:
                 continue
             self.supervisor_restarts.append(reason)
             backoff = interval
+            unanswered = 0
 
     # -- drivers -------------------------------------------------------------------------
 
