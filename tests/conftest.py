@@ -6,9 +6,11 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +93,26 @@ class FOut(Outputs):
 
 
 class AddOne(Cell):
+    @classmethod
+    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
+        return YOut(y=inputs.x + 1)
+
+
+class LoadsWhenLetIn(Cell):
+    """x + 1; ``load_model`` waits while ``<model_path>/gate`` exists (at most a minute: a model slow to load),
+    once it made ``<model_path>/entered``."""
+
+    @classmethod
+    def load_model(cls, context: Any, parameters: Parameters, model_path: str | None) -> Any:
+        assert model_path is not None
+        gate = Path(model_path) / "gate"
+        if gate.exists():
+            (Path(model_path) / "entered").touch()
+            deadline = time.monotonic() + 60
+            while gate.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        return model_path
+
     @classmethod
     def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
         return YOut(y=inputs.x + 1)

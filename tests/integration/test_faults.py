@@ -22,7 +22,7 @@ from rvai_sdk.exc import CellError, DeadlineExceededError, InputValidationError,
 from rvai_sdk.runtime import Inference, ProcessStatus, Runtime
 from rvai_sdk.types import Integer
 from tests._sync import Sync, SyncServer
-from tests.conftest import AddOne, XIn, YOut, branches_pipeline, require_extra, single
+from tests.conftest import AddOne, LoadsWhenLetIn, XIn, YOut, branches_pipeline, require_extra, single
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -357,25 +357,6 @@ def test_the_supervisor_restarts_a_process_that_cannot_answer_because_a_call_hol
         assert proc.predict({"x": 1}, sid="cam-1").result(timeout=30) == {"y": Integer(2)}
 
 
-class ReloadsSlowly(Cell):
-    """load_model waits while ``<model_path>/gate`` exists (at most a minute), once it made ``<model_path>/entered``."""
-
-    @classmethod
-    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
-        assert model_path is not None
-        gate = Path(model_path) / "gate"
-        if gate.exists():
-            (Path(model_path) / "entered").touch()
-            deadline = time.monotonic() + 60
-            while gate.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-        return model_path
-
-    @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
-        return YOut(y=Integer(inputs.x + 1))
-
-
 def test_a_long_model_reload_is_not_taken_for_a_mute_process(tmp_path: Path) -> None:
     """stats() and readiness answer while set_models loads (they queued behind it: the supervisor saw a process
     that did not answer and killed it right after a successful reload)."""
@@ -384,7 +365,7 @@ def test_a_long_model_reload_is_not_taken_for_a_mute_process(tmp_path: Path) -> 
     first, second = tmp_path / "m1", tmp_path / "m2"
     first.mkdir()
     second.mkdir()
-    inference = Inference(pipeline=single(ReloadsSlowly), models={"c0": str(first)}, stuck_after=1, supervise=True)
+    inference = Inference(pipeline=single(LoadsWhenLetIn), models={"c0": str(first)}, stuck_after=1, supervise=True)
     with init("local") as rt, rt.start_inference(inference) as proc:
         (second / "gate").touch()
         swapping = threading.Thread(target=proc.set_models, args=({"c0": str(second)},), daemon=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 import uuid
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from rvai_sdk.types import Integer, List, String
 from tests._sync import Sync, SyncServer, eventually
 from tests.conftest import (
     AddOne,
+    LoadsWhenLetIn,
     Seen,
     SeqOut,
     BatchRemember,
@@ -356,25 +356,6 @@ def test_a_driver_still_starting_when_the_process_stops_is_stopped_and_add_drive
     assert len(outcome) == 1 and isinstance(outcome[0], ProcessStateError), outcome
     assert "stopped while driver 'cam' started" in str(outcome[0])
     assert not any(driver.is_alive() for driver in proc.list_drivers())
-
-
-class LoadsWhenLetIn(Cell):
-    """load_model waits while ``<model_path>/gate`` exists (at most 30 s), once it made ``<model_path>/entered``."""
-
-    @classmethod
-    def load_model(cls, context: ModelContext, parameters: Parameters, model_path: str | None) -> Any:
-        assert model_path is not None
-        gate = Path(model_path) / "gate"
-        if gate.exists():
-            (Path(model_path) / "entered").touch()
-            deadline = time.monotonic() + 30
-            while gate.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-        return "model"
-
-    @classmethod
-    def call(cls, context: InferenceContext, parameters: Parameters, inputs: XIn) -> YOut:
-        return YOut(y=Integer(inputs.x + 1))
 
 
 def test_a_stop_during_a_restart_leaves_nothing_running_and_restart_says_it_was_stopped(
