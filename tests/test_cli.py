@@ -367,26 +367,33 @@ def test_stream_serves_per_source_metrics_while_it_runs(project: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def _stream_until_written(
+    project: Path, source: str, database: Path, *more: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """``rvai-sdk stream`` of ``source`` into SQLite on the local runtime, read until a progress line shows written
+    rows: the process and the lines read (stderr in stdout)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "local",
+         "--source", source, "--sink", f"sqlite:///{database}", "--interval", "0.1", *more],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    for _ in range(600):  # bounded
+        lines.append(process.stdout.readline())
+        if re.search(r"cam: [\d.]+ frames/s, \d+ dropped, [1-9]\d* written", lines[-1]) or not lines[-1]:
+            break
+    return process, lines
+
+
 def test_ctrl_c_on_a_stream_writes_what_was_in_flight_and_the_summary_counts_every_row(project: Path) -> None:
     from tests.conftest import require_extra
 
     require_extra("sqlalchemy")
     database = project / "d.db"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "local",
-         "--source", "cam=dummy:?rate=200", "--sink", f"sqlite:///{database}", "--interval", "0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        for _ in range(600):  # until a progress line shows written rows; bounded
-            lines.append(process.stdout.readline())
-            if re.search(r"cam: [\d.]+ frames/s, \d+ dropped, [1-9]\d* written", lines[-1]):
-                break
-    finally:
-        process.send_signal(signal.SIGINT)
-        out = _finish(process, lines)
+    process, lines = _stream_until_written(project, "cam=dummy:?rate=200", database)
+    process.send_signal(signal.SIGINT)
+    out = _finish(process, lines)
     assert process.returncode == 0, out
     summary = [line for line in out.splitlines() if line.startswith("cam: ") and "processed" in line][-1]
     written = int(re.search(r"(\d+) written", summary).group(1))  # type: ignore[union-attr]
@@ -426,19 +433,10 @@ def test_a_stream_whose_inference_process_is_killed_gets_it_back_and_writes_ever
     if not Path("/proc/self/stat").exists():
         pytest.skip("needs /proc to find the inference process")
     database = project / "d.db"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rvai_sdk.cli", "stream", "my_pipelines:pipeline", "--runtime", "local",
-         "--source", "cam=dummy:?rate=100&count=400&seed=1", "--sink", f"sqlite:///{database}", "--interval", "0.1",
-         *([] if supervised else ["--no-supervise"])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=project,
+    process, lines = _stream_until_written(
+        project, "cam=dummy:?rate=100&count=400&seed=1", database, *([] if supervised else ["--no-supervise"])
     )
-    assert process.stdout is not None
-    lines: list[str] = []
     try:
-        for _ in range(600):  # until a progress line shows written rows; bounded
-            lines.append(process.stdout.readline())
-            if re.search(r"cam: [\d.]+ frames/s, \d+ dropped, [1-9]\d* written", lines[-1]):
-                break
         spawned = [pid for _, pid, cmdline in _children(process.pid) if "spawn_main" in cmdline]
         assert spawned, "no inference process found:\n" + "".join(lines)
         os.kill(spawned[0], signal.SIGKILL)  # started first: the inference process (the driver's comes after it)
