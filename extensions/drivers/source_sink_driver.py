@@ -453,12 +453,11 @@ class SourceSinkDriver(PipelineDriver):
             totals = gone.setdefault(outlet.ref, collections.Counter())
             for key in _SINK_COUNTERS:
                 totals[key] += int(held[key])
-        for ref, totals in gone.items():  # counted with the sink of that ref, or as a removed one
+        for ref, totals in gone.items():  # with the sink of that ref (a removed one is no longer listed)
             sink = sinks.get(ref)
-            if sink is None:
-                sink = sinks[ref] = {**_pending_sink(), "state": "removed"}
-            for key, value in totals.items():
-                sink[key] = int(sink.get(key, 0)) + value
+            if sink is not None:
+                for key, value in totals.items():
+                    sink[key] = int(sink.get(key, 0)) + value
         recorder = self._wiring.positions
         return {"sources": sources, "sinks": sinks, "positions": None if recorder is None else recorder.stats()}
 
