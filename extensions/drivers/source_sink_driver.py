@@ -515,6 +515,9 @@ class SourceSinkDriver(PipelineDriver):
             if SourceSinkDriver.finished(stats):
                 return stats
             if getattr(driver, "final_stats", None) is not None:  # stopped or failed: those counters are final
+                stats = driver.stats()  # (it may have stopped since the look above)
+                if SourceSinkDriver.finished(stats):
+                    return stats
                 shown = "; ".join(f"{ref}: {e['state']}, {e['written']} written" for ref, e in stats["sources"].items())
                 status = getattr(getattr(driver, "status", None), "name", "stopped")
                 raise DriverError(f"driver {getattr(driver, 'ref', '?')!r} is {status} before its streams finished ({shown})")

@@ -193,6 +193,8 @@ class LocalDriverProcess(PipelineDriverProcess):
                 message = conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception:  # a message that does not unpickle here: lost, the watch goes on
+                continue
             kind = message[0]
             if kind == "reply":
                 future = self._calls.pop(message[1], None)

@@ -24,7 +24,7 @@ def final_counters(driver: PipelineDriver) -> dict[str, Any] | None:
     sent to the process that started the driver)."""
     try:
         stats = dict(driver.stats())
-        pickle.dumps(stats)
+        pickle.loads(pickle.dumps(stats))  # what the other end does with them
     except Exception:
         return None
     return stats

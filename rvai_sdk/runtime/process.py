@@ -512,12 +512,15 @@ class InferenceProcess:
         interval = min(1.0, stuck_after / 4)
         backoff = interval
         unanswered = 0  # stats() calls in a row that answered ping but not stats (the executor's lock held)
+        watched = self._link  # ... of this process
         while True:
             tick.wait(backoff)
             status = self._status
             if status in (ProcessStatus.STOPPING, ProcessStatus.STOPPED):
                 return
             reason = None
+            if status is not ProcessStatus.RUNNING or self._link is not watched:
+                unanswered, watched = 0, self._link  # counted for one process: a restart (anyone's) starts again
             if status is ProcessStatus.FAILED:
                 reason = f"the process failed ({self.failure})"
             elif status is ProcessStatus.RUNNING:
@@ -528,6 +531,7 @@ class InferenceProcess:
                     # a slow store holds): it is what a call holding the interpreter keeps from answering
                     self._link.call("ping", timeout=wait)
                 except RvaiError as exc:
+                    unanswered = 0
                     if self._status is not ProcessStatus.RUNNING or not _timed_out(exc):
                         continue  # died or restarting meanwhile: looked at again next time
                     # alive but mute: a call holding the interpreter (a C extension, a regex) or a deadlock,
@@ -539,6 +543,7 @@ class InferenceProcess:
                         unanswered = 0
                     except RvaiError as exc:
                         if self._status is not ProcessStatus.RUNNING or not _timed_out(exc):
+                            unanswered = 0
                             continue  # died or restarting meanwhile: looked at again next time
                         unanswered += 1  # a restore from a slow store holds the lock a while: not at once
                         if unanswered < _STATS_UNANSWERED:
