@@ -62,7 +62,7 @@ def _stream_done(stats: Mapping[str, Any]) -> bool:
     for entry in stats["sources"].values():
         if entry["state"] not in ("ended", "failed") or entry["queued"] or entry["in_flight"]:
             return False
-    return all(not sink["buffered"] for sink in stats["sinks"].values())
+    return not stats.get("removing") and all(not sink["buffered"] for sink in stats["sinks"].values())
 
 
 class _MetricsServer(MetricsServer):

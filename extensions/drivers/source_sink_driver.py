@@ -403,7 +403,7 @@ class SourceSinkDriver(PipelineDriver):
             "processed", "failed", "dropped", "unfinished", "resent", "skipped", "first_index",
             "written", "present", "dead_lettered", "errors", "last_error", "source"}},
             "sinks": {ref: {"state", "buffered", "written", "present", "dead_lettered",
-            "write_failures", "lost", "last_error", "sink"}}, "positions": ...}``.
+            "write_failures", "lost", "last_error", "sink"}}, "removing": int, "positions": ...}``.
 
             Per source: ``written`` counts its records newly stored by every sink (a record
             written by two sinks counts twice), ``present`` those a sink found it already
@@ -416,6 +416,9 @@ class SourceSinkDriver(PipelineDriver):
             now (where this run started, moved on by such a reopening);
             ``state`` is ``waiting`` while the inference process cannot be reached.
             ``source``/``sink`` hold the component's own counters (e.g. a camera's ``reconnects``).
+
+            ``removing``: records that removed sinks still hold (their writers drain them, within
+            ``drain_timeout``); a removed sink is no longer listed, its rows stay in its sources' counts.
 
             ``positions`` is ``None`` without a ``position_store``; else ``{"store", "state"
             ("running", "failing" while writes fail, "closed"), "writes", "errors",
@@ -453,13 +456,19 @@ class SourceSinkDriver(PipelineDriver):
             totals = gone.setdefault(outlet.ref, collections.Counter())
             for key in _SINK_COUNTERS:
                 totals[key] += int(held[key])
+        removing = 0  # records removed sinks still hold: not finished until they are written (or given up)
         for ref, totals in gone.items():  # with the sink of that ref (a removed one is no longer listed)
             sink = sinks.get(ref)
-            if sink is not None:
-                for key, value in totals.items():
-                    sink[key] = int(sink.get(key, 0)) + value
+            if sink is None:
+                removing += totals["buffered"]
+                continue
+            for key, value in totals.items():
+                sink[key] = int(sink.get(key, 0)) + value
         recorder = self._wiring.positions
-        return {"sources": sources, "sinks": sinks, "positions": None if recorder is None else recorder.stats()}
+        return {
+            "sources": sources, "sinks": sinks, "removing": removing,
+            "positions": None if recorder is None else recorder.stats(),
+        }
 
     @staticmethod
     def finished(stats: Mapping[str, Any]) -> bool:
@@ -472,7 +481,7 @@ class SourceSinkDriver(PipelineDriver):
         for entry in stats["sources"].values():
             if entry["state"] not in ("ended", "failed") or entry["queued"] or entry["in_flight"]:
                 return False
-        return all(not sink["buffered"] for sink in stats["sinks"].values())
+        return not stats.get("removing") and all(not sink["buffered"] for sink in stats["sinks"].values())
 
     @staticmethod
     def wait(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -216,6 +217,23 @@ def test_a_replaced_or_removed_sink_keeps_its_counts_in_the_stats(runtime: Runti
     assert stats["sources"]["a"]["written"] == stored + len(read_jsonl(other)), stats
     assert stats["sinks"]["file"]["written"] == stored and stats["sinks"]["file"]["lost"] == 0
     assert "extra" not in stats["sinks"]  # removed: no longer listed, its rows still counted for the source
+
+
+def test_a_removed_sink_still_writing_keeps_the_driver_unfinished() -> None:
+    gate = threading.Event()
+    with init("debug") as rt, rt.start_inference(Inference(pipeline=single(Count))) as proc:
+        driver = SourceSinkDriver(sources={"a": counting(5)})
+        driver.add_sink(ref="slow", sink=DummySink(drain=lambda record: gate.wait(30)))
+        driver.add_sink(ref="fast", sink=DummySink())
+        handle = proc.add_driver("stream", lambda: driver)
+        wait_until(lambda: handle.stats()["sinks"]["slow"]["buffered"] + written(handle, "a") >= 10, what="5 records each")
+        driver.remove_sink("slow")
+        stats = handle.stats()
+        assert "slow" not in stats["sinks"] and stats["removing"] > 0 and not SourceSinkDriver.finished(stats)
+        gate.set()
+        final = SourceSinkDriver.wait(handle, timeout=30)
+        handle.stop()
+    assert final["removing"] == 0 and final["sources"]["a"]["written"] == 10  # by both sinks
 
 
 def test_waiting_on_a_stopped_driver_says_so_at_once(runtime: Runtime, jsonl: Callable[[str], str]) -> None:
