@@ -192,9 +192,12 @@ def _summary(last: Mapping[str, Any]) -> int:
             status = 1
             print(f"  source {entry['state']}: {entry['last_error']}", file=sys.stderr)
     for ref, sink in last["sinks"].items():
-        if sink["last_error"] or sink["lost"]:
-            print(f"sink {ref}: {sink['lost']} lost, last error: {sink['last_error']}", file=sys.stderr)
-            status = 1 if sink["lost"] else status
+        # what its writer still held as the driver ended (stuck in a write past drain_timeout) is not written either
+        unwritten = sink["lost"] + sink["buffered"]
+        if sink["last_error"] or unwritten:
+            held = f" ({sink['buffered']} still held by its writer when the stream stopped)" if sink["buffered"] else ""
+            print(f"sink {ref}: {unwritten} lost{held}, last error: {sink['last_error']}", file=sys.stderr)
+            status = 1 if unwritten else status
     return status
 
 
