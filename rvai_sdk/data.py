@@ -155,13 +155,8 @@ class DataClass:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "_rvai_localns" not in cls.__dict__:  # present when the class arrives by value (dill re-creates it)
-            # get_type_hints resolves every base's annotations with this class's names: the bases' names come
-            # first (a local alias of a base defined in a function), this class's own over them
-            inherited: dict[str, Any] = {}
-            for base in reversed(cls.__mro__[1:]):
-                inherited.update(getattr(base, "__dict__", {}).get("_rvai_localns") or {})
-            own = defining_namespace(1, cls.__dict__.get("__annotations__") or {}) or {}
-            cls._rvai_localns = {**inherited, **own} or None
+            # the names its own annotations use (each class of the MRO resolves its own: _own_hints)
+            cls._rvai_localns = defining_namespace(1, cls.__dict__.get("__annotations__") or {})
     _rvai_coercers_cache: ClassVar[tuple[tuple[str, Any, Any, Any], ...] | None] = None
 
     @classmethod
@@ -220,8 +215,7 @@ class DataClass:
         cached = cls.__dict__.get("_rvai_fields_cache")
         if cached is not None:
             return typing.cast("tuple[FieldInfo, ...]", cached)
-        names = {**(cls.__dict__.get("_rvai_localns") or {}), **(localns or {})}
-        infos = _resolve_fields(cls, names or None)
+        infos = _resolve_fields(cls, localns)
         cls._rvai_fields_cache = infos
         return infos
 
@@ -437,14 +431,31 @@ def _is_mutable(value: Any) -> bool:
     return type(value).__hash__ is None
 
 
+def _own_hints(cls: type, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The resolved annotations of ``cls`` and its bases: each class's own, in its module, with the names kept
+    where it was defined (``_rvai_localns``) and ``extra`` (names local to a function, from ``@cell``).
+
+    One namespace for the whole MRO (what ``typing.get_type_hints(cls, localns=...)`` does) would let a base's
+    local alias and a subclass's module-level name of the same spelling resolve each other's fields.
+    """
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        own = klass.__dict__.get("__annotations__")
+        if not own:
+            continue
+        names = {**dict(vars(klass)), **(extra or {}), **(klass.__dict__.get("_rvai_localns") or {})}
+        probe = type(klass.__name__, (), {"__annotations__": dict(own), "__module__": klass.__module__})
+        hints.update(typing.get_type_hints(probe, localns=names))
+    return hints
+
+
 def _resolve_fields(cls: type[DataClass], localns: Mapping[str, Any] | None) -> tuple[FieldInfo, ...]:
     if "__dataclass_fields__" not in cls.__dict__:
         raise CellDefinitionError(
             f"{cls.__name__} is not a dataclass; decorate it with @dataclasses.dataclass", cell=None
         )
     try:
-        # Each class in the MRO resolves in its own module; ``localns`` adds names local to a function.
-        hints = typing.get_type_hints(cls, localns=dict(localns) if localns else None)
+        hints = _own_hints(cls, localns)
     except NameError as exc:
         raise CellDefinitionError(
             f"{cls.__name__}: an annotation does not resolve ({exc}); define the types it names at module level "

@@ -140,3 +140,27 @@ def test_a_subclass_of_a_data_class_defined_in_a_function_resolves_its_bases_loc
     p = tuned(mode=2.0, gain=2.0)
     assert (float(p.mode.selected), float(p.gain), list(p.v)) == (2.0, 2.0, [])
     assert float(same().mode.selected) == 1.0
+
+
+Label = String  # a module-level name that a base defined in a function spells differently
+
+
+def _base_with_a_local_label() -> type[Inputs]:
+    Label = Integer  # noqa: N806 (shadows the module's: this base's own)
+
+    @dataclass
+    class LabelledBase(Inputs):
+        x: Label = Inputs.field()
+
+    return LabelledBase
+
+
+def test_each_class_of_the_mro_resolves_its_own_annotations_with_its_own_names() -> None:
+    """One namespace for the whole MRO let the base's local ``Label`` (Integer) type the subclass's field too."""
+    base = _base_with_a_local_label()
+
+    @dataclass
+    class Labelled(base):  # type: ignore[valid-type,misc]
+        y: Label = Inputs.field()
+
+    assert {f.name: f.type for f in Labelled.fields_info()} == {"x": Integer, "y": String}
