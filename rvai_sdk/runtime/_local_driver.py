@@ -265,10 +265,6 @@ class LocalDriverProcess(PipelineDriverProcess):
         self._require_running("set parameters")
         self._call("set_parameters", parameters)
 
-    def stats(self) -> dict[str, Any]:
-        final = self._final()
-        if final is not None:
-            return final
-        self._require_running("get stats")
+    def _live_stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("stats")
         return result

@@ -309,9 +309,5 @@ class RayDriverProcess(PipelineDriverProcess):
         self._require_running("set parameters")
         self._call("set_parameters", parameters)
 
-    def stats(self) -> dict[str, Any]:
-        final = self._final()
-        if final is not None:
-            return final
-        self._require_running("get stats")
+    def _live_stats(self) -> dict[str, Any]:
         return self._call("stats")  # type: ignore[no-any-return]

@@ -116,11 +116,7 @@ class DebugDriverProcess(PipelineDriverProcess):
         self._require_running("set parameters")
         self.driver.set_parameters(parameters)
 
-    def stats(self) -> dict[str, Any]:
-        final = self._final()
-        if final is not None:
-            return final
-        self._require_running("get stats")
+    def _live_stats(self) -> dict[str, Any]:
         return self.driver.stats()
 
 

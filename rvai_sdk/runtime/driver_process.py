@@ -111,7 +111,6 @@ class PipelineDriverProcess(abc.ABC):
             DriverError: the driver is not running.
         """
 
-    @abc.abstractmethod
     def stats(self) -> dict[str, Any]:
         """The driver's counters (``PipelineDriver.stats``); once it stopped, those of the moment its ``run()``
         returned (:attr:`final_stats`: what its stop finished, wrote or gave up is counted there).
@@ -119,12 +118,14 @@ class PipelineDriverProcess(abc.ABC):
         Raises:
             DriverError: the driver is not running and left no final counters (it died, or never ran).
         """
+        if self._status is not ProcessStatus.RUNNING and self.final_stats is not None:
+            return copy.deepcopy(self.final_stats)
+        self._require_running("get stats")
+        return self._live_stats()
 
-    def _final(self) -> dict[str, Any] | None:
-        """:attr:`final_stats` when the driver is no longer running (``None`` while it runs)."""
-        if self._status is ProcessStatus.RUNNING or self.final_stats is None:
-            return None
-        return copy.deepcopy(self.final_stats)
+    @abc.abstractmethod
+    def _live_stats(self) -> dict[str, Any]:
+        """The running driver's counters, asked of it where it runs."""
 
     def list_services(self) -> list[dict[str, Any]]:
         """The service records the driver published, e.g. ``[{"name": "http", "taggedAddresses": ...}]``."""
