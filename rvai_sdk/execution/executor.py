@@ -51,7 +51,14 @@ from rvai_sdk.execution.parameters import check_model_paths, resolve_parameters
 from rvai_sdk.execution.plan import Plan
 from rvai_sdk.execution.reconfigure import Reconfiguration
 from rvai_sdk.execution.requests import Config, Request, Work, set_exception
-from rvai_sdk.execution.scheduler import _FAST_AFTER_CALLS, _FAST_CALL_SECONDS, _FAST_SAMPLE, _FOLD_EVERY, Scheduler
+from rvai_sdk.execution.scheduler import (
+    _FAST_AFTER_CALLS,
+    _FAST_CALL_SECONDS,
+    _FAST_SAMPLE,
+    _FOLD_EVERY,
+    _LONGEST_WAIT,
+    Scheduler,
+)
 from rvai_sdk.execution.state import StateEntry, StateStore
 from rvai_sdk.execution.state_store import Checkpointer, DurableStateStore, dump_state, load_state
 from rvai_sdk.execution.stats import ExecutorStats, StuckCall, timing_summary
@@ -60,9 +67,6 @@ from rvai_sdk.pipeline.graph import Pipeline
 __all__ = ["BatchingPolicy", "Executor", "OutputCheckError", "resolve_parameters"]
 
 _NO_ENTRY = StateEntry(None, 0.0)
-_LONGEST_WAIT = 3600.0
-"""Longest the deadline thread sleeps at once: a deadline years away (a client's huge timeout) is waited for in
-steps, since a single wait that long overflows the platform's time_t and would end the thread."""
 """A request's state entry until ``submit`` acquires the real one under the lock."""
 
 # Names that earlier versions defined here (tests and benchmarks reach some of them).

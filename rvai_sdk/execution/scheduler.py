@@ -73,6 +73,10 @@ _FAST_SAMPLE = 16
 """Fast cells record the timings of one call in this many (their per-call bookkeeping would cost more than the call)."""
 _FOLD_EVERY = 1024
 """A cell's raw timings (and the request latencies) are folded into histograms, vectorised, every this many calls."""
+
+_LONGEST_WAIT = 3600.0
+"""Longest a timer thread (batch waits, deadlines) sleeps at once: what is due years away (a client's huge
+timeout) is waited for in steps, since a single wait that long overflows the platform's time_t and ends the thread."""
 _NONE_BUILT: dict[int, CellError] = {}
 """The errors built for a call whose requests all succeeded (shared, never written)."""
 
@@ -346,7 +350,7 @@ class Scheduler:
                     due, index = self._timers[0]
                     delay = due - self._clock()
                     if delay > 0:
-                        self._timer_cv.wait(min(delay, 3600.0))  # a wait past time_t would kill this thread
+                        self._timer_cv.wait(min(delay, _LONGEST_WAIT))
                         continue
                     heapq.heappop(self._timers)
                     break

@@ -568,7 +568,7 @@ class InferenceProcess:
                 continue
             self.supervisor_restarts.append(reason)
             backoff = interval
-            unanswered = 0
+            unanswered = 0  # (its own restart: on ray the link object stays the same)
 
     # -- drivers -------------------------------------------------------------------------
 

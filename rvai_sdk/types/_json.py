@@ -68,7 +68,7 @@ def _openings(raw: bytes) -> int:
     if len(raw) < 8192:
         return raw.count(b"[") + raw.count(b"{")
     view = np.frombuffer(raw, np.uint8)
-    return int(np.count_nonzero((view == ord("[")) | (view == ord("{"))))
+    return int(np.count_nonzero((view == _OPENING[0]) | (view == _OPENING[1])))
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
