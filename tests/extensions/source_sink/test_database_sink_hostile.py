@@ -266,6 +266,20 @@ def test_the_command_line_never_prints_a_database_sinks_password(tmp_path: Path,
     assert not leaked, leaked
 
 
+_Y_COLUMNS = 'source TEXT NOT NULL, "index" BIGINT NOT NULL, sid TEXT, timestamp FLOAT NOT NULL, status VARCHAR(16) NOT NULL, error TEXT, y BIGINT'
+"""The columns a DatabaseSink writes for one Integer output ``y``, as a table made by hand declares them."""
+
+
+def _write_y(url: str, table: str) -> None:
+    """Open a DatabaseSink on an existing ``table`` and write one record, ``y`` = 1."""
+    sink = DatabaseSink(url, table=table)
+    sink.open(ctx(y=Integer))
+    try:
+        sink.write([rec(0, y=Integer(1))])
+    finally:
+        sink.close()
+
+
 def _create(url: str, sql: str) -> None:
     import sqlalchemy as sa
 
@@ -304,19 +318,14 @@ def test_an_integer_output_over_an_earlier_float_column_is_taken(db_table: tuple
 
 def test_a_partial_unique_index_is_no_key_and_an_expression_index_does_not_break_the_check(db_table: tuple[str, str]) -> None:
     url, table = db_table
-    columns = 'source TEXT NOT NULL, "index" BIGINT NOT NULL, sid TEXT, timestamp FLOAT NOT NULL, status VARCHAR(16) NOT NULL, error TEXT, y BIGINT'
+    columns = _Y_COLUMNS
     _create(url, f'CREATE TABLE "{table}" ({columns}); '
                  f'CREATE UNIQUE INDEX "{table}_partial" ON "{table}" (source, "index") WHERE status = \'complete\'; '
                  f'CREATE UNIQUE INDEX "{table}_expr" ON "{table}" (source, lower(sid))')
     with pytest.raises(SinkError, match=r"no primary key or unique index on \(source, index\)"):
         DatabaseSink(url, table=table).open(ctx(y=Integer))  # ON CONFLICT cannot use a partial index
     _create(url, f'CREATE UNIQUE INDEX "{table}_key" ON "{table}" (source, "index")')
-    sink = DatabaseSink(url, table=table)
-    sink.open(ctx(y=Integer))
-    try:
-        sink.write([rec(0, y=Integer(1))])
-    finally:
-        sink.close()
+    _write_y(url, table)
     assert [r["y"] for r in rows(url, table)] == [1]
 
 
@@ -326,7 +335,7 @@ def test_a_column_the_pipeline_does_not_write_that_refuses_null_is_refused_at_op
     """A migration added ``site TEXT NOT NULL``: every row would be refused, dead-lettered, and a replayable source
     would resume after those letters; the sink refuses to open instead. Columns it need not fill are fine."""
     url, table = db_table
-    ours = 'source TEXT NOT NULL, "index" BIGINT NOT NULL, sid TEXT, timestamp FLOAT NOT NULL, status VARCHAR(16) NOT NULL, error TEXT, y BIGINT'
+    ours = _Y_COLUMNS
     fillable = "note TEXT, kind TEXT NOT NULL DEFAULT 'camera'"
     if url.startswith("postgresql"):
         fillable += ", rid BIGSERIAL, gid BIGINT GENERATED ALWAYS AS IDENTITY"
@@ -342,12 +351,7 @@ def test_a_column_the_pipeline_does_not_write_that_refuses_null_is_refused_at_op
     else:
         key = 'PRIMARY KEY (source, "index")'
     _create(url, f'DROP TABLE "{table}"; CREATE TABLE "{table}" ({ours}, {fillable}, {key})')
-    sink = DatabaseSink(url, table=table)
-    sink.open(ctx(y=Integer))
-    try:
-        sink.write([rec(0, y=Integer(1))])
-    finally:
-        sink.close()
+    _write_y(url, table)
     assert [(r["y"], r["kind"], r["note"]) for r in rows(url, table)] == [(1, "camera", None)]
 
 
